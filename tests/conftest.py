@@ -1,0 +1,88 @@
+"""Shared test fixtures.
+
+The official ``segment-anything==1.0`` package is our oracle. It imports torchvision,
+whose 0.28.0 wheel is a CUDA build whose C++ ops do not load on the CPU torch we pin.
+Before anything imports torchvision we register the two ops it needs
+(``torchvision::nms`` and ``torchvision::qnms``) with a plain-torch greedy NMS written
+here, independently of the package's own NMS, so that comparisons stay independent.
+This stand-in lives in tests/ only.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def _reference_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS over XYXY boxes; returns kept indices in descending score order."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    boxes = boxes.float()
+    area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    keep = []
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        lt = torch.maximum(boxes[i, :2], boxes[:, :2])
+        rb = torch.minimum(boxes[i, 2:], boxes[:, 2:])
+        wh = (rb - lt).clamp(min=0)
+        inter = wh[:, 0] * wh[:, 1]
+        iou = inter / (area[i] + area - inter)
+        suppressed |= iou > iou_threshold
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def _install_torchvision_stand_in() -> bool:
+    try:
+        torch.ops.torchvision.nms  # already registered (real or stand-in)
+        return True
+    except (AttributeError, RuntimeError):
+        pass
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.impl("nms", _reference_nms, "CompositeExplicitAutograd")
+    lib.impl("qnms", _reference_nms, "CompositeExplicitAutograd")
+    _install_torchvision_stand_in.lib = lib  # keep the registration alive
+    try:
+        import torchvision.extension
+    except Exception:  # torchvision not installed: oracle tests skip
+        return False
+    torchvision.extension._has_ops = lambda: True
+    return True
+
+
+HAVE_TORCHVISION = _install_torchvision_stand_in()
+
+
+def oracle():
+    """Import and return the official ``segment_anything`` package, or skip the test."""
+    if not HAVE_TORCHVISION:
+        pytest.skip("official segment-anything oracle needs torchvision (pip install -e '.[dev]')")
+    return pytest.importorskip("segment_anything")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data, or skip when a fresh clone does not have it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (a fresh clone has no ../shared)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+sys.path.insert(0, str(ROOT))
