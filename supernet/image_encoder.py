@@ -1,0 +1,230 @@
+"""SAM's ViT image encoder, elastic in heads, MLP width, depth and input resolution.
+
+The same module is both the original model and the weight-sharing supernet: every block
+keeps its full weights and runs the *active* sub-network by slicing them. Heads are
+sliced head-major (the first ``k`` heads), MLP neurons the first ``k`` hidden units, so
+importance ranking (``supernet.ranking``) permutes the weights to put the best first.
+With every block active at full width and the input at ``img_size``, the forward pass
+is exactly the original SAM encoder.
+
+Shapes: images ``(B, 3, R, R)`` with ``R`` a multiple of ``patch_size`` -> embeddings
+``(B, out_chans, R/16, R/16)``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import LayerNorm2d
+
+
+def rel_pos_table(q_size: int, k_size: int, table: torch.Tensor) -> torch.Tensor:
+    """Relative-position embeddings for every (query, key) pair along one axis.
+
+    ``table`` is ``(L, C)`` learned for ``L = 2 * size - 1`` offsets; it is resampled
+    linearly when the axis length differs (elastic resolution). Returns ``(q_size, k_size, C)``.
+    """
+    table = resize_rel_pos(table, max(q_size, k_size))
+    q_scale = max(k_size / q_size, 1.0)
+    k_scale = max(q_size / k_size, 1.0)
+    q_pos = torch.arange(q_size)[:, None] * q_scale
+    k_pos = torch.arange(k_size)[None, :] * k_scale
+    offsets = (q_pos - k_pos) + (k_size - 1) * k_scale
+    return table[offsets.long()]
+
+
+def resize_rel_pos(table: torch.Tensor, size: int) -> torch.Tensor:
+    """Resample a ``(L, C)`` relative-position table to the ``2*size-1`` offsets of an axis of ``size``."""
+    needed = 2 * size - 1
+    if table.shape[0] == needed:
+        return table
+    return F.interpolate(table.t().unsqueeze(0), size=needed, mode="linear").squeeze(0).t()
+
+
+def decomposed_rel_pos_bias(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, hw: tuple[int, int]):
+    """Additive attention bias from decomposed relative positions (MViTv2).
+
+    ``q``: ``(N, T, C)`` un-scaled queries with ``T = H*W``. Returns ``(N, T, T)``.
+    """
+    h, w = hw
+    table_h = rel_pos_table(h, h, rel_h)
+    table_w = rel_pos_table(w, w, rel_w)
+    n, _, c = q.shape
+    q2d = q.reshape(n, h, w, c)
+    bias_h = torch.einsum("nhwc,hkc->nhwk", q2d, table_h)
+    bias_w = torch.einsum("nhwc,wkc->nhwk", q2d, table_w)
+    return (bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]).reshape(n, h * w, h * w)
+
+
+class ElasticAttention(nn.Module):
+    """Multi-head self-attention with relative positions; the first ``active_heads`` heads run.
+
+    Weights keep the official layout: ``qkv`` rows are (q|k|v) x heads x head_dim, and
+    ``proj`` columns are heads x head_dim.
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, rel_pos_size: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.active_heads = num_heads
+        inner = num_heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * inner)
+        self.proj = nn.Linear(inner, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_pos_size - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_pos_size - 1, head_dim))
+
+    def active_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight ``(3*h*hd, dim)`` and bias ``(3*h*hd,)`` of the active heads."""
+        h, hd = self.active_heads, self.head_dim
+        weight = self.qkv.weight.view(3, self.num_heads, hd, -1)[:, :h].reshape(3 * h * hd, -1)
+        bias = self.qkv.bias.view(3, self.num_heads, hd)[:, :h].reshape(-1)
+        return weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        heads, hd = self.active_heads, self.head_dim
+        weight, bias = self.active_qkv()
+        qkv = F.linear(x, weight, bias).reshape(b, h * w, 3, heads, hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, b * heads, h * w, hd).unbind(0)
+        attn_bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+        out = out.view(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, heads * hd)
+        return F.linear(out, self.proj.weight[:, : heads * hd], self.proj.bias)
+
+
+class ElasticMLP(nn.Module):
+    """``lin2(GELU(lin1(x)))`` with only the first ``active_hidden`` hidden units."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(dim, hidden)
+        self.lin2 = nn.Linear(hidden, dim)
+        self.act = nn.GELU()
+        self.hidden = hidden
+        self.active_hidden = hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.active_hidden
+        if m == self.hidden:
+            return self.lin2(self.act(self.lin1(x)))
+        hidden = self.act(F.linear(x, self.lin1.weight[:m], self.lin1.bias[:m]))
+        return F.linear(hidden, self.lin2.weight[:, :m], self.lin2.bias)
+
+
+def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(B, H, W, C)`` -> ``(B * nWindows, window, window, C)`` with zero padding; also the padded size."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window, window, wp // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window, window, c), (hp, wp)
+
+
+def window_unpartition(windows: torch.Tensor, window: int, padded: tuple[int, int], hw: tuple[int, int]):
+    """Inverse of :func:`window_partition`: back to ``(B, H, W, C)`` without the padding."""
+    hp, wp = padded
+    h, w = hw
+    b = windows.shape[0] // ((hp // window) * (wp // window))
+    x = windows.view(b, hp // window, wp // window, window, window, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, hp, wp, -1)
+    if hp > h or wp > w:
+        x = x[:, :h, :w, :].contiguous()
+    return x
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block; ``window_size == 0`` means global attention."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_dim: int, window_size: int, grid: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = ElasticAttention(dim, num_heads, head_dim, window_size if window_size > 0 else grid)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = ElasticMLP(dim, mlp_dim)
+        self.window_size = window_size
+
+    @property
+    def is_global(self) -> bool:
+        return self.window_size == 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            hw = (x.shape[1], x.shape[2])
+            x, padded = window_partition(x, self.window_size)
+            x = window_unpartition(self.attn(x), self.window_size, padded, hw)
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch projection: ``(B, 3, R, R)`` -> ``(B, R/p, R/p, dim)``."""
+
+    def __init__(self, patch_size: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
+    """Bicubic resampling of an absolute ``(1, G, G, C)`` position embedding to ``(1, grid, grid, C)``."""
+    if pos_embed.shape[1] == grid and pos_embed.shape[2] == grid:
+        return pos_embed
+    resized = F.interpolate(pos_embed.permute(0, 3, 1, 2), size=(grid, grid), mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1)
+
+
+class ImageEncoderViT(nn.Module):
+    """Elastic SAM ViT encoder.
+
+    ``blocks_spec`` lists, per block, ``(num_heads, mlp_dim, window_size)``; extracted
+    subnets pass their reduced widths, the original model its uniform ones.
+    ``img_size`` is the largest input side in pixels; the position embedding and the
+    global blocks' relative positions are learned for it and resampled for smaller inputs.
+    """
+
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        embed_dim: int,
+        head_dim: int,
+        blocks_spec: list[tuple[int, int, int]],
+        out_chans: int,
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.patch_size = patch_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
+        self.blocks = nn.ModuleList(
+            EncoderBlock(embed_dim, heads, head_dim, mlp, window, grid) for heads, mlp, window in blocks_spec
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+        # Depth elasticity: False skips the block (identity).
+        self.active_blocks: list[bool] = [True] * len(self.blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % self.patch_size or x.shape[-2] != x.shape[-1]:
+            raise ValueError(f"encoder input must be square with a side divisible by {self.patch_size}, got {tuple(x.shape)}")
+        x = self.patch_embed(x)
+        x = x + resize_pos_embed(self.pos_embed, x.shape[1])
+        for block, active in zip(self.blocks, self.active_blocks):
+            if active:
+                x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))
