@@ -1,0 +1,123 @@
+"""Subnet extraction: a standalone, physically smaller SAM with sliced weights.
+
+``extract(supernet, config)`` copies the active slices into a model built with the
+subnet's own widths; skipped blocks are dropped, the position embedding and the global
+blocks' relative positions are resampled once to the subnet resolution. Its outputs equal
+the supernet's with the same config active. ``save_subnet`` writes ``subnet.pt`` (state
+dict) and ``subnet.json`` (config + architecture), which ``load_subnet`` reads back with
+no supernet at hand.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .arch import SamArch
+from .build import build_from_spec
+from .checkpoint import load_state_dict_exact, read_state_dict
+from .elastic import check_fits
+from .errors import CheckpointError
+from .image_encoder import resize_pos_embed, resize_rel_pos
+from .fileio import atomic_torch_save, atomic_write_text
+from .sam import Sam
+
+SUBNET_FORMAT = "samnas-subnet/1"
+
+
+def subnet_blocks_spec(model: Sam, config: dict) -> list[tuple[int, int, int]]:
+    """``(heads, mlp, window)`` of each kept block, in order."""
+    return [
+        (spec["heads"], spec["mlp"], block.window_size)
+        for spec, block in zip(config["blocks"], model.image_encoder.blocks)
+        if spec.get("keep", True)
+    ]
+
+
+@torch.no_grad()
+def extract(model: Sam, config: dict) -> Sam:
+    """A standalone :class:`Sam` holding only ``config``'s weights (no masks at run time)."""
+    check_fits(model, config)
+    res = config["resolution"]
+    grid = res // model.image_encoder.patch_size
+    sub = build_from_spec(model.arch, subnet_blocks_spec(model, config), img_size=res)
+    src_enc, dst_enc = model.image_encoder, sub.image_encoder
+    dst_enc.patch_embed.load_state_dict(src_enc.patch_embed.state_dict())
+    dst_enc.pos_embed.copy_(resize_pos_embed(src_enc.pos_embed, grid))
+    dst_enc.neck.load_state_dict(src_enc.neck.state_dict())
+    kept = [(spec, blk) for spec, blk in zip(config["blocks"], src_enc.blocks) if spec.get("keep", True)]
+    for (spec, src), dst in zip(kept, dst_enc.blocks):
+        _copy_block(src, dst, spec["heads"], spec["mlp"], grid)
+    sub.prompt_encoder.load_state_dict(model.prompt_encoder.state_dict())
+    sub.mask_decoder.load_state_dict(model.mask_decoder.state_dict())
+    return sub.eval()
+
+
+def _copy_block(src, dst, heads: int, mlp: int, grid: int) -> None:
+    hd = src.attn.head_dim
+    dst.norm1.load_state_dict(src.norm1.state_dict())
+    dst.norm2.load_state_dict(src.norm2.state_dict())
+    src.attn.active_heads, saved = heads, src.attn.active_heads
+    weight, bias = src.attn.active_qkv()
+    src.attn.active_heads = saved
+    dst.attn.qkv.weight.copy_(weight)
+    dst.attn.qkv.bias.copy_(bias)
+    dst.attn.proj.weight.copy_(src.attn.proj.weight[:, : heads * hd])
+    dst.attn.proj.bias.copy_(src.attn.proj.bias)
+    size = grid if src.is_global else src.window_size
+    dst.attn.rel_pos_h.copy_(resize_rel_pos(src.attn.rel_pos_h, size))
+    dst.attn.rel_pos_w.copy_(resize_rel_pos(src.attn.rel_pos_w, size))
+    dst.mlp.lin1.weight.copy_(src.mlp.lin1.weight[:mlp])
+    dst.mlp.lin1.bias.copy_(src.mlp.lin1.bias[:mlp])
+    dst.mlp.lin2.weight.copy_(src.mlp.lin2.weight[:, :mlp])
+    dst.mlp.lin2.bias.copy_(src.mlp.lin2.bias)
+
+
+def subnet_metadata(model: Sam, config: dict, **extra) -> dict:
+    """What ``subnet.json`` holds: format, config, the base architecture and each kept block's shape."""
+    return {
+        "format": SUBNET_FORMAT,
+        "model_type": model.arch.name,
+        "config": config,
+        "resolution": config["resolution"],
+        "arch": model.arch.to_dict(),
+        "blocks_spec": [list(s) for s in subnet_blocks_spec(model, config)],
+        **extra,
+    }
+
+
+def save_subnet(subnet: Sam, metadata: dict, out_dir: str | Path) -> Path:
+    """Write ``subnet.pt`` and ``subnet.json`` into ``out_dir`` atomically; returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(subnet.state_dict(), out / "subnet.pt")
+    atomic_write_text(out / "subnet.json", json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def load_subnet(folder: str | Path) -> Sam:
+    """Rebuild an extracted subnet from ``subnet.json`` + ``subnet.pt`` without the supernet."""
+    folder = Path(folder)
+    meta_path = folder / "subnet.json"
+    if not meta_path.is_file():
+        raise CheckpointError(f"{meta_path}: not found; expected a folder written by `samnas extract`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{meta_path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    if meta.get("format") != SUBNET_FORMAT:
+        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {SUBNET_FORMAT!r}")
+    try:
+        arch_fields = dict(meta["arch"])
+        arch_fields["global_attn_indexes"] = tuple(arch_fields["global_attn_indexes"])
+        for key in ("pixel_mean", "pixel_std"):
+            arch_fields[key] = tuple(arch_fields[key])
+        arch = SamArch(**arch_fields)
+        spec = [tuple(int(v) for v in s) for s in meta["blocks_spec"]]
+        res = int(meta["resolution"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{meta_path}: missing or malformed field ({exc})") from None
+    model = build_from_spec(arch, spec, img_size=res)
+    load_state_dict_exact(model, read_state_dict(folder / "subnet.pt"), str(folder / "subnet.pt"))
+    return model.eval()
