@@ -74,6 +74,9 @@ class ElasticAttention(nn.Module):
         self.proj = nn.Linear(inner, dim)
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_pos_size - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_pos_size - 1, head_dim))
+        # Parameter-free probe on the input of ``proj``: forward hooks here see the
+        # per-head attention output (importance ranking records it).
+        self.proj_input = nn.Identity()
 
     def active_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight ``(3*h*hd, dim)`` and bias ``(3*h*hd,)`` of the active heads."""
@@ -91,6 +94,7 @@ class ElasticAttention(nn.Module):
         attn_bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
         out = out.view(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, heads * hd)
+        out = self.proj_input(out)
         return F.linear(out, self.proj.weight[:, : heads * hd], self.proj.bias)
 
 

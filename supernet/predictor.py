@@ -11,6 +11,13 @@ from .sam import Sam
 from .transforms import ResizeLongestSide
 
 
+def image_to_model_input(model: Sam, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(H, W, 3)`` uint8 RGB -> the normalised, padded ``(1, 3, R, R)`` encoder input and the resized ``(h, w)``."""
+    resized = ResizeLongestSide(model.resolution).apply_image(np.ascontiguousarray(image))
+    tensor = torch.as_tensor(resized, device=model.device).permute(2, 0, 1).contiguous()[None].float()
+    return model.preprocess(tensor), (resized.shape[0], resized.shape[1])
+
+
 class SamPredictor:
     """Wraps a :class:`Sam` (or an extracted subnet) for repeated prompting of one image."""
 

@@ -1,0 +1,195 @@
+"""Importance ranking of attention heads and MLP neurons, and the weight permutation it drives.
+
+Three scores per unit (a head of block ``i``, or a hidden neuron of its MLP), each summed
+over the weights the unit owns (its q/k/v rows and ``proj`` columns, or its ``lin1`` row
+and ``lin2`` column):
+
+- ``magnitude``: ``|W|``;
+- ``wanda``: ``|W| * ||x||_2``, with ``x`` the layer's input activations recorded on the
+  calibration images (Sun et al., 2023);
+- ``taylor``: ``|sum(W * dL/dW)|`` per image, with ``L`` an embedding-distillation loss
+  against the full model's embeddings disturbed by Gaussian noise (SlimSAM's disturbed
+  Taylor importance: without the noise the full model's loss and gradient are zero).
+  No labels are needed.
+
+:func:`permute_by_importance` then reorders each block's heads and neurons from most to
+least important, so every "first k" slice of the supernet keeps the best units. The
+reordering preserves the full model's function.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from tqdm import tqdm
+
+from .image_encoder import EncoderBlock
+from .sam import Sam
+
+METHODS = ("magnitude", "wanda", "taylor")
+
+BlockScores = list[dict[str, torch.Tensor]]  # per block: {"heads": (H,), "mlp": (M,)}
+
+
+def _head_view(block: EncoderBlock) -> tuple[torch.Tensor, torch.Tensor]:
+    """qkv weight as ``(3, H, hd, C)`` and proj weight as ``(C, H, hd)``."""
+    attn = block.attn
+    qkv = attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)
+    proj = attn.proj.weight.view(attn.proj.weight.shape[0], attn.num_heads, attn.head_dim)
+    return qkv, proj
+
+
+def magnitude_scores(model: Sam) -> BlockScores:
+    """``sum |W|`` over each head's and each neuron's weights."""
+    scores = []
+    with torch.no_grad():
+        for block in model.image_encoder.blocks:
+            qkv, proj = _head_view(block)
+            heads = qkv.abs().sum(dim=(0, 2, 3)) + proj.abs().sum(dim=(0, 2))
+            mlp = block.mlp.lin1.weight.abs().sum(dim=1) + block.mlp.lin2.weight.abs().sum(dim=0)
+            scores.append({"heads": heads, "mlp": mlp})
+    return scores
+
+
+class _SquaredNorms:
+    """Forward hooks accumulating per-channel ``sum x^2`` over every token seen."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.handles = []
+
+    def watch_input(self, module: torch.nn.Module, key: str) -> None:
+        self.handles.append(module.register_forward_pre_hook(lambda m, args: self._add(key, args[0])))
+
+    def watch_output(self, module: torch.nn.Module, key: str) -> None:
+        self.handles.append(module.register_forward_hook(lambda m, args, out: self._add(key, out)))
+
+    def _add(self, key: str, x: torch.Tensor) -> None:
+        sq = x.detach().double().pow(2).reshape(-1, x.shape[-1]).sum(dim=0)
+        self.sums[key] = self.sums[key] + sq if key in self.sums else sq
+
+    def norm(self, key: str) -> torch.Tensor:
+        return self.sums[key].sqrt().float()
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def wanda_scores(model: Sam, images: Iterable[torch.Tensor]) -> BlockScores:
+    """``sum |W| * ||x||_2`` per unit from activations recorded on preprocessed ``(1, 3, R, R)`` images."""
+    probes = _SquaredNorms()
+    blocks = model.image_encoder.blocks
+    for i, block in enumerate(blocks):
+        probes.watch_input(block.attn, f"{i}.attn_in")
+        probes.watch_output(block.attn.proj_input, f"{i}.proj_in")
+        probes.watch_input(block.mlp, f"{i}.mlp_in")
+        probes.watch_output(block.mlp.act, f"{i}.hidden")
+    try:
+        with torch.no_grad():
+            for image in images:
+                model.image_encoder(image)
+    finally:
+        probes.remove()
+    if not probes.sums:
+        raise ValueError("wanda ranking needs at least one calibration image")
+    scores = []
+    with torch.no_grad():
+        for i, block in enumerate(blocks):
+            qkv, proj = _head_view(block)
+            attn_in, proj_in = probes.norm(f"{i}.attn_in"), probes.norm(f"{i}.proj_in")
+            proj_in = proj_in.view(block.attn.num_heads, block.attn.head_dim)
+            heads = (qkv.abs() * attn_in).sum(dim=(0, 2, 3)) + (proj.abs() * proj_in).sum(dim=(0, 2))
+            lin1, lin2 = block.mlp.lin1.weight, block.mlp.lin2.weight
+            mlp = (lin1.abs() * probes.norm(f"{i}.mlp_in")).sum(dim=1) + (lin2.abs() * probes.norm(f"{i}.hidden")).sum(0)
+            scores.append({"heads": heads, "mlp": mlp})
+    return scores
+
+
+def taylor_scores(model: Sam, images: Iterable[torch.Tensor], noise_std: float = 0.1, seed: int = 0) -> BlockScores:
+    """``|sum W * dL/dW|`` per unit and image, summed over images.
+
+    ``L = MSE(f(x), f(x).detach() + eps)`` with ``eps ~ N(0, (noise_std * std(f(x)))^2)``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    blocks = model.image_encoder.blocks
+    totals = [{"heads": torch.zeros(b.attn.num_heads), "mlp": torch.zeros(b.mlp.hidden)} for b in blocks]
+    was_training = model.training
+    model.eval()
+    seen = 0
+    try:
+        for image in images:
+            model.zero_grad(set_to_none=True)
+            emb = model.image_encoder(image)
+            target = emb.detach() + torch.randn(emb.shape, generator=gen) * noise_std * emb.detach().std()
+            torch.nn.functional.mse_loss(emb, target).backward()
+            with torch.no_grad():
+                for block, total in zip(blocks, totals):
+                    attn, mlp = block.attn, block.mlp
+                    qkv_gw = (attn.qkv.weight * attn.qkv.weight.grad).view(3, attn.num_heads, attn.head_dim, -1)
+                    qkv_gw = qkv_gw.sum(dim=(0, 2, 3)) + (attn.qkv.bias * attn.qkv.bias.grad).view(
+                        3, attn.num_heads, attn.head_dim).sum(dim=(0, 2))
+                    proj_gw = (attn.proj.weight * attn.proj.weight.grad).view(-1, attn.num_heads, attn.head_dim)
+                    total["heads"] += (qkv_gw + proj_gw.sum(dim=(0, 2))).abs()
+                    lin1_gw = (mlp.lin1.weight * mlp.lin1.weight.grad).sum(1) + mlp.lin1.bias * mlp.lin1.bias.grad
+                    lin2_gw = (mlp.lin2.weight * mlp.lin2.weight.grad).sum(0)
+                    total["mlp"] += (lin1_gw + lin2_gw).abs()
+            seen += 1
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    if not seen:
+        raise ValueError("taylor ranking needs at least one calibration image")
+    return totals
+
+
+def compute_scores(model: Sam, method: str, images: Callable[[], Iterable[torch.Tensor]] | None = None) -> BlockScores:
+    """Scores by ``method``; ``images`` returns an iterable of preprocessed ``(1, 3, R, R)`` images."""
+    if method == "magnitude":
+        return magnitude_scores(model)
+    if method not in METHODS:
+        raise ValueError(f"ranking method {method!r} unknown; expected one of {list(METHODS)}")
+    if images is None:
+        raise ValueError(f"ranking method {method!r} needs calibration images")
+    return wanda_scores(model, images()) if method == "wanda" else taylor_scores(model, images())
+
+
+@torch.no_grad()
+def permute_block(block: EncoderBlock, head_order: torch.Tensor, neuron_order: torch.Tensor) -> None:
+    """Reorder a block's heads and MLP neurons in place (``order[k]`` = old index of new unit ``k``)."""
+    attn, mlp = block.attn, block.mlp
+    qkv_w = attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)[:, head_order]
+    qkv_b = attn.qkv.bias.view(3, attn.num_heads, attn.head_dim)[:, head_order]
+    attn.qkv.weight.copy_(qkv_w.reshape(attn.qkv.weight.shape))
+    attn.qkv.bias.copy_(qkv_b.reshape(-1))
+    proj_w = attn.proj.weight.view(-1, attn.num_heads, attn.head_dim)[:, head_order]
+    attn.proj.weight.copy_(proj_w.reshape(attn.proj.weight.shape))
+    mlp.lin1.weight.copy_(mlp.lin1.weight[neuron_order])
+    mlp.lin1.bias.copy_(mlp.lin1.bias[neuron_order])
+    mlp.lin2.weight.copy_(mlp.lin2.weight[:, neuron_order])
+
+
+def permute_by_importance(model: Sam, scores: BlockScores) -> list[dict[str, list[int]]]:
+    """Sort every block's heads and neurons by descending score; returns the orders applied."""
+    orders = []
+    for block, score in zip(model.image_encoder.blocks, scores):
+        head_order = torch.argsort(score["heads"], descending=True, stable=True)
+        neuron_order = torch.argsort(score["mlp"], descending=True, stable=True)
+        permute_block(block, head_order, neuron_order)
+        orders.append({"heads": head_order.tolist(), "mlp": neuron_order.tolist()})
+    return orders
+
+
+def rank_model(model: Sam, method: str, images: Callable[[], Iterable[torch.Tensor]] | None = None,
+               progress: bool = False) -> dict:
+    """Score and permute ``model`` in place; returns JSON-ready ranking metadata (orders and sorted scores)."""
+    scores = compute_scores(model, method, images)
+    orders = permute_by_importance(model, scores)
+    blocks = []
+    for score, order in zip(tqdm(scores, desc="permuting", disable=not progress), orders):
+        blocks.append({
+            "head_order": order["heads"],
+            "head_scores": [round(float(v), 6) for v in score["heads"][order["heads"]]],
+            "mlp_order": order["mlp"],
+        })
+    return {"method": method, "blocks": blocks}
