@@ -1,0 +1,78 @@
+"""Reading and writing subnet configs (and other small YAML/JSON mappings).
+
+A subnet config is a plain dict, stored as YAML or JSON (the suffix decides)::
+
+    space: sam_vit_b           # the search space it belongs to
+    resolution: 1024           # input side in pixels
+    blocks:                    # one entry per encoder block, in order
+      - {keep: true, heads: 12, mlp: 3072}
+      - {keep: false}          # a skipped block needs nothing else
+
+Whether a config is *allowed* is checked by :meth:`search_spaces.SearchSpace.validate`;
+this module only moves mappings between files and memory.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from supernet.errors import ConfigError
+from supernet.fileio import atomic_write_text
+
+JSON_SUFFIXES = (".json",)
+
+
+def read_mapping(path: str | Path, what: str = "config") -> dict:
+    """Parse the YAML or JSON file at ``path`` (``.json`` is JSON, anything else YAML) into a dict.
+
+    ``what`` names the kind of file in error messages. Raises :class:`ConfigError` naming
+    the file when it cannot be read, does not parse, or does not hold a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what} file ({exc})") from None
+    try:
+        if path.suffix.lower() in JSON_SUFFIXES:
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "JSON" if path.suffix.lower() in JSON_SUFFIXES else "YAML"
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not valid {kind} ({detail})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top of the {what} file, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a subnet config from ``path`` (YAML, or JSON for ``.json``). Not validated here."""
+    return read_mapping(path, "config")
+
+
+def dump_config(config: dict, fmt: str = "yaml") -> str:
+    """Text of ``config`` as ``"yaml"`` (one flow-style line per block) or ``"json"`` (indented)."""
+    if fmt == "json":
+        return json.dumps(config, indent=2) + "\n"
+    if fmt == "yaml":
+        # default_flow_style=None writes scalar-only mappings/lists on one line: `- {keep: true, ...}`.
+        return yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=1000)
+    raise ValueError(f"format {fmt!r} unknown; expected 'yaml' or 'json'")
+
+
+def save_config(config: dict, path: str | Path) -> Path:
+    """Write ``config`` atomically to ``path``: JSON for ``.json``, YAML otherwise. Returns the path."""
+    path = Path(path)
+    fmt = "json" if path.suffix.lower() in JSON_SUFFIXES else "yaml"
+    return atomic_write_text(path, dump_config(config, fmt))
+
+
+def config_to_json(config: dict) -> str:
+    """Canonical one-line JSON (sorted keys, no spaces): a stable key for caches and databases."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,512 @@
+"""Search spaces: which subnets of an elastic SAM supernet a search may pick.
+
+A space file (packaged ones are ``search_spaces/<name>.yaml``) looks like::
+
+    name: sam_vit_b              # the name configs refer to in their `space` field
+    model_type: vit_b            # supernet.arch model type; the space must fit its shapes
+    description: one line for `samnas spaces list/show`
+    num_blocks: 12               # encoder blocks (== the arch's depth)
+    resolutions: [1024, 768, 512]  # input sides in pixels, multiples of the patch size
+    global_blocks: [2, 5, 8, 11] # global-attention blocks (== the arch's global_attn_indexes)
+    min_global_blocks: 2         # a config must keep at least this many global blocks (default 1)
+    defaults:                    # choices of every block not overridden below
+      heads: [4, 8, 12]          # attention heads that may be kept (the first k, by rank)
+      mlp: [1536, 3072]          # MLP hidden widths that may be kept
+      skippable: true            # whether the block may be skipped (default false)
+    overrides:                   # per-block changes, by block index; only the fields that differ
+      0: {skippable: false}
+
+Loading checks the file against the model's architecture (block count, global blocks,
+heads <= num_heads, mlp <= mlp_dim, resolutions <= img_size), so every config a space
+allows fits the supernet. A space may be narrower than the model (say, heads at most 8);
+the packaged spaces are not: their largest config is exactly the original model.
+
+Parameter and FLOP counts need the model and live outside this module: they take a
+``SearchSpace`` (its ``arch`` gives the shapes) and a config returned by ``validate``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from supernet.arch import ARCHS, SamArch, get_arch
+from supernet.errors import ConfigError
+
+from .config import read_mapping
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SPACE_FIELDS = (
+    "name",
+    "model_type",
+    "description",
+    "num_blocks",
+    "resolutions",
+    "global_blocks",
+    "min_global_blocks",
+    "defaults",
+    "overrides",
+)
+REQUIRED_SPACE_FIELDS = ("name", "model_type", "num_blocks", "resolutions", "global_blocks", "defaults")
+CHOICE_FIELDS = ("heads", "mlp", "skippable")
+CONFIG_FIELDS = ("space", "resolution", "blocks")
+BLOCK_FIELDS = ("keep", "heads", "mlp")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")  # names end up in study names and file names
+_MISSING = object()
+
+
+class _Invalid(Exception):
+    """A validation message without the file prefix; turned into ConfigError at the boundary."""
+
+
+def available_spaces() -> list[str]:
+    """Names of the packaged search spaces (``search_spaces/*.yaml``), sorted."""
+    return sorted(p.stem for p in PACKAGE_DIR.glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class BlockChoices:
+    """What one encoder block may do: keep one of ``heads`` x ``mlp``, or be skipped if ``skippable``."""
+
+    index: int
+    heads: tuple[int, ...]  # allowed numbers of attention heads, ascending
+    mlp: tuple[int, ...]  # allowed MLP hidden widths (channels), ascending
+    skippable: bool
+    is_global: bool  # global attention (else windowed)
+
+    @property
+    def num_options(self) -> int:
+        """Distinct settings of this block: every (heads, mlp) pair, plus skipping."""
+        return len(self.heads) * len(self.mlp) + int(self.skippable)
+
+    def choices(self) -> dict:
+        """``{"heads": [...], "mlp": [...], "skippable": bool}`` (the space-file form)."""
+        return {"heads": list(self.heads), "mlp": list(self.mlp), "skippable": self.skippable}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A search space over subnets of one SAM model type. Build with :meth:`load` or :meth:`from_dict`."""
+
+    name: str
+    model_type: str
+    resolutions: tuple[int, ...]  # input sides in pixels, descending
+    blocks: tuple[BlockChoices, ...]
+    min_global_blocks: int = 1
+    description: str = ""
+    source: str = field(default="<memory>", compare=False)  # file it came from, for messages
+
+    available_spaces = staticmethod(available_spaces)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> "SearchSpace":
+        """A packaged space by name (``"sam_micro"``) or a space file by path (``.yaml``/``.yml``/``.json``).
+
+        Raises ConfigError listing the packaged names for an unknown name, and naming the
+        file and field for a bad file.
+        """
+        text = str(name_or_path)
+        looks_like_path = isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml", ".json"))
+        if not looks_like_path:
+            if text not in available_spaces():
+                raise ConfigError(
+                    f"search space {text!r} unknown; available: {', '.join(available_spaces())} "
+                    "(or give the path of a space .yaml file)"
+                )
+            name_or_path = PACKAGE_DIR / f"{text}.yaml"
+        path = Path(name_or_path)
+        return cls.from_dict(read_mapping(path, "search-space"), source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping, source: str = "<memory>") -> "SearchSpace":
+        """Parse and check the space-file mapping ``data``; errors read ``<source>: <field>: <problem>``."""
+        try:
+            return _parse_space(data, source)
+        except _Invalid as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def to_dict(self) -> dict:
+        """The space-file form (compact ``defaults`` + ``overrides``); ``from_dict`` reads it back."""
+        defaults = {}
+        for key in CHOICE_FIELDS:
+            counts = Counter(_hashable(b.choices()[key]) for b in self.blocks)
+            defaults[key] = _plain(counts.most_common(1)[0][0])
+        overrides = {}
+        for b in self.blocks:
+            diff = {k: v for k, v in b.choices().items() if v != defaults[k]}
+            if diff:
+                overrides[b.index] = diff
+        data = {
+            "name": self.name,
+            "model_type": self.model_type,
+            "description": self.description,
+            "num_blocks": self.num_blocks,
+            "resolutions": list(self.resolutions),
+            "global_blocks": list(self.global_blocks),
+            "min_global_blocks": self.min_global_blocks,
+            "defaults": defaults,
+        }
+        if overrides:
+            data["overrides"] = overrides
+        return data
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def arch(self) -> SamArch:
+        """The model architecture this space is a subset of."""
+        return get_arch(self.model_type)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def global_blocks(self) -> tuple[int, ...]:
+        """Indices of the global-attention blocks."""
+        return tuple(b.index for b in self.blocks if b.is_global)
+
+    @property
+    def skippable_blocks(self) -> tuple[int, ...]:
+        """Indices of the blocks that may be skipped."""
+        return tuple(b.index for b in self.blocks if b.skippable)
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, config: Mapping, source: str | None = None) -> dict:
+        """Check ``config`` against this space and return it normalised.
+
+        The normalised form has ``space`` filled in, plain ``int``/``bool`` values,
+        ``{"keep": True, "heads": h, "mlp": m}`` for kept blocks and ``{"keep": False}``
+        for skipped ones (anything else on a skipped block is dropped). ``keep`` defaults
+        to true. Raises ConfigError whose message names the field, e.g.
+        ``blocks[5].heads: 7 not in [4, 8, 12]``, prefixed by ``source`` when given.
+        """
+        try:
+            return self._validate(config)
+        except _Invalid as exc:
+            raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+
+    def _validate(self, config: Mapping) -> dict:
+        if not isinstance(config, Mapping):
+            raise _Invalid(f"config: expected a mapping with fields {', '.join(CONFIG_FIELDS)}, got {type(config).__name__}")
+        _reject_unknown(config, CONFIG_FIELDS, "")
+        space = config.get("space")
+        if space is not None and space != self.name:
+            raise _Invalid(f"space: {space!r} does not match search space {self.name!r}")
+        resolution = _pick("resolution", config.get("resolution", _MISSING), self.resolutions)
+        entries = config.get("blocks", _MISSING)
+        if entries is _MISSING:
+            raise _Invalid(f"blocks: missing; expected a list of {self.num_blocks} entries (one per encoder block)")
+        if not isinstance(entries, (list, tuple)) or len(entries) != self.num_blocks:
+            got = f"{len(entries)} entries" if isinstance(entries, (list, tuple)) else type(entries).__name__
+            raise _Invalid(f"blocks: expected a list of {self.num_blocks} entries (one per encoder block), got {got}")
+        blocks = [self._validate_block(entry, spec) for entry, spec in zip(entries, self.blocks)]
+        kept_global = [i for i in self.global_blocks if blocks[i]["keep"]]
+        if len(kept_global) < self.min_global_blocks:
+            raise _Invalid(
+                f"blocks: keeps {len(kept_global)} of the global-attention blocks {list(self.global_blocks)}, "
+                f"at least {self.min_global_blocks} required (min_global_blocks)"
+            )
+        return {"space": self.name, "resolution": resolution, "blocks": blocks}
+
+    def _validate_block(self, entry, spec: BlockChoices) -> dict:
+        where = f"blocks[{spec.index}]"
+        if not isinstance(entry, Mapping):
+            raise _Invalid(f"{where}: expected a mapping like {{keep: true, heads: H, mlp: M}}, got {entry!r}")
+        _reject_unknown(entry, BLOCK_FIELDS, where + ".")
+        keep = entry.get("keep", True)
+        if not isinstance(keep, (bool, np.bool_)):
+            raise _Invalid(f"{where}.keep: {keep!r} not in [true, false]")
+        if not keep:
+            if not spec.skippable:
+                raise _Invalid(
+                    f"{where}.keep: false not allowed, block {spec.index} cannot be skipped "
+                    f"(skippable blocks: {list(self.skippable_blocks)})"
+                )
+            return {"keep": False}
+        heads = _pick(f"{where}.heads", entry.get("heads", _MISSING), spec.heads)
+        mlp = _pick(f"{where}.mlp", entry.get("mlp", _MISSING), spec.mlp)
+        return {"keep": True, "heads": heads, "mlp": mlp}
+
+    # ------------------------------------------------------------------ sampling
+
+    def largest(self) -> dict:
+        """Every block kept at its most heads and widest MLP, at the largest resolution."""
+        blocks = [{"keep": True, "heads": b.heads[-1], "mlp": b.mlp[-1]} for b in self.blocks]
+        return {"space": self.name, "resolution": self.resolutions[0], "blocks": blocks}
+
+    def smallest(self) -> dict:
+        """Every skippable block skipped, the rest at fewest heads and narrowest MLP, smallest resolution.
+
+        When ``min_global_blocks`` forces skippable global blocks to stay, the last ones are kept.
+        """
+        keep = [not b.skippable for b in self.blocks]
+        self._keep_globals(keep)
+        blocks = [
+            {"keep": True, "heads": b.heads[0], "mlp": b.mlp[0]} if k else {"keep": False}
+            for b, k in zip(self.blocks, keep)
+        ]
+        return {"space": self.name, "resolution": self.resolutions[-1], "blocks": blocks}
+
+    def sample(self, rng: np.random.Generator | int | None = None) -> dict:
+        """A random valid config; ``rng`` is a numpy Generator or a seed (same seed, same config).
+
+        Each draw is uniform over its own choices: the resolution; keep-or-skip (a fair coin)
+        for each skippable block; heads and mlp for each kept block. The keep flags of the
+        skippable global blocks are drawn uniformly among those that leave at least
+        ``min_global_blocks`` global blocks, so every result is valid without retries.
+        This is not uniform over whole configs (that would almost never skip a block).
+        """
+        rng = np.random.default_rng(rng)
+        resolution = self.resolutions[int(rng.integers(len(self.resolutions)))]
+        keep = [not b.skippable or (not b.is_global and bool(rng.integers(2))) for b in self.blocks]
+        self._keep_globals(keep, rng)
+        blocks = []
+        for b, k in zip(self.blocks, keep):
+            if k:
+                heads = b.heads[int(rng.integers(len(b.heads)))]
+                mlp = b.mlp[int(rng.integers(len(b.mlp)))]
+                blocks.append({"keep": True, "heads": heads, "mlp": mlp})
+            else:
+                blocks.append({"keep": False})
+        return {"space": self.name, "resolution": resolution, "blocks": blocks}
+
+    def _keep_globals(self, keep: list[bool], rng: np.random.Generator | None = None) -> None:
+        """Set ``keep`` for the skippable global blocks (in place).
+
+        With ``rng``: uniformly among the keep patterns with enough global blocks (choose how
+        many to keep with weights C(n, k), then which). Without: keep only the last ones needed.
+        """
+        free = [b.index for b in self.blocks if b.is_global and b.skippable]
+        need = max(0, self.min_global_blocks - (len(self.global_blocks) - len(free)))
+        if rng is None:
+            chosen = set(free[len(free) - need :]) if need else set()
+        else:
+            counts = np.arange(need, len(free) + 1)
+            weights = np.array([math.comb(len(free), int(k)) for k in counts], dtype=float)
+            k = int(rng.choice(counts, p=weights / weights.sum()))
+            chosen = {free[int(j)] for j in rng.choice(len(free), size=k, replace=False)}
+        for i in free:
+            keep[i] = i in chosen
+
+    # ------------------------------------------------------------------ features and size
+
+    def feature_names(self) -> list[str]:
+        """Names of the :meth:`encode` entries, in order."""
+        names = ["resolution"]
+        for i in range(self.num_blocks):
+            names += [f"blocks[{i}].keep", f"blocks[{i}].heads", f"blocks[{i}].mlp"]
+        return names
+
+    def encode(self, config: Mapping) -> np.ndarray:
+        """Fixed-length float64 features of a (validated) config, every value in [0, 1].
+
+        Layout, length ``1 + 3 * num_blocks``: ``resolution / arch.img_size``, then per block
+        ``keep`` (1 or 0), ``heads / arch.num_heads`` and ``mlp / arch.mlp_dim`` (both 0 when
+        skipped). Dividing by the model's sizes, not the space's, keeps features comparable
+        across spaces of one model type.
+        """
+        config = self.validate(config)
+        arch = self.arch
+        features = np.zeros(1 + 3 * self.num_blocks, dtype=np.float64)
+        features[0] = config["resolution"] / arch.img_size
+        for i, block in enumerate(config["blocks"]):
+            if block["keep"]:
+                features[1 + 3 * i : 4 + 3 * i] = (1.0, block["heads"] / arch.num_heads, block["mlp"] / arch.mlp_dim)
+        return features
+
+    def num_configs(self) -> int:
+        """Number of distinct valid configs (a skipped block counts once, whatever else it says)."""
+        others = math.prod(b.num_options for b in self.blocks if not b.is_global)
+        # ways[k]: settings of the global blocks seen so far that keep exactly k of them
+        ways = [1]
+        for b in self.blocks:
+            if not b.is_global:
+                continue
+            widths = len(b.heads) * len(b.mlp)
+            nxt = [0] * (len(ways) + 1)
+            for k, count in enumerate(ways):
+                nxt[k + 1] += count * widths
+                if b.skippable:
+                    nxt[k] += count
+            ways = nxt
+        return len(self.resolutions) * others * sum(ways[self.min_global_blocks :])
+
+    def describe(self) -> str:
+        """A human-readable summary and per-block table (``samnas spaces show``)."""
+        lines = [
+            f"{self.name}: {self.description}" if self.description else self.name,
+            f"  model type    {self.model_type} ({self.num_blocks} encoder blocks)",
+            f"  resolutions   {', '.join(map(str, self.resolutions))} px",
+            f"  global blocks {', '.join(map(str, self.global_blocks)) or 'none'}"
+            f" (at least {self.min_global_blocks} kept)",
+            f"  configs       {format_count(self.num_configs())}",
+            f"  source        {self.source}",
+            "",
+        ]
+        rows = [("block", "attention", "skippable", "heads", "mlp")]
+        for b in self.blocks:
+            rows.append(
+                (
+                    str(b.index),
+                    "global" if b.is_global else "window",
+                    "yes" if b.skippable else "no",
+                    ",".join(map(str, b.heads)),
+                    ",".join(map(str, b.mlp)),
+                )
+            )
+        return "\n".join(lines + format_table(rows))
+
+
+def format_count(n: int) -> str:
+    """``n`` exactly below a million, else in 3-digit scientific notation (``1.23e+18``)."""
+    return str(n) if n < 1_000_000 else f"{float(n):.3g}"
+
+
+def format_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Left-aligned text columns separated by two spaces; the first row is the header."""
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _show(value) -> str:
+    """A value as a message shows it: plain ints for numpy ints, repr otherwise."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    return repr(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _pick(where: str, value, allowed: tuple[int, ...]) -> int:
+    """``value`` as an int when it is one of ``allowed``; else _Invalid listing them."""
+    allowed_text = list(allowed)
+    if value is _MISSING:
+        raise _Invalid(f"{where}: missing; allowed values {allowed_text}")
+    if not _is_int(value) or int(value) not in allowed:
+        raise _Invalid(f"{where}: {_show(value)} not in {allowed_text}")
+    return int(value)
+
+
+def _reject_unknown(mapping: Mapping, allowed: tuple[str, ...], prefix: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise _Invalid(f"{prefix}{key}: unknown field; allowed fields: {', '.join(allowed)}")
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _int_choices(where: str, value, upper: int, what: str) -> tuple[int, ...]:
+    """A non-empty list of distinct positive ints, each at most ``upper``; returned ascending."""
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"{where}: expected a non-empty list of integers, got {value!r}")
+    for v in value:
+        if not _is_int(v) or v < 1:
+            raise _Invalid(f"{where}: {_show(v)} is not a positive integer")
+        if v > upper:
+            raise _Invalid(f"{where}: {v} exceeds {what} {upper}")
+    if len(set(value)) != len(value):
+        raise _Invalid(f"{where}: {value} has duplicates")
+    return tuple(sorted(int(v) for v in value))
+
+
+def _parse_choices(where: str, data, arch: SamArch, partial: bool) -> dict:
+    """Parse a ``defaults`` or ``overrides`` entry; ``partial`` allows leaving fields out."""
+    if not isinstance(data, Mapping):
+        raise _Invalid(f"{where}: expected a mapping with fields {', '.join(CHOICE_FIELDS)}, got {data!r}")
+    _reject_unknown(data, CHOICE_FIELDS, where + ".")
+    out = {}
+    for key in ("heads", "mlp"):
+        if key in data:
+            upper, what = (arch.num_heads, "num_heads") if key == "heads" else (arch.mlp_dim, "mlp_dim")
+            out[key] = _int_choices(f"{where}.{key}", data[key], upper, f"{arch.name} {what}")
+        elif not partial:
+            raise _Invalid(f"{where}.{key}: missing (required)")
+    if "skippable" in data:
+        if not isinstance(data["skippable"], bool):
+            raise _Invalid(f"{where}.skippable: {data['skippable']!r} not in [true, false]")
+        out["skippable"] = data["skippable"]
+    elif not partial:
+        out["skippable"] = False
+    return out
+
+
+def _parse_space(data: Mapping, source: str) -> SearchSpace:
+    """Build a SearchSpace from a space-file mapping, checking it against the model's architecture."""
+    if not isinstance(data, Mapping):
+        raise _Invalid(f"expected a mapping with fields {', '.join(SPACE_FIELDS)}")
+    _reject_unknown(data, SPACE_FIELDS, "")
+    for key in REQUIRED_SPACE_FIELDS:
+        if key not in data:
+            raise _Invalid(f"{key}: missing (required)")
+    name = data["name"]
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise _Invalid(f"name: {name!r} must be letters, digits, '_', '.' or '-'")
+    if data["model_type"] not in ARCHS:
+        raise _Invalid(f"model_type: {data['model_type']!r} not in {sorted(ARCHS)}")
+    arch = get_arch(data["model_type"])
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise _Invalid(f"description: expected text, got {description!r}")
+    if data["num_blocks"] != arch.depth or not _is_int(data["num_blocks"]):
+        raise _Invalid(f"num_blocks: {data['num_blocks']!r} does not match {arch.name}'s {arch.depth} encoder blocks")
+    resolutions = _int_choices("resolutions", data["resolutions"], arch.img_size, f"{arch.name} img_size")
+    for r in resolutions:
+        if r % arch.patch_size:
+            raise _Invalid(f"resolutions: {r} is not a multiple of the patch size {arch.patch_size}")
+    global_blocks = data["global_blocks"]
+    if global_blocks != list(arch.global_attn_indexes):
+        raise _Invalid(
+            f"global_blocks: {global_blocks!r} does not match {arch.name}'s global-attention blocks "
+            f"{list(arch.global_attn_indexes)}"
+        )
+    min_global = data.get("min_global_blocks", 1)
+    if not _is_int(min_global) or not 0 <= min_global <= len(global_blocks):
+        raise _Invalid(f"min_global_blocks: {min_global!r} must be an integer in [0, {len(global_blocks)}]")
+    defaults = _parse_choices("defaults", data["defaults"], arch, partial=False)
+    overrides = data.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise _Invalid(f"overrides: expected a mapping from block index to choices, got {overrides!r}")
+    per_block = [dict(defaults) for _ in range(arch.depth)]
+    for index, choices in overrides.items():
+        if isinstance(index, str) and index.isdigit():  # JSON object keys are strings
+            index = int(index)
+        if not _is_int(index) or not 0 <= index < arch.depth:
+            raise _Invalid(f"overrides: block index {index!r} not in 0..{arch.depth - 1}")
+        per_block[index].update(_parse_choices(f"overrides.{index}", choices, arch, partial=True))
+    blocks = tuple(
+        BlockChoices(i, c["heads"], c["mlp"], c["skippable"], i in arch.global_attn_indexes)
+        for i, c in enumerate(per_block)
+    )
+    return SearchSpace(
+        name=name,
+        model_type=arch.name,
+        resolutions=tuple(sorted(resolutions, reverse=True)),
+        blocks=blocks,
+        min_global_blocks=int(min_global),
+        description=description,
+        source=source,
+    )
+
+
+__all__ = ["BlockChoices", "SearchSpace", "available_spaces", "format_count", "format_table"]

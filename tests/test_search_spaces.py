@@ -1,0 +1,445 @@
+"""Search spaces: packaged files against the architectures, validation messages, sampling,
+feature encoding, config counting (against brute-force enumeration), config files, commands."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import yaml
+
+from search_spaces import SearchSpace, available_spaces, config_to_json, load_config, save_config
+from search_spaces import commands
+from search_spaces.config import read_mapping
+from supernet.arch import get_arch
+from supernet.errors import ConfigError, UserError
+
+PACKAGED = ["sam_micro", "sam_vit_b", "sam_vit_h", "sam_vit_l"]
+
+
+@pytest.fixture(scope="module")
+def vit_b() -> SearchSpace:
+    return SearchSpace.load("sam_vit_b")
+
+
+@pytest.fixture(scope="module")
+def micro() -> SearchSpace:
+    return SearchSpace.load("sam_micro")
+
+
+def tiny_space_yaml(min_global: int = 1) -> str:
+    """A micro-type space with few choices, small enough to enumerate by hand."""
+    return f"""
+name: tiny
+model_type: micro
+num_blocks: 6
+resolutions: [128, 256]
+global_blocks: [2, 5]
+min_global_blocks: {min_global}
+defaults: {{heads: [4], mlp: [512]}}
+overrides:
+  0: {{heads: [2, 4]}}
+  1: {{mlp: [512, 256], skippable: true}}
+  2: {{skippable: true}}
+  5: {{heads: [4, 2], skippable: true}}
+"""
+
+
+def write_space(tmp_path, text: str, name: str = "space.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def enumerate_configs(space: SearchSpace):
+    """Every combination of per-block settings and resolution (valid or not), by brute force."""
+    per_block = []
+    for b in space.blocks:
+        options = [{"keep": False}] if b.skippable else []
+        options += [{"keep": True, "heads": h, "mlp": m} for h in b.heads for m in b.mlp]
+        per_block.append(options)
+    for res in space.resolutions:
+        for blocks in itertools.product(*per_block):
+            yield {"space": space.name, "resolution": res, "blocks": list(blocks)}
+
+
+def count_valid(space: SearchSpace) -> int:
+    valid = 0
+    for config in enumerate_configs(space):
+        try:
+            space.validate(config)
+            valid += 1
+        except ConfigError:
+            pass
+    return valid
+
+
+# --------------------------------------------------------------------------- packaged spaces
+
+
+def test_packaged_names():
+    assert available_spaces() == PACKAGED
+    assert SearchSpace.available_spaces() == PACKAGED
+
+
+@pytest.mark.parametrize("name", PACKAGED)
+def test_packaged_space_matches_its_arch(name):
+    space = SearchSpace.load(name)
+    arch = get_arch(space.model_type)
+    assert space.name == name
+    assert space.num_blocks == arch.depth
+    assert max(space.resolutions) == arch.img_size
+    assert all(r % arch.patch_size == 0 for r in space.resolutions)
+    assert space.global_blocks == tuple(arch.global_attn_indexes)
+    for b in space.blocks:
+        assert max(b.heads) == arch.num_heads
+        assert max(b.mlp) == arch.mlp_dim
+        assert b.is_global == (b.index in arch.global_attn_indexes)
+    assert not space.blocks[0].skippable
+    assert 1 <= space.min_global_blocks <= len(space.global_blocks)
+    assert space.description
+
+
+@pytest.mark.parametrize("name", PACKAGED)
+def test_largest_smallest_sample_validate(name):
+    space = SearchSpace.load(name)
+    arch = space.arch
+    largest = space.largest()
+    assert space.validate(largest) == largest
+    assert largest["resolution"] == arch.img_size
+    assert all(b == {"keep": True, "heads": arch.num_heads, "mlp": arch.mlp_dim} for b in largest["blocks"])
+    smallest = space.smallest()
+    assert space.validate(smallest) == smallest
+    assert smallest["resolution"] == min(space.resolutions)
+    kept = [i for i, b in enumerate(smallest["blocks"]) if b["keep"]]
+    assert sum(i in space.global_blocks for i in kept) == space.min_global_blocks
+    for i in kept:
+        assert smallest["blocks"][i]["heads"] == min(space.blocks[i].heads)
+    for seed in range(50):
+        config = space.sample(seed)
+        assert space.validate(config) == config
+
+
+def test_micro_largest_is_the_full_model_and_samples_fit_it(micro):
+    from supernet.build import build_sam
+    from supernet.elastic import check_fits, full_config
+
+    model = build_sam("micro", seed=0)
+    assert micro.largest() == full_config(model, space="sam_micro")
+    for seed in range(20):
+        check_fits(model, micro.sample(seed))
+
+
+def test_to_dict_round_trips(tmp_path):
+    for name in PACKAGED:
+        space = SearchSpace.load(name)
+        assert SearchSpace.from_dict(space.to_dict()) == space
+        path = save_config(space.to_dict(), tmp_path / f"{name}.json")  # JSON keys become strings
+        assert SearchSpace.load(path) == space
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_sample_reproducible(vit_b):
+    assert vit_b.sample(7) == vit_b.sample(7)
+    assert vit_b.sample(np.random.default_rng(3)) == vit_b.sample(np.random.default_rng(3))
+    assert len({config_to_json(vit_b.sample(s)) for s in range(20)}) == 20
+    rng = np.random.default_rng(0)
+    assert vit_b.sample(rng) != vit_b.sample(rng)  # a Generator advances
+
+
+def test_sample_covers_every_choice(micro):
+    samples = [micro.sample(seed) for seed in range(400)]
+    assert {c["resolution"] for c in samples} == set(micro.resolutions)
+    for b in micro.blocks:
+        entries = [c["blocks"][b.index] for c in samples]
+        kept = [e for e in entries if e["keep"]]
+        assert {e["heads"] for e in kept} == set(b.heads)
+        assert {e["mlp"] for e in kept} == set(b.mlp)
+        assert (len(kept) < len(entries)) == b.skippable
+    for c in samples:
+        assert all(type(c["blocks"][i]["keep"]) is bool for i in range(micro.num_blocks))
+        assert all(type(v) is int for b in c["blocks"] for k, v in b.items() if k != "keep")
+
+
+def test_sample_global_patterns_uniform_among_valid(micro):
+    # micro: global blocks 2 and 5, both skippable, at least 1 kept -> 3 valid patterns
+    patterns = Counter(
+        tuple(c["blocks"][i]["keep"] for i in micro.global_blocks) for c in (micro.sample(s) for s in range(900))
+    )
+    assert set(patterns) == {(True, True), (True, False), (False, True)}
+    assert all(240 < n < 360 for n in patterns.values()), patterns
+
+
+def test_sample_respects_min_global_blocks(vit_b):
+    counts = Counter()
+    for seed in range(300):
+        config = vit_b.sample(seed)
+        counts[sum(config["blocks"][i]["keep"] for i in vit_b.global_blocks)] += 1
+    assert set(counts) == {2, 3, 4}
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@pytest.mark.parametrize("name", ["sam_micro", "sam_vit_b"])
+def test_encode_fixed_length_in_unit_range(name):
+    space = SearchSpace.load(name)
+    names = space.feature_names()
+    assert len(names) == 1 + 3 * space.num_blocks == len(set(names))
+    for config in [space.largest(), space.smallest()] + [space.sample(s) for s in range(20)]:
+        features = space.encode(config)
+        assert features.shape == (len(names),) and features.dtype == np.float64
+        assert np.all((features >= 0) & (features <= 1))
+    assert np.all(space.encode(space.largest()) == 1.0)
+    smallest = space.smallest()
+    features = dict(zip(names, space.encode(smallest)))
+    assert features["resolution"] == min(space.resolutions) / space.arch.img_size
+    assert features["blocks[1].keep"] == 0 and features["blocks[1].heads"] == 0 and features["blocks[1].mlp"] == 0
+    assert features["blocks[0].heads"] == min(space.blocks[0].heads) / space.arch.num_heads
+
+
+def test_encode_distinguishes_configs(micro):
+    encoded = {micro.encode(micro.sample(s)).tobytes() for s in range(30)}
+    assert len(encoded) == len({config_to_json(micro.sample(s)) for s in range(30)})
+
+
+def test_encode_rejects_invalid(vit_b):
+    config = vit_b.largest()
+    config["resolution"] = 300
+    with pytest.raises(ConfigError, match=r"resolution: 300 not in \[1024, 768, 512\]"):
+        vit_b.encode(config)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def broken(space: SearchSpace, change) -> dict:
+    config = space.largest()
+    change(config)
+    return config
+
+
+BAD_CONFIGS = [
+    (lambda c: c["blocks"][5].update(heads=7), "blocks[5].heads: 7 not in [4, 6, 8, 10, 12]"),
+    (lambda c: c["blocks"][5].update(heads=8.0), "blocks[5].heads: 8.0 not in [4, 6, 8, 10, 12]"),
+    (lambda c: c["blocks"][1].update(mlp="3072"), "blocks[1].mlp: '3072' not in [768, 1536, 2304, 3072]"),
+    (lambda c: c["blocks"][3].pop("mlp"), "blocks[3].mlp: missing; allowed values [768, 1536, 2304, 3072]"),
+    (lambda c: c.update(resolution=300), "resolution: 300 not in [1024, 768, 512]"),
+    (lambda c: c.pop("resolution"), "resolution: missing; allowed values [1024, 768, 512]"),
+    (lambda c: c.update(width=3), "width: unknown field; allowed fields: space, resolution, blocks"),
+    (lambda c: c["blocks"][3].update(width=3), "blocks[3].width: unknown field; allowed fields: keep, heads, mlp"),
+    (lambda c: c["blocks"].pop(), "blocks: expected a list of 12 entries (one per encoder block), got 11 entries"),
+    (lambda c: c.update(blocks="all"), "blocks: expected a list of 12 entries (one per encoder block), got str"),
+    (lambda c: c.pop("blocks"), "blocks: missing; expected a list of 12 entries (one per encoder block)"),
+    (lambda c: c["blocks"].__setitem__(4, 12), "blocks[4]: expected a mapping like {keep: true, heads: H, mlp: M}, got 12"),
+    (lambda c: c["blocks"][2].update(keep="yes"), "blocks[2].keep: 'yes' not in [true, false]"),
+    (
+        lambda c: c["blocks"].__setitem__(0, {"keep": False}),
+        "blocks[0].keep: false not allowed, block 0 cannot be skipped (skippable blocks: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])",
+    ),
+    (
+        lambda c: [c["blocks"].__setitem__(i, {"keep": False}) for i in (2, 5, 8)],
+        "blocks: keeps 1 of the global-attention blocks [2, 5, 8, 11], at least 2 required (min_global_blocks)",
+    ),
+    (lambda c: c.update(space="sam_vit_l"), "space: 'sam_vit_l' does not match search space 'sam_vit_b'"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_CONFIGS, ids=[m.split(":")[0] for _, m in BAD_CONFIGS])
+def test_bad_config_message(vit_b, change, message):
+    with pytest.raises(ConfigError) as info:
+        vit_b.validate(broken(vit_b, change))
+    assert str(info.value) == message
+
+
+def test_bad_config_not_a_mapping(vit_b):
+    with pytest.raises(ConfigError, match="config: expected a mapping with fields space, resolution, blocks, got list"):
+        vit_b.validate([1, 2])
+
+
+def test_validate_names_the_source_and_is_a_user_error(vit_b):
+    config = broken(vit_b, lambda c: c["blocks"][5].update(heads=7))
+    with pytest.raises(ConfigError) as info:
+        vit_b.validate(config, source="subnet.yaml")
+    assert str(info.value) == "subnet.yaml: blocks[5].heads: 7 not in [4, 6, 8, 10, 12]"
+    assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
+
+
+def test_validate_normalises(vit_b):
+    config = vit_b.largest()
+    del config["space"]
+    config["blocks"][0] = {"heads": np.int64(8), "mlp": 768}  # keep defaults to true
+    config["blocks"][1] = {"keep": False, "heads": 99}  # a skipped block's other fields are dropped
+    config["resolution"] = np.int32(512)
+    out = vit_b.validate(config)
+    assert out["space"] == "sam_vit_b"
+    assert out["blocks"][0] == {"keep": True, "heads": 8, "mlp": 768} and type(out["blocks"][0]["heads"]) is int
+    assert out["blocks"][1] == {"keep": False}
+    assert out["resolution"] == 512 and type(out["resolution"]) is int
+    assert vit_b.validate(out) == out
+    assert "space" not in config  # the input is not modified
+
+
+# --------------------------------------------------------------------------- counting
+
+
+@pytest.mark.parametrize("min_global, expected", [(0, 72), (1, 60), (2, 24)])
+def test_num_configs_tiny_space(tmp_path, min_global, expected):
+    # 2 resolutions x block 0: 2 heads x block 1: skip or 2 mlp x globals 2 and 5:
+    # block 2 keep (1 way) or skip, block 5 keep (2 ways) or skip -> 6 patterns, 5 with >= 1 kept, 2 with both.
+    space = SearchSpace.load(write_space(tmp_path, tiny_space_yaml(min_global)))
+    assert space.name == "tiny" and space.resolutions == (256, 128)
+    assert space.blocks[5].heads == (2, 4) and space.blocks[1].mlp == (256, 512)
+    assert space.num_configs() == expected
+    assert count_valid(space) == expected
+
+
+def test_num_configs_micro_formula(micro):
+    per_block = 4 * 4 + 1
+    assert micro.num_configs() == 3 * 16 * per_block**3 * (per_block**2 - 1)
+
+
+def test_tiny_space_sample_and_smallest(tmp_path):
+    space = SearchSpace.load(write_space(tmp_path, tiny_space_yaml(2)))
+    smallest = space.smallest()
+    assert [b["keep"] for b in smallest["blocks"]] == [True, False, True, True, True, True]
+    for seed in range(30):
+        assert all(space.sample(seed)["blocks"][i]["keep"] for i in (2, 5))
+
+
+# --------------------------------------------------------------------------- loading spaces
+
+
+def test_unknown_space_name_lists_available():
+    with pytest.raises(ConfigError) as info:
+        SearchSpace.load("sam_vit_x")
+    assert str(info.value).startswith("search space 'sam_vit_x' unknown; available: sam_micro, sam_vit_b, sam_vit_h, sam_vit_l")
+
+
+BAD_SPACES = [
+    (lambda d: d.update(foo=1), "foo: unknown field; allowed fields: name, model_type, description, num_blocks"),
+    (lambda d: d.pop("defaults"), "defaults: missing (required)"),
+    (lambda d: d.update(model_type="vit_x"), "model_type: 'vit_x' not in ['micro', 'vit_b', 'vit_h', 'vit_l']"),
+    (lambda d: d.update(num_blocks=5), "num_blocks: 5 does not match micro's 6 encoder blocks"),
+    (lambda d: d.update(global_blocks=[2]), "global_blocks: [2] does not match micro's global-attention blocks [2, 5]"),
+    (lambda d: d.update(resolutions=[256, 200]), "resolutions: 200 is not a multiple of the patch size 16"),
+    (lambda d: d.update(resolutions=[512]), "resolutions: 512 exceeds micro img_size 256"),
+    (lambda d: d.update(min_global_blocks=3), "min_global_blocks: 3 must be an integer in [0, 2]"),
+    (lambda d: d.update(defaults={"heads": [8], "mlp": [512]}), "defaults.heads: 8 exceeds micro num_heads 4"),
+    (lambda d: d.update(defaults={"heads": [4]}), "defaults.mlp: missing (required)"),
+    (
+        lambda d: d["defaults"].update(width=1),
+        "defaults.width: unknown field; allowed fields: heads, mlp, skippable",
+    ),
+    (lambda d: d.update(overrides={6: {"skippable": True}}), "overrides: block index 6 not in 0..5"),
+    (lambda d: d.update(overrides={1: {"skippable": "yes"}}), "overrides.1.skippable: 'yes' not in [true, false]"),
+    (lambda d: d.update(overrides={1: {"heads": [2, 2]}}), "overrides.1.heads: [2, 2] has duplicates"),
+    (lambda d: d.update(name="my space"), "name: 'my space' must be letters, digits, '_', '.' or '-'"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_SPACES, ids=[m.split(":")[0] for _, m in BAD_SPACES])
+def test_bad_space_file_names_file_and_field(tmp_path, change, message):
+    data = yaml.safe_load(tiny_space_yaml())
+    change(data)
+    path = write_space(tmp_path, yaml.safe_dump(data), "bad.yaml")
+    with pytest.raises(ConfigError) as info:
+        SearchSpace.load(path)
+    assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
+
+
+def test_space_file_unreadable(tmp_path):
+    with pytest.raises(ConfigError, match="missing.yaml: search-space file not found"):
+        SearchSpace.load(tmp_path / "missing.yaml")
+    path = write_space(tmp_path, "name: [unclosed\n", "broken.yaml")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        SearchSpace.load(path)
+
+
+# --------------------------------------------------------------------------- config files
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])
+def test_config_round_trip(tmp_path, vit_b, suffix):
+    config = vit_b.sample(5)
+    path = save_config(config, tmp_path / "sub" / f"subnet{suffix}")
+    assert load_config(path) == config
+    assert vit_b.validate(load_config(path)) == config
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file left
+    text = path.read_text()
+    if suffix == ".json":
+        assert json.loads(text) == config
+    else:
+        assert "- {keep: true, heads:" in text or "- {keep: false}" in text  # one line per block
+
+
+def test_save_config_overwrites_atomically(tmp_path, micro):
+    path = tmp_path / "c.yaml"
+    save_config(micro.largest(), path)
+    save_config(micro.smallest(), path)
+    assert load_config(path) == micro.smallest()
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad_json = write_space(tmp_path, "{not json", "c.json")
+    with pytest.raises(ConfigError, match=r"c\.json: not valid JSON"):
+        load_config(bad_json)
+    a_list = write_space(tmp_path, "- 1\n- 2\n", "c.yaml")
+    with pytest.raises(ConfigError, match=r"c\.yaml: expected a mapping at the top of the config file, got list"):
+        load_config(a_list)
+    assert read_mapping(write_space(tmp_path, "a: 1\n", "m.yaml")) == {"a": 1}
+
+
+def test_config_to_json_is_canonical(micro):
+    config = micro.sample(1)
+    reordered = {"blocks": [dict(reversed(list(b.items()))) for b in config["blocks"]], **config}
+    reordered = dict(reversed(list(reordered.items())))
+    assert config_to_json(reordered) == config_to_json(config)
+    assert " " not in config_to_json(config)
+    assert json.loads(config_to_json(config)) == config
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="samnas")
+    commands.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_spaces_list(capsys):
+    assert run_command(["spaces", "list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["name", "model", "type", "blocks", "resolutions", "configs"]
+    micro_row = next(line for line in lines if line.startswith("sam_micro"))
+    assert micro_row.split() == ["sam_micro", "micro", "6", "256,192,128", "6.79e+07"]
+    assert len(lines) == 1 + len(PACKAGED)
+
+
+def test_spaces_show_formats(capsys, tmp_path, micro):
+    assert run_command(["spaces", "show", "sam_micro"]) == 0
+    table = capsys.readouterr().out
+    assert "global" in table and "256, 192, 128 px" in table and "1,2,3,4" in table
+    for fmt, suffix in (("yaml", ".yaml"), ("json", ".json")):
+        assert run_command(["spaces", "show", "sam_micro", "--format", fmt]) == 0
+        path = write_space(tmp_path, capsys.readouterr().out, f"shown{suffix}")
+        assert SearchSpace.load(path) == micro
+
+
+def test_spaces_show_unknown_is_user_error():
+    with pytest.raises(UserError, match="search space 'nope' unknown"):
+        run_command(["spaces", "show", "nope"])
+
+
+def test_spaces_without_action_prints_help(capsys):
+    assert run_command(["spaces"]) == 2
+    assert "list" in capsys.readouterr().out
