@@ -154,28 +154,51 @@ def compute_scores(model: Sam, method: str, images: Callable[[], Iterable[torch.
     return wanda_scores(model, images()) if method == "wanda" else taylor_scores(model, images())
 
 
-@torch.no_grad()
-def permute_block(block: EncoderBlock, head_order: torch.Tensor, neuron_order: torch.Tensor) -> None:
-    """Reorder a block's heads and MLP neurons in place (``order[k]`` = old index of new unit ``k``)."""
+def block_permutations(block: EncoderBlock, head_order: torch.Tensor, neuron_order: torch.Tensor) -> dict:
+    """For each parameter of a block that ranking reorders, a function reordering any tensor of its shape.
+
+    ``order[k]`` is the old index of new unit ``k``. The same functions reorder optimizer
+    state (Adam moments) so that training can re-rank without losing momentum.
+    """
     attn, mlp = block.attn, block.mlp
-    qkv_w = attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)[:, head_order]
-    qkv_b = attn.qkv.bias.view(3, attn.num_heads, attn.head_dim)[:, head_order]
-    attn.qkv.weight.copy_(qkv_w.reshape(attn.qkv.weight.shape))
-    attn.qkv.bias.copy_(qkv_b.reshape(-1))
-    proj_w = attn.proj.weight.view(-1, attn.num_heads, attn.head_dim)[:, head_order]
-    attn.proj.weight.copy_(proj_w.reshape(attn.proj.weight.shape))
-    mlp.lin1.weight.copy_(mlp.lin1.weight[neuron_order])
-    mlp.lin1.bias.copy_(mlp.lin1.bias[neuron_order])
-    mlp.lin2.weight.copy_(mlp.lin2.weight[:, neuron_order])
+    heads, hd = attn.num_heads, attn.head_dim
+
+    def qkv_rows(t):
+        return t.view(3, heads, hd, *t.shape[1:])[:, head_order].reshape(t.shape)
+
+    def proj_cols(t):
+        return t.view(t.shape[0], heads, hd)[:, head_order].reshape(t.shape)
+
+    return {
+        attn.qkv.weight: qkv_rows,
+        attn.qkv.bias: qkv_rows,
+        attn.proj.weight: proj_cols,
+        mlp.lin1.weight: lambda t: t[neuron_order],
+        mlp.lin1.bias: lambda t: t[neuron_order],
+        mlp.lin2.weight: lambda t: t[:, neuron_order],
+    }
 
 
-def permute_by_importance(model: Sam, scores: BlockScores) -> list[dict[str, list[int]]]:
+@torch.no_grad()
+def permute_block(block: EncoderBlock, head_order: torch.Tensor, neuron_order: torch.Tensor,
+                  optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Reorder a block's heads and MLP neurons in place, and the matching optimizer state if given."""
+    for param, reorder in block_permutations(block, head_order, neuron_order).items():
+        param.copy_(reorder(param))
+        state = optimizer.state.get(param, {}) if optimizer is not None else {}
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                value.copy_(reorder(value))
+
+
+def permute_by_importance(model: Sam, scores: BlockScores,
+                          optimizer: torch.optim.Optimizer | None = None) -> list[dict[str, list[int]]]:
     """Sort every block's heads and neurons by descending score; returns the orders applied."""
     orders = []
     for block, score in zip(model.image_encoder.blocks, scores):
         head_order = torch.argsort(score["heads"], descending=True, stable=True)
         neuron_order = torch.argsort(score["mlp"], descending=True, stable=True)
-        permute_block(block, head_order, neuron_order)
+        permute_block(block, head_order, neuron_order, optimizer)
         orders.append({"heads": head_order.tolist(), "mlp": neuron_order.tolist()})
     return orders
 

@@ -1,0 +1,61 @@
+"""SAM's training losses: focal + dice on mask logits, MSE on the IoU head.
+
+Shapes: logits and targets ``(N, H, W)``; targets in [0, 1] (hard GT or soft teacher masks).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+FOCAL_WEIGHT = 20.0  # SAM paper: 20:1 focal to dice
+DICE_WEIGHT = 1.0
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Per-mask sigmoid focal loss, mean over pixels: ``(N,)``."""
+    prob = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.flatten(1).mean(1)
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Per-mask soft dice loss: ``(N,)``."""
+    prob = torch.sigmoid(logits).flatten(1)
+    targets = targets.flatten(1)
+    inter = (prob * targets).sum(1)
+    return 1 - (2 * inter + eps) / (prob.sum(1) + targets.sum(1) + eps)
+
+
+def mask_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``20 * focal + dice`` per mask: ``(N,)``."""
+    return FOCAL_WEIGHT * focal_loss(logits, targets) + DICE_WEIGHT * dice_loss(logits, targets)
+
+
+def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """IoU in [0, 1] of the binarised prediction (logit > 0) with the binarised target: ``(N,)``."""
+    pred = logits.flatten(1) > 0
+    gt = targets.flatten(1) > 0.5
+    inter = (pred & gt).sum(1).float()
+    union = (pred | gt).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+
+
+def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss over ``M`` candidate masks per prompt, SAM style.
+
+    ``logits (N, M, H, W)``, ``iou_pred (N, M)``, ``targets (N, H, W)``. Only the candidate
+    with the lowest mask loss is trained (ambiguity-aware); the IoU head regresses the
+    actual IoU of every candidate. Returns (scalar loss, the chosen masks' IoU ``(N,)``).
+    """
+    n, m = logits.shape[:2]
+    flat_logits = logits.flatten(0, 1)
+    flat_targets = targets.repeat_interleave(m, dim=0)
+    per_mask = mask_loss(flat_logits, flat_targets).view(n, m)
+    best = per_mask.argmin(dim=1)
+    chosen = per_mask.gather(1, best[:, None]).squeeze(1)
+    actual_iou = mask_iou(flat_logits.detach(), flat_targets).view(n, m)
+    iou_term = F.mse_loss(iou_pred, actual_iou)
+    return chosen.mean() + iou_term, actual_iou.gather(1, best[:, None]).squeeze(1)
