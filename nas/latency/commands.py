@@ -1,0 +1,215 @@
+"""``samnas latency profile | fit | predict | list | import``: per-device latency predictors."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from supernet.errors import UserError
+
+EXAMPLES = """examples:
+  samnas latency profile --space sam_micro --device cpu-torch --blocks --samples 40
+  samnas latency fit --device cpu-torch
+  samnas latency predict --device cpu-torch --config subnet.yaml
+  samnas latency list
+  samnas latency profile --space sam_vit_b --resolutions 512 --device cpu-onnxruntime@edge1 --blocks --out edge1.json
+  samnas latency import edge1.json
+
+Device names: cpu-torch, cpu-onnxruntime, cuda-torch, cuda-onnxruntime, each with an
+optional @tag (cpu-torch@laptop). Files go to results/latency/<device>/ (or --root DIR,
+or $SAMNAS_RESULTS/latency).
+"""
+
+
+def _add_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", help="latency folder (default: $SAMNAS_RESULTS/latency, else results/latency)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    group = sub.add_parser(
+        "latency",
+        help="profile devices and fit latency predictors",
+        description="Measure subnet latency on a device, fit a predictor per device and search space, "
+        "and predict the latency of subnet configs.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
+    cmds = group.add_subparsers(dest="latency_command", metavar="ACTION")
+
+    p = cmds.add_parser("profile", help="time block kinds and sampled subnets on this machine",
+                        description="Time the lookup table's block kinds (--blocks) and --samples subnets end to end "
+                        "(warm-up runs, then --repeats timed runs; median and p10-p90 spread). Stores the "
+                        "measurements under <root>/<device>/, or with --out writes one JSON file for another "
+                        "machine's `samnas latency import`.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", required=True, help="search space name (samnas spaces list) or space file")
+    p.add_argument("--device", required=True, help="device name, e.g. cpu-torch, cpu-onnxruntime, cuda-torch[@tag]")
+    p.add_argument("--blocks", action="store_true", help="also time every block kind (the lookup table)")
+    p.add_argument("--samples", type=int, default=30, help="subnets timed end to end (default: 30)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (default: 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: 2)")
+    p.add_argument("--prompts", type=int, default=0,
+                   help="also time encoder + decoder for this many point prompts (default: 0, encoder only)")
+    p.add_argument("--resolutions", type=int, nargs="+", help="only these input sides (default: all of the space's)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: torch's current count)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the sampled subnets and inputs (default: 0)")
+    p.add_argument("--out", help="write a portable JSON file instead of storing the measurements here")
+    p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
+    _add_root(p)
+    p.set_defaults(func=run_profile)
+
+    p = cmds.add_parser("fit", help="fit the device's predictors with k-fold cross-validation",
+                        description="Fit a predictor per search space measured on the device, report the "
+                        "cross-validated MAPE, RMSE and share within +-10%%, save predictor.joblib and report.json.")
+    p.add_argument("--device", required=True, help="device name")
+    p.add_argument("--space", help="fit only this space (default: every space measured on the device)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the boosting (default: 0)")
+    _add_root(p)
+    p.set_defaults(func=run_fit)
+
+    p = cmds.add_parser("predict", help="predicted latency of a subnet config on a device")
+    p.add_argument("--device", required=True, help="device name")
+    p.add_argument("--config", required=True, help="subnet config (YAML, or JSON for .json)")
+    p.add_argument("--prompts", type=int, default=0, help="add the decoder for this many point prompts (default: 0)")
+    p.add_argument("--parts", action="store_true", help="also print the lookup table's parts")
+    _add_root(p)
+    p.set_defaults(func=run_predict)
+
+    p = cmds.add_parser("list", help="devices with their sample counts and validation error")
+    _add_root(p)
+    p.set_defaults(func=run_list)
+
+    p = cmds.add_parser("import", help="store measurements written by `samnas latency profile --out FILE`")
+    p.add_argument("file", help="the portable JSON profile file")
+    p.add_argument("--device", help="store under this name instead of the file's (e.g. add an @tag)")
+    p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
+    _add_root(p)
+    p.set_defaults(func=run_import)
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from .profile import profile_device
+    from .store import DeviceStore
+
+    run = profile_device(args.space, args.device, root=args.root, out=args.out, replace=args.replace,
+                         blocks=args.blocks, samples=args.samples, prompts=args.prompts, repeats=args.repeats,
+                         warmup=args.warmup, threads=args.threads, seed=args.seed, resolutions=args.resolutions)
+    fp = run.fingerprint
+    print(f"profiled {', '.join(run.spaces)} on {args.device}: {len(run.blocks)} block timings, "
+          f"{len(run.networks)} subnet timings in {run.seconds:.1f} s "
+          f"({fp['backend']}, {fp['threads']} threads, {fp['cpu']}{', ' + fp['gpu'] if fp.get('gpu') else ''})")
+    if args.out:
+        print(f"wrote {args.out}; on the target machine of the results: samnas latency import {args.out}")
+    else:
+        print(f"stored in {DeviceStore(args.device, args.root).folder}; next: samnas latency fit --device {args.device}")
+    return 0
+
+
+def _part_line(key: str, part: dict) -> str:
+    noise = part.get("noise_spread_pct")
+    return (f"  {key:<20} {part['method']:<10} n={part['networks']:<4} CV MAPE {part['mape_pct']:.1f}%  "
+            f"RMSE {part['rmse_ms']:.3g} ms  within +-10% {part['within_10_pct']:.0f}%"
+            + (f"  (noise p10-p90 {noise:.1f}%)" if noise is not None else ""))
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from .predictor import fit_device
+    from .store import DeviceStore
+
+    if args.folds < 2:
+        raise UserError(f"--folds must be at least 2, got {args.folds}")
+    report = fit_device(args.device, root=args.root, space=args.space, folds=args.folds, seed=args.seed)
+    names = [args.space] if args.space else sorted(report["spaces"])
+    for name in names:
+        rep = report["spaces"][name]
+        table = "lookup table + " if rep["lookup_table"] else "no block table (profile --blocks adds one); "
+        print(f"{name} on {args.device} ({table}{rep['networks']} subnets, resolutions "
+              f"{', '.join(map(str, rep['resolutions']))}):")
+        for key, part in sorted(rep["parts"].items()):
+            print(_part_line(key, part))
+    print(f"saved {DeviceStore(args.device, args.root).path('predictor.joblib')} and report.json")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from search_spaces.config import load_config
+
+    from .predictor import load_predictor
+
+    config = load_config(args.config)
+    predictor = load_predictor(args.device, space=config.get("space"), root=args.root)
+    try:
+        ms = predictor.predict_ms(config, prompts=args.prompts)
+    except UserError as exc:
+        raise type(exc)(f"{args.config}: {exc}") from None
+    key = f"encoder+decoder@{args.prompts}" if args.prompts else "encoder"
+    part = predictor.report["parts"][key]
+    print(f"{ms:.3f} ms predicted for {Path(args.config).name} ({key}, {predictor.space}) on {args.device}; "
+          f"CV MAPE {part['mape_pct']:.1f}%, {part['within_10_pct']:.0f}% of held-out subnets within +-10%")
+    if args.parts and predictor.lut:
+        parts = predictor.lut_parts(config, prompts=args.prompts)
+        for name, part_ms in parts:
+            print(f"  {name:<12} {part_ms:9.3f} ms")
+        print(f"  {'lookup sum':<12} {sum(v for _, v in parts):9.3f} ms")
+    return 0
+
+
+def list_rows(root=None) -> list[dict]:
+    """One row per (device, space, part): counts, the chosen method, CV error, and whether a refit is due."""
+    from .store import DeviceStore, list_devices
+
+    rows = []
+    for device in list_devices(root):
+        store = DeviceStore(device, root)
+        fp = store.fingerprint() or {}
+        networks = store.networks()
+        report = (store.report() or {}).get("spaces", {})
+        counts: dict[tuple[str, str], int] = {}
+        for r in networks:
+            key = (r["space"], r["part"] if r["part"] == "encoder" else f"{r['part']}@{r['prompts']}")
+            counts[key] = counts.get(key, 0) + 1
+        blocks = len(store.blocks())
+        where = f"{fp.get('backend', '?')}, {fp.get('threads', '?')} threads, {fp.get('cpu', '?')}"
+        for (space, part), n in sorted(counts.items()) or [(("-", "-"), 0)]:
+            fitted = report.get(space, {}).get("parts", {}).get(part)
+            status = "not fitted" if not fitted else ("refit due" if fitted["networks"] != n else "fitted")
+            rows.append({
+                "device": device, "space": space, "part": part, "subnets": n, "blocks": blocks,
+                "method": fitted["method"] if fitted else "-",
+                "cv_mape_pct": f"{fitted['mape_pct']:.1f}" if fitted else "-",
+                "within_10_pct": f"{fitted['within_10_pct']:.0f}" if fitted else "-",
+                "status": status, "measured_on": where,
+            })
+    return rows
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from search_spaces.space import format_table
+
+    from .store import resolve_root
+
+    rows = list_rows(args.root)
+    if not rows:
+        print(f"no devices under {resolve_root(args.root)}; profile one with "
+              "`samnas latency profile --space sam_micro --device cpu-torch --blocks`")
+        return 0
+    cols = ["device", "space", "part", "subnets", "blocks", "method", "cv_mape_pct", "within_10_pct", "status",
+            "measured_on"]
+    heads = ["device", "space", "part", "subnets", "blocks", "method", "CV MAPE %", "within +-10% %", "status",
+             "measured on"]
+    for line in format_table([tuple(heads)] + [tuple(str(r[c]) for c in cols) for r in rows]):
+        print(line)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from .store import DeviceStore, import_profile_file
+
+    doc = import_profile_file(args.file, device=args.device, root=args.root, replace=args.replace)
+    fp = doc["fingerprint"]
+    print(f"imported {len(doc['blocks'])} block timings and {len(doc['networks'])} subnet timings of "
+          f"{', '.join(sorted(doc['spaces']))} as {doc['device']} (measured on {fp.get('cpu', '?')}, "
+          f"{fp.get('threads', '?')} threads) into {DeviceStore(doc['device'], args.root).folder}; "
+          f"next: samnas latency fit --device {doc['device']}")
+    return 0

@@ -1,0 +1,482 @@
+"""Latency predictors fitted from a device's measurements (scikit-learn), saved per device.
+
+For one search space on one device, and one *part* (``"encoder"``, or
+``"encoder+decoder@K"`` for K single-point prompts), the candidates are:
+
+* ``lut``: the additive lookup table, the sum of the timed parts of a config (the
+  encoder's fixed part at its resolution, each kept block's kind, the decoder);
+* ``lut_scaled``: the lookup table times one factor (the median measured/LUT ratio), which
+  absorbs what isolated timings miss (cache effects, the framework's per-call overhead);
+* ``lut_gbr``: the lookup table corrected by gradient boosting: a
+  ``GradientBoostingRegressor`` predicts ``log(measured / LUT)`` from the LUT's total
+  and its split into parts, and the config's :meth:`SearchSpace.encode` features;
+* ``gbr``: gradient boosting on ``log(measured)`` from the config features alone, the
+  only candidate when no block table was profiled.
+
+Each candidate is scored with k-fold cross-validation over the timed subnets (MAPE,
+RMSE, share of held-out subnets within +-10%); the one with the lowest CV MAPE is then
+refitted on every subnet and used. Predictions run no model: validating the config and
+one small regressor call, tens to hundreds of microseconds.
+
+``predictor.joblib`` holds, per space, plain data plus scikit-learn estimators, with the
+format version and the scikit-learn version; loading a file written by another version
+asks to refit (the measurements are kept in plain files, so that is one command). Like
+any pickle, load only ``predictor.joblib`` files you wrote: measurements from elsewhere
+travel as JSON (``samnas latency import``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.model_selection import KFold
+
+from search_spaces.space import SearchSpace
+from supernet.errors import ConfigError, UserError
+from supernet.fileio import atomic_write_bytes
+
+from .store import DeviceStore, write_json
+
+PREDICTOR_FORMAT = "samnas-latency-predictor/1"
+CANDIDATES = ("lut", "lut_scaled", "lut_gbr", "gbr")
+MIN_NETWORKS = 5  # fewer timed subnets cannot be cross-validated meaningfully
+WITHIN = 0.10  # the "within +-10%" band
+
+
+def part_key(part: str, prompts: int) -> str:
+    """``"encoder"`` or ``"encoder+decoder@K"``: which timed quantity a model predicts."""
+    return part if part == "encoder" else f"{part}@{prompts}"
+
+
+def parse_part_key(key: str) -> tuple[str, int]:
+    """Inverse of :func:`part_key`."""
+    if "@" in key:
+        part, k = key.split("@", 1)
+        return part, int(k)
+    return key, 0
+
+
+# ---------------------------------------------------------------------- lookup table
+
+
+class MissingTiming(KeyError):
+    """A lookup-table entry the config needs was never timed."""
+
+
+def lut_index(block_rows: list[dict]) -> dict[tuple, float]:
+    """``{(model_type, kind, resolution, window, heads, mlp, prompts): median_ms}`` from blocks.csv rows."""
+    return {(r["model_type"], r["kind"], r["resolution"], r["window"], r["heads"], r["mlp"], r["prompts"]):
+            r["median_ms"] for r in block_rows}
+
+
+def lut_parts(space: SearchSpace, lut: Mapping[tuple, float], config: dict, prompts: int = 0) -> list[tuple[str, float]]:
+    """``[(part name, ms), ...]`` of a validated config: ``fixed``, each kept ``blocks[i]``, ``decoder`` if ``prompts``.
+
+    Their sum is the lookup-table prediction. Raises :class:`MissingTiming` when an entry is absent.
+    """
+    arch, res, mt = space.arch, config["resolution"], space.model_type
+
+    def get(key: tuple) -> float:
+        try:
+            return lut[key]
+        except KeyError:
+            raise MissingTiming(key) from None
+
+    parts = [("fixed", get((mt, "fixed", res, -1, 0, 0, 0)))]
+    for i, (entry, spec) in enumerate(zip(config["blocks"], space.blocks)):
+        if entry["keep"]:
+            window = 0 if spec.is_global else arch.window_size
+            parts.append((f"blocks[{i}]", get((mt, "block", res, window, entry["heads"], entry["mlp"], 0))))
+    if prompts:
+        parts.append(("decoder", get((mt, "decoder", res, -1, 0, 0, prompts))))
+    return parts
+
+
+def _lut_summary(space: SearchSpace, parts: list[tuple[str, float]]) -> list[float]:
+    """``[log total, fixed, window blocks, global blocks, decoder]`` (the last four as shares of the total)."""
+    total = sum(ms for _, ms in parts)
+    groups = {"fixed": 0.0, "window": 0.0, "global": 0.0, "decoder": 0.0}
+    for name, ms in parts:
+        if name.startswith("blocks["):
+            index = int(name[7:-1])
+            groups["global" if space.blocks[index].is_global else "window"] += ms
+        else:
+            groups[name] += ms
+    return [math.log(total)] + [v / total for v in groups.values()]
+
+
+# ---------------------------------------------------------------------- one fitted part
+
+
+def _gbr(seed: int) -> GradientBoostingRegressor:
+    """Small, regularised boosting: few samples (tens), smooth targets."""
+    return GradientBoostingRegressor(n_estimators=150, max_depth=2, learning_rate=0.05, subsample=0.8,
+                                     min_samples_leaf=3, random_state=seed)
+
+
+class PartModel:
+    """The chosen candidate for one part, refitted on all its subnets. ``predict`` takes log-space inputs."""
+
+    def __init__(self, method: str, seed: int = 0) -> None:
+        if method not in CANDIDATES:
+            raise ValueError(f"unknown method {method!r}")
+        self.method = method
+        self.seed = seed
+        self.log_scale = 0.0
+        self.gbr: GradientBoostingRegressor | None = None
+
+    def fit(self, X: np.ndarray, log_lut: np.ndarray | None, log_y: np.ndarray) -> "PartModel":
+        """``X``: features ``(n, f)``; ``log_lut``: log LUT ms ``(n,)`` or None; ``log_y``: log measured ms."""
+        if self.method == "lut_scaled":
+            self.log_scale = float(np.median(log_y - log_lut))
+        elif self.method == "lut_gbr":
+            self.gbr = _gbr(self.seed).fit(X, log_y - log_lut)
+        elif self.method == "gbr":
+            self.gbr = _gbr(self.seed).fit(X, log_y)
+        return self
+
+    def predict_log(self, X: np.ndarray, log_lut: np.ndarray | None) -> np.ndarray:
+        """Predicted log ms for each row."""
+        if self.method == "lut":
+            return log_lut
+        if self.method == "lut_scaled":
+            return log_lut + self.log_scale
+        if self.method == "lut_gbr":
+            return log_lut + self.gbr.predict(X)
+        return self.gbr.predict(X)
+
+
+def error_metrics(measured: np.ndarray, predicted: np.ndarray) -> dict:
+    """MAPE (%), RMSE (ms), % within +-10%, and the worst absolute percentage error."""
+    rel = np.abs(predicted - measured) / measured
+    return {
+        "mape_pct": float(100 * rel.mean()),
+        "rmse_ms": float(np.sqrt(np.mean((predicted - measured) ** 2))),
+        "within_10_pct": float(100 * np.mean(rel <= WITHIN)),
+        "max_ape_pct": float(100 * rel.max()),
+        "n": int(len(measured)),
+    }
+
+
+def cross_validate(method: str, X: np.ndarray, log_lut, log_y: np.ndarray, folds: int, seed: int) -> dict:
+    """k-fold CV of one candidate: metrics of the held-out predictions (ms)."""
+    pred = np.empty_like(log_y)
+    for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(X):
+        lut_tr = None if log_lut is None else log_lut[train]
+        lut_te = None if log_lut is None else log_lut[test]
+        model = PartModel(method, seed).fit(X[train], lut_tr, log_y[train])
+        pred[test] = model.predict_log(X[test], lut_te)
+    return error_metrics(np.exp(log_y), np.exp(pred))
+
+
+# ---------------------------------------------------------------------- the predictor
+
+
+class LatencyPredictor:
+    """Predicted latency (ms) of subnet configs of one search space on one device.
+
+    ``predict_ms(config)`` is the image encoder's latency; ``predict_ms(config, prompts=K)``
+    the encoder plus the decoder for K single-point prompts, when that was profiled.
+    ``report`` holds the cross-validation results (see :func:`fit_space`).
+    """
+
+    def __init__(self, device: str, space: SearchSpace, lut: dict[tuple, float], models: dict[str, PartModel],
+                 report: dict) -> None:
+        self.device = device
+        self.search_space = space
+        self.lut = lut
+        self.models = models
+        self.report = report
+
+    @property
+    def space(self) -> str:
+        """The search space's name."""
+        return self.search_space.name
+
+    @property
+    def parts(self) -> list[str]:
+        """Fitted parts: ``"encoder"`` and/or ``"encoder+decoder@K"``."""
+        return sorted(self.models)
+
+    def _check(self, config: Mapping) -> dict:
+        try:
+            return self.search_space.validate(config)
+        except ConfigError as exc:
+            hint = ""
+            if str(exc).startswith("resolution:"):
+                hint = (f" (that resolution was not profiled: run `samnas latency profile --space {self.space} "
+                        f"--device {self.device} --blocks --resolutions R` then `samnas latency fit "
+                        f"--device {self.device}`)")
+            raise ConfigError(f"config outside the space {self.space!r} of the {self.device} predictor: {exc}{hint}"
+                              ) from None
+
+    def _model(self, prompts: int | None) -> tuple[str, PartModel]:
+        key = part_key("encoder+decoder", prompts) if prompts else "encoder"
+        if key not in self.models:
+            raise UserError(
+                f"the {self.device} predictor for {self.space} has no {key!r} model (fitted: {', '.join(self.parts)}); "
+                f"run `samnas latency profile --space {self.space} --device {self.device}"
+                + (f" --prompts {prompts}" if prompts else "") + f"` then `samnas latency fit --device {self.device}`"
+            )
+        return key, self.models[key]
+
+    def lut_parts(self, config: Mapping, prompts: int | None = None) -> list[tuple[str, float]]:
+        """The lookup table's parts ``[(name, ms)]`` for ``config``; their sum is :meth:`lut_ms`."""
+        config = self._check(config)
+        try:
+            return lut_parts(self.search_space, self.lut, config, prompts or 0)
+        except MissingTiming as exc:
+            raise self._missing(exc) from None
+
+    def _missing(self, exc: MissingTiming) -> UserError:
+        return UserError(
+            f"no block timing for {exc.args[0]} on {self.device}: run `samnas latency profile --space "
+            f"{self.space} --device {self.device} --blocks` then `samnas latency fit --device {self.device}`"
+        )
+
+    def lut_ms(self, config: Mapping, prompts: int | None = None) -> float:
+        """The plain lookup-table prediction: the sum of :meth:`lut_parts`."""
+        return float(sum(ms for _, ms in self.lut_parts(config, prompts)))
+
+    def features(self, config: dict, prompts: int) -> tuple[np.ndarray, float | None]:
+        """Regressor features ``(f,)`` of a validated config and its log LUT ms (None without a LUT)."""
+        enc = self.search_space.encode(config)
+        if not self.lut:
+            return enc, None
+        parts = lut_parts(self.search_space, self.lut, config, prompts)
+        summary = _lut_summary(self.search_space, parts)
+        return np.concatenate([summary, enc]), summary[0]
+
+    def predict_many(self, configs: list[Mapping], prompts: int | None = None) -> np.ndarray:
+        """Predicted ms of each config, ``(n,)``."""
+        _, model = self._model(prompts)
+        rows, luts = [], []
+        for cfg in configs:
+            cfg = self._check(cfg)
+            try:
+                x, log_lut = self.features(cfg, prompts or 0)
+            except MissingTiming as exc:
+                raise self._missing(exc) from None
+            rows.append(x)
+            luts.append(log_lut)
+        log_lut = None if model.method == "gbr" else np.asarray(luts, dtype=float)
+        return np.exp(model.predict_log(np.asarray(rows), log_lut))
+
+    def predict_ms(self, config: Mapping, prompts: int | None = None) -> float:
+        """Predicted latency in ms of ``config`` (encoder; plus decoder for ``prompts`` single-point prompts)."""
+        return float(self.predict_many([config], prompts)[0])
+
+    # -------------------------------------------------------------- persistence
+
+    def state(self) -> dict:
+        """Plain data and estimators, what ``predictor.joblib`` stores for this space."""
+        return {
+            "device": self.device,
+            "space": self.search_space.to_dict(),
+            "lut": dict(self.lut),
+            "models": {k: {"method": m.method, "seed": m.seed, "log_scale": m.log_scale, "gbr": m.gbr}
+                       for k, m in self.models.items()},
+            "report": self.report,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> "LatencyPredictor":
+        models = {}
+        for key, m in state["models"].items():
+            model = PartModel(m["method"], m["seed"])
+            model.log_scale, model.gbr = m["log_scale"], m["gbr"]
+            models[key] = model
+        space = SearchSpace.from_dict(state["space"], source=f"predictor for {state['device']}")
+        return cls(state["device"], space, state["lut"], models, state["report"])
+
+
+# ---------------------------------------------------------------------- fitting
+
+
+def _fit_part(predictor: LatencyPredictor, rows: list[dict], folds: int, seed: int) -> tuple[PartModel, dict]:
+    """Cross-validate every candidate on ``rows`` (one part), pick the lowest MAPE, refit it on all rows."""
+    prompts = rows[0]["prompts"]
+    feats, luts = zip(*(predictor.features(predictor.search_space.validate(json.loads(r["config"])), prompts)
+                        for r in rows))
+    X = np.asarray(feats)
+    log_y = np.log(np.asarray([r["median_ms"] for r in rows]))
+    log_lut = None if luts[0] is None else np.asarray(luts, dtype=float)
+    methods = ("lut", "lut_scaled", "lut_gbr") if log_lut is not None else ("gbr",)
+    k = min(folds, len(rows))
+    cv = {m: cross_validate(m, X, log_lut, log_y, k, seed) for m in methods}
+    chosen = min(methods, key=lambda m: (cv[m]["mape_pct"], methods.index(m)))
+    model = PartModel(chosen, seed).fit(X, log_lut, log_y)
+    spread = [100 * (r["p90_ms"] - r["p10_ms"]) / r["median_ms"] for r in rows if r["median_ms"] > 0]
+    report = {
+        "method": chosen,
+        "networks": len(rows),
+        "folds": k,
+        "cv": cv,
+        **{key: cv[chosen][key] for key in ("mape_pct", "rmse_ms", "within_10_pct")},
+        "noise_spread_pct": float(np.median(spread)) if spread else None,
+        "profiling_seconds": float(sum(r["seconds"] for r in rows)),
+    }
+    return model, report
+
+
+def fit_space(device: str, space: SearchSpace, blocks: list[dict], networks: list[dict], folds: int = 5,
+              seed: int = 0) -> LatencyPredictor:
+    """Fit every part measured for ``space`` (``networks`` rows of that space; ``blocks`` rows of the device).
+
+    The predictor's space is ``space`` restricted to the resolutions that were timed end to
+    end, so that configs at unmeasured resolutions are refused rather than guessed. Without
+    block timings for every needed entry, only the features-only ``gbr`` candidate is fitted.
+    """
+    rows = [r for r in networks if r["space"] == space.name]
+    resolutions = sorted({r["resolution"] for r in rows}, reverse=True)
+    data = space.to_dict()
+    data["resolutions"] = resolutions or list(space.resolutions)
+    space = SearchSpace.from_dict(data, source=space.source)
+    lut = {k: v for k, v in lut_index(blocks).items() if k[0] == space.model_type}
+    predictor = LatencyPredictor(device, space, lut, {}, {})
+    by_part: dict[str, list[dict]] = {}
+    for r in rows:
+        by_part.setdefault(part_key(r["part"], r["prompts"]), []).append(r)
+    if lut and not _lut_covers(predictor, rows):
+        predictor.lut = {}
+    block_rows = [r for r in blocks if r["model_type"] == space.model_type and r["resolution"] in resolutions]
+    report = {
+        "space": space.name,
+        "resolutions": resolutions,
+        "lookup_table": bool(predictor.lut),
+        "block_timings": len(block_rows),
+        "block_profiling_seconds": float(sum(r["seconds"] for r in block_rows)),
+        "parts": {},
+    }
+    for key, part_rows in sorted(by_part.items()):
+        if len(part_rows) < MIN_NETWORKS:
+            raise UserError(
+                f"only {len(part_rows)} timed {key} subnets of {space.name} on {device}, at least {MIN_NETWORKS} "
+                f"needed: run `samnas latency profile --space {space.name} --device {device} --samples 30`"
+            )
+        model, part_report = _fit_part(predictor, part_rows, folds, seed)
+        predictor.models[key] = model
+        report["parts"][key] = part_report
+    report["networks"] = len(rows)
+    report["profiling_seconds"] = report["block_profiling_seconds"] + sum(
+        p["profiling_seconds"] for p in report["parts"].values())
+    predictor.report = report
+    return predictor
+
+
+def _lut_covers(predictor: LatencyPredictor, rows: list[dict]) -> bool:
+    """Whether every timed subnet's lookup-table entries were timed."""
+    for r in rows:
+        try:
+            lut_parts(predictor.search_space, predictor.lut, predictor.search_space.validate(json.loads(r["config"])),
+                      r["prompts"])
+        except MissingTiming:
+            return False
+    return True
+
+
+def _profile_hint(device: str, space: str = "S") -> str:
+    return (f"run `samnas latency profile --space {space} --device {device} --blocks --samples 30` "
+            f"then `samnas latency fit --device {device}`")
+
+
+def fit_device(device: str, root=None, space: str | None = None, folds: int = 5, seed: int = 0) -> dict:
+    """Fit a predictor for every space profiled on ``device`` (or only ``space``); save; return report.json's content.
+
+    Writes ``predictor.joblib`` and ``report.json`` atomically. Spaces not refitted keep
+    their previous predictor.
+    """
+    store = DeviceStore(device, root)
+    if not store.exists() or store.fingerprint() is None:
+        raise UserError(f"no measurements for device {device} under {store.root}: {_profile_hint(device)}")
+    spaces, blocks, networks = store.spaces(), store.blocks(), store.networks()
+    names = sorted({r["space"] for r in networks})
+    if space is not None:
+        if space not in names:
+            raise UserError(f"no timed subnets of space {space!r} on {device} (have: {', '.join(names) or 'none'}): "
+                            + _profile_hint(device, space))
+        names = [space]
+    if not names:
+        raise UserError(f"no timed subnets on {device} under {store.root}: {_profile_hint(device)}")
+    start = time.perf_counter()
+    try:
+        previous = _read_states(store.path("predictor.joblib")) if store.path("predictor.joblib").is_file() else {}
+        old_report = store.report() or {}
+    except UserError:  # an old or broken file: refit every space instead of keeping any of it
+        previous, old_report = {}, {}
+        names = sorted({r["space"] for r in networks})
+    states, reports = dict(previous), dict(old_report.get("spaces", {}))
+    for name in names:
+        if name not in spaces:
+            raise UserError(f"{store.path('spaces.json')}: space {name!r} missing; profile it again")
+        sp = SearchSpace.from_dict(spaces[name], source=f"{store.path('spaces.json')}[{name}]")
+        predictor = fit_space(device, sp, blocks, networks, folds, seed)
+        states[name] = predictor.state()
+        reports[name] = predictor.report
+    save_states(store.path("predictor.joblib"), device, states)
+    report = {
+        "format": PREDICTOR_FORMAT,
+        "device": device,
+        "sklearn": sklearn.__version__,
+        "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "fit_seconds": time.perf_counter() - start,
+        "fingerprint": store.fingerprint(),
+        "spaces": reports,
+    }
+    write_json(store.path("report.json"), report)
+    return report
+
+
+def save_states(path, device: str, states: dict) -> None:
+    """Write ``{space: state}`` with the format and scikit-learn versions to ``path`` atomically (joblib)."""
+    import io
+
+    buf = io.BytesIO()
+    joblib.dump({"format": PREDICTOR_FORMAT, "sklearn": sklearn.__version__, "device": device, "spaces": states}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _read_states(path) -> dict:
+    """``{space: state}`` from a ``predictor.joblib``; UserError (asking to refit) for another version."""
+    device = path.parent.name
+    refit = f"run `samnas latency fit --device {device}` to refit it from the stored measurements"
+    try:
+        data = joblib.load(path)
+    except Exception as exc:  # a truncated or foreign file: pickle raises many kinds
+        raise UserError(f"{path}: cannot read the predictor ({type(exc).__name__}: {exc}); {refit}") from None
+    if not isinstance(data, dict) or data.get("format") != PREDICTOR_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise UserError(f"{path}: predictor format {found!r}, expected {PREDICTOR_FORMAT!r}; {refit}")
+    if data.get("sklearn") != sklearn.__version__:
+        raise UserError(f"{path}: written with scikit-learn {data.get('sklearn')}, this is {sklearn.__version__}; {refit}")
+    return data["spaces"]
+
+
+def load_predictor(device: str, space: str | SearchSpace | None = None, root=None) -> LatencyPredictor:
+    """The fitted predictor of ``device`` for ``space`` (a name or SearchSpace; optional if only one was fitted).
+
+    Raises a one-line UserError saying what to run when the device, its predictor or the space is missing.
+    """
+    store = DeviceStore(device, root)
+    path = store.path("predictor.joblib")
+    name = space.name if isinstance(space, SearchSpace) else space
+    if not path.is_file():
+        hint = _profile_hint(device, name or "S")
+        if store.networks():
+            hint = f"run `samnas latency fit --device {device}`"
+        raise UserError(f"no predictor for device {device} under {store.root}: {hint}")
+    states = _read_states(path)
+    if name is None:
+        if len(states) != 1:
+            raise UserError(f"{path}: predictors for {len(states)} spaces ({', '.join(sorted(states))}); name one")
+        name = next(iter(states))
+    if name not in states:
+        raise UserError(f"no predictor for space {name!r} on device {device} (fitted: {', '.join(sorted(states))}): "
+                        + _profile_hint(device, name))
+    return LatencyPredictor.from_state(states[name])

@@ -1,0 +1,418 @@
+"""Measure latency on this machine: block kinds in isolation and sampled subnets end to end.
+
+Two levels, both with warm-up runs first and then ``repeats`` timed runs (median and
+p10/p90 spread, from :func:`nas.timing.time_callable`):
+
+* **blocks** (the lookup table): for every input resolution of the space, the encoder's
+  fixed part (patch embedding + position embedding + neck, i.e. an encoder with no
+  blocks), and every block kind (window or global attention x heads x MLP width) as a
+  standalone block with the shapes an extracted subnet has; with ``prompts`` > 0 also the
+  prompt encoder + mask decoder for that many single-point prompts.
+* **networks**: sampled subnets (always including the space's largest and smallest),
+  physically extracted with :func:`supernet.extract.extract` (what a user deploys, not the
+  masked supernet), timed as the image encoder alone and, with ``prompts`` > 0, as encoder
+  then decoder.
+
+Backends, from the device name (see :mod:`nas.latency.store`): ``torch`` (eager, under
+``inference_mode``) and ``onnxruntime`` (the module exported with the TorchScript-based
+exporter and run by an ONNX Runtime session; every export is checked against torch on the
+same input). ``cuda-*`` devices need a GPU and fail with a clear message without one.
+Weights are random (latency does not depend on their values); seeds are fixed.
+"""
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from nas.fingerprint import machine_fingerprint
+from nas.timing import time_callable
+from search_spaces.space import SearchSpace
+from supernet.arch import SamArch
+from supernet.build import build_from_spec, build_sam
+from supernet.errors import UserError
+from supernet.extract import extract
+from supernet.image_encoder import EncoderBlock, ImageEncoderViT
+from supernet.sam import Sam
+
+from .store import DeviceStore, config_json, parse_device, profile_document, write_json
+
+ONNX_ATOL = 1e-3  # |ORT - torch| allowed, relative to max(1, |torch output|)
+
+
+# ---------------------------------------------------------------------- backends
+
+
+class Backend:
+    """Turns a module and example inputs into a zero-argument callable that runs it once."""
+
+    name = "base"
+
+    def __init__(self, hardware: str, threads: int) -> None:
+        self.hardware = hardware
+        self.threads = threads
+        self.device = torch.device("cuda" if hardware == "cuda" else "cpu")
+
+    @property
+    def sync(self) -> Callable[[], None] | None:
+        """Called around each clock read: waits for queued GPU work (None on the CPU)."""
+        return torch.cuda.synchronize if self.hardware == "cuda" else None
+
+    def prepare(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Callable[[], object]:
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        """Backend facts recorded in the fingerprint."""
+        return {"backend": self.name, "hardware": self.hardware, "threads": self.threads}
+
+
+class TorchBackend(Backend):
+    """PyTorch eager on the CPU or a CUDA GPU, inside ``torch.inference_mode``."""
+
+    name = "torch"
+
+    def prepare(self, module, inputs):
+        module = module.to(self.device).eval()
+        inputs = tuple(x.to(self.device) for x in inputs)
+
+        def run():
+            with torch.inference_mode():
+                return module(*inputs)
+
+        return run
+
+
+class OrtBackend(Backend):
+    """ONNX Runtime: the module is exported to ONNX in memory, checked against torch, then run by a session."""
+
+    name = "onnxruntime"
+
+    def __init__(self, hardware: str, threads: int) -> None:
+        super().__init__(hardware, threads)
+        import onnxruntime as ort
+
+        self.ort = ort
+        self.provider = "CUDAExecutionProvider" if hardware == "cuda" else "CPUExecutionProvider"
+        if self.provider not in ort.get_available_providers():
+            raise UserError(
+                f"ONNX Runtime here has no {self.provider} (available: {', '.join(ort.get_available_providers())}); "
+                "install onnxruntime-gpu on a CUDA machine, or profile a cpu-* device"
+            )
+
+    def info(self):
+        return {**super().info(), "onnxruntime_provider": self.provider}
+
+    def session(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
+        """An inference session for ``module`` (exported with opset :data:`nas.onnx_export.OPSET`)."""
+        from nas.onnx_export import OPSET
+
+        buf = io.BytesIO()
+        names = [f"input{i}" for i in range(len(inputs))]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.cpu().eval(), inputs, buf, dynamo=False, opset_version=OPSET,
+                              input_names=names)
+        opts = self.ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        return self.ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=[self.provider])
+
+    def prepare(self, module, inputs):
+        sess = self.session(module, inputs)
+        feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), inputs)}
+        check_onnx_matches(module, inputs, sess.run(None, feeds))
+        return lambda: sess.run(None, feeds)
+
+
+def check_onnx_matches(module: nn.Module, inputs: tuple[torch.Tensor, ...], outputs: list[np.ndarray]) -> float:
+    """Largest |ORT - torch| over the outputs; RuntimeError if beyond :data:`ONNX_ATOL` (scaled)."""
+    with torch.inference_mode():
+        ref = module.cpu()(*inputs)
+    ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
+    worst = 0.0
+    for got, want in zip(outputs, ref):
+        want = want.numpy()
+        diff = float(np.abs(got - want).max()) if want.size else 0.0
+        worst = max(worst, diff)
+        if not diff <= ONNX_ATOL * max(1.0, float(np.abs(want).max())):
+            raise RuntimeError(f"ONNX Runtime output differs from torch by {diff:.3g} for {type(module).__name__}")
+    return worst
+
+
+def make_backend(device: str, threads: int | None = None) -> Backend:
+    """The backend for a device name on this machine; UserError when this machine cannot run it."""
+    hardware, backend, _ = parse_device(device)
+    if hardware == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"device {device} needs a CUDA GPU, and torch.cuda.is_available() is False here; profile it on a GPU "
+            f"machine with `samnas latency profile --device {device} --out FILE`, then `samnas latency import FILE`"
+        )
+    threads = int(threads or torch.get_num_threads())
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    return OrtBackend(hardware, threads) if backend == "onnxruntime" else TorchBackend(hardware, threads)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` intra-op torch threads, restoring the previous count after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------- what gets timed
+
+
+class DecoderCall(nn.Module):
+    """Prompt encoder + mask decoder for single-point prompts: ``(emb (1,C,h,w), coords (K,1,2), labels (K,1))``."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.sam = sam
+
+    def forward(self, embeddings, coords, labels):
+        return self.sam.decode(embeddings, points=(coords, labels), multimask_output=True)
+
+
+class EncoderDecoderCall(nn.Module):
+    """Image encoder then decoder: ``(images (1,3,R,R), coords (K,1,2), labels (K,1))``."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.sam = sam
+
+    def forward(self, images, coords, labels):
+        return self.sam.decode(self.sam.image_encoder(images), points=(coords, labels), multimask_output=True)
+
+
+def prompt_inputs(resolution: int, prompts: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``prompts`` random foreground points: coords ``(K, 1, 2)`` in pixels, labels ``(K, 1)``."""
+    coords = torch.rand(prompts, 1, 2, generator=gen) * resolution
+    return coords, torch.ones(prompts, 1, dtype=torch.int64)
+
+
+def block_window(arch: SamArch, is_global: bool) -> int:
+    """Window side of a block kind; 0 for global attention."""
+    return 0 if is_global else arch.window_size
+
+
+def block_kinds(space: SearchSpace, prompts: int = 0) -> list[dict]:
+    """The lookup table's keys for ``space``: fixed part and block kinds per resolution, decoder if ``prompts``.
+
+    Each is a dict of :data:`nas.latency.store.BLOCK_KEY` fields.
+    """
+    arch = space.arch
+    shapes = sorted({(block_window(arch, b.is_global), h, m) for b in space.blocks for h in b.heads for m in b.mlp})
+    kinds = []
+    for res in space.resolutions:
+        base = {"model_type": space.model_type, "resolution": res, "window": -1, "heads": 0, "mlp": 0, "prompts": 0}
+        kinds.append({**base, "kind": "fixed"})
+        kinds += [{**base, "kind": "block", "window": w, "heads": h, "mlp": m} for w, h, m in shapes]
+        if prompts:
+            kinds.append({**base, "kind": "decoder", "prompts": prompts})
+    return kinds
+
+
+def kind_module(arch: SamArch, kind: dict, gen: torch.Generator) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """A freshly built module for one lookup-table entry, and its example inputs (batch 1)."""
+    res = kind["resolution"]
+    grid = res // arch.patch_size
+    if kind["kind"] == "fixed":
+        module = ImageEncoderViT(res, arch.patch_size, arch.embed_dim, arch.head_dim, [], arch.prompt_embed_dim)
+        return module.eval(), (torch.randn(1, 3, res, res, generator=gen),)
+    if kind["kind"] == "block":
+        module = EncoderBlock(arch.embed_dim, kind["heads"], arch.head_dim, kind["mlp"], kind["window"], grid)
+        return module.eval(), (torch.randn(1, grid, grid, arch.embed_dim, generator=gen),)
+    if kind["kind"] == "decoder":
+        module = DecoderCall(build_from_spec(arch, [], img_size=res))
+        emb = torch.randn(1, arch.prompt_embed_dim, grid, grid, generator=gen)
+        return module.eval(), (emb, *prompt_inputs(res, kind["prompts"], gen))
+    raise ValueError(f"unknown block kind {kind['kind']!r}")
+
+
+def network_module(supernet: Sam, config: dict, prompts: int, gen: torch.Generator):
+    """The extracted subnet as the module to time (encoder, or encoder + decoder if ``prompts``), with inputs."""
+    sub = extract(supernet, config)
+    res = config["resolution"]
+    images = torch.randn(1, 3, res, res, generator=gen)
+    if prompts:
+        return EncoderDecoderCall(sub).eval(), (images, *prompt_inputs(res, prompts, gen))
+    return sub.image_encoder.eval(), (images,)
+
+
+def sample_configs(space: SearchSpace, n: int, seed: int = 0) -> list[dict]:
+    """``n`` distinct valid configs: the largest, the smallest, then random samples (fixed ``seed``).
+
+    Returns fewer when the space has fewer distinct configs than asked for.
+    """
+    rng = np.random.default_rng(seed)
+    out, seen = [], set()
+    candidates = [space.largest(), space.smallest()]
+    attempts = 0
+    while len(out) < n and attempts < 50 * n + 10:
+        cfg = space.validate(candidates.pop(0) if candidates else space.sample(rng))
+        attempts += 1
+        key = config_json(cfg)
+        if key not in seen:
+            seen.add(key)
+            out.append(cfg)
+    return out
+
+
+def restrict_resolutions(space: SearchSpace, resolutions: list[int] | None) -> SearchSpace:
+    """``space`` allowing only ``resolutions`` (same name); UserError for one it does not allow."""
+    if not resolutions:
+        return space
+    bad = [r for r in resolutions if r not in space.resolutions]
+    if bad:
+        raise UserError(f"--resolutions: {bad} not in space {space.name}'s resolutions {list(space.resolutions)}")
+    data = space.to_dict()
+    data["resolutions"] = sorted(set(resolutions), reverse=True)
+    return SearchSpace.from_dict(data, source=space.source)
+
+
+# ---------------------------------------------------------------------- profiling runs
+
+
+@dataclass
+class ProfileRun:
+    """What one profiling run measured, ready for a device folder or a portable file."""
+
+    device: str
+    fingerprint: dict
+    spaces: dict  # space name -> space-file mapping
+    blocks: list[dict] = field(default_factory=list)
+    networks: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def document(self) -> dict:
+        return profile_document(self.device, self.fingerprint, self.spaces, self.blocks, self.networks)
+
+
+BURN_IN_S = 0.5  # untimed running before the first measurement of a run: caches, clocks, thread pools
+
+
+def _timed_row(backend: Backend, module: nn.Module, inputs: tuple, repeats: int, warmup: int, started: float,
+               burn_in_s: float = 0.0) -> dict:
+    """Timing fields of one measurement (ms) plus ``seconds`` spent since ``started`` (building included)."""
+    fn = backend.prepare(module, inputs)
+    until = time.perf_counter() + burn_in_s
+    while time.perf_counter() < until:
+        fn()
+    timing = time_callable(fn, repeats=repeats, warmup=warmup, sync=backend.sync)
+    return {**timing.as_dict(), "seconds": time.perf_counter() - started}
+
+
+def device_fingerprint(backend: Backend) -> dict:
+    """:func:`nas.fingerprint.machine_fingerprint` plus the backend, hardware and threads used."""
+    return {**machine_fingerprint(), **backend.info()}
+
+
+def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, samples: int = 20, prompts: int = 0,
+            repeats: int = 5, warmup: int = 2, threads: int | None = None, seed: int = 0,
+            resolutions: list[int] | None = None, configs: list[dict] | None = None,
+            progress: bool = True) -> ProfileRun:
+    """Measure ``space`` on this machine as ``device``; nothing is written.
+
+    ``blocks``: time the lookup table's entries; ``samples``: number of subnets timed end
+    to end; ``prompts`` > 0: also time encoder + decoder (and the decoder alone) for that
+    many single-point prompts; ``repeats``/``warmup``: timed and untimed runs per
+    measurement; ``threads``: intra-op threads (torch and ONNX Runtime; default torch's
+    current count); ``resolutions``: profile only these input sides; ``configs``: time these
+    subnets instead of ``samples`` sampled ones.
+    """
+    space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
+    space = restrict_resolutions(space, resolutions)
+    if repeats < 1 or warmup < 0 or samples < 0 or prompts < 0:
+        raise UserError("--repeats must be >= 1 and --warmup, --samples, --prompts >= 0")
+    if configs is not None:
+        configs = [space.validate(c) for c in configs]
+        samples = len(configs)
+    if not blocks and not samples:
+        raise UserError("nothing to profile: give --blocks and/or --samples N with N > 0")
+    backend = make_backend(device, threads)
+    if prompts and backend.name == "onnxruntime":
+        raise UserError("--prompts: the onnxruntime backend times the exported image encoder only; "
+                        "time encoder + decoder on a *-torch device")
+    kinds = block_kinds(space, prompts) if blocks else []
+    if configs is None:
+        configs = sample_configs(space, samples, seed) if samples else []
+    parts = [("encoder", 0)] + ([("encoder+decoder", prompts)] if prompts else [])
+    run = ProfileRun(device, {}, {space.name: space.to_dict()})
+    start = time.perf_counter()
+    with torch_threads(backend.threads), torch.random.fork_rng(devices=[]):  # the caller's RNG state is kept
+        run.fingerprint = device_fingerprint(backend)
+        gen = torch.Generator().manual_seed(seed)
+        bar = tqdm(total=len(kinds) + len(configs) * len(parts), desc=f"profiling {space.name} on {device}",
+                   unit="timing", disable=not progress, dynamic_ncols=True)
+        with bar:
+            torch.manual_seed(seed)
+            for i, kind in enumerate(kinds):
+                t0 = time.perf_counter()
+                module, inputs = kind_module(space.arch, kind, gen)
+                burn = BURN_IN_S if i == 0 else 0.0
+                run.blocks.append({**kind, **_timed_row(backend, module, inputs, repeats, warmup, t0, burn)})
+                bar.update()
+            if configs:
+                supernet = build_sam(space.model_type, seed=seed)
+                for i, cfg in enumerate(configs):
+                    for part, k in parts:
+                        t0 = time.perf_counter()
+                        module, inputs = network_module(supernet, cfg, k, gen)
+                        burn = BURN_IN_S if i == 0 else 0.0
+                        row = _timed_row(backend, module, inputs, repeats, warmup, t0, burn)
+                        run.networks.append({"space": space.name, "part": part, "prompts": k,
+                                             "resolution": cfg["resolution"], "config": config_json(cfg), **row})
+                        bar.update()
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def profile_device(space: SearchSpace | str, device: str, *, root=None, out=None, replace: bool = False,
+                   **kwargs) -> ProfileRun:
+    """:func:`profile`, then store the run under ``<root>/<device>/`` or, with ``out``, write one portable JSON file.
+
+    With ``out`` the local results are left alone (the file is meant for another
+    machine's ``samnas latency import``). ``replace`` drops the device's old measurements.
+    """
+    store = DeviceStore(device, root)
+    if out is None:  # fail before minutes of measuring, not after
+        backend = make_backend(device, kwargs.get("threads"))
+        with torch_threads(backend.threads):
+            store.check_same_device(device_fingerprint(backend), replace)
+    run = profile(space, device, **kwargs)
+    if out is not None:
+        write_json(Path(out), run.document())
+    else:
+        store.add_measurements(run.fingerprint, run.spaces, run.blocks, run.networks, replace=replace)
+    return run
+
+
+def profile_and_fit_quick(space: SearchSpace | str, device: str, root=None, samples: int = 24, repeats: int = 3,
+                          threads: int | None = None, progress: bool = True):
+    """Profile this machine briefly (block table + ``samples`` subnets), fit, and return the predictor.
+
+    For a first search on a machine with no predictor yet: on ``sam_micro`` this takes
+    seconds; on a ViT-B space minutes (the progress bar shows the time left).
+    """
+    from .predictor import fit_device, load_predictor
+
+    space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
+    profile_device(space, device, root=root, blocks=True, samples=samples, repeats=repeats, threads=threads,
+                   progress=progress)
+    fit_device(device, root=root, space=space.name)
+    return load_predictor(device, space=space.name, root=root)

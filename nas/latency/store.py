@@ -1,0 +1,307 @@
+"""Per-device latency files: names, folders, CSV tables, the portable profile file.
+
+A device's measurements live in ``<root>/<device>/`` (root: ``--root``, else the
+``SAMNAS_RESULTS`` environment variable, else ``results/latency``)::
+
+    fingerprint.json   where it was measured: CPU, threads, backend, library versions, GPU
+    spaces.json        the search spaces profiled there, in space-file form (name -> mapping)
+    blocks.csv         one row per timed block kind (the lookup table's entries)
+    networks.csv       one row per timed subnet: its config as JSON, median/p10/p90 in ms, repeats
+    predictor.joblib   the fitted predictors, one per space (written by ``samnas latency fit``)
+    report.json        cross-validated error, sample counts and profiling seconds per space
+
+Everything but ``predictor.joblib`` is plain text a person can read and copy. Another
+machine's measurements arrive as one JSON file (:data:`PROFILE_FORMAT`, written by
+``samnas latency profile --out FILE``) read by :func:`read_profile_file`; it holds only
+measurements, never a pickled model, so importing a file from elsewhere runs no code.
+Every file here is written atomically (temporary file, then rename).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from supernet.errors import UserError
+from supernet.fileio import atomic_write_text
+
+PROFILE_FORMAT = "samnas-latency-profile/1"
+DEFAULT_ROOT = Path("results") / "latency"
+ROOT_ENV = "SAMNAS_RESULTS"
+
+HARDWARE = ("cpu", "cuda")
+BACKENDS = ("torch", "onnxruntime")
+DEVICE_PATTERN = re.compile(r"^(?P<hw>[a-z]+)-(?P<backend>[a-z]+)(?:@(?P<tag>[A-Za-z0-9][A-Za-z0-9_.-]{0,63}))?$")
+
+TIMING_FIELDS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms", "repeats", "seconds")
+# kind: "fixed" (patch embedding + position embedding + neck, i.e. an encoder with no
+# blocks), "block" (one encoder block), or "decoder" (prompt encoder + mask decoder for
+# ``prompts`` single-point prompts). window: 0 = global attention; -1 where it does not apply.
+BLOCK_KEY = ("model_type", "kind", "resolution", "window", "heads", "mlp", "prompts")
+BLOCK_FIELDS = BLOCK_KEY + TIMING_FIELDS
+# part: "encoder" (image encoder alone) or "encoder+decoder" (then ``prompts`` > 0).
+NETWORK_KEY = ("space", "part", "prompts", "config")
+NETWORK_FIELDS = ("space", "part", "prompts", "resolution", "config") + TIMING_FIELDS
+INT_FIELDS = {"resolution", "window", "heads", "mlp", "prompts", "repeats"}
+FLOAT_FIELDS = {"median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms", "seconds"}
+# Fingerprint fields that must agree for two measurement runs to describe one device.
+SAME_DEVICE_FIELDS = ("cpu", "threads", "backend", "torch", "onnxruntime", "gpu")
+
+
+def parse_device(name: str) -> tuple[str, str, str | None]:
+    """``"cpu-torch@lab1"`` -> ``("cpu", "torch", "lab1")``; UserError naming the allowed forms."""
+    m = DEVICE_PATTERN.match(name) if isinstance(name, str) else None
+    if not m or m["hw"] not in HARDWARE or m["backend"] not in BACKENDS:
+        forms = ", ".join(f"{h}-{b}" for h in HARDWARE for b in BACKENDS)
+        raise UserError(
+            f"device {name!r}: expected <hardware>-<backend>[@tag] with one of {forms} "
+            "and an optional tag of letters, digits, '_', '.', '-' (e.g. cpu-torch@laptop)"
+        )
+    return m["hw"], m["backend"], m["tag"]
+
+
+def validate_device(name: str) -> str:
+    """Return ``name`` when it is a valid device slug, else raise UserError."""
+    parse_device(name)
+    return name
+
+
+def resolve_root(root: str | Path | None = None) -> Path:
+    """The latency root: ``root`` if given, else ``$SAMNAS_RESULTS/latency``, else ``results/latency``.
+
+    ``SAMNAS_RESULTS`` names the results folder (the one holding ``latency/``), like ``results/``.
+    """
+    if root is not None:
+        return Path(root)
+    env = os.environ.get(ROOT_ENV)
+    return Path(env) / "latency" if env else DEFAULT_ROOT
+
+
+# ---------------------------------------------------------------------- CSV and JSON
+
+
+def _coerce(field: str, value: str, where: str):
+    """A CSV cell as its typed value (ints, floats, text); UserError naming ``where`` if not."""
+    try:
+        if field in INT_FIELDS:
+            return int(value)
+        if field in FLOAT_FIELDS:
+            number = float(value)
+            if not math.isfinite(number) or number < 0:
+                raise ValueError("must be a finite non-negative number")
+            return number
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where}: {field}: {value!r} is not valid ({exc})") from None
+    if not isinstance(value, str):
+        raise UserError(f"{where}: {field}: expected text, got {value!r}")
+    return value
+
+
+def check_rows(rows: Iterable[dict], fields: tuple[str, ...], where: str) -> list[dict]:
+    """Rows with every field present and typed; UserError naming ``where``, the row and the field."""
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: row {i}: expected a mapping with fields {', '.join(fields)}")
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise UserError(f"{where}: row {i}: missing field(s) {', '.join(missing)}")
+        out.append({f: _coerce(f, row[f], f"{where}: row {i}") for f in fields})
+    return out
+
+
+def read_csv(path: Path, fields: tuple[str, ...]) -> list[dict]:
+    """Typed rows of a latency CSV (empty list if the file does not exist)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [f for f in fields if f not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(fields)}")
+        return check_rows(list(reader), fields, str(path))
+
+
+def write_csv(path: Path, rows: list[dict], fields: tuple[str, ...]) -> Path:
+    """Write ``rows`` (only ``fields``, in that order) to ``path`` atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({f: (round(row[f], 6) if isinstance(row[f], float) else row[f]) for f in fields})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON mapping from ``path``; UserError naming the file if unreadable or not a mapping."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: cannot read {what} ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object in the {what}, got {type(data).__name__}")
+    return data
+
+
+def write_json(path: Path, data: dict) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def merge_rows(old: list[dict], new: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """``old`` with every row whose ``key`` fields match a row of ``new`` replaced by it (new order kept)."""
+    keys = {tuple(r[k] for k in key) for r in new}
+    return [r for r in old if tuple(r[k] for k in key) not in keys] + list(new)
+
+
+def config_json(config: dict) -> str:
+    """The canonical one-line JSON of a config (the ``config`` column of networks.csv)."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------- the device folder
+
+
+class DeviceStore:
+    """The files of one device under a latency root. Creating it touches no file."""
+
+    def __init__(self, device: str, root: str | Path | None = None) -> None:
+        self.device = validate_device(device)
+        self.root = resolve_root(root)
+        self.folder = self.root / device
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def exists(self) -> bool:
+        return self.folder.is_dir()
+
+    def fingerprint(self) -> dict | None:
+        path = self.path("fingerprint.json")
+        return read_json(path, "device fingerprint") if path.is_file() else None
+
+    def spaces(self) -> dict:
+        """``{space name: space-file mapping}`` of the spaces profiled on this device."""
+        path = self.path("spaces.json")
+        return read_json(path, "device spaces") if path.is_file() else {}
+
+    def blocks(self) -> list[dict]:
+        return read_csv(self.path("blocks.csv"), BLOCK_FIELDS)
+
+    def networks(self) -> list[dict]:
+        return read_csv(self.path("networks.csv"), NETWORK_FIELDS)
+
+    def report(self) -> dict | None:
+        path = self.path("report.json")
+        return read_json(path, "latency report") if path.is_file() else None
+
+    def check_same_device(self, fingerprint: dict, replace: bool = False) -> None:
+        """UserError when stored measurements come from a different machine or set-up (unless ``replace``)."""
+        old = self.fingerprint()
+        if old is None or replace:
+            return
+        diff = [f for f in SAME_DEVICE_FIELDS if old.get(f) != fingerprint.get(f)]
+        if diff:
+            detail = ", ".join(f"{f} {old.get(f)!r} -> {fingerprint.get(f)!r}" for f in diff)
+            raise UserError(
+                f"{self.folder}: measurements there were taken elsewhere ({detail}); use another device name "
+                f"such as {self.device.split('@')[0]}@<tag>, or --replace to drop the old measurements"
+            )
+
+    def add_measurements(self, fingerprint: dict, spaces: dict, blocks: list[dict], networks: list[dict],
+                         replace: bool = False) -> None:
+        """Merge new measurements in: rows with the same key are replaced; ``replace`` drops everything first.
+
+        A stale predictor stays until the next fit, which ``report.json`` makes visible.
+        """
+        self.check_same_device(fingerprint, replace)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        old_blocks, old_networks, old_spaces = ([], [], {}) if replace else (self.blocks(), self.networks(), self.spaces())
+        if replace:
+            for name in ("predictor.joblib", "report.json"):
+                self.path(name).unlink(missing_ok=True)
+        write_json(self.path("fingerprint.json"), fingerprint)
+        write_json(self.path("spaces.json"), {**old_spaces, **spaces})
+        if blocks or old_blocks:
+            write_csv(self.path("blocks.csv"), merge_rows(old_blocks, blocks, BLOCK_KEY), BLOCK_FIELDS)
+        if networks or old_networks:
+            write_csv(self.path("networks.csv"), merge_rows(old_networks, networks, NETWORK_KEY), NETWORK_FIELDS)
+
+
+def list_devices(root: str | Path | None = None) -> list[str]:
+    """Names of the device folders under the root that hold measurements, sorted."""
+    base = resolve_root(root)
+    if not base.is_dir():
+        return []
+    names = []
+    for p in sorted(base.iterdir()):
+        if p.is_dir() and DEVICE_PATTERN.match(p.name) and (p / "fingerprint.json").is_file():
+            names.append(p.name)
+    return names
+
+
+# ---------------------------------------------------------------------- the portable file
+
+
+def profile_document(device: str, fingerprint: dict, spaces: dict, blocks: list[dict], networks: list[dict]) -> dict:
+    """The JSON-ready portable profile of one measurement run."""
+    return {
+        "format": PROFILE_FORMAT,
+        "device": device,
+        "fingerprint": fingerprint,
+        "spaces": spaces,
+        "blocks": [{f: r[f] for f in BLOCK_FIELDS} for r in blocks],
+        "networks": [{f: r[f] for f in NETWORK_FIELDS} for r in networks],
+    }
+
+
+def read_profile_file(path: str | Path) -> dict:
+    """Read and check a portable profile file; UserError naming the file and field when malformed.
+
+    Returns the document with typed rows (``device``, ``fingerprint``, ``spaces``,
+    ``blocks``, ``networks``).
+    """
+    path = Path(path)
+    doc = read_json(path, "latency profile file")
+    if doc.get("format") != PROFILE_FORMAT:
+        raise UserError(f"{path}: format {doc.get('format')!r}, expected {PROFILE_FORMAT!r} "
+                        "(a file written by `samnas latency profile --out FILE`)")
+    for field, kind in (("device", str), ("fingerprint", dict), ("spaces", dict), ("blocks", list), ("networks", list)):
+        if not isinstance(doc.get(field), kind):
+            raise UserError(f"{path}: {field}: missing or not a JSON {'object' if kind is dict else kind.__name__}")
+    try:
+        validate_device(doc["device"])
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    doc["blocks"] = check_rows(doc["blocks"], BLOCK_FIELDS, f"{path}: blocks")
+    doc["networks"] = check_rows(doc["networks"], NETWORK_FIELDS, f"{path}: networks")
+    if not doc["blocks"] and not doc["networks"]:
+        raise UserError(f"{path}: holds no measurements (blocks and networks are both empty)")
+    for i, row in enumerate(doc["networks"]):
+        if row["space"] not in doc["spaces"]:
+            raise UserError(f"{path}: networks: row {i}: space {row['space']!r} not described under 'spaces'")
+        try:
+            json.loads(row["config"])
+        except json.JSONDecodeError:
+            raise UserError(f"{path}: networks: row {i}: config is not JSON") from None
+    return doc
+
+
+def import_profile_file(path: str | Path, device: str | None = None, root: str | Path | None = None,
+                        replace: bool = False) -> dict:
+    """Store a portable profile file's measurements under ``<root>/<device>/``; returns the checked document.
+
+    ``device`` overrides the name in the file (for example to add an ``@tag``).
+    """
+    doc = read_profile_file(path)
+    name = validate_device(device) if device else doc["device"]
+    store = DeviceStore(name, root)
+    store.add_measurements(doc["fingerprint"], doc["spaces"], doc["blocks"], doc["networks"], replace=replace)
+    doc["device"] = name
+    return doc

@@ -1,0 +1,389 @@
+"""Latency predictors on sam_micro: profiling files, the lookup table, fit + save/load, CLI, errors."""
+from __future__ import annotations
+
+import csv
+import json
+
+import joblib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import cli
+from nas.latency import fit_device, import_profile_file, load_predictor, profile_device
+from nas.latency.predictor import PREDICTOR_FORMAT, error_metrics, fit_space
+from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_onnx_matches, make_backend,
+                                 network_module, sample_configs)
+from nas.latency.store import DeviceStore, parse_device, read_profile_file
+from search_spaces.space import SearchSpace
+from supernet.build import build_sam
+from supernet.errors import ConfigError, UserError
+
+FAST = dict(samples=10, repeats=2, warmup=1, threads=1, resolutions=[128], progress=False)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return SearchSpace.load("sam_micro")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, space):
+    """A latency root with cpu-torch profiled (blocks, 10 subnets, 1 prompt) and fitted."""
+    path = tmp_path_factory.mktemp("latency")
+    profile_device(space, "cpu-torch", root=path, blocks=True, prompts=1, **FAST)
+    fit_device("cpu-torch", root=path)
+    return path
+
+
+def run_cli(argv, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["nas.latency.commands"])
+    code = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def read_rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---------------------------------------------------------------------- profiling files
+
+
+def test_profile_writes_the_device_files(root, space):
+    folder = root / "cpu-torch"
+    for name in ("fingerprint.json", "spaces.json", "blocks.csv", "networks.csv", "predictor.joblib", "report.json"):
+        assert (folder / name).is_file(), name
+    fp = json.loads((folder / "fingerprint.json").read_text())
+    assert fp["backend"] == "torch" and fp["threads"] == 1 and fp["cpu"] and fp["torch"] == torch.__version__
+    blocks = read_rows(folder / "blocks.csv")
+    # one fixed part, every (window|global) x heads x mlp kind, and the decoder, at the one resolution
+    assert len(blocks) == 1 + 2 * 4 * 4 + 1
+    assert {r["kind"] for r in blocks} == {"fixed", "block", "decoder"}
+    assert {r["resolution"] for r in blocks} == {"128"}
+    networks = read_rows(folder / "networks.csv")
+    assert len(networks) == 20 and {r["part"] for r in networks} == {"encoder", "encoder+decoder"}
+    for r in networks:
+        cfg = space.validate(json.loads(r["config"]))
+        assert cfg["resolution"] == 128 and int(r["repeats"]) == 2
+        assert float(r["p10_ms"]) <= float(r["median_ms"]) <= float(r["p90_ms"])
+    report = json.loads((folder / "report.json").read_text())
+    enc = report["spaces"]["sam_micro"]["parts"]["encoder"]
+    assert enc["networks"] == 10 and set(enc["cv"]) == {"lut", "lut_scaled", "lut_gbr"}
+    assert np.isfinite([enc["mape_pct"], enc["rmse_ms"], enc["within_10_pct"]]).all()
+    assert report["sklearn"] and report["spaces"]["sam_micro"]["profiling_seconds"] > 0
+
+
+def test_block_kinds_and_samples(space):
+    kinds = block_kinds(space, prompts=2)
+    assert len(kinds) == 3 * (1 + 2 * 4 * 4 + 1)
+    assert {(k["window"], k["kind"]) for k in kinds if k["kind"] == "block"} == {(0, "block"), (8, "block")}
+    configs = sample_configs(space, 12, seed=3)
+    assert configs[0] == space.largest() and configs[1] == space.validate(space.smallest())
+    assert len({json.dumps(c, sort_keys=True) for c in configs}) == 12
+    assert sample_configs(space, 12, seed=3) == configs  # fixed seed
+
+
+def test_timed_network_is_the_extracted_subnet(space):
+    model = build_sam("micro", seed=0)
+    cfg = space.sample(1)
+    module, (x,) = network_module(model, cfg, 0, torch.Generator().manual_seed(0))
+    kept = sum(b["keep"] for b in cfg["blocks"])
+    assert len(module.blocks) == kept and x.shape[-1] == cfg["resolution"]
+
+
+# ---------------------------------------------------------------------- lookup table
+
+
+def test_lookup_table_sum_equals_its_parts(root, space):
+    predictor = load_predictor("cpu-torch", root=root)
+    table = {}
+    for r in read_rows(root / "cpu-torch" / "blocks.csv"):
+        table[(r["kind"], int(r["window"]), int(r["heads"]), int(r["mlp"]))] = float(r["median_ms"])
+    for seed in range(5):
+        cfg = {**space.sample(seed), "resolution": 128}
+        expected = table[("fixed", -1, 0, 0)]
+        for b, spec in zip(cfg["blocks"], space.blocks):
+            if b["keep"]:
+                expected += table[("block", 0 if spec.is_global else 8, b["heads"], b["mlp"])]
+        parts = predictor.lut_parts(cfg)
+        assert len(parts) == 1 + sum(b["keep"] for b in cfg["blocks"])
+        assert predictor.lut_ms(cfg) == pytest.approx(sum(ms for _, ms in parts), rel=1e-12)
+        assert predictor.lut_ms(cfg) == pytest.approx(expected, rel=1e-5)
+        with_decoder = predictor.lut_ms(cfg, prompts=1)
+        assert with_decoder == pytest.approx(expected + table[("decoder", -1, 0, 0)], rel=1e-5)
+
+
+# ---------------------------------------------------------------------- fit and persistence
+
+
+def test_fit_save_load_round_trip(root, space):
+    store = DeviceStore("cpu-torch", root)
+    fitted = fit_space("cpu-torch", space, store.blocks(), store.networks())
+    loaded = load_predictor("cpu-torch", space="sam_micro", root=root)
+    assert loaded.space == "sam_micro" and loaded.device == "cpu-torch"
+    assert loaded.parts == ["encoder", "encoder+decoder@1"]
+    configs = [{**space.sample(s), "resolution": 128} for s in range(20)]
+    np.testing.assert_array_equal(fitted.predict_many(configs), loaded.predict_many(configs))
+    np.testing.assert_array_equal(fitted.predict_many(configs, prompts=1), loaded.predict_many(configs, prompts=1))
+    assert all(np.isfinite(loaded.predict_many(configs))) and all(loaded.predict_many(configs) > 0)
+    assert loaded.predict_ms(configs[0]) == pytest.approx(loaded.predict_many(configs[:1])[0])
+    data = joblib.load(root / "cpu-torch" / "predictor.joblib")
+    assert data["format"] == PREDICTOR_FORMAT and data["sklearn"] and set(data["spaces"]) == {"sam_micro"}
+    assert loaded.report == json.loads((root / "cpu-torch" / "report.json").read_text())["spaces"]["sam_micro"]
+
+
+def test_refit_is_deterministic(root, space):
+    store = DeviceStore("cpu-torch", root)
+    a = fit_space("cpu-torch", space, store.blocks(), store.networks(), seed=0)
+    b = fit_space("cpu-torch", space, store.blocks(), store.networks(), seed=0)
+    configs = [{**space.sample(s), "resolution": 128} for s in range(10)]
+    np.testing.assert_array_equal(a.predict_many(configs), b.predict_many(configs))
+    assert a.report == b.report
+
+
+def test_error_metrics_by_hand():
+    m = error_metrics(np.array([10.0, 20.0, 40.0]), np.array([11.0, 17.0, 40.0]))
+    assert m["mape_pct"] == pytest.approx(100 * (0.1 + 0.15 + 0) / 3)
+    assert m["rmse_ms"] == pytest.approx(np.sqrt((1 + 9 + 0) / 3))
+    assert m["within_10_pct"] == pytest.approx(200 / 3) and m["max_ape_pct"] == pytest.approx(15)
+
+
+def test_predictions_are_fast(root, space):
+    import time
+
+    predictor = load_predictor("cpu-torch", root=root)
+    cfg = {**space.sample(0), "resolution": 128}
+    start = time.perf_counter()
+    for _ in range(50):
+        predictor.predict_ms(cfg)
+    assert (time.perf_counter() - start) / 50 < 0.01  # well under 10 ms: no model is run
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def test_bad_device_names():
+    assert parse_device("cpu-torch") == ("cpu", "torch", None)
+    assert parse_device("cuda-onnxruntime@gpu-box_2") == ("cuda", "onnxruntime", "gpu-box_2")
+    for bad in ("cpu", "tpu-torch", "cpu-tensorflow", "cpu-torch@", "cpu-torch@a/b", "../cpu-torch", "CPU-torch"):
+        with pytest.raises(UserError, match="expected <hardware>-<backend>"):
+            parse_device(bad)
+
+
+def test_unknown_device_says_what_to_run(root):
+    with pytest.raises(UserError, match=r"no predictor for device cpu-onnxruntime .*samnas latency profile .*"
+                                        r"samnas latency fit --device cpu-onnxruntime"):
+        load_predictor("cpu-onnxruntime", root=root)
+    with pytest.raises(UserError, match="no predictor for space 'sam_vit_b'.*samnas latency profile --space sam_vit_b"):
+        load_predictor("cpu-torch", space="sam_vit_b", root=root)
+    with pytest.raises(UserError, match="no measurements for device cpu-torch@elsewhere"):
+        fit_device("cpu-torch@elsewhere", root=root)
+
+
+def test_config_outside_the_space(root, space):
+    predictor = load_predictor("cpu-torch", root=root)
+    cfg = {**space.sample(0), "resolution": 128}
+    cfg["blocks"][0] = {"keep": True, "heads": 7, "mlp": 128}
+    with pytest.raises(ConfigError, match=r"outside the space 'sam_micro'.*blocks\[0\]\.heads: 7 not in \[1, 2, 3, 4\]"):
+        predictor.predict_ms(cfg)
+    with pytest.raises(ConfigError, match=r"resolution: 256 not in \[128\].*not profiled.*--resolutions"):
+        predictor.predict_ms({**space.sample(0), "resolution": 256})
+    with pytest.raises(UserError, match="no 'encoder\\+decoder@3' model.*--prompts 3"):
+        predictor.predict_ms({**space.sample(0), "resolution": 128}, prompts=3)
+
+
+def test_malformed_import_files(tmp_path, root):
+    good = tmp_path / "good.json"
+    profile_device("sam_micro", "cpu-torch", out=good, blocks=False, **{**FAST, "samples": 5})
+    doc = json.loads(good.read_text())
+    cases = {
+        "not json {": "cannot read latency profile file",
+        json.dumps([1, 2]): "expected a JSON object",
+        json.dumps({**doc, "format": "other/1"}): "format 'other/1', expected 'samnas-latency-profile/1'",
+        json.dumps({k: v for k, v in doc.items() if k != "fingerprint"}): "fingerprint: missing",
+        json.dumps({**doc, "device": "gpu"}): "device 'gpu'",
+        json.dumps({**doc, "networks": [{**doc["networks"][0], "median_ms": -1}]}): r"networks: row 0: median_ms",
+        json.dumps({**doc, "networks": [{k: v for k, v in doc["networks"][0].items() if k != "config"}]}):
+            r"networks: row 0: missing field\(s\) config",
+        json.dumps({**doc, "spaces": {}}): "space 'sam_micro' not described",
+        json.dumps({**doc, "networks": [], "blocks": []}): "holds no measurements",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"bad{i}.json"
+        path.write_text(text)
+        with pytest.raises(UserError, match=message) as info:
+            import_profile_file(path, root=tmp_path / "r")
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(UserError, match="not found"):
+        read_profile_file(tmp_path / "missing.json")
+    assert not (tmp_path / "r" / "cpu-torch").exists()
+
+
+def test_stale_or_foreign_predictor_file_asks_to_refit(tmp_path, root):
+    folder = tmp_path / "cpu-torch"
+    folder.mkdir()
+    (folder / "fingerprint.json").write_text("{}")
+    data = joblib.load(root / "cpu-torch" / "predictor.joblib")
+    joblib.dump({**data, "sklearn": "0.1"}, folder / "predictor.joblib")
+    with pytest.raises(UserError, match="scikit-learn 0.1.*samnas latency fit --device cpu-torch"):
+        load_predictor("cpu-torch", root=tmp_path)
+    (folder / "predictor.joblib").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot read the predictor.*samnas latency fit"):
+        load_predictor("cpu-torch", root=tmp_path)
+
+
+def test_refit_replaces_a_predictor_from_another_version(tmp_path, root):
+    import shutil
+
+    shutil.copytree(root / "cpu-torch", tmp_path / "cpu-torch")
+    path = tmp_path / "cpu-torch" / "predictor.joblib"
+    joblib.dump({**joblib.load(path), "sklearn": "0.1"}, path)
+    fit_device("cpu-torch", root=tmp_path, space="sam_micro")
+    assert load_predictor("cpu-torch", root=tmp_path).parts == ["encoder", "encoder+decoder@1"]
+
+
+def test_too_few_subnets_to_fit(tmp_path):
+    profile_device("sam_micro", "cpu-torch", root=tmp_path, blocks=False, **{**FAST, "samples": 3})
+    with pytest.raises(UserError, match="only 3 timed encoder subnets.*at least 5.*--samples"):
+        fit_device("cpu-torch", root=tmp_path)
+
+
+def test_measurements_from_another_machine_are_not_mixed(tmp_path):
+    store = DeviceStore("cpu-torch", tmp_path)
+    store.add_measurements({"cpu": "A", "threads": 1, "backend": "torch"}, {}, [], [])
+    with pytest.raises(UserError, match=r"taken elsewhere \(cpu 'A' -> 'B'\).*cpu-torch@<tag>.*--replace"):
+        store.add_measurements({"cpu": "B", "threads": 1, "backend": "torch"}, {}, [], [])
+    store.add_measurements({"cpu": "B", "threads": 1, "backend": "torch"}, {}, [], [], replace=True)
+    assert store.fingerprint()["cpu"] == "B"
+
+
+def test_cuda_device_without_gpu_fails_cleanly(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the CUDA path is exercised by test_cuda_profile_on_gpu")
+    with pytest.raises(UserError, match="cuda-torch needs a CUDA GPU.*--out FILE.*samnas latency import"):
+        profile_device("sam_micro", "cuda-torch", root=tmp_path, **FAST)
+    assert not (tmp_path / "cuda-torch").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_cuda_profile_on_gpu(tmp_path):
+    run = profile_device("sam_micro", "cuda-torch", root=tmp_path, blocks=True, **{**FAST, "samples": 5})
+    assert run.fingerprint["gpu"] and all(r["median_ms"] > 0 for r in run.networks)
+
+
+# ---------------------------------------------------------------------- ONNX Runtime
+
+
+def test_onnxruntime_backend_matches_torch(space):
+    model = build_sam("micro", seed=0)
+    cfg = {**space.sample(2), "resolution": 128}
+    module, inputs = network_module(model, cfg, 0, torch.Generator().manual_seed(0))
+    backend = make_backend("cpu-onnxruntime", threads=1)
+    assert isinstance(backend, OrtBackend) and isinstance(make_backend("cpu-torch", 1), TorchBackend)
+    sess = backend.session(module, inputs)
+    got = sess.run(None, {sess.get_inputs()[0].name: inputs[0].numpy()})[0]
+    with torch.inference_mode():
+        want = module(*inputs).numpy()
+    assert got.shape == want.shape == (1, 64, 8, 8)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+    assert backend.prepare(module, inputs)()[0].shape == want.shape
+    with pytest.raises(RuntimeError, match="differs from torch"):
+        check_onnx_matches(module, inputs, [got + 1.0])
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def test_cli_profile_out_import_fit_list(tmp_path, capsys, monkeypatch):
+    portable = tmp_path / "edge.json"
+    code, out, err = run_cli(["latency", "profile", "--space", "sam_micro", "--device", "cpu-onnxruntime",
+                              "--blocks", "--samples", 6, "--repeats", 2, "--warmup", 1, "--threads", 1,
+                              "--resolutions", 128, "--out", portable, "--root", tmp_path / "here"],
+                             capsys, monkeypatch)
+    assert code == 0, err
+    assert "wrote" in out and "samnas latency import" in out and not (tmp_path / "here").exists()
+    assert read_profile_file(portable)["fingerprint"]["backend"] == "onnxruntime"
+
+    root = tmp_path / "there"
+    code, out, err = run_cli(["latency", "import", portable, "--device", "cpu-onnxruntime@edge", "--root", root],
+                             capsys, monkeypatch)
+    assert code == 0, err
+    assert "6 subnet timings" in out and "samnas latency fit --device cpu-onnxruntime@edge" in out
+
+    code, out, err = run_cli(["latency", "list", "--root", root], capsys, monkeypatch)
+    assert code == 0 and "cpu-onnxruntime@edge" in out and "not fitted" in out
+
+    code, out, err = run_cli(["latency", "fit", "--device", "cpu-onnxruntime@edge", "--root", root], capsys, monkeypatch)
+    assert code == 0, err
+    assert "CV MAPE" in out and "within +-10%" in out and "lookup table" in out
+
+    code, out, err = run_cli(["latency", "list", "--root", root], capsys, monkeypatch)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:5] == ["device", "space", "part", "subnets", "blocks"]
+    row = lines[1].split()
+    assert row[:5] == ["cpu-onnxruntime@edge", "sam_micro", "encoder", "6", "33"]  # 1 fixed + 32 block kinds
+    assert "fitted" in lines[1] and "onnxruntime, 1 threads" in lines[1]
+    report = json.loads((root / "cpu-onnxruntime@edge" / "report.json").read_text())
+    assert f"{report['spaces']['sam_micro']['parts']['encoder']['mape_pct']:.1f}" in lines[1]
+
+
+def test_cli_predict_and_errors(root, space, tmp_path, capsys, monkeypatch):
+    cfg_path = tmp_path / "subnet.yaml"
+    cfg = {**space.sample(4), "resolution": 128}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    code, out, err = run_cli(["latency", "predict", "--device", "cpu-torch", "--config", cfg_path, "--parts",
+                              "--root", root], capsys, monkeypatch)
+    assert code == 0, err
+    expected = load_predictor("cpu-torch", root=root).predict_ms(cfg)
+    assert out.startswith(f"{expected:.3f} ms predicted") and "lookup sum" in out
+
+    code, out, err = run_cli(["latency", "predict", "--device", "cpu-torch", "--config", cfg_path, "--root",
+                              tmp_path / "empty"], capsys, monkeypatch)
+    assert code == 2 and err.startswith("samnas: error: no predictor for device cpu-torch") and err.count("\n") == 1
+
+    cfg["blocks"][1] = {"keep": True, "heads": 9, "mlp": 128}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    code, out, err = run_cli(["latency", "predict", "--device", "cpu-torch", "--config", cfg_path, "--root", root],
+                             capsys, monkeypatch)
+    assert code == 2 and f"{cfg_path}: config outside the space" in err and "blocks[1].heads: 9" in err
+
+    code, out, err = run_cli(["latency", "fit", "--device", "cpu_torch", "--root", root], capsys, monkeypatch)
+    assert code == 2 and "device 'cpu_torch'" in err
+
+    code, out, err = run_cli(["latency", "list", "--root", tmp_path / "nothing"], capsys, monkeypatch)
+    assert code == 0 and "no devices under" in out
+
+
+def test_root_from_environment(tmp_path, monkeypatch, root):
+    from nas.latency.store import resolve_root
+
+    monkeypatch.setenv("SAMNAS_RESULTS", str(tmp_path))
+    assert resolve_root() == tmp_path / "latency"
+    assert resolve_root(root) == root
+    with pytest.raises(UserError, match=f"under {tmp_path / 'latency'}"):
+        load_predictor("cpu-torch")
+
+
+def test_without_block_table_the_features_model_is_used(tmp_path, space):
+    profile_device(space, "cpu-torch", root=tmp_path, blocks=False, **{**FAST, "samples": 8})
+    report = fit_device("cpu-torch", root=tmp_path)["spaces"]["sam_micro"]
+    assert not report["lookup_table"] and report["parts"]["encoder"]["method"] == "gbr"
+    predictor = load_predictor("cpu-torch", root=tmp_path)
+    cfg = {**space.sample(0), "resolution": 128}
+    assert predictor.predict_ms(cfg) > 0
+    with pytest.raises(UserError, match="no block timing.*--blocks"):
+        predictor.lut_ms(cfg)
+
+
+def test_profile_and_fit_quick(tmp_path):
+    from nas.latency import profile_and_fit_quick
+
+    predictor = profile_and_fit_quick("sam_micro", "cpu-torch", root=tmp_path, samples=6, repeats=1, threads=1,
+                                      progress=False)
+    space = SearchSpace.load("sam_micro")
+    assert predictor.space == "sam_micro" and predictor.report["lookup_table"]
+    assert {256, 128} <= set(predictor.report["resolutions"]) <= {256, 192, 128}
+    assert predictor.predict_ms(space.largest()) > predictor.predict_ms(space.smallest()) > 0
