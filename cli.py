@@ -14,9 +14,17 @@ import sys
 COMMAND_MODULES = [
     "search_spaces.commands",
     "supernet.commands",
+    "search_spaces.subnet_commands",
+    "supernet.train_commands",
+    "nas.latency.commands",
+    "nas.commands",
 ]
 
 EPILOG = """examples:
+  samnas search                                  # a complete demo search, built-in defaults
+  samnas pareto --device cpu-torch --plot front.png
+  samnas export --study 'sam_micro@cpu-torch@60ms' --trial 12 --out my_subnet/
+  samnas latency profile --space sam_micro --device cpu-torch --blocks
   samnas spaces list
   samnas spaces show sam_micro
   samnas rank --checkpoint sam_vit_b.pth --model-type vit_b --images photos/ --method wanda --out ranked.pt

@@ -36,3 +36,23 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def results_root() -> Path:
+    """Where samnas keeps studies, runs and exports: ``$SAMNAS_RESULTS`` or ``./results``."""
+    import os
+
+    return Path(os.environ.get("SAMNAS_RESULTS", "results"))
+
+
+def default_tracking_uri() -> str:
+    """MLflow's default store: a local file store under ``results/mlruns``.
+
+    mlflow-skinny refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE=true``, which we set.
+    """
+    import os
+
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    path = (results_root() / "mlruns").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path.as_uri()

@@ -1,0 +1,238 @@
+"""``samnas search``, ``samnas pareto`` and ``samnas export``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import optuna
+
+from search_spaces.config import load_config
+from search_spaces.space import SearchSpace
+from supernet.errors import UserError
+
+from .pareto import FORMATS, load_points, pareto_front, plot_front, render
+from supernet.fileio import results_root
+
+from .study import SAMPLERS, default_storage, open_storage
+
+SEARCH_EXAMPLES = """examples:
+  samnas search                                   # demo: sam_micro, built-in weights, generated images
+  samnas search --space sam_vit_b --device cpu-torch --budget-ms 4000 \\
+      --checkpoint vit_b_ranked.pt --images photos/ --trials 200
+  samnas search --space sam_vit_b --device cuda-torch --budget-ms 25 --checkpoint ranked.pt \\
+      --images val2017/ --annotations instances_val2017.json --storage postgresql://user@db/samnas
+"""
+PARETO_EXAMPLES = """examples:
+  samnas pareto --device cpu-torch
+  samnas pareto --device cpu-torch --space sam_vit_b --budget-ms 3000 --min-quality 0.8 --format csv
+  samnas pareto --device cpu-torch --plot front.png
+"""
+EXPORT_EXAMPLES = """examples:
+  samnas export --study sam_micro@cpu-torch@60ms --trial 17 --out my_subnet/
+  samnas export --config subnet.yaml --checkpoint vit_b_ranked.pt --device cpu-torch --out my_subnet/
+"""
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", help=f"Optuna RDB URL (default: sqlite under results/studies.db)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("search", help="search Pareto-optimal subnets under a device latency budget",
+                       description="Multi-objective Optuna search (quality vs. predicted latency) over a search "
+                       "space, constrained by --budget-ms on --device. Resumes a stopped study of the same name.",
+                       epilog=SEARCH_EXAMPLES, formatter_class=fmt)
+    p.add_argument("--space", default="sam_micro", help="search space name or .yaml (default: sam_micro)")
+    p.add_argument("--device", default="cpu-torch", help="latency device (default: cpu-torch)")
+    p.add_argument("--budget-ms", type=float, default=None,
+                   help="latency budget in ms (default: 70%% of the full model's predicted latency)")
+    p.add_argument("--checkpoint", help="ranked supernet checkpoint (default: packaged reference weights)")
+    p.add_argument("--images", help="image folder for the quality evaluator (default: generated images)")
+    p.add_argument("--annotations", help="COCO instances JSON: ground-truth mIoU instead of fidelity")
+    p.add_argument("--max-images", type=int, default=8, help="images used per evaluation (default: 8)")
+    p.add_argument("--trials", type=int, default=40, help="finished trials the study should hold (default: 40)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="default: nsga2")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: results/mlruns)")
+    p.add_argument("--no-auto-profile", action="store_true",
+                   help="fail instead of profiling this machine when the device has no latency predictor")
+    _add_storage(p)
+    p.set_defaults(func=run_search_command)
+
+    p = sub.add_parser("pareto", help="list the Pareto front of stored studies",
+                       description="Non-dominated feasible subnets of the stored studies for a device.",
+                       epilog=PARETO_EXAMPLES, formatter_class=fmt)
+    p.add_argument("--device", required=True)
+    p.add_argument("--space")
+    p.add_argument("--budget-ms", type=float)
+    p.add_argument("--min-quality", type=float)
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--plot", help="also write a PNG of all trials, the front and the budget line")
+    _add_storage(p)
+    p.set_defaults(func=run_pareto_command)
+
+    p = sub.add_parser("export", help="export a subnet: checkpoint, ONNX encoder and model card",
+                       description="Write subnet.pt + subnet.json (loadable without the supernet), "
+                       "image_encoder.onnx (checked against PyTorch) and card.json/card.md.",
+                       epilog=EXPORT_EXAMPLES, formatter_class=fmt)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--study", help="study name (see `samnas pareto`)")
+    src.add_argument("--config", help="subnet config YAML/JSON instead of a study trial")
+    p.add_argument("--trial", type=int, help="trial number within --study")
+    p.add_argument("--checkpoint", help="supernet checkpoint (default: the one the study was run with)")
+    p.add_argument("--device", help="device whose predictor gives predicted_ms for --config")
+    p.add_argument("--out", help="output folder (default: results/exports/<study>-trial<N>)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs for the measured latency (default: 5)")
+    _add_storage(p)
+    p.set_defaults(func=run_export_command)
+
+
+# ---------------------------------------------------------------------------- search
+
+def _load_model(checkpoint: str | None, space: SearchSpace):
+    from supernet.ranked import load_ranked
+    from supernet.reference import reference_checkpoint
+
+    if checkpoint is None:
+        checkpoint = reference_checkpoint(space.model_type)
+        if checkpoint is None:
+            from supernet.build import build_sam
+
+            print(f"NOTE: no --checkpoint and no packaged reference weights for {space.model_type}: "
+                  f"using RANDOMLY INITIALISED weights, so quality numbers show the mechanics only")
+            return build_sam(space.model_type, seed=0), None
+    model, _ = load_ranked(checkpoint)
+    if model.arch.name != space.model_type:
+        raise UserError(f"--checkpoint {checkpoint} is a {model.arch.name} model, but space {space.name} "
+                        f"is for {space.model_type}")
+    return model, str(checkpoint)
+
+
+def _load_images(folder: str | None, max_images: int, size: int):
+    from supernet.images import generated_images, list_images
+
+    if folder is None:
+        print(f"NOTE: no --images: using {max_images} generated synthetic images")
+        return generated_images(max_images, size=size, seed=0)
+    return list_images(folder)[:max_images]
+
+
+def _latency_for(device: str, space: SearchSpace, auto_profile: bool):
+    from nas.latency import load_predictor, profile_and_fit_quick
+
+    try:
+        return load_predictor(device, space=space.name)
+    except UserError:
+        if not auto_profile or not device.startswith("cpu-torch"):
+            raise
+        print(f"NOTE: no latency predictor for {device} and {space.name} yet: profiling this machine first")
+        return profile_and_fit_quick(space, device)
+
+
+def run_search_command(args: argparse.Namespace) -> int:
+    from .quality import make_evaluator
+    from .search import SearchSettings, run_search
+    from .tracking import SearchTracker
+
+    space = SearchSpace.load(args.space)
+    model, checkpoint = _load_model(args.checkpoint, space)
+    latency = _latency_for(args.device, space, not args.no_auto_profile)
+    budget = args.budget_ms
+    if budget is None:
+        budget = round(0.7 * latency.predict_ms(space.largest()), 1)
+        print(f"NOTE: no --budget-ms: using 70% of the full model's predicted latency, {budget:g} ms")
+    images = _load_images(args.images, args.max_images, space.resolutions[0])
+    evaluator = make_evaluator("coco" if args.annotations else "fidelity", model, images=images,
+                               annotations=args.annotations, max_images=args.max_images)
+    storage = args.storage or default_storage()
+    settings = SearchSettings(space=space.name, device=args.device, budget_ms=budget, trials=args.trials,
+                              sampler=args.sampler, seed=args.seed, storage=storage,
+                              extra_attrs={"checkpoint": checkpoint, "evaluator": evaluator.name})
+    tracker = SearchTracker(settings.study_name, args.tracking_uri, run_name=f"search-{args.sampler}-seed{args.seed}",
+                            params={"space": space.name, "device": args.device, "budget_ms": budget,
+                                    "sampler": args.sampler, "seed": args.seed, "trials": args.trials,
+                                    "checkpoint": checkpoint, "evaluator": evaluator.name})
+
+    def log_trial(study, trial):
+        tracker.log_trial(trial.number, trial.params, trial.user_attrs, trial.state.name)
+
+    with tracker:
+        study = run_search(settings, model, space, evaluator, latency, callbacks=[log_trial])
+        points = [p for p in load_points(storage, device=args.device, space=space.name) if p.study == study.study_name]
+        front = pareto_front(points)
+        plot = results_root() / "scratch" / f"{study.study_name.replace('@', '_')}.png"
+        plot_front(points, front, plot, title=study.study_name)
+        tracker.log_front(render(front, "json"), plot)
+    failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
+    print()
+    print(render(front, "table"), end="")
+    print(f"\nstudy {study.study_name}: {len(points)} completed trials, {failed} failed, "
+          f"{len(front)} on the front")
+    print(f"stored in {storage}; MLflow runs in {tracker.uri}; plot {plot}")
+    print(f"next: samnas export --study '{study.study_name}' --trial {front[-1].trial if front else 'N'} --out DIR")
+    return 0
+
+
+# ---------------------------------------------------------------------------- pareto
+
+def run_pareto_command(args: argparse.Namespace) -> int:
+    points = load_points(args.storage, device=args.device, space=args.space)
+    if not points:
+        raise UserError(f"no completed trials for device {args.device}"
+                        + (f" and space {args.space}" if args.space else "")
+                        + f" in {args.storage or default_storage()}: run `samnas search` first")
+    front = pareto_front(points, args.budget_ms, args.min_quality)
+    print(render(front, args.format), end="")
+    if args.plot:
+        plot_front(points, front, args.plot, budget_ms=args.budget_ms, title=f"{args.device}")
+        print(f"plot written to {args.plot}", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------- export
+
+def _trial_config(storage: str | None, study_name: str, number: int | None) -> tuple[dict, dict, optuna.Study]:
+    if number is None:
+        raise UserError("--trial is required with --study")
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        raise UserError(f"--study {study_name}: no such study in {storage or default_storage()}") from None
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not trials or trials[0].state != optuna.trial.TrialState.COMPLETE:
+        raise UserError(f"--trial {number}: no completed trial with that number in study {study_name}")
+    attrs = trials[0].user_attrs
+    info = {"study": study_name, "trial": number, "quality": attrs.get("quality"),
+            "evaluator": attrs.get("evaluator"), "metrics": attrs.get("metrics"),
+            "predicted_ms": attrs.get("predicted_ms"), "device": study.user_attrs.get("device")}
+    return json.loads(attrs["config"]), info, study
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    from .export import export_subnet
+
+    if args.study:
+        config, info, study = _trial_config(args.storage, args.study, args.trial)
+        checkpoint = args.checkpoint or study.user_attrs.get("checkpoint")
+        default_out = results_root() / "exports" / f"{args.study.replace('@', '_')}-trial{args.trial}"
+    else:
+        config, info, checkpoint = load_config(args.config), {}, args.checkpoint
+        default_out = results_root() / "exports" / Path(args.config).stem
+    space = SearchSpace.load(config.get("space") or "sam_micro")
+    config = space.validate(config, source=args.config or f"trial {args.trial}")
+    model, checkpoint = _load_model(checkpoint, space)
+    if args.device and not info.get("predicted_ms"):
+        from nas.latency import load_predictor
+
+        info["device"] = args.device
+        info["predicted_ms"] = load_predictor(args.device, space=space.name).predict_ms(config)
+    out = Path(args.out) if args.out else default_out
+    card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info, repeats=args.repeats)
+    pred = card["predicted_ms"]
+    print(f"exported to {out}: subnet.pt, subnet.json, image_encoder.onnx (|ORT-torch| {card['onnx_max_abs_diff']:.1e}),"
+          f" card.json, card.md")
+    print(f"latency: predicted {pred:.2f} ms" if pred is not None else "latency: no prediction", end="")
+    print(f", measured here {card['measured_ms']['torch']:.2f} ms (torch), {card['measured_ms']['onnxruntime']:.2f} ms (ORT)")
+    return 0

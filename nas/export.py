@@ -1,0 +1,136 @@
+"""Export a chosen subnet: standalone checkpoint + config, ONNX encoder, and a model card.
+
+Layout of the output folder (``results/exports/<name>/`` by default)::
+
+    subnet.pt            state dict of the standalone subnet
+    subnet.json          config + architecture (``supernet.extract.load_subnet`` reads both)
+    image_encoder.onnx   the image encoder, checked against PyTorch with ONNX Runtime
+    card.json, card.md   provenance, size, quality, predicted and measured latency
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import torch
+
+from search_spaces.counting import count
+from supernet.errors import UserError
+from supernet.extract import extract, save_subnet, subnet_metadata
+from supernet.fileio import atomic_write_text
+from supernet.ranked import file_sha256
+from supernet.sam import Sam
+
+from .fingerprint import machine_fingerprint
+from .onnx_export import export_encoder_onnx, onnx_max_abs_diff, onnx_session
+from .timing import time_callable
+
+ONNX_TOLERANCE = 1e-3  # max |ORT - torch| on the embeddings accepted for an export
+
+
+def measure_encoder_ms(sub: Sam, repeats: int = 5) -> dict:
+    """Median and spread (ms) of the subnet's encoder with torch and with ONNX Runtime on this machine."""
+    res = sub.resolution
+    x = torch.randn(1, 3, res, res)
+    with torch.inference_mode():
+        torch_t = time_callable(lambda: sub.image_encoder(x), repeats=repeats, warmup=1)
+    return {"torch": torch_t.as_dict()}
+
+
+def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_checkpoint: str | None,
+                  trial_info: dict | None = None, repeats: int = 5) -> dict:
+    """Write the export folder for ``config``; returns the card (dict)."""
+    out = Path(out_dir)
+    counts = count(model, config)
+    sub = extract(model, config)
+    sha = file_sha256(source_checkpoint) if source_checkpoint and Path(source_checkpoint).is_file() else None
+    meta = subnet_metadata(model, config, source_checkpoint=source_checkpoint, source_sha256=sha, **counts.as_dict())
+    save_subnet(sub, meta, out)
+
+    onnx_path = export_encoder_onnx(sub, out / "image_encoder.onnx")
+    diff = onnx_max_abs_diff(sub, onnx_path)
+    if diff > ONNX_TOLERANCE:
+        raise UserError(f"{onnx_path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE:g})")
+    measured = measure_encoder_ms(sub, repeats)
+    sess = onnx_session(onnx_path, threads=torch.get_num_threads())
+    x = torch.randn(1, 3, sub.resolution, sub.resolution).numpy()
+    name = sess.get_inputs()[0].name
+    measured["onnxruntime"] = time_callable(lambda: sess.run(None, {name: x}), repeats=repeats, warmup=1).as_dict()
+
+    info = dict(trial_info or {})
+    card = {
+        "name": out.name,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source_checkpoint": source_checkpoint,
+        "source_sha256": sha,
+        "model_type": model.arch.name,
+        "config": config,
+        "params": counts.total_params,
+        "encoder_params": counts.encoder_params,
+        "flops": counts.encoder_flops,
+        "flops_convention": "fvcore: one multiply-add = one flop; image encoder at the config's resolution",
+        "quality": info.get("quality"),
+        "quality_evaluator": info.get("evaluator"),
+        "quality_metrics": info.get("metrics"),
+        "study": info.get("study"),
+        "trial": info.get("trial"),
+        "device": info.get("device"),
+        "predicted_ms": info.get("predicted_ms"),
+        "measured_ms": {k: v["median_ms"] for k, v in measured.items()},
+        "measured": measured,
+        "measured_on": machine_fingerprint(),
+        "onnx_max_abs_diff": diff,
+    }
+    atomic_write_text(out / "card.json", json.dumps(card, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "card.md", render_card(card))
+    return card
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def render_card(card: dict) -> str:
+    """The model card as Markdown."""
+    fp = card["measured_on"]
+    kept = [b for b in card["config"]["blocks"] if b.get("keep", True)]
+    lines = [
+        f"# {card['name']}: a SAM {card['model_type']} subnet",
+        "",
+        f"Exported by samnas on {card['created']} from `{card['source_checkpoint']}`"
+        + (f" (sha256 `{card['source_sha256'][:16]}…`)." if card["source_sha256"] else "."),
+        "",
+        "| | |",
+        "|---|---|",
+        f"| input resolution | {card['config']['resolution']} px |",
+        f"| encoder blocks kept | {len(kept)} of {len(card['config']['blocks'])} |",
+        f"| parameters | {card['params'] / 1e6:.2f} M (encoder {card['encoder_params'] / 1e6:.2f} M) |",
+        f"| encoder FLOPs | {card['flops'] / 1e9:.2f} G ({card['flops_convention']}) |",
+        f"| quality | {_fmt(card['quality'])} ({card['quality_evaluator'] or 'not evaluated'}) |",
+        "",
+        "## Latency of the image encoder",
+        "",
+        "| | ms |",
+        "|---|---|",
+        f"| predicted for `{card['device'] or 'n/a'}` | {_fmt(card['predicted_ms'], '.2f')} |",
+    ]
+    for backend, stats in card["measured"].items():
+        lines.append(f"| measured here, {backend} (median of {stats['repeats']}, p10–p90 "
+                     f"{stats['p10_ms']:.2f}–{stats['p90_ms']:.2f}) | {stats['median_ms']:.2f} |")
+    lines += [
+        "",
+        f"Measured on: {fp['cpu']}, {fp['torch_threads']} torch threads, torch {fp['torch']}, "
+        f"onnxruntime {fp.get('onnxruntime')}" + (f", GPU {fp['gpu']}" if fp.get("gpu") else "") + ".",
+        f"ONNX Runtime vs PyTorch max abs difference on the embeddings: {card['onnx_max_abs_diff']:.2e}.",
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(card["config"], indent=1),
+        "```",
+        "",
+        "Load it with `supernet.extract.load_subnet(folder)` (no supernet needed) or run `image_encoder.onnx`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""Querying Pareto fronts of stored studies: table, JSON, CSV and a plot."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import optuna
+
+from supernet.errors import UserError
+from supernet.fileio import atomic_write_bytes
+
+from .study import open_storage, parse_study_name
+
+FORMATS = ("table", "json", "csv")
+
+
+@dataclass(frozen=True)
+class TrialPoint:
+    """One completed trial: quality in [0, 1], predicted latency in ms, size, and where it lives."""
+
+    study: str
+    trial: int
+    space: str
+    device: str
+    budget_ms: float
+    quality: float
+    predicted_ms: float
+    params: int
+    flops: int
+    config: str  # JSON
+
+    @property
+    def feasible(self) -> bool:
+        return self.predicted_ms <= self.budget_ms
+
+
+def load_points(storage: str | None, device: str | None = None, space: str | None = None,
+                include_everything: bool = False) -> list[TrialPoint]:
+    """Completed trials of every matching encoder study in ``storage``."""
+    store = open_storage(storage)
+    points = []
+    for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
+        try:
+            info = parse_study_name(summary.study_name)
+        except UserError:
+            continue  # not one of ours
+        if (info["suffix"] and not include_everything) or (device and info["device"] != device) or \
+                (space and info["space"] != space):
+            continue
+        study = optuna.load_study(study_name=summary.study_name, storage=store)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            attrs = t.user_attrs
+            points.append(TrialPoint(
+                study=summary.study_name, trial=t.number, space=info["space"], device=info["device"],
+                budget_ms=info["budget_ms"], quality=float(t.values[0]), predicted_ms=float(t.values[1]),
+                params=int(attrs.get("params", 0)), flops=int(attrs.get("flops", 0)), config=attrs.get("config", "{}"),
+            ))
+    return points
+
+
+def dominates(a: TrialPoint, b: TrialPoint) -> bool:
+    """``a`` is at least as good in quality and latency, and strictly better in one."""
+    return (a.quality >= b.quality and a.predicted_ms <= b.predicted_ms
+            and (a.quality > b.quality or a.predicted_ms < b.predicted_ms))
+
+
+def pareto_front(points: list[TrialPoint], budget_ms: float | None = None,
+                 min_quality: float | None = None) -> list[TrialPoint]:
+    """Non-dominated feasible points (within their study budget, ``budget_ms`` and ``min_quality``), fastest first.
+
+    Exact duplicates in (quality, latency) keep the first trial only.
+    """
+    cands = [p for p in points if p.feasible and (budget_ms is None or p.predicted_ms <= budget_ms)
+             and (min_quality is None or p.quality >= min_quality)]
+    cands.sort(key=lambda p: (p.predicted_ms, -p.quality, p.study, p.trial))
+    front, best_quality = [], float("-inf")
+    for p in cands:  # sorted by latency: a point is on the front iff it beats every faster point's quality
+        if p.quality > best_quality:
+            front.append(p)
+            best_quality = p.quality
+    return front
+
+
+def _row(p: TrialPoint) -> dict:
+    row = asdict(p)
+    row["quality"] = round(p.quality, 6)
+    row["predicted_ms"] = round(p.predicted_ms, 3)
+    return row
+
+
+def render(front: list[TrialPoint], fmt: str) -> str:
+    """The front as an aligned text table, JSON or CSV."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: expected one of {list(FORMATS)}")
+    rows = [_row(p) for p in front]
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        fields = list(TrialPoint.__dataclass_fields__)
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+    header = ["quality", "pred. ms", "params (M)", "GFLOPs", "study", "trial"]
+    body = [[f"{p.quality:.4f}", f"{p.predicted_ms:.2f}", f"{p.params / 1e6:.2f}", f"{p.flops / 1e9:.2f}",
+             p.study, str(p.trial)] for p in front]
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
+    if not body:
+        lines.append("(no feasible trials match)")
+    return "\n".join(lines) + "\n"
+
+
+def plot_front(points: list[TrialPoint], front: list[TrialPoint], path: str | Path,
+               budget_ms: float | None = None, title: str = "") -> Path:
+    """PNG: every trial (feasible and not), the front as a step line, and the budget line(s)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    feas = [p for p in points if p.feasible]
+    infeas = [p for p in points if not p.feasible]
+    ax.scatter([p.predicted_ms for p in feas], [p.quality for p in feas], s=14, c="#8fa8c8", label="trials")
+    if infeas:
+        ax.scatter([p.predicted_ms for p in infeas], [p.quality for p in infeas], s=14, marker="x", c="#c8a08f",
+                   label="over study budget")
+    if front:
+        ax.step([p.predicted_ms for p in front], [p.quality for p in front], where="post", c="#1f4e8c", lw=1.8)
+        ax.scatter([p.predicted_ms for p in front], [p.quality for p in front], s=30, c="#1f4e8c",
+                   label="Pareto front", zorder=3)
+    for b in sorted({p.budget_ms for p in points} | ({budget_ms} if budget_ms else set())):
+        ax.axvline(b, ls="--", c="#b03030", lw=1)
+        ax.text(b, ax.get_ylim()[0], f" {b:g} ms", color="#b03030", va="bottom", fontsize=8)
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("quality")
+    ax.set_title(title or "quality vs. latency")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

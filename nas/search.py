@@ -1,0 +1,193 @@
+"""The multi-objective search: Optuna over a search space, under a device's latency budget.
+
+Objectives: quality (maximise, from a ``nas.quality`` evaluator) and predicted latency on
+the device (minimise, from a ``nas.latency`` predictor). The budget is a constraint
+(``predicted_ms - budget_ms <= 0``) through the sampler's ``constraints_func``. Parameters
+and FLOPs are recorded as trial user attributes, with the config as JSON, the evaluator's
+name and its per-metric values, and the time spent evaluating and predicting.
+
+Trials are committed to the storage one by one, so an interrupted search resumes where it
+stopped; a trial that raised is recorded as failed with its error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import optuna
+from tqdm import tqdm
+
+from search_spaces.counting import count
+from search_spaces.space import SearchSpace
+from supernet.elastic import active_subnet
+from supernet.sam import Sam
+
+from .study import make_sampler, open_storage, study_name
+
+CONSTRAINT_ATTR = "constraint"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial (several may share a study)
+
+
+class LatencyModel(Protocol):
+    def predict_ms(self, config: dict) -> float: ...
+
+
+class QualityEvaluator(Protocol):
+    name: str
+
+    def evaluate(self, model: Sam, config: dict): ...
+
+
+@dataclass
+class SearchSettings:
+    """What to search: the space, the device and its budget (ms), and how."""
+
+    space: str
+    device: str
+    budget_ms: float
+    trials: int = 40
+    sampler: str = "nsga2"
+    seed: int = 0
+    storage: str | None = None
+    tracking_uri: str | None = None
+    extra_attrs: dict = field(default_factory=dict)  # e.g. source checkpoint, evaluator data
+
+    @property
+    def study_name(self) -> str:
+        return study_name(self.space, self.device, self.budget_ms)
+
+
+def suggest_config(trial: optuna.Trial, space: SearchSpace) -> dict:
+    """A config drawn through ``trial``'s suggestions; always valid for ``space``.
+
+    Conditional parameters: heads and mlp are asked only for kept blocks, and a skippable
+    global block is asked ``keep`` only while skipping it still leaves ``min_global_blocks``.
+    """
+    resolution = trial.suggest_categorical("resolution", list(space.resolutions))
+    globals_left = len(space.global_blocks)
+    blocks = []
+    for b in space.blocks:
+        keep = True
+        can_skip = b.skippable and (not b.is_global or globals_left - 1 >= space.min_global_blocks)
+        if can_skip:
+            keep = trial.suggest_categorical(f"b{b.index}.keep", [True, False])
+        if b.is_global and not keep:
+            globals_left -= 1
+        if keep:
+            blocks.append({
+                "keep": True,
+                "heads": trial.suggest_categorical(f"b{b.index}.heads", list(b.heads)),
+                "mlp": trial.suggest_categorical(f"b{b.index}.mlp", list(b.mlp)),
+            })
+        else:
+            blocks.append({"keep": False})
+    return space.validate({"space": space.name, "resolution": resolution, "blocks": blocks})
+
+
+def latency_constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """Optuna constraints_func: ``[predicted_ms - budget_ms]``; feasible when <= 0."""
+    return trial.user_attrs.get(CONSTRAINT_ATTR, [float("inf")])
+
+
+class Objective:
+    """Callable objective: suggest a config, predict latency, evaluate quality, record attributes."""
+
+    def __init__(self, model: Sam, space: SearchSpace, evaluator: QualityEvaluator, latency: LatencyModel,
+                 budget_ms: float, on_trial: Callable[[optuna.Trial, dict], None] | None = None) -> None:
+        self.model, self.space, self.evaluator, self.latency = model, space, evaluator, latency
+        self.budget_ms = budget_ms
+        self.on_trial = on_trial
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        try:
+            config = suggest_config(trial, self.space)
+            trial.set_user_attr("config", json.dumps(config, sort_keys=True))
+            counts = count(self.model, config)
+            start = time.perf_counter()
+            predicted = float(self.latency.predict_ms(config))
+            predict_s = time.perf_counter() - start
+            trial.set_user_attr(CONSTRAINT_ATTR, [predicted - self.budget_ms])
+            start = time.perf_counter()
+            with active_subnet(self.model, config):
+                result = self.evaluator.evaluate(self.model, config)
+            eval_s = time.perf_counter() - start
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        attrs = {
+            "params": counts.total_params,
+            "encoder_params": counts.encoder_params,
+            "flops": counts.encoder_flops,
+            "predicted_ms": predicted,
+            "quality": float(result.score),
+            "evaluator": self.evaluator.name,
+            "metrics": {k: float(v) for k, v in result.metrics.items()},
+            "feasible": predicted <= self.budget_ms,
+            "eval_s": eval_s,
+            "predict_s": predict_s,
+            "worker": WORKER,
+        }
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if self.on_trial:
+            self.on_trial(trial, attrs)
+        return float(result.score), predicted
+
+
+def open_study(settings: SearchSettings) -> optuna.Study:
+    """Create the study, or load it to resume (same name in the same storage)."""
+    sampler = make_sampler(settings.sampler, settings.seed, latency_constraint)
+    study = optuna.create_study(
+        study_name=settings.study_name,
+        storage=open_storage(settings.storage),
+        directions=["maximize", "minimize"],
+        sampler=sampler,
+        load_if_exists=True,
+    )
+    meta = {"space": settings.space, "device": settings.device, "budget_ms": settings.budget_ms,
+            **settings.extra_attrs}
+    for key, value in meta.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
+    return study
+
+
+def finished_trials(study: optuna.Study) -> int:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_search(settings: SearchSettings, model: Sam, space: SearchSpace, evaluator: QualityEvaluator,
+               latency: LatencyModel, progress: bool = True, callbacks=()) -> optuna.Study:
+    """Run (or resume) the study until it holds ``settings.trials`` finished trials.
+
+    Workers sharing the study stop as soon as it holds enough; with several workers at
+    once the total can overshoot by at most one trial per worker.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(settings)
+    remaining = max(0, settings.trials - finished_trials(study))
+    bar = tqdm(total=remaining, desc=f"search {settings.study_name}", unit="trial", disable=not progress)
+
+    def tick(study_, trial_):
+        bar.update(1)
+        values = trial_.values
+        if values:
+            bar.set_postfix(quality=f"{values[0]:.3f}", ms=f"{values[1]:.1f}")
+
+    objective = Objective(model, space, evaluator, latency, settings.budget_ms)
+    # Stop once the shared study holds enough finished trials, whoever ran them.
+    enough = optuna.study.MaxTrialsCallback(
+        settings.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL))
+    try:
+        if remaining:
+            study.optimize(objective, n_trials=remaining, catch=(Exception,),
+                           callbacks=[tick, enough, *callbacks])
+    finally:
+        bar.close()
+    return study

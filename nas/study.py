@@ -1,0 +1,83 @@
+"""Optuna studies: names, storage, samplers.
+
+One study per (search space, device, latency budget), named ``<space>@<device>@<budget>ms``
+(``@everything`` appended for segment-everything policy studies). Storage defaults to
+SQLite at ``results/studies.db``; any Optuna RDB URL (PostgreSQL, MySQL) works, so several
+workers on several machines can share one study.
+"""
+from __future__ import annotations
+
+import re
+
+import optuna
+
+from supernet.errors import UserError
+from supernet.fileio import results_root
+
+SAMPLERS = ("nsga2", "tpe", "random")
+_SLUG = re.compile(r"^[A-Za-z0-9_.+-]+(@[A-Za-z0-9_.+-]+)?$")
+
+
+def default_storage() -> str:
+    """``sqlite:///results/studies.db`` (or under ``$SAMNAS_RESULTS``)."""
+    path = results_root() / "studies.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def format_budget(budget_ms: float) -> str:
+    """``250.0`` -> ``'250'``, ``12.5`` -> ``'12.5'``."""
+    return f"{budget_ms:g}"
+
+
+def study_name(space: str, device: str, budget_ms: float, suffix: str | None = None) -> str:
+    """``<space>@<device>@<budget>ms`` (device may itself hold ``@host-tag``), plus ``@suffix``."""
+    if not _SLUG.match(device):
+        raise UserError(f"device {device!r}: expected a slug such as cpu-torch or cpu-torch@myhost")
+    if budget_ms <= 0:
+        raise UserError(f"--budget-ms must be positive, got {budget_ms}")
+    name = f"{space}@{device}@{format_budget(budget_ms)}ms"
+    return f"{name}@{suffix}" if suffix else name
+
+
+def parse_study_name(name: str) -> dict:
+    """Inverse of :func:`study_name`: ``{"space", "device", "budget_ms", "suffix"}``."""
+    parts = name.split("@")
+    budget_at = next((i for i, p in enumerate(parts) if re.fullmatch(r"[0-9.]+ms", p)), None)
+    if budget_at is None or budget_at < 2:
+        raise UserError(f"study {name!r}: expected <space>@<device>@<budget>ms")
+    return {
+        "space": parts[0],
+        "device": "@".join(parts[1:budget_at]),
+        "budget_ms": float(parts[budget_at][:-2]),
+        "suffix": "@".join(parts[budget_at + 1:]) or None,
+    }
+
+
+def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats, so trials of a killed worker are marked failed, not left running."""
+    url = url or default_storage()
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=30,
+            grace_period=90,
+            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+        )
+    except Exception as exc:  # bad URL, unreachable server, missing driver
+        raise UserError(f"--storage {url}: cannot open ({str(exc).splitlines()[0][:200]})") from None
+
+
+def make_sampler(name: str, seed: int, constraints_func=None) -> optuna.samplers.BaseSampler:
+    """NSGA-II (default), TPE or random, seeded; the first two honour the latency constraint."""
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func, population_size=16)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints_func, multivariate=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise UserError(f"--sampler {name!r}: expected one of {list(SAMPLERS)}")
+
+
+def list_study_names(storage: str | None) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False)]

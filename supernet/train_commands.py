@@ -1,0 +1,101 @@
+"""``samnas train-supernet``: sandwich-rule supernet training with distillation (torchrun-ready)."""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+from .errors import UserError
+
+EXAMPLES = """examples:
+  samnas train-supernet --checkpoint vit_b_ranked.pt --space sam_vit_b --images coco/train2017 \\
+      --annotations coco/annotations/instances_train2017.json --steps 20000 --out runs/vit_b
+  torchrun --nproc_per_node 2 -m cli train-supernet --checkpoint ranked.pt --space sam_micro \\
+      --images data/ --steps 500 --out runs/micro          # data parallel (gloo on CPU, NCCL on GPUs)
+  samnas train-supernet ... --out runs/micro --resume      # continue exactly where it stopped
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-supernet", help="train the supernet so that all its subnets work (sandwich rule)",
+                       description="Each step trains the largest subnet, the smallest and K random ones, "
+                       "distilled from the frozen full model (embedding MSE + mask loss on sampled prompts), "
+                       "plus a ground-truth loss when --annotations is given. Writes OUT/supernet.pt (a SAM "
+                       "checkpoint, ranking kept) and OUT/checkpoint.pt (exact resume state).",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="ranked supernet checkpoint (from `samnas rank`)")
+    p.add_argument("--space", required=True, help="search space whose subnets are trained")
+    p.add_argument("--images", required=True, help="training image folder")
+    p.add_argument("--annotations", help="COCO instances JSON for the optional ground-truth loss")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--out", default="results/scratch/train-supernet", help="output folder")
+    p.add_argument("--batch-images", type=int, default=2, help="images per step and process (default: 2)")
+    p.add_argument("--random-subnets", type=int, default=2, help="K random subnets per step (default: 2)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--rerank-every", type=int, default=0, help="re-rank by magnitude every N steps (0: never)")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: results/mlruns)")
+    p.set_defaults(func=run_train_supernet)
+
+
+def run_train_supernet(args: argparse.Namespace) -> int:
+    from search_spaces.space import SearchSpace
+
+    from .ranked import load_ranked, read_ranking, save_ranked
+    from .scenes import FolderScenes
+    from .train import TrainSettings, setup_distributed, train
+
+    # Every check happens before the first step.
+    if args.steps < 1:
+        raise UserError(f"--steps must be at least 1, got {args.steps}")
+    space = SearchSpace.load(args.space)
+    source = FolderScenes(args.images, args.annotations, seed=args.seed)
+    model, ranking = load_ranked(args.checkpoint)
+    if model.arch.name != space.model_type:
+        raise UserError(f"--checkpoint {args.checkpoint} is a {model.arch.name} model, but space {space.name} "
+                        f"is for {space.model_type}")
+    out = Path(args.out)
+    resume = out / "checkpoint.pt" if args.resume else None
+    if resume is not None and not resume.is_file():
+        raise UserError(f"--resume: {resume} not found")
+    teacher = copy.deepcopy(model)
+    settings = TrainSettings(steps=args.steps, batch_images=args.batch_images, lr=args.lr,
+                             random_subnets=args.random_subnets, use_gt=args.annotations is not None,
+                             distill=True, sandwich=True, rerank_every=args.rerank_every,
+                             checkpoint_every=args.checkpoint_every, seed=args.seed, space=space.to_dict())
+    rank, _ = setup_distributed()
+    log_metrics, run = None, None
+    if rank == 0:
+        import mlflow
+
+        from .fileio import default_tracking_uri
+
+        mlflow.set_tracking_uri(args.tracking_uri or default_tracking_uri())
+        mlflow.set_experiment(f"train-supernet@{space.name}")
+        run = mlflow.start_run(run_name=out.name)
+        mlflow.log_params({"checkpoint": args.checkpoint, "space": space.name, "images": args.images,
+                           "annotations": args.annotations, "steps": args.steps, "lr": args.lr,
+                           "batch_images": args.batch_images, "random_subnets": args.random_subnets,
+                           "rerank_every": args.rerank_every, "seed": args.seed})
+
+        def log_metrics(metrics, step):
+            mlflow.log_metrics({k.replace("/", "."): v for k, v in metrics.items()}, step=step)
+
+    try:
+        train(model, source, settings, out, teacher=teacher, space=space, resume=resume, log_metrics=log_metrics,
+              extra={"source_checkpoint": str(args.checkpoint)})
+    finally:
+        if run is not None:
+            import mlflow
+
+            mlflow.end_run()
+    if rank == 0:
+        info = {"method": (ranking or {}).get("method", "none"), "blocks": (ranking or {}).get("blocks", [])}
+        path = save_ranked(model, info, out / "supernet.pt", source=args.checkpoint,
+                           images=(ranking or {}).get("calibration_images", []))
+        meta = read_ranking(path)
+        print(f"trained {space.name} supernet for {args.steps} steps; wrote {path} (+ .json) and "
+              f"{out / 'checkpoint.pt'}; ranking {meta['method']}")
+    return 0

@@ -1,0 +1,231 @@
+"""The Optuna search, Pareto queries, export and MLflow logging, on sam_micro with real parts.
+
+Real Optuna storages (SQLite, and PostgreSQL for two workers), a real latency predictor
+fitted on this machine, the real fidelity evaluator and a real MLflow file store.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+import cli
+from nas.latency import fit_device, load_predictor, profile_device
+from nas.pareto import TrialPoint, load_points, pareto_front, render
+from nas.quality import make_evaluator
+from nas.search import SearchSettings, run_search, suggest_config
+from nas.study import parse_study_name, study_name
+from search_spaces.space import SearchSpace
+from supernet.build import build_sam
+from supernet.errors import UserError
+from supernet.extract import load_subnet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A results root with a small real latency predictor for cpu-torch on sam_micro."""
+    root = tmp_path_factory.mktemp("results")
+    old = os.environ.get("SAMNAS_RESULTS")
+    os.environ["SAMNAS_RESULTS"] = str(root)
+    profile_device("sam_micro", "cpu-torch", root=root / "latency", samples=12, repeats=2, warmup=1)
+    fit_device("cpu-torch", root=root / "latency", folds=3)
+    yield root
+    if old is None:
+        os.environ.pop("SAMNAS_RESULTS", None)
+    else:
+        os.environ["SAMNAS_RESULTS"] = old
+
+
+def images(n=2, size=160):
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        img = np.full((size, size, 3), 30, np.uint8)
+        for _ in range(3):
+            x, y, w, h = rng.integers(0, size - 40, 4) // 1
+            img[y:y + 30 + h % 20, x:x + 30 + w % 20] = rng.integers(60, 255, 3)
+        out.append(img)
+    return out
+
+
+def test_suggested_configs_are_always_valid():
+    space = SearchSpace.load("sam_micro")
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    globals_kept = []
+    for _ in range(60):
+        trial = study.ask()
+        cfg = suggest_config(trial, space)  # validates, raising on any invalid config
+        globals_kept.append(sum(cfg["blocks"][i]["keep"] for i in space.global_blocks))
+        study.tell(trial, [0.0, 0.0])
+    assert min(globals_kept) >= space.min_global_blocks and max(globals_kept) == len(space.global_blocks)
+
+
+def test_study_names_round_trip():
+    name = study_name("sam_vit_b", "cpu-torch@lab1", 2500)
+    assert name == "sam_vit_b@cpu-torch@lab1@2500ms"
+    assert parse_study_name(name) == {"space": "sam_vit_b", "device": "cpu-torch@lab1", "budget_ms": 2500.0,
+                                      "suffix": None}
+    with pytest.raises(UserError, match="expected a slug"):
+        study_name("sam_micro", "cpu torch", 10)
+
+
+class Flaky:
+    """Wraps a real evaluator and fails on chosen trial calls (to check failed trials are recorded)."""
+
+    def __init__(self, inner, fail_on):
+        self.inner, self.fail_on, self.calls, self.name = inner, fail_on, 0, inner.name
+
+    def evaluate(self, model, config):
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise RuntimeError("synthetic failure for the test")
+        return self.inner.evaluate(model, config)
+
+
+def test_search_records_trials_failures_and_resumes(results, tmp_path):
+    space = SearchSpace.load("sam_micro")
+    model = build_sam("micro", seed=0)
+    latency = load_predictor("cpu-torch", space="sam_micro", root=results / "latency")
+    budget = 0.8 * latency.predict_ms(space.largest())
+    evaluator = Flaky(make_evaluator("fidelity", model, images=images(), prompts_per_image=4), fail_on={2})
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    settings = SearchSettings(space="sam_micro", device="cpu-torch", budget_ms=budget, trials=4, storage=storage)
+    study = run_search(settings, model, space, evaluator, latency, progress=False)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3 and states.count(optuna.trial.TrialState.FAIL) == 1
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL][0]
+    assert "synthetic failure for the test" in failed.user_attrs["error"]
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    for t in done:
+        attrs = t.user_attrs
+        assert set(attrs) >= {"config", "params", "flops", "predicted_ms", "quality", "evaluator", "metrics"}
+        assert attrs["predicted_ms"] == pytest.approx(t.values[1])
+        assert space.validate(json.loads(attrs["config"]))
+    first = [t.values for t in study.trials]
+    # resume: more trials on the same study; earlier ones are kept untouched
+    settings.trials = 6
+    again = run_search(settings, model, space, evaluator, latency, progress=False)
+    assert len(again.trials) == 6
+    assert [t.values for t in again.trials[:4]] == first
+
+
+def _run_cli(args, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _env(results):
+    return {**os.environ, "SAMNAS_RESULTS": str(results), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_killed_search_loses_no_completed_trial(results, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'kill.db'}"
+    args = ["search", "--space", "sam_micro", "--device", "cpu-torch", "--budget-ms", "1000", "--trials", "40",
+            "--max-images", "2", "--storage", storage, "--sampler", "random"]
+    proc = _run_cli(args, _env(results))
+    name = "sam_micro@cpu-torch@1000ms"
+    deadline = time.time() + 240
+    complete = []
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+            complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        except KeyError:
+            continue
+        if len(complete) >= 3:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(complete) >= 3, proc.stdout.read()
+    before = {t.number: t.values for t in complete}
+    resumed = _run_cli([*args[:-4], "--trials", str(len(before) + 2), "--storage", storage], _env(results))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    study = optuna.load_study(study_name=name, storage=storage)
+    after = {t.number: t.values for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    assert all(after[n] == v for n, v in before.items())
+    assert len(after) >= len(before) + 2 - 1  # the killed worker's running trial is not counted as finished
+
+
+def test_two_workers_share_one_postgres_study(results):
+    from pg import postgres_server
+
+    with postgres_server() as url:
+        args = ["search", "--space", "sam_micro", "--device", "cpu-torch", "--budget-ms", "1000", "--trials", "8",
+                "--max-images", "2", "--storage", url]
+        workers = [_run_cli([*args, "--seed", str(seed)], _env(results)) for seed in (1, 2)]
+        outputs = [w.communicate(timeout=600)[0] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], outputs
+        study = optuna.load_study(study_name="sam_micro@cpu-torch@1000ms", storage=url)
+        complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        assert 8 <= len(complete) <= 10  # each worker may finish the trial it had started
+        assert len({t.number for t in complete}) == len(complete)
+        assert len({t.user_attrs["worker"] for t in complete}) == 2  # both processes contributed
+
+
+def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    tracking = (tmp_path / "mlruns").as_uri()
+    code = cli.main(["search", "--trials", "6", "--max-images", "2", "--storage", storage, "--budget-ms", "1000",
+                     "--tracking-uri", tracking])
+    out = capsys.readouterr().out
+    assert code == 0 and "RANDOMLY INITIALISED" in out and "on the front" in out
+    name = "sam_micro@cpu-torch@1000ms"
+
+    assert cli.main(["pareto", "--device", "cpu-torch", "--storage", storage, "--format", "json",
+                     "--plot", tmp_path / "front.png"]) == 0
+    text = capsys.readouterr().out
+    front = json.loads(text[: text.rindex("]") + 1])
+    assert front and all(p["predicted_ms"] <= 1000 for p in front)
+    assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["pareto", "--device", "cpu-torch", "--storage", storage, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("study,trial,space")
+    assert cli.main(["pareto", "--device", "cuda-torch", "--storage", storage]) == 2
+    assert "no completed trials for device cuda-torch" in capsys.readouterr().err
+
+    trial = front[-1]["trial"]
+    out_dir = tmp_path / "export"
+    assert cli.main(["export", "--study", name, "--trial", str(trial), "--out", out_dir, "--storage", storage,
+                     "--repeats", "2"]) == 0
+    card = json.loads((out_dir / "card.json").read_text())
+    assert card["predicted_ms"] == pytest.approx(front[-1]["predicted_ms"], rel=1e-3)
+    assert card["measured_ms"]["torch"] > 0 and card["onnx_max_abs_diff"] < 1e-3
+    md = (out_dir / "card.md").read_text()
+    assert "predicted for `cpu-torch`" in md and "measured here, torch" in md
+    sub = load_subnet(out_dir)
+    assert sub.resolution == card["config"]["resolution"]
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking)
+    exp = mlflow.get_experiment_by_name(name)
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 6
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id)]
+    assert "front.json" in artifacts
+
+
+def test_pareto_front_logic():
+    def p(q, ms, budget=100.0, n=0):
+        return TrialPoint("s@cpu-torch@100ms", n, "s", "cpu-torch", budget, q, ms, 1, 1, "{}")
+
+    pts = [p(0.5, 10, n=0), p(0.6, 20, n=1), p(0.55, 30, n=2), p(0.9, 150, n=3), p(0.7, 40, n=4)]
+    front = pareto_front(pts)
+    assert [x.trial for x in front] == [0, 1, 4]  # 2 is dominated, 3 is over its budget
+    assert [x.trial for x in pareto_front(pts, budget_ms=25)] == [0, 1]
+    assert [x.trial for x in pareto_front(pts, min_quality=0.65)] == [4]
+    assert "(no feasible trials match)" in render([], "table")
