@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "supernet.train_commands",
     "nas.latency.commands",
     "nas.commands",
+    "nas.reference",
 ]
 
 EPILOG = """examples:
