@@ -6,11 +6,10 @@ The default store is a local file store under ``results/mlruns`` (mlflow-skinny 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
-from supernet.fileio import default_tracking_uri
+from supernet.fileio import tracking_uri as resolve_tracking_uri
 
 
 class SearchTracker:
@@ -18,8 +17,7 @@ class SearchTracker:
 
     def __init__(self, experiment: str, tracking_uri: str | None = None, run_name: str | None = None,
                  params: dict | None = None) -> None:
-        self.uri = tracking_uri or default_tracking_uri()
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.uri = resolve_tracking_uri(tracking_uri)
         import mlflow
 
         self.mlflow = mlflow

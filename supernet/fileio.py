@@ -45,14 +45,17 @@ def results_root() -> Path:
     return Path(os.environ.get("SAMNAS_RESULTS", "results"))
 
 
-def default_tracking_uri() -> str:
-    """MLflow's default store: a local file store under ``results/mlruns``.
+def tracking_uri(uri: str | None = None) -> str:
+    """The MLflow tracking URI to use: ``uri``, else a local file store under ``results/mlruns``.
 
-    mlflow-skinny refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE=true``, which we set.
+    mlflow-skinny refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE=true``, which we set
+    (call this before importing mlflow).
     """
     import os
 
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    if uri:
+        return uri
     path = (results_root() / "mlruns").resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path.as_uri()

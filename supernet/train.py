@@ -333,8 +333,21 @@ def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str
             if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
                 save_checkpoint(out / "checkpoint.pt", model, optimizer, scheduler, step + 1, settings,
                                 {**(extra or {}), "seconds": time.perf_counter() - began})
+    if world > 1:
+        ranks_in_sync(model)
+        if rank == 0 and progress:
+            print(f"data parallel over {world} processes: weights identical on every rank")
     model.eval()
     return model
+
+
+def ranks_in_sync(model: nn.Module) -> None:
+    """Raise if the parameters differ between data-parallel ranks (DDP must keep them equal)."""
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError(f"data-parallel ranks diverged: parameter checksums {[g.item() for g in gathered]}")
 
 
 class _null:

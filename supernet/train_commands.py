@@ -68,11 +68,12 @@ def run_train_supernet(args: argparse.Namespace) -> int:
     rank, _ = setup_distributed()
     log_metrics, run = None, None
     if rank == 0:
+        from .fileio import tracking_uri
+
+        uri = tracking_uri(args.tracking_uri)
         import mlflow
 
-        from .fileio import default_tracking_uri
-
-        mlflow.set_tracking_uri(args.tracking_uri or default_tracking_uri())
+        mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(f"train-supernet@{space.name}")
         run = mlflow.start_run(run_name=out.name)
         mlflow.log_params({"checkpoint": args.checkpoint, "space": space.name, "images": args.images,

@@ -85,3 +85,58 @@ def test_bad_resume_file(tmp_path):
     torch.save({"format": "other"}, tmp_path / "y.pt")
     with pytest.raises(UserError, match="not a samnas training checkpoint"):
         load_training_state(tmp_path / "y.pt")
+
+
+def test_train_supernet_cli_with_torchrun_two_processes(tmp_path):
+    """Real DDP: two CPU processes on gloo under torchrun, then the outputs load as a ranked checkpoint."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from supernet.ranked import load_ranked
+    from supernet.synthetic import write_coco_dataset
+
+    ann = write_coco_dataset(tmp_path / "data", num_images=3, size=96, seed=0, split="train")
+    ckpt = tmp_path / "micro.pth"
+    torch.save(build_sam("micro", seed=0).state_dict(), ckpt)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "cli", "train-supernet", "--checkpoint", str(ckpt),
+           "--space", "sam_micro", "--images", str(tmp_path / "data" / "train"), "--annotations", str(ann),
+           "--steps", "2", "--batch-images", "1", "--random-subnets", "1", "--checkpoint-every", "1",
+           "--out", str(tmp_path / "run"), "--tracking-uri", (tmp_path / "mlruns").as_uri()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "data parallel over 2 processes: weights identical on every rank" in proc.stdout + proc.stderr
+    model, meta = load_ranked(tmp_path / "run" / "supernet.pt")
+    assert meta["model_type"] == "micro" and load_training_state(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--images", "{tmp}/empty"], "no images found"),
+    (["--space", "sam_vit_b"], "is a micro model, but space sam_vit_b is for vit_b"),
+    (["--checkpoint", "{tmp}/junk.pth"], "not a readable weights-only checkpoint"),
+])
+def test_train_supernet_bad_input_fails_before_training(tmp_path, capsys, argv, message):
+    import cli
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "imgs").mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    ckpt = tmp_path / "micro.pth"
+    torch.save(build_sam("micro", seed=0).state_dict(), ckpt)
+    args = {"--checkpoint": str(ckpt), "--space": "sam_micro", "--images": str(tmp_path / "imgs")}
+    for key, value in zip(argv[::2], argv[1::2]):
+        args[key] = value.format(tmp=tmp_path)
+    full = ["train-supernet", "--steps", "1", "--out", str(tmp_path / "o")] + [x for kv in args.items() for x in kv]
+    assert cli.main(full) == 2
+    err = capsys.readouterr().err
+    assert message in err and not (tmp_path / "o").exists()
