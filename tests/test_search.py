@@ -185,7 +185,7 @@ def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
     name = "sam_micro@cpu-torch@1000ms"
 
     assert cli.main(["pareto", "--device", "cpu-torch", "--storage", storage, "--format", "json",
-                     "--plot", tmp_path / "front.png"]) == 0
+                     "--plot", str(tmp_path / "front.png")]) == 0
     text = capsys.readouterr().out
     front = json.loads(text[: text.rindex("]") + 1])
     assert front and all(p["predicted_ms"] <= 1000 for p in front)
@@ -197,7 +197,7 @@ def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
 
     trial = front[-1]["trial"]
     out_dir = tmp_path / "export"
-    assert cli.main(["export", "--study", name, "--trial", str(trial), "--out", out_dir, "--storage", storage,
+    assert cli.main(["export", "--study", name, "--trial", str(trial), "--out", str(out_dir), "--storage", storage,
                      "--repeats", "2"]) == 0
     card = json.loads((out_dir / "card.json").read_text())
     assert card["predicted_ms"] == pytest.approx(front[-1]["predicted_ms"], rel=1e-3)
