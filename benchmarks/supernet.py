@@ -72,7 +72,6 @@ def main(argv=None) -> int:
             }
             rows.append(row)
             print(row, flush=True)
-            del sub
     command = "python benchmarks/supernet.py " + " ".join(sys.argv[1:])
     header = machine_header(command.strip(), args.repeats)
     notes = (

@@ -35,7 +35,7 @@ EXPORT_EXAMPLES = """examples:
 
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", help=f"Optuna RDB URL (default: sqlite under results/studies.db)")
+    p.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///results/studies.db)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=40, help="finished trials the study should hold (default: 40)")
     p.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="default: nsga2")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: results/mlruns)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: results/mlruns)")
     p.add_argument("--no-auto-profile", action="store_true",
                    help="fail instead of profiling this machine when the device has no latency predictor")
     _add_storage(p)

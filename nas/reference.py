@@ -27,7 +27,7 @@ from .fingerprint import machine_fingerprint
 from .quality import make_evaluator
 
 EXAMPLES = """examples:
-  samnas train-reference                        # the packaged model: 3000 steps x 4 images, seed 0 (under 30 min on 2 cores)
+  samnas train-reference                        # the packaged model: 2400 steps x 4 images, seed 0 (under 30 min on 2 cores)
   samnas train-reference --steps 200 --out /tmp/micro.pt   # a quick smoke run
 """
 HELD_OUT_SEED_OFFSET = 10_000  # evaluation scenes come from a generator stream training never uses
@@ -36,7 +36,7 @@ HELD_OUT_SEED_OFFSET = 10_000  # evaluation scenes come from a generator stream 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-reference", help="train the small reference SAM (sam_micro) on synthetic scenes",
                        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--batch-images", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)

@@ -20,7 +20,7 @@ from .checkpoint import load_state_dict_exact, read_state_dict
 from .elastic import check_fits
 from .errors import CheckpointError
 from .image_encoder import resize_pos_embed, resize_rel_pos
-from .fileio import atomic_torch_save, atomic_write_text
+from .fileio import atomic_torch_save, atomic_write_text, read_format_json
 from .sam import Sam
 
 SUBNET_FORMAT = "samnas-subnet/1"
@@ -102,12 +102,7 @@ def load_subnet(folder: str | Path) -> Sam:
     meta_path = folder / "subnet.json"
     if not meta_path.is_file():
         raise CheckpointError(f"{meta_path}: not found; expected a folder written by `samnas extract`")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{meta_path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    if meta.get("format") != SUBNET_FORMAT:
-        raise CheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {SUBNET_FORMAT!r}")
+    meta = read_format_json(meta_path, SUBNET_FORMAT)
     try:
         arch_fields = dict(meta["arch"])
         arch_fields["global_attn_indexes"] = tuple(arch_fields["global_attn_indexes"])

@@ -59,3 +59,20 @@ def tracking_uri(uri: str | None = None) -> str:
     path = (results_root() / "mlruns").resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path.as_uri()
+
+
+def read_format_json(path: str | Path, expected_format: str) -> dict:
+    """A JSON object whose ``format`` field must equal ``expected_format``; CheckpointError otherwise."""
+    import json
+
+    from .errors import CheckpointError
+
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(meta, dict) or meta.get("format") != expected_format:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: format {found!r}, expected {expected_format!r}")
+    return meta

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_sam
-from .errors import CheckpointError
-from .fileio import atomic_torch_save, atomic_write_text
+from .fileio import atomic_torch_save, atomic_write_text, read_format_json
 from .sam import Sam
 
 RANKED_FORMAT = "samnas-ranked/1"
@@ -58,13 +57,7 @@ def read_ranking(checkpoint: str | Path) -> dict | None:
     path = sidecar_path(checkpoint)
     if not path.is_file():
         return None
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    if meta.get("format") != RANKED_FORMAT:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {RANKED_FORMAT!r}")
-    return meta
+    return read_format_json(path, RANKED_FORMAT)
 
 
 def load_ranked(checkpoint: str | Path, model_type: str | None = None) -> tuple[Sam, dict | None]:

@@ -17,7 +17,6 @@ optimizer, the scheduler, the step and the RNG state, so a resumed run is exact.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -35,7 +34,7 @@ from tqdm import tqdm
 from .elastic import active_subnet
 from .errors import UserError
 from .fileio import atomic_torch_save
-from .losses import mask_loss, mask_iou, sam_loss
+from .losses import mask_loss, sam_loss
 from .sam import Sam
 from .scenes import Scene, SceneSource, step_rng
 from .transforms import ResizeLongestSide

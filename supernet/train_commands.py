@@ -81,8 +81,10 @@ def run_train_supernet(args: argparse.Namespace) -> int:
                            "batch_images": args.batch_images, "random_subnets": args.random_subnets,
                            "rerank_every": args.rerank_every, "seed": args.seed})
 
-        def log_metrics(metrics, step):
+        def mlflow_log(metrics, step):
             mlflow.log_metrics({k.replace("/", "."): v for k, v in metrics.items()}, step=step)
+
+        log_metrics = mlflow_log
 
     try:
         train(model, source, settings, out, teacher=teacher, space=space, resume=resume, log_metrics=log_metrics,

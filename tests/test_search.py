@@ -16,11 +16,9 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-import torch
-
 import cli
 from nas.latency import fit_device, load_predictor, profile_device
-from nas.pareto import TrialPoint, load_points, pareto_front, render
+from nas.pareto import TrialPoint, pareto_front, render
 from nas.quality import make_evaluator
 from nas.search import SearchSettings, run_search, suggest_config
 from nas.study import parse_study_name, study_name
@@ -229,3 +227,14 @@ def test_pareto_front_logic():
     assert [x.trial for x in pareto_front(pts, budget_ms=25)] == [0, 1]
     assert [x.trial for x in pareto_front(pts, min_quality=0.65)] == [4]
     assert "(no feasible trials match)" in render([], "table")
+
+
+def test_hypervolume_2d():
+    from nas.pareto import hypervolume_2d
+
+    def p(q, ms):
+        return TrialPoint("s@cpu-torch@100ms", 0, "s", "cpu-torch", 100.0, q, ms, 1, 1, "{}")
+
+    # front (10 ms, 0.5) and (40 ms, 0.8) with reference 100 ms: 30*0.5 + 60*0.8
+    assert hypervolume_2d([p(0.5, 10), p(0.8, 40), p(0.4, 50)], ref_ms=100) == pytest.approx(63.0)
+    assert hypervolume_2d([p(0.9, 150)], ref_ms=100) == 0.0
