@@ -1,0 +1,268 @@
+"""Ground-truth mIoU on COCO-format instance annotations (read with pycocotools).
+
+Every non-crowd annotation is one item, prompted two ways:
+
+- **box**: its GT box, ``bbox`` XYWH turned into XYXY (when ``bbox`` is missing or
+  degenerate, the tight box of the mask is used instead);
+- **point**: one positive point at the mask pixel farthest from the mask boundary, the
+  maximum of the Euclidean distance transform of the mask padded with one background pixel
+  (so that the image border counts as boundary), as in the SAM paper's protocol. Ties go
+  to the maximal pixel nearest the maxima's mean position, then to the first in row-major
+  order, so a rectangle gets its centre.
+
+Both prompts ask for the three multimask outputs; each output's IoU with the GT mask is
+taken at the original image size. Reported per prompt type, averaged over instances:
+``<type>_miou`` for the output the model itself scores best (highest predicted IoU, what a
+user gets) and ``<type>_miou_oracle`` for the best of the three against the GT (an upper
+bound, so ``oracle >= best-scoring``). ``score`` is the mean of ``box_miou`` and
+``point_miou``; ``num_items`` the number of instances scored.
+
+Crowd annotations (``iscrowd=1``) are left out by protocol and counted in ``num_crowd``,
+not in ``skipped``. Images that cannot be read (missing file, corrupt, size unlike the
+annotation's) and annotations that cannot be decoded or are empty are named in
+``skipped`` and left out; the evaluation goes on without them.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.ndimage import distance_transform_edt
+
+from supernet.errors import UserError
+from supernet.predictor import SamPredictor
+from supernet.sam import Sam
+
+from .base import Evaluator, QualityResult, batches, mask_iou, pick_by_score
+
+PROMPT_BATCH = 16  # prompts decoded at once; bounds the memory of full-size masks
+_IMAGE_FIELDS = ("id", "file_name", "height", "width")
+
+
+@dataclass
+class _Item:
+    """One image with its usable instances (K of them)."""
+
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    boxes: np.ndarray  # (K, 4) float XYXY pixels
+    points: np.ndarray  # (K, 2) float (x, y) pixels
+    masks: torch.Tensor  # (K, H, W) bool ground truth
+
+
+def load_coco(path: str | Path, skip=None):
+    """Read a COCO instances file into a pycocotools ``COCO`` index, quietly.
+
+    Image entries lacking ``id``/``file_name``/``height``/``width`` and annotations lacking
+    ``id``/``image_id`` are passed to ``skip(item, reason)`` and dropped. Raises UserError
+    (one line, naming the file) when the file is missing, not JSON, or not COCO at all.
+    """
+    from pycocotools.coco import COCO
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: annotations file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not a COCO annotations file (not readable JSON: {exc})") from None
+    if not (isinstance(data, dict) and isinstance(data.get("images"), list)
+            and isinstance(data.get("annotations"), list)):
+        raise UserError(f"{path}: not a COCO annotations file (expected a JSON object with "
+                        f"'images' and 'annotations' lists)")
+    skip = skip or (lambda item, reason: None)
+    images = []
+    for i, img in enumerate(data["images"]):
+        if isinstance(img, dict) and all(k in img for k in _IMAGE_FIELDS):
+            images.append(img)
+        else:
+            skip(f"images[{i}]", f"an image entry needs {', '.join(_IMAGE_FIELDS)}")
+    anns = []
+    for i, ann in enumerate(data["annotations"]):
+        if isinstance(ann, dict) and "id" in ann and "image_id" in ann:
+            anns.append(ann)
+        else:
+            skip(f"annotations[{i}]", "an annotation needs id and image_id")
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": anns}  # categories are not needed here
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def farthest_point(mask: np.ndarray) -> np.ndarray:
+    """The pixel of a ``(H, W)`` bool mask farthest from its boundary -> ``(x, y)`` float pixels.
+
+    Distance transform of the mask padded by one background pixel; ties go to the maximal
+    pixel nearest the maxima's mean position, then to the first in row-major order.
+    Raises ValueError for an empty mask.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        raise ValueError("empty mask has no interior point")
+    dist = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    rows, cols = np.nonzero(dist == dist.max())
+    k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+    return np.array([cols[k], rows[k]], dtype=float)
+
+
+def gt_box(ann: dict, mask: np.ndarray) -> np.ndarray:
+    """XYXY float box of an annotation: its ``bbox`` (XYWH), or the mask's tight box if that is unusable."""
+    bbox = ann.get("bbox")
+    if isinstance(bbox, (list, tuple)) and len(bbox) == 4 and \
+            all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox) and bbox[2] > 0 and bbox[3] > 0:
+        x, y, w, h = (float(v) for v in bbox)
+        return np.array([x, y, x + w, y + h])
+    rows, cols = np.nonzero(mask)
+    return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=float)
+
+
+def prompt_ious(predictor: SamPredictor, gt: torch.Tensor, points: np.ndarray | None = None,
+                boxes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU vs GT of the best-scoring and of the oracle multimask output, per prompt.
+
+    ``gt (K, H, W)`` bool; one prompt per instance: ``points (K, 2)`` single positive
+    points or ``boxes (K, 4)`` XYXY, in original-image pixels. Returns two ``(K,)`` tensors.
+    """
+    size = predictor.original_size
+    coords_t = labels_t = boxes_t = None
+    if points is not None:
+        coords = predictor.transform.apply_coords(points, size)
+        coords_t = torch.as_tensor(coords, dtype=torch.float, device=predictor.device)[:, None, :]
+        labels_t = torch.ones(coords_t.shape[:2], dtype=torch.int, device=predictor.device)
+    if boxes is not None:
+        boxes_t = torch.as_tensor(predictor.transform.apply_boxes(boxes, size), dtype=torch.float,
+                                  device=predictor.device)
+    masks, scores, _ = predictor.predict_torch(coords_t, labels_t, boxes_t, multimask_output=True)
+    ious = mask_iou(masks, gt.to(masks.device)[:, None])  # (K, M)
+    return pick_by_score(ious, scores), ious.max(dim=1).values
+
+
+class CocoEvaluator(Evaluator):
+    """Ground-truth box and point mIoU on COCO annotations (see the module docstring).
+
+    ``images_dir``: the folder the annotations' ``file_name`` entries are relative to, or a
+    sequence of image paths (then only those files are used, matched by file name).
+    ``max_images``: the first that many usable images in the file's order.
+    """
+
+    name = "coco"
+
+    def __init__(self, model: Sam, images_dir, annotations_json: str | Path, max_images: int | None = None) -> None:
+        super().__init__()
+        self.annotations = Path(annotations_json)
+        self._folder, self._chosen = _image_source(images_dir)
+        coco = load_coco(self.annotations, self.skip)
+        self.num_crowd = 0
+        self.items: list[_Item] = []
+        for info in coco.dataset["images"]:
+            if max_images is not None and len(self.items) >= max_images:
+                break
+            item = self._load_item(coco, info)
+            if item is not None:
+                self.items.append(item)
+        _report_orphans(coco, self.skip)
+        if not self.items:
+            raise UserError(f"{self.annotations}: no usable annotated image found in {images_dir} "
+                            f"({len(self.skipped)} items skipped)")
+        self.prepare(model)
+
+    def _image_path(self, file_name: str) -> Path | None:
+        if self._chosen is None:
+            return self._folder / file_name
+        return self._chosen.get(Path(file_name).name)
+
+    def _load_item(self, coco, info: dict) -> _Item | None:
+        """The image of COCO entry ``info`` with its usable non-crowd instances, or None."""
+        from supernet.images import load_image
+
+        anns = coco.imgToAnns.get(info["id"], [])
+        crowd = [a for a in anns if a.get("iscrowd", 0)]
+        self.num_crowd += len(crowd)
+        anns = [a for a in anns if not a.get("iscrowd", 0)]
+        name = str(info["file_name"])
+        path = self._image_path(name)
+        if not anns or path is None:
+            return None
+        try:
+            image = load_image(path)
+        except UserError as exc:
+            self.skip(name, str(exc))
+            return None
+        size = (info["height"], info["width"])
+        if image.shape[:2] != size:
+            self.skip(name, f"image is {image.shape[1]}x{image.shape[0]} px but the annotations say "
+                            f"{size[1]}x{size[0]}")
+            return None
+        boxes, points, masks = [], [], []
+        for ann in anns:
+            label = f"annotation {ann['id']} ({name})"
+            try:
+                with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, not ours
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    mask = coco.annToMask(ann).astype(bool)
+            except Exception as exc:  # pycocotools raises many kinds on malformed segmentations
+                self.skip(label, f"segmentation cannot be decoded ({type(exc).__name__}: {exc})")
+                continue
+            if mask.shape != size:
+                self.skip(label, f"mask is {mask.shape[1]}x{mask.shape[0]} px, image {size[1]}x{size[0]}")
+                continue
+            if not mask.any():
+                self.skip(label, "empty mask")
+                continue
+            boxes.append(gt_box(ann, mask))
+            points.append(farthest_point(mask))
+            masks.append(mask)
+        if not masks:
+            return None
+        return _Item(name, image, np.stack(boxes), np.stack(points), torch.from_numpy(np.stack(masks)))
+
+    def measure(self, model: Sam) -> QualityResult:
+        predictor = SamPredictor(model)
+        scores = {"box": ([], []), "point": ([], [])}
+        for item in self.items:
+            predictor.set_image(item.image)
+            for part in batches(len(item.masks), PROMPT_BATCH):
+                gt = item.masks[part]
+                for kind, prompt in (("box", {"boxes": item.boxes[part]}), ("point", {"points": item.points[part]})):
+                    best, oracle = prompt_ious(predictor, gt, **prompt)
+                    scores[kind][0].append(best)
+                    scores[kind][1].append(oracle)
+        metrics = {}
+        for kind, (best, oracle) in scores.items():
+            metrics[f"{kind}_miou"] = float(torch.cat(best).mean())
+            metrics[f"{kind}_miou_oracle"] = float(torch.cat(oracle).mean())
+        score = (metrics["box_miou"] + metrics["point_miou"]) / 2
+        return self.result(score, metrics, sum(len(item.masks) for item in self.items))
+
+
+def _image_source(images_dir) -> tuple[Path | None, dict[str, Path] | None]:
+    """``(folder, None)`` for a folder, ``(None, {file name: path})`` for a sequence of paths."""
+    if isinstance(images_dir, (str, Path)):
+        folder = Path(images_dir)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: image folder not found")
+        return folder, None
+    chosen = {}
+    for item in images_dir:
+        if not isinstance(item, (str, Path)):
+            raise UserError("the COCO evaluator needs an image folder or image paths, not image arrays")
+        chosen[Path(item).name] = Path(item)
+    return None, chosen
+
+
+def _report_orphans(coco, skip) -> None:
+    """Skip-report non-crowd annotations whose ``image_id`` is not among the images."""
+    for image_id, anns in coco.imgToAnns.items():
+        if image_id in coco.imgs:
+            continue
+        for ann in anns:
+            if not ann.get("iscrowd", 0):
+                skip(f"annotation {ann['id']}", f"image_id {image_id!r} is not in images")
