@@ -116,7 +116,8 @@ def _load_images(folder: str | None, max_images: int, size: int):
     if folder is None:
         print(f"NOTE: no --images: using {max_images} generated synthetic images")
         return generated_images(max_images, size=size, seed=0)
-    return list_images(folder)[:max_images]
+    list_images(folder)  # a clear error now for a missing or empty folder
+    return folder
 
 
 def _latency_for(device: str, space: SearchSpace, auto_profile: bool):
@@ -143,9 +144,12 @@ def run_search_command(args: argparse.Namespace) -> int:
     if budget is None:
         budget = round(0.7 * latency.predict_ms(space.largest()), 1)
         print(f"NOTE: no --budget-ms: using 70% of the full model's predicted latency, {budget:g} ms")
-    images = _load_images(args.images, args.max_images, space.resolutions[0])
-    evaluator = make_evaluator("coco" if args.annotations else "fidelity", model, images=images,
-                               annotations=args.annotations, max_images=args.max_images)
+    if args.annotations:  # the COCO evaluator picks annotated images from the folder itself
+        evaluator = make_evaluator("coco", model, images=args.images, annotations=args.annotations,
+                                   max_images=args.max_images)
+    else:
+        images = _load_images(args.images, args.max_images, space.resolutions[0])
+        evaluator = make_evaluator("fidelity", model, images=images, max_images=args.max_images)
     storage = args.storage or default_storage()
     settings = SearchSettings(space=space.name, device=args.device, budget_ms=budget, trials=args.trials,
                               sampler=args.sampler, seed=args.seed, storage=storage,
@@ -167,6 +171,9 @@ def run_search_command(args: argparse.Namespace) -> int:
         tracker.log_front(render(front, "json"), plot)
     failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
     print()
+    if evaluator.skipped:
+        print(f"skipped {len(evaluator.skipped)} unreadable items: "
+              + ", ".join(name for name, _ in evaluator.skipped[:5]) + (" ..." if len(evaluator.skipped) > 5 else ""))
     print(render(front, "table"), end="")
     print(f"\nstudy {study.study_name}: {len(points)} completed trials, {failed} failed, "
           f"{len(front)} on the front")

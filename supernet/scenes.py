@@ -97,4 +97,6 @@ def _load_coco(path: str | Path):
             coco = COCO(str(path))
     except Exception as exc:
         raise UserError(f"{path}: not a COCO instances file ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(coco.dataset.get("images"), list) or not isinstance(coco.dataset.get("annotations"), list):
+        raise UserError(f"{path}: not a COCO instances file (expected 'images' and 'annotations' lists)")
     return coco, {img["file_name"]: img["id"] for img in coco.dataset.get("images", [])}
