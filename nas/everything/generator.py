@@ -1,0 +1,396 @@
+"""Segment-everything mask generator: prompt policies, filtering, NMS, RLE, and a decoder-output cache.
+
+``MaskGenerator(predictor, policy)`` works with any predictor that has the official
+``SamPredictor`` API (``set_image``, ``predict_torch``, ``transform.apply_coords``,
+``original_size``, ``input_size``, ``model.postprocess_masks``, ``model.mask_threshold``), so the
+same code runs on our predictor and on the official one. With ``Policy(kind="grid")`` it returns
+what ``segment_anything.SamAutomaticMaskGenerator`` returns for the same parameters.
+
+Records (one dict per mask): ``segmentation`` (HxW bool or COCO RLE; absent for output mode
+``boxes``), ``area`` (px), ``bbox`` (XYWH px, SAM's convention: width = x_max - x_min),
+``predicted_iou``, ``point_coords`` ([[x, y]] px), ``stability_score``, ``crop_box`` (XYWH px).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from . import masks as M
+from .policies import Policy, coarse_to_fine_order, policy_from_dict
+
+
+def image_key(image: np.ndarray) -> str:
+    """A content hash of an ``(H, W, 3)`` uint8 image (shape included)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(image.shape).encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
+
+
+class DecoderCache:
+    """Raw decoder outputs per (image, crop box, point): low-res logits ``(M, h, w)`` and IoU ``(M,)``.
+
+    Re-running the generator with other thresholds (or another policy whose points were already
+    decoded) then costs no decoder call. Least-recently-used entries go past ``max_bytes``.
+    The cache belongs to one model: do not share it between models.
+    """
+
+    def __init__(self, max_bytes: int = 2 << 30) -> None:
+        self.max_bytes = int(max_bytes)
+        self._points: OrderedDict = OrderedDict()
+        self._sizes: dict = {}
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    @staticmethod
+    def point_key(img: str, crop_box: list[int], point: np.ndarray) -> tuple:
+        return (img, tuple(int(v) for v in crop_box), float(point[0]), float(point[1]))
+
+    def get(self, key: tuple):
+        item = self._points.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._points.move_to_end(key)
+        return item
+
+    def put(self, key: tuple, low_res: torch.Tensor, iou: torch.Tensor) -> None:
+        if key in self._points:
+            return
+        low_res, iou = low_res.detach().clone(), iou.detach().clone()
+        self._points[key] = (low_res, iou)
+        self.nbytes += low_res.numel() * low_res.element_size() + iou.numel() * iou.element_size()
+        while self.nbytes > self.max_bytes and len(self._points) > 1:
+            _, (lr, io) = self._points.popitem(last=False)
+            self.nbytes -= lr.numel() * lr.element_size() + io.numel() * io.element_size()
+
+    def input_size(self, img: str, crop_box: list[int]):
+        return self._sizes.get((img, tuple(crop_box)))
+
+    def set_input_size(self, img: str, crop_box: list[int], size: tuple[int, int]) -> None:
+        self._sizes[(img, tuple(crop_box))] = tuple(size)
+
+
+class TimedPredictor:
+    """Proxy for a predictor that adds the wall time spent in ``set_image``/``predict_torch`` to ``model_ms``."""
+
+    def __init__(self, predictor) -> None:
+        self._p = predictor
+        self.model_ms = 0.0
+        self.calls = 0
+        self.prompts = 0
+
+    def __getattr__(self, name):
+        return getattr(self._p, name)
+
+    def set_image(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return self._p.set_image(*args, **kwargs)
+        finally:
+            self.model_ms += (time.perf_counter() - t) * 1000.0
+
+    def predict_torch(self, point_coords, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return self._p.predict_torch(point_coords, *args, **kwargs)
+        finally:
+            self.model_ms += (time.perf_counter() - t) * 1000.0
+            self.calls += 1
+            self.prompts += 0 if point_coords is None else int(point_coords.shape[0])
+
+
+class _Crop:
+    """State of one crop while its prompts are processed."""
+
+    def __init__(self, image: np.ndarray, box: list[int], layer: int, key: str) -> None:
+        x0, y0, x1, y1 = box
+        self.image = image[y0:y1, x0:x1, :]
+        self.hw = self.image.shape[:2]
+        self.box = box
+        self.layer = layer
+        self.key = key
+        self.embedded = False
+        self.input_size = None
+        self.covered = np.zeros(self.hw, dtype=bool)  # union of confident masks, crop frame
+        self.parts: list[dict] = []
+
+
+def _cat(parts: list[dict]) -> dict:
+    """Concatenate per-batch candidate dicts (tensors along dim 0, lists joined)."""
+    keys = ("iou", "stability", "boxes", "points", "rles")
+    if not parts:
+        return {"iou": torch.zeros(0), "stability": torch.zeros(0), "boxes": torch.zeros((0, 4), dtype=torch.int64),
+                "points": torch.zeros((0, 2), dtype=torch.float64), "rles": []}
+    out = {}
+    for k in keys:
+        vals = [p[k] for p in parts]
+        out[k] = sum(vals, []) if k == "rles" else torch.cat(vals, dim=0)
+    return out
+
+
+def _select(data: dict, idx: torch.Tensor) -> dict:
+    out = {k: v[idx] for k, v in data.items() if isinstance(v, torch.Tensor)}
+    out["rles"] = [data["rles"][i] for i in idx.tolist()]
+    return out
+
+
+class MaskGenerator:
+    """Automatic mask generation over a whole image with a prompt-sampling :class:`Policy`.
+
+    ``stats`` (after :meth:`generate`) counts, for the last image: ``prompts_requested`` and
+    ``decoder_calls_requested`` (what the policy asked for), ``prompts`` and ``decoder_calls``
+    (what actually ran, after the cache), ``encoder_calls``, ``crops``, ``masks`` and the wall
+    time split ``model_ms`` (encoder + decoder) / ``total_ms``.
+    """
+
+    def __init__(self, predictor, policy: Policy | dict | None = None, cache: DecoderCache | None = None,
+                 **overrides) -> None:
+        if isinstance(policy, dict):
+            policy = policy_from_dict(policy)
+        policy = policy or Policy()
+        if overrides:
+            policy = policy_from_dict({**policy.to_dict(), **overrides})
+        self.policy = policy
+        self.predictor = predictor
+        self.cache = cache
+        self.stats: dict = {}
+        self._grids = M.layer_point_grids(policy.points_per_side, policy.crop_n_layers,
+                                          policy.crop_n_points_downscale_factor)
+
+    # ---- public ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, image: np.ndarray, key: str | None = None) -> list[dict]:
+        """``(H, W, 3)`` uint8 RGB -> mask records sorted as SAM's generator sorts them."""
+        t0 = time.perf_counter()
+        self.stats = {"prompts_requested": 0, "decoder_calls_requested": 0, "prompts": 0, "decoder_calls": 0,
+                      "encoder_calls": 0, "crops": 0, "model_ms": 0.0}
+        data = self.generate_data(image, key)
+        records = self.records(data)
+        self.stats["masks"] = len(records)
+        self.stats["total_ms"] = (time.perf_counter() - t0) * 1000.0
+        return records
+
+    def generate_data(self, image: np.ndarray, key: str | None = None) -> dict:
+        """Candidates after all filtering: tensors ``iou, stability, boxes (XYXY), points, crop_boxes`` + ``rles``."""
+        p = self.policy
+        hw = image.shape[:2]
+        key = key or (image_key(image) if self.cache is not None else "")
+        boxes, layers = M.crop_boxes(hw, p.crop_n_layers, p.crop_overlap_ratio)
+        parts = []
+        for box, layer in zip(boxes, layers):
+            crop = _Crop(image, box, layer, key)
+            self._run_policy(crop, hw)
+            parts.append(self._finish_crop(crop))
+            self.stats["crops"] += 1
+        data = _cat(parts)
+        data["crop_boxes"] = torch.cat([q["crop_boxes"] for q in parts]) if parts else torch.zeros((0, 4))
+        if len(boxes) > 1 and len(data["rles"]):
+            scores = 1 / _box_area(data["crop_boxes"])
+            data = _select(data, M.nms(data["boxes"], scores, p.crop_nms_thresh))
+        if p.min_mask_region_area > 0 and len(data["rles"]):
+            data = self._clean_small_regions(data)
+        return data
+
+    def records(self, data: dict) -> list[dict]:
+        """Candidate dict -> list of record dicts in the configured output mode."""
+        mode = self.policy.output_mode
+        areas = M.rle_areas(data["rles"])
+        binary = M.decode_rles(data["rles"]) if mode == "binary_mask" and data["rles"] else None
+        out = []
+        for i in range(len(data["rles"])):
+            rec = {}
+            if mode == "binary_mask":
+                rec["segmentation"] = binary[i]
+            elif mode == "coco_rle":
+                rec["segmentation"] = data["rles"][i]
+            b = data["boxes"][i].tolist()
+            c = data["crop_boxes"][i].tolist()
+            rec.update({
+                "area": areas[i],
+                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                "predicted_iou": data["iou"][i].item(),
+                "point_coords": [data["points"][i].tolist()],
+                "stability_score": data["stability"][i].item(),
+                "crop_box": [c[0], c[1], c[2] - c[0], c[3] - c[1]],
+            })
+            out.append(rec)
+        return out
+
+    # ---- policies -------------------------------------------------------------------------------
+    def _run_policy(self, crop: _Crop, image_hw) -> None:
+        p = self.policy
+        scale = np.array(crop.hw, dtype=float)[None, ::-1]  # (1, 2) as (w, h)
+        dense = self._grids[crop.layer] * scale
+        if p.kind == "grid":
+            self._run_points(crop, dense, image_hw)
+        elif p.kind == "hierarchical":
+            n_sparse = int(p.sparse_points_per_side / (p.crop_n_points_downscale_factor ** crop.layer))
+            self._run_points(crop, M.point_grid(n_sparse) * scale, image_hw)
+            self._run_points(crop, dense[~self._covered(crop, dense)], image_hw)
+        else:  # adaptive
+            n = int(p.points_per_side / (p.crop_n_points_downscale_factor ** crop.layer))
+            ordered = dense[coarse_to_fine_order(n)]
+            done = 0
+            for start in range(0, len(ordered), p.points_per_batch):
+                chunk = ordered[start:start + p.points_per_batch]
+                covered = self._covered(crop, chunk)
+                if done >= p.min_prompts and covered.mean() >= p.stop_coverage:
+                    break
+                self._run_points(crop, chunk[~covered], image_hw)
+                done += int((~covered).sum())
+
+    @staticmethod
+    def _covered(crop: _Crop, points: np.ndarray) -> np.ndarray:
+        """``(P,)`` bool: the point (crop frame, px) lies inside a confident mask found so far."""
+        if len(points) == 0:
+            return np.zeros(0, dtype=bool)
+        h, w = crop.hw
+        xs = np.clip(points[:, 0].astype(int), 0, w - 1)
+        ys = np.clip(points[:, 1].astype(int), 0, h - 1)
+        return crop.covered[ys, xs]
+
+    def _run_points(self, crop: _Crop, points: np.ndarray, image_hw) -> None:
+        """Decode ``points`` (crop frame, px, float64) in batches and keep the filtered candidates."""
+        p = self.policy
+        for start in range(0, len(points), p.points_per_batch):
+            batch = points[start:start + p.points_per_batch]
+            logits, iou = self._decode(crop, batch)
+            part, kept_masks = self._filter(crop, logits, iou, batch, image_hw)
+            crop.parts.append(part)
+            if p.kind != "grid" and len(kept_masks):
+                confident = (part["iou"] >= p.confidence_thresh).numpy()
+                if confident.any():
+                    crop.covered |= kept_masks[torch.as_tensor(confident)].any(dim=0).cpu().numpy()
+
+    # ---- decoder + cache ------------------------------------------------------------------------
+    def _embed(self, crop: _Crop) -> None:
+        if not crop.embedded:
+            t = time.perf_counter()
+            self.predictor.set_image(crop.image)
+            self.stats["model_ms"] += (time.perf_counter() - t) * 1000.0
+            self.stats["encoder_calls"] += 1
+            crop.embedded = True
+            crop.input_size = tuple(self.predictor.input_size)
+            if self.cache is not None:
+                self.cache.set_input_size(crop.key, crop.box, crop.input_size)
+
+    def _decode(self, crop: _Crop, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P, 2)`` points -> upscaled logits ``(P, M, h, w)`` and IoU ``(P, M)`` for the crop."""
+        self.stats["prompts_requested"] += len(points)
+        self.stats["decoder_calls_requested"] += 1
+        cache = self.cache
+        keys = [cache.point_key(crop.key, crop.box, pt) for pt in points] if cache is not None else None
+        hits = [cache.get(k) for k in keys] if cache is not None else [None] * len(points)
+        missing = [i for i, h in enumerate(hits) if h is None]
+        logits = iou = None
+        if missing:
+            self._embed(crop)
+            miss_pts = points[missing]
+            coords = self.predictor.transform.apply_coords(miss_pts, crop.hw)
+            coords = torch.as_tensor(coords, device=self.predictor.device)
+            labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
+            t = time.perf_counter()
+            m_logits, m_iou, m_low = self.predictor.predict_torch(coords[:, None, :], labels[:, None],
+                                                                  multimask_output=True, return_logits=True)
+            self.stats["model_ms"] += (time.perf_counter() - t) * 1000.0
+            self.stats["decoder_calls"] += 1
+            self.stats["prompts"] += len(missing)
+            if cache is not None:
+                for j, i in enumerate(missing):
+                    cache.put(keys[i], m_low[j].cpu(), m_iou[j].cpu())
+            if len(missing) == len(points):
+                return m_logits, m_iou
+        # assemble from cache (+ the fresh ones)
+        input_size = crop.input_size or cache.input_size(crop.key, crop.box)
+        hit_idx = [i for i, h in enumerate(hits) if h is not None]
+        low = torch.stack([hits[i][0] for i in hit_idx])
+        device = self.predictor.device
+        hit_logits = self.predictor.model.postprocess_masks(low.to(device), input_size, crop.hw)
+        hit_iou = torch.stack([hits[i][1] for i in hit_idx]).to(device)
+        if not missing:
+            return hit_logits, hit_iou
+        logits = torch.empty((len(points),) + tuple(hit_logits.shape[1:]), dtype=hit_logits.dtype, device=device)
+        iou = torch.empty((len(points), hit_iou.shape[1]), dtype=hit_iou.dtype, device=device)
+        logits[hit_idx], iou[hit_idx] = hit_logits, hit_iou
+        logits[missing], iou[missing] = m_logits, m_iou
+        return logits, iou
+
+    # ---- filtering ------------------------------------------------------------------------------
+    def _filter(self, crop: _Crop, logits: torch.Tensor, iou: torch.Tensor, points: np.ndarray,
+                image_hw) -> tuple[dict, torch.Tensor]:
+        """One batch's candidates -> kept part (image-frame RLEs) and its crop-frame binary masks.
+
+        Order of filters: predicted IoU (> thresh), stability (>= thresh), binarise, box, crop edge.
+        """
+        p = self.policy
+        thr = float(self.predictor.model.mask_threshold)
+        n_out = logits.shape[1]
+        logits = logits.flatten(0, 1)
+        scores = iou.flatten(0, 1)
+        pts = torch.as_tensor(np.repeat(points, n_out, axis=0))
+        keep = torch.ones(len(scores), dtype=torch.bool, device=scores.device)
+        if p.pred_iou_thresh > 0.0:
+            keep &= scores > p.pred_iou_thresh
+        idx = torch.nonzero(keep).flatten()
+        logits, scores, pts = logits[idx], scores[idx], pts[idx.cpu()]
+        stability = M.stability_scores(logits, thr, p.stability_score_offset)
+        if p.stability_score_thresh > 0.0:
+            k = stability >= p.stability_score_thresh
+            logits, scores, pts, stability = logits[k], scores[k], pts[k.cpu()], stability[k]
+        binary = logits > thr
+        boxes = M.masks_to_boxes(binary)
+        h, w = image_hw
+        k = ~M.near_crop_edge(boxes.cpu(), crop.box, [0, 0, w, h]).to(boxes.device)
+        if not bool(k.all()):
+            binary, scores, pts, stability, boxes = binary[k], scores[k], pts[k.cpu()], stability[k], boxes[k]
+        rles = M.encode_rles(M.paste_masks(binary, crop.box, image_hw))
+        part = {"iou": scores.cpu(), "stability": stability.cpu(), "boxes": boxes.cpu(), "points": pts, "rles": rles}
+        return part, binary
+
+    def _finish_crop(self, crop: _Crop) -> dict:
+        """NMS within the crop, then boxes and points to the image frame."""
+        data = _cat(crop.parts)
+        crop.parts = []
+        data = _select(data, M.nms(data["boxes"], data["iou"], self.policy.box_nms_thresh))
+        x0, y0 = crop.box[0], crop.box[1]
+        data["boxes"] = data["boxes"] + torch.tensor([[x0, y0, x0, y0]])
+        data["points"] = data["points"] + torch.tensor([[x0, y0]])
+        data["crop_boxes"] = torch.tensor([crop.box] * len(data["rles"]), dtype=torch.int64).reshape(-1, 4)
+        return data
+
+    def _clean_small_regions(self, data: dict) -> dict:
+        """Fill small holes and drop small islands, then NMS again preferring unchanged masks."""
+        p = self.policy
+        masks = M.decode_rles(data["rles"])
+        cleaned, unchanged = [], []
+        for m in masks:
+            m2, c1 = M.remove_small_regions(m, p.min_mask_region_area, "holes")
+            m2, c2 = M.remove_small_regions(m2, p.min_mask_region_area, "islands")
+            cleaned.append(m2)
+            unchanged.append(float(not (c1 or c2)))
+        cleaned_t = torch.as_tensor(np.stack(cleaned))
+        boxes = M.masks_to_boxes(cleaned_t)
+        keep = M.nms(boxes, torch.tensor(unchanged), max(p.box_nms_thresh, p.crop_nms_thresh))
+        data = dict(data)
+        data["rles"] = list(data["rles"])
+        data["boxes"] = data["boxes"].clone()
+        for i in keep.tolist():
+            if unchanged[i] == 0.0:
+                data["rles"][i] = M.encode_rles(cleaned_t[i:i + 1])[0]
+                data["boxes"][i] = boxes[i]
+        return _select(data, keep)
+
+
+def _box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """``(N, 4)`` XYXY -> ``(N,)`` area ``(x1-x0)*(y1-y0)`` in the boxes' dtype."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
