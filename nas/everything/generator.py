@@ -234,8 +234,9 @@ class MaskGenerator:
         if p.kind == "grid":
             self._run_points(crop, dense, image_hw)
         elif p.kind == "hierarchical":
-            n_sparse = int(p.sparse_points_per_side / (p.crop_n_points_downscale_factor ** crop.layer))
-            self._run_points(crop, M.point_grid(n_sparse) * scale, image_hw)
+            n_sparse = max(1, int(p.sparse_points_per_side / (p.crop_n_points_downscale_factor ** crop.layer)))
+            best = self._run_points(crop, M.point_grid(n_sparse) * scale, image_hw)
+            self._cover_cells(crop, best.reshape(n_sparse, n_sparse) >= p.confidence_thresh)
             self._run_points(crop, dense[~self._covered(crop, dense)], image_hw)
         else:  # adaptive
             n = int(p.points_per_side / (p.crop_n_points_downscale_factor ** crop.layer))
@@ -259,18 +260,34 @@ class MaskGenerator:
         ys = np.clip(points[:, 1].astype(int), 0, h - 1)
         return crop.covered[ys, xs]
 
-    def _run_points(self, crop: _Crop, points: np.ndarray, image_hw) -> None:
-        """Decode ``points`` (crop frame, px, float64) in batches and keep the filtered candidates."""
+    @staticmethod
+    def _cover_cells(crop: _Crop, confident: np.ndarray) -> None:
+        """Mark as covered the grid cells (``(n, n)`` bool, row = y) whose sparse point gave a confident mask."""
+        n = confident.shape[0]
+        h, w = crop.hw
+        ys = np.round(np.arange(n + 1) * h / n).astype(int)
+        xs = np.round(np.arange(n + 1) * w / n).astype(int)
+        for i, j in zip(*np.nonzero(confident)):
+            crop.covered[ys[i]:ys[i + 1], xs[j]:xs[j + 1]] = True
+
+    def _run_points(self, crop: _Crop, points: np.ndarray, image_hw) -> np.ndarray:
+        """Decode ``points`` (crop frame, px, float64) in batches and keep the filtered candidates.
+
+        Returns each point's best predicted IoU ``(P,)``.
+        """
         p = self.policy
+        best = []
         for start in range(0, len(points), p.points_per_batch):
             batch = points[start:start + p.points_per_batch]
             logits, iou = self._decode(crop, batch)
-            part, kept_masks = self._filter(crop, logits, iou, batch, image_hw)
-            crop.parts.append(part)
-            if p.kind != "grid" and len(kept_masks):
-                confident = (part["iou"] >= p.confidence_thresh).numpy()
-                if confident.any():
-                    crop.covered |= kept_masks[torch.as_tensor(confident)].any(dim=0).cpu().numpy()
+            best.append(iou.amax(dim=1).cpu().numpy())
+            if p.kind != "grid":  # coverage: every decoded mask the model is confident in, before filtering
+                confident = iou.flatten(0, 1) >= p.confidence_thresh
+                if bool(confident.any()):
+                    found = logits.flatten(0, 1)[confident] > float(self.predictor.model.mask_threshold)
+                    crop.covered |= found.any(dim=0).cpu().numpy()
+            crop.parts.append(self._filter(crop, logits, iou, batch, image_hw))
+        return np.concatenate(best) if best else np.zeros(0)
 
     # ---- decoder + cache ------------------------------------------------------------------------
     def _embed(self, crop: _Crop) -> None:
@@ -327,8 +344,8 @@ class MaskGenerator:
 
     # ---- filtering ------------------------------------------------------------------------------
     def _filter(self, crop: _Crop, logits: torch.Tensor, iou: torch.Tensor, points: np.ndarray,
-                image_hw) -> tuple[dict, torch.Tensor]:
-        """One batch's candidates -> kept part (image-frame RLEs) and its crop-frame binary masks.
+                image_hw) -> dict:
+        """One batch's candidates -> the kept part (boxes crop frame, RLEs image frame).
 
         Order of filters: predicted IoU (> thresh), stability (>= thresh), binarise, box, crop edge.
         """
@@ -355,7 +372,7 @@ class MaskGenerator:
             binary, scores, pts, stability, boxes = binary[k], scores[k], pts[k.cpu()], stability[k], boxes[k]
         rles = M.encode_rles(M.paste_masks(binary, crop.box, image_hw))
         part = {"iou": scores.cpu(), "stability": stability.cpu(), "boxes": boxes.cpu(), "points": pts, "rles": rles}
-        return part, binary
+        return part
 
     def _finish_crop(self, crop: _Crop) -> dict:
         """NMS within the crop, then boxes and points to the image frame."""

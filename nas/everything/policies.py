@@ -4,7 +4,8 @@ A :class:`Policy` holds every knob of the generator. ``kind`` picks how prompts 
 
 - ``grid``: SAM's automatic mask generator, a regular ``points_per_side``² grid per crop;
 - ``hierarchical``: a sparse ``sparse_points_per_side``² grid first, then the dense grid's points
-  only where no confident mask (predicted IoU >= ``confidence_thresh``) was found;
+  only where no confident mask (predicted IoU >= ``confidence_thresh``) was found: outside every
+  confident mask and outside the grid cells whose sparse point gave one;
 - ``adaptive``: the dense grid's points in coarse-to-fine order, skipping points already inside a
   confident mask, and stopping once a batch of new points is mostly (>= ``stop_coverage``) covered.
 

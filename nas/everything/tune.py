@@ -1,0 +1,325 @@
+"""Tuning the segment-everything policy for one model, device and time budget (Optuna, two objectives).
+
+Objectives: quality (maximised) and time per image in ms (minimised), with ``time <= budget`` as
+a constraint. Quality is
+
+- with COCO annotations: class-agnostic mask AR averaged over K = 10, 100, 1000 detections
+  (pycocotools ``COCOeval``, ``iouType="segm"``, ``useCats=0``);
+- without: agreement with a reference policy's masks (SAM's dense default grid unless told):
+  ``matched * mean_iou``, where ``matched`` is the fraction of reference masks matched one-to-one
+  at IoU >= 0.5 and ``mean_iou`` the mean IoU of those matches (both are stored on the trial).
+
+Time is ``predicted`` by default: encoder ms x crops + per-call and per-prompt decoder ms (fitted
+once on this machine) x what the policy asks for + the measured filtering/NMS/RLE time. All trials
+share one :class:`DecoderCache`, so a trial re-decodes only points never seen before. ``measured``
+times the whole generator on each image instead (no cache).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+
+from supernet.errors import UserError
+from supernet.images import ImageReader, list_images
+
+from . import masks as M
+from .generator import DecoderCache, MaskGenerator
+from .policies import Policy, policy_from_dict, save_policy
+
+AR_DETS = (10, 100, 1000)
+TIME_MODES = ("predicted", "measured")
+
+
+# ---- quality ------------------------------------------------------------------------------------
+def mask_ar(gt: dict, predictions: dict[int, list[dict]], max_dets: tuple[int, ...] = AR_DETS) -> dict:
+    """Class-agnostic mask AR@K over the images in ``predictions`` (COCOeval segm, useCats=0).
+
+    ``gt`` is a COCO instances dict; ``predictions`` maps image id -> records with a COCO-RLE
+    ``segmentation`` and a score (``predicted_iou``). Returns ``{"AR@10": .., "AR@100": .., "AR@1000": ..,
+    "quality": mean of them}``.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ids = sorted(predictions)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {"images": gt["images"], "annotations": gt["annotations"],
+                           "categories": [{"id": 1, "name": "object"}]}
+        coco_gt.dataset["annotations"] = [dict(a, category_id=1) for a in gt["annotations"]]
+        coco_gt.createIndex()
+        dets = [{"image_id": i, "category_id": 1, "segmentation": r["segmentation"],
+                 "score": float(r["predicted_iou"])} for i in ids for r in predictions[i]]
+        if not dets:
+            return {**{f"AR@{k}": 0.0 for k in max_dets}, "quality": 0.0}
+        coco_dt = coco_gt.loadRes(dets)
+        ev = COCOeval(coco_gt, coco_dt, iouType="segm")
+        ev.params.useCats = 0
+        ev.params.imgIds = ids
+        ev.params.maxDets = list(max_dets)
+        ev.evaluate()
+        ev.accumulate()
+    recall = ev.eval["recall"]  # (T iou thresholds, K cats, A areas, M maxDets)
+    out = {}
+    for m, k in enumerate(max_dets):
+        r = recall[:, :, 0, m]
+        valid = r[r > -1]
+        out[f"AR@{k}"] = float(valid.mean()) if valid.size else 0.0
+    out["quality"] = float(np.mean([out[f"AR@{k}"] for k in max_dets]))
+    return out
+
+
+def agreement(reference: list[dict], candidate: list[dict], iou_threshold: float = 0.5) -> dict:
+    """How well ``candidate`` RLEs reproduce ``reference`` RLEs.
+
+    Greedy one-to-one matching by decreasing IoU, pairs with IoU >= ``iou_threshold``.
+    Returns ``matched`` (fraction of reference masks matched), ``mean_iou`` (over matches),
+    ``quality = matched * mean_iou``; both empty counts as full agreement.
+    """
+    if not reference:
+        q = 1.0 if not candidate else 0.0
+        return {"matched": q, "mean_iou": q, "quality": q}
+    iou = M.rle_iou(reference, candidate)
+    pairs = []
+    if iou.size:
+        order = np.argsort(-iou, axis=None, kind="stable")
+        used_r, used_c = set(), set()
+        for flat in order:
+            r, c = divmod(int(flat), iou.shape[1])
+            if iou[r, c] < iou_threshold:
+                break
+            if r in used_r or c in used_c:
+                continue
+            used_r.add(r)
+            used_c.add(c)
+            pairs.append(iou[r, c])
+    matched = len(pairs) / len(reference)
+    mean_iou = float(np.mean(pairs)) if pairs else 0.0
+    return {"matched": matched, "mean_iou": mean_iou, "quality": matched * mean_iou}
+
+
+# ---- time ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CostModel:
+    """Per-image time in ms from the generator's counts: encoder per crop, decoder per call and per prompt."""
+
+    encoder_ms: float
+    decoder_call_ms: float
+    decoder_prompt_ms: float
+
+    def predict_ms(self, stats: dict) -> float:
+        """``stats`` from :class:`MaskGenerator` -> ms (model part predicted, filtering measured)."""
+        overhead = max(0.0, stats["total_ms"] - stats["model_ms"])
+        return (self.encoder_ms * stats["crops"] + self.decoder_call_ms * stats["decoder_calls_requested"]
+                + self.decoder_prompt_ms * stats["prompts_requested"] + overhead)
+
+
+def calibrate(predictor, image: np.ndarray, batch: int = 64, repeats: int = 3) -> CostModel:
+    """Time ``set_image`` and 1-point / ``batch``-point decoder calls on ``image``; fit a + b * prompts."""
+    from nas.timing import time_callable
+
+    enc = time_callable(lambda: predictor.set_image(image), repeats=repeats, warmup=1).median_ms
+    h, w = image.shape[:2]
+
+    def decode(n: int):
+        pts = np.stack([np.linspace(0, w - 1, n), np.linspace(0, h - 1, n)], axis=1)
+        coords = torch.as_tensor(predictor.transform.apply_coords(pts, (h, w)), device=predictor.device)
+        labels = torch.ones(n, dtype=torch.int, device=predictor.device)
+        return lambda: predictor.predict_torch(coords[:, None], labels[:, None], multimask_output=True,
+                                               return_logits=True)
+
+    t1 = time_callable(decode(1), repeats=repeats, warmup=1).median_ms
+    tb = time_callable(decode(batch), repeats=repeats, warmup=1).median_ms
+    per_prompt = max(0.0, (tb - t1) / (batch - 1))
+    return CostModel(encoder_ms=enc, decoder_call_ms=max(0.0, t1 - per_prompt), decoder_prompt_ms=per_prompt)
+
+
+# ---- search space -------------------------------------------------------------------------------
+def suggest_policy(trial: optuna.Trial, max_points_per_side: int = 32, max_crop_layers: int = 1) -> Policy:
+    """A policy from the trial: kind, grid density, thresholds, crops and the kind's own knobs."""
+    sides = [s for s in (4, 6, 8, 12, 16, 24, 32, 48, 64) if s <= max_points_per_side] or [max_points_per_side]
+    kind = trial.suggest_categorical("kind", ["grid", "hierarchical", "adaptive"])
+    d = {
+        "kind": kind,
+        "points_per_side": trial.suggest_categorical("points_per_side", sides),
+        "pred_iou_thresh": trial.suggest_float("pred_iou_thresh", 0.3, 0.95),
+        "stability_score_thresh": trial.suggest_float("stability_score_thresh", 0.5, 0.98),
+        "box_nms_thresh": trial.suggest_float("box_nms_thresh", 0.4, 0.9),
+        "crop_n_layers": trial.suggest_int("crop_n_layers", 0, max_crop_layers),
+        "output_mode": "coco_rle",
+    }
+    if d["crop_n_layers"]:
+        d["crop_n_points_downscale_factor"] = trial.suggest_categorical("crop_n_points_downscale_factor", [1, 2])
+    if kind == "hierarchical":
+        d["sparse_points_per_side"] = trial.suggest_categorical("sparse_points_per_side",
+                                                                [s for s in sides if s <= 16] or [sides[0]])
+    if kind != "grid":
+        d["confidence_thresh"] = trial.suggest_float("confidence_thresh", 0.3, 0.95)
+    if kind == "adaptive":
+        d["stop_coverage"] = trial.suggest_float("stop_coverage", 0.5, 1.0)
+    return policy_from_dict(d)
+
+
+# ---- driver -------------------------------------------------------------------------------------
+def read_images(folder: str | Path, max_images: int | None = None, log=print) -> tuple[list, list]:
+    """``([(path, image)], skipped [(path, reason)])``; unreadable files are reported through ``log`` and skipped."""
+    reader = ImageReader(on_skip=lambda path, why: log(f"skipped {path}: {why}"))
+    paths = list_images(folder)
+    images = []
+    for path, img in reader.read(paths):
+        images.append((path, img))
+        if max_images and len(images) >= max_images:
+            break
+    if not images:
+        raise UserError(f"{folder}: no readable images ({len(reader.skipped)} skipped)")
+    return images, reader.skipped
+
+
+def load_annotations(path: str | Path, images: list) -> tuple[dict, dict[str, int]]:
+    """COCO instances JSON -> ``(gt dict, file name -> image id)``; UserError when no image matches."""
+    path = Path(path)
+    try:
+        gt = json.loads(path.read_text())
+        ids = {Path(im["file_name"]).name: int(im["id"]) for im in gt["images"]}
+        gt["annotations"]  # noqa: B018 - must exist
+    except FileNotFoundError:
+        raise UserError(f"--annotations {path}: file not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"--annotations {path}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
+    if not any(p.name in ids for p, _ in images):
+        raise UserError(f"--annotations {path}: none of the images' file names appear in its 'images'")
+    return gt, ids
+
+
+@dataclass
+class Evaluation:
+    """A policy's result on the tuning images."""
+
+    quality: float
+    time_ms: float
+    metrics: dict
+    stats: dict
+
+
+class PolicyEvaluator:
+    """Runs policies on fixed images with one shared cache; quality by AR@K or agreement."""
+
+    def __init__(self, predictor, images: list, annotations: tuple[dict, dict] | None = None,
+                 reference_policy: Policy | None = None, time_mode: str = "predicted",
+                 cost: CostModel | None = None, cache_bytes: int = 2 << 30) -> None:
+        if time_mode not in TIME_MODES:
+            raise UserError(f"--time {time_mode!r}: expected one of {list(TIME_MODES)}")
+        self.predictor = predictor
+        self.images = images
+        self.time_mode = time_mode
+        self.cache = DecoderCache(cache_bytes)
+        self.cost = cost or (calibrate(predictor, images[0][1]) if time_mode == "predicted" else None)
+        self.gt = None
+        if annotations is not None:
+            gt, ids = annotations
+            self.images = [(p, im) for p, im in images if p.name in ids]
+            self.ids = {p.name: ids[p.name] for p, _ in self.images}
+            self.gt = gt
+        self.reference = None
+        if self.gt is None:
+            ref = reference_policy or Policy(output_mode="coco_rle")
+            ref = policy_from_dict({**ref.to_dict(), "output_mode": "coco_rle"})
+            self.reference = [MaskGenerator(predictor, ref, cache=self.cache).generate(im) for _, im in self.images]
+
+    def evaluate(self, policy: Policy) -> Evaluation:
+        policy = policy_from_dict({**policy.to_dict(), "output_mode": "coco_rle"})
+        results, times, totals = [], [], {}
+        for path, img in self.images:
+            gen = MaskGenerator(self.predictor, policy, cache=self.cache if self.time_mode == "predicted" else None)
+            recs = gen.generate(img)
+            results.append(recs)
+            times.append(self.cost.predict_ms(gen.stats) if self.time_mode == "predicted" else gen.stats["total_ms"])
+            for k in ("prompts_requested", "decoder_calls_requested", "crops", "masks"):
+                totals[k] = totals.get(k, 0) + gen.stats[k]
+        n = len(self.images)
+        stats = {k: v / n for k, v in totals.items()}
+        if self.gt is not None:
+            metrics = mask_ar(self.gt, {self.ids[p.name]: r for (p, _), r in zip(self.images, results)})
+        else:
+            per = [agreement([x["segmentation"] for x in ref], [x["segmentation"] for x in r])
+                   for ref, r in zip(self.reference, results)]
+            metrics = {k: float(np.mean([m[k] for m in per])) for k in ("matched", "mean_iou", "quality")}
+        return Evaluation(quality=metrics["quality"], time_ms=float(np.median(times)), metrics=metrics, stats=stats)
+
+
+def _constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return [trial.user_attrs.get("constraint", 0.0)]
+
+
+def tune_everything(predictor, images: list, device: str, budget_ms: float, trials: int, model_tag: str,
+                    storage: str | None = None, annotations: tuple[dict, dict] | None = None,
+                    out: str | Path | None = None, sampler: str = "nsga2", seed: int = 0,
+                    time_mode: str = "predicted", max_points_per_side: int = 32, max_crop_layers: int = 1,
+                    reference_policy: Policy | None = None, log=print) -> dict:
+    """Run (or resume) the ``<model>@<device>@<budget>ms@everything`` study to ``trials`` finished trials.
+
+    The first trials are SAM's default grid and a default hierarchical policy, so the front always
+    holds the baseline. Writes the best policy within the budget (highest quality; the fastest
+    trial when none fits) to ``out`` and returns a summary dict.
+    """
+    from nas.study import make_sampler, open_storage, study_name
+
+    name = study_name(model_tag, device, budget_ms, suffix="everything")
+    evaluator = PolicyEvaluator(predictor, images, annotations, reference_policy, time_mode)
+    study = optuna.create_study(study_name=name, storage=open_storage(storage), load_if_exists=True,
+                                directions=["maximize", "minimize"],
+                                sampler=make_sampler(sampler, seed, constraints_func=_constraint))
+    if not study.trials:
+        for params in ({"kind": "grid", "points_per_side": min(32, max_points_per_side), "pred_iou_thresh": 0.88,
+                        "stability_score_thresh": 0.95, "box_nms_thresh": 0.7, "crop_n_layers": 0},
+                       {"kind": "hierarchical", "points_per_side": min(32, max_points_per_side),
+                        "pred_iou_thresh": 0.88, "stability_score_thresh": 0.95, "box_nms_thresh": 0.7,
+                        "crop_n_layers": 0, "sparse_points_per_side": min(8, max_points_per_side),
+                        "confidence_thresh": 0.5})[:max(1, trials)]:
+            study.enqueue_trial(params, skip_if_exists=True)
+
+    def objective(trial: optuna.Trial):
+        policy = suggest_policy(trial, max_points_per_side, max_crop_layers)
+        ev = evaluator.evaluate(policy)
+        trial.set_user_attr("config", json.dumps(policy.to_dict(), sort_keys=True))
+        trial.set_user_attr("quality", ev.quality)
+        trial.set_user_attr("predicted_ms", ev.time_ms)
+        trial.set_user_attr("metrics", ev.metrics)
+        trial.set_user_attr("stats", ev.stats)
+        trial.set_user_attr("evaluator", "mask_ar" if evaluator.gt is not None else "agreement")
+        trial.set_user_attr("constraint", ev.time_ms - budget_ms)
+        log(f"trial {trial.number}: {policy.kind} pps={policy.points_per_side} quality={ev.quality:.4f} "
+            f"time={ev.time_ms:.1f} ms prompts/img={ev.stats['prompts_requested']:.0f}")
+        return ev.quality, ev.time_ms
+
+    done = len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+    if trials - done > 0:
+        study.optimize(objective, n_trials=trials - done, catch=())
+    best = best_trial(study, budget_ms)
+    policy = policy_from_dict(json.loads(best.user_attrs["config"]))
+    meta = {"study": name, "trial": best.number, "model": model_tag, "device": device, "budget_ms": budget_ms,
+            "quality": best.values[0], "time_ms": best.values[1], "time_mode": time_mode,
+            "evaluator": best.user_attrs.get("evaluator"), "metrics": best.user_attrs.get("metrics"),
+            "images": len(evaluator.images), "within_budget": best.values[1] <= budget_ms}
+    if out is not None:
+        save_policy(policy, out, meta)
+    return {"study": name, "best": meta, "policy": policy, "trials": len(study.trials), "out": str(out) if out else None,
+            "cost_model": evaluator.cost.__dict__ if evaluator.cost else None}
+
+
+def best_trial(study: optuna.Study, budget_ms: float) -> optuna.trial.FrozenTrial:
+    """Highest quality within the budget (faster wins ties); the fastest trial when none fits."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise UserError(f"study {study.study_name}: no completed trials")
+    fits = [t for t in done if t.values[1] <= budget_ms]
+    if fits:
+        return max(fits, key=lambda t: (t.values[0], -t.values[1]))
+    return min(done, key=lambda t: t.values[1])
