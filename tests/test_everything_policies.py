@@ -89,3 +89,15 @@ def test_coarse_to_fine_order_prefixes_are_sub_grids():
 def test_policy_validation_names_the_field(field, value, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         policy_from_dict({field: value})
+
+
+def test_real_photo_runs_all_policies(predictor, shared_data):
+    from supernet.images import list_images, load_image
+
+    photo = load_image(list_images(shared_data / "images")[0])
+    for kind in ("grid", "hierarchical", "adaptive"):
+        policy = Policy(kind=kind, points_per_side=8, sparse_points_per_side=4, pred_iou_thresh=0.5,
+                        stability_score_thresh=0.6, output_mode="coco_rle", min_prompts=8)
+        records = MaskGenerator(predictor, policy).generate(photo)
+        if records:
+            check_records(records, photo, policy)
