@@ -16,50 +16,98 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name; UserError when there are none."""
+    """Image files directly inside ``folder`` (not its subfolders), sorted by name.
+
+    A file counts when its suffix is one of :data:`IMAGE_SUFFIXES`, in any case. Raises
+    UserError naming the folder when it is missing, is a file, or holds no image.
+    """
     folder = Path(folder)
     if not folder.exists():
         raise UserError(f"{folder}: image folder does not exist")
     if not folder.is_dir():
         raise UserError(f"{folder}: expected a folder of images, got a file")
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot list the image folder ({exc.strerror or exc})") from None
     if not paths:
         raise UserError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     return paths
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB, EXIF orientation applied; UserError naming the file when unreadable."""
+    """``(H, W, 3)`` uint8 RGB, EXIF orientation applied; UserError naming the file when unreadable.
+
+    Grayscale, palette, RGBA (alpha dropped) and CMYK files are converted to RGB; 16-bit and
+    float grayscale is scaled to 0-255 (see :func:`to_rgb8`).
+    """
     path = Path(path)
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.array(img.convert("RGB"))
+            try:
+                img = ImageOps.exif_transpose(img)
+            except Exception:  # a malformed EXIF block: keep the pixels as stored
+                pass
+            return to_rgb8(img)
     except FileNotFoundError:
         raise UserError(f"{path}: image file not found") from None
     except Exception as exc:  # PIL raises several types for truncated or foreign files
         raise UserError(f"{path}: unreadable image ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB of a PIL image of any mode.
+
+    PIL's own conversion clips 16-bit and float grayscale at 255 (a white image), so these are
+    scaled: ``I;16*`` by 255/65535; ``I`` the same when it holds values over 255; ``F`` by 255
+    when its values lie in [0, 1], otherwise clipped to [0, 255].
+    """
+    if img.mode == "F" or img.mode == "I" or img.mode.startswith("I;16"):
+        values = np.asarray(img, dtype=np.float64)
+        top = float(values.max()) if values.size else 0.0
+        if img.mode.startswith("I;16") or (img.mode == "I" and top > 255):
+            values = values * (255.0 / 65535.0)
+        elif img.mode == "F" and top <= 1.0:
+            values = values * 255.0
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.array(img.convert("RGB"))
+
+
 class ImageReader:
-    """Iterates readable images, skipping unreadable ones and remembering them in ``skipped``."""
+    """Reads images one by one, skipping unreadable files instead of failing.
+
+    ``skipped`` lists ``(path, reason)`` for every file passed over, so that a run can end
+    with "skipped N unreadable images"; ``on_skip(path, reason)`` is also called at once.
+    """
 
     def __init__(self, on_skip: Callable[[str, str], None] | None = None) -> None:
         self.skipped: list[tuple[str, str]] = []
         self.on_skip = on_skip
 
+    def skip(self, path: str | Path, reason: str) -> None:
+        """Record one skipped item (also usable for items skipped for other reasons)."""
+        self.skipped.append((str(path), reason))
+        if self.on_skip:
+            self.on_skip(str(path), reason)
+
     def read(self, paths: Iterable[str | Path]) -> Iterator[tuple[Path, np.ndarray]]:
+        """``(path, (H, W, 3) uint8 image)`` for each readable file of ``paths``, in order."""
         for path in paths:
             try:
-                yield Path(path), load_image(path)
+                image = load_image(path)
             except UserError as exc:
-                self.skipped.append((str(path), str(exc)))
-                if self.on_skip:
-                    self.on_skip(str(path), str(exc))
+                self.skip(path, str(exc))
+                continue
+            yield Path(path), image
 
 
-def iter_images(paths: Iterable[str | Path], on_skip: Callable[[str, str], None] | None = None):
-    """``(path, image)`` for each readable file; ``on_skip(path, reason)`` for the others."""
+def iter_images(paths: Iterable[str | Path],
+                on_skip: Callable[[str, str], None] | None = None) -> Iterator[tuple[Path, np.ndarray]]:
+    """``(path, image)`` for each readable file; ``on_skip(path, reason)`` for the others.
+
+    Use :class:`ImageReader` directly to count the skipped files afterwards.
+    """
     return ImageReader(on_skip).read(paths)
 
 
