@@ -6,21 +6,48 @@
 same code runs on our predictor and on the official one. With ``Policy(kind="grid")`` it returns
 what ``segment_anything.SamAutomaticMaskGenerator`` returns for the same parameters.
 
-Records (one dict per mask): ``segmentation`` (HxW bool or COCO RLE; absent for output mode
-``boxes``), ``area`` (px), ``bbox`` (XYWH px, SAM's convention: width = x_max - x_min),
-``predicted_iou``, ``point_coords`` ([[x, y]] px), ``stability_score``, ``crop_box`` (XYWH px).
+Records (one dict per mask): ``segmentation`` (HxW bool, COCO RLE or uncompressed RLE; absent
+for output mode ``boxes``, the boxes-with-scores form), ``area`` (px), ``bbox`` (XYWH px, SAM's
+convention: width = x_max - x_min), ``predicted_iou``, ``point_coords`` ([[x, y]] px),
+``stability_score``, ``crop_box`` (XYWH px).
+
+Structure: per crop, :meth:`MaskGenerator._decode` makes the decoder calls (raw per-point logits and
+IoU predictions, through the optional :class:`DecoderCache`); :meth:`MaskGenerator._filter`,
+:meth:`MaskGenerator._finish_crop` and :meth:`MaskGenerator._clean_small_regions` only filter
+(thresholds, stability, crop edges, NMS, small regions), so that re-filtering a cached image with
+other thresholds costs no decoder call.
 """
 from __future__ import annotations
 
 import hashlib
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from supernet.errors import ConfigError
+
 from . import masks as M
+from .masks import MaskData
 from .policies import Policy, coarse_to_fine_order, policy_from_dict
+
+
+@dataclass
+class GridPolicy(Policy):
+    """SAM's automatic-mask-generator parameters (the grid policy); defaults are SAM's defaults.
+
+    The same fields as :class:`~.policies.Policy` with ``kind`` fixed to ``"grid"``: points_per_side,
+    points_per_batch, pred_iou_thresh, stability_score_thresh, stability_score_offset, box_nms_thresh,
+    crop_n_layers, crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor,
+    min_mask_region_area and output_mode.
+    """
+
+    def __post_init__(self) -> None:
+        if self.kind != "grid":
+            raise ConfigError(f"GridPolicy.kind: {self.kind!r}, expected 'grid' (use Policy for other kinds)")
+        super().__post_init__()
 
 
 def image_key(image: np.ndarray) -> str:
@@ -122,26 +149,13 @@ class _Crop:
         self.embedded = False
         self.input_size = None
         self.covered = np.zeros(self.hw, dtype=bool)  # union of confident masks, crop frame
-        self.parts: list[dict] = []
+        self.parts: list[MaskData] = []
 
 
-def _cat(parts: list[dict]) -> dict:
-    """Concatenate per-batch candidate dicts (tensors along dim 0, lists joined)."""
-    keys = ("iou", "stability", "boxes", "points", "rles")
-    if not parts:
-        return {"iou": torch.zeros(0), "stability": torch.zeros(0), "boxes": torch.zeros((0, 4), dtype=torch.int64),
-                "points": torch.zeros((0, 2), dtype=torch.float64), "rles": []}
-    out = {}
-    for k in keys:
-        vals = [p[k] for p in parts]
-        out[k] = sum(vals, []) if k == "rles" else torch.cat(vals, dim=0)
-    return out
-
-
-def _select(data: dict, idx: torch.Tensor) -> dict:
-    out = {k: v[idx] for k, v in data.items() if isinstance(v, torch.Tensor)}
-    out["rles"] = [data["rles"][i] for i in idx.tolist()]
-    return out
+def _no_candidates() -> MaskData:
+    """Zero candidates with every column a crop's candidates have (so concatenation never lacks one)."""
+    return MaskData(iou=torch.zeros(0), stability=torch.zeros(0), boxes=torch.zeros((0, 4), dtype=torch.int64),
+                    points=torch.zeros((0, 2), dtype=torch.float64), rles=[])
 
 
 class MaskGenerator:
@@ -168,20 +182,27 @@ class MaskGenerator:
                                           policy.crop_n_points_downscale_factor)
 
     # ---- public ---------------------------------------------------------------------------------
+    @property
+    def last_stats(self) -> dict:
+        """Counts and times for the last image (the same dict as :attr:`stats`)."""
+        return self.stats
+
     @torch.no_grad()
     def generate(self, image: np.ndarray, key: str | None = None) -> list[dict]:
         """``(H, W, 3)`` uint8 RGB -> mask records sorted as SAM's generator sorts them."""
         t0 = time.perf_counter()
-        self.stats = {"prompts_requested": 0, "decoder_calls_requested": 0, "prompts": 0, "decoder_calls": 0,
-                      "encoder_calls": 0, "crops": 0, "model_ms": 0.0}
         data = self.generate_data(image, key)
         records = self.records(data)
         self.stats["masks"] = len(records)
         self.stats["total_ms"] = (time.perf_counter() - t0) * 1000.0
         return records
 
-    def generate_data(self, image: np.ndarray, key: str | None = None) -> dict:
-        """Candidates after all filtering: tensors ``iou, stability, boxes (XYXY), points, crop_boxes`` + ``rles``."""
+    @torch.no_grad()
+    def generate_data(self, image: np.ndarray, key: str | None = None) -> MaskData:
+        """Candidates after all filtering, image frame: ``iou (N,)``, ``stability (N,)``, ``boxes (N, 4)``
+        XYXY int64, ``points (N, 2)`` float64 px, ``crop_boxes (N, 4)`` XYXY, and ``rles`` (COCO RLE list)."""
+        self.stats = {"prompts_requested": 0, "decoder_calls_requested": 0, "prompts": 0, "decoder_calls": 0,
+                      "encoder_calls": 0, "crops": 0, "model_ms": 0.0}
         p = self.policy
         hw = image.shape[:2]
         key = key or (image_key(image) if self.cache is not None else "")
@@ -192,25 +213,31 @@ class MaskGenerator:
             self._run_policy(crop, hw)
             parts.append(self._finish_crop(crop))
             self.stats["crops"] += 1
-        data = _cat(parts)
-        data["crop_boxes"] = torch.cat([q["crop_boxes"] for q in parts]) if parts else torch.zeros((0, 4))
+        empty = _no_candidates()
+        empty["crop_boxes"] = torch.zeros((0, 4), dtype=torch.int64)
+        data = MaskData.cat([empty, *parts])
         if len(boxes) > 1 and len(data["rles"]):
             scores = 1 / _box_area(data["crop_boxes"])
-            data = _select(data, M.nms(data["boxes"], scores, p.crop_nms_thresh))
+            data = data.filter(M.nms(data["boxes"], scores, p.crop_nms_thresh))
         if p.min_mask_region_area > 0 and len(data["rles"]):
             data = self._clean_small_regions(data)
         return data
 
-    def records(self, data: dict) -> list[dict]:
-        """Candidate dict -> list of record dicts in the configured output mode."""
-        mode = self.policy.output_mode
+    def records(self, data: MaskData, mode: str | None = None) -> list[dict]:
+        """Candidates -> list of record dicts; ``mode`` (default: the policy's output_mode) is one of
+        ``binary_mask``, ``coco_rle``, ``uncompressed_rle`` or ``boxes`` (no segmentation)."""
+        mode = mode or self.policy.output_mode
+        if mode not in ("binary_mask", "coco_rle", "uncompressed_rle", "boxes"):
+            raise ConfigError(f"output_mode: {mode!r} not in ['binary_mask', 'coco_rle', 'uncompressed_rle', 'boxes']")
         areas = M.rle_areas(data["rles"])
-        binary = M.decode_rles(data["rles"]) if mode == "binary_mask" and data["rles"] else None
+        binary = M.decode_rles(data["rles"]) if mode in ("binary_mask", "uncompressed_rle") and data["rles"] else None
         out = []
         for i in range(len(data["rles"])):
             rec = {}
             if mode == "binary_mask":
                 rec["segmentation"] = binary[i]
+            elif mode == "uncompressed_rle":
+                rec["segmentation"] = M.mask_to_rle_pytorch(torch.from_numpy(binary[i:i + 1]))[0]
             elif mode == "coco_rle":
                 rec["segmentation"] = data["rles"][i]
             b = data["boxes"][i].tolist()
@@ -344,7 +371,7 @@ class MaskGenerator:
 
     # ---- filtering ------------------------------------------------------------------------------
     def _filter(self, crop: _Crop, logits: torch.Tensor, iou: torch.Tensor, points: np.ndarray,
-                image_hw) -> dict:
+                image_hw) -> MaskData:
         """One batch's candidates -> the kept part (boxes crop frame, RLEs image frame).
 
         Order of filters: predicted IoU (> thresh), stability (>= thresh), binarise, box, crop edge.
@@ -371,21 +398,19 @@ class MaskGenerator:
         if not bool(k.all()):
             binary, scores, pts, stability, boxes = binary[k], scores[k], pts[k.cpu()], stability[k], boxes[k]
         rles = M.encode_rles(M.paste_masks(binary, crop.box, image_hw))
-        part = {"iou": scores.cpu(), "stability": stability.cpu(), "boxes": boxes.cpu(), "points": pts, "rles": rles}
-        return part
+        return MaskData(iou=scores.cpu(), stability=stability.cpu(), boxes=boxes.cpu(), points=pts, rles=rles)
 
-    def _finish_crop(self, crop: _Crop) -> dict:
+    def _finish_crop(self, crop: _Crop) -> MaskData:
         """NMS within the crop, then boxes and points to the image frame."""
-        data = _cat(crop.parts)
+        data = MaskData.cat([_no_candidates(), *crop.parts])
         crop.parts = []
-        data = _select(data, M.nms(data["boxes"], data["iou"], self.policy.box_nms_thresh))
-        x0, y0 = crop.box[0], crop.box[1]
-        data["boxes"] = data["boxes"] + torch.tensor([[x0, y0, x0, y0]])
-        data["points"] = data["points"] + torch.tensor([[x0, y0]])
+        data = data.filter(M.nms(data["boxes"], data["iou"], self.policy.box_nms_thresh))
+        data["boxes"] = M.uncrop_boxes_xyxy(data["boxes"], crop.box)
+        data["points"] = M.uncrop_points(data["points"], crop.box)
         data["crop_boxes"] = torch.tensor([crop.box] * len(data["rles"]), dtype=torch.int64).reshape(-1, 4)
         return data
 
-    def _clean_small_regions(self, data: dict) -> dict:
+    def _clean_small_regions(self, data: MaskData) -> MaskData:
         """Fill small holes and drop small islands, then NMS again preferring unchanged masks."""
         p = self.policy
         masks = M.decode_rles(data["rles"])
@@ -398,14 +423,14 @@ class MaskGenerator:
         cleaned_t = torch.as_tensor(np.stack(cleaned))
         boxes = M.masks_to_boxes(cleaned_t)
         keep = M.nms(boxes, torch.tensor(unchanged), max(p.box_nms_thresh, p.crop_nms_thresh))
-        data = dict(data)
-        data["rles"] = list(data["rles"])
-        data["boxes"] = data["boxes"].clone()
+        rles, new_boxes = list(data["rles"]), data["boxes"].clone()
         for i in keep.tolist():
             if unchanged[i] == 0.0:
-                data["rles"][i] = M.encode_rles(cleaned_t[i:i + 1])[0]
-                data["boxes"][i] = boxes[i]
-        return _select(data, keep)
+                rles[i] = M.encode_rles(cleaned_t[i:i + 1])[0]
+                new_boxes[i] = boxes[i]
+        data = data.filter(torch.arange(len(rles)))  # a copy: the caller's columns stay as they were
+        data["rles"], data["boxes"] = rles, new_boxes
+        return data.filter(keep)
 
 
 def _box_area(boxes: torch.Tensor) -> torch.Tensor:
