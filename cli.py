@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "nas.latency.commands",
     "nas.commands",
     "nas.reference",
+    "nas.everything.commands",
 ]
 
 EPILOG = """examples:
@@ -30,6 +31,8 @@ EPILOG = """examples:
   samnas spaces show sam_micro
   samnas rank --checkpoint sam_vit_b.pth --model-type vit_b --images photos/ --method wanda --out ranked.pt
   samnas extract --checkpoint ranked.pt --config subnet.yaml --out my_subnet/
+  samnas tune-everything --images photos/ --budget-ms 300 --trials 30 --out policy.yaml
+  samnas everything --policy policy.yaml --images photos/ --out masks/
 """
 
 

@@ -94,3 +94,14 @@ def test_extract_rejects_a_bad_config(tmp_path, micro_checkpoint, capsys):
     path.write_text(yaml.safe_dump(cfg))
     code, _, err = run(["extract", "--checkpoint", micro_checkpoint, "--config", path, "--out", tmp_path / "o"], capsys)
     assert code == 2 and "blocks[1].heads: 7 not in [1, 2, 3, 4]" in err
+
+
+def test_every_command_group_is_on_the_samnas_parser(tmp_path, capsys):
+    parser = cli.build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices)
+    expected = {"spaces", "rank", "extract", "train-supernet", "latency", "search", "pareto", "export",
+                "train-reference", "tune-everything", "everything", "everything-front"}
+    assert expected <= commands, sorted(expected - commands)
+    code, _, err = run(["everything", "--policy", tmp_path / "missing.yaml", "--images", tmp_path,
+                       "--out", tmp_path / "masks"], capsys)
+    assert code == 2 and "missing.yaml" in err and err.count("\n") == 1
