@@ -103,6 +103,7 @@ def _load_model(checkpoint: str | None, space: SearchSpace):
             print(f"NOTE: no --checkpoint and no packaged reference weights for {space.model_type}: "
                   f"using RANDOMLY INITIALISED weights, so quality numbers show the mechanics only")
             return build_sam(space.model_type, seed=0), None
+        print(f"NOTE: no --checkpoint: using the packaged {space.model_type} reference weights ({checkpoint})")
     model, _ = load_ranked(checkpoint)
     if model.arch.name != space.model_type:
         raise UserError(f"--checkpoint {checkpoint} is a {model.arch.name} model, but space {space.name} "

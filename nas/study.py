@@ -54,18 +54,35 @@ def parse_study_name(name: str) -> dict:
     }
 
 
-def open_storage(url: str | None) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats, so trials of a killed worker are marked failed, not left running."""
+def open_storage(url: str | None, attempts: int = 6) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats, so trials of a killed worker are marked failed, not left running.
+
+    Workers started together on a fresh database race to create Optuna's tables; the loser
+    sees a unique-key or "already exists" error, so those are retried after a short random
+    pause (``attempts`` tries in all). Other errors (bad URL, server down, no driver) are not.
+    """
+    import random
+    import time
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
     url = url or default_storage()
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=30,
-            grace_period=90,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
-    except Exception as exc:  # bad URL, unreachable server, missing driver
-        raise UserError(f"--storage {url}: cannot open ({str(exc).splitlines()[0][:200]})") from None
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=30,
+                grace_period=90,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
+        except (IntegrityError, ProgrammingError) as exc:
+            if attempt + 1 == attempts:
+                raise UserError(f"--storage {url}: cannot create Optuna's tables "
+                                f"({str(exc).splitlines()[0][:200]})") from None
+            time.sleep(0.2 + random.random())
+        except Exception as exc:  # bad URL, unreachable server, missing driver
+            raise UserError(f"--storage {url}: cannot open ({str(exc).splitlines()[0][:200]})") from None
+    raise AssertionError("unreachable")
 
 
 def make_sampler(name: str, seed: int, constraints_func=None) -> optuna.samplers.BaseSampler:

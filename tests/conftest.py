@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,32 @@ def _deterministic():
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 sys.path.insert(0, str(ROOT))
+
+
+def cv2_stand_in() -> types.ModuleType:
+    """A module with OpenCV's ``connectedComponentsWithStats(image, connectivity)`` (tests only)."""
+    import numpy as np
+    from scipy import ndimage
+
+    def connected_components_with_stats(image, connectivity=8):
+        structure = np.ones((3, 3), bool) if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
+        labels, n = ndimage.label(np.asarray(image) != 0, structure=structure)
+        stats = np.zeros((n + 1, 5), dtype=np.int32)  # left, top, width, height, area; row 0 = background
+        stats[:, 4] = np.bincount(labels.ravel(), minlength=n + 1)
+        for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+            stats[i, :4] = [sl[1].start, sl[0].start, sl[1].stop - sl[1].start, sl[0].stop - sl[0].start]
+        centroids = np.zeros((n + 1, 2))
+        return n + 1, labels.astype(np.int32), stats, centroids
+
+    mod = types.ModuleType("cv2")
+    mod.connectedComponentsWithStats = connected_components_with_stats
+    return mod
+
+
+@pytest.fixture
+def fake_cv2(monkeypatch):
+    """Install :func:`cv2_stand_in` as ``cv2`` unless a real OpenCV is importable."""
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        monkeypatch.setitem(sys.modules, "cv2", cv2_stand_in())

@@ -22,7 +22,6 @@ from supernet.errors import ConfigError
 from supernet.images import generated_images
 from supernet.predictor import SamPredictor
 from supernet.reference import reference_checkpoint
-from test_everything_utils import fake_cv2  # noqa: F401  (fixture: OpenCV stand-in for the official code)
 
 RELAXED = dict(pred_iou_thresh=0.3, stability_score_thresh=0.3)
 

@@ -6,15 +6,13 @@ gives it ``connectedComponentsWithStats`` (scipy labelling, itself checked again
 """
 from __future__ import annotations
 
-import sys
-import types
 from collections import deque
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import _reference_nms, oracle
+from conftest import _reference_nms, cv2_stand_in, oracle
 from nas.everything import masks as M
 
 
@@ -24,34 +22,6 @@ def amg():
     from segment_anything.utils import amg as official_amg
 
     return official_amg
-
-
-def cv2_stand_in() -> types.ModuleType:
-    """A module with OpenCV's ``connectedComponentsWithStats(image, connectivity)`` (tests only)."""
-    from scipy import ndimage
-
-    def connected_components_with_stats(image, connectivity=8):
-        structure = np.ones((3, 3), bool) if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
-        labels, n = ndimage.label(np.asarray(image) != 0, structure=structure)
-        stats = np.zeros((n + 1, 5), dtype=np.int32)  # left, top, width, height, area; row 0 = background
-        stats[:, 4] = np.bincount(labels.ravel(), minlength=n + 1)
-        for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-            stats[i, :4] = [sl[1].start, sl[0].start, sl[1].stop - sl[1].start, sl[0].stop - sl[0].start]
-        centroids = np.zeros((n + 1, 2))
-        return n + 1, labels.astype(np.int32), stats, centroids
-
-    mod = types.ModuleType("cv2")
-    mod.connectedComponentsWithStats = connected_components_with_stats
-    return mod
-
-
-@pytest.fixture
-def fake_cv2(monkeypatch):
-    """Install :func:`cv2_stand_in` as ``cv2`` unless a real OpenCV is importable."""
-    try:
-        import cv2  # noqa: F401
-    except ImportError:
-        monkeypatch.setitem(sys.modules, "cv2", cv2_stand_in())
 
 
 def _flood_components(mask: np.ndarray) -> list[set]:
