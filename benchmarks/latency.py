@@ -31,6 +31,7 @@ from common import machine_header, markdown_table, write_results
 from nas.latency.predictor import error_metrics, fit_space
 from nas.latency.profile import profile, restrict_resolutions, sample_configs
 from nas.latency.store import config_json
+from nas.timing import MIN_SECONDS
 from search_spaces.space import SearchSpace
 
 DEFAULT_RESOLUTIONS = {"sam_vit_b": [512]}
@@ -59,7 +60,8 @@ def medians(run) -> np.ndarray:
 def bench_one(space_name: str, device: str, args) -> dict:
     """Profile, fit and score one (space, device); returns the table row."""
     space = restrict_resolutions(SearchSpace.load(space_name), args.resolutions or DEFAULT_RESOLUTIONS.get(space_name))
-    common = dict(repeats=args.repeats, warmup=args.warmup, threads=args.threads, progress=not args.quiet)
+    common = dict(repeats=args.repeats, warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads,
+                  progress=not args.quiet)
     train_cfgs = sample_configs(space, args.samples, seed=args.seed)
     test_cfgs = held_out_configs(space, train_cfgs, args.test, seed=args.seed + 1000)
     train = profile(space, device, blocks=True, configs=train_cfgs, seed=args.seed, **common)
@@ -112,6 +114,8 @@ def main(argv=None) -> int:
     parser.add_argument("--test", type=int, default=20, help="held-out subnets, timed twice (default: 20)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
+                        help="least timed wall time per measurement (default: the profiler's)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
@@ -128,7 +132,8 @@ def main(argv=None) -> int:
     command = ("python benchmarks/latency.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     header = machine_header(command, args.repeats) + (
         f"\n- profiling: {args.threads} threads, {args.warmup} warm-up runs per measurement "
-        "(plus a 0.5 s burn-in before the first), fixed seeds")
+        f"(plus a 0.5 s burn-in before the first), then at least {args.repeats} timed runs and at least "
+        f"{args.min_seconds:g} s of timed runs per measurement; fixed seeds")
     main_cols = ["space", "device", "resolutions", "method", "heldout_n", "heldout_within10_pct", "heldout_mape_pct",
                  "noise_remeasure_within10_pct", "noise_remeasure_mape_pct", "noise_spread_p10_p90_pct",
                  "cv_mape_pct", "lut_only_mape_pct", "meets_target"]

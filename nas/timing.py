@@ -44,18 +44,25 @@ def summarize(samples_ms: list[float]) -> Timing:
     )
 
 
-def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
-                  sync: Callable[[], None] | None = None) -> Timing:
-    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed with ``perf_counter``.
+MIN_SECONDS = 0.3  # profiling default: least timed wall time per measurement
+MAX_RUNS = 2000  # cap on timed runs when ``min_seconds`` asks for more than ``repeats``
 
-    ``sync`` (for example ``torch.cuda.synchronize``) is called before each clock read.
+
+def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
+                  sync: Callable[[], None] | None = None, min_seconds: float = 0.0) -> Timing:
+    """Run ``fn`` ``warmup`` times untimed, then at least ``repeats`` times timed with ``perf_counter``.
+
+    ``min_seconds``: keep timing until the timed runs add up to at least this long (at most
+    :data:`MAX_RUNS` runs), so that a model of a few ms is not judged on a few tens of ms of
+    wall time, where one scheduler hiccup moves the median. ``sync`` (for example
+    ``torch.cuda.synchronize``) is called before each clock read.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     for _ in range(warmup):
         fn()
-    samples = []
-    for _ in range(repeats):
+    samples: list[float] = []
+    while len(samples) < repeats or (sum(samples) < 1000.0 * min_seconds and len(samples) < MAX_RUNS):
         if sync:
             sync()
         start = time.perf_counter()

@@ -20,7 +20,7 @@ from search_spaces.space import SearchSpace
 from supernet.build import build_sam
 from supernet.errors import ConfigError, UserError
 
-FAST = dict(samples=10, repeats=2, warmup=1, threads=1, resolutions=[128], progress=False)
+FAST = dict(samples=10, repeats=2, warmup=1, min_seconds=0, threads=1, resolutions=[128], progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -387,3 +387,22 @@ def test_profile_and_fit_quick(tmp_path):
     assert predictor.space == "sam_micro" and predictor.report["lookup_table"]
     assert {256, 128} <= set(predictor.report["resolutions"]) <= {256, 192, 128}
     assert predictor.predict_ms(space.largest()) > predictor.predict_ms(space.smallest()) > 0
+
+
+def test_time_callable_runs_until_min_seconds_and_at_least_repeats():
+    import time as _time
+
+    from nas.timing import MAX_RUNS, time_callable
+
+    calls = []
+
+    def sleep_2ms():
+        calls.append(1)
+        _time.sleep(0.002)
+
+    t = time_callable(sleep_2ms, repeats=3, warmup=2, min_seconds=0.05)
+    assert t.repeats == len(calls) - 2 and 15 <= t.repeats <= 30  # ~25 runs of 2 ms make 50 ms
+    assert t.median_ms >= 2.0
+    calls.clear()
+    assert time_callable(sleep_2ms, repeats=4, warmup=0, min_seconds=0).repeats == 4 == len(calls)
+    assert time_callable(lambda: None, repeats=1, warmup=0, min_seconds=10).repeats == MAX_RUNS

@@ -36,7 +36,7 @@ def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     old = os.environ.get("SAMNAS_RESULTS")
     os.environ["SAMNAS_RESULTS"] = str(root)
-    profile_device("sam_micro", "cpu-torch", root=root / "latency", samples=12, repeats=2, warmup=1)
+    profile_device("sam_micro", "cpu-torch", root=root / "latency", samples=12, repeats=2, warmup=1, min_seconds=0)
     fit_device("cpu-torch", root=root / "latency", folds=3)
     yield root
     if old is None:

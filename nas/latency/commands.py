@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nas.timing import MIN_SECONDS
 from supernet.errors import UserError
 
 EXAMPLES = """examples:
@@ -48,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=30, help="subnets timed end to end (default: 30)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (default: 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: 2)")
+    p.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
+                   help=f"keep timing a measurement until its runs add up to this long (default: {MIN_SECONDS})")
     p.add_argument("--prompts", type=int, default=0,
                    help="also time encoder + decoder for this many point prompts (default: 0, encoder only)")
     p.add_argument("--resolutions", type=int, nargs="+", help="only these input sides (default: all of the space's)")
@@ -94,7 +97,8 @@ def run_profile(args: argparse.Namespace) -> int:
 
     run = profile_device(args.space, args.device, root=args.root, out=args.out, replace=args.replace,
                          blocks=args.blocks, samples=args.samples, prompts=args.prompts, repeats=args.repeats,
-                         warmup=args.warmup, threads=args.threads, seed=args.seed, resolutions=args.resolutions)
+                         warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads, seed=args.seed,
+                         resolutions=args.resolutions)
     fp = run.fingerprint
     print(f"profiled {', '.join(run.spaces)} on {args.device}: {len(run.blocks)} block timings, "
           f"{len(run.networks)} subnet timings in {run.seconds:.1f} s "

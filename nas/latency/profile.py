@@ -35,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nas.fingerprint import machine_fingerprint
-from nas.timing import time_callable
+from nas.timing import MIN_SECONDS, time_callable
 from search_spaces.space import SearchSpace
 from supernet.arch import SamArch
 from supernet.build import build_from_spec, build_sam
@@ -307,13 +307,13 @@ BURN_IN_S = 0.5  # untimed running before the first measurement of a run: caches
 
 
 def _timed_row(backend: Backend, module: nn.Module, inputs: tuple, repeats: int, warmup: int, started: float,
-               burn_in_s: float = 0.0) -> dict:
+               burn_in_s: float = 0.0, min_seconds: float = 0.0) -> dict:
     """Timing fields of one measurement (ms) plus ``seconds`` spent since ``started`` (building included)."""
     fn = backend.prepare(module, inputs)
     until = time.perf_counter() + burn_in_s
     while time.perf_counter() < until:
         fn()
-    timing = time_callable(fn, repeats=repeats, warmup=warmup, sync=backend.sync)
+    timing = time_callable(fn, repeats=repeats, warmup=warmup, sync=backend.sync, min_seconds=min_seconds)
     return {**timing.as_dict(), "seconds": time.perf_counter() - started}
 
 
@@ -323,7 +323,8 @@ def device_fingerprint(backend: Backend) -> dict:
 
 
 def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, samples: int = 20, prompts: int = 0,
-            repeats: int = 5, warmup: int = 2, threads: int | None = None, seed: int = 0,
+            repeats: int = 5, warmup: int = 2, min_seconds: float = MIN_SECONDS, threads: int | None = None,
+            seed: int = 0,
             resolutions: list[int] | None = None, configs: list[dict] | None = None,
             progress: bool = True) -> ProfileRun:
     """Measure ``space`` on this machine as ``device``; nothing is written.
@@ -331,7 +332,8 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
     ``blocks``: time the lookup table's entries; ``samples``: number of subnets timed end
     to end; ``prompts`` > 0: also time encoder + decoder (and the decoder alone) for that
     many single-point prompts; ``repeats``/``warmup``: timed and untimed runs per
-    measurement; ``threads``: intra-op threads (torch and ONNX Runtime; default torch's
+    measurement, and ``min_seconds``: keep timing a measurement until its timed runs add up
+    to this long (tiny models get hundreds of runs, large ones just ``repeats``); ``threads``: intra-op threads (torch and ONNX Runtime; default torch's
     current count); ``resolutions``: profile only these input sides; ``configs``: time these
     subnets instead of ``samples`` sampled ones.
     """
@@ -365,7 +367,8 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
                 t0 = time.perf_counter()
                 module, inputs = kind_module(space.arch, kind, gen)
                 burn = BURN_IN_S if i == 0 else 0.0
-                run.blocks.append({**kind, **_timed_row(backend, module, inputs, repeats, warmup, t0, burn)})
+                run.blocks.append({**kind, **_timed_row(backend, module, inputs, repeats, warmup, t0, burn,
+                                                         min_seconds)})
                 bar.update()
             if configs:
                 supernet = build_sam(space.model_type, seed=seed)
@@ -374,7 +377,7 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
                         t0 = time.perf_counter()
                         module, inputs = network_module(supernet, cfg, k, gen)
                         burn = BURN_IN_S if i == 0 else 0.0
-                        row = _timed_row(backend, module, inputs, repeats, warmup, t0, burn)
+                        row = _timed_row(backend, module, inputs, repeats, warmup, t0, burn, min_seconds)
                         run.networks.append({"space": space.name, "part": part, "prompts": k,
                                              "resolution": cfg["resolution"], "config": config_json(cfg), **row})
                         bar.update()
@@ -403,7 +406,7 @@ def profile_device(space: SearchSpace | str, device: str, *, root=None, out=None
 
 
 def profile_and_fit_quick(space: SearchSpace | str, device: str, root=None, samples: int = 24, repeats: int = 3,
-                          threads: int | None = None, progress: bool = True):
+                          threads: int | None = None, progress: bool = True, min_seconds: float = 0.05):
     """Profile this machine briefly (block table + ``samples`` subnets), fit, and return the predictor.
 
     For a first search on a machine with no predictor yet: on ``sam_micro`` this takes
@@ -413,6 +416,6 @@ def profile_and_fit_quick(space: SearchSpace | str, device: str, root=None, samp
 
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
     profile_device(space, device, root=root, blocks=True, samples=samples, repeats=repeats, threads=threads,
-                   progress=progress)
+                   progress=progress, min_seconds=min_seconds)
     fit_device(device, root=root, space=space.name)
     return load_predictor(device, space=space.name, root=root)
