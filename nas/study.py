@@ -85,12 +85,19 @@ def open_storage(url: str | None, attempts: int = 6) -> optuna.storages.BaseStor
     raise AssertionError("unreachable")
 
 
-def make_sampler(name: str, seed: int, constraints_func=None) -> optuna.samplers.BaseSampler:
-    """NSGA-II (default), TPE or random, seeded; the first two honour the latency constraint."""
+POPULATION_SIZE = 16  # NSGA-II generation size: small, so that tens of trials still make several generations
+
+
+def make_sampler(name: str, seed: int, population_size: int = POPULATION_SIZE) -> optuna.samplers.BaseSampler:
+    """NSGA-II (default), TPE or random, seeded.
+
+    NSGA-II and TPE honour the constraints that objectives set with ``Trial.set_constraint``
+    (the latency budget); random search ignores them, and the fronts filter afterwards.
+    """
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func, population_size=16)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints_func, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UserError(f"--sampler {name!r}: expected one of {list(SAMPLERS)}")

@@ -254,10 +254,6 @@ class PolicyEvaluator:
         return Evaluation(quality=metrics["quality"], time_ms=float(np.median(times)), metrics=metrics, stats=stats)
 
 
-def _constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return [trial.user_attrs.get("constraint", 0.0)]
-
-
 def tune_everything(predictor, images: list, device: str, budget_ms: float, trials: int, model_tag: str,
                     storage: str | None = None, annotations: tuple[dict, dict] | None = None,
                     out: str | Path | None = None, sampler: str = "nsga2", seed: int = 0,
@@ -275,7 +271,7 @@ def tune_everything(predictor, images: list, device: str, budget_ms: float, tria
     evaluator = PolicyEvaluator(predictor, images, annotations, reference_policy, time_mode)
     study = optuna.create_study(study_name=name, storage=open_storage(storage), load_if_exists=True,
                                 directions=["maximize", "minimize"],
-                                sampler=make_sampler(sampler, seed, constraints_func=_constraint))
+                                sampler=make_sampler(sampler, seed))
     if not study.trials:
         for params in ({"kind": "grid", "points_per_side": min(32, max_points_per_side), "pred_iou_thresh": 0.88,
                         "stability_score_thresh": 0.95, "box_nms_thresh": 0.7, "crop_n_layers": 0},
@@ -294,7 +290,7 @@ def tune_everything(predictor, images: list, device: str, budget_ms: float, tria
         trial.set_user_attr("metrics", ev.metrics)
         trial.set_user_attr("stats", ev.stats)
         trial.set_user_attr("evaluator", "mask_ar" if evaluator.gt is not None else "agreement")
-        trial.set_user_attr("constraint", ev.time_ms - budget_ms)
+        trial.set_constraint("time_over_budget_ms", ev.time_ms - budget_ms)  # feasible when <= 0
         log(f"trial {trial.number}: {policy.kind} pps={policy.points_per_side} quality={ev.quality:.4f} "
             f"time={ev.time_ms:.1f} ms prompts/img={ev.stats['prompts_requested']:.0f}")
         return ev.quality, ev.time_ms
