@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--random-subnets", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--largest-weight", type=float, default=2.0)
     parser.add_argument("--eval-images", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
         teacher = copy.deepcopy(model)
         settings = TrainSettings(steps=args.steps, batch_images=2, lr=args.lr, warmup_steps=30, seed=args.seed,
                                  sandwich=True, distill=True, use_gt=True, random_subnets=args.random_subnets,
+                                 largest_weight=args.largest_weight,
                                  checkpoint_every=args.steps, space=space.to_dict())
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as scratch:
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
 (COCO evaluator: mIoU of the best-scoring mask for a GT-box prompt and for a single point at the
 mask's distance-transform maximum; `mIoU` is their mean). Supernet training: {args.steps} steps x 2 images,
 sandwich rule (largest, smallest, {args.random_subnets} random), distillation from the frozen full model plus
-the ground-truth loss, lr {args.lr}; {seconds / 60:.1f} min. Latency predictions from the fitted `cpu-torch`
+the ground-truth loss, lr {args.lr}, largest subnet weighted {args.largest_weight:g}x; {seconds / 60:.1f} min. Latency predictions from the fitted `cpu-torch`
 predictor.
 
 - mid-size subnet after training keeps **{mid_keep:.1f}%** of the full model's mIoU (target: at least 90%)

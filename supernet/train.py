@@ -56,6 +56,7 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 100
     random_subnets: int = 2  # k of the sandwich rule
+    largest_weight: float = 1.0  # the largest subnet's share of a sandwich step, relative to each other subnet's
     use_gt: bool = True
     distill: bool = False
     embed_weight: float = 1.0
@@ -238,6 +239,12 @@ def lr_lambda(settings: TrainSettings):
     return f
 
 
+def sandwich_weights(n: int, largest_weight: float) -> list[float]:
+    """Loss weights of a step's ``n`` subnets (the first is the largest), summing to 1."""
+    raw = [largest_weight] + [1.0] * (n - 1)
+    return [w / sum(raw) for w in raw]
+
+
 def sandwich_configs(space, step: int, seed: int, k: int) -> list[dict]:
     """Largest, smallest and ``k`` random configs; the same on every rank (drawn from the step)."""
     rng = np.random.default_rng([seed, step, 10_007])
@@ -303,6 +310,7 @@ def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str
         scenes = source.scenes(step, rank, settings.batch_images)
         configs = sandwich_configs(space, step, settings.seed, settings.random_subnets) if settings.sandwich \
             else [None]
+        weights = sandwich_weights(len(configs), settings.largest_weight if settings.sandwich else 1.0)
         optimizer.zero_grad(set_to_none=True)
         metrics = {}
         for i, cfg in enumerate(configs):
@@ -311,7 +319,7 @@ def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str
             sync = ddp.no_sync() if (ddp is not None and not last) else _null()
             with ctx, sync:
                 loss, stats = (ddp or step_module)(scenes, seed=int(step_rng(settings.seed, step, rank).integers(2**31)) + i)
-                (loss / len(configs)).backward()
+                (loss * weights[i]).backward()
             name = ["largest", "smallest"][i] if settings.sandwich and i < 2 else ("full" if cfg is None else f"random{i - 1}")
             metrics[f"loss/{name}"] = loss.item()
             for k, v in stats.items():

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-images", type=int, default=2, help="images per step and process (default: 2)")
     p.add_argument("--random-subnets", type=int, default=2, help="K random subnets per step (default: 2)")
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--largest-weight", type=float, default=2.0,
+                   help="weight of the largest subnet's loss relative to each other subnet's (default: 2), "
+                        "so that training the small ones costs the full model little")
     p.add_argument("--rerank-every", type=int, default=0, help="re-rank by magnitude every N steps (0: never)")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -62,7 +65,8 @@ def run_train_supernet(args: argparse.Namespace) -> int:
         raise UserError(f"--resume: {resume} not found")
     teacher = copy.deepcopy(model)
     settings = TrainSettings(steps=args.steps, batch_images=args.batch_images, lr=args.lr,
-                             random_subnets=args.random_subnets, use_gt=args.annotations is not None,
+                             random_subnets=args.random_subnets, largest_weight=args.largest_weight,
+                             use_gt=args.annotations is not None,
                              distill=True, sandwich=True, rerank_every=args.rerank_every,
                              checkpoint_every=args.checkpoint_every, seed=args.seed, space=space.to_dict())
     rank, _ = setup_distributed()
