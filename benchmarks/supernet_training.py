@@ -4,7 +4,7 @@ Starts from the packaged reference weights, ranks them (wanda), measures the sma
 subnet, a mid-size subnet (predicted latency closest to 50% of the full model's) and the
 full model on held-out synthetic scenes (box- and point-prompted mIoU), trains the supernet
 with the sandwich rule (largest + smallest + K random, distilled from the frozen full model,
-plus the ground-truth loss), and measures the same three subnets again.
+plus, with ``--gt``, the ground-truth loss), and measures the same three subnets again.
 
     python benchmarks/supernet_training.py --steps 600
 """
@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     parser.add_argument("--random-subnets", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--largest-weight", type=float, default=2.0)
+    parser.add_argument("--out-topic", default="supernet_training", help="results/<topic>.md and .csv")
+    parser.add_argument("--gt", action="store_true", help="add the ground-truth loss (scenes' masks) to distillation")
     parser.add_argument("--eval-images", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
         before = evaluate(model, configs, evaluator)
         teacher = copy.deepcopy(model)
         settings = TrainSettings(steps=args.steps, batch_images=2, lr=args.lr, warmup_steps=30, seed=args.seed,
-                                 sandwich=True, distill=True, use_gt=True, random_subnets=args.random_subnets,
+                                 sandwich=True, distill=True, use_gt=args.gt, random_subnets=args.random_subnets,
                                  largest_weight=args.largest_weight,
                                  checkpoint_every=args.steps, space=space.to_dict())
         start = time.perf_counter()
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
 (COCO evaluator: mIoU of the best-scoring mask for a GT-box prompt and for a single point at the
 mask's distance-transform maximum; `mIoU` is their mean). Supernet training: {args.steps} steps x 2 images,
 sandwich rule (largest, smallest, {args.random_subnets} random), distillation from the frozen full model plus
-the ground-truth loss, lr {args.lr}, largest subnet weighted {args.largest_weight:g}x; {seconds / 60:.1f} min. Latency predictions from the fitted `cpu-torch`
+{'the ground-truth loss' if args.gt else 'no ground-truth loss'}, lr {args.lr}, largest subnet weighted {args.largest_weight:g}x; {seconds / 60:.1f} min. Latency predictions from the fitted `cpu-torch`
 predictor.
 
 - mid-size subnet after training keeps **{mid_keep:.1f}%** of the full model's mIoU (target: at least 90%)
@@ -113,7 +115,8 @@ predictor.
 
 Configs: `{configs}`
 """
-    write_results("supernet_training", "Supernet training on sam_micro", header, body, rows)
+    title = "Supernet training on sam_micro" + (", with the ground-truth loss" if args.gt else "")
+    write_results(args.out_topic, title, header, body, rows)
     return 0
 
 
