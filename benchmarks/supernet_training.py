@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--random-subnets", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--largest-weight", type=float, default=2.0)
+    parser.add_argument("--largest-weight", type=float, default=4.0)
     parser.add_argument("--out-topic", default="supernet_training", help="results/<topic>.md and .csv")
     parser.add_argument("--gt", action="store_true", help="add the ground-truth loss (scenes' masks) to distillation")
     parser.add_argument("--eval-images", type=int, default=30)

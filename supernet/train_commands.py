@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-images", type=int, default=2, help="images per step and process (default: 2)")
     p.add_argument("--random-subnets", type=int, default=2, help="K random subnets per step (default: 2)")
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--largest-weight", type=float, default=2.0,
-                   help="weight of the largest subnet's loss relative to each other subnet's (default: 2), "
+    p.add_argument("--largest-weight", type=float, default=4.0,
+                   help="weight of the largest subnet's loss relative to each other subnet's (default: 4), "
                         "so that training the small ones costs the full model little")
     p.add_argument("--rerank-every", type=int, default=0, help="re-rank by magnitude every N steps (0: never)")
     p.add_argument("--checkpoint-every", type=int, default=100)
