@@ -63,18 +63,21 @@ def open_storage(url: str | None, attempts: int = 6) -> optuna.storages.BaseStor
     """
     import random
     import time
+    import warnings
 
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     url = url or default_storage()
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=30,
-                grace_period=90,
-                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-            )
+            with warnings.catch_warnings():  # Optuna 5 flags heartbeats "experimental" on every open: noise to users
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=30,
+                    grace_period=90,
+                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+                )
         except (IntegrityError, ProgrammingError) as exc:
             if attempt + 1 == attempts:
                 raise UserError(f"--storage {url}: cannot create Optuna's tables "
