@@ -42,6 +42,14 @@ def ranked_reference():
     return model, path
 
 
+def encoder_timing(model, config: dict, repeats: int):
+    """Timing (ms) of the extracted subnet's image encoder on one random image, as profiling times it."""
+    sub = extract(model, config)
+    x = torch.randn(1, 3, config["resolution"], config["resolution"])
+    with torch.inference_mode():
+        return time_callable(lambda: sub.image_encoder(x), repeats=repeats, warmup=2, min_seconds=MIN_SECONDS)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=128)
@@ -90,11 +98,7 @@ def main(argv=None) -> int:
             import json
 
             cfg = json.loads(p.config)
-            sub = extract(model, cfg)
-            x = torch.randn(1, 3, cfg["resolution"], cfg["resolution"])
-            with torch.inference_mode():
-                t = time_callable(lambda: sub.image_encoder(x), repeats=args.repeats, warmup=2,
-                                  min_seconds=MIN_SECONDS)
+            t = encoder_timing(model, cfg, args.repeats)
             front_rows.append({
                 "seed": seed, "trial": p.trial, "resolution": cfg["resolution"], "quality": round(p.quality, 4),
                 "predicted_ms": round(p.predicted_ms, 2), "measured_ms": round(t.median_ms, 2),
@@ -116,13 +120,8 @@ def main(argv=None) -> int:
         })
 
     # How fast is the machine now compared with when the predictor's measurements were taken?
-    full = space.largest()
-    full_sub = extract(model, full)
-    x = torch.randn(1, 3, full["resolution"], full["resolution"])
-    with torch.inference_mode():
-        full_now = time_callable(lambda: full_sub.image_encoder(x), repeats=args.repeats, warmup=2,
-                                 min_seconds=MIN_SECONDS)
-    full_pred = latency.predict_ms(full)
+    full_now = encoder_timing(model, space.largest(), args.repeats)
+    full_pred = latency.predict_ms(space.largest())
 
     wins = sum(r["nsga2_wins"] for r in hv_rows)
     meets = sum(r["meets_budget"] for r in front_rows)

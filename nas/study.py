@@ -91,14 +91,14 @@ def open_storage(url: str | None, attempts: int = 6) -> optuna.storages.BaseStor
 POPULATION_SIZE = 16  # NSGA-II generation size: small, so that tens of trials still make several generations
 
 
-def make_sampler(name: str, seed: int, population_size: int = POPULATION_SIZE) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """NSGA-II (default), TPE or random, seeded.
 
     NSGA-II and TPE honour the constraints that objectives set with ``Trial.set_constraint``
     (the latency budget); random search ignores them, and the fronts filter afterwards.
     """
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=POPULATION_SIZE)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     if name == "random":

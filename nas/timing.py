@@ -62,7 +62,8 @@ def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
     for _ in range(warmup):
         fn()
     samples: list[float] = []
-    while len(samples) < repeats or (sum(samples) < 1000.0 * min_seconds and len(samples) < MAX_RUNS):
+    total_ms = 0.0
+    while len(samples) < repeats or (total_ms < 1000.0 * min_seconds and len(samples) < MAX_RUNS):
         if sync:
             sync()
         start = time.perf_counter()
@@ -70,4 +71,5 @@ def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
         if sync:
             sync()
         samples.append((time.perf_counter() - start) * 1000.0)
+        total_ms += samples[-1]
     return summarize(samples)

@@ -324,8 +324,7 @@ def device_fingerprint(backend: Backend) -> dict:
 
 def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, samples: int = 20, prompts: int = 0,
             repeats: int = 5, warmup: int = 2, min_seconds: float = MIN_SECONDS, threads: int | None = None,
-            seed: int = 0,
-            resolutions: list[int] | None = None, configs: list[dict] | None = None,
+            seed: int = 0, resolutions: list[int] | None = None, configs: list[dict] | None = None,
             progress: bool = True) -> ProfileRun:
     """Measure ``space`` on this machine as ``device``; nothing is written.
 
@@ -333,8 +332,8 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
     to end; ``prompts`` > 0: also time encoder + decoder (and the decoder alone) for that
     many single-point prompts; ``repeats``/``warmup``: timed and untimed runs per
     measurement, and ``min_seconds``: keep timing a measurement until its timed runs add up
-    to this long (tiny models get hundreds of runs, large ones just ``repeats``); ``threads``: intra-op threads (torch and ONNX Runtime; default torch's
-    current count); ``resolutions``: profile only these input sides; ``configs``: time these
+    to this long (tiny models get hundreds of runs, large ones just ``repeats``); ``threads``:
+    intra-op threads (torch and ONNX Runtime; default torch's current count); ``resolutions``: profile only these input sides; ``configs``: time these
     subnets instead of ``samples`` sampled ones.
     """
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
