@@ -389,20 +389,20 @@ def test_profile_and_fit_quick(tmp_path):
     assert predictor.predict_ms(space.largest()) > predictor.predict_ms(space.smallest()) > 0
 
 
-def test_time_callable_runs_until_min_seconds_and_at_least_repeats():
-    import time as _time
+def test_time_callable_runs_until_min_seconds_and_at_least_repeats(monkeypatch):
+    from nas import timing
 
-    from nas.timing import MAX_RUNS, time_callable
-
+    clock = [0.0]  # a fake perf_counter: every call of fn takes exactly 2 ms
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
     calls = []
 
-    def sleep_2ms():
+    def two_ms():
         calls.append(1)
-        _time.sleep(0.002)
+        clock[0] += 0.002
 
-    t = time_callable(sleep_2ms, repeats=3, warmup=2, min_seconds=0.05)
-    assert t.repeats == len(calls) - 2 and 15 <= t.repeats <= 30  # ~25 runs of 2 ms make 50 ms
-    assert t.median_ms >= 2.0
+    t = timing.time_callable(two_ms, repeats=3, warmup=2, min_seconds=0.05)
+    assert t.repeats == 25 == len(calls) - 2  # 25 x 2 ms = 50 ms, then it stops
+    assert t.median_ms == pytest.approx(2.0)
     calls.clear()
-    assert time_callable(sleep_2ms, repeats=4, warmup=0, min_seconds=0).repeats == 4 == len(calls)
-    assert time_callable(lambda: None, repeats=1, warmup=0, min_seconds=10).repeats == MAX_RUNS
+    assert timing.time_callable(two_ms, repeats=4, warmup=0, min_seconds=0).repeats == 4 == len(calls)
+    assert timing.time_callable(lambda: None, repeats=1, warmup=0, min_seconds=10).repeats == timing.MAX_RUNS
