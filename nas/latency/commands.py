@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from nas.timing import MIN_SECONDS
+from nas.timing import MIN_SECONDS, ROUNDS
 from supernet.errors import UserError
 
 EXAMPLES = """examples:
@@ -51,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: 2)")
     p.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
                    help=f"keep timing a measurement until its runs add up to this long (default: {MIN_SECONDS})")
+    p.add_argument("--rounds", type=int, default=ROUNDS,
+                   help="split each measurement into this many rounds, interleaved over all measurements, so a "
+                   f"slow spell of the machine touches every one alike (default: {ROUNDS})")
     p.add_argument("--prompts", type=int, default=0,
                    help="also time encoder + decoder for this many point prompts (default: 0, encoder only)")
     p.add_argument("--resolutions", type=int, nargs="+", help="only these input sides (default: all of the space's)")
@@ -92,17 +96,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from .profile import profile_device
+    from .profile import DRIFT_WARN_PCT, profile_device
     from .store import DeviceStore
 
     run = profile_device(args.space, args.device, root=args.root, out=args.out, replace=args.replace,
                          blocks=args.blocks, samples=args.samples, prompts=args.prompts, repeats=args.repeats,
-                         warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads, seed=args.seed,
-                         resolutions=args.resolutions)
+                         warmup=args.warmup, min_seconds=args.min_seconds, rounds=args.rounds, threads=args.threads,
+                         seed=args.seed, resolutions=args.resolutions)
     fp = run.fingerprint
     print(f"profiled {', '.join(run.spaces)} on {args.device}: {len(run.blocks)} block timings, "
           f"{len(run.networks)} subnet timings in {run.seconds:.1f} s "
           f"({fp['backend']}, {fp['threads']} threads, {fp['cpu']}{', ' + fp['gpu'] if fp.get('gpu') else ''})")
+    if run.drift_pct > DRIFT_WARN_PCT:
+        print(f"warning: this machine ran {run.drift_pct:.0f}% slower in some rounds than in others (another process, "
+              "a shared VM, a clock change?); the rounds spread that over every timing alike, but a fit from them "
+              "predicts this machine in that mixed state: profile again when it is quiet", file=sys.stderr)
     if args.out:
         print(f"wrote {args.out}; on the target machine of the results: samnas latency import {args.out}")
     else:

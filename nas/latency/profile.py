@@ -1,7 +1,10 @@
 """Measure latency on this machine: block kinds in isolation and sampled subnets end to end.
 
 Two levels, both with warm-up runs first and then ``repeats`` timed runs (median and
-p10/p90 spread, from :func:`nas.timing.time_callable`):
+p10/p90 spread). The runs of each measurement are split into ``rounds`` rounds that
+interleave over every measurement of the run (:func:`nas.timing.time_rounds`), so that a
+slow spell of the machine lands on all of them alike; the run reports how much the
+machine's speed moved between rounds (:attr:`ProfileRun.drift_pct`):
 
 * **blocks** (the lookup table): for every input resolution of the space, the encoder's
   fixed part (patch embedding + position embedding + neck, i.e. an encoder with no
@@ -24,7 +27,7 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nas.fingerprint import machine_fingerprint
-from nas.timing import MIN_SECONDS, time_callable
+from nas.timing import MIN_SECONDS, ROUNDS, drift_pct, speed_factors, time_rounds
 from search_spaces.space import SearchSpace
 from supernet.arch import SamArch
 from supernet.build import build_from_spec, build_sam
@@ -290,7 +293,11 @@ def restrict_resolutions(space: SearchSpace, resolutions: list[int] | None) -> S
 
 @dataclass
 class ProfileRun:
-    """What one profiling run measured, ready for a device folder or a portable file."""
+    """What one profiling run measured, ready for a device folder or a portable file.
+
+    ``speed``: the machine's relative slowness in each round (:func:`nas.timing.speed_factors`);
+    :attr:`drift_pct` summarises it.
+    """
 
     device: str
     fingerprint: dict
@@ -298,23 +305,89 @@ class ProfileRun:
     blocks: list[dict] = field(default_factory=list)
     networks: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    rounds: int = 1
+    speed: list[float] = field(default_factory=list)
 
     def document(self) -> dict:
         return profile_document(self.device, self.fingerprint, self.spaces, self.blocks, self.networks)
 
+    @property
+    def drift_pct(self) -> float:
+        """How much slower the slowest round ran than the fastest, in percent (0 with one round)."""
+        return drift_pct(self.speed)
+
 
 BURN_IN_S = 0.5  # untimed running before the first measurement of a run: caches, clocks, thread pools
+KEEP_BYTES = 2 * 1024**3  # weights of prepared modules kept between rounds; the rest are rebuilt at each visit
+DRIFT_WARN_PCT = 10.0  # a run whose rounds differ by more is worth repeating on a quieter machine
 
 
-def _timed_row(backend: Backend, module: nn.Module, inputs: tuple, repeats: int, warmup: int, started: float,
-               burn_in_s: float = 0.0, min_seconds: float = 0.0) -> dict:
-    """Timing fields of one measurement (ms) plus ``seconds`` spent since ``started`` (building included)."""
-    fn = backend.prepare(module, inputs)
-    until = time.perf_counter() + burn_in_s
+@dataclass
+class _Job:
+    """One measurement to take: the row's fields besides the timing, how to build the module, and its table."""
+
+    fields: dict
+    build: Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]
+    rows: list[dict]
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+class _Prepared(Sequence):
+    """The jobs' prepared callables, for :func:`nas.timing.time_rounds`.
+
+    Looking one up builds it unless it is kept: the first jobs whose weights fit in
+    ``keep_bytes`` are kept for the whole run; the others are built at every visit and
+    dropped after their visit (a ViT-B space does not fit in memory at once). Building
+    happens before the visit's warm-up runs, never inside a timed run.
+    """
+
+    def __init__(self, backend: Backend, jobs: list[_Job], keep_bytes: int) -> None:
+        self.backend, self.jobs, self.keep_bytes = backend, jobs, keep_bytes
+        self.kept: dict[int, Callable] = {}
+        self.held = 0
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> Callable[[], object]:
+        if i in self.kept:
+            return self.kept[i]
+        module, inputs = self.jobs[i].build()
+        size = module_bytes(module)
+        fn = self.backend.prepare(module, inputs)
+        if self.held + size <= self.keep_bytes:
+            self.kept[i] = fn
+            self.held += size
+        return fn
+
+
+def _run_jobs(backend: Backend, jobs: list[_Job], rounds: int, repeats: int, warmup: int, min_seconds: float,
+              seed: int, bar, keep_bytes: int = KEEP_BYTES) -> list[float]:
+    """Time ``jobs`` in interleaved rounds (shuffled per round), append their rows; return the rounds' speed factors."""
+    fns = _Prepared(backend, jobs, keep_bytes)
+    first = fns[0]
+    until = time.perf_counter() + BURN_IN_S
     while time.perf_counter() < until:
-        fn()
-    timing = time_callable(fn, repeats=repeats, warmup=warmup, sync=backend.sync, min_seconds=min_seconds)
-    return {**timing.as_dict(), "seconds": time.perf_counter() - started}
+        first()
+    del first
+    spent = [0.0] * len(jobs)
+    last = [time.perf_counter()]
+
+    def step(_round: int, index: int) -> None:
+        now = time.perf_counter()
+        spent[index] += now - last[0]
+        last[0] = now
+        bar.update()
+
+    timings, per_round = time_rounds(fns, rounds=rounds, repeats=repeats, warmup=warmup, sync=backend.sync,
+                                     min_seconds=min_seconds, shuffle_seed=seed, on_step=step)
+    for job, timing, seconds in zip(jobs, timings, spent):
+        job.rows.append({**job.fields, **timing.as_dict(), "seconds": seconds})
+    return speed_factors(per_round) if rounds > 1 else [1.0]
 
 
 def device_fingerprint(backend: Backend) -> dict:
@@ -323,23 +396,27 @@ def device_fingerprint(backend: Backend) -> dict:
 
 
 def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, samples: int = 20, prompts: int = 0,
-            repeats: int = 5, warmup: int = 2, min_seconds: float = MIN_SECONDS, threads: int | None = None,
-            seed: int = 0, resolutions: list[int] | None = None, configs: list[dict] | None = None,
-            progress: bool = True) -> ProfileRun:
+            repeats: int = 5, warmup: int = 2, min_seconds: float = MIN_SECONDS, rounds: int = ROUNDS,
+            threads: int | None = None, seed: int = 0, resolutions: list[int] | None = None,
+            configs: list[dict] | None = None, progress: bool = True) -> ProfileRun:
     """Measure ``space`` on this machine as ``device``; nothing is written.
 
     ``blocks``: time the lookup table's entries; ``samples``: number of subnets timed end
     to end; ``prompts`` > 0: also time encoder + decoder (and the decoder alone) for that
     many single-point prompts; ``repeats``/``warmup``: timed and untimed runs per
     measurement, and ``min_seconds``: keep timing a measurement until its timed runs add up
-    to this long (tiny models get hundreds of runs, large ones just ``repeats``); ``threads``:
-    intra-op threads (torch and ONNX Runtime; default torch's current count); ``resolutions``: profile only these input sides; ``configs``: time these
-    subnets instead of ``samples`` sampled ones.
+    to this long (tiny models get hundreds of runs, large ones just ``repeats``);
+    ``rounds``: split each measurement's runs into this many rounds, interleaved over every
+    measurement of the run in a fresh random order each round (see
+    :func:`nas.timing.time_rounds`; modules up to :data:`KEEP_BYTES` of weights stay prepared,
+    the others are rebuilt at each visit); ``threads``: intra-op threads (torch
+    and ONNX Runtime; default torch's current count); ``resolutions``: profile only these
+    input sides; ``configs``: time these subnets instead of ``samples`` sampled ones.
     """
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
     space = restrict_resolutions(space, resolutions)
-    if repeats < 1 or warmup < 0 or samples < 0 or prompts < 0:
-        raise UserError("--repeats must be >= 1 and --warmup, --samples, --prompts >= 0")
+    if repeats < 1 or rounds < 1 or warmup < 0 or samples < 0 or prompts < 0:
+        raise UserError("--repeats and --rounds must be >= 1 and --warmup, --samples, --prompts >= 0")
     if configs is not None:
         configs = [space.validate(c) for c in configs]
         samples = len(configs)
@@ -353,33 +430,23 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
     if configs is None:
         configs = sample_configs(space, samples, seed) if samples else []
     parts = [("encoder", 0)] + ([("encoder+decoder", prompts)] if prompts else [])
-    run = ProfileRun(device, {}, {space.name: space.to_dict()})
+    run = ProfileRun(device, {}, {space.name: space.to_dict()}, rounds=rounds)
     start = time.perf_counter()
     with torch_threads(backend.threads), torch.random.fork_rng(devices=[]):  # the caller's RNG state is kept
         run.fingerprint = device_fingerprint(backend)
         gen = torch.Generator().manual_seed(seed)
-        bar = tqdm(total=len(kinds) + len(configs) * len(parts), desc=f"profiling {space.name} on {device}",
-                   unit="timing", disable=not progress, dynamic_ncols=True)
+        torch.manual_seed(seed)
+        jobs = [_Job(kind, lambda kind=kind: kind_module(space.arch, kind, gen), run.blocks) for kind in kinds]
+        if configs:
+            supernet = build_sam(space.model_type, seed=seed)
+            jobs += [_Job({"space": space.name, "part": part, "prompts": k, "resolution": cfg["resolution"],
+                           "config": config_json(cfg)},
+                          lambda cfg=cfg, k=k: network_module(supernet, cfg, k, gen), run.networks)
+                     for cfg in configs for part, k in parts]
+        bar = tqdm(total=len(jobs) * rounds, desc=f"profiling {space.name} on {device}", unit="timing",
+                   disable=not progress, dynamic_ncols=True)
         with bar:
-            torch.manual_seed(seed)
-            for i, kind in enumerate(kinds):
-                t0 = time.perf_counter()
-                module, inputs = kind_module(space.arch, kind, gen)
-                burn = BURN_IN_S if i == 0 else 0.0
-                run.blocks.append({**kind, **_timed_row(backend, module, inputs, repeats, warmup, t0, burn,
-                                                         min_seconds)})
-                bar.update()
-            if configs:
-                supernet = build_sam(space.model_type, seed=seed)
-                for i, cfg in enumerate(configs):
-                    for part, k in parts:
-                        t0 = time.perf_counter()
-                        module, inputs = network_module(supernet, cfg, k, gen)
-                        burn = BURN_IN_S if i == 0 else 0.0
-                        row = _timed_row(backend, module, inputs, repeats, warmup, t0, burn, min_seconds)
-                        run.networks.append({"space": space.name, "part": part, "prompts": k,
-                                             "resolution": cfg["resolution"], "config": config_json(cfg), **row})
-                        bar.update()
+            run.speed = _run_jobs(backend, jobs, rounds, repeats, warmup, min_seconds, seed, bar)
     run.seconds = time.perf_counter() - start
     return run
 
