@@ -12,15 +12,16 @@ import yaml
 
 import cli
 from nas.latency import fit_device, import_profile_file, load_predictor, profile_device
-from nas.latency.predictor import PREDICTOR_FORMAT, error_metrics, fit_space
+from nas.latency.predictor import (PREDICTOR_FORMAT, LatencyPredictor, PartModel, error_metrics, fit_space, lut_index,
+                                   lut_parts, save_states)
 from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_onnx_matches, make_backend,
                                  network_module, sample_configs)
-from nas.latency.store import DeviceStore, parse_device, read_profile_file
+from nas.latency.store import DeviceStore, config_json, parse_device, read_profile_file
 from search_spaces.space import SearchSpace
 from supernet.build import build_sam
 from supernet.errors import ConfigError, UserError
 
-FAST = dict(samples=10, repeats=2, warmup=1, min_seconds=0, threads=1, resolutions=[128], progress=False)
+FAST = dict(samples=10, repeats=2, warmup=1, min_seconds=0, rounds=2, threads=1, resolutions=[128], progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_profile_writes_the_device_files(root, space):
         assert float(r["p10_ms"]) <= float(r["median_ms"]) <= float(r["p90_ms"])
     report = json.loads((folder / "report.json").read_text())
     enc = report["spaces"]["sam_micro"]["parts"]["encoder"]
-    assert enc["networks"] == 10 and set(enc["cv"]) == {"lut", "lut_scaled", "lut_gbr"}
+    assert enc["networks"] == 10 and set(enc["cv"]) == {"lut", "lut_scaled", "lut_linear", "lut_gbr"}
     assert np.isfinite([enc["mape_pct"], enc["rmse_ms"], enc["within_10_pct"]]).all()
     assert report["sklearn"] and report["spaces"]["sam_micro"]["profiling_seconds"] > 0
 
@@ -133,6 +134,44 @@ def test_fit_save_load_round_trip(root, space):
     data = joblib.load(root / "cpu-torch" / "predictor.joblib")
     assert data["format"] == PREDICTOR_FORMAT and data["sklearn"] and set(data["spaces"]) == {"sam_micro"}
     assert loaded.report == json.loads((root / "cpu-torch" / "report.json").read_text())["spaces"]["sam_micro"]
+
+
+def test_lut_linear_recovers_a_per_block_cost(root, space, tmp_path):
+    """Subnets that cost 1.3x their window blocks, 0.8x their global ones, 0.4 ms per block and 2 ms more: the
+    linear candidate finds exactly that, CV picks it, and it survives a save and load."""
+    store = DeviceStore("cpu-torch", root)
+    lut = lut_index(store.blocks())
+    configs = [{**space.sample(s), "resolution": 128} for s in range(40)]
+
+    def truth(cfg):
+        parts = lut_parts(space, lut, space.validate(cfg))
+        ms = 2.0
+        for name, part_ms in parts[1:]:
+            is_global = space.blocks[int(name[7:-1])].is_global
+            ms += (0.8 if is_global else 1.3) * part_ms + 0.4
+        return ms
+
+    rows = [{"space": "sam_micro", "part": "encoder", "prompts": 0, "resolution": 128, "config": config_json(c),
+             "median_ms": truth(c), "p10_ms": truth(c), "p90_ms": truth(c), "seconds": 0.1} for c in configs[:30]]
+    predictor = fit_space("cpu-torch", space, store.blocks(), rows)
+    report = predictor.report["parts"]["encoder"]
+    assert report["method"] == "lut_linear" and report["mape_pct"] < 1e-6 < report["cv"]["lut_scaled"]["mape_pct"]
+    held_out = configs[30:]
+    np.testing.assert_allclose(predictor.predict_many(held_out), [truth(c) for c in held_out], rtol=1e-9)
+    save_states(tmp_path / "predictor.joblib", "cpu-torch", {"sam_micro": predictor.state()})
+    loaded = LatencyPredictor.from_state(joblib.load(tmp_path / "predictor.joblib")["spaces"]["sam_micro"])
+    np.testing.assert_array_equal(loaded.predict_many(held_out), predictor.predict_many(held_out))
+    # with fewer than LINEAR_MIN_ROWS subnets at a resolution, that resolution falls back to the scaled LUT
+    few = fit_space("cpu-torch", space, store.blocks(), rows[:6])
+    model = PartModel("lut_linear").fit(*_features_of(few, configs[:6]), np.log([truth(c) for c in configs[:6]]))
+    assert model.linear == {}
+    X, log_lut = _features_of(few, held_out)
+    np.testing.assert_allclose(model.predict_log(X, log_lut), log_lut + model.log_scale)
+
+
+def _features_of(predictor, configs):
+    feats = [predictor.features(predictor.search_space.validate(c), 0) for c in configs]
+    return np.asarray([f for f, _ in feats]), np.asarray([lut for _, lut in feats])
 
 
 def test_refit_is_deterministic(root, space):
@@ -406,3 +445,70 @@ def test_time_callable_runs_until_min_seconds_and_at_least_repeats(monkeypatch):
     calls.clear()
     assert timing.time_callable(two_ms, repeats=4, warmup=0, min_seconds=0).repeats == 4 == len(calls)
     assert timing.time_callable(lambda: None, repeats=1, warmup=0, min_seconds=10).repeats == timing.MAX_RUNS
+
+
+def test_time_rounds_interleaves_and_sees_a_slow_spell(monkeypatch):
+    from nas import timing
+
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    order = []
+    slow = {"on": False}
+
+    def model(name, ms):
+        def run():
+            order.append(name)
+            clock[0] += ms / 1000 * (1.5 if slow["on"] else 1.0)
+        return run
+
+    def step(r, i):  # the machine is 50% slower during the second round
+        slow["on"] = r == 0 and i == 2 or (r == 1 and i < 2)
+
+    timings, per_round = timing.time_rounds([model("a", 2), model("b", 4), model("c", 8)], rounds=3, repeats=3,
+                                            warmup=1, min_seconds=0, shuffle_seed=None, on_step=step)
+    # round by round, each callable warmed up once then timed once: a a b b c c, three times
+    assert order == ["a", "a", "b", "b", "c", "c"] * 3
+    assert [t.repeats for t in timings] == [3, 3, 3]
+    assert [t.median_ms for t in timings] == pytest.approx([2, 4, 8])  # the slow round is outvoted
+    assert per_round[1] == pytest.approx([4, 6, 4])
+    factors = timing.speed_factors(per_round)
+    assert factors == pytest.approx([1.0, 1.5, 1.0])
+    assert timing.drift_pct(factors) == pytest.approx(50.0)
+    assert timing.drift_pct([1.0, 1.0]) == 0.0
+    assert timing.split_evenly(5, 3) == [2, 2, 1] and timing.split_evenly(0.3, 3) == pytest.approx([0.1] * 3)
+    with pytest.raises(ValueError, match="rounds"):
+        timing.time_rounds([model("a", 1)], rounds=0)
+
+    # shuffled: every round still visits each callable once (warm-up + one timed run), in a fresh order
+    order.clear()
+    timings, _ = timing.time_rounds([model(n, 1) for n in "abcdef"], rounds=4, repeats=4, warmup=1, shuffle_seed=3)
+    rounds = [order[12 * r:12 * (r + 1):2] for r in range(4)]
+    assert all(sorted(r) == list("abcdef") for r in rounds) and len({tuple(r) for r in rounds}) > 1
+    assert [t.repeats for t in timings] == [4] * 6
+
+
+def test_profile_reports_rounds_and_drift(space):
+    from nas.latency.profile import profile
+
+    configs = [{**space.smallest(), "resolution": 128}, {**space.largest(), "resolution": 128}]
+    run = profile(space, "cpu-torch", blocks=False, configs=configs, repeats=4, warmup=0,
+                  min_seconds=0, rounds=4, threads=1, resolutions=[128], progress=False)
+    assert run.rounds == 4 and len(run.speed) == 4
+    assert [r["repeats"] for r in run.networks] == [4, 4]
+    assert run.drift_pct >= 0 and all(r["seconds"] > 0 for r in run.networks)
+    with pytest.raises(UserError, match="--rounds"):
+        profile(space, "cpu-torch", blocks=False, samples=2, rounds=0, progress=False)
+
+
+def test_cli_profile_warns_when_the_machine_drifted(tmp_path, capsys, monkeypatch):
+    from nas.latency.profile import ProfileRun
+
+    monkeypatch.setattr(ProfileRun, "drift_pct", property(lambda self: 25.0))
+    code, out, err = run_cli(["latency", "profile", "--space", "sam_micro", "--device", "cpu-torch", "--samples", 5,
+                              "--repeats", 2, "--rounds", 2, "--warmup", 0, "--min-seconds", 0, "--threads", 1,
+                              "--resolutions", 128, "--root", tmp_path], capsys, monkeypatch)
+    assert code == 0, err
+    assert "5 subnet timings" in out and "warning: this machine ran 25% slower in some rounds" in err
+    code, out, err = run_cli(["latency", "profile", "--space", "sam_micro", "--device", "cpu-torch", "--samples", 5,
+                              "--rounds", 0, "--threads", 1, "--root", tmp_path], capsys, monkeypatch)
+    assert code != 0 and "--rounds" in err

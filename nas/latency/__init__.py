@@ -21,7 +21,7 @@ was not profiled).
     {"space", "resolutions", "lookup_table": bool, "block_timings", "networks",
      "profiling_seconds",
      "parts": {"encoder" | "encoder+decoder@K": {
-         "method": "lut" | "lut_scaled" | "lut_gbr" | "gbr",   # the candidate in use
+         "method": "lut" | "lut_scaled" | "lut_linear" | "lut_gbr" | "gbr",   # the candidate in use
          "mape_pct", "rmse_ms", "within_10_pct",                 # its k-fold CV figures
          "cv": {candidate: {...same keys, "max_ape_pct", "n"}},
          "networks", "folds", "noise_spread_pct", "profiling_seconds"}}}

@@ -7,6 +7,10 @@ For one search space on one device, and one *part* (``"encoder"``, or
   encoder's fixed part at its resolution, each kept block's kind, the decoder);
 * ``lut_scaled``: the lookup table times one factor (the median measured/LUT ratio), which
   absorbs what isolated timings miss (cache effects, the framework's per-call overhead);
+* ``lut_linear``: per input resolution, a linear model of the LUT's window-attention ms,
+  global-attention ms and number of kept blocks (plus a constant), fitted by least
+  squares on the relative error: isolated block timings miss a per-block cost (the
+  framework's per-op overhead, reshapes between blocks) and scale differently by kind;
 * ``lut_gbr``: the lookup table corrected by gradient boosting: a
   ``GradientBoostingRegressor`` predicts ``log(measured / LUT)`` from the LUT's total
   and its split into parts, and the config's :meth:`SearchSpace.encode` features;
@@ -44,7 +48,7 @@ from supernet.fileio import atomic_write_bytes
 from .store import DeviceStore, write_json
 
 PREDICTOR_FORMAT = "samnas-latency-predictor/1"
-CANDIDATES = ("lut", "lut_scaled", "lut_gbr", "gbr")
+CANDIDATES = ("lut", "lut_scaled", "lut_linear", "lut_gbr", "gbr")
 MIN_NETWORKS = 5  # fewer timed subnets cannot be cross-validated meaningfully
 WITHIN = 0.10  # the "within +-10%" band
 
@@ -98,6 +102,10 @@ def lut_parts(space: SearchSpace, lut: Mapping[tuple, float], config: dict, prom
     return parts
 
 
+SUMMARY_LEN = 5  # features before SearchSpace.encode's: see _lut_summary
+LINEAR_MIN_ROWS = 8  # fewer timed subnets at a resolution: lut_linear uses one scale factor there
+
+
 def _lut_summary(space: SearchSpace, parts: list[tuple[str, float]]) -> list[float]:
     """``[log total, fixed, window blocks, global blocks, decoder]`` (the last four as shares of the total)."""
     total = sum(ms for _, ms in parts)
@@ -130,11 +138,14 @@ class PartModel:
         self.seed = seed
         self.log_scale = 0.0
         self.gbr: GradientBoostingRegressor | None = None
+        self.linear: dict[float, list[float]] = {}  # lut_linear: resolution feature -> coefficients
 
     def fit(self, X: np.ndarray, log_lut: np.ndarray | None, log_y: np.ndarray) -> "PartModel":
         """``X``: features ``(n, f)``; ``log_lut``: log LUT ms ``(n,)`` or None; ``log_y``: log measured ms."""
-        if self.method == "lut_scaled":
+        if self.method in ("lut_scaled", "lut_linear"):
             self.log_scale = float(np.median(log_y - log_lut))
+        if self.method == "lut_linear":
+            self.linear = fit_linear(X, np.exp(log_y))
         elif self.method == "lut_gbr":
             self.gbr = _gbr(self.seed).fit(X, log_y - log_lut)
         elif self.method == "gbr":
@@ -147,9 +158,49 @@ class PartModel:
             return log_lut
         if self.method == "lut_scaled":
             return log_lut + self.log_scale
+        if self.method == "lut_linear":
+            return predict_linear(self.linear, X, log_lut + self.log_scale)
         if self.method == "lut_gbr":
             return log_lut + self.gbr.predict(X)
         return self.gbr.predict(X)
+
+
+def linear_design(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From regressor features ``(n, f)``: each row's resolution feature ``(n,)`` and lut_linear's design ``(n, 4)``.
+
+    Design columns: 1, window-attention LUT ms, global-attention LUT ms, kept blocks (the
+    encode() keep flags). The fixed part and the decoder are one constant per resolution.
+    """
+    total = np.exp(X[:, 0])
+    kept = X[:, SUMMARY_LEN + 1::3].sum(axis=1)
+    design = np.stack([np.ones(len(X)), X[:, 2] * total, X[:, 3] * total, kept], axis=1)
+    return X[:, SUMMARY_LEN], design
+
+
+def fit_linear(X: np.ndarray, y_ms: np.ndarray) -> dict[float, list[float]]:
+    """Per resolution with at least :data:`LINEAR_MIN_ROWS` rows, least-squares coefficients of the relative error."""
+    res, design = linear_design(X)
+    out = {}
+    for r in np.unique(res):
+        rows = res == r
+        if rows.sum() >= LINEAR_MIN_ROWS:
+            w = 1.0 / y_ms[rows]
+            coef, *_ = np.linalg.lstsq(design[rows] * w[:, None], y_ms[rows] * w, rcond=None)
+            out[float(r)] = [float(c) for c in coef]
+    return out
+
+
+def predict_linear(coefs: dict[float, list[float]], X: np.ndarray, fallback_log: np.ndarray) -> np.ndarray:
+    """Log ms from the per-resolution coefficients; ``fallback_log`` where a resolution has none (or the sum is <= 0)."""
+    res, design = linear_design(X)
+    out = np.array(fallback_log, dtype=float)
+    for i, r in enumerate(res):
+        coef = coefs.get(float(r))
+        if coef is not None:
+            ms = float(design[i] @ np.asarray(coef))
+            if ms > 0:
+                out[i] = math.log(ms)
+    return out
 
 
 def error_metrics(measured: np.ndarray, predicted: np.ndarray) -> dict:
@@ -280,7 +331,8 @@ class LatencyPredictor:
             "device": self.device,
             "space": self.search_space.to_dict(),
             "lut": dict(self.lut),
-            "models": {k: {"method": m.method, "seed": m.seed, "log_scale": m.log_scale, "gbr": m.gbr}
+            "models": {k: {"method": m.method, "seed": m.seed, "log_scale": m.log_scale, "gbr": m.gbr,
+                           "linear": m.linear}
                        for k, m in self.models.items()},
             "report": self.report,
         }
@@ -290,7 +342,7 @@ class LatencyPredictor:
         models = {}
         for key, m in state["models"].items():
             model = PartModel(m["method"], m["seed"])
-            model.log_scale, model.gbr = m["log_scale"], m["gbr"]
+            model.log_scale, model.gbr, model.linear = m["log_scale"], m["gbr"], m.get("linear", {})
             models[key] = model
         space = SearchSpace.from_dict(state["space"], source=f"predictor for {state['device']}")
         return cls(state["device"], space, state["lut"], models, state["report"])
@@ -307,7 +359,7 @@ def _fit_part(predictor: LatencyPredictor, rows: list[dict], folds: int, seed: i
     X = np.asarray(feats)
     log_y = np.log(np.asarray([r["median_ms"] for r in rows]))
     log_lut = None if luts[0] is None else np.asarray(luts, dtype=float)
-    methods = ("lut", "lut_scaled", "lut_gbr") if log_lut is not None else ("gbr",)
+    methods = ("lut", "lut_scaled", "lut_linear", "lut_gbr") if log_lut is not None else ("gbr",)
     k = min(folds, len(rows))
     cv = {m: cross_validate(m, X, log_lut, log_y, k, seed) for m in methods}
     chosen = min(methods, key=lambda m: (cv[m]["mape_pct"], methods.index(m)))
