@@ -75,7 +75,7 @@ def bench_one(space_name: str, device: str, args) -> dict:
 
     if args.save_raw:
         raw = {"space": space.to_dict(), "blocks": run.blocks, "train": train_rows, "test": first,
-               "test_later": second.networks, "speed": [run.speed, second.speed]}
+               "test_later": second.networks, "speed": [run.speed, second.speed], "kept": [run.kept, second.kept]}
         Path(args.save_raw).mkdir(parents=True, exist_ok=True)
         (Path(args.save_raw) / f"{space.name}-{device}-t{args.threads}.json").write_text(json.dumps(raw))
     t0 = time.perf_counter()
@@ -105,7 +105,9 @@ def bench_one(space_name: str, device: str, args) -> dict:
         "lut_only_mape_pct": round(lut["mape_pct"], 1),
         "heldout_later_run_mape_pct": round(later["mape_pct"], 1),
         "heldout_later_run_within10_pct": round(later["within_10_pct"], 0),
-        "drift_pct": f"{run.drift_pct:.0f}/{second.drift_pct:.0f}",
+        "drift_pct": f"{run.machine_drift_pct:.0f}/{second.machine_drift_pct:.0f}",
+        "rounds_run": f"{len(run.speed)}/{len(second.speed)}",
+        "rounds_kept": f"{len(run.kept)}/{len(second.kept)}",
         "noise_remeasure_mape_pct": round(noise["mape_pct"], 1),
         "noise_remeasure_within10_pct": round(noise["within_10_pct"], 0),
         "noise_spread_p10_p90_pct": round(float(np.median(spread)), 1),
@@ -154,7 +156,8 @@ def main(argv=None) -> int:
         "fixed seeds")
     main_cols = ["space", "device", "threads", "resolutions", "method", "heldout_n", "heldout_within10_pct",
                  "heldout_mape_pct", "cv_mape_pct", "lut_only_mape_pct", "meets_target", "noise_remeasure_within10_pct",
-                 "noise_remeasure_mape_pct", "noise_spread_p10_p90_pct", "drift_pct", "heldout_later_run_within10_pct",
+                 "noise_remeasure_mape_pct", "noise_spread_p10_p90_pct", "drift_pct", "rounds_run", "rounds_kept",
+                 "heldout_later_run_within10_pct",
                  "heldout_later_run_mape_pct"]
     cost_cols = ["space", "device", "median_subnet_ms", "block_timings", "subnet_timings", "profiling_blocks_s",
                  "profiling_s", "fit_s"]
@@ -167,7 +170,9 @@ def main(argv=None) -> int:
         "- `noise_remeasure_*`: a second, separate run timing the same held-out subnets, against the first: how far "
         "two honest measurements disagree on this machine (the floor for any predictor).\n"
         "- `drift_pct`: in the first/second run, how much slower the machine was in its slowest round than in its "
-        "fastest (speed measured by every timing of the run alike).\n"
+        "fastest (speed measured by every timing of the run alike); `rounds_run`/`rounds_kept`: rounds run and "
+        "rounds stored, the largest group at one steady speed (a round at another speed is run again, up to "
+        "twice the rounds asked for).\n"
         "- `heldout_later_run_*`: the predictor against that second run: the error a user sees measuring a chosen "
         "subnet at another time; it includes the machine's drift between runs.\n"
         "- `noise_spread_p10_p90_pct`: median over those subnets of (p90 - p10) / median of the repeated runs.\n"

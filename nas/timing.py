@@ -1,6 +1,7 @@
 """Wall-clock timing with warm-up and repeats; medians and spread in milliseconds."""
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -82,54 +83,93 @@ def _timed_runs(fn: Callable[[], object], repeats: int, warmup: int, sync: Calla
     return samples
 
 
-def split_evenly(total: float, parts: int) -> list[float]:
-    """``total`` cut into ``parts`` shares (ints stay ints: 5 in 3 parts is ``[2, 2, 1]``)."""
-    if isinstance(total, int):
-        return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
-    return [total / parts] * parts
+ROUND_TOLERANCE = 0.05  # rounds whose speeds differ by at most about +-5% count as one steady state
+
+
+@dataclass
+class RoundTimings:
+    """What :func:`time_rounds` measured.
+
+    ``timings``: per callable, the :class:`Timing` of its timed runs in the ``kept`` rounds
+    (ms); ``per_round``: per callable, its median in every round run (ms); ``factors``: per
+    round, the machine's relative slowness (:func:`speed_factors`); ``kept``: the rounds
+    that count, the largest group of rounds that ran at one steady speed.
+    """
+
+    timings: list[Timing]
+    per_round: list[list[float]]
+    factors: list[float]
+    kept: list[int]
 
 
 def time_rounds(fns: Sequence[Callable[[], object]], rounds: int = 3, repeats: int = 5, warmup: int = 1,
                 sync: Callable[[], None] | None = None, min_seconds: float = 0.0, shuffle_seed: int | None = 0,
-                on_step: Callable[[int, int], None] | None = None) -> tuple[list[Timing], list[list[float]]]:
-    """Time every callable in ``rounds`` interleaved rounds: each round visits every callable once.
+                max_rounds: int | None = None, tolerance: float = ROUND_TOLERANCE,
+                on_step: Callable[[int, int], None] | None = None) -> RoundTimings:
+    """Time every callable in interleaved rounds; each round visits every callable once.
 
-    Each visit is :func:`time_callable` with ``warmup`` untimed runs (the caches are cold
-    after switching) and its share of ``repeats`` and ``min_seconds`` (at least one timed
-    run). Spreading a measurement over the whole time the batch takes means a slow spell of
-    the machine (another tenant on a shared VM, a clock change) touches many callables a
-    little instead of a few of them wholly. With ``shuffle_seed`` (not None) every round
-    visits them in a fresh random order, so that neighbours in the list do not share their
-    slow spells round after round. ``fns[i]`` is looked up once per visit, so ``fns`` may be
-    a sequence that builds its items on demand.
+    Each visit is :func:`time_callable` with ``1/rounds`` of ``warmup``, ``repeats`` and
+    ``min_seconds`` (rounded up, and at least one timed run and, when ``warmup`` > 0, one
+    untimed run: the caches are cold after switching). Spreading a measurement over the
+    whole time the batch takes means a slow spell of the machine (another tenant on a shared
+    VM, a clock change) touches many callables a little instead of a few wholly. With
+    ``shuffle_seed`` (not None) every round visits them in a fresh random order, so that
+    neighbours in the list do not share their slow spells round after round. ``fns[i]`` is
+    looked up once per visit, so ``fns`` may be a sequence that builds items on demand.
 
-    Returns, per callable, the :class:`Timing` of all its timed runs together (ms) and its
-    median per round (ms, in round order). ``on_step(round, index)`` is called after each visit.
+    After ``rounds`` rounds, the rounds are grouped by the machine's speed in each
+    (:func:`speed_factors`; one group spans at most ``2 * tolerance``): while the largest
+    group has fewer than ``rounds`` rounds, another round is run, up to ``max_rounds``
+    (default ``rounds``, i.e. never). Only the largest group's rounds count, so a stretch
+    in which the whole machine ran slower is measured again instead of averaged in.
+    ``on_step(round, index)`` is called after each visit.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
-    samples: list[list[float]] = [[] for _ in range(len(fns))]
+    max_rounds = max(rounds, max_rounds or rounds)
+    runs_per_visit = max(1, math.ceil(repeats / rounds))
+    warm_per_visit = math.ceil(warmup / rounds)
+    samples: list[list[list[float]]] = [[] for _ in range(len(fns))]  # [callable][round] -> ms of each run
     per_round: list[list[float]] = [[] for _ in range(len(fns))]
-    shares = split_evenly(repeats, rounds)
     rng = np.random.default_rng(shuffle_seed)
-    for r in range(rounds):
+    kept: list[int] = []
+    for r in range(max_rounds):
         order = rng.permutation(len(fns)) if shuffle_seed is not None else range(len(fns))
         for i in order:
             i = int(i)
-            runs = _timed_runs(fns[i], max(1, shares[r]), warmup, sync, min_seconds / rounds)
-            samples[i] += runs
+            runs = _timed_runs(fns[i], runs_per_visit, warm_per_visit, sync, min_seconds / rounds)
+            samples[i].append(runs)
             per_round[i].append(float(statistics.median(runs)))
             if on_step:
                 on_step(r, i)
-    return [summarize(s) for s in samples], per_round
+        if r + 1 >= rounds:
+            factors = speed_factors(per_round)
+            kept = steady_rounds(factors, tolerance)
+            if len(kept) >= rounds:
+                break
+    timings = [summarize([ms for k in kept for ms in item[k]]) for item in samples]
+    return RoundTimings(timings, per_round, speed_factors(per_round), kept)
+
+
+def steady_rounds(factors: list[float], tolerance: float = ROUND_TOLERANCE) -> list[int]:
+    """The largest group of rounds whose speed factors lie within ``1 + 2 * tolerance`` of each other.
+
+    Ties go to the faster group. Returns round indices in increasing order.
+    """
+    order = sorted(range(len(factors)), key=lambda r: factors[r])
+    best: list[int] = []
+    for start in range(len(order)):
+        group = [r for r in order[start:] if factors[r] <= factors[order[start]] * (1 + 2 * tolerance)]
+        if len(group) > len(best):
+            best = group
+    return sorted(best)
 
 
 def speed_factors(per_round: list[list[float]]) -> list[float]:
     """The machine's relative slowness in each round: median over callables of round median / overall median.
 
-    ``per_round[i][r]`` is callable i's median in round r (from :func:`time_rounds`). 1.0 in
-    every round means a steady machine; ``[1.0, 1.3, 1.0]`` means everything ran 30%
-    slower during round 2.
+    ``per_round[i][r]`` is callable i's median in round r. 1.0 in every round means a
+    steady machine; ``[1.0, 1.3, 1.0]`` means everything ran 30% slower during round 2.
     """
     if not per_round or not per_round[0]:
         return []

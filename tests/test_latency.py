@@ -447,7 +447,7 @@ def test_time_callable_runs_until_min_seconds_and_at_least_repeats(monkeypatch):
     assert timing.time_callable(lambda: None, repeats=1, warmup=0, min_seconds=10).repeats == timing.MAX_RUNS
 
 
-def test_time_rounds_interleaves_and_sees_a_slow_spell(monkeypatch):
+def test_time_rounds_interleaves_and_runs_a_slow_round_again(monkeypatch):
     from nas import timing
 
     clock = [0.0]
@@ -464,27 +464,44 @@ def test_time_rounds_interleaves_and_sees_a_slow_spell(monkeypatch):
     def step(r, i):  # the machine is 50% slower during the second round
         slow["on"] = r == 0 and i == 2 or (r == 1 and i < 2)
 
-    timings, per_round = timing.time_rounds([model("a", 2), model("b", 4), model("c", 8)], rounds=3, repeats=3,
-                                            warmup=1, min_seconds=0, shuffle_seed=None, on_step=step)
-    # round by round, each callable warmed up once then timed once: a a b b c c, three times
-    assert order == ["a", "a", "b", "b", "c", "c"] * 3
-    assert [t.repeats for t in timings] == [3, 3, 3]
-    assert [t.median_ms for t in timings] == pytest.approx([2, 4, 8])  # the slow round is outvoted
-    assert per_round[1] == pytest.approx([4, 6, 4])
-    factors = timing.speed_factors(per_round)
-    assert factors == pytest.approx([1.0, 1.5, 1.0])
-    assert timing.drift_pct(factors) == pytest.approx(50.0)
-    assert timing.drift_pct([1.0, 1.0]) == 0.0
-    assert timing.split_evenly(5, 3) == [2, 2, 1] and timing.split_evenly(0.3, 3) == pytest.approx([0.1] * 3)
+    fns = [model("a", 2), model("b", 4), model("c", 8)]
+    result = timing.time_rounds(fns, rounds=3, repeats=3, warmup=1, shuffle_seed=None, max_rounds=6, on_step=step)
+    # round by round, each callable warmed up once then timed once: a a b b c c; the slow round is run again
+    assert order == ["a", "a", "b", "b", "c", "c"] * 4
+    assert result.factors == pytest.approx([1.0, 1.5, 1.0, 1.0]) and result.kept == [0, 2, 3]
+    assert [t.repeats for t in result.timings] == [3, 3, 3]
+    assert [t.median_ms for t in result.timings] == pytest.approx([2, 4, 8])
+    assert [t.max_ms for t in result.timings] == pytest.approx([2, 4, 8])  # the slow round's runs are not counted
+    assert result.per_round[1] == pytest.approx([4, 6, 4, 4])
+    assert timing.drift_pct(result.factors) == pytest.approx(50.0) and timing.drift_pct([1.0, 1.0]) == 0.0
+
+    # without max_rounds nothing is run again: the two steady rounds count
+    order.clear()
+    result = timing.time_rounds(fns, rounds=3, repeats=3, warmup=1, shuffle_seed=None, on_step=step)
+    assert len(order) == 18 and result.kept == [0, 2] and [t.repeats for t in result.timings] == [2, 2, 2]
     with pytest.raises(ValueError, match="rounds"):
         timing.time_rounds([model("a", 1)], rounds=0)
 
     # shuffled: every round still visits each callable once (warm-up + one timed run), in a fresh order
     order.clear()
-    timings, _ = timing.time_rounds([model(n, 1) for n in "abcdef"], rounds=4, repeats=4, warmup=1, shuffle_seed=3)
+    result = timing.time_rounds([model(n, 1) for n in "abcdef"], rounds=4, repeats=4, warmup=1, shuffle_seed=3)
     rounds = [order[12 * r:12 * (r + 1):2] for r in range(4)]
     assert all(sorted(r) == list("abcdef") for r in rounds) and len({tuple(r) for r in rounds}) > 1
-    assert [t.repeats for t in timings] == [4] * 6
+    assert [t.repeats for t in result.timings] == [4] * 6
+    # warm-up runs are shared out too, but every visit gets one unless warmup=0
+    for warmup, calls in ((6, 8), (1, 4), (0, 2)):
+        order.clear()
+        timing.time_rounds([model("a", 1)], rounds=2, repeats=2, warmup=warmup, shuffle_seed=None)
+        assert len(order) == calls
+
+
+def test_steady_rounds_picks_the_largest_group():
+    from nas.timing import steady_rounds
+
+    assert steady_rounds([1.0, 1.02, 1.4, 0.99]) == [0, 1, 3]
+    assert steady_rounds([1.0, 1.4, 1.41, 1.0]) == [0, 3]  # a tie goes to the faster group
+    assert steady_rounds([1.0, 1.3, 1.6]) == [0]
+    assert steady_rounds([]) == []
 
 
 def test_profile_reports_rounds_and_drift(space):
@@ -493,22 +510,25 @@ def test_profile_reports_rounds_and_drift(space):
     configs = [{**space.smallest(), "resolution": 128}, {**space.largest(), "resolution": 128}]
     run = profile(space, "cpu-torch", blocks=False, configs=configs, repeats=4, warmup=0,
                   min_seconds=0, rounds=4, threads=1, resolutions=[128], progress=False)
-    assert run.rounds == 4 and len(run.speed) == 4
-    assert [r["repeats"] for r in run.networks] == [4, 4]
-    assert run.drift_pct >= 0 and all(r["seconds"] > 0 for r in run.networks)
+    assert run.rounds == 4 and len(run.speed) == 4 + run.extra_rounds <= 8 and set(run.kept) <= set(range(8))
+    assert [r["repeats"] for r in run.networks] == [len(run.kept)] * 2  # one timed run per kept round
+    assert 0 <= run.drift_pct <= run.machine_drift_pct and all(r["seconds"] > 0 for r in run.networks)
     with pytest.raises(UserError, match="--rounds"):
         profile(space, "cpu-torch", blocks=False, samples=2, rounds=0, progress=False)
 
 
 def test_cli_profile_warns_when_the_machine_drifted(tmp_path, capsys, monkeypatch):
-    from nas.latency.profile import ProfileRun
+    from nas import timing
 
-    monkeypatch.setattr(ProfileRun, "drift_pct", property(lambda self: 25.0))
+    monkeypatch.setattr(timing, "steady_rounds", lambda factors, tolerance=0: [0])  # no two rounds ever agree
     code, out, err = run_cli(["latency", "profile", "--space", "sam_micro", "--device", "cpu-torch", "--samples", 5,
                               "--repeats", 2, "--rounds", 2, "--warmup", 0, "--min-seconds", 0, "--threads", 1,
                               "--resolutions", 128, "--root", tmp_path], capsys, monkeypatch)
     assert code == 0, err
-    assert "5 subnet timings" in out and "warning: this machine ran 25% slower in some rounds" in err
+    assert "5 subnet timings" in out and "ran 2 more round(s) and kept the 1 that ran at one speed" in out
+    assert "warning: only 1 of 4 rounds ran at one speed" in err
+    rows = read_rows(tmp_path / "cpu-torch" / "networks.csv")
+    assert [int(r["repeats"]) for r in rows] == [1] * 5  # the kept round's one timed run each
     code, out, err = run_cli(["latency", "profile", "--space", "sam_micro", "--device", "cpu-torch", "--samples", 5,
-                              "--rounds", 0, "--threads", 1, "--root", tmp_path], capsys, monkeypatch)
-    assert code != 0 and "--rounds" in err
+                              "--rounds", 3, "--max-rounds", 2, "--threads", 1, "--root", tmp_path], capsys, monkeypatch)
+    assert code != 0 and "--max-rounds" in err

@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=ROUNDS,
                    help="split each measurement into this many rounds, interleaved over all measurements, so a "
                    f"slow spell of the machine touches every one alike (default: {ROUNDS})")
+    p.add_argument("--max-rounds", type=int,
+                   help="run rounds again, up to this many in all, while fewer than --rounds of them ran at one "
+                   "steady speed (default: twice --rounds)")
     p.add_argument("--prompts", type=int, default=0,
                    help="also time encoder + decoder for this many point prompts (default: 0, encoder only)")
     p.add_argument("--resolutions", type=int, nargs="+", help="only these input sides (default: all of the space's)")
@@ -96,21 +99,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from .profile import DRIFT_WARN_PCT, profile_device
+    from .profile import profile_device
     from .store import DeviceStore
 
     run = profile_device(args.space, args.device, root=args.root, out=args.out, replace=args.replace,
                          blocks=args.blocks, samples=args.samples, prompts=args.prompts, repeats=args.repeats,
-                         warmup=args.warmup, min_seconds=args.min_seconds, rounds=args.rounds, threads=args.threads,
+                         warmup=args.warmup, min_seconds=args.min_seconds, rounds=args.rounds,
+                         max_rounds=args.max_rounds, threads=args.threads,
                          seed=args.seed, resolutions=args.resolutions)
     fp = run.fingerprint
     print(f"profiled {', '.join(run.spaces)} on {args.device}: {len(run.blocks)} block timings, "
           f"{len(run.networks)} subnet timings in {run.seconds:.1f} s "
           f"({fp['backend']}, {fp['threads']} threads, {fp['cpu']}{', ' + fp['gpu'] if fp.get('gpu') else ''})")
-    if run.drift_pct > DRIFT_WARN_PCT:
-        print(f"warning: this machine ran {run.drift_pct:.0f}% slower in some rounds than in others (another process, "
-              "a shared VM, a clock change?); the rounds spread that over every timing alike, but a fit from them "
-              "predicts this machine in that mixed state: profile again when it is quiet", file=sys.stderr)
+    if run.extra_rounds:
+        print(f"the machine's speed moved by up to {run.machine_drift_pct:.0f}% between rounds: ran "
+              f"{run.extra_rounds} more round(s) and kept the {len(run.kept)} that ran at one speed")
+    if len(run.kept) < run.rounds:
+        print(f"warning: only {len(run.kept)} of {len(run.speed)} rounds ran at one speed (the machine's speed moved "
+              f"by up to {run.machine_drift_pct:.0f}%: another process, a shared VM, a clock change?); these timings "
+              "are less reliable: profile again when it is quiet, or with a larger --max-rounds", file=sys.stderr)
     if args.out:
         print(f"wrote {args.out}; on the target machine of the results: samnas latency import {args.out}")
     else:

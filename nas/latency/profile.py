@@ -3,8 +3,9 @@
 Two levels, both with warm-up runs first and then ``repeats`` timed runs (median and
 p10/p90 spread). The runs of each measurement are split into ``rounds`` rounds that
 interleave over every measurement of the run (:func:`nas.timing.time_rounds`), so that a
-slow spell of the machine lands on all of them alike; the run reports how much the
-machine's speed moved between rounds (:attr:`ProfileRun.drift_pct`):
+slow spell of the machine lands on all of them alike, and a round in which the whole
+machine ran slower or faster than in the others is run again (up to ``max_rounds``); the
+run reports how much the machine's speed moved (:class:`ProfileRun`):
 
 * **blocks** (the lookup table): for every input resolution of the space, the encoder's
   fixed part (patch embedding + position embedding + neck, i.e. an encoder with no
@@ -38,7 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nas.fingerprint import machine_fingerprint
-from nas.timing import MIN_SECONDS, ROUNDS, drift_pct, speed_factors, time_rounds
+from nas.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, time_rounds
 from search_spaces.space import SearchSpace
 from supernet.arch import SamArch
 from supernet.build import build_from_spec, build_sam
@@ -295,8 +296,8 @@ def restrict_resolutions(space: SearchSpace, resolutions: list[int] | None) -> S
 class ProfileRun:
     """What one profiling run measured, ready for a device folder or a portable file.
 
-    ``speed``: the machine's relative slowness in each round (:func:`nas.timing.speed_factors`);
-    :attr:`drift_pct` summarises it.
+    ``speed``: the machine's relative slowness in each round run (:func:`nas.timing.speed_factors`);
+    ``kept``: the rounds whose timings were stored (:func:`nas.timing.steady_rounds`).
     """
 
     device: str
@@ -307,19 +308,29 @@ class ProfileRun:
     seconds: float = 0.0
     rounds: int = 1
     speed: list[float] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)
 
     def document(self) -> dict:
         return profile_document(self.device, self.fingerprint, self.spaces, self.blocks, self.networks)
 
     @property
     def drift_pct(self) -> float:
-        """How much slower the slowest round ran than the fastest, in percent (0 with one round)."""
+        """How much slower the slowest stored round ran than the fastest, in percent (0 with one round)."""
+        return drift_pct([self.speed[k] for k in self.kept])
+
+    @property
+    def machine_drift_pct(self) -> float:
+        """The same over every round run, the re-timed ones included: how unsteady the machine was."""
         return drift_pct(self.speed)
+
+    @property
+    def extra_rounds(self) -> int:
+        """Rounds run again because the machine's speed moved (0 on a steady machine)."""
+        return len(self.speed) - self.rounds
 
 
 BURN_IN_S = 0.5  # untimed running before the first measurement of a run: caches, clocks, thread pools
 KEEP_BYTES = 2 * 1024**3  # weights of prepared modules kept between rounds; the rest are rebuilt at each visit
-DRIFT_WARN_PCT = 10.0  # a run whose rounds differ by more is worth repeating on a quieter machine
 
 
 @dataclass
@@ -365,9 +376,9 @@ class _Prepared(Sequence):
         return fn
 
 
-def _run_jobs(backend: Backend, jobs: list[_Job], rounds: int, repeats: int, warmup: int, min_seconds: float,
-              seed: int, bar, keep_bytes: int = KEEP_BYTES) -> list[float]:
-    """Time ``jobs`` in interleaved rounds (shuffled per round), append their rows; return the rounds' speed factors."""
+def _run_jobs(backend: Backend, jobs: list[_Job], rounds: int, max_rounds: int, repeats: int, warmup: int,
+              min_seconds: float, seed: int, bar, keep_bytes: int = KEEP_BYTES) -> RoundTimings:
+    """Time ``jobs`` in interleaved rounds (:func:`nas.timing.time_rounds`) and append their rows."""
     fns = _Prepared(backend, jobs, keep_bytes)
     first = fns[0]
     until = time.perf_counter() + BURN_IN_S
@@ -377,17 +388,19 @@ def _run_jobs(backend: Backend, jobs: list[_Job], rounds: int, repeats: int, war
     spent = [0.0] * len(jobs)
     last = [time.perf_counter()]
 
-    def step(_round: int, index: int) -> None:
+    def step(r: int, index: int) -> None:
         now = time.perf_counter()
         spent[index] += now - last[0]
         last[0] = now
+        if r >= rounds and bar.total < len(jobs) * (r + 1):
+            bar.total = len(jobs) * (r + 1)  # a round run again: the bar grows by one round
         bar.update()
 
-    timings, per_round = time_rounds(fns, rounds=rounds, repeats=repeats, warmup=warmup, sync=backend.sync,
-                                     min_seconds=min_seconds, shuffle_seed=seed, on_step=step)
-    for job, timing, seconds in zip(jobs, timings, spent):
+    result = time_rounds(fns, rounds=rounds, repeats=repeats, warmup=warmup, sync=backend.sync,
+                         min_seconds=min_seconds, shuffle_seed=seed, max_rounds=max_rounds, on_step=step)
+    for job, timing, seconds in zip(jobs, result.timings, spent):
         job.rows.append({**job.fields, **timing.as_dict(), "seconds": seconds})
-    return speed_factors(per_round) if rounds > 1 else [1.0]
+    return result
 
 
 def device_fingerprint(backend: Backend) -> dict:
@@ -397,7 +410,7 @@ def device_fingerprint(backend: Backend) -> dict:
 
 def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, samples: int = 20, prompts: int = 0,
             repeats: int = 5, warmup: int = 2, min_seconds: float = MIN_SECONDS, rounds: int = ROUNDS,
-            threads: int | None = None, seed: int = 0, resolutions: list[int] | None = None,
+            max_rounds: int | None = None, threads: int | None = None, seed: int = 0, resolutions: list[int] | None = None,
             configs: list[dict] | None = None, progress: bool = True) -> ProfileRun:
     """Measure ``space`` on this machine as ``device``; nothing is written.
 
@@ -409,14 +422,17 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
     ``rounds``: split each measurement's runs into this many rounds, interleaved over every
     measurement of the run in a fresh random order each round (see
     :func:`nas.timing.time_rounds`; modules up to :data:`KEEP_BYTES` of weights stay prepared,
-    the others are rebuilt at each visit); ``threads``: intra-op threads (torch
+    the others are rebuilt at each visit); ``max_rounds``: when the machine's speed moved
+    between rounds, run more rounds, up to this many in all (default ``2 * rounds``), until
+    ``rounds`` of them ran at one steady speed; only those are stored; ``threads``: intra-op threads (torch
     and ONNX Runtime; default torch's current count); ``resolutions``: profile only these
     input sides; ``configs``: time these subnets instead of ``samples`` sampled ones.
     """
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
     space = restrict_resolutions(space, resolutions)
-    if repeats < 1 or rounds < 1 or warmup < 0 or samples < 0 or prompts < 0:
-        raise UserError("--repeats and --rounds must be >= 1 and --warmup, --samples, --prompts >= 0")
+    if repeats < 1 or rounds < 1 or warmup < 0 or samples < 0 or prompts < 0 or (max_rounds or rounds) < rounds:
+        raise UserError("--repeats and --rounds must be >= 1, --max-rounds >= --rounds, and --warmup, --samples, "
+                        "--prompts >= 0")
     if configs is not None:
         configs = [space.validate(c) for c in configs]
         samples = len(configs)
@@ -446,7 +462,9 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
         bar = tqdm(total=len(jobs) * rounds, desc=f"profiling {space.name} on {device}", unit="timing",
                    disable=not progress, dynamic_ncols=True)
         with bar:
-            run.speed = _run_jobs(backend, jobs, rounds, repeats, warmup, min_seconds, seed, bar)
+            timed = _run_jobs(backend, jobs, rounds, max_rounds or 2 * rounds, repeats, warmup, min_seconds,
+                              seed, bar)
+            run.speed, run.kept = timed.factors, timed.kept
     run.seconds = time.perf_counter() - start
     return run
 
