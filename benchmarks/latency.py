@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -149,11 +150,14 @@ def main(argv=None) -> int:
             rows.append(row)
             print(row, flush=True)
     command = ("python benchmarks/latency.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
-    header = machine_header(command, args.repeats) + (
-        f"\n- profiling: {args.threads} threads; each measurement is at least {args.repeats} timed runs and at "
-        f"least {args.min_seconds:g} s of them, split into {args.rounds} rounds interleaved over all the run's "
-        f"measurements, each round after {args.warmup} warm-up runs (plus a 0.5 s burn-in before the first); "
-        "fixed seeds")
+    per_visit, warm = max(1, math.ceil(args.repeats / args.rounds)), math.ceil(args.warmup / args.rounds)
+    repeats_line = (f"- repeats: {per_visit * args.rounds} timed runs per measurement, {per_visit} in each of "
+                    f"{args.rounds} rounds, each round's visit after {warm} warm-up run(s), and at least "
+                    f"{args.min_seconds:g} s of timed runs in all; latency is the median, spread is p10-p90")
+    header = machine_header(command, args.repeats, repeats_line) + (
+        f"\n- profiling: {args.threads} threads; each round visits every measurement of the run in a fresh random "
+        "order; a round at another speed than the others (beyond about +-5%) is run again, up to twice the rounds, "
+        "and only the largest group of rounds at one steady speed is stored; 0.5 s burn-in first; fixed seeds")
     main_cols = ["space", "device", "threads", "resolutions", "method", "heldout_n", "heldout_within10_pct",
                  "heldout_mape_pct", "cv_mape_pct", "lut_only_mape_pct", "meets_target", "noise_remeasure_within10_pct",
                  "noise_remeasure_mape_pct", "noise_spread_p10_p90_pct", "drift_pct", "rounds_run", "rounds_kept",
