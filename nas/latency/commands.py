@@ -48,8 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", required=True, help="device name, e.g. cpu-torch, cpu-onnxruntime, cuda-torch[@tag]")
     p.add_argument("--blocks", action="store_true", help="also time every block kind (the lookup table)")
     p.add_argument("--samples", type=int, default=30, help="subnets timed end to end (default: 30)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (default: 5)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: 2)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed runs per measurement, shared out over the rounds (default: 5)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed runs per measurement, shared out over the rounds, at least one per round (default: 2)")
     p.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
                    help=f"keep timing a measurement until its runs add up to this long (default: {MIN_SECONDS})")
     p.add_argument("--rounds", type=int, default=ROUNDS,
