@@ -350,9 +350,9 @@ def module_bytes(module: nn.Module) -> int:
 class _Prepared(Sequence):
     """The jobs' prepared callables, for :func:`nas.timing.time_rounds`.
 
-    Looking one up builds it unless it is kept: the first jobs whose weights fit in
-    ``keep_bytes`` are kept for the whole run; the others are built at every visit and
-    dropped after their visit (a ViT-B space does not fit in memory at once). Building
+    Looking one up builds it unless it is kept: jobs are kept for the whole run, in the
+    order they are first looked up, while their weights fit in ``keep_bytes``; the others
+    are built at every visit and dropped after it (a ViT-B space does not fit in memory at once). Building
     happens before the visit's warm-up runs, never inside a timed run.
     """
 
