@@ -132,6 +132,7 @@ def time_rounds(fns: Sequence[Callable[[], object]], rounds: int = 3, repeats: i
     samples: list[list[list[float]]] = [[] for _ in range(len(fns))]  # [callable][round] -> ms of each run
     per_round: list[list[float]] = [[] for _ in range(len(fns))]
     rng = np.random.default_rng(shuffle_seed)
+    factors: list[float] = []
     kept: list[int] = []
     for r in range(max_rounds):
         order = rng.permutation(len(fns)) if shuffle_seed is not None else range(len(fns))
@@ -148,7 +149,7 @@ def time_rounds(fns: Sequence[Callable[[], object]], rounds: int = 3, repeats: i
             if len(kept) >= rounds:
                 break
     timings = [summarize([ms for k in kept for ms in item[k]]) for item in samples]
-    return RoundTimings(timings, per_round, speed_factors(per_round), kept)
+    return RoundTimings(timings, per_round, factors, kept)
 
 
 def steady_rounds(factors: list[float], tolerance: float = ROUND_TOLERANCE) -> list[int]:
