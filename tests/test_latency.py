@@ -21,7 +21,10 @@ from search_spaces.space import SearchSpace
 from supernet.build import build_sam
 from supernet.errors import ConfigError, UserError
 
-FAST = dict(samples=10, repeats=2, warmup=1, min_seconds=0, rounds=2, threads=1, resolutions=[128], progress=False)
+# max_rounds == rounds: no round is run again, so each stored median has exactly `repeats` runs
+# whatever the machine's speed does (re-running is tested with a fake clock below)
+FAST = dict(samples=10, repeats=2, warmup=1, min_seconds=0, rounds=2, max_rounds=2, threads=1, resolutions=[128],
+            progress=False)
 
 
 @pytest.fixture(scope="module")
