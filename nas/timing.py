@@ -1,7 +1,9 @@
 """Wall-clock timing with warm-up and repeats; medians and spread in milliseconds."""
 from __future__ import annotations
 
+import ctypes
 import math
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +47,40 @@ def summarize(samples_ms: list[float]) -> Timing:
     )
 
 
+MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's largest allowed mmap threshold on 64-bit Linux
+TRIM_THRESHOLD_BYTES = 2**31 - 1  # mallopt takes an int: keep up to 2 GiB of freed heap instead of trimming it
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers from glibc's malloc.h
+_allocator: str | None = None
+
+
+def steady_allocator() -> str:
+    """Fix glibc malloc's thresholds for the rest of this process, once; returns what was set.
+
+    By default glibc hands freed blocks above a threshold back to the kernel (munmap, heap
+    trimming) and moves that threshold as the process allocates, so whether a model's
+    activation buffers are reused or page-faulted in afresh on every run depends on what the
+    process did before. On this project's 2-core VM that made the same sam_micro subnets 10-20%
+    slower in one profiling run than in another, by input size, with five times the system time.
+    Fixing the mmap threshold at :data:`MMAP_THRESHOLD_BYTES` and trimming only above
+    :data:`TRIM_THRESHOLD_BYTES` keeps freed memory for reuse; a deployment gets the same with
+    ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647`` in its environment
+    (or with jemalloc/tcmalloc). Every timing in :mod:`nas.timing` calls this first, and the
+    returned text goes into device fingerprints; other C libraries are left as they are.
+    """
+    global _allocator
+    if _allocator is None:
+        _allocator = "default"
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and libc.mallopt(
+                        _M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES):
+                    _allocator = f"glibc mmap_threshold={MMAP_THRESHOLD_BYTES} trim_threshold={TRIM_THRESHOLD_BYTES}"
+            except (OSError, AttributeError):
+                pass
+    return _allocator
+
+
 MIN_SECONDS = 0.3  # profiling default: least timed wall time per measurement
 ROUNDS = 3  # profiling default: interleaved rounds per measurement (see time_rounds)
 MAX_RUNS = 2000  # cap on timed runs when ``min_seconds`` asks for more than ``repeats``
@@ -67,6 +103,7 @@ def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
 def _timed_runs(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None] | None,
                 min_seconds: float) -> list[float]:
     """The ms of each timed run (see :func:`time_callable`)."""
+    steady_allocator()
     for _ in range(warmup):
         fn()
     samples: list[float] = []

@@ -300,6 +300,22 @@ def test_measurements_from_another_machine_are_not_mixed(tmp_path):
         store.add_measurements({"cpu": "B", "threads": 1, "backend": "torch"}, {}, [], [])
     store.add_measurements({"cpu": "B", "threads": 1, "backend": "torch"}, {}, [], [], replace=True)
     assert store.fingerprint()["cpu"] == "B"
+    # timings taken with another malloc set-up are not mixed in either
+    with pytest.raises(UserError, match=r"taken elsewhere \(allocator None -> 'default'\)"):
+        store.add_measurements({"cpu": "B", "threads": 1, "backend": "torch", "allocator": "default"}, {}, [], [])
+
+
+def test_timings_run_with_a_fixed_allocator():
+    import platform
+
+    from nas import timing
+    from nas.fingerprint import machine_fingerprint
+
+    described = timing.steady_allocator()
+    assert timing.steady_allocator() == described  # set once per process
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert described == f"glibc mmap_threshold={32 * 2**20} trim_threshold={2**31 - 1}"
+    assert machine_fingerprint()["allocator"] == described
 
 
 def test_cuda_device_without_gpu_fails_cleanly(tmp_path):

@@ -50,7 +50,7 @@ NETWORK_FIELDS = ("space", "part", "prompts", "resolution", "config") + TIMING_F
 INT_FIELDS = {"resolution", "window", "heads", "mlp", "prompts", "repeats"}
 FLOAT_FIELDS = {"median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms", "seconds"}
 # Fingerprint fields that must agree for two measurement runs to describe one device.
-SAME_DEVICE_FIELDS = ("cpu", "threads", "backend", "torch", "onnxruntime", "gpu")
+SAME_DEVICE_FIELDS = ("cpu", "threads", "backend", "torch", "onnxruntime", "gpu", "allocator")
 
 
 def parse_device(name: str) -> tuple[str, str, str | None]:
