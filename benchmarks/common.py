@@ -16,19 +16,20 @@ from nas.fingerprint import machine_fingerprint  # noqa: E402
 from supernet.fileio import atomic_write_text  # noqa: E402
 
 
-def machine_header(command: str, repeats: int, repeats_line: str | None = None) -> str:
+def machine_header(command: str, repeats: int, repeats_line: str | None = None, threads: int | None = None) -> str:
     """Markdown lines stating the machine, threads, repeats, date and the reproducing command.
 
-    ``repeats_line`` replaces the default "repeats: N timed runs after 1 warm-up" line.
+    ``repeats_line`` replaces the default "repeats: N timed runs after 1 warm-up" line;
+    ``threads``: the threads the timings used, when not torch's current count.
     """
     fp = machine_fingerprint()
     return "\n".join([
-        f"- machine: {fp['cpu']}, {fp['cores']} cores, torch {fp['torch']} with {fp['torch_threads']} threads"
+        f"- machine: {fp['cpu']}, {fp['cores']} cores, torch {fp['torch']} with {threads or fp['torch_threads']} threads"
         + (f", GPU {fp['gpu']}" if fp["gpu"] else ", no GPU"),
         repeats_line or f"- repeats: {repeats} timed runs after 1 warm-up; latency is the median, spread is p10-p90",
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- reproduce: `{command}`",
-        f"- fingerprint: `{json.dumps({k: fp[k] for k in ('cpu', 'cores', 'torch_threads', 'torch', 'onnxruntime')})}`",
+        f"- fingerprint: `{json.dumps({k: fp[k] for k in ('cpu', 'cores', 'torch', 'onnxruntime', 'allocator')})}`",
     ])
 
 

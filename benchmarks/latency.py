@@ -14,6 +14,11 @@ For each search space (``sam_micro`` at all its resolutions, ``sam_vit_b`` at in
    rounds are shown too.
 
 Targets (issue 3): at least 90% of held-out subnets within +-10%, MAPE at most 5%.
+On a shared VM, compare ``--threads 1`` with the default: on this project's 2-core VM, two
+runs of the same micro subnets with 2 threads disagreed by 24% MAPE while 1-thread runs agreed
+within 2% (results/latency_t2.md, results/latency.md): with 2 threads the whole machine's speed
+moved by tens of percent within a minute, with no CPU steal reported, which this process cannot
+control.
 Nothing is written under results/latency (the runs use a temporary folder); the table
 goes to results/latency.md and results/latency.csv.
 
@@ -154,10 +159,11 @@ def main(argv=None) -> int:
     repeats_line = (f"- repeats: {per_visit * args.rounds} timed runs per measurement, {per_visit} in each of "
                     f"{args.rounds} rounds, each round's visit after {warm} warm-up run(s), and at least "
                     f"{args.min_seconds:g} s of timed runs in all; latency is the median, spread is p10-p90")
-    header = machine_header(command, args.repeats, repeats_line) + (
+    header = machine_header(command, args.repeats, repeats_line, threads=args.threads) + (
         f"\n- profiling: {args.threads} threads; each round visits every measurement of the run in a fresh random "
         "order; a round at another speed than the others (beyond about +-5%) is run again, up to twice the rounds, "
-        "and only the largest group of rounds at one steady speed is stored; 0.5 s burn-in first; fixed seeds")
+        "and only the largest group of rounds at one steady speed is stored; 0.5 s burn-in first; fixed seeds; "
+        "glibc malloc's mmap and trim thresholds fixed (`nas.timing.steady_allocator`)")
     main_cols = ["space", "device", "threads", "resolutions", "method", "heldout_n", "heldout_within10_pct",
                  "heldout_mape_pct", "cv_mape_pct", "lut_only_mape_pct", "meets_target", "noise_remeasure_within10_pct",
                  "noise_remeasure_mape_pct", "noise_spread_p10_p90_pct", "drift_pct", "rounds_run", "rounds_kept",
