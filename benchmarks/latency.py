@@ -15,10 +15,10 @@ For each search space (``sam_micro`` at all its resolutions, ``sam_vit_b`` at in
 
 Targets (issue 3): at least 90% of held-out subnets within +-10%, MAPE at most 5%.
 On a shared VM, compare ``--threads 1`` with the default: on this project's 2-core VM, two
-runs of the same micro subnets with 2 threads disagreed by 24% MAPE while 1-thread runs agreed
-within 2% (results/latency_t2.md, results/latency.md): with 2 threads the whole machine's speed
-moved by tens of percent within a minute, with no CPU steal reported, which this process cannot
-control.
+runs of the same micro subnets disagreed by 16% MAPE with 2 threads (results/latency_t2.md)
+and by 5.6% with 1 thread (2.7% for vit_b@512; results/latency.md). In exploratory probes (not
+committed), the whole machine's speed with 2 threads moved by up to 60% within a minute, with
+no CPU steal reported: nothing this process can control.
 Nothing is written under results/latency (the runs use a temporary folder); the table
 goes to results/latency.md and results/latency.csv.
 

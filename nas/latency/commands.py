@@ -63,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts", type=int, default=0,
                    help="also time encoder + decoder for this many point prompts (default: 0, encoder only)")
     p.add_argument("--resolutions", type=int, nargs="+", help="only these input sides (default: all of the space's)")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: torch's current count)")
+    p.add_argument("--threads", type=int,
+                   help="intra-op threads (default: torch's current count); on this project's shared 2-core VM, 1 "
+                        "thread repeated far better than 2 (results/latency.md vs latency_t2.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampled subnets and inputs (default: 0)")
     p.add_argument("--out", help="write a portable JSON file instead of storing the measurements here")
     p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
