@@ -60,7 +60,8 @@ def steady_allocator() -> str:
     trimming) and moves that threshold as the process allocates, so whether a model's
     activation buffers are reused or page-faulted in afresh on every run depends on what the
     process did before. On this project's 2-core VM that made the same sam_micro subnets 10-20%
-    slower in one profiling run than in another, by input size, with five times the system time.
+    slower in one profiling run than in another, by input size, with five times the system time
+    (exploratory runs of benchmarks/latency.py).
     Fixing the mmap threshold at :data:`MMAP_THRESHOLD_BYTES` and trimming only above
     :data:`TRIM_THRESHOLD_BYTES` keeps freed memory for reuse; a deployment gets the same with
     ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647`` in its environment

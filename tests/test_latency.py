@@ -302,12 +302,13 @@ def test_too_few_subnets_to_fit(tmp_path):
 def test_measurements_from_another_machine_are_not_mixed(tmp_path):
     store = DeviceStore("cpu-torch", tmp_path)
     store.add_measurements({"cpu": "A", "threads": 1, "backend": "torch"}, {}, [], [])
-    with pytest.raises(UserError, match=r"taken elsewhere \(cpu 'A' -> 'B'\).*cpu-torch@<tag>.*--replace"):
+    with pytest.raises(UserError,
+                       match=r"taken on another machine or set-up \(cpu 'A' -> 'B'\).*cpu-torch@<tag>.*--replace"):
         store.add_measurements({"cpu": "B", "threads": 1, "backend": "torch"}, {}, [], [])
     store.add_measurements({"cpu": "B", "threads": 1, "backend": "torch"}, {}, [], [], replace=True)
     assert store.fingerprint()["cpu"] == "B"
     # timings taken with another malloc set-up are not mixed in either
-    with pytest.raises(UserError, match=r"taken elsewhere \(allocator None -> 'default'\)"):
+    with pytest.raises(UserError, match=r"taken on another machine or set-up \(allocator None -> 'default'\)"):
         store.add_measurements({"cpu": "B", "threads": 1, "backend": "torch", "allocator": "default"}, {}, [], [])
 
 

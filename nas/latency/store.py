@@ -210,8 +210,9 @@ class DeviceStore:
         if diff:
             detail = ", ".join(f"{f} {old.get(f)!r} -> {fingerprint.get(f)!r}" for f in diff)
             raise UserError(
-                f"{self.folder}: measurements there were taken elsewhere ({detail}); use another device name "
-                f"such as {self.device.split('@')[0]}@<tag>, or --replace to drop the old measurements"
+                f"{self.folder}: measurements there were taken on another machine or set-up ({detail}); "
+                f"use another device name such as {self.device.split('@')[0]}@<tag>, or --replace to drop the old "
+                "measurements"
             )
 
     def add_measurements(self, fingerprint: dict, spaces: dict, blocks: list[dict], networks: list[dict],
