@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from common import machine_header, markdown_table, write_results
 from nas.latency.predictor import error_metrics, fit_space
 from nas.latency.profile import profile, restrict_resolutions, sample_configs
 from nas.latency.store import config_json
-from nas.timing import MIN_SECONDS, ROUNDS
+from nas.timing import MIN_SECONDS, ROUNDS, visit_runs
 from search_spaces.space import SearchSpace
 
 DEFAULT_RESOLUTIONS = {"sam_vit_b": [512]}
@@ -155,7 +154,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(row, flush=True)
     command = ("python benchmarks/latency.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
-    per_visit, warm = max(1, math.ceil(args.repeats / args.rounds)), math.ceil(args.warmup / args.rounds)
+    per_visit, warm = visit_runs(args.repeats, args.warmup, args.rounds)
     repeats_line = (f"- repeats: {per_visit * args.rounds} timed runs per measurement, {per_visit} in each of "
                     f"{args.rounds} rounds, each round's visit after {warm} warm-up run(s), and at least "
                     f"{args.min_seconds:g} s of timed runs in all; latency is the median, spread is p10-p90")

@@ -98,13 +98,13 @@ def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    steady_allocator()
     return summarize(_timed_runs(fn, repeats, warmup, sync, min_seconds))
 
 
 def _timed_runs(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None] | None,
                 min_seconds: float) -> list[float]:
     """The ms of each timed run (see :func:`time_callable`)."""
-    steady_allocator()
     for _ in range(warmup):
         fn()
     samples: list[float] = []
@@ -119,6 +119,14 @@ def _timed_runs(fn: Callable[[], object], repeats: int, warmup: int, sync: Calla
         samples.append((time.perf_counter() - start) * 1000.0)
         total_ms += samples[-1]
     return samples
+
+
+def visit_runs(repeats: int, warmup: int, rounds: int) -> tuple[int, int]:
+    """Timed and untimed runs per visit when a measurement's runs are shared out over ``rounds`` rounds.
+
+    Rounded up, and at least one timed run (see :func:`time_rounds`).
+    """
+    return max(1, math.ceil(repeats / rounds)), math.ceil(warmup / rounds)
 
 
 ROUND_TOLERANCE = 0.05  # rounds whose speeds differ by at most about +-5% count as one steady state
@@ -165,8 +173,8 @@ def time_rounds(fns: Sequence[Callable[[], object]], rounds: int = 3, repeats: i
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     max_rounds = max(rounds, max_rounds or rounds)
-    runs_per_visit = max(1, math.ceil(repeats / rounds))
-    warm_per_visit = math.ceil(warmup / rounds)
+    runs_per_visit, warm_per_visit = visit_runs(repeats, warmup, rounds)
+    steady_allocator()
     samples: list[list[list[float]]] = [[] for _ in range(len(fns))]  # [callable][round] -> ms of each run
     per_round: list[list[float]] = [[] for _ in range(len(fns))]
     rng = np.random.default_rng(shuffle_seed)
