@@ -1,4 +1,6 @@
-"""Ground-truth mIoU on COCO-format instance annotations (read with pycocotools).
+"""Ground-truth mIoU on COCO-format annotations, instances or panoptic (``supernet.annotations``).
+
+Of a panoptic file only the *things* are scored (stuff regions have no meaningful box prompt).
 
 Every non-crowd annotation is one item, prompted two ways:
 
@@ -24,9 +26,6 @@ annotation's) and annotations that cannot be decoded or are empty are named in
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
+from supernet.annotations import load_coco
 from supernet.errors import UserError
 from supernet.predictor import SamPredictor
 from supernet.sam import Sam
@@ -43,7 +43,6 @@ from supernet.sam import Sam
 from .base import Evaluator, QualityResult, batches, mask_iou, pick_by_score
 
 PROMPT_BATCH = 16  # prompts decoded at once; bounds the memory of full-size masks
-_IMAGE_FIELDS = ("id", "file_name", "height", "width")
 
 
 @dataclass
@@ -55,46 +54,6 @@ class _Item:
     boxes: np.ndarray  # (K, 4) float XYXY pixels
     points: np.ndarray  # (K, 2) float (x, y) pixels
     masks: torch.Tensor  # (K, H, W) bool ground truth
-
-
-def load_coco(path: str | Path, skip=None):
-    """Read a COCO instances file into a pycocotools ``COCO`` index, quietly.
-
-    Image entries lacking ``id``/``file_name``/``height``/``width`` and annotations lacking
-    ``id``/``image_id`` are passed to ``skip(item, reason)`` and dropped. Raises UserError
-    (one line, naming the file) when the file is missing, not JSON, or not COCO at all.
-    """
-    from pycocotools.coco import COCO
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: annotations file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: not a COCO annotations file (not readable JSON: {exc})") from None
-    if not (isinstance(data, dict) and isinstance(data.get("images"), list)
-            and isinstance(data.get("annotations"), list)):
-        raise UserError(f"{path}: not a COCO annotations file (expected a JSON object with "
-                        f"'images' and 'annotations' lists)")
-    skip = skip or (lambda item, reason: None)
-    images = []
-    for i, img in enumerate(data["images"]):
-        if isinstance(img, dict) and all(k in img for k in _IMAGE_FIELDS):
-            images.append(img)
-        else:
-            skip(f"images[{i}]", f"an image entry needs {', '.join(_IMAGE_FIELDS)}")
-    anns = []
-    for i, ann in enumerate(data["annotations"]):
-        if isinstance(ann, dict) and "id" in ann and "image_id" in ann:
-            anns.append(ann)
-        else:
-            skip(f"annotations[{i}]", "an annotation needs id and image_id")
-    coco = COCO()
-    coco.dataset = {"images": images, "annotations": anns}  # categories are not needed here
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
 
 
 def farthest_point(mask: np.ndarray) -> np.ndarray:
@@ -159,7 +118,7 @@ class CocoEvaluator(Evaluator):
         super().__init__()
         self.annotations = Path(annotations_json)
         self._folder, self._chosen = _image_source(images_dir)
-        coco = load_coco(self.annotations, self.skip)
+        coco = load_coco(self.annotations, self.skip, things_only=True)
         self.num_crowd = 0
         self.items: list[_Item] = []
         for info in coco.dataset["images"]:
