@@ -19,7 +19,8 @@ import torch
 from supernet.build import build_sam
 from supernet.fileio import atomic_torch_save, atomic_write_text
 from supernet.reference import WEIGHTS_DIR
-from supernet.scenes import SyntheticScenes
+from supernet.errors import UserError
+from supernet.scenes import CocoScenes, MixedScenes, SyntheticScenes
 from supernet.synthetic import write_coco_dataset
 from supernet.train import TrainSettings, train
 
@@ -27,23 +28,58 @@ from .fingerprint import machine_fingerprint
 from .quality import make_evaluator
 
 EXAMPLES = """examples:
-  samnas train-reference                        # the packaged model: 2400 steps x 4 images, seed 0 (under 30 min on 2 cores)
+  # the packaged model: real COCO photos (train splits) plus synthetic scenes, on a GPU
+  samnas train-reference --coco ../shared/data/coco128/images/train2017 \\
+      --annotations ../shared/data/coco128/annotations/panoptic_train2017.json \\
+      --coco ../shared/data/tiny_coco/train2017 \\
+      --annotations ../shared/data/tiny_coco/annotations/instances_train2017.json \\
+      --eval-coco ../shared/data/tiny_coco/val2017 \\
+      --eval-annotations ../shared/data/tiny_coco/annotations/instances_val2017.json --device cuda
+  samnas train-reference                        # synthetic scenes only (no photos needed)
   samnas train-reference --steps 200 --out /tmp/micro.pt   # a quick smoke run
 """
 HELD_OUT_SEED_OFFSET = 10_000  # evaluation scenes come from a generator stream training never uses
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-reference", help="train the small reference SAM (sam_micro) on synthetic scenes",
-                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=2400)
-    p.add_argument("--batch-images", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-images", type=int, default=40, help="held-out synthetic scenes for the card")
-    p.add_argument("--threads", type=int, default=None)
+    p = sub.add_parser("train-reference", help="train the small reference SAM (sam_micro) on photos and synthetic scenes",
+                       description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--coco", action="append", default=[], metavar="DIR",
+                   help="a folder of training photos; repeat for several (each pairs with one --annotations)")
+    p.add_argument("--annotations", action="append", default=[], metavar="JSON",
+                   help="COCO instances or panoptic file of the --coco folder in the same position")
+    p.add_argument("--synthetic-share", type=float, default=0.25,
+                   help="share of each batch drawn from synthetic scenes when photos are given (default 0.25)")
+    p.add_argument("--eval-coco", action="append", default=[], metavar="DIR",
+                   help="held-out photos scored for the card (never trained on); repeatable")
+    p.add_argument("--eval-annotations", action="append", default=[], metavar="JSON",
+                   help="annotations of the --eval-coco folder in the same position")
+    p.add_argument("--steps", type=int, default=2400, help="optimizer steps (default 2400)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="instead of --steps: as many steps as fit in this many minutes, timed on a first few steps")
+    p.add_argument("--batch-images", type=int, default=4, help="images per step (default 4)")
+    p.add_argument("--prompts-per-image", type=int, default=4, help="target masks per image and step (default 4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order (default 0)")
+    p.add_argument("--init", default=None, metavar="CKPT", help="start from these sam_micro weights instead of random ones")
+    p.add_argument("--eval-images", type=int, default=40, help="held-out synthetic scenes for the card (default 40)")
+    p.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda, cuda:1 ... (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--out", default=str(WEIGHTS_DIR / "sam_micro.pt"), help="weights file (card written beside it)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="score the --out weights again on the held-out data and rewrite the card's evaluation")
     p.set_defaults(func=run_train_reference)
+
+
+DESCRIPTION = """Train the packaged sam_micro reference SAM.
+
+No pretrained SAM weights can be downloaded everywhere, so samnas trains its own small SAM
+with SAM's recipe (focal + dice, IoU head, point, box and corrective-point prompts) on real
+photos with COCO masks (instances or panoptic; random resized crops, flips and colour jitter)
+mixed with generated scenes, and measures it on held-out photos (--eval-coco) and held-out
+synthetic scenes with the same COCO evaluator the search uses. Without --coco it trains on
+synthetic scenes only. The weights ship as package data with a model card beside them.
+"""
 
 
 def card_paths(weights: Path) -> tuple[Path, Path]:
@@ -58,65 +94,200 @@ def evaluate_reference(model, seed: int, num_images: int) -> dict:
         ann = write_coco_dataset(tmp, num_images, size=256, seed=seed + HELD_OUT_SEED_OFFSET, split="val")
         evaluator = make_evaluator("coco", model, images=Path(tmp) / "val", annotations=ann)
         result = evaluator.evaluate(model, None)
-    return {"score": result.score, **result.metrics, "num_items": result.num_items}
+    return {"data": f"{num_images} held-out synthetic scenes (seed {seed + HELD_OUT_SEED_OFFSET})",
+            "score": result.score, **result.metrics, "num_items": result.num_items}
+
+
+def evaluate_photos(model, images: str | Path, annotations: str | Path) -> dict:
+    """Box- and point-prompted mIoU on held-out photos (COCO evaluator; things only for panoptic files)."""
+    evaluator = make_evaluator("coco", model, images=images, annotations=annotations)
+    result = evaluator.evaluate(model, None)
+    dataset = Path(annotations).resolve().parent.parent.name  # <dataset>/annotations/<file>.json
+    return {"data": f"{dataset} {Path(images).name} photos ({Path(annotations).name}, held out)",
+            "score": result.score, **result.metrics, "num_items": result.num_items}
+
+
+def _pairs(folders: list[str], annotations: list[str], what: str) -> list[tuple[str, str]]:
+    if len(folders) != len(annotations):
+        raise UserError(f"--{what}coco and --{what}annotations pair up in order: got {len(folders)} folders "
+                        f"and {len(annotations)} annotation files")
+    return list(zip(folders, annotations))
+
+
+def training_source(args: argparse.Namespace, pairs: list[tuple[str, str]]):
+    """The scene source: photos mixed with synthetic scenes, or synthetic scenes alone."""
+    synthetic = SyntheticScenes(seed=args.seed)
+    if not pairs:
+        return synthetic, "supernet.synthetic scenes, 256x256, 3-7 objects, generated per step"
+    photos = CocoScenes(pairs, seed=args.seed, size=256, progress=True)
+    share = args.synthetic_share
+    data = (f"{len(photos)} photos with masks ({', '.join(f'{Path(d).name} / {Path(a).name}' for d, a in pairs)}), "
+            f"augmented (random resized crop, flip, colour jitter), {1 - share:.0%} of each batch; "
+            f"synthetic scenes {share:.0%}")
+    if share <= 0:
+        return photos, data
+    return MixedScenes([photos, synthetic], [1 - share, share], seed=args.seed), data
+
+
+def steps_for_minutes(model, source, settings: TrainSettings, minutes: float, trial_steps: int = 20) -> int:
+    """How many steps of ``settings`` fit in ``minutes``, timed on a copy of ``model`` for ``trial_steps`` steps."""
+    import copy
+
+    probe = copy.deepcopy(model)
+    trial = TrainSettings(**{**settings.__dict__, "steps": trial_steps + 5, "checkpoint_every": 10**9})
+    with tempfile.TemporaryDirectory() as scratch:
+        began = time.perf_counter()
+        train(probe, source, trial, scratch, progress=False)
+        per_step = (time.perf_counter() - began) / (trial_steps + 5)
+    return max(1, int(minutes * 60 / per_step))
 
 
 def run_train_reference(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    pairs = _pairs(args.coco, args.annotations, "")
+    eval_pairs = _pairs(args.eval_coco, args.eval_annotations, "eval-")
+    if args.evaluate_only:
+        return _rewrite_evaluation(args, out, eval_pairs)
+    if not pairs:
+        print("NOTE: no --coco photos given: training on synthetic scenes only")
     model = build_sam("micro", seed=args.seed)
-    settings = TrainSettings(steps=args.steps, batch_images=args.batch_images, lr=args.lr, warmup_steps=100,
-                             seed=args.seed, checkpoint_every=250)
+    if args.init:
+        model.load_state_dict(load_weights(args.init))
+    model.to(args.device)
+    source, data = training_source(args, pairs)
+    settings = TrainSettings(steps=args.steps, batch_images=args.batch_images, prompts_per_image=args.prompts_per_image,
+                             lr=args.lr, warmup_steps=100, seed=args.seed, checkpoint_every=250)
+    if args.minutes:
+        settings.steps = steps_for_minutes(model, source, settings, args.minutes)
+        print(f"{settings.steps} steps fit in {args.minutes:g} min on {args.device}")
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        train(model, SyntheticScenes(seed=args.seed), settings, scratch)
+        train(model, source, settings, scratch)
     seconds = time.perf_counter() - began
+    model.to("cpu")
     atomic_torch_save(model.state_dict(), out)
-    quality = evaluate_reference(model, args.seed, args.eval_images)
     fp = machine_fingerprint()
+    command = (f"samnas train-reference {' '.join(f'--coco {d} --annotations {a}' for d, a in pairs)} "
+               f"--synthetic-share {args.synthetic_share} --steps {settings.steps} --batch-images {args.batch_images} "
+               f"--prompts-per-image {args.prompts_per_image} --lr {args.lr} --seed {args.seed}"
+               + (f" --init {args.init}" if args.init else "") + f" --device {args.device}")
     card = {
         "model": "sam_micro reference (samnas)",
         "weights": out.name,
         "size_bytes": out.stat().st_size,
         "params": sum(p.numel() for p in model.parameters()),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "training": {"command": f"samnas train-reference --steps {args.steps} --batch-images {args.batch_images} "
-                                f"--lr {args.lr} --seed {args.seed}",
-                     "data": "supernet.synthetic scenes, 256x256, 3-7 objects, generated per step",
+        "training": {"command": " ".join(command.split()),
+                     "data": data,
                      "recipe": "focal(20)+dice(1) on masks (best of 3 for points), MSE on IoU head, "
                                "point and jittered-box prompts, one iterative corrective round",
-                     "steps": args.steps, "batch_images": args.batch_images, "seconds": round(seconds, 1),
+                     "steps": settings.steps, "batch_images": args.batch_images,
+                     "prompts_per_image": args.prompts_per_image, "seconds": round(seconds, 1),
+                     "device": _device_name(args.device),
                      "machine": {k: fp[k] for k in ("cpu", "cores", "torch_threads", "torch")}},
-        "evaluation": {"data": f"{args.eval_images} held-out synthetic scenes "
-                               f"(seed {args.seed + HELD_OUT_SEED_OFFSET})", **quality},
     }
+    if args.init:
+        card["training"]["init"] = init_provenance(Path(args.init))
+    return _write_card(card, model, out, args, eval_pairs)
+
+
+def init_provenance(weights: Path) -> dict:
+    """What ``--init`` weights were: their file and, when a card lies beside them, how they were trained."""
+    card_json, _ = card_paths(weights)
+    info = {"weights": weights.name}
+    if card_json.is_file():
+        info["training"] = json.loads(card_json.read_text(encoding="utf-8")).get("training")
+    return info
+
+
+def _rewrite_evaluation(args: argparse.Namespace, out: Path, eval_pairs) -> int:
+    """``--evaluate-only``: score the existing weights again and rewrite the card's evaluation part."""
+    card_json, _ = card_paths(out)
+    if not card_json.is_file():
+        raise UserError(f"{card_json}: no model card beside {out} to rewrite")
+    card = json.loads(card_json.read_text(encoding="utf-8"))
+    model = build_sam("micro")
+    model.load_state_dict(load_weights(out))
+    return _write_card(card, model.eval(), out, args, eval_pairs)
+
+
+def _write_card(card: dict, model, out: Path, args: argparse.Namespace, eval_pairs) -> int:
+    model.eval()
+    card["evaluation"] = [evaluate_photos(model, d, a) for d, a in eval_pairs]
+    card["evaluation"].append(evaluate_reference(model, args.seed, args.eval_images))
     card_json, card_md = card_paths(out)
     atomic_write_text(card_json, json.dumps(card, indent=2) + "\n")
     atomic_write_text(card_md, render_reference_card(card))
-    print(f"trained in {seconds / 60:.1f} min; box mIoU {quality.get('box_miou', float('nan')):.3f}, "
-          f"point mIoU {quality.get('point_miou', float('nan')):.3f}; wrote {out}, {card_json.name}, {card_md.name}")
+    tr = card["training"]
+    print(f"trained in {tr['seconds'] / 60:.1f} min; wrote {out}, {card_json.name}, {card_md.name}")
+    for ev in card["evaluation"]:
+        print(f"  {ev['data']}: box mIoU {ev.get('box_miou', float('nan')):.3f}, "
+              f"point mIoU {ev.get('point_miou', float('nan')):.3f} ({ev['num_items']} instances)")
     return 0
 
 
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
+def load_weights(path: str | Path) -> dict:
+    """A plain state dict from ``path`` (weights only); UserError naming the file otherwise."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable weights file ({str(exc).splitlines()[0][:150]})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a state dict of sam_micro weights")
+    return state
+
+
+def _reproduce(training: dict) -> str:
+    """The commands that reproduce the weights, earliest first (``--init`` stages included)."""
+    stages = []
+    while training:
+        stages.append(f"`{training['command']}`")
+        training = (training.get("init") or {}).get("training")
+    if len(stages) == 1:
+        return stages[0]
+    return "in stages, each starting from the weights of the one before:\n" + "\n".join(
+        f"  {i}. {cmd}" for i, cmd in enumerate(reversed(stages), 1))
+
+
 def render_reference_card(card: dict) -> str:
-    ev, tr = card["evaluation"], card["training"]
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in ev.items() if isinstance(v, float))
+    tr = card["training"]
+    evaluations = card["evaluation"] if isinstance(card["evaluation"], list) else [card["evaluation"]]
+    metrics = [k for k in evaluations[0] if isinstance(evaluations[0][k], float)]
+    header = "| held-out data | instances | " + " | ".join(metrics) + " |"
+    rule = "|---|---|" + "---|" * len(metrics)
+    rows = "\n".join(f"| {ev['data']} | {ev['num_items']} | " + " | ".join(f"{ev.get(k, float('nan')):.4f}" for k in metrics)
+                     + " |" for ev in evaluations)
+    device = tr.get("device", "cpu")
     return f"""# sam_micro reference model
 
-A small SAM ({card['params'] / 1e6:.2f} M parameters, 256 px input) trained from scratch by samnas on
-generated scenes, so that demos and tests measure real segmentation quality without downloads.
-It is **not** a general-purpose segmenter: it has only seen synthetic shapes.
+A small SAM ({card['params'] / 1e6:.2f} M parameters, 256 px input) trained from scratch by samnas,
+so that demos and tests measure real segmentation quality without downloads. It is a
+demonstration model, far below Meta's SAM: its numbers below are what it does on photos it
+never saw in training.
 
 - weights: `{card['weights']}` ({card['size_bytes'] / 1e6:.1f} MB)
-- trained: {tr['steps']} steps x {tr['batch_images']} images in {tr['seconds'] / 60:.1f} min on {tr['machine']['cpu']}
-  ({tr['machine']['torch_threads']} threads)
+- data: {tr['data']}
+- trained: {tr['steps']} steps x {tr['batch_images']} images in {tr['seconds'] / 60:.1f} min on {device}
+  (host CPU {tr['machine']['cpu']}, torch {tr['machine']['torch']})
 - recipe: {tr['recipe']}
-- reproduce: `{tr['command']}`
+- reproduce: {_reproduce(tr)}
 
-## Held-out quality ({ev['data']})
+{("> " + card["selection"] + chr(10)) if card.get("selection") else ""}
+## Held-out quality
 
-| metric | value |
-|---|---|
+Box and point mIoU: each instance prompted by its ground-truth box or by the point farthest
+from its boundary; the output with the highest predicted IoU is scored (`_oracle`: the best
+of the three outputs against the ground truth). Panoptic files: things only.
+
+{header}
+{rule}
 {rows}
 """

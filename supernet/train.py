@@ -21,6 +21,7 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def prepare_scene(model: Sam, scene: Scene, max_masks: int, rng: np.random.Gener
     res = model.resolution
     resized = ResizeLongestSide(res).apply_image(scene.image)
     h, w = resized.shape[:2]
-    image = model.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float())[0]
+    image = model.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float().to(model.device))[0]
     masks = scene.masks
     if len(masks) > max_masks:
         masks = [masks[i] for i in sorted(rng.choice(len(masks), max_masks, replace=False))]
@@ -94,27 +95,53 @@ def prepare_scene(model: Sam, scene: Scene, max_masks: int, rng: np.random.Gener
     return PreparedScene(image, m, (h, w))
 
 
-def point_prompts(masks: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random foreground point per mask: coords ``(K, 1, 2)`` (x, y) and labels ``(K, 1)``."""
-    coords = []
-    for m in masks:
-        ys, xs = torch.nonzero(m > 0.5, as_tuple=True)
-        i = int(rng.integers(len(ys)))
-        coords.append([float(xs[i]), float(ys[i])])
-    return torch.tensor(coords).view(-1, 1, 2), torch.ones(len(coords), 1, dtype=torch.int)
+def sample_targets(prepared: list[PreparedScene], k: int, rng: np.random.Generator) -> tuple[list[int], torch.Tensor]:
+    """``k`` target masks per labelled image: ``(images used, (B * k, R, R) masks)`` image-major.
+
+    An image with fewer than ``k`` masks repeats some (drawn with replacement); images with
+    no mask are left out of the list.
+    """
+    used, chosen = [], []
+    for b, p in enumerate(prepared):
+        n = len(p.masks)
+        if n == 0:
+            continue
+        idx = rng.choice(n, k, replace=n < k)
+        used.append(b)
+        chosen.append(p.masks[torch.as_tensor(idx)])
+    if not chosen:
+        return [], torch.zeros(0)
+    return used, torch.cat(chosen)
 
 
-def box_prompts(masks: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+def _pick_pixels(weights: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One pixel per ``(N, H, W)`` non-negative weight map, drawn in proportion -> ``(N, 2)`` float (x, y)."""
+    flat = torch.multinomial(weights.flatten(1), 1, generator=gen)[:, 0]
+    w = weights.shape[-1]
+    return torch.stack([flat % w, flat // w], dim=1).float()
+
+
+def point_prompts(masks: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One uniformly random foreground point per mask: coords ``(K, 1, 2)`` (x, y) and labels ``(K, 1)``."""
+    coords = _pick_pixels((masks > 0.5).float(), gen)
+    return coords[:, None], torch.ones(len(coords), 1, dtype=torch.int, device=masks.device)
+
+
+def box_prompts(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Tight XYXY box per mask, jittered by N(0, 10% of the side) clipped to 20 px: ``(K, 4)``."""
-    boxes = []
-    for m in masks:
-        ys, xs = torch.nonzero(m > 0.5, as_tuple=True)
-        x0, x1, y0, y1 = xs.min().item(), xs.max().item(), ys.min().item(), ys.max().item()
-        side = np.array([x1 - x0, y1 - y0, x1 - x0, y1 - y0], dtype=float)
-        noise = np.clip(rng.normal(0, 0.1 * side), -20, 20)
-        boxes.append(np.array([x0, y0, x1, y1], dtype=float) + noise)
+    fg = masks > 0.5
     res = masks.shape[-1]
-    return torch.tensor(np.clip(np.array(boxes), 0, res - 1), dtype=torch.float)
+    idx = torch.arange(res, device=masks.device, dtype=torch.float)
+    cols, rows = fg.any(1), fg.any(2)  # (K, W), (K, H)
+    big = float(res)
+    x0 = torch.where(cols, idx, big).amin(1)
+    x1 = torch.where(cols, idx, -big).amax(1)
+    y0 = torch.where(rows, idx, big).amin(1)
+    y1 = torch.where(rows, idx, -big).amax(1)
+    boxes = torch.stack([x0, y0, x1, y1], 1)
+    side = torch.stack([x1 - x0, y1 - y0, x1 - x0, y1 - y0], 1)
+    noise = torch.randn(boxes.shape, generator=gen, device=masks.device) * 0.1 * side
+    return (boxes + noise.clamp(-20, 20)).clamp(0, res - 1)
 
 
 def random_points(n: int, valid: tuple[int, int], rng: np.random.Generator):
@@ -124,19 +151,20 @@ def random_points(n: int, valid: tuple[int, int], rng: np.random.Generator):
     return torch.tensor(xy, dtype=torch.float).view(n, 1, 2), torch.ones(n, 1, dtype=torch.int)
 
 
-def corrective_points(logits: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator):
-    """A point in each prediction's error region: label 1 on a missed pixel, 0 on a false one."""
-    coords, labels = [], []
-    for pred, gt in zip(logits > 0, targets > 0.5):
-        err = pred ^ gt
-        ys, xs = torch.nonzero(err, as_tuple=True)
-        if len(ys) == 0:
-            ys, xs = torch.nonzero(gt, as_tuple=True)
-        i = int(rng.integers(len(ys)))
-        y, x = int(ys[i]), int(xs[i])
-        coords.append([float(x), float(y)])
-        labels.append(int(gt[y, x]))
-    return torch.tensor(coords).view(-1, 1, 2), torch.tensor(labels, dtype=torch.int).view(-1, 1)
+def corrective_points(logits: torch.Tensor, targets: torch.Tensor, gen: torch.Generator):
+    """A uniformly random point in each prediction's error region: label 1 on a missed pixel, 0 on a false one.
+
+    ``logits (K, H, W)``, ``targets (K, H, W)``; a prediction without error gets a point of
+    its target. Returns coords ``(K, 1, 2)`` and labels ``(K, 1)``.
+    """
+    gt = targets > 0.5
+    err = (logits > 0) ^ gt
+    none = ~err.flatten(1).any(1)
+    region = torch.where(none[:, None, None], gt, err).float()
+    coords = _pick_pixels(region, gen)
+    x, y = coords[:, 0].long(), coords[:, 1].long()
+    labels = gt[torch.arange(len(gt), device=gt.device), y, x].int()
+    return coords[:, None], labels[:, None]
 
 
 def upscale(low_res: torch.Tensor, res: int) -> torch.Tensor:
@@ -147,7 +175,12 @@ def upscale(low_res: torch.Tensor, res: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------- one subnet's loss
 
 class SubnetLoss(nn.Module):
-    """Loss of the active subnet on a batch (a module, so that DDP can wrap it)."""
+    """Loss of the active subnet on a batch (a module, so that DDP can wrap it).
+
+    All prompts of a batch are decoded in one call: ``prompts_per_image`` target masks per
+    labelled image, each prompted by a point (multimask, best of 3 trained) and by a box,
+    each followed by one corrective round; unlabelled images get random points (distillation only).
+    """
 
     def __init__(self, model: Sam, teacher: Sam | None, settings: TrainSettings) -> None:
         super().__init__()
@@ -157,9 +190,12 @@ class SubnetLoss(nn.Module):
 
     def forward(self, scenes: list[Scene], seed: int) -> tuple[torch.Tensor, dict]:
         model, s = self.model, self.settings
+        device = model.device
         rng = np.random.default_rng(seed)
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(rng.integers(2**62)))
         prepared = [prepare_scene(model, sc, s.prompts_per_image, rng) for sc in scenes]
-        images = torch.stack([p.image for p in prepared])
+        images = torch.stack([p.image for p in prepared]).to(device)
         emb = model.image_encoder(images)
         total = emb.new_zeros(())
         stats: dict[str, list[float]] = {"iou": [], "embed_mse": []}
@@ -170,43 +206,47 @@ class SubnetLoss(nn.Module):
                 t_emb = self.teacher.image_encoder(images)
             embed = F.mse_loss(emb, t_emb) / t_emb.var().clamp(min=1e-8)
             total = total + s.embed_weight * embed
-            stats["embed_mse"].append(float(embed))
+            stats["embed_mse"].append(float(embed.detach()))
         res = model.resolution
-        for b, p in enumerate(prepared):
-            e = emb[b:b + 1]
-            labelled = s.use_gt and len(p.masks) > 0
-            if labelled:
-                prompts = [("points", point_prompts(p.masks, rng)), ("box", box_prompts(p.masks, rng))]
-            else:
-                prompts = [("points", random_points(s.prompts_per_image, p.valid, rng))]
-            for kind, prompt in prompts:
-                points = prompt if kind == "points" else None
-                boxes = prompt if kind == "box" else None
-                multimask = kind == "points"
-                low, iou = model.decode(e, points=points, boxes=boxes, multimask_output=multimask)
-                if labelled:
-                    loss, chosen_iou = sam_loss(upscale(low, res), iou, p.masks)
-                    total = total + loss
-                    stats["iou"].extend(chosen_iou.tolist())
-                    if s.iterative:
-                        total = total + self._iterative(e, points, boxes, low, iou, p.masks, rng, res)
-                if t_emb is not None:
-                    with torch.no_grad():
-                        t_low, _ = self.teacher.decode(t_emb[b:b + 1], points=points, boxes=boxes,
-                                                       multimask_output=multimask)
-                    target = torch.sigmoid(upscale(t_low, res)).flatten(0, 1)
-                    total = total + mask_loss(upscale(low, res).flatten(0, 1), target).mean()
+        groups = []  # (embedding rows, points, boxes, targets or None)
+        used, targets = sample_targets(prepared, s.prompts_per_image, rng) if s.use_gt else ([], None)
+        if used:
+            targets = targets.to(device)
+            groups.append((used, point_prompts(targets, gen), None, targets))
+            groups.append((used, None, box_prompts(targets, gen), targets))
+        unlabelled = [b for b in range(len(prepared)) if b not in used]
+        if unlabelled and t_emb is not None:
+            pts = [random_points(s.prompts_per_image, prepared[b].valid, rng) for b in unlabelled]
+            points = (torch.cat([c for c, _ in pts]).to(device), torch.cat([l for _, l in pts]).to(device))
+            groups.append((unlabelled, points, None, None))
+        for rows, points, boxes, gt in groups:
+            e = emb[rows]
+            multimask = boxes is None
+            low, iou = model.decode(e, points=points, boxes=boxes, multimask_output=multimask)
+            if gt is not None:
+                loss, chosen_iou = sam_loss(upscale(low, res), iou, gt)
+                total = total + loss * len(rows)
+                stats["iou"].extend(chosen_iou.tolist())
+                if s.iterative:
+                    total = total + self._iterative(e, points, boxes, low, gt, gen, res) * len(rows)
+            if t_emb is not None:
+                with torch.no_grad():
+                    t_low, _ = self.teacher.decode(t_emb[rows], points=points, boxes=boxes,
+                                                   multimask_output=multimask)
+                target = torch.sigmoid(upscale(t_low, res)).flatten(0, 1)
+                per = mask_loss(upscale(low, res).flatten(0, 1), target)
+                total = total + per.view(len(rows), -1).mean(1).sum()
         return total, {k: float(np.mean(v)) for k, v in stats.items() if v}
 
-    def _iterative(self, e, points, boxes, low, iou, targets, rng, res):
+    def _iterative(self, e, points, boxes, low, targets, gen, res):
         """One corrective round: previous best logits as mask prompt plus an error-region point."""
         with torch.no_grad():
             up = upscale(low, res)
             per = mask_loss(up.flatten(0, 1), targets.repeat_interleave(up.shape[1], 0)).view(up.shape[:2])
             best = per.argmin(1)
-            prev_low = low[torch.arange(len(best)), best][:, None]
-            prev_up = up[torch.arange(len(best)), best]
-            c, l = corrective_points(prev_up, targets, rng)
+            pick = torch.arange(len(best), device=best.device)
+            prev_low = low[pick, best][:, None]
+            c, l = corrective_points(up[pick, best], targets, gen)
         if points is not None:
             c, l = torch.cat([points[0], c], 1), torch.cat([points[1], l], 1)
         low2, iou2 = self.model.decode(e, points=(c, l), boxes=boxes, masks=prev_low.detach(),
@@ -306,8 +346,12 @@ def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str
     bar = tqdm(range(start, settings.steps), desc="training", unit="step", disable=not progress or rank != 0,
                initial=start, total=settings.steps)
     began = time.perf_counter()
+    prefetch = ThreadPoolExecutor(max_workers=1)  # the next step's scenes are drawn while this one trains
+    pending = prefetch.submit(source.scenes, start, rank, settings.batch_images)
     for step in bar:
-        scenes = source.scenes(step, rank, settings.batch_images)
+        scenes = pending.result()
+        if step + 1 < settings.steps:
+            pending = prefetch.submit(source.scenes, step + 1, rank, settings.batch_images)
         configs = sandwich_configs(space, step, settings.seed, settings.random_subnets) if settings.sandwich \
             else [None]
         weights = sandwich_weights(len(configs), settings.largest_weight if settings.sandwich else 1.0)
@@ -340,6 +384,7 @@ def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str
             if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
                 save_checkpoint(out / "checkpoint.pt", model, optimizer, scheduler, step + 1, settings,
                                 {**(extra or {}), "seconds": time.perf_counter() - began})
+    prefetch.shutdown(wait=True)
     if world > 1:
         ranks_in_sync(model)
         if rank == 0 and progress:

@@ -182,7 +182,7 @@ def _direct_miou(model, folder, annotations, prompt: str) -> float:
             gt = coco.annToMask(ann).astype(bool)
             if prompt == "box":
                 x, y, w, h = ann["bbox"]
-                masks, scores, _ = predictor.predict(box=np.array([x, y, x + w, y + h]))
+                masks, scores, _ = predictor.predict(box=np.array([x, y, x + w, y + h]), multimask_output=False)
             else:
                 masks, scores, _ = predictor.predict(point_coords=farthest_point(gt)[None], point_labels=np.array([1]))
             best = masks[int(np.argmax(scores))]

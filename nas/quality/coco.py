@@ -12,11 +12,13 @@ Every non-crowd annotation is one item, prompted two ways:
   to the maximal pixel nearest the maxima's mean position, then to the first in row-major
   order, so a rectangle gets its centre.
 
-Both prompts ask for the three multimask outputs; each output's IoU with the GT mask is
-taken at the original image size. Reported per prompt type, averaged over instances:
-``<type>_miou`` for the output the model itself scores best (highest predicted IoU, what a
-user gets) and ``<type>_miou_oracle`` for the best of the three against the GT (an upper
-bound, so ``oracle >= best-scoring``). ``score`` is the mean of ``box_miou`` and
+A point asks for the three multimask outputs (a single point is ambiguous); a box asks for
+SAM's single output (``multimask_output=False``, as SAM's predictor advises for unambiguous
+prompts and as samnas trains box prompts). Each output's IoU with the GT mask is taken at the
+original image size. Reported per prompt type, averaged over instances: ``<type>_miou`` for
+the output the model itself scores best (highest predicted IoU, what a user gets) and
+``<type>_miou_oracle`` for the best output against the GT (an upper bound, so
+``oracle >= best-scoring``; equal for boxes). ``score`` is the mean of ``box_miou`` and
 ``point_miou``; ``num_items`` the number of instances scored.
 
 Crowd annotations (``iscrowd=1``) are left out by protocol and counted in ``num_crowd``,
@@ -85,7 +87,10 @@ def gt_box(ann: dict, mask: np.ndarray) -> np.ndarray:
 
 def prompt_ious(predictor: SamPredictor, gt: torch.Tensor, points: np.ndarray | None = None,
                 boxes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """IoU vs GT of the best-scoring and of the oracle multimask output, per prompt.
+    """IoU vs GT of the best-scoring and of the oracle output, per prompt.
+
+    A single point asks for the three multimask outputs; a box (not ambiguous) for SAM's single
+    output, as SAM's predictor advises for unambiguous prompts, so both values are equal for boxes.
 
     ``gt (K, H, W)`` bool; one prompt per instance: ``points (K, 2)`` single positive
     points or ``boxes (K, 4)`` XYXY, in original-image pixels. Returns two ``(K,)`` tensors.
@@ -99,7 +104,7 @@ def prompt_ious(predictor: SamPredictor, gt: torch.Tensor, points: np.ndarray | 
     if boxes is not None:
         boxes_t = torch.as_tensor(predictor.transform.apply_boxes(boxes, size), dtype=torch.float,
                                   device=predictor.device)
-    masks, scores, _ = predictor.predict_torch(coords_t, labels_t, boxes_t, multimask_output=True)
+    masks, scores, _ = predictor.predict_torch(coords_t, labels_t, boxes_t, multimask_output=points is not None)
     ious = mask_iou(masks, gt.to(masks.device)[:, None])  # (K, M)
     return pick_by_score(ious, scores), ious.max(dim=1).values
 
