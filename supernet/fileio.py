@@ -50,11 +50,31 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def results_root() -> Path:
-    """Where samnas keeps studies, runs and exports: ``$SAMNAS_RESULTS`` or ``./results``."""
-    import os
+RESULTS_ENV = "SAMNAS_RESULTS"
+DEFAULT_RESULTS = "results"
 
-    return Path(os.environ.get("SAMNAS_RESULTS", "results"))
+
+def results_root() -> Path:
+    """Where samnas keeps studies, latency files, runs and exports (the one owner of this choice).
+
+    ``--results DIR`` (the CLI sets it with :func:`use_results_root`), else ``$SAMNAS_RESULTS``,
+    else ``./results``. Nothing is created here: commands that write make their own folders.
+    """
+    return Path(os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS)
+
+
+def use_results_root(path: str | Path) -> Path:
+    """Make ``path`` the results folder for this process and the processes it starts."""
+    os.environ[RESULTS_ENV] = str(path)
+    return Path(path)
+
+
+def results_origin() -> str:
+    """How :func:`results_root` was chosen, for "looked in ..." messages."""
+    root = results_root().resolve()
+    if os.environ.get(RESULTS_ENV):
+        return f"{root} (from --results or $SAMNAS_RESULTS)"
+    return f"{root} (the default ./results; choose another with --results DIR or $SAMNAS_RESULTS)"
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -63,8 +83,6 @@ def tracking_uri(uri: str | None = None) -> str:
     mlflow-skinny refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE=true``, which we set
     (call this before importing mlflow).
     """
-    import os
-
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     if uri:
         return uri

@@ -6,7 +6,23 @@ import sys
 from pathlib import Path
 
 from nas.timing import MIN_SECONDS, ROUNDS
+from supernet.cliargs import non_negative_int, positive_int
 from supernet.errors import UserError
+
+MAPE_WARN_PCT = 10.0  # above this cross-validated error, `latency fit` and `search` warn
+
+
+def predictor_warning(mape_pct: float, threads, device: str, space: str) -> str | None:
+    """The warning for a predictor whose CV MAPE is above 10%: likely cause and fix; None when it is fine."""
+    if mape_pct <= MAPE_WARN_PCT:
+        return None
+    cause = (f"{threads} threads on a machine whose speed varies (busy or shared)" if threads and threads > 1
+             else "a machine whose speed varied while profiling (busy or shared)")
+    return (f"warning: the {device} latency predictor for {space} has a CV MAPE of {mape_pct:.1f}% (> "
+            f"{MAPE_WARN_PCT:g}%), so predicted latencies and the budget may be off by that much; likely cause: "
+            f"{cause}; fix: profile again with 1 thread, more rounds, on a quieter machine: samnas latency "
+            f"profile --space {space} --device {device} --blocks --threads 1 --rounds 5 --replace, "
+            f"then samnas latency fit --device {device}")
 
 EXAMPLES = """examples:
   samnas latency profile --space sam_micro --device cpu-torch --blocks --samples 40
@@ -47,8 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True, help="search space name (samnas spaces list) or space file")
     p.add_argument("--device", required=True, help="device name, e.g. cpu-torch, cpu-onnxruntime, cuda-torch[@tag]")
     p.add_argument("--blocks", action="store_true", help="also time every block kind (the lookup table)")
-    p.add_argument("--samples", type=int, default=30, help="subnets timed end to end (default: 30)")
-    p.add_argument("--repeats", type=int, default=5,
+    p.add_argument("--samples", type=non_negative_int, default=30,
+                   help="subnets timed end to end (default: 30; 0 only with --blocks)")
+    p.add_argument("--repeats", type=positive_int, default=5,
                    help="timed runs per measurement, shared out over the rounds (default: 5)")
     p.add_argument("--warmup", type=int, default=2,
                    help="untimed runs per measurement, shared out over the rounds, at least one per round (default: 2)")
@@ -63,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts", type=int, default=0,
                    help="also time encoder + decoder for this many point prompts (default: 0, encoder only)")
     p.add_argument("--resolutions", type=int, nargs="+", help="only these input sides (default: all of the space's)")
-    p.add_argument("--threads", type=int,
+    p.add_argument("--threads", type=positive_int,
                    help="intra-op threads (default: torch's current count); on this project's shared 2-core VM, 1 "
                         "thread repeated far better than 2 (results/latency.md vs latency_t2.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampled subnets and inputs (default: 0)")
@@ -105,6 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_profile(args: argparse.Namespace) -> int:
     from .profile import profile_device
     from .store import DeviceStore
+
+    if args.samples == 0 and not args.blocks:
+        raise UserError("--samples 0: nothing to profile without --blocks; give --samples N with N > 0, or add --blocks")
 
     run = profile_device(args.space, args.device, root=args.root, out=args.out, replace=args.replace,
                          blocks=args.blocks, samples=args.samples, prompts=args.prompts, repeats=args.repeats,
@@ -151,6 +171,11 @@ def run_fit(args: argparse.Namespace) -> int:
               f"{', '.join(map(str, rep['resolutions']))}):")
         for key, part in sorted(rep["parts"].items()):
             print(_part_line(key, part))
+        threads = (DeviceStore(args.device, args.root).fingerprint() or {}).get("threads")
+        worst = max(part["mape_pct"] for part in rep["parts"].values())
+        warning = predictor_warning(worst, threads, args.device, name)
+        if warning:
+            print(warning, file=sys.stderr)
     print(f"saved {DeviceStore(args.device, args.root).path('predictor.joblib')} and report.json")
     return 0
 
