@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 
-def _new_file_mode() -> int:
+def new_file_mode() -> int:
     """The mode ``open()`` would give a new file: 0o666 less the process umask (mkstemp uses 0o600)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -20,7 +20,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else _new_file_mode()
+    mode = path.stat().st_mode & 0o777 if path.exists() else new_file_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
