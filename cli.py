@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for leaf in leaf_parsers(parser):
+        leaf.add_argument("--verbose", action="store_true",
+                          help="also show the libraries' log messages (Optuna, MLflow, ...)")
     for path in RESULTS_COMMANDS:
         leaf = subcommand_parser(parser, path)
         if leaf is not None:
@@ -81,6 +84,14 @@ def subparsers_of(parser: argparse.ArgumentParser) -> dict[str, argparse.Argumen
     return {}
 
 
+def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser under ``parser`` that has no sub-commands of its own (the runnable commands)."""
+    subs = subparsers_of(parser)
+    if not subs:
+        return [parser]
+    return [leaf for sp in subs.values() for leaf in leaf_parsers(sp)]
+
+
 def subcommand_parser(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> argparse.ArgumentParser | None:
     """The parser of ``samnas <path...>``, or None if there is no such command."""
     for name in path:
@@ -88,6 +99,17 @@ def subcommand_parser(parser: argparse.ArgumentParser, path: tuple[str, ...]) ->
         if parser is None:
             return None
     return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    """Library log lines (Optuna's trial lines, MLflow's "Creating a new experiment") only with --verbose."""
+    import logging
+
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        for name in ("optuna", "mlflow", "alembic", "sqlalchemy", "urllib3"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    configure_logging(getattr(args, "verbose", False))
     try:
         if getattr(args, "results", None):
             from supernet.fileio import use_results_root

@@ -26,6 +26,12 @@ from supernet.train import TrainSettings, train
 from .fingerprint import machine_fingerprint
 from .quality import make_evaluator
 
+DESCRIPTION = """Train the packaged sam_micro reference SAM from scratch.
+
+No pretrained SAM weights can be downloaded here, so samnas trains its own small SAM on
+generated scenes with SAM's recipe, and measures it on held-out generated scenes with the
+same COCO evaluator the search uses. The weights ship with the package
+(supernet/weights/sam_micro.pt), with a model card beside them."""
 EXAMPLES = """examples:
   samnas train-reference                        # the packaged model: 2400 steps x 4 images, seed 0 (under 30 min on 2 cores)
   samnas train-reference --steps 200 --out /tmp/micro.pt   # a quick smoke run
@@ -35,13 +41,13 @@ HELD_OUT_SEED_OFFSET = 10_000  # evaluation scenes come from a generator stream 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-reference", help="train the small reference SAM (sam_micro) on synthetic scenes",
-                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=2400)
-    p.add_argument("--batch-images", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+                       description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=2400, help="training steps (default: 2400)")
+    p.add_argument("--batch-images", type=int, default=4, help="generated scenes per step (default: 4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default: 0.001)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the scenes (default: 0)")
     p.add_argument("--eval-images", type=int, default=40, help="held-out synthetic scenes for the card")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's current count)")
     p.add_argument("--out", default=str(WEIGHTS_DIR / "sam_micro.pt"), help="weights file (card written beside it)")
     p.set_defaults(func=run_train_reference)
 

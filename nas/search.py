@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -33,6 +34,7 @@ from supernet.sam import Sam
 
 from .study import make_sampler, open_storage, study_name
 
+METRIC_NAMES = ("quality", "predicted_ms")  # the two objectives, by name
 CONSTRAINT = "latency_over_budget_ms"  # Optuna constraint: predicted_ms - budget_ms, feasible when <= 0
 HOST = socket.gethostname()
 WORKER = f"{HOST}:{os.getpid()}"  # which process ran a trial (several may share a study)
@@ -192,6 +194,10 @@ def open_study(settings: SearchSettings) -> optuna.Study:
         sampler=sampler,
         load_if_exists=True,
     )
+    if study.metric_names is None:  # shown by optuna-dashboard and in study.trials_dataframe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(METRIC_NAMES))
     meta = {"space": settings.space, "device": settings.device, "budget_ms": settings.budget_ms,
             **settings.extra_attrs}
     for key, value in meta.items():

@@ -28,18 +28,19 @@ EXAMPLES = """examples:
   samnas latency profile --space sam_micro --device cpu-torch --blocks --samples 40
   samnas latency fit --device cpu-torch
   samnas latency predict --device cpu-torch --config subnet.yaml
+  samnas latency predict --device cpu-torch --config my_subnet/subnet.json
   samnas latency list
   samnas latency profile --space sam_vit_b --resolutions 512 --device cpu-onnxruntime@edge1 --blocks --out edge1.json
   samnas latency import edge1.json
 
 Device names: cpu-torch, cpu-onnxruntime, cuda-torch, cuda-onnxruntime, each with an
-optional @tag (cpu-torch@laptop). Files go to results/latency/<device>/ (or --root DIR,
-or $SAMNAS_RESULTS/latency).
+optional @tag (cpu-torch@laptop). Files go to <results>/latency/<device>/, where <results>
+is --results DIR, else $SAMNAS_RESULTS, else ./results (--root DIR names the latency folder itself).
 """
 
 
 def _add_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", help="latency folder (default: $SAMNAS_RESULTS/latency, else results/latency)")
+    p.add_argument("--root", help="latency folder itself (default: <results>/latency; see --results)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,8 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also time encoder + decoder for this many point prompts (default: 0, encoder only)")
     p.add_argument("--resolutions", type=int, nargs="+", help="only these input sides (default: all of the space's)")
     p.add_argument("--threads", type=positive_int,
-                   help="intra-op threads (default: torch's current count); on this project's shared 2-core VM, 1 "
-                        "thread repeated far better than 2 (results/latency.md vs latency_t2.md)")
+                   help="intra-op threads (default: torch's current count); on a small or busy machine 1 thread "
+                        "repeats far better than 2 (see the README's latency results); profile the count you deploy with")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampled subnets and inputs (default: 0)")
     p.add_argument("--out", help="write a portable JSON file instead of storing the measurements here")
     p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
@@ -91,7 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("fit", help="fit the device's predictors with k-fold cross-validation",
                         description="Fit a predictor per search space measured on the device, report the "
-                        "cross-validated MAPE, RMSE and share within +-10%%, save predictor.joblib and report.json.")
+                        "cross-validated MAPE, RMSE and share within +-10%%, save predictor.joblib and report.json. "
+                        "Warns when the CV MAPE is above 10%%.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", required=True, help="device name")
     p.add_argument("--space", help="fit only this space (default: every space measured on the device)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
@@ -99,19 +102,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_root(p)
     p.set_defaults(func=run_fit)
 
-    p = cmds.add_parser("predict", help="predicted latency of a subnet config on a device")
+    p = cmds.add_parser("predict", help="predicted latency of a subnet config on a device",
+                        description="Predicted latency of a subnet config (YAML/JSON config, subnet.json, card.json "
+                        "or a `pareto --format json` row) on a device, with the predictor's CV error.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", required=True, help="device name")
-    p.add_argument("--config", required=True, help="subnet config (YAML, or JSON for .json)")
+    p.add_argument("--config", required=True,
+                   help="subnet config (YAML, or JSON for .json; also subnet.json, card.json or a pareto row)")
     p.add_argument("--prompts", type=int, default=0, help="add the decoder for this many point prompts (default: 0)")
     p.add_argument("--parts", action="store_true", help="also print the lookup table's parts")
     _add_root(p)
     p.set_defaults(func=run_predict)
 
-    p = cmds.add_parser("list", help="devices with their sample counts and validation error")
+    p = cmds.add_parser("list", help="devices with their sample counts and validation error",
+                        description="One row per device, space and part: timed subnets, method, CV error, status.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_root(p)
     p.set_defaults(func=run_list)
 
-    p = cmds.add_parser("import", help="store measurements written by `samnas latency profile --out FILE`")
+    p = cmds.add_parser("import", help="store measurements written by `samnas latency profile --out FILE`",
+                        description="Store another machine's measurements (a portable profile file) here.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="the portable JSON profile file")
     p.add_argument("--device", help="store under this name instead of the file's (e.g. add an @tag)")
     p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
