@@ -24,6 +24,7 @@ from supernet.sam import Sam
 
 from .fingerprint import machine_fingerprint
 from .onnx_export import export_encoder_onnx, onnx_max_abs_diff, onnx_session
+from .study import predictor_line
 from .timing import time_callable
 
 ONNX_TOLERANCE = 1e-3  # max |ORT - torch| on the embeddings accepted for an export
@@ -110,12 +111,10 @@ embeddings = model.image_encoder(model.preprocess(images))   # images: (1, 3, h,
 
 
 def predictor_sentence(pred: dict | None) -> str:
+    """The predictor's error and thread count (``nas.study.predictor_line``), for the card."""
     if not pred:
         return "The latency predictor's error was not recorded."
-    threads = pred.get("threads")
-    return (f"The latency predictor's cross-validated error: MAPE {pred['cv_mape_pct']:.1f}%, "
-            f"{pred['within_10_pct']:.0f}% of held-out subnets within ±10%; it was profiled with "
-            f"{threads if threads is not None else '?'} thread(s), and the measurements above used the same count.")
+    return f"{predictor_line(pred)[0].upper()}{predictor_line(pred)[1:]}; the measurements above used that thread count."
 
 
 def _fmt(value, spec: str = ".4f") -> str:

@@ -274,7 +274,7 @@ def test_sampled_configs_extract_and_exported_files_round_trip(results, tmp_path
     assert contract["shape"] == [1, 3, res, res]
     assert contract["normalise"]["pixel_mean"] == [123.675, 116.28, 103.53] and "zeros" in contract["padding"]
     md = (tmp_path / "exp" / "card.md").read_text()
-    assert "load_subnet(" in md and "cross-validated error: MAPE 4.2%" in md and "normalise" in md
+    assert "load_subnet(" in md and "CV MAPE 4.2%" in md and "profiled with 1 thread" in md and "normalise" in md
     for name in ("subnet.pt", "subnet.json", "card.json", "card.md", "image_encoder.onnx"):
         assert (tmp_path / "exp" / name).stat().st_mode & 0o777 == new_file_mode(), name
     for name in ("subnet.json", "card.json"):
@@ -360,7 +360,7 @@ def test_optuna_dashboard_lists_the_studies_with_named_objectives(tmp_path):
         assert [s["study_name"] for s in summaries] == ["sam_micro@cpu-torch@5ms"]
         detail = json.loads(urllib.request.urlopen(
             f"http://127.0.0.1:{port}/api/studies/{summaries[0]['study_id']}?after=0", timeout=5).read())
-        assert detail["metric_names"] == list(METRIC_NAMES)
+        assert detail["objective_names"] == list(METRIC_NAMES)  # quality and latency, named per trial
         assert detail["trials"][0]["values"] == [0.75, 3.5]
     finally:
         proc.terminate()
