@@ -22,6 +22,14 @@ COMMAND_MODULES = [
     "nas.everything.commands",
 ]
 
+# Commands that read or write stored results (studies, latency files, runs, exports): each gets
+# ``--results DIR``, which wins over $SAMNAS_RESULTS and ./results (supernet.fileio.results_root).
+RESULTS_COMMANDS = [
+    ("search",), ("pareto",), ("export",),
+    ("latency", "profile"), ("latency", "fit"), ("latency", "predict"), ("latency", "list"), ("latency", "import"),
+    ("tune-everything",), ("everything-front",),
+]
+
 EPILOG = """examples:
   samnas search                                  # a complete demo search, built-in defaults
   samnas pareto --device cpu-torch --plot front.png
@@ -36,8 +44,18 @@ EPILOG = """examples:
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming the option and value, and the help to read.
+
+    Sub-command parsers inherit the class (argparse creates them with the parent's type).
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="samnas",
         description="Neural architecture search and auto-tuning for the Segment Anything Model.",
         epilog=EPILOG,
@@ -46,7 +64,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for leaf in leaf_parsers(parser):
+        leaf.add_argument("--verbose", action="store_true",
+                          help="also show the libraries' log messages (Optuna, MLflow, ...)")
+    for path in RESULTS_COMMANDS:
+        leaf = subcommand_parser(parser, path)
+        if leaf is not None:
+            leaf.add_argument("--results", metavar="DIR",
+                              help="results folder holding studies.db, latency/, mlruns/ and exports/ "
+                              "(default: $SAMNAS_RESULTS, else ./results)")
     return parser
+
+
+def subparsers_of(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """``{name: parser}`` of the sub-commands directly under ``parser`` (empty for a leaf)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser under ``parser`` that has no sub-commands of its own (the runnable commands)."""
+    subs = subparsers_of(parser)
+    if not subs:
+        return [parser]
+    return [leaf for sp in subs.values() for leaf in leaf_parsers(sp)]
+
+
+def subcommand_parser(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> argparse.ArgumentParser | None:
+    """The parser of ``samnas <path...>``, or None if there is no such command."""
+    for name in path:
+        parser = subparsers_of(parser).get(name)
+        if parser is None:
+            return None
+    return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    """Library log lines (Optuna's trial lines, MLflow's "Creating a new experiment") only with --verbose."""
+    import logging
+
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        for name in ("optuna", "mlflow", "alembic", "sqlalchemy", "urllib3"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    configure_logging(getattr(args, "verbose", False))
     try:
+        if getattr(args, "results", None):
+            from supernet.fileio import use_results_root
+
+            use_results_root(args.results)
         result = args.func(args)
     except UserError as exc:
         print(f"samnas: error: {exc}", file=sys.stderr)

@@ -3,39 +3,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import optuna
 
 from search_spaces.config import load_config
 from search_spaces.space import SearchSpace
+from supernet.cliargs import positive_float, positive_int
 from supernet.errors import UserError
 
-from .pareto import FORMATS, load_points, pareto_front, plot_front, render
-from supernet.fileio import results_root
+from supernet.fileio import results_origin, results_root
 
-from .study import SAMPLERS, default_storage, open_storage
+from .pareto import FORMATS, load_points, pareto_front, plot_front, render, render_fronts
+from .study import SAMPLERS, default_storage, open_storage, predictor_line, study_name
 
 SEARCH_EXAMPLES = """examples:
   samnas search                                   # demo: sam_micro, built-in weights, generated images
+  samnas search --trials 80 --budget-ms 4 --sampler tpe --seed 1
   samnas search --space sam_vit_b --device cpu-torch --budget-ms 4000 \\
       --checkpoint vit_b_ranked.pt --images photos/ --trials 200
   samnas search --space sam_vit_b --device cuda-torch --budget-ms 25 --checkpoint ranked.pt \\
       --images val2017/ --annotations instances_val2017.json --storage postgresql://user@db/samnas
+
+With no latency predictor for a cpu-torch device yet, the search first profiles this machine
+with 1 thread (on a small or busy machine 1 thread repeats far better than 2; see README).
 """
 PARETO_EXAMPLES = """examples:
-  samnas pareto --device cpu-torch
-  samnas pareto --device cpu-torch --space sam_vit_b --budget-ms 3000 --min-quality 0.8 --format csv
+  samnas pareto                                   # every front in the store, one per study
   samnas pareto --device cpu-torch --plot front.png
+  samnas pareto --study 'sam_micro@cpu-torch@3.5ms' --format json > front.json
+  samnas pareto --device cpu-torch --space sam_vit_b --budget-ms 3000 --min-quality 0.8 --format csv
+  samnas pareto --results /data/samnas-results
 """
 EXPORT_EXAMPLES = """examples:
   samnas export --study sam_micro@cpu-torch@60ms --trial 17 --out my_subnet/
   samnas export --config subnet.yaml --checkpoint vit_b_ranked.pt --device cpu-torch --out my_subnet/
+  samnas export --config front.json --out my_subnet/   # a config, subnet.json, card.json or pareto row
+
+Load the exported subnet in Python:
+  from supernet.extract import load_subnet
+  model = load_subnet("my_subnet/")              # reads subnet.pt + subnet.json
+  masks, scores, logits = SamPredictor(model).predict(...)   # supernet.predictor.SamPredictor
 """
 
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///results/studies.db)")
+    p.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///<results>/studies.db)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,30 +60,36 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=SEARCH_EXAMPLES, formatter_class=fmt)
     p.add_argument("--space", default="sam_micro", help="search space name or .yaml (default: sam_micro)")
     p.add_argument("--device", default="cpu-torch", help="latency device (default: cpu-torch)")
-    p.add_argument("--budget-ms", type=float, default=None,
-                   help="latency budget in ms (default: 70%% of the full model's predicted latency)")
+    p.add_argument("--budget-ms", type=positive_float, default=None,
+                   help="latency budget in ms (default: 70%% of the full model's predicted latency); below the "
+                   "smallest subnet's predicted latency it is an error")
     p.add_argument("--checkpoint", help="ranked supernet checkpoint (default: packaged reference weights)")
     p.add_argument("--images", help="image folder for the quality evaluator (default: generated images)")
-    p.add_argument("--annotations", help="COCO instances JSON: ground-truth mIoU instead of fidelity")
-    p.add_argument("--max-images", type=int, default=8, help="images used per evaluation (default: 8)")
-    p.add_argument("--trials", type=int, default=40, help="finished trials the study should hold (default: 40)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="default: nsga2")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: results/mlruns)")
+    p.add_argument("--annotations", help="COCO instances JSON: quality becomes ground-truth mIoU instead of "
+                   "fidelity to the full model")
+    p.add_argument("--max-images", type=positive_int, default=8, help="images used per evaluation (default: 8)")
+    p.add_argument("--trials", type=positive_int, default=40,
+                   help="finished trials the study should hold (default: 40)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default: nsga2)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: <results>/mlruns)")
     p.add_argument("--no-auto-profile", action="store_true",
                    help="fail instead of profiling this machine when the device has no latency predictor")
     _add_storage(p)
     p.set_defaults(func=run_search_command)
 
-    p = sub.add_parser("pareto", help="list the Pareto front of stored studies",
-                       description="Non-dominated feasible subnets of the stored studies for a device.",
+    p = sub.add_parser("pareto", help="list the Pareto fronts of stored studies",
+                       description="Non-dominated feasible subnets of the stored studies, one front per study. "
+                       "With no options: every study in the store.",
                        epilog=PARETO_EXAMPLES, formatter_class=fmt)
-    p.add_argument("--device", required=True)
-    p.add_argument("--space")
-    p.add_argument("--budget-ms", type=float)
-    p.add_argument("--min-quality", type=float)
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.add_argument("--plot", help="also write a PNG of all trials, the front and the budget line")
+    p.add_argument("--study", help="only this study (name as printed by `samnas search`)")
+    p.add_argument("--device", help="only studies of this device (e.g. cpu-torch)")
+    p.add_argument("--space", help="only studies of this search space (e.g. sam_micro)")
+    p.add_argument("--budget-ms", type=positive_float, help="only subnets predicted at most this fast (ms)")
+    p.add_argument("--min-quality", type=float, help="only subnets with at least this quality (0-1)")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (default) for people; json and csv carry each subnet's config as an object")
+    p.add_argument("--plot", help="also write a PNG of all trials, the fronts and the budget lines")
     _add_storage(p)
     p.set_defaults(func=run_pareto_command)
 
@@ -79,12 +99,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EXPORT_EXAMPLES, formatter_class=fmt)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--study", help="study name (see `samnas pareto`)")
-    src.add_argument("--config", help="subnet config YAML/JSON instead of a study trial")
+    src.add_argument("--config", help="subnet config instead of a study trial: YAML/JSON config, subnet.json, "
+                     "card.json or a `pareto --format json` row")
     p.add_argument("--trial", type=int, help="trial number within --study")
     p.add_argument("--checkpoint", help="supernet checkpoint (default: the one the study was run with)")
     p.add_argument("--device", help="device whose predictor gives predicted_ms for --config")
-    p.add_argument("--out", help="output folder (default: results/exports/<study>-trial<N>)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs for the measured latency (default: 5)")
+    p.add_argument("--out", help="output folder (default: <results>/exports/<study>-trial<N>)")
+    p.add_argument("--repeats", type=positive_int, default=5,
+                   help="timed runs for the measured latency (default: 5)")
     _add_storage(p)
     p.set_defaults(func=run_export_command)
 
@@ -129,36 +151,89 @@ def _latency_for(device: str, space: SearchSpace, auto_profile: bool):
     except UserError:
         if not auto_profile or not device.startswith("cpu-torch"):
             raise
-        print(f"NOTE: no latency predictor for {device} and {space.name} yet: profiling this machine first")
-        return profile_and_fit_quick(space, device)
+        print(f"NOTE: no latency predictor for {device} and {space.name} yet: profiling this machine first, "
+              f"with {DEMO_THREADS} thread (on a small or busy machine 1 thread repeats far better than 2; "
+              f"see README). Deploying with more threads? Profile that count: samnas latency profile "
+              f"--space {space.name} --device {device}@t4 --blocks --threads 4", flush=True)
+        return profile_and_fit_quick(space, device, threads=DEMO_THREADS)
+
+
+DEMO_THREADS = 1  # threads of the search's automatic first profile (README: 1 thread repeats on a small VM)
+
+
+def predictor_facts(latency) -> dict:
+    """What to say about a latency predictor next to its numbers: CV error, threads, where it was measured."""
+    from nas.latency.store import DeviceStore
+
+    part = latency.report["parts"]["encoder"]
+    fp = DeviceStore(latency.device).fingerprint() or {}
+    return {"device": latency.device, "space": latency.space, "method": part["method"],
+            "cv_mape_pct": round(float(part["mape_pct"]), 2), "within_10_pct": round(float(part["within_10_pct"]), 1),
+            "subnets": part.get("networks"), "threads": fp.get("threads"), "cpu": fp.get("cpu")}
+
+
+def quality_definition(evaluator, images: str | None, annotations: str | None) -> str:
+    """What "quality" means for this search: evaluator, metric and images, in one line."""
+    if evaluator.name == "coco":
+        n = len(getattr(evaluator, "items", ()))
+        return (f"coco: mean of box- and point-prompt mask IoU against the ground truth of {annotations} "
+                f"({n} annotated images from {images})")
+    n = len(getattr(evaluator, "references", ()))
+    where = f"from {images}" if images else "generated synthetic images"
+    return (f"fidelity: mean mask IoU of the subnet's point-prompt masks against the full model's, on {n} images "
+            f"({where}); 1.0 = the full model's masks")
+
+
+def _check_budget(budget: float, latency, space: SearchSpace, device: str) -> None:
+    import math
+
+    smallest = float(latency.predict_ms(space.smallest()))
+    if budget < smallest:
+        raise UserError(f"--budget-ms {budget:g}: below the smallest {space.name} subnet's predicted latency on "
+                        f"{device}, {smallest:.2f} ms; no subnet can meet it (give --budget-ms "
+                        f"{math.ceil(smallest * 10) / 10:g} or more)")
 
 
 def run_search_command(args: argparse.Namespace) -> int:
+    from nas.latency.commands import predictor_warning
+
     from .quality import make_evaluator
-    from .search import SearchSettings, run_search
+    from .search import HEARTBEAT_GRACE_S, SearchSettings, other_hosts_running, run_search
     from .tracking import SearchTracker
 
     space = SearchSpace.load(args.space)
-    model, checkpoint = _load_model(args.checkpoint, space)
+    if args.budget_ms is not None:
+        study_name(space.name, args.device, args.budget_ms)  # a bad device name fails before any work
     latency = _latency_for(args.device, space, not args.no_auto_profile)
+    facts = predictor_facts(latency)
+    print(predictor_line(facts))
+    warning = predictor_warning(facts["cv_mape_pct"], facts.get("threads"), args.device, space.name)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     budget = args.budget_ms
     if budget is None:
         budget = round(0.7 * latency.predict_ms(space.largest()), 1)
         print(f"NOTE: no --budget-ms: using 70% of the full model's predicted latency, {budget:g} ms")
+    _check_budget(budget, latency, space, args.device)
+    model, checkpoint = _load_model(args.checkpoint, space)
     if args.annotations:  # the COCO evaluator picks annotated images from the folder itself
         evaluator = make_evaluator("coco", model, images=args.images, annotations=args.annotations,
                                    max_images=args.max_images)
     else:
         images = _load_images(args.images, args.max_images, space.resolutions[0])
         evaluator = make_evaluator("fidelity", model, images=images, max_images=args.max_images)
-    storage = args.storage or default_storage()
+    quality = quality_definition(evaluator, args.images, args.annotations)
+    storage = args.storage or default_storage(create=True)
     settings = SearchSettings(space=space.name, device=args.device, budget_ms=budget, trials=args.trials,
                               sampler=args.sampler, seed=args.seed, storage=storage,
-                              extra_attrs={"checkpoint": checkpoint, "evaluator": evaluator.name})
+                              extra_attrs={"checkpoint": checkpoint, "evaluator": evaluator.name,
+                                           "quality_definition": quality, "predictor": facts})
     tracker = SearchTracker(settings.study_name, args.tracking_uri, run_name=f"search-{args.sampler}-seed{args.seed}",
                             params={"space": space.name, "device": args.device, "budget_ms": budget,
                                     "sampler": args.sampler, "seed": args.seed, "trials": args.trials,
-                                    "checkpoint": checkpoint, "evaluator": evaluator.name})
+                                    "checkpoint": checkpoint, "evaluator": evaluator.name,
+                                    "predictor_cv_mape_pct": facts["cv_mape_pct"],
+                                    "predictor_threads": facts.get("threads")})
 
     def log_trial(study, trial):
         tracker.log_trial(trial.number, trial.params, trial.user_attrs, trial.state.name)
@@ -168,7 +243,7 @@ def run_search_command(args: argparse.Namespace) -> int:
         points = [p for p in load_points(storage, device=args.device, space=space.name) if p.study == study.study_name]
         front = pareto_front(points)
         plot = results_root() / "scratch" / f"{study.study_name.replace('@', '_')}.png"
-        plot_front(points, front, plot, title=study.study_name)
+        plot_front(points, front, plot, title=study.study_name, quality_label=evaluator.name)
         tracker.log_front(render(front, "json"), plot)
     failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
     print()
@@ -178,23 +253,58 @@ def run_search_command(args: argparse.Namespace) -> int:
     print(render(front, "table"), end="")
     print(f"\nstudy {study.study_name}: {len(points)} completed trials, {failed} failed, "
           f"{len(front)} on the front")
+    print(f"quality = {quality}")
+    print(predictor_line(facts))
+    if warning:
+        print(warning, file=sys.stderr)
+    others = other_hosts_running(study)
+    if others:
+        print(f"still RUNNING on other hosts: " + ", ".join(f"trial {n} ({host})" for n, host in others)
+              + f"; Optuna fails each {HEARTBEAT_GRACE_S} s after its worker's last heartbeat if that worker is gone")
     print(f"stored in {storage}; MLflow runs in {tracker.uri}; plot {plot}")
-    print(f"next: samnas export --study '{study.study_name}' --trial {front[-1].trial if front else 'N'} --out DIR")
+    if not front:
+        fastest = min((p.predicted_ms for p in points), default=None)
+        hint = (f"the fastest completed trial was predicted at {fastest:.2f} ms: --budget-ms {fastest:.2f} or more "
+                "would have been feasible" if fastest is not None else "no trial completed")
+        print(f"samnas: error: no trial met the budget of {budget:g} ms; {hint}", file=sys.stderr)
+        return 1
+    print(f"next: samnas export --study '{study.study_name}' --trial {front[-1].trial} --out DIR")
     return 0
 
 
 # ---------------------------------------------------------------------------- pareto
 
+def _choose(kind: str, value: str | None, valid: list[str], where: str) -> None:
+    if value is not None and value not in valid:
+        raise UserError(f"--{kind} {value}: no such {kind} in {where}; stored: {', '.join(valid) or 'none'}")
+
+
 def run_pareto_command(args: argparse.Namespace) -> int:
-    points = load_points(args.storage, device=args.device, space=args.space)
+    from .pareto import load_studies
+
+    where = args.storage or f"{default_storage()} (results folder {results_origin()})"
+    points, studies = load_studies(args.storage)
+    _choose("study", args.study, sorted(studies), where)
+    _choose("device", args.device, sorted({s["device"] for s in studies.values()}), where)
+    _choose("space", args.space, sorted({s["space"] for s in studies.values()}), where)
+    chosen = {name: info for name, info in studies.items()
+              if (args.study is None or name == args.study) and (args.device is None or info["device"] == args.device)
+              and (args.space is None or info["space"] == args.space)}
+    points = [p for p in points if p.study in chosen]
     if not points:
-        raise UserError(f"no completed trials for device {args.device}"
-                        + (f" and space {args.space}" if args.space else "")
-                        + f" in {args.storage or default_storage()}: run `samnas search` first")
-    front = pareto_front(points, args.budget_ms, args.min_quality)
-    print(render(front, args.format), end="")
+        picked = ", ".join(f"--{k} {v}" for k, v in (("study", args.study), ("device", args.device),
+                                                        ("space", args.space)) if v)
+        raise UserError(f"no completed trials{' for ' + picked if picked else ''} in {where} "
+                        f"(studies there: {', '.join(sorted(studies)) or 'none'}): run `samnas search` first")
+    fronts = {name: pareto_front([p for p in points if p.study == name], args.budget_ms, args.min_quality)
+              for name in sorted(chosen)}
+    print(render_fronts(fronts, chosen, args.format), end="")
     if args.plot:
-        plot_front(points, front, args.plot, budget_ms=args.budget_ms, title=f"{args.device}")
+        every = [p for f in fronts.values() for p in f]
+        label = ", ".join(sorted({str(i.get("evaluator") or "?") for i in chosen.values()}))
+        plot_front(points, pareto_front(every), args.plot, budget_ms=args.budget_ms,
+                   title=", ".join(sorted(chosen)) if len(chosen) <= 2 else f"{len(chosen)} studies",
+                   quality_label=label)
         print(f"plot written to {args.plot}", flush=True)
     return 0
 
@@ -203,22 +313,32 @@ def run_pareto_command(args: argparse.Namespace) -> int:
 
 def _trial_config(storage: str | None, study_name: str, number: int | None) -> tuple[dict, dict, optuna.Study]:
     if number is None:
-        raise UserError("--trial is required with --study")
+        raise UserError("--trial is required with --study (see `samnas pareto --study NAME` for the front's trials)")
+    store = open_storage(storage, create=False)
     try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        study = optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
-        raise UserError(f"--study {study_name}: no such study in {storage or default_storage()}") from None
+        names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+        raise UserError(f"--study {study_name}: no such study in {storage or default_storage()}; "
+                        f"stored: {', '.join(sorted(names)) or 'none'}") from None
     trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     if not trials or trials[0].state != optuna.trial.TrialState.COMPLETE:
-        raise UserError(f"--trial {number}: no completed trial with that number in study {study_name}")
+        done = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        shown = ", ".join(map(str, done[:20])) + (" ..." if len(done) > 20 else "")
+        raise UserError(f"--trial {number}: no completed trial with that number in study {study_name}; "
+                        f"completed: {shown or 'none'}")
     attrs = trials[0].user_attrs
     info = {"study": study_name, "trial": number, "quality": attrs.get("quality"),
             "evaluator": attrs.get("evaluator"), "metrics": attrs.get("metrics"),
+            "quality_definition": study.user_attrs.get("quality_definition"),
+            "predictor": study.user_attrs.get("predictor"),
             "predicted_ms": attrs.get("predicted_ms"), "device": study.user_attrs.get("device")}
     return json.loads(attrs["config"]), info, study
 
 
 def run_export_command(args: argparse.Namespace) -> int:
+    import torch
+
     from .export import export_subnet
 
     if args.study:
@@ -230,12 +350,19 @@ def run_export_command(args: argparse.Namespace) -> int:
         default_out = results_root() / "exports" / Path(args.config).stem
     space = SearchSpace.load(config.get("space") or "sam_micro")
     config = space.validate(config, source=args.config or f"trial {args.trial}")
-    model, checkpoint = _load_model(checkpoint, space)
     if args.device and not info.get("predicted_ms"):
         from nas.latency import load_predictor
 
+        predictor = load_predictor(args.device, space=space.name)
         info["device"] = args.device
-        info["predicted_ms"] = load_predictor(args.device, space=space.name).predict_ms(config)
+        info["predicted_ms"] = predictor.predict_ms(config)
+        info["predictor"] = predictor_facts(predictor)
+    model, checkpoint = _load_model(checkpoint, space)
+    threads = (info.get("predictor") or {}).get("threads")
+    if threads and threads != torch.get_num_threads():
+        print(f"NOTE: measuring with {threads} thread{'s' if threads != 1 else ''}, as the {info['device']} "
+              f"predictor was profiled (this process had {torch.get_num_threads()})")
+        torch.set_num_threads(int(threads))
     out = Path(args.out) if args.out else default_out
     card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info, repeats=args.repeats)
     pred = card["predicted_ms"]
@@ -243,4 +370,6 @@ def run_export_command(args: argparse.Namespace) -> int:
           f" card.json, card.md")
     print(f"latency: predicted {pred:.2f} ms" if pred is not None else "latency: no prediction", end="")
     print(f", measured here {card['measured_ms']['torch']:.2f} ms (torch), {card['measured_ms']['onnxruntime']:.2f} ms (ORT)")
+    if info.get("predictor"):
+        print(predictor_line(info["predictor"]))
     return 0

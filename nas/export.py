@@ -24,6 +24,7 @@ from supernet.sam import Sam
 
 from .fingerprint import machine_fingerprint
 from .onnx_export import export_encoder_onnx, onnx_max_abs_diff, onnx_session
+from .study import predictor_line
 from .timing import time_callable
 
 ONNX_TOLERANCE = 1e-3  # max |ORT - torch| on the embeddings accepted for an export
@@ -72,6 +73,9 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
         "flops_convention": "fvcore: one multiply-add = one flop; image encoder at the config's resolution",
         "quality": info.get("quality"),
         "quality_evaluator": info.get("evaluator"),
+        "quality_definition": info.get("quality_definition"),
+        "predictor": info.get("predictor"),
+        "onnx_input": onnx_input_contract(sub),
         "quality_metrics": info.get("metrics"),
         "study": info.get("study"),
         "trial": info.get("trial"),
@@ -85,6 +89,32 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
     atomic_write_text(out / "card.json", json.dumps(card, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out / "card.md", render_card(card))
     return card
+
+
+def onnx_input_contract(sub: Sam) -> dict:
+    """What ``image_encoder.onnx`` expects: the preprocessing of ``Sam.preprocess`` after a longest-side resize."""
+    res = sub.resolution
+    return {
+        "name": "images", "shape": [1, 3, res, res], "dtype": "float32", "channels": "RGB",
+        "resize": f"longest side to {res} px, aspect ratio kept (supernet.transforms.ResizeLongestSide)",
+        "normalise": {"pixel_mean": [round(float(v), 3) for v in sub.pixel_mean.flatten()],
+                      "pixel_std": [round(float(v), 3) for v in sub.pixel_std.flatten()],
+                      "formula": "(pixel - mean) / std, pixels in 0-255"},
+        "padding": f"zeros at the bottom and right, after normalising, up to {res} x {res}",
+        "output": "embeddings (1, 256, H/16, W/16)",
+    }
+
+
+LOAD_SNIPPET = """from supernet.extract import load_subnet
+model = load_subnet("{folder}")            # subnet.pt + subnet.json, no supernet needed
+embeddings = model.image_encoder(model.preprocess(images))   # images: (1, 3, h, w) RGB 0-255"""
+
+
+def predictor_sentence(pred: dict | None) -> str:
+    """The predictor's error and thread count (``nas.study.predictor_line``), for the card."""
+    if not pred:
+        return "The latency predictor's error was not recorded."
+    return f"{predictor_line(pred)[0].upper()}{predictor_line(pred)[1:]}; the measurements above used that thread count."
 
 
 def _fmt(value, spec: str = ".4f") -> str:
@@ -107,7 +137,7 @@ def render_card(card: dict) -> str:
         f"| encoder blocks kept | {len(kept)} of {len(card['config']['blocks'])} |",
         f"| parameters | {card['params'] / 1e6:.2f} M (encoder {card['encoder_params'] / 1e6:.2f} M) |",
         f"| encoder FLOPs | {card['flops'] / 1e9:.2f} G ({card['flops_convention']}) |",
-        f"| quality | {_fmt(card['quality'])} ({card['quality_evaluator'] or 'not evaluated'}) |",
+        f"| quality | {_fmt(card['quality'])} ({card.get('quality_definition') or card['quality_evaluator'] or 'not evaluated'}) |",
         "",
         "## Latency of the image encoder",
         "",
@@ -115,6 +145,7 @@ def render_card(card: dict) -> str:
         "|---|---|",
         f"| predicted for `{card['device'] or 'n/a'}` | {_fmt(card['predicted_ms'], '.2f')} |",
     ]
+
     for backend, stats in card["measured"].items():
         lines.append(f"| measured here, {backend} (median of {stats['repeats']}, p10–p90 "
                      f"{stats['p10_ms']:.2f}–{stats['p90_ms']:.2f}) | {stats['median_ms']:.2f} |")
@@ -123,6 +154,7 @@ def render_card(card: dict) -> str:
         f"Measured on: {fp['cpu']}, {fp['torch_threads']} torch threads, torch {fp['torch']}, "
         f"onnxruntime {fp.get('onnxruntime')}" + (f", GPU {fp['gpu']}" if fp.get("gpu") else "") + ".",
         f"ONNX Runtime vs PyTorch max abs difference on the embeddings: {card['onnx_max_abs_diff']:.2e}.",
+        predictor_sentence(card.get("predictor")),
         "",
         "## Config",
         "",
@@ -130,7 +162,19 @@ def render_card(card: dict) -> str:
         json.dumps(card["config"], indent=1),
         "```",
         "",
-        "Load it with `supernet.extract.load_subnet(folder)` (no supernet needed) or run `image_encoder.onnx`.",
+        "## Use",
+        "",
+        "In Python (`preprocess` normalises and pads; resize the longest side first):",
+        "",
+        "```python",
+        LOAD_SNIPPET.format(folder=card["name"]),
+        "```",
+        "",
+        "`image_encoder.onnx` input `images`: float32 `(1, 3, {r}, {r})`, RGB; resize the longest side to {r} px; "
+        "normalise `(pixel - mean) / std` with mean {m} and std {s} (pixels 0-255); pad with zeros at the bottom "
+        "and right to {r} × {r}. Output `embeddings`."
+        .format(r=card["config"]["resolution"], m=card["onnx_input"]["normalise"]["pixel_mean"],
+                s=card["onnx_input"]["normalise"]["pixel_std"]),
         "",
     ]
     return "\n".join(lines)

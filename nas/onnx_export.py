@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from supernet.fileio import new_file_mode
 from supernet.sam import Sam
 
 OPSET = 17
@@ -25,6 +26,7 @@ def export_encoder_onnx(model: Sam, path: str | Path, resolution: int | None = N
     res = resolution or model.resolution
     example = torch.zeros(1, 3, res, res)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, new_file_mode())  # mkstemp's 0600 would make the model unreadable to other users
     os.close(fd)
     try:
         with warnings.catch_warnings():

@@ -12,9 +12,14 @@ import optuna
 from supernet.errors import UserError
 from supernet.fileio import atomic_write_bytes
 
-from .study import open_storage, parse_study_name
+from .study import open_storage, parse_study_name, predictor_line
 
 FORMATS = ("table", "json", "csv")
+# Short y-axis labels per evaluator (the table and the card carry the full definition).
+QUALITY_LABELS = {
+    "fidelity": "fidelity: mask IoU vs. the full model",
+    "coco": "coco: mIoU vs. ground truth",
+}
 
 
 @dataclass(frozen=True)
@@ -37,20 +42,23 @@ class TrialPoint:
         return self.predicted_ms <= self.budget_ms
 
 
-def load_points(storage: str | None, device: str | None = None, space: str | None = None,
-                include_everything: bool = False) -> list[TrialPoint]:
-    """Completed trials of every matching encoder study in ``storage``."""
-    store = open_storage(storage)
-    points = []
+def load_studies(storage: str | None, include_everything: bool = False) -> tuple[list[TrialPoint], dict[str, dict]]:
+    """Completed trials of every encoder study in ``storage``, and ``{study: info}`` for each such study.
+
+    ``info``: the parsed name (space, device, budget_ms) plus the study's attributes (evaluator,
+    ``quality_definition``, ``predictor``). Read-only: a missing SQLite file is an error, not created.
+    """
+    store = open_storage(storage, create=False)
+    points, studies = [], {}
     for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
         try:
             info = parse_study_name(summary.study_name)
         except UserError:
             continue  # not one of ours
-        if (info["suffix"] and not include_everything) or (device and info["device"] != device) or \
-                (space and info["space"] != space):
+        if info["suffix"] and not include_everything:
             continue
         study = optuna.load_study(study_name=summary.study_name, storage=store)
+        studies[summary.study_name] = {**study.user_attrs, **info}
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             attrs = t.user_attrs
             points.append(TrialPoint(
@@ -58,7 +66,14 @@ def load_points(storage: str | None, device: str | None = None, space: str | Non
                 budget_ms=info["budget_ms"], quality=float(t.values[0]), predicted_ms=float(t.values[1]),
                 params=int(attrs.get("params", 0)), flops=int(attrs.get("flops", 0)), config=attrs.get("config", "{}"),
             ))
-    return points
+    return points, studies
+
+
+def load_points(storage: str | None, device: str | None = None, space: str | None = None,
+                include_everything: bool = False) -> list[TrialPoint]:
+    """Completed trials of every matching encoder study in ``storage`` (read-only: creates no file)."""
+    points, _ = load_studies(storage, include_everything)
+    return [p for p in points if (device is None or p.device == device) and (space is None or p.space == space)]
 
 
 def dominates(a: TrialPoint, b: TrialPoint) -> bool:
@@ -84,10 +99,13 @@ def pareto_front(points: list[TrialPoint], budget_ms: float | None = None,
     return front
 
 
-def _row(p: TrialPoint) -> dict:
+def _row(p: TrialPoint, nested: bool = True) -> dict:
+    """One output row; ``config`` as an object (``nested``) or as one compact JSON string (CSV)."""
     row = asdict(p)
     row["quality"] = round(p.quality, 6)
     row["predicted_ms"] = round(p.predicted_ms, 3)
+    config = json.loads(p.config)
+    row["config"] = config if nested else json.dumps(config, sort_keys=True, separators=(",", ":"))
     return row
 
 
@@ -95,15 +113,14 @@ def render(front: list[TrialPoint], fmt: str) -> str:
     """The front as an aligned text table, JSON or CSV."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: expected one of {list(FORMATS)}")
-    rows = [_row(p) for p in front]
-    if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
-    if fmt == "csv":
+    if fmt == "json":  # each row's config is an object: `samnas export --config` reads a row saved alone
+        return json.dumps([_row(p) for p in front], indent=2) + "\n"
+    if fmt == "csv":  # config: one column of compact JSON
         buf = io.StringIO()
         fields = list(TrialPoint.__dataclass_fields__)
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(_row(p, nested=False) for p in front)
         return buf.getvalue()
     header = ["quality", "pred. ms", "params (M)", "GFLOPs", "study", "trial"]
     body = [[f"{p.quality:.4f}", f"{p.predicted_ms:.2f}", f"{p.params / 1e6:.2f}", f"{p.flops / 1e9:.2f}",
@@ -116,15 +133,31 @@ def render(front: list[TrialPoint], fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_fronts(fronts: dict[str, list[TrialPoint]], studies: dict[str, dict], fmt: str) -> str:
+    """Several studies' fronts: JSON/CSV rows of all of them, or a table per study that says what
+    quality means there and how accurate the latency predictor was."""
+    every = [p for name in fronts for p in fronts[name]]
+    if fmt != "table":
+        return render(every, fmt)
+    parts = []
+    for name, front in fronts.items():
+        info = studies.get(name, {})
+        quality = info.get("quality_definition") or f"{info.get('evaluator') or 'unknown evaluator'} (not recorded)"
+        parts.append(f"== study {name}\n"
+                     f"quality = {quality}\n"
+                     f"{predictor_line(info.get('predictor'))}\n" + render(front, "table"))
+    return "\n".join(parts)
+
+
 def plot_front(points: list[TrialPoint], front: list[TrialPoint], path: str | Path,
-               budget_ms: float | None = None, title: str = "") -> Path:
+               budget_ms: float | None = None, title: str = "", quality_label: str | None = None) -> Path:
     """PNG: every trial (feasible and not), the front as a step line, and the budget line(s)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.5, 4.5), dpi=120)
     feas = [p for p in points if p.feasible]
     infeas = [p for p in points if not p.feasible]
     ax.scatter([p.predicted_ms for p in feas], [p.quality for p in feas], s=14, c="#8fa8c8", label="trials")
@@ -136,13 +169,18 @@ def plot_front(points: list[TrialPoint], front: list[TrialPoint], path: str | Pa
         ax.scatter([p.predicted_ms for p in front], [p.quality for p in front], s=30, c="#1f4e8c",
                    label="Pareto front", zorder=3)
     for b in sorted({p.budget_ms for p in points} | ({budget_ms} if budget_ms else set())):
-        ax.axvline(b, ls="--", c="#b03030", lw=1)
-        ax.text(b, ax.get_ylim()[0], f" {b:g} ms", color="#b03030", va="bottom", fontsize=8)
+        ax.axvline(b, ls="--", c="#b03030", lw=1, label="budget" if b == budget_ms or budget_ms is None else None)
+        # the label sits at the top of the line, in axes coordinates; the legend sits outside the axes
+        ax.text(b, 0.98, f"budget {b:g} ms ", color="#b03030", va="top", ha="right", fontsize=8,
+                transform=ax.get_xaxis_transform())
     ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("quality")
+    ax.set_ylabel(f"quality ({QUALITY_LABELS.get(quality_label, quality_label)})" if quality_label else "quality")
     ax.set_title(title or "quality vs. latency")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+              borderaxespad=0)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")

@@ -19,6 +19,7 @@ import torch
 from supernet.build import build_sam
 from supernet.fileio import atomic_torch_save, atomic_write_text
 from supernet.reference import WEIGHTS_DIR
+from supernet.cliargs import positive_float, positive_int
 from supernet.errors import UserError
 from supernet.scenes import CocoScenes, MixedScenes, SyntheticScenes
 from supernet.synthetic import write_coco_dataset
@@ -54,17 +55,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="held-out photos scored for the card (never trained on); repeatable")
     p.add_argument("--eval-annotations", action="append", default=[], metavar="JSON",
                    help="annotations of the --eval-coco folder in the same position")
-    p.add_argument("--steps", type=int, default=2400, help="optimizer steps (default 2400)")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--steps", type=positive_int, default=2400, help="optimizer steps (default 2400)")
+    p.add_argument("--minutes", type=positive_float, default=None,
                    help="instead of --steps: as many steps as fit in this many minutes, timed on a first few steps")
-    p.add_argument("--batch-images", type=int, default=4, help="images per step (default 4)")
-    p.add_argument("--prompts-per-image", type=int, default=4, help="target masks per image and step (default 4)")
+    p.add_argument("--batch-images", type=positive_int, default=4, help="images per step (default 4)")
+    p.add_argument("--prompts-per-image", type=positive_int, default=4, help="target masks per image and step (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order (default 0)")
     p.add_argument("--init", default=None, metavar="CKPT", help="start from these sam_micro weights instead of random ones")
-    p.add_argument("--eval-images", type=int, default=40, help="held-out synthetic scenes for the card (default 40)")
+    p.add_argument("--eval-images", type=positive_int, default=40, help="held-out synthetic scenes for the card (default 40)")
     p.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda, cuda:1 ... (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--out", default=str(WEIGHTS_DIR / "sam_micro.pt"), help="weights file (card written beside it)")
     p.add_argument("--evaluate-only", action="store_true",
                    help="score the --out weights again on the held-out data and rewrite the card's evaluation")

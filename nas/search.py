@@ -8,7 +8,10 @@ and FLOPs are recorded as trial user attributes, with the config as JSON, the ev
 name and its per-metric values, and the time spent evaluating and predicting.
 
 Trials are committed to the storage one by one, so an interrupted search resumes where it
-stopped; a trial that raised is recorded as failed with its error.
+stopped; a trial that raised is recorded as failed with its error. Each trial records the
+``host`` and ``pid`` of its worker when it starts, so a resumed search fails at once the
+RUNNING trials of this host whose process is gone (:func:`fail_stale_trials`); trials of
+other hosts are left to Optuna's heartbeat.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import json
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,8 +34,46 @@ from supernet.sam import Sam
 
 from .study import make_sampler, open_storage, study_name
 
+METRIC_NAMES = ("quality", "predicted_ms")  # the two objectives, by name
 CONSTRAINT = "latency_over_budget_ms"  # Optuna constraint: predicted_ms - budget_ms, feasible when <= 0
-WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial (several may share a study)
+HOST = socket.gethostname()
+WORKER = f"{HOST}:{os.getpid()}"  # which process ran a trial (several may share a study)
+HEARTBEAT_GRACE_S = 90  # Optuna fails a RUNNING trial whose heartbeat is this old (nas.study.open_storage)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of ``/proc/PID/stat`` (state first), or None where there is no such file."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot), to tell a reused pid apart; None if unknown."""
+    stat = _proc_stat(pid)
+    return stat[19] if stat and len(stat) > 19 else None
+
+
+def process_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` of this host still runs (and is the one that started at ``start``)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc here: trust kill(0)
+    if stat[0] in ("Z", "X"):
+        return False  # killed, waiting to be reaped
+    return start is None or len(stat) <= 19 or stat[19] == start
+
+
+PID_START = process_start(os.getpid())
 
 
 class LatencyModel(Protocol):
@@ -102,6 +144,11 @@ class Objective:
         self.on_trial = on_trial
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        # Recorded first, so that a worker killed mid-trial leaves behind whose trial it was.
+        trial.set_user_attr("host", HOST)
+        trial.set_user_attr("pid", os.getpid())
+        if PID_START is not None:
+            trial.set_user_attr("pid_start", PID_START)
         try:
             config = suggest_config(trial, self.space)
             trial.set_user_attr("config", json.dumps(config, sort_keys=True))
@@ -147,12 +194,44 @@ def open_study(settings: SearchSettings) -> optuna.Study:
         sampler=sampler,
         load_if_exists=True,
     )
+    if study.metric_names is None:  # shown by optuna-dashboard and in study.trials_dataframe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(METRIC_NAMES))
     meta = {"space": settings.space, "device": settings.device, "budget_ms": settings.budget_ms,
             **settings.extra_attrs}
     for key, value in meta.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
     return study
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials of this host whose worker process is gone; return their numbers.
+
+    Trials of other hosts (and trials that recorded no worker) are left to Optuna's heartbeat,
+    which fails them :data:`HEARTBEAT_GRACE_S` seconds after their last beat.
+    """
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        attrs = t.user_attrs
+        if attrs.get("host") != HOST or not isinstance(attrs.get("pid"), int):
+            continue
+        if process_alive(attrs["pid"], attrs.get("pid_start")):
+            continue
+        storage = study._storage  # Optuna has no public call to fail another process's trial
+        storage.set_trial_user_attr(t._trial_id, "error",
+                                    f"worker {HOST}:{attrs['pid']} was gone when the search resumed")
+        if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+            failed.append(t.number)
+    return failed
+
+
+def other_hosts_running(study: optuna.Study) -> list[tuple[int, str]]:
+    """``(trial number, host)`` of RUNNING trials started on other hosts (or by unknown workers)."""
+    return [(t.number, str(t.user_attrs.get("host", "unknown host")))
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if t.user_attrs.get("host") != HOST]
 
 
 def finished_trials(study: optuna.Study) -> int:
@@ -169,6 +248,10 @@ def run_search(settings: SearchSettings, model: Sam, space: SearchSpace, evaluat
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(settings)
+    stale = fail_stale_trials(study)
+    if stale and progress:
+        print(f"failed {len(stale)} trial(s) left RUNNING by a worker of this host that is gone: "
+              + ", ".join(map(str, stale)))
     remaining = max(0, settings.trials - finished_trials(study))
     bar = tqdm(total=remaining, desc=f"search {settings.study_name}", unit="trial", disable=not progress)
 

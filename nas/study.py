@@ -8,21 +8,43 @@ workers on several machines can share one study.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import optuna
 
 from supernet.errors import UserError
-from supernet.fileio import results_root
+from supernet.fileio import results_origin, results_root
 
 SAMPLERS = ("nsga2", "tpe", "random")
 _SLUG = re.compile(r"^[A-Za-z0-9_.+-]+(@[A-Za-z0-9_.+-]+)?$")
 
 
-def default_storage() -> str:
-    """``sqlite:///results/studies.db`` (or under ``$SAMNAS_RESULTS``)."""
+def default_storage(create: bool = False) -> str:
+    """``sqlite:///<results>/studies.db`` (results folder: ``--results``, ``$SAMNAS_RESULTS``, ``./results``).
+
+    ``create`` makes the results folder (for commands that write a study); readers leave it alone.
+    """
     path = results_root() / "studies.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (None for in-memory or other databases)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def missing_store_message(url: str | None) -> str | None:
+    """For a reader: why ``url`` (default: the results folder's studies.db) holds no studies, or None."""
+    path = _sqlite_file(url or default_storage())
+    if path is None or path.is_file():
+        return None
+    where = f"--storage {url}" if url else f"the results folder {results_origin()}"
+    return f"no study database at {path.resolve()} (looked in {where}): run `samnas search` first"
 
 
 def format_budget(budget_ms: float) -> str:
@@ -54,8 +76,11 @@ def parse_study_name(name: str) -> dict:
     }
 
 
-def open_storage(url: str | None, attempts: int = 6) -> optuna.storages.BaseStorage:
+def open_storage(url: str | None, attempts: int = 6, create: bool = True) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so trials of a killed worker are marked failed, not left running.
+
+    ``create=False`` (read-only commands) refuses, with a one-line UserError that says where it
+    looked, to open a SQLite file that does not exist, instead of creating an empty one.
 
     Workers started together on a fresh database race to create Optuna's tables; the loser
     sees a unique-key or "already exists" error, so those are retried after a short random
@@ -67,7 +92,9 @@ def open_storage(url: str | None, attempts: int = 6) -> optuna.storages.BaseStor
 
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    url = url or default_storage()
+    if not create and (missing := missing_store_message(url)):
+        raise UserError(missing)
+    url = url or default_storage(create=create)
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():  # Optuna 5 flags heartbeats "experimental" on every open: noise to users
@@ -107,4 +134,15 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def list_study_names(storage: str | None) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False)]
+    store = open_storage(storage, create=False)
+    return [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+
+
+def predictor_line(facts: dict | None) -> str:
+    """``latency predictor (cpu-torch): CV MAPE 4.5%, 95% of held-out subnets within +-10%, 1 thread``."""
+    if not facts:
+        return "latency predictor: unknown (study made before samnas recorded it)"
+    threads = facts.get("threads")
+    return (f"latency predictor ({facts['device']}): CV MAPE {facts['cv_mape_pct']:.1f}%, "
+            f"{facts['within_10_pct']:.0f}% of held-out subnets within +-10%, profiled with "
+            f"{threads if threads is not None else '?'} thread{'s' if threads != 1 else ''}")

@@ -18,8 +18,12 @@ class SearchTracker:
     def __init__(self, experiment: str, tracking_uri: str | None = None, run_name: str | None = None,
                  params: dict | None = None) -> None:
         self.uri = resolve_tracking_uri(tracking_uri)
+        import logging
+
         import mlflow
 
+        if not logging.getLogger().isEnabledFor(logging.INFO):  # `--verbose` shows MLflow's own lines
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
         self.mlflow = mlflow
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_experiment(experiment)

@@ -52,8 +52,46 @@ def read_mapping(path: str | Path, what: str = "config") -> dict:
 
 
 def load_config(path: str | Path) -> dict:
-    """Read a subnet config from ``path`` (YAML, or JSON for ``.json``). Not validated here."""
-    return read_mapping(path, "config")
+    """Read a subnet config from ``path`` (YAML, or JSON for ``.json``). Not validated here.
+
+    Besides a plain config, the files samnas writes that hold one are accepted: ``subnet.json``
+    (extract/export), ``card.json`` (export) and a ``samnas pareto --format json`` row (or a
+    list holding exactly one row), whose ``config`` is an object or a JSON string.
+    """
+    path = Path(path)
+    if path.suffix.lower() in JSON_SUFFIXES:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            data = None  # read_mapping names the problem
+        if isinstance(data, list):
+            if len(data) != 1:
+                raise ConfigError(f"{path}: a list of {len(data)} rows; save the one you want alone "
+                                  "(e.g. jq '.[0]' front.json > subnet.json)")
+            data = data[0]
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: expected a config object in the list, got {type(data).__name__}")
+            return _inner_config(data, path)
+    return _inner_config(read_mapping(path, "config"), path)
+
+
+def _inner_config(data: dict, path: Path) -> dict:
+    """The config itself: ``data``, or its ``config`` field (subnet.json, card.json, pareto rows)."""
+    if "blocks" not in data and "config" in data:
+        inner = data["config"]
+        if isinstance(inner, str):
+            try:
+                inner = json.loads(inner)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}: field 'config' is not valid JSON ({exc.msg})") from None
+        if not isinstance(inner, dict):
+            raise ConfigError(f"{path}: field 'config' must be a mapping, got {type(inner).__name__}")
+        return inner
+    if "resolutions" in data and "model_type" in data:
+        name = data.get("name", "NAME")
+        raise ConfigError(f"{path}: this is a search-space file, not a subnet config; write a config with "
+                          f"`samnas spaces sample {name} --largest --out subnet.yaml`")
+    return data
 
 
 def dump_config(config: dict, fmt: str = "yaml") -> str:

@@ -13,7 +13,7 @@ from .counting import count
 from .space import SearchSpace
 
 EXTRACT_EXAMPLES = """examples:
-  samnas spaces show sam_vit_b --format yaml > subnet.yaml   # edit the blocks you want
+  samnas spaces sample sam_vit_b --largest --out subnet.yaml   # then edit the blocks you want
   samnas extract --checkpoint vit_b_ranked.pt --config subnet.yaml --out my_subnet/
 """
 
@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="ranked (or plain) SAM checkpoint")
     p.add_argument("--model-type", choices=sorted(ARCHS), help="checked against the weights; inferred if omitted")
-    p.add_argument("--config", required=True, help="subnet config, YAML or JSON")
+    p.add_argument("--config", required=True,
+                   help="subnet config, YAML or JSON (also subnet.json, card.json or a `pareto --format json` row)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run_extract)
 

@@ -55,6 +55,31 @@ def meta_key_to_hf(key: str) -> str:
                           ("proj_in", "layers.0", "proj_out")[int(m.group(2))], key)
 
 
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """Words for why ``torch.load`` / safetensors refused ``path`` (their own messages can be bare opcodes)."""
+    import zipfile
+
+    head = path.open("rb").read(4096)
+    if not head:
+        return "the file is empty"
+    if path.suffix != ".safetensors":
+        if head.startswith(b"PK"):
+            if not zipfile.is_zipfile(path):
+                return "a damaged or truncated PyTorch zip archive"
+            if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+                return "it holds Python objects besides tensors, which weights-only loading refuses to run"
+            return "a zip archive that is not a PyTorch checkpoint"
+        try:
+            head.decode("utf-8")
+            return "a text file, not a PyTorch (.pt/.pth/.bin) or .safetensors checkpoint"
+        except UnicodeDecodeError:
+            pass
+        if head[:1] != b"\x80":
+            return "not a PyTorch checkpoint: neither a zip archive nor a pickle"
+    detail = " ".join(str(exc).split())[:160]
+    return f"{type(exc).__name__}: {detail}" if len(detail) > 8 else "the file does not parse as a checkpoint"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file (.pth/.pt/.bin via ``torch.load(weights_only=True)``, or .safetensors)."""
     path = Path(path)
@@ -68,8 +93,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused, truncated file, not a checkpoint at all
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({first_line[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({_why_unreadable(path, exc)})") from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     elif isinstance(data, dict) and "model" in data and isinstance(data["model"], dict):

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .arch import ARCHS
+from .cliargs import positive_int
 from .errors import UserError
 from .images import list_images, load_image
 from .predictor import image_to_model_input
@@ -35,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-type", choices=sorted(ARCHS), help="checked against the weights; inferred if omitted")
     p.add_argument("--images", help="folder of calibration images (not needed for --method magnitude)")
     p.add_argument("--method", choices=METHODS, default="wanda", help="importance score (default: wanda)")
-    p.add_argument("--max-images", type=int, default=32, help="use at most this many images (default: 32)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--max-images", type=positive_int, default=32, help="use at most this many images (default: 32)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", required=True, help="output checkpoint (.pt); metadata goes to the same name with .json")
     p.set_defaults(func=run_rank)
 

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 
-def _new_file_mode() -> int:
+def new_file_mode() -> int:
     """The mode ``open()`` would give a new file: 0o666 less the process umask (mkstemp uses 0o600)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -20,7 +20,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else _new_file_mode()
+    mode = path.stat().st_mode & 0o777 if path.exists() else new_file_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
@@ -50,11 +50,31 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def results_root() -> Path:
-    """Where samnas keeps studies, runs and exports: ``$SAMNAS_RESULTS`` or ``./results``."""
-    import os
+RESULTS_ENV = "SAMNAS_RESULTS"
+DEFAULT_RESULTS = "results"
 
-    return Path(os.environ.get("SAMNAS_RESULTS", "results"))
+
+def results_root() -> Path:
+    """Where samnas keeps studies, latency files, runs and exports (the one owner of this choice).
+
+    ``--results DIR`` (the CLI sets it with :func:`use_results_root`), else ``$SAMNAS_RESULTS``,
+    else ``./results``. Nothing is created here: commands that write make their own folders.
+    """
+    return Path(os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS)
+
+
+def use_results_root(path: str | Path) -> Path:
+    """Make ``path`` the results folder for this process and the processes it starts."""
+    os.environ[RESULTS_ENV] = str(path)
+    return Path(path)
+
+
+def results_origin() -> str:
+    """How :func:`results_root` was chosen, for "looked in ..." messages."""
+    root = results_root().resolve()
+    if os.environ.get(RESULTS_ENV):
+        return f"{root} (from --results or $SAMNAS_RESULTS)"
+    return f"{root} (the default ./results; choose another with --results DIR or $SAMNAS_RESULTS)"
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -63,8 +83,6 @@ def tracking_uri(uri: str | None = None) -> str:
     mlflow-skinny refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE=true``, which we set
     (call this before importing mlflow).
     """
-    import os
-
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     if uri:
         return uri

@@ -5,6 +5,7 @@ import argparse
 import copy
 from pathlib import Path
 
+from .cliargs import positive_int
 from .errors import UserError
 
 EXAMPLES = """examples:
@@ -27,17 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True, help="search space whose subnets are trained")
     p.add_argument("--images", required=True, help="training image folder")
     p.add_argument("--annotations", help="COCO instances JSON for the optional ground-truth loss")
-    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--steps", type=positive_int, required=True, help="training steps (one sandwich of subnets each)")
     p.add_argument("--out", default="results/scratch/train-supernet", help="output folder")
-    p.add_argument("--batch-images", type=int, default=2, help="images per step and process (default: 2)")
+    p.add_argument("--batch-images", type=positive_int, default=2, help="images per step and process (default: 2)")
     p.add_argument("--random-subnets", type=int, default=2, help="K random subnets per step (default: 2)")
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default: 0.0001)")
     p.add_argument("--largest-weight", type=float, default=4.0,
                    help="weight of the largest subnet's loss relative to each other subnet's (default: 4), "
                         "so that training the small ones costs the full model little")
     p.add_argument("--rerank-every", type=int, default=0, help="re-rank by magnitude every N steps (0: never)")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100,
+                   help="write OUT/checkpoint.pt every N steps, for --resume (default: 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subnets drawn and the data order (default: 0)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: results/mlruns)")
     p.set_defaults(func=run_train_supernet)

@@ -153,8 +153,13 @@ def test_killed_search_loses_no_completed_trial(results, tmp_path):
     assert resumed.returncode == 0, out
     study = optuna.load_study(study_name=name, storage=storage)
     after = {t.number: t.values for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
-    assert all(after[n] == v for n, v in before.items())
+    assert all(after[n] == v for n, v in before.items())  # 0 completed trials lost
     assert len(after) >= len(before) + 2 - 1  # the killed worker's running trial is not counted as finished
+    # The killed trial was failed by the resumed search at once (not 90 s later by the heartbeat).
+    assert study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) == []
+    gone = [t for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,)) if "was gone" in t.user_attrs.get("error", "")]
+    assert gone and gone[0].user_attrs["pid"] == proc.pid, out
+    assert "left RUNNING by a worker of this host that is gone" in out
 
 
 def test_two_workers_share_one_postgres_study(results):
@@ -216,7 +221,8 @@ def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
     assert cli.main(["pareto", "--device", "cpu-torch", "--storage", storage, "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("study,trial,space")
     assert cli.main(["pareto", "--device", "cuda-torch", "--storage", storage]) == 2
-    assert "no completed trials for device cuda-torch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--device cuda-torch: no such device" in err and "stored: cpu-torch" in err
 
     trial = front[-1]["trial"]
     out_dir = tmp_path / "export"

@@ -6,24 +6,41 @@ import sys
 from pathlib import Path
 
 from nas.timing import MIN_SECONDS, ROUNDS
+from supernet.cliargs import non_negative_int, positive_int
 from supernet.errors import UserError
+
+MAPE_WARN_PCT = 10.0  # above this cross-validated error, `latency fit` and `search` warn
+
+
+def predictor_warning(mape_pct: float, threads, device: str, space: str) -> str | None:
+    """The warning for a predictor whose CV MAPE is above 10%: likely cause and fix; None when it is fine."""
+    if mape_pct <= MAPE_WARN_PCT:
+        return None
+    cause = (f"{threads} threads on a machine whose speed varies (busy or shared)" if threads and threads > 1
+             else "a machine whose speed varied while profiling (busy or shared)")
+    return (f"warning: the {device} latency predictor for {space} has a CV MAPE of {mape_pct:.1f}% (> "
+            f"{MAPE_WARN_PCT:g}%), so predicted latencies and the budget may be off by that much; likely cause: "
+            f"{cause}; fix: profile again with 1 thread, more rounds, on a quieter machine: samnas latency "
+            f"profile --space {space} --device {device} --blocks --threads 1 --rounds 5 --replace, "
+            f"then samnas latency fit --device {device}")
 
 EXAMPLES = """examples:
   samnas latency profile --space sam_micro --device cpu-torch --blocks --samples 40
   samnas latency fit --device cpu-torch
   samnas latency predict --device cpu-torch --config subnet.yaml
+  samnas latency predict --device cpu-torch --config my_subnet/subnet.json
   samnas latency list
   samnas latency profile --space sam_vit_b --resolutions 512 --device cpu-onnxruntime@edge1 --blocks --out edge1.json
   samnas latency import edge1.json
 
 Device names: cpu-torch, cpu-onnxruntime, cuda-torch, cuda-onnxruntime, each with an
-optional @tag (cpu-torch@laptop). Files go to results/latency/<device>/ (or --root DIR,
-or $SAMNAS_RESULTS/latency).
+optional @tag (cpu-torch@laptop). Files go to <results>/latency/<device>/, where <results>
+is --results DIR, else $SAMNAS_RESULTS, else ./results (--root DIR names the latency folder itself).
 """
 
 
 def _add_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", help="latency folder (default: $SAMNAS_RESULTS/latency, else results/latency)")
+    p.add_argument("--root", help="latency folder itself (default: <results>/latency; see --results)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,8 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True, help="search space name (samnas spaces list) or space file")
     p.add_argument("--device", required=True, help="device name, e.g. cpu-torch, cpu-onnxruntime, cuda-torch[@tag]")
     p.add_argument("--blocks", action="store_true", help="also time every block kind (the lookup table)")
-    p.add_argument("--samples", type=int, default=30, help="subnets timed end to end (default: 30)")
-    p.add_argument("--repeats", type=int, default=5,
+    p.add_argument("--samples", type=non_negative_int, default=30,
+                   help="subnets timed end to end (default: 30; 0 only with --blocks)")
+    p.add_argument("--repeats", type=positive_int, default=5,
                    help="timed runs per measurement, shared out over the rounds (default: 5)")
     p.add_argument("--warmup", type=int, default=2,
                    help="untimed runs per measurement, shared out over the rounds, at least one per round (default: 2)")
@@ -63,9 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts", type=int, default=0,
                    help="also time encoder + decoder for this many point prompts (default: 0, encoder only)")
     p.add_argument("--resolutions", type=int, nargs="+", help="only these input sides (default: all of the space's)")
-    p.add_argument("--threads", type=int,
-                   help="intra-op threads (default: torch's current count); on this project's shared 2-core VM, 1 "
-                        "thread repeated far better than 2 (results/latency.md vs latency_t2.md)")
+    p.add_argument("--threads", type=positive_int,
+                   help="intra-op threads (default: torch's current count); on a small or busy machine 1 thread "
+                        "repeats far better than 2 (see the README's latency results); profile the count you deploy with")
     p.add_argument("--seed", type=int, default=0, help="seed for the sampled subnets and inputs (default: 0)")
     p.add_argument("--out", help="write a portable JSON file instead of storing the measurements here")
     p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
@@ -74,7 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("fit", help="fit the device's predictors with k-fold cross-validation",
                         description="Fit a predictor per search space measured on the device, report the "
-                        "cross-validated MAPE, RMSE and share within +-10%%, save predictor.joblib and report.json.")
+                        "cross-validated MAPE, RMSE and share within +-10%%, save predictor.joblib and report.json. "
+                        "Warns when the CV MAPE is above 10%%.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", required=True, help="device name")
     p.add_argument("--space", help="fit only this space (default: every space measured on the device)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
@@ -82,19 +102,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_root(p)
     p.set_defaults(func=run_fit)
 
-    p = cmds.add_parser("predict", help="predicted latency of a subnet config on a device")
+    p = cmds.add_parser("predict", help="predicted latency of a subnet config on a device",
+                        description="Predicted latency of a subnet config (YAML/JSON config, subnet.json, card.json "
+                        "or a `pareto --format json` row) on a device, with the predictor's CV error.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", required=True, help="device name")
-    p.add_argument("--config", required=True, help="subnet config (YAML, or JSON for .json)")
+    p.add_argument("--config", required=True,
+                   help="subnet config (YAML, or JSON for .json; also subnet.json, card.json or a pareto row)")
     p.add_argument("--prompts", type=int, default=0, help="add the decoder for this many point prompts (default: 0)")
     p.add_argument("--parts", action="store_true", help="also print the lookup table's parts")
     _add_root(p)
     p.set_defaults(func=run_predict)
 
-    p = cmds.add_parser("list", help="devices with their sample counts and validation error")
+    p = cmds.add_parser("list", help="devices with their sample counts and validation error",
+                        description="One row per device, space and part: timed subnets, method, CV error, status.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_root(p)
     p.set_defaults(func=run_list)
 
-    p = cmds.add_parser("import", help="store measurements written by `samnas latency profile --out FILE`")
+    p = cmds.add_parser("import", help="store measurements written by `samnas latency profile --out FILE`",
+                        description="Store another machine's measurements (a portable profile file) here.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="the portable JSON profile file")
     p.add_argument("--device", help="store under this name instead of the file's (e.g. add an @tag)")
     p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
@@ -105,6 +133,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_profile(args: argparse.Namespace) -> int:
     from .profile import profile_device
     from .store import DeviceStore
+
+    if args.samples == 0 and not args.blocks:
+        raise UserError("--samples 0: nothing to profile without --blocks; give --samples N with N > 0, or add --blocks")
 
     run = profile_device(args.space, args.device, root=args.root, out=args.out, replace=args.replace,
                          blocks=args.blocks, samples=args.samples, prompts=args.prompts, repeats=args.repeats,
@@ -151,6 +182,11 @@ def run_fit(args: argparse.Namespace) -> int:
               f"{', '.join(map(str, rep['resolutions']))}):")
         for key, part in sorted(rep["parts"].items()):
             print(_part_line(key, part))
+        threads = (DeviceStore(args.device, args.root).fingerprint() or {}).get("threads")
+        worst = max(part["mape_pct"] for part in rep["parts"].values())
+        warning = predictor_warning(worst, threads, args.device, name)
+        if warning:
+            print(warning, file=sys.stderr)
     print(f"saved {DeviceStore(args.device, args.root).path('predictor.joblib')} and report.json")
     return 0
 

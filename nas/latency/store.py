@@ -1,7 +1,7 @@
 """Per-device latency files: names, folders, CSV tables, the portable profile file.
 
-A device's measurements live in ``<root>/<device>/`` (root: ``--root``, else the
-``SAMNAS_RESULTS`` environment variable, else ``results/latency``)::
+A device's measurements live in ``<root>/<device>/`` (root: ``--root``, else ``latency/`` in
+the results folder, :func:`supernet.fileio.results_root`)::
 
     fingerprint.json   where it was measured: CPU, threads, backend, library versions, GPU
     spaces.json        the search spaces profiled there, in space-file form (name -> mapping)
@@ -22,17 +22,14 @@ import csv
 import io
 import json
 import math
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from supernet.errors import UserError
-from supernet.fileio import atomic_write_text
+from supernet.fileio import atomic_write_text, results_root
 
 PROFILE_FORMAT = "samnas-latency-profile/1"
-DEFAULT_ROOT = Path("results") / "latency"
-ROOT_ENV = "SAMNAS_RESULTS"
 
 HARDWARE = ("cpu", "cuda")
 BACKENDS = ("torch", "onnxruntime")
@@ -72,14 +69,10 @@ def validate_device(name: str) -> str:
 
 
 def resolve_root(root: str | Path | None = None) -> Path:
-    """The latency root: ``root`` if given, else ``$SAMNAS_RESULTS/latency``, else ``results/latency``.
-
-    ``SAMNAS_RESULTS`` names the results folder (the one holding ``latency/``), like ``results/``.
-    """
+    """The latency root: ``root`` if given, else ``latency/`` in the results folder (``results_root()``)."""
     if root is not None:
         return Path(root)
-    env = os.environ.get(ROOT_ENV)
-    return Path(env) / "latency" if env else DEFAULT_ROOT
+    return results_root() / "latency"
 
 
 # ---------------------------------------------------------------------- CSV and JSON

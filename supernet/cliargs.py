@@ -1,0 +1,39 @@
+"""Argument types shared by the ``samnas`` sub-commands: checked when the command line is parsed,
+so impossible values are one-line errors before any work starts."""
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _number(kind, text: str, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """``--trials 0`` or ``--trials -3`` -> ``argument --trials: must be at least 1, got -3``."""
+    value = _number(int, text, "a whole number of at least 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(int, text, "a whole number of at least 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """``--budget-ms -5`` -> ``argument --budget-ms: must be a positive number, got -5``."""
+    value = _number(float, text, "a positive number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
