@@ -110,21 +110,20 @@ def calibrate_thresholds(predictor, images: list, target_masks: float = DEFAULT_
     if target_masks <= 0:
         raise UserError(f"--target-masks must be positive, got {target_masks}")
     cache = DecoderCache(8 << 30)
-    lo, hi = 5, 95  # hundredths; invariant: count(lo) >= target > count(hi) once checked
+    lo, hi = 5, 95  # hundredths; invariant: count(hi) < target, and count(lo) >= target unless lo stays 5
     bar = tqdm(total=8, desc="calibrating", unit="step", disable=not progress, leave=False)
     counts = {hi: masks_per_image(predictor, images, hi / 100, cache, points_per_side)}  # decodes every point once
     bar.update()
     if counts[hi] >= target_masks:
         lo = hi
-    else:
-        counts[lo] = masks_per_image(predictor, images, lo / 100, cache, points_per_side)
-        bar.update()
-        if counts[lo] >= target_masks:
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                counts[mid] = masks_per_image(predictor, images, mid / 100, cache, points_per_side)
-                bar.update()
-                lo, hi = (mid, hi) if counts[mid] >= target_masks else (lo, mid)
+    else:  # the lowest threshold upscales nearly every candidate: evaluated only if the bisection ends there
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            counts[mid] = masks_per_image(predictor, images, mid / 100, cache, points_per_side)
+            bar.update()
+            lo, hi = (mid, hi) if counts[mid] >= target_masks else (lo, mid)
+        if lo not in counts:
+            counts[lo] = masks_per_image(predictor, images, lo / 100, cache, points_per_side)
     bar.close()
     t = lo / 100
     return {"pred_iou_thresh": t, "stability_score_thresh": t, "masks_per_image": round(counts[lo], 2),

@@ -152,7 +152,11 @@ class CostModel:
 
 
 def calibrate(predictor, image: np.ndarray, batch: int = 64, repeats: int = 3) -> CostModel:
-    """Time ``set_image`` and 1-point / ``batch``-point decoder calls on ``image``; fit a + b * prompts."""
+    """Time ``set_image`` and 1-point / ``batch``-point decoder calls on ``image``; fit a + b * prompts.
+
+    The decoder calls are the generator's: low-res logits only where the predictor offers it
+    (upscaling the kept candidates is filtering work, measured in every trial).
+    """
     from nas.timing import time_callable
 
     enc = time_callable(lambda: predictor.set_image(image), repeats=repeats, warmup=1).median_ms
@@ -162,6 +166,9 @@ def calibrate(predictor, image: np.ndarray, batch: int = 64, repeats: int = 3) -
         pts = np.stack([np.linspace(0, w - 1, n), np.linspace(0, h - 1, n)], axis=1)
         coords = torch.as_tensor(predictor.transform.apply_coords(pts, (h, w)), device=predictor.device)
         labels = torch.ones(n, dtype=torch.int, device=predictor.device)
+        low_res_only = getattr(predictor, "predict_low_res", None)  # what the generator calls (no upscaling)
+        if low_res_only is not None:
+            return lambda: low_res_only(coords[:, None], labels[:, None], multimask_output=True)
         return lambda: predictor.predict_torch(coords[:, None], labels[:, None], multimask_output=True,
                                                return_logits=True)
 
@@ -337,6 +344,9 @@ def tune_everything(predictor, images: list, device: str, budget_ms: float, tria
     defaults, source = model_defaults(model_tag)
     if reference_policy is None:
         reference_policy = Policy(points_per_side=32, **defaults)
+    else:  # the baseline trials use the reference's thresholds
+        defaults = {k: getattr(reference_policy, k) for k in defaults}
+        source = "the reference policy"
     name = study_name(model_tag, device, budget_ms, suffix="everything")
     evaluator = PolicyEvaluator(predictor, images, annotations, reference_policy, time_mode, progress=progress)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
