@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "nas.commands",
     "nas.reference",
     "nas.everything.commands",
+    "nas.evaluate",
 ]
 
 # Commands that read or write stored results (studies, latency files, runs, exports): each gets
@@ -41,6 +42,7 @@ EPILOG = """examples:
   samnas extract --checkpoint ranked.pt --config subnet.yaml --out my_subnet/
   samnas tune-everything --images photos/ --budget-ms 300 --trials 30 --out policy.yaml
   samnas everything --policy policy.yaml --images photos/ --out masks/
+  samnas evaluate --images val2017/ --annotations panoptic_val2017.json --everything default
 """
 
 

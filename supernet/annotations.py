@@ -77,6 +77,12 @@ def load_coco(path: str | Path, skip=None, things_only: bool = False):
         else:
             skip(f"images[{i}]", f"an image entry needs {', '.join(_IMAGE_FIELDS)}")
     categories = [c for c in data.get("categories") or [] if isinstance(c, dict) and "id" in c]
+    image_ids = {img["id"] for img in images}
+    ann_ids = {a.get("image_id") for a in data["annotations"]
+               if isinstance(a, dict) and isinstance(a.get("image_id"), (int, str))}
+    if ann_ids and not ann_ids & image_ids:  # before any PNG is decoded
+        raise UserError(f"{path}: none of its annotations' image_id values is the id of one of its images "
+                        f"(mismatched image ids)")
     if is_panoptic(data):
         anns = _panoptic_annotations(path, data, images, categories, skip, things_only)
     else:
@@ -86,10 +92,6 @@ def load_coco(path: str | Path, skip=None, things_only: bool = False):
                 anns.append(ann)
             else:
                 skip(f"annotations[{i}]", "an annotation needs id and image_id")
-    image_ids = {img["id"] for img in images}
-    if anns and not any(a["image_id"] in image_ids for a in anns):
-        raise UserError(f"{path}: none of its annotations' image_id values is the id of one of its images "
-                        f"(mismatched image ids)")
     coco = COCO()
     coco.dataset = {"images": images, "annotations": anns, "categories": categories}
     with contextlib.redirect_stdout(io.StringIO()):

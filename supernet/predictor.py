@@ -102,6 +102,16 @@ class SamPredictor:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
 
+    def predict_low_res(self, point_coords, point_labels, multimask_output: bool = True):
+        """:meth:`predict_torch` without the upscaling: ``(low_res_logits (B, M, 4h, 4w), iou (B, M))``.
+
+        Segment-everything upscales only the candidates that pass its predicted-IoU filter
+        (``model.postprocess_masks``), which on a 640x480 photo is most of the dense grid's time.
+        """
+        self._require_image()
+        points = (point_coords, point_labels) if point_coords is not None else None
+        return self.model.decode(self.features, points=points, multimask_output=multimask_output)
+
     def get_image_embedding(self) -> torch.Tensor:
         """The current image's embedding ``(1, C, h, w)``."""
         self._require_image()

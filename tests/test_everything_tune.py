@@ -44,18 +44,45 @@ def test_ar_of_ground_truth_is_one(dataset):
     assert mask_ar(gt, {i: [] for i in preds})["quality"] == 0.0
 
 
-def test_agreement_metric():
-    a = np.zeros((3, 20, 20), dtype=bool)
-    a[0, :10, :10] = a[1, 10:, 10:] = a[2, :5, 15:] = True
+def test_agreement_metric_known_answers():
     from nas.everything.masks import encode_rles
 
+    a = np.zeros((3, 20, 20), dtype=bool)
+    a[0, :10, :10] = a[1, 10:, 10:] = a[2, :5, 15:] = True
     ref = encode_rles(a)
-    assert agreement(ref, ref) == {"matched": 1.0, "mean_iou": 1.0, "quality": 1.0}
+    same = agreement([ref], [ref])
+    assert (same["recall"], same["mean_iou"], same["quality"], same["precision"]) == (1.0, 1.0, 1.0, 1.0)
     shrunk = a.copy()
-    shrunk[0, :, 8:] = False  # IoU 0.8
-    res = agreement(ref, encode_rles(shrunk[:2]))
-    assert res["matched"] == pytest.approx(2 / 3) and res["mean_iou"] == pytest.approx(0.9)
-    assert agreement([], [])["quality"] == 1.0 and agreement(ref, [])["quality"] == 0.0
+    shrunk[0, :, 8:] = False  # IoU 80/100 = 0.8
+    res = agreement([ref], [encode_rles(shrunk[:2])])
+    assert res["recall"] == pytest.approx(2 / 3) and res["mean_iou"] == pytest.approx(0.9)
+    assert res["quality"] == pytest.approx((0.8 + 1.0) / 3) and res["precision"] == 1.0
+    # pooled over images: an image whose reference is empty adds candidates, not reference masks
+    off = np.zeros((1, 20, 20), dtype=bool)
+    off[0, 15:, :5] = True  # overlaps nothing
+    res = agreement([ref, []], [encode_rles(np.concatenate([a[:1], off])), encode_rles(a[1:2])])
+    assert res["recall"] == pytest.approx(1 / 3) and res["quality"] == pytest.approx(1 / 3)
+    assert res["precision"] == pytest.approx(1 / 3) and res["matched_masks"] == 1
+    assert res["reference_masks"] == 3 and res["candidate_masks"] == 3
+    below = a.copy()
+    below[0, :, 4:] = False  # IoU 0.4 < 0.5: not a match
+    assert agreement([ref[:1]], [encode_rles(below[:1])])["quality"] == 0.0
+    assert agreement([ref], [[]])["quality"] == 0.0
+
+
+def test_empty_reference_is_an_error_never_quality_one(dataset):
+    from nas.everything.tune import PolicyEvaluator, read_images
+    from supernet.build import build_sam
+    from supernet.predictor import SamPredictor
+
+    with pytest.raises(UserError, match="found no mask on any of the 2 image"):
+        agreement([[], []], [[], []])
+    images, _ = read_images(dataset[0], log=lambda m: None)
+    never = Policy(points_per_side=4, pred_iou_thresh=1.0, stability_score_thresh=1.0)
+    with pytest.raises(UserError) as err:
+        PolicyEvaluator(SamPredictor(build_sam("micro", seed=0).eval()), images, reference_policy=never)
+    msg = str(err.value)
+    assert "found no mask" in msg and "pred_iou_thresh 1" in msg and "\n" not in msg
 
 
 def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
@@ -67,8 +94,10 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
                     "--max-crop-layers", "0", "--sampler", "random"]) == 0
     out = capsys.readouterr()
     assert "zz_broken.png" in out.err and "zz_broken.png" in out.out
+    assert "[I " not in out.err, "Optuna's INFO lines are silenced"
     policy, meta = load_policy(policy_path)
     assert meta["study"].endswith("@everything") and meta["evaluator"] == "mask_ar"
+    assert meta["model"] == commands.load_model(None, None)[1] and len(meta["model_digest"]) == 16
     assert set(meta["metrics"]) >= {"AR@10", "AR@100", "AR@1000"} and 0.0 <= meta["quality"] <= 1.0
     assert policy.points_per_side <= 8
 
@@ -78,7 +107,8 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     assert front and all(r["study"] == meta["study"] for r in front)
 
     out_dir = tmp_path / "masks"
-    assert run_cli(["everything", "--policy", str(policy_path), "--images", str(images), "--out", str(out_dir)]) == 0
+    assert run_cli(["everything", "--policy", str(policy_path), "--images", str(images), "--out", str(out_dir),
+                    "--no-progress"]) == 0
     capsys.readouterr()
     files = sorted(p.name for p in out_dir.glob("val_*.json"))
     assert files == ["val_00000.json", "val_00001.json"]
@@ -136,3 +166,139 @@ def test_policy_round_trip_and_missing_file(tmp_path):
         load_policy(tmp_path / "nope.yaml")
     with pytest.raises(UserError, match="--checkpoint or --subnet"):
         commands.load_model("a.pt", "b/")
+
+
+LOW = "format: samnas-everything-policy/1\npolicy: {points_per_side: 8, pred_iou_thresh: 0.0, stability_score_thresh: 0.0}\n"
+
+
+def test_single_json_writes_annotation_ids_and_scores_with_cocoeval(dataset, tmp_path, capsys):
+    from pycocotools.cocoeval import COCOeval
+
+    from supernet.annotations import load_coco
+
+    images, ann = dataset
+    policy = tmp_path / "low.yaml"
+    policy.write_text(LOW)
+    out = tmp_path / "dets"
+    assert run_cli(["everything", "--policy", str(policy), "--images", str(images), "--out", str(out),
+                    "--single-json", "--annotations", str(ann), "--no-progress"]) == 0
+    dets = json.loads((out / "results.json").read_text())
+    gt = load_coco(ann)
+    by_name = {im["file_name"]: im["id"] for im in gt.dataset["images"]}
+    assert dets and all(d["image_id"] == by_name[d["file_name"]] for d in dets)
+    assert {d["image_id"] for d in dets} <= set(gt.getImgIds())
+    gt.dataset["categories"] = [{"id": 1, "name": "object"}]
+    for a in gt.dataset["annotations"]:
+        a["category_id"] = 1
+    gt.createIndex()
+    ev = COCOeval(gt, gt.loadRes(dets), iouType="segm")
+    ev.params.useCats = 0
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert 0.0 <= ev.stats[8] <= 1.0 and ev.eval["recall"].max() > 0  # some ground truth is found
+    # without annotations: the file names, never 1..N
+    assert run_cli(["everything", "--policy", str(policy), "--images", str(images), "--out", str(out),
+                    "--single-json", "--no-progress"]) == 0
+    assert {d["image_id"] for d in json.loads((out / "results.json").read_text())} <= \
+        {"val_00000.png", "val_00001.png"}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"images": [{"id": 9, "file_name": "x.png", "height": 1, "width": 1}],
+                                 "annotations": []}))
+    with pytest.raises(UserError) as err:
+        run_cli(["everything", "--policy", str(policy), "--images", str(images), "--out", str(out),
+                 "--single-json", "--annotations", str(other)])
+    assert str(other) in str(err.value) and "mismatched image ids" in str(err.value)
+
+
+def test_zero_masks_warns_once_naming_thresholds(dataset, tmp_path, capsys):
+    images, _ = dataset
+    never = tmp_path / "never.yaml"
+    never.write_text("format: samnas-everything-policy/1\npolicy: {points_per_side: 4, pred_iou_thresh: 0.999, "
+                     "stability_score_thresh: 0.99}\n")
+    assert run_cli(["everything", "--policy", str(never), "--images", str(images), "--out", str(tmp_path / "o"),
+                    "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "0 masks" in line]
+    assert len(warnings) == 1, err
+    assert "pred_iou_thresh 0.999" in warnings[0] and "stability_score_thresh 0.99" in warnings[0]
+    assert "samnas tune-everything" in warnings[0]
+
+
+def test_policy_for_another_model_is_one_line_error(dataset, tmp_path):
+    images, _ = dataset
+    path = tmp_path / "foreign.yaml"
+    save_policy(Policy(points_per_side=4), path, {"model": "sam_vit_h-x", "model_digest": "0123456789abcdef"})
+    with pytest.raises(UserError) as err:
+        run_cli(["everything", "--policy", str(path), "--images", str(images), "--out", str(tmp_path / "o")])
+    msg = str(err.value)
+    assert str(path) in msg and "sam_vit_h-x" in msg and "tune-everything" in msg and "\n" not in msg
+
+
+def test_tune_without_labels_on_some_images_scored_on_others(dataset, tmp_path, capsys):
+    images, _ = dataset
+    root = images.parent
+    held = write_coco_dataset(root, 1, size=128, seed=6, split="held")
+    ref = tmp_path / "ref.yaml"
+    ref.write_text(LOW)
+    policy_path = tmp_path / "p.yaml"
+    args = ["tune-everything", "--images", str(images), "--budget-ms", "5000", "--trials", "2",
+            "--storage", f"sqlite:///{tmp_path / 's.db'}", "--out", str(policy_path), "--max-points-per-side", "8",
+            "--max-crop-layers", "0", "--sampler", "random"]
+    # a reference that finds nothing: an error saying why, before any trial
+    with pytest.raises(UserError, match="found no mask"):
+        run_cli(args + ["--reference-policy", str(_never(tmp_path))])
+    assert run_cli(args + ["--reference-policy", str(ref), "--eval-images", str(root / "held")]) == 0
+    out = capsys.readouterr().out
+    assert "(agreement)" in out and "on 1 other images" in out
+    _, meta = load_policy(policy_path)
+    assert meta["evaluator"] == "agreement" and set(meta["metrics"]) >= {"recall", "mean_iou", "quality"}
+    assert meta["held_out"]["images"] == 1 and 0.0 <= meta["held_out"]["quality"] <= 1.0
+    assert held.exists()
+
+
+def _never(tmp_path):
+    path = tmp_path / "never.yaml"
+    path.write_text("format: samnas-everything-policy/1\npolicy: {points_per_side: 4, pred_iou_thresh: 1.0, "
+                    "stability_score_thresh: 1.0}\n")
+    return path
+
+
+def test_calibration_finds_the_largest_threshold_with_target_masks(tmp_path):
+    from nas.everything.calibrate import (calibrate_thresholds, masks_per_image, model_defaults,
+                                          read_card_defaults, write_card_defaults)
+    from nas.everything.generator import DecoderCache
+    from nas.everything.tune import read_images
+    from supernet.checkpoint import load_sam
+    from supernet.predictor import SamPredictor
+    from supernet.reference import reference_checkpoint
+    from supernet.synthetic import write_coco_dataset as write
+
+    write(tmp_path, 2, size=96, seed=7, split="cal")
+    images, _ = read_images(tmp_path / "cal", log=lambda m: None)
+    ckpt = reference_checkpoint("micro")
+    predictor = SamPredictor(load_sam(ckpt).eval()) if ckpt else SamPredictor(build_sam_seeded())
+    found = calibrate_thresholds(predictor, images, target_masks=3, points_per_side=8)
+    t = found["pred_iou_thresh"]
+    assert t == found["stability_score_thresh"] and 0.05 <= t <= 0.95
+    cache = DecoderCache()
+    at_t = masks_per_image(predictor, images, t, cache, 8)
+    assert at_t == found["masks_per_image"]
+    if at_t >= 3 and t < 0.95:
+        assert masks_per_image(predictor, images, round(t + 0.01, 2), cache, 8) < 3
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"model": "x"}))
+    write_card_defaults(card, found)
+    assert json.loads(card.read_text())["model"] == "x" and read_card_defaults(card)["pred_iou_thresh"] == t
+    assert model_defaults("sam_micro", card)[0] == {"pred_iou_thresh": t, "stability_score_thresh": t}
+    assert model_defaults("sam_vit_b-mine")[0] == {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+    assert model_defaults("sam_micro", tmp_path / "none.json")[0]["pred_iou_thresh"] == 0.88
+    card.write_text(json.dumps({"everything_defaults": {"pred_iou_thresh": 3}}))
+    with pytest.raises(UserError, match="card.json"):
+        read_card_defaults(card)
+
+
+def build_sam_seeded():
+    from supernet.build import build_sam
+
+    return build_sam("micro", seed=0).eval()

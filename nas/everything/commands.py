@@ -9,10 +9,23 @@ from pathlib import Path
 
 from supernet.errors import UserError
 
+from .calibrate import __doc__ as calibrate_doc
+
 TUNE_EPILOG = """examples:
   samnas tune-everything --images photos/ --budget-ms 300 --trials 30 --out policy.yaml
+  samnas tune-everything --images coco128/images/train2017 --eval-images coco128/images/val2017 --budget-ms 2000 --trials 30
   samnas tune-everything --checkpoint sam_micro.pt --images scenes/train --annotations scenes/annotations/instances_train.json --budget-ms 200 --trials 40
   samnas everything --policy policy.yaml --images photos/ --out masks/
+"""
+EVERYTHING_EPILOG = """examples:
+  samnas everything --images photos/ --out masks/                  # the model's default thresholds, dense 32x32 grid
+  samnas everything --policy policy.yaml --images photos/ --out masks/
+  samnas everything --images val2017/ --annotations panoptic_val2017.json --single-json --out dets/   # COCO image ids
+"""
+CALIBRATE_EPILOG = """examples:
+  samnas calibrate-everything --images coco128/images/train2017          # packaged reference: writes its card
+  samnas calibrate-everything --checkpoint my_sam.pt --images photos/ --out my_defaults.yaml
+  samnas everything --checkpoint my_sam.pt --policy my_defaults.yaml --images photos/ --out masks/
 """
 
 
@@ -23,8 +36,9 @@ def _slug(text: str) -> str:
 def load_model(checkpoint: str | None, subnet: str | None, model_type: str | None = None, log=print):
     """``(Sam, tag)`` from ``--checkpoint``, ``--subnet``, else the packaged sam_micro reference.
 
-    With neither and no packaged weights, a seeded random micro model (and a warning: quality
-    figures are then meaningless).
+    The packaged reference is tagged ``sam_micro`` however it is named (default or its path given
+    as ``--checkpoint``). With neither and no packaged weights, a seeded random micro model (and a
+    warning: quality figures are then meaningless).
     """
     if checkpoint and subnet:
         raise UserError("give --checkpoint or --subnet, not both")
@@ -33,20 +47,49 @@ def load_model(checkpoint: str | None, subnet: str | None, model_type: str | Non
 
         return load_subnet(subnet).eval(), f"subnet-{_slug(Path(subnet).resolve().name)}"
     from supernet.checkpoint import infer_model_type, load_sam, sam_state_dict_from_file
-
-    if checkpoint:
-        model = load_sam(checkpoint, model_type)
-        sd, _ = sam_state_dict_from_file(checkpoint)
-        return model.eval(), f"sam_{infer_model_type(sd)}-{_slug(Path(checkpoint).stem)}"
     from supernet.reference import reference_checkpoint
 
     ref = reference_checkpoint("micro")
+    if checkpoint and not (ref is not None and Path(checkpoint).resolve() == ref.resolve()):
+        model = load_sam(checkpoint, model_type)
+        sd, _ = sam_state_dict_from_file(checkpoint)
+        return model.eval(), f"sam_{infer_model_type(sd)}-{_slug(Path(checkpoint).stem)}"
     if ref is not None:
-        return load_sam(ref).eval(), "sam_micro"
+        return load_sam(ref, model_type).eval(), "sam_micro"
     from supernet.build import build_sam
 
     log("warning: no packaged sam_micro weights: using random weights (quality figures are meaningless)")
     return build_sam("micro", seed=0).eval(), "sam_micro-random"
+
+
+def model_digest(model) -> str:
+    """A short fingerprint of a model's weights: every tensor's name, shape and first 64 values.
+
+    It follows the weights, not the file name, so a policy checks it against the model in use.
+    """
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for name, value in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(value.shape)).encode())
+        h.update(value.detach().flatten()[:64].float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_policy_model(path: str | Path, meta: dict, tag: str, digest: str) -> None:
+    """UserError (naming the file) when a policy's meta says it was tuned for another model.
+
+    Compares ``model_digest`` when the policy has one, else the model tag; a policy without
+    either (written by hand) is accepted.
+    """
+    want = meta.get("model_digest")
+    other = (want != digest) if want else (meta.get("model") not in (None, tag))
+    if other:
+        raise UserError(f"{path}: this policy was tuned for model {meta.get('model')!r}"
+                        + (f" (weights digest {want})" if want else "")
+                        + f", not for the model in use, {tag!r} (digest {digest}); tune one for it with "
+                          f"`samnas tune-everything` or calibrate one with `samnas calibrate-everything`")
 
 
 def torch_device(device: str) -> str:
@@ -63,32 +106,61 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("tune-everything", help="tune the segment-everything policy for a model, device and budget",
-                       epilog=TUNE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description="Optuna search over prompt policies (grid, hierarchical, adaptive). Quality "
+                       "without labels: agreement with the model's own dense 32x32 grid at its default thresholds "
+                       "on the same photos (IoU-weighted recall of its masks, see nas/everything/tune.py); with "
+                       "--annotations: class-agnostic mask AR@10/100/1000.",
+                       epilog=TUNE_EPILOG, formatter_class=fmt)
     _add_model_args(p)
     p.add_argument("--images", required=True, help="folder of tuning images")
-    p.add_argument("--annotations", help="COCO instances JSON: mask AR@10/100/1000 instead of agreement")
+    p.add_argument("--annotations", help="COCO instances or panoptic JSON: mask AR@10/100/1000 instead of agreement")
+    p.add_argument("--eval-images", help="folder of other images to score the chosen policy on (held out)")
+    p.add_argument("--eval-annotations", help="COCO JSON for --eval-images: AR@K there instead of agreement")
     p.add_argument("--budget-ms", type=float, required=True, help="time budget per image in ms")
     p.add_argument("--trials", type=int, default=30, help="finished trials the study should hold (default: 30)")
     p.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///results/studies.db)")
     p.add_argument("--out", help="policy YAML to write (default: results/everything/<study>.yaml)")
     p.add_argument("--max-images", type=int, default=8, help="tuning images used (default: 8)")
+    p.add_argument("--eval-max-images", type=int, default=8, help="--eval-images used (default: 8)")
     p.add_argument("--max-points-per-side", type=int, default=32, help="densest grid tried (default: 32)")
     p.add_argument("--max-crop-layers", type=int, default=1, help="most crop layers tried (default: 1)")
     p.add_argument("--time", choices=("predicted", "measured"), default="predicted",
                    help="time objective: cost model + measured filtering (default), or full wall time")
-    p.add_argument("--reference-policy", help="policy YAML whose masks define agreement (default: SAM's grid)")
+    p.add_argument("--reference-policy", help="policy YAML whose masks define agreement "
+                                              "(default: the dense 32x32 grid at the model's default thresholds)")
     p.add_argument("--sampler", choices=("nsga2", "tpe", "random"), default="nsga2")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per trial instead")
     p.set_defaults(func=run_tune)
 
-    p = sub.add_parser("everything", help="segment everything in a folder of images with a policy file")
+    p = sub.add_parser("everything", help="segment everything in a folder of images with a policy file",
+                       description="Automatic mask generation over every image of a folder. Without --policy: "
+                       "the dense 32x32 grid at the model's default thresholds (calibrated ones in the packaged "
+                       "reference's card; SAM's 0.88 / 0.95 for other checkpoints).",
+                       epilog=EVERYTHING_EPILOG, formatter_class=fmt)
     _add_model_args(p)
-    p.add_argument("--policy", help="policy YAML from tune-everything (default: SAM's 32x32 grid)")
+    p.add_argument("--policy", help="policy YAML from tune-everything or calibrate-everything "
+                                    "(default: the model's default thresholds, 32x32 grid)")
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--out", required=True, help="output folder: <image stem>.json per image + summary.json")
     p.add_argument("--single-json", action="store_true", help="one results.json (COCO results list) instead")
+    p.add_argument("--annotations", help="COCO JSON whose image ids --single-json writes (default: file names)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_everything)
+
+    p = sub.add_parser("calibrate-everything", help="calibrate a model's default segment-everything thresholds",
+                       description=calibrate_doc,
+                       epilog=CALIBRATE_EPILOG, formatter_class=fmt)
+    _add_model_args(p)
+    p.add_argument("--images", required=True, help="calibration photos (training photos, not held-out ones)")
+    p.add_argument("--max-images", type=int, default=8, help="images used (default: 8)")
+    p.add_argument("--target-masks", type=float, default=12.0, help="masks per image to keep (default: 12)")
+    p.add_argument("--card", help="card JSON to write everything_defaults into (default: the packaged "
+                                  "reference's card, when the model is the packaged reference)")
+    p.add_argument("--out", help="policy YAML to write instead (a 32x32 grid at the calibrated thresholds)")
+    p.set_defaults(func=run_calibrate)
 
     p = sub.add_parser("everything-front", help="Pareto front (quality vs. ms per image) of policy studies")
     p.add_argument("--device", help="only studies on this device")
@@ -108,74 +180,156 @@ def run_tune(args: argparse.Namespace) -> int:
 
     from nas.study import study_name
     from supernet.fileio import results_root
+    from supernet.predictor import SamPredictor
 
     from .policies import load_policy
     from .tune import load_annotations, read_images, tune_everything
 
     if args.trials < 1:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
+    if args.eval_annotations and not args.eval_images:
+        raise UserError("--eval-annotations needs --eval-images")
     model, tag = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
     model.to(torch_device(args.device))
-    from supernet.predictor import SamPredictor
-
     images, skipped = read_images(args.images, args.max_images, log=_log)
     annotations = load_annotations(args.annotations, images) if args.annotations else None
-    reference = load_policy(args.reference_policy)[0] if args.reference_policy else None
+    eval_images = eval_annotations = None
+    if args.eval_images:
+        eval_images, eval_skipped = read_images(args.eval_images, args.eval_max_images, log=_log)
+        skipped += eval_skipped
+        if args.eval_annotations:
+            eval_annotations = load_annotations(args.eval_annotations, eval_images)
+    digest = model_digest(model)
+    reference = None
+    if args.reference_policy:
+        reference, ref_meta = load_policy(args.reference_policy)
+        check_policy_model(args.reference_policy, ref_meta, tag, digest)
     out = args.out or results_root() / "everything" / f"{study_name(tag, args.device, args.budget_ms, 'everything')}.yaml"
     with torch.no_grad():
         res = tune_everything(SamPredictor(model), images, args.device, args.budget_ms, args.trials, tag,
                               storage=args.storage, annotations=annotations, out=out, sampler=args.sampler,
                               seed=args.seed, time_mode=args.time, max_points_per_side=args.max_points_per_side,
-                              max_crop_layers=args.max_crop_layers, reference_policy=reference, log=_log)
+                              max_crop_layers=args.max_crop_layers, reference_policy=reference, log=_log,
+                              progress=not args.no_progress, eval_images=eval_images,
+                              eval_annotations=eval_annotations, model_meta={"model_digest": digest})
     best = res["best"]
     fit = "within" if best["within_budget"] else "OVER"
     print(f"study {res['study']}: {res['trials']} trials; best trial {best['trial']} ({res['policy'].kind}): "
-          f"quality {best['quality']:.4f}, {best['time_ms']:.1f} ms/image ({fit} budget)")
+          f"quality {best['quality']:.4f} ({best['evaluator']}), {best['time_ms']:.1f} ms/image ({fit} budget)")
+    if "held_out" in best:
+        h = best["held_out"]
+        print(f"on {h['images']} other images ({args.eval_images}): quality {h['quality']:.4f} ({h['evaluator']}), "
+              f"{h['time_ms']:.1f} ms/image")
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s): {', '.join(Path(p).name for p, _ in skipped)}")
     print(f"policy written to {res['out']}")
     return 0
 
 
+def _image_ids(annotations: str | None, images: list) -> dict:
+    """File name -> the image id to write: from ``annotations`` (every image must be in it), else the name."""
+    if not annotations:
+        return {Path(p).name: Path(p).name for p, _ in images}
+    from supernet.annotations import load_coco
+
+    coco = load_coco(annotations)
+    ids = {Path(im["file_name"]).name: im["id"] for im in coco.dataset["images"]}
+    missing = [Path(p).name for p, _ in images if Path(p).name not in ids]
+    if missing:
+        raise UserError(f"{annotations}: {len(missing)} of the {len(images)} images are not in its 'images' "
+                        f"(first: {missing[0]}); mismatched image ids")
+    return {name: ids[name] for name in (Path(p).name for p, _ in images)}
+
+
 def run_everything(args: argparse.Namespace) -> int:
     import torch
+    from tqdm.auto import tqdm
 
     from supernet.fileio import atomic_write_text
     from supernet.predictor import SamPredictor
 
+    from .calibrate import default_policy, model_defaults
     from .generator import MaskGenerator
-    from .policies import Policy, load_policy, policy_from_dict
+    from .policies import load_policy, policy_from_dict
     from .tune import read_images
 
-    policy, meta = load_policy(args.policy) if args.policy else (Policy(), {})
+    if args.annotations and not args.single_json:
+        raise UserError("--annotations only sets the image ids of --single-json; add --single-json")
+    model, tag = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    if args.policy:
+        policy, meta = load_policy(args.policy)
+        check_policy_model(args.policy, meta, tag, model_digest(model))
+        source = f"policy {args.policy}"
+    else:
+        policy, meta = default_policy(tag), {}
+        source = model_defaults(tag)[1]
     if policy.output_mode == "binary_mask":  # files hold RLE; binary masks are for library callers
         policy = policy_from_dict({**policy.to_dict(), "output_mode": "coco_rle"})
-    model, tag = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
     model.to(torch_device(args.device))
-    gen = MaskGenerator(SamPredictor(model), policy)
     images, skipped = read_images(args.images, log=_log)
+    ids = _image_ids(args.annotations, images) if args.single_json else {}
+    gen = MaskGenerator(SamPredictor(model), policy)
     out = Path(args.out)
-    rows, everything = [], []
+    rows, everything, warned = [], [], False
     with torch.no_grad():
-        for i, (path, img) in enumerate(images):
+        for path, img in tqdm(images, desc="everything", unit="image", disable=args.no_progress):
             recs = gen.generate(img)
             rows.append({"image": path.name, "masks": len(recs), "ms": round(gen.stats["total_ms"], 2),
                          "prompts": gen.stats["prompts"], "decoder_calls": gen.stats["decoder_calls"]})
+            if not recs and not warned:
+                warned = True
+                tqdm.write(f"warning: {path.name} gave 0 masks with pred_iou_thresh {policy.pred_iou_thresh:g} and "
+                           f"stability_score_thresh {policy.stability_score_thresh:g} ({source}); this model may "
+                           f"never reach them: tune a policy for it with `samnas tune-everything --images "
+                           f"{args.images} ...` (or `samnas calibrate-everything`) and pass it with --policy",
+                           file=sys.stderr)
             if args.single_json:
-                everything += [{"file_name": path.name, "image_id": i + 1, "category_id": 1,
+                everything += [{"file_name": path.name, "image_id": ids[path.name], "category_id": 1,
                                 "score": r["predicted_iou"], **r} for r in recs]
             else:
                 atomic_write_text(out / f"{path.stem}.json", json.dumps(
                     {"image": path.name, "height": img.shape[0], "width": img.shape[1], "annotations": recs}))
     if args.single_json:
         atomic_write_text(out / "results.json", json.dumps(everything))
-    summary = {"model": tag, "policy": policy.to_dict(), "policy_meta": meta, "images": rows,
-               "skipped": [{"image": p, "reason": why} for p, why in skipped]}
+    summary = {"model": tag, "policy": policy.to_dict(), "policy_source": source, "policy_meta": meta,
+               "images": rows, "skipped": [{"image": str(p), "reason": why} for p, why in skipped]}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     total = sum(r["masks"] for r in rows)
     ms = sorted(r["ms"] for r in rows)
-    print(f"{len(rows)} image(s), {total} masks, median {ms[len(ms) // 2]:.1f} ms/image ({policy.kind}); "
-          f"written to {out}" + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
+    print(f"{len(rows)} image(s), {total} masks ({total / len(rows):.1f} per image), median "
+          f"{ms[len(ms) // 2]:.1f} ms/image ({policy.kind}, {source}); written to {out}"
+          + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from supernet.predictor import SamPredictor
+
+    from .calibrate import REFERENCE_TAG, calibrate_thresholds, reference_card, write_card_defaults
+    from .policies import Policy, save_policy
+    from .tune import read_images
+
+    model, tag = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    card = args.card or (reference_card() if tag == REFERENCE_TAG and not args.out else None)
+    if card is None and not args.out:
+        raise UserError(f"model {tag} is not the packaged reference: give --out POLICY.yaml (or --card CARD.json)")
+    model.to(torch_device(args.device))
+    images, _ = read_images(args.images, args.max_images, log=_log)
+    with torch.no_grad():
+        found = calibrate_thresholds(SamPredictor(model), images, args.target_masks, progress=True)
+    found["calibration_images"] = str(args.images)
+    print(f"pred_iou_thresh = stability_score_thresh = {found['pred_iou_thresh']:.2f}: "
+          f"{found['masks_per_image']:.1f} masks per image on {found['images']} images (target {args.target_masks:g})")
+    if card:
+        write_card_defaults(card, found)
+        print(f"everything_defaults written to {card}")
+    if args.out:
+        policy = Policy(pred_iou_thresh=found["pred_iou_thresh"], stability_score_thresh=found["stability_score_thresh"],
+                        output_mode="coco_rle")
+        save_policy(policy, args.out, {"model": tag, "model_digest": model_digest(model), "calibration": found})
+        print(f"policy written to {args.out}")
     return 0
 
 

@@ -11,8 +11,10 @@ for output mode ``boxes``, the boxes-with-scores form), ``area`` (px), ``bbox`` 
 convention: width = x_max - x_min), ``predicted_iou``, ``point_coords`` ([[x, y]] px),
 ``stability_score``, ``crop_box`` (XYWH px).
 
-Structure: per crop, :meth:`MaskGenerator._decode` makes the decoder calls (raw per-point logits and
-IoU predictions, through the optional :class:`DecoderCache`); :meth:`MaskGenerator._filter`,
+Structure: per crop, :meth:`MaskGenerator._decode` makes the decoder calls (raw per-point low-res logits
+and IoU predictions, through the optional :class:`DecoderCache`); only the candidates that pass the
+predicted-IoU threshold (or that coverage needs) are upscaled to the crop's size, since upscaling every
+candidate of a dense grid dominates the time on photos; :meth:`MaskGenerator._filter`,
 :meth:`MaskGenerator._finish_crop` and :meth:`MaskGenerator._clean_small_regions` only filter
 (thresholds, stability, crop edges, NMS, small regions), so that re-filtering a cached image with
 other thresholds costs no decoder call.
@@ -127,9 +129,18 @@ class TimedPredictor:
             self.model_ms += (time.perf_counter() - t) * 1000.0
 
     def predict_torch(self, point_coords, *args, **kwargs):
+        return self._timed(self._p.predict_torch, point_coords, *args, **kwargs)
+
+    @property
+    def predict_low_res(self):
+        """The wrapped predictor's ``predict_low_res``, timed (AttributeError when it has none)."""
+        inner = self._p.predict_low_res
+        return lambda point_coords, *args, **kwargs: self._timed(inner, point_coords, *args, **kwargs)
+
+    def _timed(self, fn, point_coords, *args, **kwargs):
         t = time.perf_counter()
         try:
-            return self._p.predict_torch(point_coords, *args, **kwargs)
+            return fn(point_coords, *args, **kwargs)
         finally:
             self.model_ms += (time.perf_counter() - t) * 1000.0
             self.calls += 1
@@ -300,21 +311,38 @@ class MaskGenerator:
     def _run_points(self, crop: _Crop, points: np.ndarray, image_hw) -> np.ndarray:
         """Decode ``points`` (crop frame, px, float64) in batches and keep the filtered candidates.
 
-        Returns each point's best predicted IoU ``(P,)``.
+        Returns each point's best predicted IoU ``(P,)``. Only candidates above the predicted-IoU
+        threshold, and (for coverage) the confident ones, are upscaled to the crop's size.
         """
         p = self.policy
         best = []
+        thr = float(self.predictor.model.mask_threshold)
         for start in range(0, len(points), p.points_per_batch):
             batch = points[start:start + p.points_per_batch]
-            logits, iou = self._decode(crop, batch)
+            low, iou = self._decode(crop, batch)
             best.append(iou.amax(dim=1).cpu().numpy())
-            if p.kind != "grid":  # coverage: every decoded mask the model is confident in, before filtering
-                confident = iou.flatten(0, 1) >= p.confidence_thresh
-                if bool(confident.any()):
-                    found = logits.flatten(0, 1)[confident] > float(self.predictor.model.mask_threshold)
-                    crop.covered |= found.any(dim=0).cpu().numpy()
-            crop.parts.append(self._filter(crop, logits, iou, batch, image_hw))
+            n_out = iou.shape[1]
+            scores = iou.flatten(0, 1)
+            keep = scores > p.pred_iou_thresh if p.pred_iou_thresh > 0.0 else torch.ones_like(scores, dtype=torch.bool)
+            confident = scores >= p.confidence_thresh if p.kind != "grid" else torch.zeros_like(keep)
+            idx = torch.nonzero(keep | confident).flatten()
+            logits = self._upscale(crop, low.flatten(0, 1)[idx])
+            if bool(confident.any()):  # coverage: every decoded mask the model is confident in, before filtering
+                found = logits[confident[idx]] > thr
+                crop.covered |= found.any(dim=0).cpu().numpy()
+            kept = keep[idx]
+            pts = torch.as_tensor(np.repeat(batch, n_out, axis=0))[idx.cpu()[kept.cpu()]]
+            crop.parts.append(self._filter(crop, logits[kept], scores[idx][kept], pts, image_hw))
         return np.concatenate(best) if best else np.zeros(0)
+
+    def _upscale(self, crop: _Crop, low: torch.Tensor) -> torch.Tensor:
+        """Low-res logits ``(N, h, w)`` -> logits at the crop's size ``(N, H, W)``.
+
+        Filtering work, not model time: ``model_ms`` counts the encoder and decoder calls only, so
+        that a time predicted from them plus the measured rest stays right when outputs are cached.
+        """
+        input_size = crop.input_size or self.cache.input_size(crop.key, crop.box)
+        return self.predictor.model.postprocess_masks(low[:, None], input_size, crop.hw)[:, 0]
 
     # ---- decoder + cache ------------------------------------------------------------------------
     def _embed(self, crop: _Crop) -> None:
@@ -329,23 +357,25 @@ class MaskGenerator:
                 self.cache.set_input_size(crop.key, crop.box, crop.input_size)
 
     def _decode(self, crop: _Crop, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(P, 2)`` points -> upscaled logits ``(P, M, h, w)`` and IoU ``(P, M)`` for the crop."""
+        """``(P, 2)`` points -> low-res logits ``(P, M, h, w)`` and IoU ``(P, M)`` for the crop."""
         self.stats["prompts_requested"] += len(points)
         self.stats["decoder_calls_requested"] += 1
         cache = self.cache
         keys = [cache.point_key(crop.key, crop.box, pt) for pt in points] if cache is not None else None
         hits = [cache.get(k) for k in keys] if cache is not None else [None] * len(points)
         missing = [i for i, h in enumerate(hits) if h is None]
-        logits = iou = None
         if missing:
             self._embed(crop)
-            miss_pts = points[missing]
-            coords = self.predictor.transform.apply_coords(miss_pts, crop.hw)
+            coords = self.predictor.transform.apply_coords(points[missing], crop.hw)
             coords = torch.as_tensor(coords, device=self.predictor.device)
             labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
             t = time.perf_counter()
-            m_logits, m_iou, m_low = self.predictor.predict_torch(coords[:, None, :], labels[:, None],
-                                                                  multimask_output=True, return_logits=True)
+            low_res_only = getattr(self.predictor, "predict_low_res", None)
+            if low_res_only is not None:
+                m_low, m_iou = low_res_only(coords[:, None, :], labels[:, None], multimask_output=True)
+            else:  # the official API upscales every mask; only its low-res logits are used
+                _, m_iou, m_low = self.predictor.predict_torch(coords[:, None, :], labels[:, None],
+                                                               multimask_output=True, return_logits=True)
             self.stats["model_ms"] += (time.perf_counter() - t) * 1000.0
             self.stats["decoder_calls"] += 1
             self.stats["prompts"] += len(missing)
@@ -353,40 +383,29 @@ class MaskGenerator:
                 for j, i in enumerate(missing):
                     cache.put(keys[i], m_low[j].cpu(), m_iou[j].cpu())
             if len(missing) == len(points):
-                return m_logits, m_iou
-        # assemble from cache (+ the fresh ones)
-        input_size = crop.input_size or cache.input_size(crop.key, crop.box)
-        hit_idx = [i for i, h in enumerate(hits) if h is not None]
-        low = torch.stack([hits[i][0] for i in hit_idx])
+                return m_low, m_iou
         device = self.predictor.device
-        hit_logits = self.predictor.model.postprocess_masks(low.to(device), input_size, crop.hw)
+        hit_idx = [i for i, h in enumerate(hits) if h is not None]
+        hit_low = torch.stack([hits[i][0] for i in hit_idx]).to(device)
         hit_iou = torch.stack([hits[i][1] for i in hit_idx]).to(device)
         if not missing:
-            return hit_logits, hit_iou
-        logits = torch.empty((len(points),) + tuple(hit_logits.shape[1:]), dtype=hit_logits.dtype, device=device)
+            return hit_low, hit_iou
+        low = torch.empty((len(points),) + tuple(hit_low.shape[1:]), dtype=hit_low.dtype, device=device)
         iou = torch.empty((len(points), hit_iou.shape[1]), dtype=hit_iou.dtype, device=device)
-        logits[hit_idx], iou[hit_idx] = hit_logits, hit_iou
-        logits[missing], iou[missing] = m_logits, m_iou
-        return logits, iou
+        low[hit_idx], iou[hit_idx] = hit_low, hit_iou
+        low[missing], iou[missing] = m_low, m_iou
+        return low, iou
 
     # ---- filtering ------------------------------------------------------------------------------
-    def _filter(self, crop: _Crop, logits: torch.Tensor, iou: torch.Tensor, points: np.ndarray,
+    def _filter(self, crop: _Crop, logits: torch.Tensor, scores: torch.Tensor, pts: torch.Tensor,
                 image_hw) -> MaskData:
-        """One batch's candidates -> the kept part (boxes crop frame, RLEs image frame).
+        """Candidates that passed the predicted-IoU filter (> thresh; logits ``(N, H, W)`` at the crop's
+        size, scores ``(N,)``, points ``(N, 2)``) -> the kept part (boxes crop frame, RLEs image frame).
 
-        Order of filters: predicted IoU (> thresh), stability (>= thresh), binarise, box, crop edge.
+        Order of filters (SAM's): predicted IoU, stability (>= thresh), binarise, box, crop edge.
         """
         p = self.policy
         thr = float(self.predictor.model.mask_threshold)
-        n_out = logits.shape[1]
-        logits = logits.flatten(0, 1)
-        scores = iou.flatten(0, 1)
-        pts = torch.as_tensor(np.repeat(points, n_out, axis=0))
-        keep = torch.ones(len(scores), dtype=torch.bool, device=scores.device)
-        if p.pred_iou_thresh > 0.0:
-            keep &= scores > p.pred_iou_thresh
-        idx = torch.nonzero(keep).flatten()
-        logits, scores, pts = logits[idx], scores[idx], pts[idx.cpu()]
         stability = M.stability_scores(logits, thr, p.stability_score_offset)
         if p.stability_score_thresh > 0.0:
             k = stability >= p.stability_score_thresh

@@ -229,8 +229,13 @@ def decode_rles(rles: list[dict]) -> np.ndarray:
 
 
 def rle_areas(rles: list[dict]) -> list[int]:
-    """Foreground pixel count of each compressed RLE."""
-    return [int(a) for a in mask_utils.area(_coco(rles))] if rles else []
+    """Foreground pixel count of each compressed RLE.
+
+    In chunks of 255: pycocotools 2.0.11's ``area`` sizes an internal uint8 array by the RLE count
+    and raises OverflowError from 256 RLEs on (numpy 2).
+    """
+    coco = _coco(rles)
+    return [int(a) for start in range(0, len(coco), 255) for a in mask_utils.area(coco[start:start + 255])]
 
 
 def rle_iou(a: list[dict], b: list[dict]) -> np.ndarray:

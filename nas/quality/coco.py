@@ -21,6 +21,10 @@ the output the model itself scores best (highest predicted IoU, what a user gets
 ``oracle >= best-scoring``; equal for boxes). ``score`` is the mean of ``box_miou`` and
 ``point_miou``; ``num_items`` the number of instances scored.
 
+``box_fill_miou`` is the trivial baseline on the same instances: the prompt box itself taken as
+the mask (the pixels whose centres lie inside the XYXY box, :func:`box_fill_mask`), against the GT
+mask. A model whose ``box_miou`` is below it does worse than not running at all.
+
 Crowd annotations (``iscrowd=1``) are left out by protocol and counted in ``num_crowd``,
 not in ``skipped``. Images that cannot be read (missing file, corrupt, size unlike the
 annotation's) and annotations that cannot be decoded or are empty are named in
@@ -56,6 +60,7 @@ class _Item:
     boxes: np.ndarray  # (K, 4) float XYXY pixels
     points: np.ndarray  # (K, 2) float (x, y) pixels
     masks: torch.Tensor  # (K, H, W) bool ground truth
+    box_fill: np.ndarray  # (K,) IoU of the filled prompt box with the ground truth (the baseline)
 
 
 def farthest_point(mask: np.ndarray) -> np.ndarray:
@@ -83,6 +88,17 @@ def gt_box(ann: dict, mask: np.ndarray) -> np.ndarray:
         return np.array([x, y, x + w, y + h])
     rows, cols = np.nonzero(mask)
     return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=float)
+
+
+def box_fill_mask(box: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(H, W)`` bool: the pixels whose centres ``(c + 0.5, r + 0.5)`` lie inside the XYXY ``box``.
+
+    For an integer box ``[x0, y0, x1, y1]`` that is columns ``x0..x1-1`` and rows ``y0..y1-1``.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    cols = (np.arange(width) + 0.5 >= x0) & (np.arange(width) + 0.5 <= x1)
+    rows = (np.arange(height) + 0.5 >= y0) & (np.arange(height) + 0.5 <= y1)
+    return rows[:, None] & cols[None, :]
 
 
 def prompt_ious(predictor: SamPredictor, gt: torch.Tensor, points: np.ndarray | None = None,
@@ -118,6 +134,7 @@ class CocoEvaluator(Evaluator):
     """
 
     name = "coco"
+    progress = False  # True: a progress bar over the images while measuring
 
     def __init__(self, model: Sam, images_dir, annotations_json: str | Path, max_images: int | None = None) -> None:
         super().__init__()
@@ -186,12 +203,16 @@ class CocoEvaluator(Evaluator):
             masks.append(mask)
         if not masks:
             return None
-        return _Item(name, image, np.stack(boxes), np.stack(points), torch.from_numpy(np.stack(masks)))
+        gt = torch.from_numpy(np.stack(masks))
+        filled = torch.from_numpy(np.stack([box_fill_mask(b, *size) for b in boxes]))
+        return _Item(name, image, np.stack(boxes), np.stack(points), gt, mask_iou(filled, gt).numpy())
 
     def measure(self, model: Sam) -> QualityResult:
+        from tqdm.auto import tqdm
+
         predictor = SamPredictor(model)
         scores = {"box": ([], []), "point": ([], [])}
-        for item in self.items:
+        for item in tqdm(self.items, desc="box/point prompts", unit="image", disable=not self.progress, leave=False):
             predictor.set_image(item.image)
             for part in batches(len(item.masks), PROMPT_BATCH):
                 gt = item.masks[part]
@@ -203,6 +224,7 @@ class CocoEvaluator(Evaluator):
         for kind, (best, oracle) in scores.items():
             metrics[f"{kind}_miou"] = float(torch.cat(best).mean())
             metrics[f"{kind}_miou_oracle"] = float(torch.cat(oracle).mean())
+        metrics["box_fill_miou"] = float(np.concatenate([item.box_fill for item in self.items]).mean())
         score = (metrics["box_miou"] + metrics["point_miou"]) / 2
         return self.result(score, metrics, sum(len(item.masks) for item in self.items))
 

@@ -1,0 +1,98 @@
+"""samnas evaluate: the box-fill baseline's exact IoU on a hand-made fixture, and the CLI's outputs."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nas import evaluate
+from nas.everything.masks import encode_rles
+from nas.quality.coco import CocoEvaluator, box_fill_mask
+from supernet.build import build_sam
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="samnas")
+    evaluate.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    """Two 40x48 images; three instances whose box-fill IoU is known: 76/100, 1 and 39/60."""
+    root = tmp_path_factory.mktemp("evalfix")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    masks = {1: [], 2: []}
+    l_shape = np.zeros((40, 48), bool)
+    l_shape[5:15, 5:15] = True
+    l_shape[5:11, 11:15] = False  # 100 - 24 = 76 px inside the 10x10 box
+    masks[1].append((l_shape, [5, 5, 10, 10]))
+    rect = np.zeros((40, 48), bool)
+    rect[20:30, 30:40] = True
+    masks[1].append((rect, [30, 20, 10, 10]))
+    tri = np.zeros((40, 48), bool)
+    tri[0:6, 0:10] = np.tri(6, 10, 3, dtype=bool)  # 39 px; column 9 empty, the given box is still 10 wide
+    masks[2].append((tri, [0, 0, 10, 6]))
+    images, anns = [], []
+    for image_id, items in masks.items():
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / "images" / f"{image_id}.png")
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": 40, "width": 48})
+        for mask, bbox in items:
+            rle = encode_rles(mask[None])[0]
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                         "bbox": bbox, "area": int(mask.sum()), "segmentation": rle})
+    ann = root / "instances.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "x"}]}))
+    expected = np.mean([m.sum() / (b[2] * b[3]) for items in masks.values() for m, b in items])
+    return root / "images", ann, float(expected)
+
+
+def test_box_fill_mask_covers_the_integer_box():
+    m = box_fill_mask(np.array([2.0, 1.0, 5.0, 3.0]), 4, 6)
+    assert m.sum() == 6 and m[1:3, 2:5].all()
+
+
+def test_box_fill_baseline_is_exact(fixture):
+    images, ann, expected = fixture
+    ev = CocoEvaluator(build_sam("micro", seed=0).eval(), images, ann)
+    assert [round(float(v), 6) for item in ev.items for v in item.box_fill] == \
+        [0.76, 1.0, 0.65]
+    res = ev.evaluate(build_sam("micro", seed=0).eval())
+    assert res.metrics["box_fill_miou"] == pytest.approx(expected, abs=1e-6) and res.num_items == 3
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "table"])
+def test_evaluate_cli_formats(fixture, capsys, fmt, tmp_path):
+    images, ann, expected = fixture
+    policy = tmp_path / "p.yaml"
+    policy.write_text("format: samnas-everything-policy/1\npolicy: {points_per_side: 4, pred_iou_thresh: 0.0, "
+                      "stability_score_thresh: 0.0}\n")
+    assert run_cli(["evaluate", "--images", str(images), "--annotations", str(ann), "--format", fmt,
+                    "--everything", str(policy), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    if fmt == "json":
+        row = json.loads(out)
+        assert row["images"] == 2 and row["instances"] == 3 and row["everything_images"] == 2
+        assert row["box_fill_miou"] == pytest.approx(expected, abs=1e-6)
+        assert 0.0 <= row["box_miou"] <= row["box_miou_oracle"] <= 1.0 and 0.0 <= row["point_miou"] <= 1.0
+        assert {"AR@10", "AR@100", "AR@1000", "masks_per_image", "ms_per_image", "model"} <= set(row)
+    elif fmt == "csv":
+        header, values = out.strip().splitlines()
+        assert header.split(",")[:3] == ["model", "images", "instances"] and values.split(",")[1:3] == ["2", "3"]
+    else:
+        assert "box_fill_miou" in out and "AR@100" in out
+
+
+def test_evaluate_bad_annotations_is_one_line_error(tmp_path, capsys):
+    from supernet.errors import UserError
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError) as err:
+        run_cli(["evaluate", "--images", str(tmp_path), "--annotations", str(bad)])
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
