@@ -58,6 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: results/mlruns)")
     p.add_argument("--no-auto-profile", action="store_true",
                    help="fail instead of profiling this machine when the device has no latency predictor")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="scale predicted latency by the drift probe's speed factor (the device's speed now against "
+                   "profiling time; always measured, warned about and recorded in the study). Off by default: a "
+                   "study's trials should share one scale, and a budget is usually meant for the device as profiled")
     _add_storage(p)
     p.set_defaults(func=run_search_command)
 
@@ -82,7 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--config", help="subnet config YAML/JSON instead of a study trial")
     p.add_argument("--trial", type=int, help="trial number within --study")
     p.add_argument("--checkpoint", help="supernet checkpoint (default: the one the study was run with)")
-    p.add_argument("--device", help="device whose predictor gives predicted_ms for --config")
+    p.add_argument("--device", help="device whose predictor gives predicted_ms for --config (default with --study: "
+                   "the study's); its drift probe runs, and the card compares raw and recalibrated predictions with "
+                   "the latency measured here at the device's thread count")
     p.add_argument("--out", help="output folder (default: results/exports/<study>-trial<N>)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs for the measured latency (default: 5)")
     _add_storage(p)
@@ -133,6 +139,26 @@ def _latency_for(device: str, space: SearchSpace, auto_profile: bool):
         return profile_and_fit_quick(space, device)
 
 
+def probe_latency(predictor, recalibrate: bool):
+    """Run the drift probe for ``predictor`` (printing its line and any warning); ``(predictor, record)``.
+
+    With ``recalibrate`` and a factor, the predictor returned scales its predictions by it.
+    ``record`` is the probe's JSON-ready result plus ``recalibrated``, for study attributes and cards.
+    """
+    import sys
+
+    from nas.latency.probe import run_probe
+
+    result = run_probe(predictor)
+    print(result.summary())
+    if result.warning():
+        print(result.warning(), file=sys.stderr)
+    if recalibrate and result.factor is not None:
+        predictor = predictor.recalibrated(result.factor)
+        print(f"NOTE: --recalibrate: predicted latencies are scaled by {result.factor:.3f}")
+    return predictor, {**result.as_dict(), "recalibrated": predictor.speed_factor != 1.0}
+
+
 def run_search_command(args: argparse.Namespace) -> int:
     from .quality import make_evaluator
     from .search import SearchSettings, run_search
@@ -141,6 +167,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     space = SearchSpace.load(args.space)
     model, checkpoint = _load_model(args.checkpoint, space)
     latency = _latency_for(args.device, space, not args.no_auto_profile)
+    latency, probe = probe_latency(latency, args.recalibrate)
     budget = args.budget_ms
     if budget is None:
         budget = round(0.7 * latency.predict_ms(space.largest()), 1)
@@ -154,7 +181,8 @@ def run_search_command(args: argparse.Namespace) -> int:
     storage = args.storage or default_storage()
     settings = SearchSettings(space=space.name, device=args.device, budget_ms=budget, trials=args.trials,
                               sampler=args.sampler, seed=args.seed, storage=storage,
-                              extra_attrs={"checkpoint": checkpoint, "evaluator": evaluator.name})
+                              extra_attrs={"checkpoint": checkpoint, "evaluator": evaluator.name,
+                                           "latency_probe": probe})
     tracker = SearchTracker(settings.study_name, args.tracking_uri, run_name=f"search-{args.sampler}-seed{args.seed}",
                             params={"space": space.name, "device": args.device, "budget_ms": budget,
                                     "sampler": args.sampler, "seed": args.seed, "trials": args.trials,
@@ -214,7 +242,8 @@ def _trial_config(storage: str | None, study_name: str, number: int | None) -> t
     attrs = trials[0].user_attrs
     info = {"study": study_name, "trial": number, "quality": attrs.get("quality"),
             "evaluator": attrs.get("evaluator"), "metrics": attrs.get("metrics"),
-            "predicted_ms": attrs.get("predicted_ms"), "device": study.user_attrs.get("device")}
+            "predicted_ms": attrs.get("predicted_ms"), "predicted_raw_ms": attrs.get("predicted_raw_ms"),
+            "device": study.user_attrs.get("device")}
     return json.loads(attrs["config"]), info, study
 
 
@@ -231,16 +260,51 @@ def run_export_command(args: argparse.Namespace) -> int:
     space = SearchSpace.load(config.get("space") or "sam_micro")
     config = space.validate(config, source=args.config or f"trial {args.trial}")
     model, checkpoint = _load_model(checkpoint, space)
-    if args.device and not info.get("predicted_ms"):
+    device = args.device or info.get("device")
+    latency_check = None
+    if device:
         from nas.latency import load_predictor
 
-        info["device"] = args.device
-        info["predicted_ms"] = load_predictor(args.device, space=space.name).predict_ms(config)
+        try:
+            predictor = load_predictor(device, space=space.name)
+        except UserError as exc:
+            if args.device:
+                raise
+            print(f"NOTE: no drift probe or recalibration on the card: {exc}")
+        else:
+            _, probe = probe_latency(predictor, recalibrate=False)
+            info["device"] = device
+            if info.get("predicted_raw_ms") is None:  # a study from before predicted_raw_ms was recorded
+                info["predicted_raw_ms"] = info.get("predicted_ms") or predictor.predict_ms(config, raw=True)
+            if info.get("predicted_ms") is None:
+                info["predicted_ms"] = info["predicted_raw_ms"]
+            latency_check = {"probe": probe, "stated_error_pct": probe["stated_error_pct"],
+                             "threads": predictor_threads(device)}
     out = Path(args.out) if args.out else default_out
-    card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info, repeats=args.repeats)
+    card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info, repeats=args.repeats,
+                         latency_check=latency_check)
     pred = card["predicted_ms"]
     print(f"exported to {out}: subnet.pt, subnet.json, image_encoder.onnx (|ORT-torch| {card['onnx_max_abs_diff']:.1e}),"
           f" card.json, card.md")
     print(f"latency: predicted {pred:.2f} ms" if pred is not None else "latency: no prediction", end="")
     print(f", measured here {card['measured_ms']['torch']:.2f} ms (torch), {card['measured_ms']['onnxruntime']:.2f} ms (ORT)")
+    check = card.get("latency_check")
+    if check and check.get("gap_pct") is not None:
+        line = (f"latency check on {card['device']}: predicted {check['predicted_raw_ms']:.2f} ms raw, "
+                f"{check['predicted_recalibrated_ms']:.2f} ms recalibrated (probe factor "
+                f"{check['probe_factor']:.3f}), measured {check['measured_ms']:.2f} ms ({check['backend']}, "
+                f"{check['threads']} threads): gap {check['gap_pct']:+.1f}%")
+        print(line)
+        if check["flag"]:
+            import sys
+
+            print(f"warning: the gap is beyond the predictor's stated error (CV MAPE {check['stated_error_pct']:.1f}%)",
+                  file=sys.stderr)
     return 0
+
+
+def predictor_threads(device: str) -> int | None:
+    """The thread count ``device`` was profiled with (its fingerprint), or None."""
+    from nas.latency.store import DeviceStore
+
+    return (DeviceStore(device).fingerprint() or {}).get("threads")
