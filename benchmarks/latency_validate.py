@@ -197,6 +197,8 @@ def main(argv=None) -> int:
         f"(at least {args.min_seconds:g} s), as `samnas latency profile`; validation: each held-out subnet in a fresh "
         f"process, {args.warmup} warm-up runs then at least {args.repeats} timed runs and {args.min_seconds:g} s, "
         f"median; drift probe: {PROBE_SECONDS:g} s of timed runs over its subnets, before and after each validation"))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    header += f"\n- commit: {commit.stdout.strip() or 'unknown'}"
     header += (f"\n- threads: {args.threads} (profiling, probe and fresh processes alike); the machine is shared "
                "with other developers' jobs running at the same time")
     pass_cols = ["space", "device", "threads", "pass", "minutes_after_profiling", "n", "probe_factor",
