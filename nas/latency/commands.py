@@ -289,7 +289,8 @@ def list_rows(root=None) -> list[dict]:
                                        if val else "-"),
                 "validated_within_10_pct": (f"{val['raw']['within_10_pct']:.0f}/{val['recalibrated']['within_10_pct']:.0f}"
                                             if val else "-"),
-                "validated_at": f"{val['created'][:16]}Z x{val['probe_factor'] or 1:.2f}" if val else "-",
+                "validated_at": (f"{val['created'][:16]}Z " + (f"x{val['probe_factor']:.2f}" if val["probe_factor"]
+                                                                 else "no probe")) if val else "-",
                 "status": status, "measured_on": where,
             })
     return rows
