@@ -74,9 +74,9 @@ def bench_one(space_name: str, device: str, args) -> dict:
                   threads=args.threads, progress=not args.quiet)
     train_cfgs = sample_configs(space, args.samples, seed=args.seed)
     test_cfgs = held_out_configs(space, train_cfgs, args.test, seed=args.seed + 1000)
-    run = profile(space, device, blocks=True, configs=train_cfgs + test_cfgs, seed=args.seed, **common)
+    run = profile(space, device, blocks=True, configs=train_cfgs + test_cfgs, seed=args.seed, probes=False, **common)
     train_rows, first = run.networks[:len(train_cfgs)], run.networks[len(train_cfgs):]
-    second = profile(space, device, blocks=False, configs=test_cfgs, seed=args.seed + 2, **common)
+    second = profile(space, device, blocks=False, configs=test_cfgs, seed=args.seed + 2, probes=False, **common)
 
     if args.save_raw:
         raw = {"space": space.to_dict(), "blocks": run.blocks, "train": train_rows, "test": first,

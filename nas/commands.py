@@ -75,6 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: <results>/mlruns)")
     p.add_argument("--no-auto-profile", action="store_true",
                    help="fail instead of profiling this machine when the device has no latency predictor")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="scale predicted latency by the drift probe's speed factor (the device's speed now against "
+                   "profiling time; always measured, warned about and recorded in the study). Off by default: a "
+                   "study's trials should share one scale, and a budget is usually meant for the device as profiled")
     _add_storage(p)
     p.set_defaults(func=run_search_command)
 
@@ -103,7 +107,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "card.json or a `pareto --format json` row")
     p.add_argument("--trial", type=int, help="trial number within --study")
     p.add_argument("--checkpoint", help="supernet checkpoint (default: the one the study was run with)")
-    p.add_argument("--device", help="device whose predictor gives predicted_ms for --config")
+    p.add_argument("--device", help="device whose predictor gives predicted_ms for --config (default with --study: "
+                   "the study's); its drift probe runs, and the card compares raw and recalibrated predictions with "
+                   "the latency measured here at the device's thread count")
     p.add_argument("--out", help="output folder (default: <results>/exports/<study>-trial<N>)")
     p.add_argument("--repeats", type=positive_int, default=5,
                    help="timed runs for the measured latency (default: 5)")
@@ -194,6 +200,26 @@ def _check_budget(budget: float, latency, space: SearchSpace, device: str) -> No
                         f"{math.ceil(smallest * 10) / 10:g} or more)")
 
 
+def probe_latency(predictor, recalibrate: bool):
+    """Run the drift probe for ``predictor`` (printing its line and any warning); ``(predictor, record)``.
+
+    With ``recalibrate`` and a factor, the predictor returned scales its predictions by it.
+    ``record`` is the probe's JSON-ready result plus ``recalibrated``, for study attributes and cards.
+    """
+    import sys
+
+    from nas.latency.probe import run_probe
+
+    result = run_probe(predictor)
+    print(result.summary())
+    if result.warning():
+        print(result.warning(), file=sys.stderr)
+    if recalibrate and result.factor is not None:
+        predictor = predictor.recalibrated(result.factor)
+        print(f"NOTE: --recalibrate: predicted latencies are scaled by {result.factor:.3f}")
+    return predictor, {**result.as_dict(), "recalibrated": predictor.speed_factor != 1.0}
+
+
 def run_search_command(args: argparse.Namespace) -> int:
     from nas.latency.commands import predictor_warning
 
@@ -210,6 +236,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     warning = predictor_warning(facts["cv_mape_pct"], facts.get("threads"), args.device, space.name)
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    latency, probe = probe_latency(latency, args.recalibrate)
     budget = args.budget_ms
     if budget is None:
         budget = round(0.7 * latency.predict_ms(space.largest()), 1)
@@ -227,7 +254,8 @@ def run_search_command(args: argparse.Namespace) -> int:
     settings = SearchSettings(space=space.name, device=args.device, budget_ms=budget, trials=args.trials,
                               sampler=args.sampler, seed=args.seed, storage=storage,
                               extra_attrs={"checkpoint": checkpoint, "evaluator": evaluator.name,
-                                           "quality_definition": quality, "predictor": facts})
+                                           "quality_definition": quality, "predictor": facts,
+                                           "latency_probe": probe})
     tracker = SearchTracker(settings.study_name, args.tracking_uri, run_name=f"search-{args.sampler}-seed{args.seed}",
                             params={"space": space.name, "device": args.device, "budget_ms": budget,
                                     "sampler": args.sampler, "seed": args.seed, "trials": args.trials,
@@ -332,7 +360,8 @@ def _trial_config(storage: str | None, study_name: str, number: int | None) -> t
             "evaluator": attrs.get("evaluator"), "metrics": attrs.get("metrics"),
             "quality_definition": study.user_attrs.get("quality_definition"),
             "predictor": study.user_attrs.get("predictor"),
-            "predicted_ms": attrs.get("predicted_ms"), "device": study.user_attrs.get("device")}
+            "predicted_ms": attrs.get("predicted_ms"), "predicted_raw_ms": attrs.get("predicted_raw_ms"),
+            "device": study.user_attrs.get("device")}
     return json.loads(attrs["config"]), info, study
 
 
@@ -350,21 +379,36 @@ def run_export_command(args: argparse.Namespace) -> int:
         default_out = results_root() / "exports" / Path(args.config).stem
     space = SearchSpace.load(config.get("space") or "sam_micro")
     config = space.validate(config, source=args.config or f"trial {args.trial}")
-    if args.device and not info.get("predicted_ms"):
+    model, checkpoint = _load_model(checkpoint, space)
+    device = args.device or info.get("device")
+    latency_check = None
+    if device:
         from nas.latency import load_predictor
 
-        predictor = load_predictor(args.device, space=space.name)
-        info["device"] = args.device
-        info["predicted_ms"] = predictor.predict_ms(config)
-        info["predictor"] = predictor_facts(predictor)
-    model, checkpoint = _load_model(checkpoint, space)
+        try:
+            predictor = load_predictor(device, space=space.name)
+        except UserError as exc:
+            if args.device:
+                raise
+            print(f"NOTE: no drift probe or recalibration on the card: {exc}")
+        else:
+            _, probe = probe_latency(predictor, recalibrate=False)
+            info["device"] = device
+            if info.get("predicted_raw_ms") is None:  # a study from before predicted_raw_ms was recorded
+                info["predicted_raw_ms"] = info.get("predicted_ms") or predictor.predict_ms(config, raw=True)
+            if info.get("predicted_ms") is None:
+                info["predicted_ms"] = info["predicted_raw_ms"]
+            info.setdefault("predictor", predictor_facts(predictor))
+            latency_check = {"probe": probe, "stated_error_pct": probe["stated_error_pct"],
+                             "threads": predictor_threads(device)}
     threads = (info.get("predictor") or {}).get("threads")
     if threads and threads != torch.get_num_threads():
         print(f"NOTE: measuring with {threads} thread{'s' if threads != 1 else ''}, as the {info['device']} "
               f"predictor was profiled (this process had {torch.get_num_threads()})")
         torch.set_num_threads(int(threads))
     out = Path(args.out) if args.out else default_out
-    card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info, repeats=args.repeats)
+    card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info, repeats=args.repeats,
+                         latency_check=latency_check)
     pred = card["predicted_ms"]
     print(f"exported to {out}: subnet.pt, subnet.json, image_encoder.onnx (|ORT-torch| {card['onnx_max_abs_diff']:.1e}),"
           f" card.json, card.md")
@@ -372,4 +416,23 @@ def run_export_command(args: argparse.Namespace) -> int:
     print(f", measured here {card['measured_ms']['torch']:.2f} ms (torch), {card['measured_ms']['onnxruntime']:.2f} ms (ORT)")
     if info.get("predictor"):
         print(predictor_line(info["predictor"]))
+    check = card.get("latency_check")
+    if check and check.get("gap_pct") is not None:
+        line = (f"latency check on {card['device']}: predicted {check['predicted_raw_ms']:.2f} ms raw, "
+                f"{check['predicted_recalibrated_ms']:.2f} ms recalibrated (probe factor "
+                f"{check['probe_factor']:.3f}), measured {check['measured_ms']:.2f} ms ({check['backend']}, "
+                f"{check['threads']} threads): gap {check['gap_pct']:+.1f}%")
+        print(line)
+        if check["flag"]:
+            import sys
+
+            print(f"warning: the gap is beyond the predictor's stated error (CV MAPE {check['stated_error_pct']:.1f}%)",
+                  file=sys.stderr)
     return 0
+
+
+def predictor_threads(device: str) -> int | None:
+    """The thread count ``device`` was profiled with (its fingerprint), or None."""
+    from nas.latency.store import DeviceStore
+
+    return (DeviceStore(device).fingerprint() or {}).get("threads")

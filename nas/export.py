@@ -25,23 +25,58 @@ from supernet.sam import Sam
 from .fingerprint import machine_fingerprint
 from .onnx_export import export_encoder_onnx, onnx_max_abs_diff, onnx_session
 from .study import predictor_line
-from .timing import time_callable
+from .timing import MIN_SECONDS, time_callable
 
 ONNX_TOLERANCE = 1e-3  # max |ORT - torch| on the embeddings accepted for an export
 
 
 def measure_encoder_ms(sub: Sam, repeats: int = 5) -> dict:
-    """Median and spread (ms) of the subnet's encoder with torch and with ONNX Runtime on this machine."""
+    """Median and spread (ms) of the subnet's torch encoder on this machine (torch's current threads).
+
+    At least ``repeats`` timed runs and :data:`nas.timing.MIN_SECONDS` of them, after 2 warm-up runs.
+    """
     res = sub.resolution
     x = torch.randn(1, 3, res, res)
     with torch.inference_mode():
-        torch_t = time_callable(lambda: sub.image_encoder(x), repeats=repeats, warmup=1)
+        torch_t = time_callable(lambda: sub.image_encoder(x), repeats=repeats, warmup=2, min_seconds=MIN_SECONDS)
     return {"torch": torch_t.as_dict()}
 
 
+def latency_gap(info: dict, check: dict, measured: dict) -> dict:
+    """The card's latency check: raw and recalibrated predictions against the latency measured here.
+
+    ``check``: ``{"probe": probe record, "stated_error_pct", "threads"}`` (see ``samnas export``);
+    the device's backend picks which measurement compares. ``gap_pct``: (recalibrated -
+    measured) / measured; ``flag``: its size is beyond the stated error (the predictor's CV MAPE).
+    """
+    from nas.latency.store import parse_device
+
+    hardware, backend, _ = parse_device(info["device"])
+    factor = check["probe"].get("factor")
+    raw = info.get("predicted_raw_ms")
+    recal = None if raw is None else raw * (factor or 1.0)
+    ms = measured.get(backend, {}).get("median_ms") if hardware == "cpu" else None
+    gap = None if ms is None or recal is None else 100 * (recal - ms) / ms
+    stated = check.get("stated_error_pct")
+    return {
+        "backend": backend, "threads": check.get("threads"), "predicted_raw_ms": raw, "probe_factor": factor,
+        "predicted_recalibrated_ms": recal, "measured_ms": ms, "gap_pct": gap,
+        "raw_gap_pct": None if ms is None or raw is None else 100 * (raw - ms) / ms,
+        "stated_error_pct": stated, "flag": gap is not None and stated is not None and abs(gap) > stated,
+        "probe": check["probe"],
+        "note": "" if ms is not None else f"{info['device']} is not this machine's CPU: nothing measured to compare",
+    }
+
+
 def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_checkpoint: str | None,
-                  trial_info: dict | None = None, repeats: int = 5) -> dict:
-    """Write the export folder for ``config``; returns the card (dict)."""
+                  trial_info: dict | None = None, repeats: int = 5, latency_check: dict | None = None) -> dict:
+    """Write the export folder for ``config``; returns the card (dict).
+
+    ``latency_check`` (``{"probe", "stated_error_pct", "threads"}``, from ``samnas export``): time
+    with the device's thread count and add the card's latency check (:func:`latency_gap`).
+    """
+    from nas.latency.profile import torch_threads
+
     out = Path(out_dir)
     counts = count(model, config)
     sub = extract(model, config)
@@ -53,11 +88,15 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
     diff = onnx_max_abs_diff(sub, onnx_path)
     if diff > ONNX_TOLERANCE:
         raise UserError(f"{onnx_path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE:g})")
-    measured = measure_encoder_ms(sub, repeats)
-    sess = onnx_session(onnx_path, threads=torch.get_num_threads())
-    x = torch.randn(1, 3, sub.resolution, sub.resolution).numpy()
-    name = sess.get_inputs()[0].name
-    measured["onnxruntime"] = time_callable(lambda: sess.run(None, {name: x}), repeats=repeats, warmup=1).as_dict()
+    threads = (latency_check or {}).get("threads") or torch.get_num_threads()
+    with torch_threads(threads):
+        measured = measure_encoder_ms(sub, repeats)
+        sess = onnx_session(onnx_path, threads=threads)
+        x = torch.randn(1, 3, sub.resolution, sub.resolution).numpy()
+        name = sess.get_inputs()[0].name
+        measured["onnxruntime"] = time_callable(lambda: sess.run(None, {name: x}), repeats=repeats, warmup=2,
+                                                min_seconds=MIN_SECONDS).as_dict()
+        measured_on = machine_fingerprint()
 
     info = dict(trial_info or {})
     card = {
@@ -83,9 +122,12 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
         "predicted_ms": info.get("predicted_ms"),
         "measured_ms": {k: v["median_ms"] for k, v in measured.items()},
         "measured": measured,
-        "measured_on": machine_fingerprint(),
+        "measured_on": measured_on,
         "onnx_max_abs_diff": diff,
     }
+    if latency_check and info.get("device"):
+        card["predicted_raw_ms"] = info.get("predicted_raw_ms")
+        card["latency_check"] = latency_gap(info, latency_check, measured)
     atomic_write_text(out / "card.json", json.dumps(card, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out / "card.md", render_card(card))
     return card
@@ -121,6 +163,24 @@ def _fmt(value, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _check_text(device: str, check: dict) -> str:
+    """The card's sentence on predicted vs measured latency."""
+    probe = check["probe"]
+    if check["gap_pct"] is None:
+        return f"Latency check: {check['note']}."
+    text = (f"Latency check ({check['backend']}, {check['threads']} threads, as `{device}` was profiled): measured "
+            f"{check['measured_ms']:.2f} ms against {check['predicted_recalibrated_ms']:.2f} ms recalibrated "
+            f"({check['gap_pct']:+.1f}%) and {check['predicted_raw_ms']:.2f} ms raw ({check['raw_gap_pct']:+.1f}%); "
+            f"the predictor's stated error is {_fmt(check['stated_error_pct'], '.1f')}% (CV MAPE). ")
+    text += ("**The gap is beyond the stated error.**" if check["flag"] else "The gap is within the stated error.")
+    if probe.get("factor") is None:
+        text += f" Drift probe skipped: {probe.get('note')}"
+    elif probe.get("stated_error_pct") is not None and abs(probe["factor"] - 1) * 100 > probe["stated_error_pct"]:
+        text += (f" The drift probe found the device {abs(probe['factor'] - 1) * 100:.0f}% "
+                 f"{'slower' if probe['factor'] > 1 else 'faster'} than when it was profiled.")
+    return text
+
+
 def render_card(card: dict) -> str:
     """The model card as Markdown."""
     fp = card["measured_on"]
@@ -145,10 +205,17 @@ def render_card(card: dict) -> str:
         "|---|---|",
         f"| predicted for `{card['device'] or 'n/a'}` | {_fmt(card['predicted_ms'], '.2f')} |",
     ]
-
+    check = card.get("latency_check")
+    if check:
+        factor = check["probe_factor"]
+        lines.append(f"| predicted, raw (as profiled) | {_fmt(check['predicted_raw_ms'], '.2f')} |")
+        lines.append(f"| predicted, recalibrated by the drift probe (factor {_fmt(factor, '.3f')}) | "
+                     f"{_fmt(check['predicted_recalibrated_ms'], '.2f')} |")
     for backend, stats in card["measured"].items():
         lines.append(f"| measured here, {backend} (median of {stats['repeats']}, p10–p90 "
                      f"{stats['p10_ms']:.2f}–{stats['p90_ms']:.2f}) | {stats['median_ms']:.2f} |")
+    if check:
+        lines += ["", _check_text(card["device"], check)]
     lines += [
         "",
         f"Measured on: {fp['cpu']}, {fp['torch_threads']} torch threads, torch {fp['torch']}, "

@@ -169,6 +169,8 @@ class Objective:
             "encoder_params": counts.encoder_params,
             "flops": counts.encoder_flops,
             "predicted_ms": predicted,
+            # before a drift probe's recalibration (nas.latency.probe); equal to predicted_ms without one
+            "predicted_raw_ms": predicted / float(getattr(self.latency, "speed_factor", 1.0)),
             "quality": float(result.score),
             "evaluator": self.evaluator.name,
             "metrics": {k: float(v) for k, v in result.metrics.items()},

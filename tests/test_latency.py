@@ -377,6 +377,9 @@ def test_cli_profile_out_import_fit_list(tmp_path, capsys, monkeypatch):
                              capsys, monkeypatch)
     assert code == 0, err
     assert "6 subnet timings" in out and "samnas latency fit --device cpu-onnxruntime@edge" in out
+    probes = DeviceStore("cpu-onnxruntime@edge", root).probes()["sam_micro"]["probes"]  # the drift probe's baseline
+    from_file = read_profile_file(portable)["probes"]
+    assert len(probes) == 3 and [p["median_ms"] for p in probes] == [p["median_ms"] for p in from_file]
 
     code, out, err = run_cli(["latency", "list", "--root", root], capsys, monkeypatch)
     assert code == 0 and "cpu-onnxruntime@edge" in out and "not fitted" in out

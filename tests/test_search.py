@@ -211,6 +211,8 @@ def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "packaged micro reference weights" in out and "on the front" in out
     name = "sam_micro@cpu-torch@1000ms"
+    probe = optuna.load_study(study_name=name, storage=storage).user_attrs["latency_probe"]
+    assert "drift probe" in out and probe["factor"] > 0 and probe["recalibrated"] is False
 
     assert cli.main(["pareto", "--device", "cpu-torch", "--storage", storage, "--format", "json",
                      "--plot", str(tmp_path / "front.png")]) == 0
@@ -231,8 +233,14 @@ def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
     card = json.loads((out_dir / "card.json").read_text())
     assert card["predicted_ms"] == pytest.approx(front[-1]["predicted_ms"], rel=1e-3)
     assert card["measured_ms"]["torch"] > 0 and card["onnx_max_abs_diff"] < 1e-3
+    check = card["latency_check"]
+    assert check["backend"] == "torch" and check["probe_factor"] > 0 and check["measured_ms"] == card["measured_ms"]["torch"]
+    assert check["predicted_recalibrated_ms"] == pytest.approx(check["predicted_raw_ms"] * check["probe_factor"])
+    assert check["gap_pct"] == pytest.approx(100 * (check["predicted_recalibrated_ms"] / check["measured_ms"] - 1))
+    assert check["flag"] == (abs(check["gap_pct"]) > check["stated_error_pct"])
     md = (out_dir / "card.md").read_text()
     assert "predicted for `cpu-torch`" in md and "measured here, torch" in md
+    assert "recalibrated by the drift probe" in md and "Latency check (torch" in md
     sub = load_subnet(out_dir)
     assert sub.resolution == card["config"]["resolution"]
 

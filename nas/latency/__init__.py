@@ -34,6 +34,14 @@ Producing a predictor (what ``samnas latency profile`` and ``fit`` run)::
     profile_and_fit_quick(space, device, root=None) -> LatencyPredictor
     import_profile_file(path, device=None, root=None) -> dict
 
+Checking a predictor later (``samnas latency probe`` / ``validate``)::
+
+    from nas.latency.probe import run_probe
+    result = run_probe(predictor)              # the drift probe: result.factor (None if no baseline), .warning()
+    predictor.recalibrated(result.factor)      # predictions times the factor; predict_ms(cfg, raw=True) unscaled
+    from nas.latency.validate import validate_predictor
+    validate_predictor(device, space=None, root=None, samples=20) -> dict   # also <device>/validation.json
+
 Devices are named ``<cpu|cuda>-<torch|onnxruntime>[@tag]``; files live in
 ``<root>/<device>/`` (see :mod:`nas.latency.store` for the layout).
 """

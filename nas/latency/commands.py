@@ -30,6 +30,8 @@ EXAMPLES = """examples:
   samnas latency predict --device cpu-torch --config subnet.yaml
   samnas latency predict --device cpu-torch --config my_subnet/subnet.json
   samnas latency list
+  samnas latency probe --device cpu-torch
+  samnas latency validate --device cpu-torch --space sam_micro --samples 20
   samnas latency profile --space sam_vit_b --resolutions 512 --device cpu-onnxruntime@edge1 --blocks --out edge1.json
   samnas latency import edge1.json
 
@@ -119,6 +121,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_root(p)
     p.set_defaults(func=run_list)
+
+    p = cmds.add_parser("probe", help="re-time the probe subnets: the device's speed now against profiling time",
+                        description="Time the few probe subnets stored at profiling (smallest, middle, largest) for "
+                        "about a second, with the device's backend and threads, and print the speed factor (current "
+                        "/ profiled ms, median over the probes). Warns when it is beyond the predictor's CV MAPE.")
+    p.add_argument("--device", required=True, help="device name")
+    p.add_argument("--space", help="search space (default: the only one fitted on the device)")
+    p.add_argument("--seconds", type=float, help="timed seconds over all probe subnets (default: the probe's, under a second)")
+    _add_root(p)
+    p.set_defaults(func=run_probe_command)
+
+    p = cmds.add_parser("validate", help="check the predictor on held-out subnets timed in fresh processes",
+                        description="Draw held-out subnets with a sampler independent of profiling's (each block kept "
+                        "with probability 0.7, heads and MLP uniform, configs the device never timed), time each in a "
+                        "fresh process (an exported ONNX file in a new ONNX Runtime session for *-onnxruntime), run "
+                        "the drift probe before and after, and report MAPE and the share within +-10%, raw and "
+                        "recalibrated by the probe factor. Writes <root>/<device>/validation.json; `samnas latency "
+                        "list` shows the latest.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", required=True, help="device name (a cpu-* device profiled on this machine)")
+    p.add_argument("--space", help="search space (default: the only one fitted on the device)")
+    p.add_argument("--samples", type=positive_int, default=20, help="held-out subnets (default: 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation sampler (default: 0)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="least timed runs per subnet (default: 5)")
+    p.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
+                   help=f"least timed seconds per subnet (default: {MIN_SECONDS})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_root(p)
+    p.set_defaults(func=run_validate)
 
     p = cmds.add_parser("import", help="store measurements written by `samnas latency profile --out FILE`",
                         description="Store another machine's measurements (a portable profile file) here.",
@@ -214,9 +244,55 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_probe_command(args: argparse.Namespace) -> int:
+    from .probe import PROBE_SECONDS, run_probe
+    from .validate import check_device_and_space
+
+    predictor = check_device_and_space(args.device, args.space, args.root)
+    result = run_probe(predictor, args.root, args.seconds or PROBE_SECONDS)
+    print(result.summary())
+    if result.factor is not None:
+        print(f"stated error of the {predictor.space} predictor: CV MAPE {result.stated_error_pct:.1f}%")
+    if result.warning():
+        print(result.warning(), file=sys.stderr)
+    return 0
+
+
+def _metrics(m: dict) -> str:
+    return f"MAPE {m['mape_pct']:.1f}%, {m['within_10_pct']:.0f}% within +-10%, median error {m['signed_median_pct']:+.1f}%"
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from .probe import ProbeResult
+    from .store import DeviceStore
+    from .validate import VALIDATION_FILE, validate_predictor
+
+    report = validate_predictor(args.device, args.space, args.root, samples=args.samples, seed=args.seed,
+                                repeats=args.repeats, min_seconds=args.min_seconds, progress=not args.quiet)
+    probe = report["probe"]
+    factor = report["probe_factor"]
+    print(f"validated {report['space']} on {args.device}: {report['samples']} held-out subnets, each timed in a fresh "
+          f"process ({report['timing']['threads']} threads), in {report['seconds']:.0f} s")
+    if factor is None:
+        print(f"drift probe skipped: {probe['before']['note']}")
+    else:
+        print(f"probe factor {factor:.3f} (before {probe['before']['factor']:.3f}, after {probe['after']['factor']:.3f})")
+    print(f"  raw:          {_metrics(report['raw'])}")
+    print(f"  recalibrated: {_metrics(report['recalibrated'])}")
+    print(f"  stated (CV over the profiled subnets): MAPE {report['cv_mape_pct']:.1f}%, "
+          f"{report['cv_within_10_pct']:.0f}% within +-10%")
+    if factor is not None:
+        warning = ProbeResult(args.device, report["space"], factor, stated_error_pct=report["cv_mape_pct"]).warning()
+        if warning:
+            print(warning, file=sys.stderr)
+    print(f"wrote {DeviceStore(args.device, args.root).path(VALIDATION_FILE)}")
+    return 0
+
+
 def list_rows(root=None) -> list[dict]:
-    """One row per (device, space, part): counts, the chosen method, CV error, and whether a refit is due."""
+    """One row per (device, space, part): counts, the chosen method, CV error, latest validation, refit status."""
     from .store import DeviceStore, list_devices
+    from .validate import read_validations
 
     rows = []
     for device in list_devices(root):
@@ -229,15 +305,28 @@ def list_rows(root=None) -> list[dict]:
             key = (r["space"], r["part"] if r["part"] == "encoder" else f"{r['part']}@{r['prompts']}")
             counts[key] = counts.get(key, 0) + 1
         blocks = len(store.blocks())
+        try:
+            validations = read_validations(store)
+        except UserError:
+            validations = {}
         where = f"{fp.get('backend', '?')}, {fp.get('threads', '?')} threads, {fp.get('cpu', '?')}"
         for (space, part), n in sorted(counts.items()) or [(("-", "-"), 0)]:
             fitted = report.get(space, {}).get("parts", {}).get(part)
             status = "not fitted" if not fitted else ("refit due" if fitted["networks"] != n else "fitted")
+            val = validations.get(space) if part == "encoder" else None
+            if val and fitted and val.get("cv_mape_pct") != fitted["mape_pct"]:
+                val = None  # validated an earlier fit
             rows.append({
                 "device": device, "space": space, "part": part, "subnets": n, "blocks": blocks,
                 "method": fitted["method"] if fitted else "-",
                 "cv_mape_pct": f"{fitted['mape_pct']:.1f}" if fitted else "-",
                 "within_10_pct": f"{fitted['within_10_pct']:.0f}" if fitted else "-",
+                "validated_mape_pct": (f"{val['raw']['mape_pct']:.1f}/{val['recalibrated']['mape_pct']:.1f}"
+                                       if val else "-"),
+                "validated_within_10_pct": (f"{val['raw']['within_10_pct']:.0f}/{val['recalibrated']['within_10_pct']:.0f}"
+                                            if val else "-"),
+                "validated_at": (f"{val['created'][:16]}Z " + (f"x{val['probe_factor']:.2f}" if val["probe_factor"]
+                                                                 else "no probe")) if val else "-",
                 "status": status, "measured_on": where,
             })
     return rows
@@ -253,12 +342,15 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"no devices under {resolve_root(args.root)}; profile one with "
               "`samnas latency profile --space sam_micro --device cpu-torch --blocks`")
         return 0
-    cols = ["device", "space", "part", "subnets", "blocks", "method", "cv_mape_pct", "within_10_pct", "status",
-            "measured_on"]
-    heads = ["device", "space", "part", "subnets", "blocks", "method", "CV MAPE %", "within +-10% %", "status",
-             "measured on"]
+    cols = ["device", "space", "part", "subnets", "blocks", "method", "cv_mape_pct", "within_10_pct",
+            "validated_mape_pct", "validated_within_10_pct", "validated_at", "status", "measured_on"]
+    heads = ["device", "space", "part", "subnets", "blocks", "method", "CV MAPE %", "within +-10% %",
+             "validated MAPE % raw/recal", "validated within +-10% % raw/recal", "validated at, probe factor",
+             "status", "measured on"]
     for line in format_table([tuple(heads)] + [tuple(str(r[c]) for c in cols) for r in rows]):
         print(line)
+    if all(r["validated_mape_pct"] == "-" for r in rows):
+        print("(validated: none yet; `samnas latency validate --device D` times held-out subnets in fresh processes)")
     return 0
 
 

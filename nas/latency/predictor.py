@@ -234,16 +234,27 @@ class LatencyPredictor:
 
     ``predict_ms(config)`` is the image encoder's latency; ``predict_ms(config, prompts=K)``
     the encoder plus the decoder for K single-point prompts, when that was profiled.
-    ``report`` holds the cross-validation results (see :func:`fit_space`).
+    ``report`` holds the cross-validation results (see :func:`fit_space`). ``speed_factor``
+    (1.0 unless set by :meth:`recalibrated`) multiplies every prediction.
     """
 
     def __init__(self, device: str, space: SearchSpace, lut: dict[tuple, float], models: dict[str, PartModel],
-                 report: dict) -> None:
+                 report: dict, speed_factor: float = 1.0) -> None:
         self.device = device
         self.search_space = space
         self.lut = lut
         self.models = models
         self.report = report
+        self.speed_factor = float(speed_factor)
+
+    def recalibrated(self, factor: float) -> "LatencyPredictor":
+        """This predictor with every prediction scaled by ``factor`` (a drift probe's speed factor).
+
+        The lookup table (:meth:`lut_parts`) stays as profiled; ``predict_many(..., raw=True)`` unscaled.
+        """
+        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+            raise ValueError(f"speed factor must be a positive finite number, got {factor!r}")
+        return LatencyPredictor(self.device, self.search_space, self.lut, self.models, self.report, factor)
 
     @property
     def space(self) -> str:
@@ -304,8 +315,8 @@ class LatencyPredictor:
         summary = _lut_summary(self.search_space, parts)
         return np.concatenate([summary, enc]), summary[0]
 
-    def predict_many(self, configs: list[Mapping], prompts: int | None = None) -> np.ndarray:
-        """Predicted ms of each config, ``(n,)``."""
+    def predict_many(self, configs: list[Mapping], prompts: int | None = None, raw: bool = False) -> np.ndarray:
+        """Predicted ms of each config, ``(n,)``; times :attr:`speed_factor` unless ``raw``."""
         _, model = self._model(prompts)
         rows, luts = [], []
         for cfg in configs:
@@ -317,11 +328,15 @@ class LatencyPredictor:
             rows.append(x)
             luts.append(log_lut)
         log_lut = None if model.method == "gbr" else np.asarray(luts, dtype=float)
-        return np.exp(model.predict_log(np.asarray(rows), log_lut))
+        predicted = np.exp(model.predict_log(np.asarray(rows), log_lut))
+        return predicted if raw or self.speed_factor == 1.0 else predicted * self.speed_factor
 
-    def predict_ms(self, config: Mapping, prompts: int | None = None) -> float:
-        """Predicted latency in ms of ``config`` (encoder; plus decoder for ``prompts`` single-point prompts)."""
-        return float(self.predict_many([config], prompts)[0])
+    def predict_ms(self, config: Mapping, prompts: int | None = None, raw: bool = False) -> float:
+        """Predicted latency in ms of ``config`` (encoder; plus decoder for ``prompts`` single-point prompts).
+
+        Scaled by :attr:`speed_factor` unless ``raw``.
+        """
+        return float(self.predict_many([config], prompts, raw)[0])
 
     # -------------------------------------------------------------- persistence
 

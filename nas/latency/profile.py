@@ -125,11 +125,10 @@ class OrtBackend(Backend):
             warnings.simplefilter("ignore")
             torch.onnx.export(module.cpu().eval(), inputs, buf, dynamo=False, opset_version=OPSET,
                               input_names=names)
-        opts = self.ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        return self.ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=[self.provider])
+        from .fresh import ort_session_options  # the same options as a fresh-process validation timing
+
+        return self.ort.InferenceSession(buf.getvalue(), sess_options=ort_session_options(self.ort, self.threads),
+                                         providers=[self.provider])
 
     def prepare(self, module, inputs):
         sess = self.session(module, inputs)
@@ -309,9 +308,10 @@ class ProfileRun:
     rounds: int = 1
     speed: list[float] = field(default_factory=list)
     kept: list[int] = field(default_factory=list)
+    probes: list[dict] = field(default_factory=list)  # the drift probe's baseline (nas.latency.probe)
 
     def document(self) -> dict:
-        return profile_document(self.device, self.fingerprint, self.spaces, self.blocks, self.networks)
+        return profile_document(self.device, self.fingerprint, self.spaces, self.blocks, self.networks, self.probes)
 
     @property
     def drift_pct(self) -> float:
@@ -411,7 +411,7 @@ def device_fingerprint(backend: Backend) -> dict:
 def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, samples: int = 20, prompts: int = 0,
             repeats: int = 5, warmup: int = 2, min_seconds: float = MIN_SECONDS, rounds: int = ROUNDS,
             max_rounds: int | None = None, threads: int | None = None, seed: int = 0, resolutions: list[int] | None = None,
-            configs: list[dict] | None = None, progress: bool = True) -> ProfileRun:
+            configs: list[dict] | None = None, probes: bool = True, progress: bool = True) -> ProfileRun:
     """Measure ``space`` on this machine as ``device``; nothing is written.
 
     ``blocks``: time the lookup table's entries; ``samples``: number of subnets timed end
@@ -426,7 +426,9 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
     between rounds, run more rounds, up to this many in all (default ``2 * rounds``), until
     ``rounds`` of them ran at one steady speed; only those are stored; ``threads``: intra-op threads (torch
     and ONNX Runtime; default torch's current count); ``resolutions``: profile only these
-    input sides; ``configs``: time these subnets instead of ``samples`` sampled ones.
+    input sides; ``configs``: time these subnets instead of ``samples`` sampled ones; ``probes``:
+    also time the drift probe's subnets (:func:`nas.latency.probe.probe_configs`, image encoder)
+    in the same rounds, as ``run.probes`` (the baseline ``samnas latency probe`` compares with).
     """
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
     space = restrict_resolutions(space, resolutions)
@@ -459,6 +461,13 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
                            "config": config_json(cfg)},
                           lambda cfg=cfg, k=k: network_module(supernet, cfg, k, gen), run.networks)
                      for cfg in configs for part, k in parts]
+        if probes:
+            from .probe import probe_configs
+
+            supernet = supernet if configs else build_sam(space.model_type, seed=seed)
+            jobs += [_Job({"space": space.name, "config": config_json(cfg)},
+                          lambda cfg=cfg: network_module(supernet, cfg, 0, gen), run.probes)
+                     for cfg in probe_configs(space)]
         bar = tqdm(total=len(jobs) * rounds, desc=f"profiling {space.name} on {device}", unit="timing",
                    disable=not progress, dynamic_ncols=True)
         with bar:
@@ -485,7 +494,8 @@ def profile_device(space: SearchSpace | str, device: str, *, root=None, out=None
     if out is not None:
         write_json(Path(out), run.document())
     else:
-        store.add_measurements(run.fingerprint, run.spaces, run.blocks, run.networks, replace=replace)
+        store.add_measurements(run.fingerprint, run.spaces, run.blocks, run.networks, replace=replace,
+                               probes=run.probes)
     return run
 
 

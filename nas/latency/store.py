@@ -9,6 +9,8 @@ the results folder, :func:`supernet.fileio.results_root`)::
     networks.csv       one row per timed subnet: its config as JSON, median/p10/p90 in ms, repeats
     predictor.joblib   the fitted predictors, one per space (written by ``samnas latency fit``)
     report.json        cross-validated error, sample counts and profiling seconds per space
+    probes.json        per space, the profiling-time medians of a few probe subnets (see nas.latency.probe)
+    validation.json    per space, the latest `samnas latency validate` report (see nas.latency.validate)
 
 Everything but ``predictor.joblib`` is plain text a person can read and copy. Another
 machine's measurements arrive as one JSON file (:data:`PROFILE_FORMAT`, written by
@@ -23,6 +25,7 @@ import io
 import json
 import math
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +33,9 @@ from supernet.errors import UserError
 from supernet.fileio import atomic_write_text, results_root
 
 PROFILE_FORMAT = "samnas-latency-profile/1"
+PROBES_FORMAT = "samnas-latency-probes/1"
+PROBES_FILE = "probes.json"
+PROBE_FIELDS = ("config", "median_ms", "p10_ms", "p90_ms", "repeats")
 
 HARDWARE = ("cpu", "cuda")
 BACKENDS = ("torch", "onnxruntime")
@@ -194,6 +200,27 @@ class DeviceStore:
         path = self.path("report.json")
         return read_json(path, "latency report") if path.is_file() else None
 
+    def probes(self) -> dict:
+        """``{space: {"probes": [{"config" (JSON text), "median_ms", ...}], "measured_at"}}`` ({} if none)."""
+        path = self.path(PROBES_FILE)
+        if not path.is_file():
+            return {}
+        doc = read_json(path, "probe baseline")
+        if doc.get("format") != PROBES_FORMAT or not isinstance(doc.get("spaces"), dict):
+            raise UserError(f"{path}: format {doc.get('format')!r}, expected {PROBES_FORMAT!r}; profile the device again")
+        return doc["spaces"]
+
+    def write_probes(self, rows: list[dict], replace: bool = False) -> None:
+        """Store probe rows (``space`` plus :data:`PROBE_FIELDS`) as each of their spaces' baseline, atomically."""
+        spaces = {} if replace else self.probes()
+        by_space: dict[str, list[dict]] = {}
+        for r in rows:
+            by_space.setdefault(r["space"], []).append({k: r[k] for k in PROBE_FIELDS})
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for name, probes in by_space.items():
+            spaces[name] = {"probes": probes, "measured_at": stamp}
+        write_json(self.path(PROBES_FILE), {"format": PROBES_FORMAT, "device": self.device, "spaces": spaces})
+
     def check_same_device(self, fingerprint: dict, replace: bool = False) -> None:
         """UserError when stored measurements come from a different machine or set-up (unless ``replace``)."""
         old = self.fingerprint()
@@ -209,16 +236,17 @@ class DeviceStore:
             )
 
     def add_measurements(self, fingerprint: dict, spaces: dict, blocks: list[dict], networks: list[dict],
-                         replace: bool = False) -> None:
+                         replace: bool = False, probes: list[dict] | None = None) -> None:
         """Merge new measurements in: rows with the same key are replaced; ``replace`` drops everything first.
 
+        ``probes``: probe rows timed in the same run (a space's new rows replace its old baseline).
         A stale predictor stays until the next fit, which ``report.json`` makes visible.
         """
         self.check_same_device(fingerprint, replace)
         self.folder.mkdir(parents=True, exist_ok=True)
         old_blocks, old_networks, old_spaces = ([], [], {}) if replace else (self.blocks(), self.networks(), self.spaces())
         if replace:
-            for name in ("predictor.joblib", "report.json"):
+            for name in ("predictor.joblib", "report.json", PROBES_FILE, "validation.json"):
                 self.path(name).unlink(missing_ok=True)
         write_json(self.path("fingerprint.json"), fingerprint)
         write_json(self.path("spaces.json"), {**old_spaces, **spaces})
@@ -226,6 +254,8 @@ class DeviceStore:
             write_csv(self.path("blocks.csv"), merge_rows(old_blocks, blocks, BLOCK_KEY), BLOCK_FIELDS)
         if networks or old_networks:
             write_csv(self.path("networks.csv"), merge_rows(old_networks, networks, NETWORK_KEY), NETWORK_FIELDS)
+        if probes:
+            self.write_probes(probes)
 
 
 def list_devices(root: str | Path | None = None) -> list[str]:
@@ -243,9 +273,11 @@ def list_devices(root: str | Path | None = None) -> list[str]:
 # ---------------------------------------------------------------------- the portable file
 
 
-def profile_document(device: str, fingerprint: dict, spaces: dict, blocks: list[dict], networks: list[dict]) -> dict:
-    """The JSON-ready portable profile of one measurement run."""
+def profile_document(device: str, fingerprint: dict, spaces: dict, blocks: list[dict], networks: list[dict],
+                     probes: list[dict] | None = None) -> dict:
+    """The JSON-ready portable profile of one measurement run (``probes``: optional probe rows)."""
     return {
+        "probes": [{f: r[f] for f in ("space",) + PROBE_FIELDS} for r in probes or []],
         "format": PROFILE_FORMAT,
         "device": device,
         "fingerprint": fingerprint,
@@ -275,6 +307,9 @@ def read_profile_file(path: str | Path) -> dict:
         raise UserError(f"{path}: {exc}") from None
     doc["blocks"] = check_rows(doc["blocks"], BLOCK_FIELDS, f"{path}: blocks")
     doc["networks"] = check_rows(doc["networks"], NETWORK_FIELDS, f"{path}: networks")
+    if not isinstance(doc.get("probes", []), list):  # files written before probes existed have none
+        raise UserError(f"{path}: probes: not a JSON array")
+    doc["probes"] = check_rows(doc.get("probes", []), ("space",) + PROBE_FIELDS, f"{path}: probes")
     if not doc["blocks"] and not doc["networks"]:
         raise UserError(f"{path}: holds no measurements (blocks and networks are both empty)")
     for i, row in enumerate(doc["networks"]):
@@ -296,6 +331,7 @@ def import_profile_file(path: str | Path, device: str | None = None, root: str |
     doc = read_profile_file(path)
     name = validate_device(device) if device else doc["device"]
     store = DeviceStore(name, root)
-    store.add_measurements(doc["fingerprint"], doc["spaces"], doc["blocks"], doc["networks"], replace=replace)
+    store.add_measurements(doc["fingerprint"], doc["spaces"], doc["blocks"], doc["networks"], replace=replace,
+                           probes=doc["probes"])
     doc["device"] = name
     return doc

@@ -1,0 +1,215 @@
+"""The drift probe: is this device still as fast as when it was profiled?
+
+A device's speed moves after profiling: thermal throttling on phones and Jetsons,
+frequency scaling, other tenants on a shared server or VM (on this project's 2-core VM by
+tens of percent for minutes at a time). Profiling therefore also times a few fixed *probe*
+subnets (:func:`probe_configs`: the space's smallest, a middle one and its largest, so they
+span the latency range), interleaved with everything else of the run, and stores their
+medians in ``<device>/probes.json``. :func:`run_probe` times them again, here and now, for
+about :data:`PROBE_SECONDS` of timed runs, with the same backend, threads and allocator,
+and returns the device's current *speed factor*: the median over the probes of
+``current ms / profiled ms`` (1.0: as fast as at profiling; 1.2: everything 20% slower).
+
+``LatencyPredictor.recalibrated(factor)`` scales predictions by it. That helps when the
+change is one uniform factor (a slower clock, a steady share of the CPU taken by another
+tenant); it cannot help when the change is not uniform (another thread count, cache
+contention that slows small and large subnets differently): :attr:`ProbeResult.spread_pct`
+(how far the probes disagree) shows that case.
+
+A device folder written before probes existed has no ``probes.json``: the probe then takes
+its baseline from ``networks.csv``, whose rows hold the space's smallest and largest
+configs (profiling always times them), and says so; without those rows it skips.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from nas.timing import time_rounds
+from search_spaces.space import SearchSpace
+from supernet.errors import UserError
+
+from .store import PROBES_FILE, DeviceStore, config_json
+
+PROBE_SECONDS = 0.6  # timed wall time of one probe, over all probe subnets (warm-up and building come on top)
+PROBE_ROUNDS = 2  # interleaved rounds per probe subnet (nas.timing.time_rounds)
+
+
+def probe_configs(space: SearchSpace) -> list[dict]:
+    """The probe subnets of ``space``: its smallest config, a middle one and its largest (3, or fewer if equal).
+
+    The middle one keeps every block at its middle heads and MLP choice, at the middle
+    resolution. Deterministic: the same space gives the same probes.
+    """
+    blocks = [{"keep": True, "heads": b.heads[len(b.heads) // 2], "mlp": b.mlp[len(b.mlp) // 2]}
+              for b in space.blocks]
+    middle = {"space": space.name, "resolution": space.resolutions[len(space.resolutions) // 2], "blocks": blocks}
+    out, seen = [], set()
+    for cfg in (space.smallest(), middle, space.largest()):
+        cfg = space.validate(cfg)
+        if config_json(cfg) not in seen:
+            seen.add(config_json(cfg))
+            out.append(cfg)
+    return out
+
+
+def baseline(store: DeviceStore, space: SearchSpace) -> tuple[list[dict], str]:
+    """``([{"config": dict, "median_ms": float}], source)`` for ``space``; ``[]`` when there is none.
+
+    ``source`` is ``"probes.json"``, or ``"networks.csv"`` for a folder that predates probes.
+    """
+    entry = store.probes().get(space.name)
+    if entry and entry.get("probes"):
+        return [{"config": json.loads(p["config"]), "median_ms": float(p["median_ms"])} for p in entry["probes"]], \
+            PROBES_FILE
+    rows = {r["config"]: r["median_ms"] for r in store.networks() if r["space"] == space.name and r["part"] == "encoder"}
+    found = []
+    for cfg in probe_configs(space):
+        if config_json(cfg) in rows:
+            found.append({"config": cfg, "median_ms": rows[config_json(cfg)]})
+    return found, "networks.csv"
+
+
+@dataclass
+class ProbeResult:
+    """What one probe found. ``factor`` is None when there was nothing to compare with (``note`` says why).
+
+    ``ratios``: current / profiled ms per probe subnet; ``factor``: their median;
+    ``spread_pct``: how far the probes disagree (max / min ratio - 1, in %); ``stated_error_pct``: the
+    predictor's cross-validated MAPE; ``seconds``: what the probe took, building included.
+    """
+
+    device: str
+    space: str
+    factor: float | None
+    ratios: list[float] = field(default_factory=list)
+    current_ms: list[float] = field(default_factory=list)
+    baseline_ms: list[float] = field(default_factory=list)
+    source: str = ""
+    stated_error_pct: float | None = None
+    seconds: float = 0.0
+    note: str = ""
+    at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    @property
+    def spread_pct(self) -> float:
+        return 100.0 * (max(self.ratios) / min(self.ratios) - 1.0) if self.ratios else 0.0
+
+    @property
+    def drift_pct(self) -> float | None:
+        """How much slower (positive) or faster (negative) than at profiling, in percent."""
+        return None if self.factor is None else 100.0 * (self.factor - 1.0)
+
+    @property
+    def outside_stated_error(self) -> bool:
+        """Whether the drift is larger than the predictor's stated error (its CV MAPE)."""
+        if self.factor is None or self.stated_error_pct is None:
+            return False
+        return abs(self.drift_pct) > self.stated_error_pct
+
+    def warning(self) -> str | None:
+        """A one-line warning when the device drifted beyond the predictor's stated error, else None."""
+        if not self.outside_stated_error:
+            return None
+        way = "slower" if self.factor > 1 else "faster"
+        return (f"warning: {self.device} now runs {abs(self.drift_pct):.0f}% {way} than when it was profiled "
+                f"(probe factor {self.factor:.3f}), beyond the {self.space} predictor's stated error "
+                f"(CV MAPE {self.stated_error_pct:.1f}%); raw predictions are off by about that much now "
+                "(--recalibrate scales them; profile again if it lasts)")
+
+    def summary(self) -> str:
+        """One line for the user."""
+        if self.factor is None:
+            return f"drift probe skipped: {self.note}"
+        text = (f"drift probe ({len(self.ratios)} subnets, {self.seconds:.1f} s): {self.device} runs at "
+                f"{self.factor:.3f}x its profiled latency (probes {', '.join(f'{r:.2f}' for r in self.ratios)})")
+        return text + (f"; baseline from {self.source}" if self.source != PROBES_FILE else "")
+
+    def as_dict(self) -> dict:
+        """JSON-ready, for study attributes, the export card and validation reports."""
+        return {**asdict(self), "spread_pct": self.spread_pct}
+
+
+def stated_error(predictor) -> float | None:
+    """The predictor's stated error: the cross-validated MAPE (%) of its encoder part."""
+    part = (predictor.report or {}).get("parts", {}).get("encoder")
+    return float(part["mape_pct"]) if part else None
+
+
+Build = Callable[[dict], Callable[[], object]]
+
+
+def time_probes(configs: list[dict], build: Build, seconds: float = PROBE_SECONDS, rounds: int = PROBE_ROUNDS,
+                sync=None) -> list[float]:
+    """Median ms of each config, timed in ``rounds`` interleaved rounds for about ``seconds`` in all.
+
+    ``build(config)`` returns a zero-argument callable running the config once.
+    """
+    fns = [build(cfg) for cfg in configs]
+    per = seconds / max(1, len(fns))
+    timed = time_rounds(fns, rounds=rounds, repeats=rounds, warmup=rounds, sync=sync, min_seconds=per,
+                        shuffle_seed=0)
+    return [t.median_ms for t in timed.timings]
+
+
+def backend_build(device: str, space: SearchSpace, threads: int, seed: int = 0):
+    """``(build, sync, fingerprint)`` timing subnets of ``space`` as profiling does for ``device``.
+
+    Call it with ``threads`` torch threads set; ``fingerprint`` is this machine's, as profiling records it.
+    """
+    from supernet.build import build_sam
+
+    from .profile import device_fingerprint, make_backend, network_module
+
+    backend = make_backend(device, threads)
+    supernet = build_sam(space.model_type, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+
+    def build(cfg: dict):
+        module, inputs = network_module(supernet, cfg, 0, gen)
+        return backend.prepare(module, inputs)
+
+    return build, backend.sync, device_fingerprint(backend)
+
+
+def run_probe(predictor, root=None, seconds: float = PROBE_SECONDS) -> ProbeResult:
+    """Time the probe subnets of ``predictor``'s space on its device now; the speed factor against profiling.
+
+    Runs with the device's thread count and backend (:func:`backend_build`). Never raises for a missing baseline or another machine: the result
+    then has ``factor`` None and a ``note``.
+    """
+    from .profile import torch_threads
+
+    start = time.perf_counter()
+    store = DeviceStore(predictor.device, root)
+    space = predictor.search_space
+    result = ProbeResult(predictor.device, space.name, None, stated_error_pct=stated_error(predictor))
+    probes, source = baseline(store, space)
+    probes = [p for p in probes if p["config"]["resolution"] in space.resolutions]
+    if not probes:
+        result.note = (f"{store.folder} has no probe baseline for {space.name} (profiled before probes existed); "
+                       f"`samnas latency profile --space {space.name} --device {predictor.device}` adds one")
+        return result
+    result.source = source
+    fp = store.fingerprint() or {}
+    threads = int(fp.get("threads") or torch.get_num_threads())
+    configs = [space.validate(p["config"]) for p in probes]
+    with torch_threads(threads), torch.random.fork_rng(devices=[]):
+        try:
+            build, sync, fingerprint = backend_build(predictor.device, space, threads)
+            store.check_same_device(fingerprint)
+        except UserError as exc:
+            result.note = f"cannot probe {predictor.device} here: {exc}"
+            return result
+        current = time_probes(configs, build, seconds, sync=sync)
+    result.current_ms = current
+    result.baseline_ms = [p["median_ms"] for p in probes]
+    result.ratios = [c / b for c, b in zip(current, result.baseline_ms)]
+    result.factor = float(statistics.median(result.ratios))
+    result.seconds = time.perf_counter() - start
+    return result

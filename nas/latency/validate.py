@@ -1,0 +1,250 @@
+"""``samnas latency validate``: check a device's predictor from outside, against fresh processes.
+
+The predictor's cross-validated error is scored on subnets of the profiling sampler, timed
+inside the profiling run: agreement within one window of time. Validation asks what a
+user sees later:
+
+1. held-out subnets come from :func:`validation_configs`, a sampler independent of the
+   profiling one: its own seed stream and another distribution (each skippable block kept
+   with probability :data:`KEEP_PROBABILITY`, heads and MLP width uniform, resolution
+   uniform over the profiled ones), never a config the device folder has timed;
+2. the drift probe (:mod:`nas.latency.probe`) runs before and after the timings; the
+   factor used is their geometric mean;
+3. each subnet is extracted, saved as a subnet folder (``*-torch``) or exported to an ONNX
+   file (``*-onnxruntime``), and timed in a fresh process (:mod:`nas.latency.fresh`) with the
+   device's threads and the profiling allocator set-up;
+4. the report (MAPE, share within +-10%, signed median error; raw and recalibrated by the
+   probe factor; every subnet) goes to ``<device>/validation.json`` (latest per space),
+   which ``samnas latency list`` shows beside the CV error.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nas.timing import MIN_SECONDS
+from search_spaces.space import SearchSpace
+from supernet.errors import UserError
+
+from .predictor import WITHIN, error_metrics, load_predictor
+from .store import DeviceStore, config_json, list_devices, parse_device, read_json, resolve_root, write_json
+
+VALIDATION_FORMAT = "samnas-latency-validation/1"
+VALIDATION_FILE = "validation.json"
+KEEP_PROBABILITY = 0.7
+# Seed stream of the validation sampler: numpy seeds it with [VALIDATION_STREAM, seed], a
+# different entropy pool from the profiling sampler's default_rng(seed).
+VALIDATION_STREAM = 0x7A11DA7E
+FRESH_SCRIPT = Path(__file__).resolve().parent / "fresh.py"
+
+
+# ---------------------------------------------------------------------- the independent sampler
+
+
+def draw_validation_config(space: SearchSpace, rng: np.random.Generator) -> dict | None:
+    """One config: each skippable block kept with :data:`KEEP_PROBABILITY`; None if it keeps too few global blocks."""
+    resolution = space.resolutions[int(rng.integers(len(space.resolutions)))]
+    blocks, globals_kept = [], 0
+    for b in space.blocks:
+        keep = not b.skippable or bool(rng.random() < KEEP_PROBABILITY)
+        if keep:
+            globals_kept += b.is_global
+            blocks.append({"keep": True, "heads": b.heads[int(rng.integers(len(b.heads)))],
+                           "mlp": b.mlp[int(rng.integers(len(b.mlp)))]})
+        else:
+            blocks.append({"keep": False})
+    if globals_kept < space.min_global_blocks:
+        return None  # rejected: the draw is conditioned on a valid config
+    return space.validate({"space": space.name, "resolution": resolution, "blocks": blocks})
+
+
+def validation_configs(space: SearchSpace, n: int, seed: int = 0, exclude=()) -> list[dict]:
+    """``n`` distinct configs from the validation sampler, none of them in ``exclude`` (configs or their JSON).
+
+    Returns fewer when the space has too few such configs.
+    """
+    rng = np.random.default_rng([VALIDATION_STREAM, seed])
+    seen = {c if isinstance(c, str) else config_json(space.validate(c)) for c in exclude}
+    out = []
+    for _ in range(200 * n + 100):
+        if len(out) == n:
+            break
+        cfg = draw_validation_config(space, rng)
+        if cfg is not None and config_json(cfg) not in seen:
+            seen.add(config_json(cfg))
+            out.append(cfg)
+    return out
+
+
+# ---------------------------------------------------------------------- fresh-process timing
+
+
+def fresh_env() -> dict:
+    """The environment of a timing subprocess: this process's, with this checkout importable first."""
+    env = dict(os.environ)
+    root = str(FRESH_SCRIPT.parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def time_in_fresh_process(backend: str, path: str | Path, resolution: int, threads: int, repeats: int = 5,
+                          warmup: int = 2, min_seconds: float = MIN_SECONDS, seed: int = 0,
+                          timeout: float = 3600) -> dict:
+    """Time a saved subnet (folder) or ONNX file in a new Python process; its :mod:`nas.latency.fresh` result."""
+    job = {"backend": backend, "path": str(path), "resolution": resolution, "threads": threads, "repeats": repeats,
+           "warmup": warmup, "min_seconds": min_seconds, "seed": seed}
+    with tempfile.TemporaryDirectory(prefix="samnas-fresh-") as tmp:
+        job_path = Path(tmp) / "job.json"
+        job_path.write_text(json.dumps(job), encoding="utf-8")
+        proc = subprocess.run([sys.executable, str(FRESH_SCRIPT), str(job_path)], capture_output=True, text=True,
+                              env=fresh_env(), timeout=timeout)
+    if proc.returncode != 0:
+        tail = " ".join(proc.stderr.strip().splitlines()[-3:])
+        raise RuntimeError(f"timing {path} in a fresh process failed (exit {proc.returncode}): {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def prepare_subnet(supernet, config: dict, backend: str, folder: Path) -> Path:
+    """Extract ``config`` and write what the fresh process loads: a subnet folder, or ``encoder.onnx`` in it."""
+    from nas.onnx_export import export_encoder_onnx
+    from supernet.extract import extract, save_subnet, subnet_metadata
+
+    sub = extract(supernet, config)
+    if backend == "onnxruntime":
+        return export_encoder_onnx(sub, folder / "encoder.onnx")
+    return save_subnet(sub, subnet_metadata(supernet, config), folder)
+
+
+# ---------------------------------------------------------------------- the report
+
+
+def read_validations(store: DeviceStore) -> dict:
+    """``{space: latest validation report}`` of a device ({} if never validated)."""
+    path = store.path(VALIDATION_FILE)
+    if not path.is_file():
+        return {}
+    doc = read_json(path, "latency validation report")
+    if doc.get("format") != VALIDATION_FORMAT or not isinstance(doc.get("spaces"), dict):
+        raise UserError(f"{path}: format {doc.get('format')!r}, expected {VALIDATION_FORMAT!r}; "
+                        f"run `samnas latency validate --device {store.device}` again")
+    return doc["spaces"]
+
+
+def write_validation(store: DeviceStore, report: dict) -> Path:
+    """Store ``report`` as its space's latest validation in ``validation.json`` (atomically)."""
+    try:
+        spaces = read_validations(store)
+    except UserError:
+        spaces = {}  # an unreadable old report is replaced by the new one
+    spaces[report["space"]] = report
+    return write_json(store.path(VALIDATION_FILE), {"format": VALIDATION_FORMAT, "device": store.device,
+                                                    "spaces": spaces})
+
+
+def signed_median_pct(measured: np.ndarray, predicted: np.ndarray) -> float:
+    """Median of (predicted - measured) / measured, in percent: negative when predictions run low."""
+    return float(100 * np.median((predicted - measured) / measured))
+
+
+def check_device_and_space(device: str, space: str | None, root=None):
+    """The device's predictor for ``space``; one-line UserError listing the valid devices or spaces."""
+    parse_device(device)
+    devices = list_devices(root)
+    if device not in devices:
+        raise UserError(f"device {device!r} has no measurements under {resolve_root(root)} (devices there: "
+                        f"{', '.join(devices) or 'none'}); profile it with `samnas latency profile --space S "
+                        f"--device {device} --blocks` and `samnas latency fit --device {device}`")
+    return load_predictor(device, space=space, root=root)
+
+
+def validate_predictor(device: str, space: str | None = None, root=None, samples: int = 20, seed: int = 0,
+                       repeats: int = 5, warmup: int = 2, min_seconds: float = MIN_SECONDS,
+                       probe_seconds: float | None = None, progress: bool = True, write: bool = True) -> dict:
+    """Validate ``device``'s predictor for ``space`` on held-out subnets timed in fresh processes; the report.
+
+    See the module docstring. Raises a one-line UserError (before any timing) for an
+    unknown device or space, a device profiled on another machine, or a CUDA device.
+    """
+    from supernet.build import build_sam
+
+    from .probe import PROBE_SECONDS, run_probe
+    from .profile import device_fingerprint, make_backend, torch_threads
+
+    if samples < 1:
+        raise UserError(f"--samples must be at least 1, got {samples}")
+    predictor = check_device_and_space(device, space, root)
+    store = DeviceStore(device, root)
+    hardware, backend_name, _ = parse_device(device)
+    if hardware != "cpu":
+        raise UserError(f"validate times subnets on this machine's CPU; {device} is a {hardware} device")
+    fp = store.fingerprint() or {}
+    threads = int(fp.get("threads") or torch.get_num_threads())
+    with torch_threads(threads):
+        store.check_same_device(device_fingerprint(make_backend(device, threads)))
+    sp = predictor.search_space
+    profiled = [r["config"] for r in store.networks() if r["space"] == sp.name]
+    profiled += [p["config"] for p in store.probes().get(sp.name, {}).get("probes", [])]
+    configs = validation_configs(sp, samples, seed, exclude=profiled)
+    if not configs:
+        raise UserError(f"no config of {sp.name} left that the device folder has not timed")
+    start = time.perf_counter()
+    seconds = PROBE_SECONDS if probe_seconds is None else probe_seconds
+    before = run_probe(predictor, root, seconds)
+    supernet = build_sam(sp.model_type, seed=seed)
+    measured = []
+    bar = tqdm(configs, desc=f"validating {sp.name} on {device} (fresh processes)", unit="subnet",
+               disable=not progress, dynamic_ncols=True)
+    with tempfile.TemporaryDirectory(prefix="samnas-validate-") as tmp:
+        for i, cfg in enumerate(bar):
+            path = prepare_subnet(supernet, cfg, backend_name, Path(tmp) / str(i))
+            measured.append(time_in_fresh_process(backend_name, path, cfg["resolution"], threads, repeats, warmup,
+                                                  min_seconds, seed))
+            shutil.rmtree(Path(tmp) / str(i), ignore_errors=True)
+    del supernet
+    after = run_probe(predictor, root, seconds)
+    factors = [p.factor for p in (before, after) if p.factor is not None]
+    factor = math.exp(sum(math.log(f) for f in factors) / len(factors)) if factors else None
+    raw = predictor.predict_many(configs, raw=True)
+    recal = raw * (factor or 1.0)
+    ms = np.array([m["median_ms"] for m in measured])
+    part = predictor.report["parts"]["encoder"]
+    report = {
+        "device": device,
+        "space": sp.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "samples": len(configs),
+        "seed": seed,
+        "sampler": f"validation sampler: each skippable block kept with p={KEEP_PROBABILITY}, heads and MLP "
+                   f"uniform, resolution uniform over {list(sp.resolutions)}; configs disjoint from the "
+                   f"{len(profiled)} the device folder timed",
+        "timing": {"where": f"fresh process per subnet ({'ONNX file, new ONNX Runtime session' if backend_name == 'onnxruntime' else 'subnet folder, torch eager'})",
+                   "threads": threads, "repeats": repeats, "warmup": warmup, "min_seconds": min_seconds,
+                   "allocator": measured[0].get("allocator")},
+        "cv_mape_pct": part["mape_pct"],
+        "cv_within_10_pct": part["within_10_pct"],
+        "method": part["method"],
+        "probe_factor": factor,
+        "probe": {"before": before.as_dict(), "after": after.as_dict()},
+        "raw": {**error_metrics(ms, raw), "signed_median_pct": signed_median_pct(ms, raw)},
+        "recalibrated": {**error_metrics(ms, recal), "signed_median_pct": signed_median_pct(ms, recal)},
+        "within_band_pct": 100 * WITHIN,
+        "subnets": [{"config": config_json(c), "predicted_raw_ms": float(r), "predicted_ms": float(p),
+                     "measured_ms": m["median_ms"], "p10_ms": m["p10_ms"], "p90_ms": m["p90_ms"],
+                     "repeats": m["repeats"]}
+                    for c, r, p, m in zip(configs, raw, recal, measured)],
+        "seconds": time.perf_counter() - start,
+    }
+    if write:
+        write_validation(store, report)
+    return report
