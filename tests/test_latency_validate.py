@@ -206,9 +206,11 @@ def test_validate_unknown_device_or_space_is_a_one_line_error(fake_root, capsys,
     assert code == 2 and err.count("\n") == 1 and "no predictor for space 'sam_vit_b'" in err and "fitted: sam_micro" in err
     code, out, err = run_cli(["latency", "validate", "--device", "tpu-torch", "--root", fake_root], capsys, monkeypatch)
     assert code == 2 and err.count("\n") == 1 and "cpu-torch, cpu-onnxruntime" in err
-    code, out, err = run_cli(["latency", "validate", "--device", "cpu-torch", "--samples", 0, "--root", fake_root],
-                             capsys, monkeypatch)
-    assert code == 2 and "--samples must be at least 1" in err
+    with pytest.raises(SystemExit) as exit_info:  # rejected while parsing, before any work
+        run_cli(["latency", "validate", "--device", "cpu-torch", "--samples", 0, "--root", fake_root],
+                capsys, monkeypatch)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--samples: must be at least 1, got 0" in err and err.count("\n") == 1
     assert not (fake_root / "cpu-torch" / VALIDATION_FILE).exists()
 
 

@@ -125,7 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("probe", help="re-time the probe subnets: the device's speed now against profiling time",
                         description="Time the few probe subnets stored at profiling (smallest, middle, largest) for "
                         "about a second, with the device's backend and threads, and print the speed factor (current "
-                        "/ profiled ms, median over the probes). Warns when it is beyond the predictor's CV MAPE.")
+                        "/ profiled ms, median over the probes). Warns when it is beyond the predictor's CV MAPE.",
+                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", required=True, help="device name")
     p.add_argument("--space", help="search space (default: the only one fitted on the device)")
     p.add_argument("--seconds", type=float, help="timed seconds over all probe subnets (default: the probe's, under a second)")
