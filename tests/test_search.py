@@ -140,9 +140,10 @@ def test_killed_search_loses_no_completed_trial(results, tmp_path):
         try:
             study = optuna.load_study(study_name=name, storage=storage)
             complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+            running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
         except KeyError:
             continue
-        if len(complete) >= 3:
+        if len(complete) >= 3 and running:  # kill it mid-trial, not between two trials
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
