@@ -8,6 +8,7 @@ data (``supernet/weights/sam_micro.pt``) with a model card beside them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import tempfile
@@ -17,9 +18,10 @@ from pathlib import Path
 import torch
 
 from supernet.build import build_sam
+from supernet.checkpoint import load_sam
+from supernet.cliargs import positive_float, positive_int
 from supernet.fileio import atomic_torch_save, atomic_write_text
 from supernet.reference import WEIGHTS_DIR
-from supernet.cliargs import positive_float, positive_int
 from supernet.errors import UserError
 from supernet.scenes import CocoScenes, MixedScenes, SyntheticScenes
 from supernet.synthetic import write_coco_dataset
@@ -135,7 +137,7 @@ def steps_for_minutes(model, source, settings: TrainSettings, minutes: float, tr
     import copy
 
     probe = copy.deepcopy(model)
-    trial = TrainSettings(**{**settings.__dict__, "steps": trial_steps + 5, "checkpoint_every": 10**9})
+    trial = dataclasses.replace(settings, steps=trial_steps + 5, checkpoint_every=10**9)
     with tempfile.TemporaryDirectory() as scratch:
         began = time.perf_counter()
         train(probe, source, trial, scratch, progress=False)
@@ -153,9 +155,7 @@ def run_train_reference(args: argparse.Namespace) -> int:
         return _rewrite_evaluation(args, out, eval_pairs)
     if not pairs:
         print("NOTE: no --coco photos given: training on synthetic scenes only")
-    model = build_sam("micro", seed=args.seed)
-    if args.init:
-        model.load_state_dict(load_weights(args.init))
+    model = load_sam(args.init, "micro") if args.init else build_sam("micro", seed=args.seed)
     model.to(args.device)
     source, data = training_source(args, pairs)
     settings = TrainSettings(steps=args.steps, batch_images=args.batch_images, prompts_per_image=args.prompts_per_image,
@@ -209,8 +209,7 @@ def _rewrite_evaluation(args: argparse.Namespace, out: Path, eval_pairs) -> int:
     if not card_json.is_file():
         raise UserError(f"{card_json}: no model card beside {out} to rewrite")
     card = json.loads(card_json.read_text(encoding="utf-8"))
-    model = build_sam("micro")
-    model.load_state_dict(load_weights(out))
+    model = load_sam(out, "micro")
     return _write_card(card, model.eval(), out, args, eval_pairs)
 
 
@@ -233,17 +232,6 @@ def _device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     return device
-
-
-def load_weights(path: str | Path) -> dict:
-    """A plain state dict from ``path`` (weights only); UserError naming the file otherwise."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{path}: not a readable weights file ({str(exc).splitlines()[0][:150]})") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: expected a state dict of sam_micro weights")
-    return state
 
 
 def _reproduce(training: dict) -> str:

@@ -1,7 +1,6 @@
 """samnas evaluate: the box-fill baseline's exact IoU on a hand-made fixture, and the CLI's outputs."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -12,13 +11,11 @@ from nas import evaluate
 from nas.everything.masks import encode_rles
 from nas.quality.coco import CocoEvaluator, box_fill_mask
 from supernet.build import build_sam
+from cli_parse import run_with
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="samnas")
-    evaluate.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_with(evaluate, argv)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Segment-everything tuning: AR and agreement metrics, a tiny study via the CLI, policy files, errors."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -13,14 +12,12 @@ from nas.everything.policies import Policy, load_policy, save_policy
 from nas.everything.tune import agreement, mask_ar
 from supernet.errors import ConfigError, UserError
 from supernet.synthetic import write_coco_dataset
+from cli_parse import run_with
 
 
 def run_cli(argv: list[str]) -> int:
     """Our commands through a parser built with ``register`` (cli.py lists the module separately)."""
-    parser = argparse.ArgumentParser(prog="samnas")
-    commands.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_with(commands, argv)
 
 
 @pytest.fixture(scope="module")

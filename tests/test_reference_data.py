@@ -1,7 +1,6 @@
 """Real-photo training data (CocoScenes, MixedScenes), batched prompt sampling, and train-reference on photos."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -13,6 +12,7 @@ from supernet.errors import UserError
 from supernet.scenes import Augment, CocoScenes, MixedScenes, SyntheticScenes
 from supernet.synthetic import write_coco_dataset
 from supernet.train import box_prompts, corrective_points, point_prompts
+from cli_parse import parse_with
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +105,7 @@ def test_batched_prompts_fall_inside_their_masks():
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="samnas")
-    reference.register(parser.add_subparsers())
-    return parser.parse_args(["train-reference", *map(str, argv)])
+    return parse_with(reference, ["train-reference", *argv])
 
 
 def test_train_reference_on_photos_writes_weights_and_card(tmp_path, coco_fixture):
@@ -128,6 +126,15 @@ def test_train_reference_on_photos_writes_weights_and_card(tmp_path, coco_fixtur
     card2 = json.loads(out.with_suffix(".card.json").read_text())
     assert card2["evaluation"][0]["box_miou"] == pytest.approx(card["evaluation"][0]["box_miou"])
     assert card2["training"] == card["training"]
+    # a second stage from those weights records the first stage's training in its card
+    stage2 = tmp_path / "ref2" / "sam_micro.pt"
+    args = _parse(["--coco", folder, "--annotations", ann, "--init", out, "--steps", 1, "--batch-images", 2,
+                   "--prompts-per-image", 2, "--eval-images", 2, "--out", stage2])
+    assert args.func(args) == 0
+    card3 = json.loads(stage2.with_suffix(".card.json").read_text())
+    assert card3["training"]["init"] == {"weights": out.name, "training": card["training"]}
+    assert f"--init {out}" in card3["training"]["command"]
+    assert "in stages" in stage2.with_suffix(".card.md").read_text()
 
 
 def test_train_reference_unpaired_annotations_is_an_error(tmp_path, coco_fixture):

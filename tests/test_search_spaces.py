@@ -2,7 +2,6 @@
 feature encoding, config counting (against brute-force enumeration), config files, commands."""
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from collections import Counter
@@ -16,6 +15,7 @@ from search_spaces import commands
 from search_spaces.config import read_mapping
 from supernet.arch import get_arch
 from supernet.errors import ConfigError, UserError
+from cli_parse import run_with
 
 PACKAGED = ["sam_micro", "sam_vit_b", "sam_vit_h", "sam_vit_l"]
 
@@ -410,10 +410,7 @@ def test_config_to_json_is_canonical(micro):
 
 
 def run_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="samnas")
-    commands.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_with(commands, argv)
 
 
 def test_spaces_list(capsys):

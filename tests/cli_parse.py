@@ -1,0 +1,17 @@
+"""One command module's parser, as cli.py builds it, for tests that call a command in-process."""
+from __future__ import annotations
+
+import argparse
+
+
+def parse_with(module, argv: list) -> argparse.Namespace:
+    """``argv`` parsed by a ``samnas`` parser holding only ``module.register``'s commands."""
+    parser = argparse.ArgumentParser(prog="samnas")
+    module.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args([str(a) for a in argv])
+
+
+def run_with(module, argv: list) -> int:
+    """Parse ``argv`` with :func:`parse_with` and run the chosen command; its exit code."""
+    args = parse_with(module, argv)
+    return args.func(args)
