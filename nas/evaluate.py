@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from supernet.cliargs import positive_int
 from supernet.errors import UserError
 
 EXAMPLES = """examples:
@@ -28,6 +29,14 @@ EXAMPLES = """examples:
   samnas evaluate --images val2017/ --annotations panoptic_val2017.json --everything default --max-images 20
 """
 FORMATS = ("table", "json", "csv")
+DESCRIPTION = """A model's quality on a COCO-style folder of photos (instances or panoptic annotations).
+
+Prompted: box and point mIoU, each instance prompted by its ground-truth box or by the point
+farthest from its boundary (things only for a panoptic file), with the best-of-outputs
+("oracle") variants and the box-fill baseline (the prompt box itself as the mask) on the same
+instances. With --everything: class-agnostic mask AR@10/100/1000 (COCOeval) against every
+segment, things and stuff alike, plus masks and milliseconds per image.
+"""
 PROMPTED = ("box_miou", "point_miou", "box_fill_miou", "box_miou_oracle", "point_miou_oracle")
 
 
@@ -124,7 +133,7 @@ def render(row: dict, fmt: str) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="measure a checkpoint or subnet on a COCO-style folder (mIoU, mask AR)",
-                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="SAM checkpoint (Meta/HF layout; default: the packaged sam_micro reference)")
     src.add_argument("--subnet", help="folder written by `samnas extract` / `samnas export`")
@@ -135,7 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--everything", metavar="POLICY",
                    help="also mask AR@10/100/1000 with this policy YAML, or 'default' (the model's defaults)")
     p.add_argument("--format", choices=FORMATS, default="table", help="default: table")
-    p.add_argument("--max-images", type=int, help="the first N annotated images only")
+    p.add_argument("--max-images", type=positive_int, help="the first N annotated images only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_evaluate)
 

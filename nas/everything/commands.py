@@ -7,9 +7,9 @@ import re
 import sys
 from pathlib import Path
 
+from supernet.cliargs import positive_float, positive_int
 from supernet.errors import UserError
 
-from .calibrate import __doc__ as calibrate_doc
 
 TUNE_EPILOG = """examples:
   samnas tune-everything --images photos/ --budget-ms 300 --trials 30 --out policy.yaml
@@ -21,6 +21,22 @@ EVERYTHING_EPILOG = """examples:
   samnas everything --images photos/ --out masks/                  # the model's default thresholds, dense 32x32 grid
   samnas everything --policy policy.yaml --images photos/ --out masks/
   samnas everything --images val2017/ --annotations panoptic_val2017.json --single-json --out dets/   # COCO image ids
+"""
+CALIBRATE_DESCRIPTION = """A model's default segment-everything thresholds, calibrated without labels.
+
+SAM's automatic mask generator keeps a mask when its predicted IoU is above 0.88 and its
+stability score at least 0.95. Those values were set for ViT-H; a smaller model's IoU head
+rarely reaches them, and the dense grid then returns no mask at all. Calibration moves both
+thresholds together and picks the largest value (in steps of 0.01) at which the dense 32x32
+grid still keeps --target-masks masks per calibration photo on average (a COCO photo holds
+about 11 panoptic segments, things and stuff). Calibrate on training photos, never on the
+photos you report numbers on. For the packaged reference the result goes into its model card;
+for any other model, --out writes a policy file to pass to `everything --policy`.
+"""
+FRONT_EPILOG = """examples:
+  samnas everything-front                              # every policy study in ./results/studies.db
+  samnas everything-front --device cpu-torch --budget-ms 2000 --format json
+  samnas everything-front --plot everything_front.png
 """
 CALIBRATE_EPILOG = """examples:
   samnas calibrate-everything --images coco128/images/train2017          # packaged reference: writes its card
@@ -110,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune-everything", help="tune the segment-everything policy for a model, device and budget",
                        description="Optuna search over prompt policies (grid, hierarchical, adaptive). Quality "
                        "without labels: agreement with the model's own dense 32x32 grid at its default thresholds "
-                       "on the same photos (IoU-weighted recall of its masks, see nas/everything/tune.py); with "
+                       "on the same photos (the IoU-weighted share of its masks that a policy reproduces); with "
                        "--annotations: class-agnostic mask AR@10/100/1000.",
                        epilog=TUNE_EPILOG, formatter_class=fmt)
     _add_model_args(p)
@@ -118,20 +134,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", help="COCO instances or panoptic JSON: mask AR@10/100/1000 instead of agreement")
     p.add_argument("--eval-images", help="folder of other images to score the chosen policy on (held out)")
     p.add_argument("--eval-annotations", help="COCO JSON for --eval-images: AR@K there instead of agreement")
-    p.add_argument("--budget-ms", type=float, required=True, help="time budget per image in ms")
-    p.add_argument("--trials", type=int, default=30, help="finished trials the study should hold (default: 30)")
+    p.add_argument("--budget-ms", type=positive_float, required=True, help="time budget per image in ms")
+    p.add_argument("--trials", type=positive_int, default=30, help="finished trials the study should hold (default: 30)")
     p.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///results/studies.db)")
     p.add_argument("--out", help="policy YAML to write (default: results/everything/<study>.yaml)")
-    p.add_argument("--max-images", type=int, default=8, help="tuning images used (default: 8)")
-    p.add_argument("--eval-max-images", type=int, default=8, help="--eval-images used (default: 8)")
-    p.add_argument("--max-points-per-side", type=int, default=32, help="densest grid tried (default: 32)")
+    p.add_argument("--max-images", type=positive_int, default=8, help="tuning images used (default: 8)")
+    p.add_argument("--eval-max-images", type=positive_int, default=8, help="--eval-images used (default: 8)")
+    p.add_argument("--max-points-per-side", type=positive_int, default=32, help="densest grid tried (default: 32)")
     p.add_argument("--max-crop-layers", type=int, default=1, help="most crop layers tried (default: 1)")
     p.add_argument("--time", choices=("predicted", "measured"), default="predicted",
                    help="time objective: cost model + measured filtering (default), or full wall time")
     p.add_argument("--reference-policy", help="policy YAML whose masks define agreement "
                                               "(default: the dense 32x32 grid at the model's default thresholds)")
-    p.add_argument("--sampler", choices=("nsga2", "tpe", "random"), default="nsga2")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", choices=("nsga2", "tpe", "random"), default="nsga2",
+                   help="Optuna sampler over the policies (default: nsga2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per trial instead")
     p.set_defaults(func=run_tune)
 
@@ -151,21 +168,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_everything)
 
     p = sub.add_parser("calibrate-everything", help="calibrate a model's default segment-everything thresholds",
-                       description=calibrate_doc,
+                       description=CALIBRATE_DESCRIPTION,
                        epilog=CALIBRATE_EPILOG, formatter_class=fmt)
     _add_model_args(p)
     p.add_argument("--images", required=True, help="calibration photos (training photos, not held-out ones)")
-    p.add_argument("--max-images", type=int, default=8, help="images used (default: 8)")
-    p.add_argument("--target-masks", type=float, default=12.0, help="masks per image to keep (default: 12)")
+    p.add_argument("--max-images", type=positive_int, default=8, help="images used (default: 8)")
+    p.add_argument("--target-masks", type=positive_float, default=12.0, help="masks per image to keep (default: 12)")
     p.add_argument("--card", help="card JSON to write everything_defaults into (default: the packaged "
                                   "reference's card, when the model is the packaged reference)")
     p.add_argument("--out", help="policy YAML to write instead (a 32x32 grid at the calibrated thresholds)")
     p.set_defaults(func=run_calibrate)
 
-    p = sub.add_parser("everything-front", help="Pareto front (quality vs. ms per image) of policy studies")
+    p = sub.add_parser("everything-front", help="Pareto front (quality vs. ms per image) of policy studies",
+                       description="The Pareto front of quality against time per image of every stored policy "
+                       "study (from tune-everything), one table per study.",
+                       epilog=FRONT_EPILOG, formatter_class=fmt)
     p.add_argument("--device", help="only studies on this device")
-    p.add_argument("--budget-ms", type=float, help="only points within this time")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--budget-ms", type=positive_float, help="only points within this time")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="output format (default: table)")
     p.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///results/studies.db)")
     p.add_argument("--plot", help="also write a PNG of the trials and the front")
     p.set_defaults(func=run_front)
