@@ -92,6 +92,7 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     out = capsys.readouterr()
     assert "zz_broken.png" in out.err and "zz_broken.png" in out.out
     assert "[I " not in out.err, "Optuna's INFO lines are silenced"
+    assert "tuning:" in out.err and "3/3" in out.err, "a progress bar over the trials"
     policy, meta = load_policy(policy_path)
     assert meta["study"].endswith("@everything") and meta["evaluator"] == "mask_ar"
     assert meta["model"] == commands.load_model(None, None)[1] and len(meta["model_digest"]) == 16
@@ -104,9 +105,9 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     assert front and all(r["study"] == meta["study"] for r in front)
 
     out_dir = tmp_path / "masks"
-    assert run_cli(["everything", "--policy", str(policy_path), "--images", str(images), "--out", str(out_dir),
-                    "--no-progress"]) == 0
-    capsys.readouterr()
+    assert run_cli(["everything", "--policy", str(policy_path), "--images", str(images), "--out", str(out_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "everything:" in err and "2/2" in err and "image/s" in err, "a progress bar over the images"
     files = sorted(p.name for p in out_dir.glob("val_*.json"))
     assert files == ["val_00000.json", "val_00001.json"]
     doc = json.loads((out_dir / files[0]).read_text())
