@@ -129,6 +129,7 @@ def spread_row(state: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    load_at_start = os.getloadavg()[0]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spaces", nargs="+", default=["sam_micro"])
     parser.add_argument("--devices", nargs="+", default=["cpu-torch", "cpu-onnxruntime"])
@@ -199,8 +200,9 @@ def main(argv=None) -> int:
         f"median; drift probe: {PROBE_SECONDS:g} s of timed runs over its subnets, before and after each validation"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     header += f"\n- commit: {commit.stdout.strip() or 'unknown'}"
-    header += (f"\n- threads: {args.threads} (profiling, probe and fresh processes alike); the machine is shared "
-               "with other developers' jobs running at the same time")
+    header += (f"\n- threads: {args.threads} (profiling, probe and fresh processes alike); the machine's 1-minute "
+               f"load average was {load_at_start:.2f} at the start and {os.getloadavg()[0]:.2f} at the end "
+               f"(about 1 while this benchmark alone runs at 1 thread)")
     pass_cols = ["space", "device", "threads", "pass", "minutes_after_profiling", "n", "probe_factor",
                  "probe_before_after", "raw_mape_pct", "raw_within10_pct", "raw_median_error_pct", "recal_mape_pct",
                  "recal_within10_pct", "recal_median_error_pct", "cv_mape_pct", "method", "meets_target",
