@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy.exc
 import cli
 from nas.latency import fit_device, load_predictor, profile_device
 from nas.pareto import TrialPoint, pareto_front, render
@@ -134,17 +135,20 @@ def test_killed_search_loses_no_completed_trial(results, tmp_path):
     proc = _run_cli(args, _env(results))
     name = "sam_micro@cpu-torch@1000ms"
     deadline = time.time() + 240
-    complete = []
-    while time.time() < deadline:
-        time.sleep(1)
+    complete, running = [], []
+    while time.time() < deadline and not running:
+        time.sleep(0.2)
+        # Freeze the worker before reading its study, so that what we read is what it holds when killed:
+        # a trial seen RUNNING cannot finish between the read and the kill (a 0.4 s trial used to, under load).
+        proc.send_signal(signal.SIGSTOP)
         try:
             study = optuna.load_study(study_name=name, storage=storage)
             complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-            running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        except KeyError:
-            continue
-        if len(complete) >= 3 and running:  # kill it mid-trial, not between two trials
-            break
+            running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if len(complete) >= 3 else []
+        except (KeyError, sqlalchemy.exc.OperationalError):  # no study yet, or frozen mid-write
+            running = []
+        if not running:
+            proc.send_signal(signal.SIGCONT)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(complete) >= 3, proc.stdout.read()
