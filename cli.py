@@ -15,7 +15,7 @@ COMMAND_MODULES = [
     "search_spaces.commands",
     "supernet.commands",
     "search_spaces.subnet_commands",
-    "supernet.train_commands",
+    "nas.training.commands",
     "nas.latency.commands",
     "nas.commands",
     "nas.reference",
@@ -24,7 +24,7 @@ COMMAND_MODULES = [
 ]
 
 # Commands that read or write stored results (studies, latency files, runs, exports): each gets
-# ``--results DIR``, which wins over $SAMNAS_RESULTS and ./results (supernet.fileio.results_root).
+# ``--results DIR``, which wins over $SAMNAS_RESULTS and ./results (infra.fileio.results_root).
 RESULTS_COMMANDS = [
     ("search",), ("pareto",), ("export",),
     ("latency", "profile"), ("latency", "fit"), ("latency", "predict"), ("latency", "list"), ("latency", "import"),
@@ -115,7 +115,7 @@ def configure_logging(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from supernet.errors import UserError
+    from infra.errors import UserError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(getattr(args, "verbose", False))
     try:
         if getattr(args, "results", None):
-            from supernet.fileio import use_results_root
+            from infra.fileio import use_results_root
 
             use_results_root(args.results)
         result = args.func(args)

@@ -13,7 +13,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from nas.fingerprint import machine_fingerprint  # noqa: E402
-from supernet.fileio import atomic_write_text  # noqa: E402
+from infra.fileio import atomic_write_text  # noqa: E402
 
 
 def machine_header(command: str, repeats: int, repeats_line: str | None = None, threads: int | None = None) -> str:

@@ -34,7 +34,7 @@ from nas.everything.commands import load_model, model_digest
 from nas.everything.generator import MaskGenerator
 from nas.everything.policies import Policy, policy_from_dict
 from nas.everything.tune import agreement, load_annotations, mask_ar, read_images, tune_everything
-from supernet.predictor import SamPredictor
+from supernet.modeling.predictor import SamPredictor
 
 COCO128 = ROOT.parent / "shared" / "data" / "coco128"
 

@@ -24,14 +24,14 @@ from nas.quality import make_evaluator
 from nas.search import SearchSettings, run_search
 from nas.timing import MIN_SECONDS, time_callable
 from search_spaces.space import SearchSpace
-from supernet.build import build_sam
+from supernet.modeling.build import build_sam
 from supernet.checkpoint import load_sam
-from supernet.extract import extract
-from supernet.images import generated_images
-from supernet.predictor import image_to_model_input
-from supernet.ranking import rank_model
+from supernet.elastic.extract import extract
+from scenes.images import generated_images
+from supernet.modeling.predictor import image_to_model_input
+from supernet.elastic.ranking import rank_model
 from supernet.reference import reference_checkpoint
-from supernet.synthetic import write_coco_dataset
+from scenes.synthetic import write_coco_dataset
 
 
 def ranked_reference():

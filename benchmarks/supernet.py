@@ -18,8 +18,8 @@ from common import machine_header, markdown_table, write_results
 from nas.timing import time_callable
 from search_spaces.counting import count
 from search_spaces.space import SearchSpace
-from supernet.build import build_sam
-from supernet.extract import extract
+from supernet.modeling.build import build_sam
+from supernet.elastic.extract import extract
 
 
 def configs_to_time(space: SearchSpace, resolution: int, seeds: list[int]) -> list[tuple[str, dict]]:

@@ -25,14 +25,14 @@ from nas.latency import load_predictor
 from nas.quality import make_evaluator
 from search_spaces.space import SearchSpace
 from supernet.checkpoint import load_sam
-from supernet.elastic import active_subnet
-from supernet.images import generated_images
-from supernet.predictor import image_to_model_input
-from supernet.ranking import rank_model
+from supernet.elastic.activation import active_subnet
+from scenes.images import generated_images
+from supernet.modeling.predictor import image_to_model_input
+from supernet.elastic.ranking import rank_model
 from supernet.reference import reference_checkpoint
-from supernet.scenes import SyntheticScenes
-from supernet.synthetic import write_coco_dataset
-from supernet.train import TrainSettings, train
+from scenes.sources import SyntheticScenes
+from scenes.synthetic import write_coco_dataset
+from nas.training.train import TrainSettings, train
 
 
 def mid_config(space: SearchSpace, latency, frac: float = 0.5, samples: int = 400, seed: int = 0) -> dict:

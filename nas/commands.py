@@ -10,10 +10,10 @@ import optuna
 
 from search_spaces.config import load_config
 from search_spaces.space import SearchSpace
-from supernet.cliargs import positive_float, positive_int
-from supernet.errors import UserError
+from infra.cliargs import positive_float, positive_int
+from infra.errors import UserError
 
-from supernet.fileio import results_origin, results_root
+from infra.fileio import results_origin, results_root
 
 from .pareto import FORMATS, load_points, pareto_front, plot_front, render, render_fronts
 from .study import SAMPLERS, default_storage, open_storage, predictor_line, study_name
@@ -42,9 +42,9 @@ EXPORT_EXAMPLES = """examples:
   samnas export --config front.json --out my_subnet/   # a config, subnet.json, card.json or pareto row
 
 Load the exported subnet in Python:
-  from supernet.extract import load_subnet
+  from supernet.elastic.extract import load_subnet
   model = load_subnet("my_subnet/")              # reads subnet.pt + subnet.json
-  masks, scores, logits = SamPredictor(model).predict(...)   # supernet.predictor.SamPredictor
+  masks, scores, logits = SamPredictor(model).predict(...)   # supernet.modeling.predictor.SamPredictor
 """
 
 
@@ -120,13 +120,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------- search
 
 def _load_model(checkpoint: str | None, space: SearchSpace):
-    from supernet.ranked import load_ranked
+    from supernet.elastic.ranked import load_ranked
     from supernet.reference import reference_checkpoint
 
     if checkpoint is None:
         checkpoint = reference_checkpoint(space.model_type)
         if checkpoint is None:
-            from supernet.build import build_sam
+            from supernet.modeling.build import build_sam
 
             print(f"NOTE: no --checkpoint and no packaged reference weights for {space.model_type}: "
                   f"using RANDOMLY INITIALISED weights, so quality numbers show the mechanics only")
@@ -140,7 +140,7 @@ def _load_model(checkpoint: str | None, space: SearchSpace):
 
 
 def _load_images(folder: str | None, max_images: int, size: int):
-    from supernet.images import generated_images, list_images
+    from scenes.images import generated_images, list_images
 
     if folder is None:
         print(f"NOTE: no --images: using {max_images} generated synthetic images")

@@ -1,7 +1,7 @@
 """``samnas evaluate``: a model's quality on a COCO-style folder, and the function benchmarks call.
 
 :func:`evaluate_model` measures one model (a checkpoint, an exported subnet, or the packaged
-reference) on images with COCO annotations, instances or panoptic (``supernet.annotations``):
+reference) on images with COCO annotations, instances or panoptic (``scenes.annotations``):
 
 - **prompted**: box and point mIoU through :class:`nas.quality.coco.CocoEvaluator` (things only
   for a panoptic file), with the oracle variants and the box-fill baseline (the prompt box itself
@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from supernet.cliargs import positive_int
-from supernet.errors import UserError
+from infra.cliargs import positive_int
+from infra.errors import UserError
 
 EXAMPLES = """examples:
   samnas evaluate --images tiny_coco/val2017 --annotations tiny_coco/annotations/instances_val2017.json
@@ -52,9 +52,9 @@ def everything_ar(model, images_dir: str | Path, annotations: str | Path, policy
     import torch
     from tqdm.auto import tqdm
 
-    from supernet.annotations import load_coco
-    from supernet.images import load_image
-    from supernet.predictor import SamPredictor
+    from scenes.annotations import load_coco
+    from scenes.images import load_image
+    from supernet.modeling.predictor import SamPredictor
 
     from .everything.generator import MaskGenerator
     from .everything.policies import policy_from_dict
@@ -156,7 +156,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images must be at least 1, got {args.max_images}")
-    from supernet.annotations import load_coco
+    from scenes.annotations import load_coco
 
     load_coco(args.annotations)  # a bad file is a one-line error before the model loads
     model, tag = load_model(args.checkpoint, args.subnet, args.model_type,

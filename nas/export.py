@@ -3,7 +3,7 @@
 Layout of the output folder (``results/exports/<name>/`` by default)::
 
     subnet.pt            state dict of the standalone subnet
-    subnet.json          config + architecture (``supernet.extract.load_subnet`` reads both)
+    subnet.json          config + architecture (``supernet.elastic.extract.load_subnet`` reads both)
     image_encoder.onnx   the image encoder, checked against PyTorch with ONNX Runtime
     card.json, card.md   provenance, size, quality, predicted and measured latency
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from search_spaces.counting import count
-from supernet.errors import UserError
-from supernet.extract import extract, save_subnet, subnet_metadata
-from supernet.fileio import atomic_write_text
-from supernet.ranked import file_sha256
-from supernet.sam import Sam
+from infra.errors import UserError
+from supernet.elastic.extract import extract, save_subnet, subnet_metadata
+from infra.fileio import atomic_write_text
+from supernet.elastic.ranked import file_sha256
+from supernet.modeling.sam import Sam
 
 from .fingerprint import machine_fingerprint
 from .onnx_export import export_encoder_onnx, onnx_max_abs_diff, onnx_session
@@ -138,7 +138,7 @@ def onnx_input_contract(sub: Sam) -> dict:
     res = sub.resolution
     return {
         "name": "images", "shape": [1, 3, res, res], "dtype": "float32", "channels": "RGB",
-        "resize": f"longest side to {res} px, aspect ratio kept (supernet.transforms.ResizeLongestSide)",
+        "resize": f"longest side to {res} px, aspect ratio kept (supernet.modeling.transforms.ResizeLongestSide)",
         "normalise": {"pixel_mean": [round(float(v), 3) for v in sub.pixel_mean.flatten()],
                       "pixel_std": [round(float(v), 3) for v in sub.pixel_std.flatten()],
                       "formula": "(pixel - mean) / std, pixels in 0-255"},
@@ -147,7 +147,7 @@ def onnx_input_contract(sub: Sam) -> dict:
     }
 
 
-LOAD_SNIPPET = """from supernet.extract import load_subnet
+LOAD_SNIPPET = """from supernet.elastic.extract import load_subnet
 model = load_subnet("{folder}")            # subnet.pt + subnet.json, no supernet needed
 embeddings = model.image_encoder(model.preprocess(images))   # images: (1, 3, h, w) RGB 0-255"""
 

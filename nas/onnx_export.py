@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from supernet.fileio import new_file_mode
-from supernet.sam import Sam
+from infra.fileio import new_file_mode
+from supernet.modeling.sam import Sam
 
 OPSET = 17
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import optuna
 
-from supernet.errors import UserError
-from supernet.fileio import atomic_write_bytes
+from infra.errors import UserError
+from infra.fileio import atomic_write_bytes
 
 from .study import open_storage, parse_study_name, predictor_line
 

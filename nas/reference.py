@@ -1,7 +1,7 @@
 """``samnas train-reference``: train the packaged ``sam_micro`` reference SAM from scratch.
 
 No pretrained SAM weights can be downloaded here, so the project trains its own small SAM
-on generated scenes (``supernet.synthetic``) with SAM's recipe, and measures it on held-out
+on generated scenes (``scenes.synthetic``) with SAM's recipe, and measures it on held-out
 generated scenes with the same COCO evaluator the search uses. The weights ship as package
 data (``supernet/weights/sam_micro.pt``) with a model card beside them.
 """
@@ -17,15 +17,15 @@ from pathlib import Path
 
 import torch
 
-from supernet.build import build_sam
+from supernet.modeling.build import build_sam
 from supernet.checkpoint import load_sam
-from supernet.cliargs import positive_float, positive_int
-from supernet.fileio import atomic_torch_save, atomic_write_text
+from infra.cliargs import positive_float, positive_int
+from infra.fileio import atomic_torch_save, atomic_write_text
 from supernet.reference import WEIGHTS_DIR
-from supernet.errors import UserError
-from supernet.scenes import CocoScenes, MixedScenes, SyntheticScenes
-from supernet.synthetic import write_coco_dataset
-from supernet.train import TrainSettings, train
+from infra.errors import UserError
+from scenes.sources import CocoScenes, MixedScenes, SyntheticScenes
+from scenes.synthetic import write_coco_dataset
+from nas.training.train import TrainSettings, train
 
 from .fingerprint import machine_fingerprint
 from .quality import make_evaluator
@@ -121,7 +121,7 @@ def training_source(args: argparse.Namespace, pairs: list[tuple[str, str]]):
     """The scene source: photos mixed with synthetic scenes, or synthetic scenes alone."""
     synthetic = SyntheticScenes(seed=args.seed)
     if not pairs:
-        return synthetic, "supernet.synthetic scenes, 256x256, 3-7 objects, generated per step"
+        return synthetic, "scenes.synthetic scenes, 256x256, 3-7 objects, generated per step"
     photos = CocoScenes(pairs, seed=args.seed, size=256, progress=True)
     share = args.synthetic_share
     data = (f"{len(photos)} photos with masks ({', '.join(f'{Path(d).name} / {Path(a).name}' for d, a in pairs)}), "

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from search_spaces.counting import count
 from search_spaces.space import SearchSpace
-from supernet.elastic import active_subnet
-from supernet.sam import Sam
+from supernet.elastic.activation import active_subnet
+from supernet.modeling.sam import Sam
 
 from .study import make_sampler, open_storage, study_name
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import optuna
 
-from supernet.errors import UserError
-from supernet.fileio import results_origin, results_root
+from infra.errors import UserError
+from infra.fileio import results_origin, results_root
 
 SAMPLERS = ("nsga2", "tpe", "random")
 _SLUG = re.compile(r"^[A-Za-z0-9_.+-]+(@[A-Za-z0-9_.+-]+)?$")

@@ -9,7 +9,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from supernet.fileio import tracking_uri as resolve_tracking_uri
+from infra.fileio import tracking_uri as resolve_tracking_uri
 
 
 class SearchTracker:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from supernet.errors import UserError
+from infra.errors import UserError
 
 from .config import JSON_SUFFIXES, dump_config, save_config
 from .space import SearchSpace, available_spaces, format_count, format_table

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from supernet.errors import ConfigError
-from supernet.fileio import atomic_write_text
+from infra.errors import ConfigError
+from infra.fileio import atomic_write_text
 
 JSON_SUFFIXES = (".json",)
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from supernet.elastic import check_fits
-from supernet.extract import extract
-from supernet.sam import Sam
+from supernet.elastic.activation import check_fits
+from supernet.elastic.extract import extract
+from supernet.modeling.sam import Sam
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A space file (packaged ones are ``search_spaces/<name>.yaml``) looks like::
 
     name: sam_vit_b              # the name configs refer to in their `space` field
-    model_type: vit_b            # supernet.arch model type; the space must fit its shapes
+    model_type: vit_b            # supernet.modeling.arch model type; the space must fit its shapes
     description: one line for `samnas spaces list/show`
     num_blocks: 12               # encoder blocks (== the arch's depth)
     resolutions: [1024, 768, 512]  # input sides in pixels, multiples of the patch size
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from supernet.arch import ARCHS, SamArch, get_arch
-from supernet.errors import ConfigError
+from supernet.modeling.arch import ARCHS, SamArch, get_arch
+from infra.errors import ConfigError
 
 from .config import read_mapping
 

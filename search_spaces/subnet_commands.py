@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from supernet.arch import ARCHS
-from supernet.errors import UserError
-from supernet.extract import extract, save_subnet, subnet_metadata
-from supernet.ranked import file_sha256, load_ranked
+from supernet.modeling.arch import ARCHS
+from infra.errors import UserError
+from supernet.elastic.extract import extract, save_subnet, subnet_metadata
+from supernet.elastic.ranked import file_sha256, load_ranked
 
 from .config import load_config
 from .counting import count
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a standalone subnet (sliced weights + config) from a supernet checkpoint",
         description="Validate SUBNET.yaml against its search space, slice the weights of the chosen heads, "
         "MLP neurons and blocks, and write subnet.pt + subnet.json, loadable without the supernet "
-        "(supernet.extract.load_subnet).",
+        "(supernet.elastic.extract.load_subnet).",
         epilog=EXTRACT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from .arch import ARCHS
-from .build import build_sam
-from .errors import CheckpointError
-from .sam import Sam
+from supernet.modeling.arch import ARCHS
+from supernet.modeling.build import build_sam
+from infra.errors import CheckpointError
+from supernet.modeling.sam import Sam
 
 # Keys the official checkpoints may carry that are not parameters of the model.
 IGNORED_KEYS = ("pixel_mean", "pixel_std")

@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .arch import ARCHS
-from .cliargs import positive_int
-from .errors import UserError
-from .images import list_images, load_image
-from .predictor import image_to_model_input
-from .ranked import load_ranked, save_ranked
-from .ranking import METHODS, rank_model
+from supernet.modeling.arch import ARCHS
+from infra.cliargs import positive_int
+from infra.errors import UserError
+from scenes.images import list_images, load_image
+from supernet.modeling.predictor import image_to_model_input
+from supernet.elastic.ranked import load_ranked, save_ranked
+from supernet.elastic.ranking import METHODS, rank_model
 
 RANK_EXAMPLES = """examples:
   samnas rank --checkpoint sam_vit_b_01ec64.pth --model-type vit_b --images photos/ --method wanda --out vit_b_ranked.pt

@@ -6,7 +6,7 @@ from functools import partial
 import torch
 
 from conftest import oracle
-from supernet.arch import SamArch
+from supernet.modeling.arch import SamArch
 
 
 def official_sam(arch: SamArch):

@@ -1,4 +1,4 @@
-"""supernet.annotations.load_coco: panoptic files against hand-made and real PNG segments, and bad input."""
+"""scenes.annotations.load_coco: panoptic files against hand-made and real PNG segments, and bad input."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from nas.everything import masks as M
-from supernet.annotations import load_coco
-from supernet.errors import UserError
+from scenes.annotations import load_coco
+from infra.errors import UserError
 
 # a 4x6 panoptic PNG: segment 7 (thing, cat 1) top-left, segment 300 (thing, cat 1; id > 255 uses G),
 # segment 65536 + 5 (stuff, cat 2; uses B) everywhere else

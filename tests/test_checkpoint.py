@@ -6,10 +6,10 @@ import torch
 
 from conftest import oracle
 from sam_oracle import official_sam
-from supernet.arch import get_arch
-from supernet.build import build_sam
+from supernet.modeling.arch import get_arch
+from supernet.modeling.build import build_sam
 from supernet.checkpoint import load_sam
-from supernet.errors import CheckpointError
+from infra.errors import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from PIL import Image
 
 import cli
 from search_spaces.space import SearchSpace
-from supernet.build import build_sam
-from supernet.elastic import active_subnet
-from supernet.extract import load_subnet
+from supernet.modeling.build import build_sam
+from supernet.elastic.activation import active_subnet
+from supernet.elastic.extract import load_subnet
 
 
 @pytest.fixture()
@@ -59,7 +59,7 @@ def test_rank_then_extract(tmp_path, micro_checkpoint, image_dir, capsys):
     info = json.loads((tmp_path / "sub" / "subnet.json").read_text())
     assert info["ranking_method"] == "wanda" and info["flops"] > 0
 
-    from supernet.ranked import load_ranked
+    from supernet.elastic.ranked import load_ranked
 
     supernet, _ = load_ranked(ranked)
     res = cfg["resolution"]

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from search_spaces.counting import count, count_flops, count_flops_fvcore, count_params
-from supernet.build import build_sam
-from supernet.elastic import full_config
-from supernet.extract import extract
+from supernet.modeling.build import build_sam
+from supernet.elastic.activation import full_config
+from supernet.elastic.extract import extract
 
 
 CONFIGS = [

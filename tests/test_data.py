@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from supernet.errors import UserError
-from supernet.images import ImageReader, generated_images, list_images, load_image
-from supernet.synthetic import SHAPES, TEXTURES, iter_scenes, mask_box_xyxy, render_scene, write_coco_dataset
+from infra.errors import UserError
+from scenes.images import ImageReader, generated_images, list_images, load_image
+from scenes.synthetic import SHAPES, TEXTURES, iter_scenes, mask_box_xyxy, render_scene, write_coco_dataset
 
 
 def test_list_images_errors(tmp_path):

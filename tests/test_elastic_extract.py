@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from supernet.build import build_sam
-from supernet.elastic import active_config, active_subnet, full_config, set_active_subnet
-from supernet.errors import CheckpointError, ConfigError
-from supernet.extract import extract, load_subnet, save_subnet, subnet_metadata
+from supernet.modeling.build import build_sam
+from supernet.elastic.activation import active_config, active_subnet, full_config, set_active_subnet
+from infra.errors import CheckpointError, ConfigError
+from supernet.elastic.extract import extract, load_subnet, save_subnet, subnet_metadata
 
 
 def micro_config(resolution=192):

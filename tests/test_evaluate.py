@@ -10,7 +10,7 @@ from PIL import Image
 from nas import evaluate
 from nas.everything.masks import encode_rles
 from nas.quality.coco import CocoEvaluator, box_fill_mask
-from supernet.build import build_sam
+from supernet.modeling.build import build_sam
 from cli_parse import run_with
 
 
@@ -86,7 +86,7 @@ def test_evaluate_cli_formats(fixture, capsys, fmt, tmp_path):
 
 
 def test_evaluate_bad_annotations_is_one_line_error(tmp_path, capsys):
-    from supernet.errors import UserError
+    from infra.errors import UserError
 
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

@@ -15,12 +15,12 @@ import pytest
 from nas.everything import masks as M
 from nas.everything.generator import DecoderCache, GridPolicy, MaskGenerator, TimedPredictor, image_key
 from nas.everything.policies import Policy
-from supernet.arch import get_arch
-from supernet.build import build_sam
+from supernet.modeling.arch import get_arch
+from supernet.modeling.build import build_sam
 from supernet.checkpoint import load_sam
-from supernet.errors import ConfigError
-from supernet.images import generated_images
-from supernet.predictor import SamPredictor
+from infra.errors import ConfigError
+from scenes.images import generated_images
+from supernet.modeling.predictor import SamPredictor
 from supernet.reference import reference_checkpoint
 
 RELAXED = dict(pred_iou_thresh=0.3, stability_score_thresh=0.3)

@@ -7,12 +7,12 @@ import pytest
 from nas.everything import masks as M
 from nas.everything.generator import MaskGenerator
 from nas.everything.policies import Policy, coarse_to_fine_order, policy_from_dict
-from supernet.build import build_sam
+from supernet.modeling.build import build_sam
 from supernet.checkpoint import load_sam
-from supernet.errors import ConfigError
-from supernet.predictor import SamPredictor
+from infra.errors import ConfigError
+from supernet.modeling.predictor import SamPredictor
 from supernet.reference import reference_checkpoint
-from supernet.synthetic import iter_scenes
+from scenes.synthetic import iter_scenes
 
 COMMON = dict(points_per_side=16, pred_iou_thresh=0.5, stability_score_thresh=0.6, output_mode="coco_rle")
 
@@ -92,7 +92,7 @@ def test_policy_validation_names_the_field(field, value, needle):
 
 
 def test_real_photo_runs_all_policies(predictor, shared_data):
-    from supernet.images import list_images, load_image
+    from scenes.images import list_images, load_image
 
     photo = load_image(list_images(shared_data / "images")[0])
     for kind in ("grid", "hierarchical", "adaptive"):

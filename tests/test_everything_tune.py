@@ -10,8 +10,8 @@ import yaml
 from nas.everything import commands
 from nas.everything.policies import Policy, load_policy, save_policy
 from nas.everything.tune import agreement, mask_ar
-from supernet.errors import ConfigError, UserError
-from supernet.synthetic import write_coco_dataset
+from infra.errors import ConfigError, UserError
+from scenes.synthetic import write_coco_dataset
 from cli_parse import run_with
 
 
@@ -69,8 +69,8 @@ def test_agreement_metric_known_answers():
 
 def test_empty_reference_is_an_error_never_quality_one(dataset):
     from nas.everything.tune import PolicyEvaluator, read_images
-    from supernet.build import build_sam
-    from supernet.predictor import SamPredictor
+    from supernet.modeling.build import build_sam
+    from supernet.modeling.predictor import SamPredictor
 
     with pytest.raises(UserError, match="found no mask on any of the 2 image"):
         agreement([[], []], [[], []])
@@ -124,8 +124,8 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
 
 def test_agreement_tuning_reference_scores_itself_one(dataset):
     from nas.everything.tune import PolicyEvaluator, read_images
-    from supernet.build import build_sam
-    from supernet.predictor import SamPredictor
+    from supernet.modeling.build import build_sam
+    from supernet.modeling.predictor import SamPredictor
 
     images, _ = read_images(dataset[0], log=lambda m: None)
     ref = Policy(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)
@@ -172,7 +172,7 @@ LOW = "format: samnas-everything-policy/1\npolicy: {points_per_side: 8, pred_iou
 def test_single_json_writes_annotation_ids_and_scores_with_cocoeval(dataset, tmp_path, capsys):
     from pycocotools.cocoeval import COCOeval
 
-    from supernet.annotations import load_coco
+    from scenes.annotations import load_coco
 
     images, ann = dataset
     policy = tmp_path / "low.yaml"
@@ -268,9 +268,9 @@ def test_calibration_finds_the_largest_threshold_with_target_masks(tmp_path):
     from nas.everything.generator import DecoderCache
     from nas.everything.tune import read_images
     from supernet.checkpoint import load_sam
-    from supernet.predictor import SamPredictor
+    from supernet.modeling.predictor import SamPredictor
     from supernet.reference import reference_checkpoint
-    from supernet.synthetic import write_coco_dataset as write
+    from scenes.synthetic import write_coco_dataset as write
 
     write(tmp_path, 2, size=96, seed=7, split="cal")
     images, _ = read_images(tmp_path / "cal", log=lambda m: None)
@@ -297,6 +297,6 @@ def test_calibration_finds_the_largest_threshold_with_target_masks(tmp_path):
 
 
 def build_sam_seeded():
-    from supernet.build import build_sam
+    from supernet.modeling.build import build_sam
 
     return build_sam("micro", seed=0).eval()

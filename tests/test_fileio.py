@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from supernet.fileio import atomic_write_bytes, atomic_write_text
+from infra.fileio import atomic_write_bytes, atomic_write_text
 
 
 def test_new_file_gets_umask_permissions_and_existing_keeps_its_own(tmp_path):

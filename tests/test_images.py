@@ -1,12 +1,12 @@
-"""supernet.images: listing folders, reading any image mode, skipping unreadable files."""
+"""scenes.images: listing folders, reading any image mode, skipping unreadable files."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from supernet.errors import UserError
-from supernet.images import IMAGE_SUFFIXES, ImageReader, generated_images, iter_images, list_images, load_image
+from infra.errors import UserError
+from scenes.images import IMAGE_SUFFIXES, ImageReader, generated_images, iter_images, list_images, load_image
 
 
 def _save(path, array, mode=None, **kw):

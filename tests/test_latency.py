@@ -18,8 +18,8 @@ from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_on
                                  network_module, sample_configs)
 from nas.latency.store import DeviceStore, config_json, parse_device, read_profile_file
 from search_spaces.space import SearchSpace
-from supernet.build import build_sam
-from supernet.errors import ConfigError, UserError
+from supernet.modeling.build import build_sam
+from infra.errors import ConfigError, UserError
 
 # max_rounds == rounds: no round is run again (re-running is tested with a fake clock below)
 FAST = dict(samples=10, repeats=2, warmup=1, min_seconds=0, rounds=2, max_rounds=2, threads=1, resolutions=[128],

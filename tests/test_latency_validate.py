@@ -18,7 +18,7 @@ from nas.latency.store import DeviceStore, config_json
 from nas.latency.validate import (KEEP_PROBABILITY, VALIDATION_FILE, prepare_subnet, time_in_fresh_process,
                                   validation_configs)
 from search_spaces.space import SearchSpace
-from supernet.build import build_sam
+from supernet.modeling.build import build_sam
 
 FINGERPRINT = {"cpu": "fake", "threads": 1, "backend": "torch", "allocator": "fake"}
 

@@ -23,7 +23,7 @@ import pytest
 import cli
 from nas.latency import fit_device, load_predictor, profile_device
 from search_spaces.space import SearchSpace
-from supernet.fileio import new_file_mode
+from infra.fileio import new_file_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "sam_micro@cpu-torch@50ms"

@@ -14,10 +14,10 @@ from nas.quality.base import mask_iou
 from nas.quality.coco import farthest_point, gt_box, load_coco
 from nas.quality.fidelity import embedding_distances
 from search_spaces.space import SearchSpace
-from supernet.build import build_sam
-from supernet.elastic import active_config
-from supernet.errors import UserError
-from supernet.predictor import SamPredictor
+from supernet.modeling.build import build_sam
+from supernet.elastic.activation import active_config
+from infra.errors import UserError
+from supernet.modeling.predictor import SamPredictor
 
 # pycocotools 2.0.11 warns about numpy 2's copy= protocol on every decode; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -247,7 +247,7 @@ def test_coco_on_shared_tiny_coco(model, space, shared_data):
 
 
 def test_coco_on_generated_dataset(model, space, tmp_path):
-    from supernet.synthetic import write_coco_dataset
+    from scenes.synthetic import write_coco_dataset
 
     annotations = write_coco_dataset(tmp_path, num_images=2, size=64, seed=1, split="val")
     evaluator = make_evaluator("coco", model, images=tmp_path / "val", annotations=annotations)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from supernet.build import build_sam
-from supernet.elastic import active_subnet
-from supernet.ranked import load_ranked, read_ranking, save_ranked
-from supernet.ranking import METHODS, compute_scores, permute_by_importance, rank_model, magnitude_scores
+from supernet.modeling.build import build_sam
+from supernet.elastic.activation import active_subnet
+from supernet.elastic.ranked import load_ranked, read_ranking, save_ranked
+from supernet.elastic.ranking import METHODS, compute_scores, permute_by_importance, rank_model, magnitude_scores
 
 
 def calibration(n=2, res=256, seed=0):

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from nas import reference
-from supernet.errors import UserError
-from supernet.scenes import Augment, CocoScenes, MixedScenes, SyntheticScenes
-from supernet.synthetic import write_coco_dataset
-from supernet.train import box_prompts, corrective_points, point_prompts
+from infra.errors import UserError
+from scenes.sources import Augment, CocoScenes, MixedScenes, SyntheticScenes
+from scenes.synthetic import write_coco_dataset
+from nas.training.train import box_prompts, corrective_points, point_prompts
 from cli_parse import parse_with
 
 

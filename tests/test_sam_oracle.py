@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from sam_oracle import official_sam
-from supernet.arch import get_arch
-from supernet.build import build_sam
-from supernet.predictor import SamPredictor
+from supernet.modeling.arch import get_arch
+from supernet.modeling.build import build_sam
+from supernet.modeling.predictor import SamPredictor
 
 
 def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:

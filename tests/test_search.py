@@ -24,9 +24,9 @@ from nas.quality import make_evaluator
 from nas.search import SearchSettings, run_search, suggest_config
 from nas.study import parse_study_name, study_name
 from search_spaces.space import SearchSpace
-from supernet.build import build_sam
-from supernet.errors import UserError
-from supernet.extract import load_subnet
+from supernet.modeling.build import build_sam
+from infra.errors import UserError
+from supernet.elastic.extract import load_subnet
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ import yaml
 from search_spaces import SearchSpace, available_spaces, config_to_json, load_config, save_config
 from search_spaces import commands
 from search_spaces.config import read_mapping
-from supernet.arch import get_arch
-from supernet.errors import ConfigError, UserError
+from supernet.modeling.arch import get_arch
+from infra.errors import ConfigError, UserError
 from cli_parse import run_with
 
 PACKAGED = ["sam_micro", "sam_vit_b", "sam_vit_h", "sam_vit_l"]
@@ -124,8 +124,8 @@ def test_largest_smallest_sample_validate(name):
 
 
 def test_micro_largest_is_the_full_model_and_samples_fit_it(micro):
-    from supernet.build import build_sam
-    from supernet.elastic import check_fits, full_config
+    from supernet.modeling.build import build_sam
+    from supernet.elastic.activation import check_fits, full_config
 
     model = build_sam("micro", seed=0)
     assert micro.largest() == full_config(model, space="sam_micro")

@@ -1,4 +1,4 @@
-"""supernet.synthetic: seeded scenes with exact visible masks, and their COCO export."""
+"""scenes.synthetic: seeded scenes with exact visible masks, and their COCO export."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from supernet.synthetic import (
+from scenes.synthetic import (
     CATEGORIES,
     MIN_VISIBLE_PIXELS,
     SHAPES,

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from search_spaces.space import SearchSpace
-from supernet.build import build_sam
-from supernet.losses import dice_loss, focal_loss, mask_iou, sam_loss
-from supernet.scenes import Scene
-from supernet.train import TrainSettings, load_training_state, train
-from supernet.errors import UserError
+from supernet.modeling.build import build_sam
+from nas.training.losses import dice_loss, focal_loss, mask_iou, sam_loss
+from scenes.sources import Scene
+from nas.training.train import TrainSettings, load_training_state, train
+from infra.errors import UserError
 
 
 class Rectangles:
@@ -94,8 +94,8 @@ def test_train_supernet_cli_with_torchrun_two_processes(tmp_path):
     import subprocess
     import sys
 
-    from supernet.ranked import load_ranked
-    from supernet.synthetic import write_coco_dataset
+    from supernet.elastic.ranked import load_ranked
+    from scenes.synthetic import write_coco_dataset
 
     ann = write_coco_dataset(tmp_path / "data", num_images=3, size=96, seed=0, split="train")
     ckpt = tmp_path / "micro.pth"

@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from supernet.errors import UserError
-from supernet.fileio import atomic_write_text
+from infra.errors import UserError
+from infra.fileio import atomic_write_text
 
 from .policies import Policy, policy_from_dict
 

@@ -7,8 +7,8 @@ import re
 import sys
 from pathlib import Path
 
-from supernet.cliargs import positive_float, positive_int
-from supernet.errors import UserError
+from infra.cliargs import positive_float, positive_int
+from infra.errors import UserError
 
 
 TUNE_EPILOG = """examples:
@@ -59,7 +59,7 @@ def load_model(checkpoint: str | None, subnet: str | None, model_type: str | Non
     if checkpoint and subnet:
         raise UserError("give --checkpoint or --subnet, not both")
     if subnet:
-        from supernet.extract import load_subnet
+        from supernet.elastic.extract import load_subnet
 
         return load_subnet(subnet).eval(), f"subnet-{_slug(Path(subnet).resolve().name)}"
     from supernet.checkpoint import infer_model_type, load_sam, sam_state_dict_from_file
@@ -72,7 +72,7 @@ def load_model(checkpoint: str | None, subnet: str | None, model_type: str | Non
         return model.eval(), f"sam_{infer_model_type(sd)}-{_slug(Path(checkpoint).stem)}"
     if ref is not None:
         return load_sam(ref, model_type).eval(), "sam_micro"
-    from supernet.build import build_sam
+    from supernet.modeling.build import build_sam
 
     log("warning: no packaged sam_micro weights: using random weights (quality figures are meaningless)")
     return build_sam("micro", seed=0).eval(), "sam_micro-random"
@@ -200,8 +200,8 @@ def run_tune(args: argparse.Namespace) -> int:
     import torch
 
     from nas.study import study_name
-    from supernet.fileio import results_root
-    from supernet.predictor import SamPredictor
+    from infra.fileio import results_root
+    from supernet.modeling.predictor import SamPredictor
 
     from .policies import load_policy
     from .tune import load_annotations, read_images, tune_everything
@@ -251,7 +251,7 @@ def _image_ids(annotations: str | None, images: list) -> dict:
     """File name -> the image id to write: from ``annotations`` (every image must be in it), else the name."""
     if not annotations:
         return {Path(p).name: Path(p).name for p, _ in images}
-    from supernet.annotations import load_coco
+    from scenes.annotations import load_coco
 
     coco = load_coco(annotations)
     ids = {Path(im["file_name"]).name: im["id"] for im in coco.dataset["images"]}
@@ -266,8 +266,8 @@ def run_everything(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from supernet.fileio import atomic_write_text
-    from supernet.predictor import SamPredictor
+    from infra.fileio import atomic_write_text
+    from supernet.modeling.predictor import SamPredictor
 
     from .calibrate import default_policy, model_defaults
     from .generator import MaskGenerator
@@ -326,7 +326,7 @@ def run_everything(args: argparse.Namespace) -> int:
 def run_calibrate(args: argparse.Namespace) -> int:
     import torch
 
-    from supernet.predictor import SamPredictor
+    from supernet.modeling.predictor import SamPredictor
 
     from .calibrate import REFERENCE_TAG, calibrate_thresholds, reference_card, write_card_defaults
     from .policies import Policy, save_policy

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from supernet.errors import ConfigError
+from infra.errors import ConfigError
 
 from . import masks as M
 from .masks import MaskData

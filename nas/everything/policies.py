@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from supernet.errors import ConfigError
-from supernet.fileio import atomic_write_text
+from infra.errors import ConfigError
+from infra.fileio import atomic_write_text
 
 POLICY_FORMAT = "samnas-everything-policy/1"
 KINDS = ("grid", "hierarchical", "adaptive")

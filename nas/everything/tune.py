@@ -3,7 +3,7 @@
 Objectives: quality (maximised) and time per image in ms (minimised), with ``time <= budget`` as
 a constraint. Quality is
 
-- with COCO annotations (instances or panoptic, read by ``supernet.annotations.load_coco``; every
+- with COCO annotations (instances or panoptic, read by ``scenes.annotations.load_coco``; every
   thing and stuff segment counts): class-agnostic mask AR averaged over K = 10, 100, 1000
   detections (pycocotools ``COCOeval``, ``iouType="segm"``, ``useCats=0``);
 - without labels: :func:`agreement` with the model's own dense 32x32 grid at its default thresholds
@@ -31,8 +31,8 @@ import numpy as np
 import optuna
 import torch
 
-from supernet.errors import UserError
-from supernet.images import ImageReader, list_images
+from infra.errors import UserError
+from scenes.images import ImageReader, list_images
 
 from . import masks as M
 from .generator import DecoderCache, MaskGenerator
@@ -224,7 +224,7 @@ def load_annotations(path: str | Path, images: list) -> tuple[dict, dict[str, in
 
     UserError (naming the file) when it is unusable or none of ``images`` ``[(path, array)]`` is in it.
     """
-    from supernet.annotations import load_coco
+    from scenes.annotations import load_coco
 
     path = Path(path)
     coco = load_coco(path)

@@ -11,8 +11,8 @@ Stable API for the search and the export (other modules are internals)::
     predictor.space, predictor.device           # names
 
 ``load_predictor(device, space=None, root=None) -> LatencyPredictor`` raises a one-line
-:class:`supernet.errors.UserError` that names the command to run when the device has no
-fitted predictor; ``predict_ms`` raises :class:`supernet.errors.ConfigError` (a UserError)
+:class:`infra.errors.UserError` that names the command to run when the device has no
+fitted predictor; ``predict_ms`` raises :class:`infra.errors.ConfigError` (a UserError)
 for a config outside the space the predictor was fitted on (including a resolution that
 was not profiled).
 

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from nas.timing import MIN_SECONDS, ROUNDS
-from supernet.cliargs import non_negative_int, positive_int
-from supernet.errors import UserError
+from infra.cliargs import non_negative_int, positive_int
+from infra.errors import UserError
 
 MAPE_WARN_PCT = 10.0  # above this cross-validated error, `latency fit` and `search` warn
 

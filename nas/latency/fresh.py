@@ -2,8 +2,8 @@
 
 ``samnas latency validate`` runs this file as a script (``python nas/latency/fresh.py JOB.json``),
 one process per subnet, and reads one JSON line from its stdout. The job names a subnet
-folder written by :func:`supernet.extract.save_subnet` (backend ``torch``: loaded with
-:func:`supernet.extract.load_subnet` and run under ``inference_mode``) or an ONNX file
+folder written by :func:`supernet.elastic.extract.save_subnet` (backend ``torch``: loaded with
+:func:`supernet.elastic.extract.load_subnet` and run under ``inference_mode``) or an ONNX file
 (backend ``onnxruntime``: a new ONNX Runtime CPU session with :func:`ort_session_options`,
 as profiling uses); only that backend's libraries are imported (not ``nas.latency``,
 scikit-learn or, for ONNX Runtime, torch). Set-up as in profiling: the thread count of the
@@ -44,7 +44,7 @@ def time_job(job: dict) -> dict:
     if job["backend"] == "torch":
         import torch
 
-        from supernet.extract import load_subnet
+        from supernet.elastic.extract import load_subnet
 
         torch.set_num_threads(threads)
         encoder = load_subnet(job["path"]).image_encoder.eval()

@@ -42,8 +42,8 @@ from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.model_selection import KFold
 
 from search_spaces.space import SearchSpace
-from supernet.errors import ConfigError, UserError
-from supernet.fileio import atomic_write_bytes
+from infra.errors import ConfigError, UserError
+from infra.fileio import atomic_write_bytes
 
 from .store import DeviceStore, write_json
 

@@ -32,7 +32,7 @@ import torch
 
 from nas.timing import time_rounds
 from search_spaces.space import SearchSpace
-from supernet.errors import UserError
+from infra.errors import UserError
 
 from .store import PROBES_FILE, DeviceStore, config_json
 
@@ -162,7 +162,7 @@ def backend_build(device: str, space: SearchSpace, threads: int, seed: int = 0):
 
     Call it with ``threads`` torch threads set; ``fingerprint`` is this machine's, as profiling records it.
     """
-    from supernet.build import build_sam
+    from supernet.modeling.build import build_sam
 
     from .profile import device_fingerprint, make_backend, network_module
 

@@ -13,7 +13,7 @@ run reports how much the machine's speed moved (:class:`ProfileRun`):
   standalone block with the shapes an extracted subnet has; with ``prompts`` > 0 also the
   prompt encoder + mask decoder for that many single-point prompts.
 * **networks**: sampled subnets (always including the space's largest and smallest),
-  physically extracted with :func:`supernet.extract.extract` (what a user deploys, not the
+  physically extracted with :func:`supernet.elastic.extract.extract` (what a user deploys, not the
   masked supernet), timed as the image encoder alone and, with ``prompts`` > 0, as encoder
   then decoder.
 
@@ -41,12 +41,12 @@ from tqdm import tqdm
 from nas.fingerprint import machine_fingerprint
 from nas.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, time_rounds
 from search_spaces.space import SearchSpace
-from supernet.arch import SamArch
-from supernet.build import build_from_spec, build_sam
-from supernet.errors import UserError
-from supernet.extract import extract
-from supernet.image_encoder import EncoderBlock, ImageEncoderViT
-from supernet.sam import Sam
+from supernet.modeling.arch import SamArch
+from supernet.modeling.build import build_from_spec, build_sam
+from infra.errors import UserError
+from supernet.elastic.extract import extract
+from supernet.modeling.image_encoder import EncoderBlock, ImageEncoderViT
+from supernet.modeling.sam import Sam
 
 from .store import DeviceStore, config_json, parse_device, profile_document, write_json
 

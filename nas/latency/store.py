@@ -1,7 +1,7 @@
 """Per-device latency files: names, folders, CSV tables, the portable profile file.
 
 A device's measurements live in ``<root>/<device>/`` (root: ``--root``, else ``latency/`` in
-the results folder, :func:`supernet.fileio.results_root`)::
+the results folder, :func:`infra.fileio.results_root`)::
 
     fingerprint.json   where it was measured: CPU, threads, backend, library versions, GPU
     spaces.json        the search spaces profiled there, in space-file form (name -> mapping)
@@ -29,8 +29,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from supernet.errors import UserError
-from supernet.fileio import atomic_write_text, results_root
+from infra.errors import UserError
+from infra.fileio import atomic_write_text, results_root
 
 PROFILE_FORMAT = "samnas-latency-profile/1"
 PROBES_FORMAT = "samnas-latency-probes/1"

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from nas.timing import MIN_SECONDS
 from search_spaces.space import SearchSpace
-from supernet.errors import UserError
+from infra.errors import UserError
 
 from .predictor import WITHIN, error_metrics, load_predictor
 from .store import DeviceStore, config_json, list_devices, parse_device, read_json, resolve_root, write_json
@@ -118,7 +118,7 @@ def time_in_fresh_process(backend: str, path: str | Path, resolution: int, threa
 def prepare_subnet(supernet, config: dict, backend: str, folder: Path) -> Path:
     """Extract ``config`` and write what the fresh process loads: a subnet folder, or ``encoder.onnx`` in it."""
     from nas.onnx_export import export_encoder_onnx
-    from supernet.extract import extract, save_subnet, subnet_metadata
+    from supernet.elastic.extract import extract, save_subnet, subnet_metadata
 
     sub = extract(supernet, config)
     if backend == "onnxruntime":
@@ -176,7 +176,7 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
     See the module docstring. Raises a one-line UserError (before any timing) for an
     unknown device or space, a device profiled on another machine, or a CUDA device.
     """
-    from supernet.build import build_sam
+    from supernet.modeling.build import build_sam
 
     from .probe import PROBE_SECONDS, run_probe
     from .profile import device_fingerprint, make_backend, torch_threads

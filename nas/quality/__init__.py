@@ -8,8 +8,8 @@ All share :class:`Evaluator`'s interface: ``evaluate(model, config) -> QualityRe
 """
 from __future__ import annotations
 
-from supernet.errors import UserError
-from supernet.sam import Sam
+from infra.errors import UserError
+from supernet.modeling.sam import Sam
 
 from .base import Evaluator, QualityResult
 from .coco import CocoEvaluator

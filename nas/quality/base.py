@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from supernet.elastic import active_subnet, full_config
-from supernet.errors import UserError
-from supernet.sam import Sam
+from supernet.elastic.activation import active_subnet, full_config
+from infra.errors import UserError
+from supernet.modeling.sam import Sam
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def read_images(images, skip, max_images: int | None = None) -> list[tuple[str, 
     Unreadable files are passed to ``skip(name, reason)`` and left out; ``max_images``
     readable images at most. Raises UserError for a folder with no image.
     """
-    from supernet.images import list_images, load_image
+    from scenes.images import list_images, load_image
 
     if isinstance(images, (str, Path)):
         images = list_images(images)

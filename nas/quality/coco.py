@@ -1,4 +1,4 @@
-"""Ground-truth mIoU on COCO-format annotations, instances or panoptic (``supernet.annotations``).
+"""Ground-truth mIoU on COCO-format annotations, instances or panoptic (``scenes.annotations``).
 
 Of a panoptic file only the *things* are scored (stuff regions have no meaningful box prompt).
 
@@ -41,10 +41,10 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
-from supernet.annotations import load_coco
-from supernet.errors import UserError
-from supernet.predictor import SamPredictor
-from supernet.sam import Sam
+from scenes.annotations import load_coco
+from infra.errors import UserError
+from supernet.modeling.predictor import SamPredictor
+from supernet.modeling.sam import Sam
 
 from .base import Evaluator, QualityResult, batches, mask_iou, pick_by_score
 
@@ -162,7 +162,7 @@ class CocoEvaluator(Evaluator):
 
     def _load_item(self, coco, info: dict) -> _Item | None:
         """The image of COCO entry ``info`` with its usable non-crowd instances, or None."""
-        from supernet.images import load_image
+        from scenes.images import load_image
 
         anns = coco.imgToAnns.get(info["id"], [])
         crowd = [a for a in anns if a.get("iscrowd", 0)]

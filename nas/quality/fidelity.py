@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from supernet.errors import UserError
-from supernet.predictor import SamPredictor
-from supernet.sam import Sam
+from infra.errors import UserError
+from supernet.modeling.predictor import SamPredictor
+from supernet.modeling.sam import Sam
 
 from .base import Evaluator, QualityResult, full_model, mask_iou, read_images
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_sam
-from .fileio import atomic_torch_save, atomic_write_text, read_format_json
-from .sam import Sam
+from supernet.checkpoint import load_sam
+from infra.fileio import atomic_torch_save, atomic_write_text, read_format_json
+from supernet.modeling.sam import Sam
 
 RANKED_FORMAT = "samnas-ranked/1"
 

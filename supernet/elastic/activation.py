@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from .errors import ConfigError
-from .sam import Sam
+from infra.errors import ConfigError
+from supernet.modeling.sam import Sam
 
 
 def full_config(model: Sam, space: str | None = None) -> dict:

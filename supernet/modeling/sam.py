@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch import SamArch
-from .image_encoder import ImageEncoderViT
-from .mask_decoder import MaskDecoder
-from .prompt_encoder import PromptEncoder
+from supernet.modeling.arch import SamArch
+from supernet.modeling.image_encoder import ImageEncoderViT
+from supernet.modeling.mask_decoder import MaskDecoder
+from supernet.modeling.prompt_encoder import PromptEncoder
 
 
 class Sam(nn.Module):

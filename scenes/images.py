@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import UserError
+from infra.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -113,7 +113,7 @@ def iter_images(paths: Iterable[str | Path],
 
 def generated_images(n: int, size: int = 256, seed: int = 0) -> list[np.ndarray]:
     """``n`` synthetic scenes of ``size`` x ``size`` pixels (objects on textured backgrounds), seeded."""
-    from .synthetic import render_scene
+    from scenes.synthetic import render_scene
 
     rng = np.random.default_rng(seed)
     return [render_scene(rng, size=(size, size))[0] for _ in range(n)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import MLP, LayerNorm2d
-from .transformer import TwoWayTransformer
+from supernet.modeling.common import MLP, LayerNorm2d
+from supernet.modeling.transformer import TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):

@@ -95,7 +95,7 @@ def read_format_json(path: str | Path, expected_format: str) -> dict:
     """A JSON object whose ``format`` field must equal ``expected_format``; CheckpointError otherwise."""
     import json
 
-    from .errors import CheckpointError
+    from infra.errors import CheckpointError
 
     path = Path(path)
     try:

@@ -3,7 +3,7 @@
 The same module is both the original model and the weight-sharing supernet: every block
 keeps its full weights and runs the *active* sub-network by slicing them. Heads are
 sliced head-major (the first ``k`` heads), MLP neurons the first ``k`` hidden units, so
-importance ranking (``supernet.ranking``) permutes the weights to put the best first.
+importance ranking (``supernet.elastic.ranking``) permutes the weights to put the best first.
 With every block active at full width and the input at ``img_size``, the forward pass
 is exactly the original SAM encoder.
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
+from supernet.modeling.common import LayerNorm2d
 
 
 def rel_pos_table(q_size: int, k_size: int, table: torch.Tensor) -> torch.Tensor:

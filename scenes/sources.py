@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import UserError
+from infra.errors import UserError
 
 
 @dataclass
@@ -32,13 +32,13 @@ def step_rng(seed: int, step: int, rank: int) -> np.random.Generator:
 
 
 class SyntheticScenes:
-    """Generated scenes (``supernet.synthetic``) of ``size`` pixels with ground-truth masks."""
+    """Generated scenes (``scenes.synthetic``) of ``size`` pixels with ground-truth masks."""
 
     def __init__(self, seed: int = 0, size: int = 256, num_objects: tuple[int, int] = (3, 7)) -> None:
         self.seed, self.size, self.num_objects = seed, size, num_objects
 
     def scenes(self, step: int, rank: int, count: int) -> list[Scene]:
-        from .synthetic import render_scene
+        from scenes.synthetic import render_scene
 
         rng = step_rng(self.seed, step, rank)
         out = []
@@ -56,7 +56,7 @@ class FolderScenes:
     """
 
     def __init__(self, images_dir: str | Path, annotations: str | Path | None = None, seed: int = 0) -> None:
-        from .images import list_images
+        from scenes.images import list_images
 
         self.seed = seed
         self.paths = list_images(images_dir)
@@ -68,7 +68,7 @@ class FolderScenes:
                 raise UserError(f"{annotations}: no annotated image of it is in {images_dir}")
 
     def scenes(self, step: int, rank: int, count: int) -> list[Scene]:
-        from .images import load_image
+        from scenes.images import load_image
 
         rng = step_rng(self.seed, step, rank)
         out = []
@@ -125,7 +125,7 @@ class CocoScenes:
                  augment: Augment | None = Augment(), min_mask_pixels: int = 4, progress: bool = False) -> None:
         from tqdm import tqdm
 
-        from .images import load_image
+        from scenes.images import load_image
 
         self.seed, self.size, self.augment, self.min_mask_pixels = seed, size, augment, min_mask_pixels
         self.images: list[np.ndarray] = []  # (h, w, 3) uint8
@@ -243,7 +243,7 @@ class MixedScenes:
 
 def _load_coco(path: str | Path):
     """``(COCO index, {file name: image id})`` of an instances or panoptic file."""
-    from .annotations import load_coco
+    from scenes.annotations import load_coco
 
     coco = load_coco(path)
     return coco, {img["file_name"]: img["id"] for img in coco.dataset["images"]}

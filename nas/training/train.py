@@ -32,13 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .elastic import active_subnet
-from .errors import UserError
-from .fileio import atomic_torch_save
-from .losses import mask_loss, sam_loss
-from .sam import Sam
-from .scenes import Scene, SceneSource, step_rng
-from .transforms import ResizeLongestSide
+from supernet.elastic.activation import active_subnet
+from infra.errors import UserError
+from infra.fileio import atomic_torch_save
+from nas.training.losses import mask_loss, sam_loss
+from supernet.modeling.sam import Sam
+from scenes.sources import Scene, SceneSource, step_rng
+from supernet.modeling.transforms import ResizeLongestSide
 
 CHECKPOINT_FORMAT = "samnas-train/1"
 
@@ -373,7 +373,7 @@ def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str
         optimizer.step()
         scheduler.step()
         if settings.rerank_every and (step + 1) % settings.rerank_every == 0:
-            from .ranking import magnitude_scores, permute_by_importance
+            from supernet.elastic.ranking import magnitude_scores, permute_by_importance
 
             permute_by_importance(model, magnitude_scores(model), optimizer)
         metrics["lr"] = scheduler.get_last_lr()[0]

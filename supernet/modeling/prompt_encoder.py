@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from supernet.modeling.common import LayerNorm2d
 
 
 class RandomFourierPositions(nn.Module):

@@ -1,6 +1,6 @@
 """COCO annotations, instances or panoptic, read into one pycocotools ``COCO`` index.
 
-Training (``supernet.scenes``), the quality evaluators and segment-everything tuning all read
+Training (``scenes.sources``), the quality evaluators and segment-everything tuning all read
 ground truth through :func:`load_coco`, so a COCO *instances* file and a COCO *panoptic* file
 are interchangeable wherever annotations are accepted.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from infra.errors import UserError
 
 _IMAGE_FIELDS = ("id", "file_name", "height", "width")
 

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable
 import torch
 from tqdm import tqdm
 
-from .image_encoder import EncoderBlock
-from .sam import Sam
+from supernet.modeling.image_encoder import EncoderBlock
+from supernet.modeling.sam import Sam
 
 METHODS = ("magnitude", "wanda", "taylor")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .sam import Sam
-from .transforms import ResizeLongestSide
+from supernet.modeling.sam import Sam
+from supernet.modeling.transforms import ResizeLongestSide
 
 
 def image_to_model_input(model: Sam, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .common import FeedForward
+from supernet.modeling.common import FeedForward
 
 
 class TokenAttention(nn.Module):

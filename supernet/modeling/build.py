@@ -9,12 +9,12 @@ from dataclasses import replace
 
 import torch
 
-from .arch import SamArch, get_arch
-from .image_encoder import ImageEncoderViT
-from .mask_decoder import MaskDecoder
-from .prompt_encoder import PromptEncoder
-from .sam import Sam
-from .transformer import TwoWayTransformer
+from supernet.modeling.arch import SamArch, get_arch
+from supernet.modeling.image_encoder import ImageEncoderViT
+from supernet.modeling.mask_decoder import MaskDecoder
+from supernet.modeling.prompt_encoder import PromptEncoder
+from supernet.modeling.sam import Sam
+from supernet.modeling.transformer import TwoWayTransformer
 
 
 def full_blocks_spec(arch: SamArch) -> list[tuple[int, int, int]]:

@@ -5,8 +5,8 @@ import argparse
 import copy
 from pathlib import Path
 
-from .cliargs import positive_int
-from .errors import UserError
+from infra.cliargs import positive_int
+from infra.errors import UserError
 
 EXAMPLES = """examples:
   samnas train-supernet --checkpoint vit_b_ranked.pt --space sam_vit_b --images coco/train2017 \\
@@ -48,9 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train_supernet(args: argparse.Namespace) -> int:
     from search_spaces.space import SearchSpace
 
-    from .ranked import load_ranked, read_ranking, save_ranked
-    from .scenes import FolderScenes
-    from .train import TrainSettings, setup_distributed, train
+    from supernet.elastic.ranked import load_ranked, read_ranking, save_ranked
+    from scenes.sources import FolderScenes
+    from nas.training.train import TrainSettings, setup_distributed, train
 
     # Every check happens before the first step.
     if args.steps < 1:
@@ -74,7 +74,7 @@ def run_train_supernet(args: argparse.Namespace) -> int:
     rank, _ = setup_distributed()
     log_metrics, run = None, None
     if rank == 0:
-        from .fileio import tracking_uri
+        from infra.fileio import tracking_uri
 
         uri = tracking_uri(args.tracking_uri)
         import mlflow

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from .arch import SamArch
-from .build import build_from_spec
-from .checkpoint import load_state_dict_exact, read_state_dict
-from .elastic import check_fits
-from .errors import CheckpointError
-from .image_encoder import resize_pos_embed, resize_rel_pos
-from .fileio import atomic_torch_save, atomic_write_text, read_format_json
-from .sam import Sam
+from supernet.modeling.arch import SamArch
+from supernet.modeling.build import build_from_spec
+from supernet.checkpoint import load_state_dict_exact, read_state_dict
+from supernet.elastic.activation import check_fits
+from infra.errors import CheckpointError
+from supernet.modeling.image_encoder import resize_pos_embed, resize_rel_pos
+from infra.fileio import atomic_torch_save, atomic_write_text, read_format_json
+from supernet.modeling.sam import Sam
 
 SUBNET_FORMAT = "samnas-subnet/1"
 

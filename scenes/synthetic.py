@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .fileio import atomic_write_bytes, atomic_write_text
+from infra.fileio import atomic_write_bytes, atomic_write_text
 
 SHAPES = ("ellipse", "rectangle", "triangle", "star", "blob")
 TEXTURES = ("solid", "stripes", "checker", "gradient", "noise")

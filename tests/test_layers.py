@@ -1,0 +1,96 @@
+"""The package layout keeps data flowing one way: no module imports from a layer above its own.
+
+Layers, lowest first (a module belongs to the longest prefix listed). Imports inside functions count too.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("infra", "scenes", "supernet", "search_spaces", "nas", "cli")
+LAYERS = [
+    ("infra",),                                   # errors, atomic files, results root, argument types
+    ("scenes",),                                  # image folders, COCO, synthetic scenes, training sources
+    ("supernet.modeling",),                       # the SAM model and its builders
+    ("supernet", "supernet.checkpoint", "supernet.reference"),  # checkpoint loading, packaged weights
+    ("supernet.elastic",),                        # elastic activation, ranking, extraction
+    ("supernet.commands",),                       # rank / extract commands
+    ("search_spaces",),                           # spaces: validate, sample, encode, count
+    ("nas", "nas.timing", "nas.fingerprint", "nas.study", "nas.tracking", "nas.onnx_export"),  # shared nas tools
+    ("nas.training", "nas.latency", "nas.quality"),  # training, latency predictors, quality evaluators
+    ("nas.search", "nas.pareto"),                 # the study driver and front queries
+    ("nas.export", "nas.everything"),             # export and segment-everything
+    ("nas.commands", "nas.evaluate", "nas.reference"),  # command modules over all of nas
+    ("cli",),
+]
+
+
+def layer_of(module: str) -> int:
+    best, best_len = None, -1
+    for rank, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+                best, best_len = rank, len(prefix)
+    if best is None:
+        raise AssertionError(f"module {module} is in no layer: add it to LAYERS")
+    return best
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Project modules that ``path`` imports, relative imports resolved, ``from X import Y`` as X."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                found.update([target] if node.module else [f"{target}.{a.name}" for a in node.names])
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.split(".")[0] in PACKAGES}
+
+
+def project_files() -> list[Path]:
+    return [ROOT / "cli.py", *sorted(f for p in PACKAGES[:-1] for f in (ROOT / p).rglob("*.py"))]
+
+
+def upward_imports() -> list[str]:
+    bad = []
+    for path in project_files():
+        importer = module_name(path)
+        for target in sorted(imported_modules(path)):
+            if layer_of(target) > layer_of(importer):
+                bad.append(f"{importer} (layer {layer_of(importer)}) imports {target} (layer {layer_of(target)})")
+    return bad
+
+
+def test_no_module_imports_from_a_layer_above_it():
+    assert upward_imports() == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
+    """The check can fail: a model file that imports the search driver is reported."""
+    fake = tmp_path / "supernet" / "modeling"
+    fake.mkdir(parents=True)
+    (fake / "bad.py").write_text("from nas.search import run_search\n")
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    assert imported_modules(fake / "bad.py") == {"nas.search"}
+    assert layer_of("nas.search") > layer_of(module_name(fake / "bad.py"))
+
+
+@pytest.mark.parametrize("module", ["infra.errors", "scenes.annotations", "supernet.modeling.sam",
+                                    "supernet.elastic.extract", "nas.training.train", "nas.search"])
+def test_every_layer_name_is_a_real_module(module):
+    assert (ROOT / Path(*module.split("."))).with_suffix(".py").exists()
