@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-# Modules that define ``register(subparsers)``; each adds its sub-commands.
-COMMAND_MODULES = [
-    "search_spaces.commands",
-    "supernet.commands",
-    "search_spaces.subnet_commands",
-    "nas.training.commands",
-    "nas.latency.commands",
-    "nas.commands",
-    "nas.reference",
-    "nas.everything.commands",
-    "nas.evaluate",
-]
+# Every top-level command: the module whose ``register(subparsers)`` adds it, and its one-line help.
+# The help lives only here, so `samnas --help` lists every command without importing any command
+# module (no torch, no optuna); running a command imports only the module that owns it.
+COMMANDS = {
+    "spaces": ("search_spaces.commands", "list the search spaces, show one, or sample a subnet config"),
+    "rank": ("supernet.commands", "rank heads and MLP neurons by importance and permute the weights"),
+    "extract": ("search_spaces.subnet_commands",
+                "write a standalone subnet (sliced weights + config) from a supernet checkpoint"),
+    "train-supernet": ("nas.training.commands", "train the supernet so that all its subnets work (sandwich rule)"),
+    "latency": ("nas.latency.commands", "profile devices and fit latency predictors"),
+    "search": ("nas.commands", "search Pareto-optimal subnets under a device latency budget"),
+    "pareto": ("nas.commands", "list the Pareto fronts of stored studies"),
+    "export": ("nas.commands", "export a subnet: checkpoint, ONNX encoder and model card"),
+    "train-reference": ("nas.reference", "train the small reference SAM (sam_micro) on photos and synthetic scenes"),
+    "tune-everything": ("nas.everything.commands",
+                        "tune the segment-everything policy for a model, device and budget"),
+    "everything": ("nas.everything.commands", "segment everything in a folder of images with a policy file"),
+    "calibrate-everything": ("nas.everything.commands", "calibrate a model's default segment-everything thresholds"),
+    "everything-front": ("nas.everything.commands", "Pareto front (quality vs. ms per image) of policy studies"),
+    "evaluate": ("nas.evaluate", "measure a checkpoint or subnet on a COCO-style folder (mIoU, mask AR)"),
+}
+COMMAND_MODULES = list(dict.fromkeys(module for module, _ in COMMANDS.values()))
 
 # Commands that read or write stored results (studies, latency files, runs, exports): each gets
 # ``--results DIR``, which wins over $SAMNAS_RESULTS and ./results (infra.fileio.results_root).
@@ -46,6 +57,15 @@ EPILOG = """examples:
 """
 
 
+class _Commands(argparse._SubParsersAction):
+    """The top-level sub-command action: each command's help comes from :data:`COMMANDS`."""
+
+    def add_parser(self, name, **kwargs):
+        if name in COMMANDS:
+            kwargs.setdefault("help", COMMANDS[name][1])
+        return super().add_parser(name, **kwargs)
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line naming the option and value, and the help to read.
 
@@ -56,16 +76,31 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def modules_for(argv: list[str]) -> list[str]:
+    """The command modules that parsing ``argv`` needs: the one owning its command, or none at all
+    (``samnas``, ``samnas --help`` or an unknown command only list the commands)."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    return [COMMANDS[command][0]] if command in COMMANDS else []
+
+
+def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full ``samnas`` parser. With ``modules``, only those command modules are imported; every
+    other command is listed with its help but has no options (enough for ``samnas --help``)."""
     parser = Parser(
         prog="samnas",
         description="Neural architecture search and auto-tuning for the Segment Anything Model.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_Commands)
+    for name in COMMAND_MODULES if modules is None else modules:
         importlib.import_module(name).register(sub)
+    for name in COMMANDS:
+        if name not in sub.choices:
+            sub.add_parser(name)
+    order = list(COMMANDS)  # listed in the table's order, whichever modules registered first
+    sub._choices_actions.sort(key=lambda action: order.index(action.dest))
+    sub.choices = dict(sorted(sub.choices.items(), key=lambda item: order.index(item[0])))
     for leaf in leaf_parsers(parser):
         leaf.add_argument("--verbose", action="store_true",
                           help="also show the libraries' log messages (Optuna, MLflow, ...)")
@@ -78,12 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def subparsers_of_action(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    """The action holding ``parser``'s sub-commands, or None for a leaf."""
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
 def subparsers_of(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     """``{name: parser}`` of the sub-commands directly under ``parser`` (empty for a leaf)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
+    action = subparsers_of_action(parser)
+    return dict(action.choices) if action else {}
 
 
 def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -117,7 +155,8 @@ def configure_logging(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     from infra.errors import UserError
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(modules_for(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -135,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samnas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `samnas ... | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")
+        return 0
     return int(result or 0)
 
 

@@ -54,8 +54,7 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("search", help="search Pareto-optimal subnets under a device latency budget",
-                       description="Multi-objective Optuna search (quality vs. predicted latency) over a search "
+    p = sub.add_parser("search", description="Multi-objective Optuna search (quality vs. predicted latency) over a search "
                        "space, constrained by --budget-ms on --device. Resumes a stopped study of the same name.",
                        epilog=SEARCH_EXAMPLES, formatter_class=fmt)
     p.add_argument("--space", default="sam_micro", help="search space name or .yaml (default: sam_micro)")
@@ -82,8 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_storage(p)
     p.set_defaults(func=run_search_command)
 
-    p = sub.add_parser("pareto", help="list the Pareto fronts of stored studies",
-                       description="Non-dominated feasible subnets of the stored studies, one front per study. "
+    p = sub.add_parser("pareto", description="Non-dominated feasible subnets of the stored studies, one front per study. "
                        "With no options: every study in the store.",
                        epilog=PARETO_EXAMPLES, formatter_class=fmt)
     p.add_argument("--study", help="only this study (name as printed by `samnas search`)")
@@ -97,8 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_storage(p)
     p.set_defaults(func=run_pareto_command)
 
-    p = sub.add_parser("export", help="export a subnet: checkpoint, ONNX encoder and model card",
-                       description="Write subnet.pt + subnet.json (loadable without the supernet), "
+    p = sub.add_parser("export", description="Write subnet.pt + subnet.json (loadable without the supernet), "
                        "image_encoder.onnx (checked against PyTorch) and card.json/card.md.",
                        epilog=EXPORT_EXAMPLES, formatter_class=fmt)
     src = p.add_mutually_exclusive_group(required=True)

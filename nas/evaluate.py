@@ -132,8 +132,7 @@ def render(row: dict, fmt: str) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="measure a checkpoint or subnet on a COCO-style folder (mIoU, mask AR)",
-                       description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("evaluate", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="SAM checkpoint (Meta/HF layout; default: the packaged sam_micro reference)")
     src.add_argument("--subnet", help="folder written by `samnas extract` / `samnas export`")

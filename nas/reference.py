@@ -45,8 +45,7 @@ HELD_OUT_SEED_OFFSET = 10_000  # evaluation scenes come from a generator stream 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-reference", help="train the small reference SAM (sam_micro) on photos and synthetic scenes",
-                       description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("train-reference", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--coco", action="append", default=[], metavar="DIR",
                    help="a folder of training photos; repeat for several (each pairs with one --annotations)")
     p.add_argument("--annotations", action="append", default=[], metavar="JSON",

@@ -22,8 +22,7 @@ EXAMPLES = """examples:
 def register(subparsers) -> None:
     """Add the ``spaces`` command group to the ``samnas`` sub-command parsers."""
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = subparsers.add_parser("spaces", help="list the search spaces, show one, or sample a subnet config",
-                                   description="The packaged search spaces and subnet configs drawn from them.",
+    parser = subparsers.add_parser("spaces", description="The packaged search spaces and subnet configs drawn from them.",
                                    epilog=EXAMPLES, formatter_class=fmt)
     actions = parser.add_subparsers(dest="spaces_action", metavar="ACTION")
     parser.set_defaults(func=lambda args: _print_help(parser))

@@ -21,7 +21,6 @@ EXTRACT_EXAMPLES = """examples:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "extract",
-        help="write a standalone subnet (sliced weights + config) from a supernet checkpoint",
         description="Validate SUBNET.yaml against its search space, slice the weights of the chosen heads, "
         "MLP neurons and blocks, and write subnet.pt + subnet.json, loadable without the supernet "
         "(supernet.elastic.extract.load_subnet).",

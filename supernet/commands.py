@@ -25,7 +25,6 @@ RANK_EXAMPLES = """examples:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "rank",
-        help="rank heads and MLP neurons by importance and permute the weights",
         description="Score every attention head and MLP neuron of the image encoder on calibration images, "
         "then permute the weights so that each 'keep the first k' slice keeps the most important units. "
         "Writes the ranked checkpoint (still a valid SAM checkpoint) and a JSON sidecar with the ranking.",

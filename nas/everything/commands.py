@@ -123,8 +123,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("tune-everything", help="tune the segment-everything policy for a model, device and budget",
-                       description="Optuna search over prompt policies (grid, hierarchical, adaptive). Quality "
+    p = sub.add_parser("tune-everything", description="Optuna search over prompt policies (grid, hierarchical, adaptive). Quality "
                        "without labels: agreement with the model's own dense 32x32 grid at its default thresholds "
                        "on the same photos (the IoU-weighted share of its masks that a policy reproduces); with "
                        "--annotations: class-agnostic mask AR@10/100/1000.",
@@ -152,8 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per trial instead")
     p.set_defaults(func=run_tune)
 
-    p = sub.add_parser("everything", help="segment everything in a folder of images with a policy file",
-                       description="Automatic mask generation over every image of a folder. Without --policy: "
+    p = sub.add_parser("everything", description="Automatic mask generation over every image of a folder. Without --policy: "
                        "the dense 32x32 grid at the model's default thresholds (calibrated ones in the packaged "
                        "reference's card; SAM's 0.88 / 0.95 for other checkpoints).",
                        epilog=EVERYTHING_EPILOG, formatter_class=fmt)
@@ -167,8 +165,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_everything)
 
-    p = sub.add_parser("calibrate-everything", help="calibrate a model's default segment-everything thresholds",
-                       description=CALIBRATE_DESCRIPTION,
+    p = sub.add_parser("calibrate-everything", description=CALIBRATE_DESCRIPTION,
                        epilog=CALIBRATE_EPILOG, formatter_class=fmt)
     _add_model_args(p)
     p.add_argument("--images", required=True, help="calibration photos (training photos, not held-out ones)")
@@ -179,8 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="policy YAML to write instead (a 32x32 grid at the calibrated thresholds)")
     p.set_defaults(func=run_calibrate)
 
-    p = sub.add_parser("everything-front", help="Pareto front (quality vs. ms per image) of policy studies",
-                       description="The Pareto front of quality against time per image of every stored policy "
+    p = sub.add_parser("everything-front", description="The Pareto front of quality against time per image of every stored policy "
                        "study (from tune-everything), one table per study.",
                        epilog=FRONT_EPILOG, formatter_class=fmt)
     p.add_argument("--device", help="only studies on this device")

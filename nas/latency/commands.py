@@ -48,7 +48,6 @@ def _add_root(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser(
         "latency",
-        help="profile devices and fit latency predictors",
         description="Measure subnet latency on a device, fit a predictor per device and search space, "
         "and predict the latency of subnet configs.",
         epilog=EXAMPLES,

@@ -18,8 +18,7 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-supernet", help="train the supernet so that all its subnets work (sandwich rule)",
-                       description="Each step trains the largest subnet, the smallest and K random ones, "
+    p = sub.add_parser("train-supernet", description="Each step trains the largest subnet, the smallest and K random ones, "
                        "distilled from the frozen full model (embedding MSE + mask loss on sampled prompts), "
                        "plus a ground-truth loss when --annotations is given. Writes OUT/supernet.pt (a SAM "
                        "checkpoint, ranking kept) and OUT/checkpoint.pt (exact resume state).",
