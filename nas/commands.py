@@ -117,23 +117,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------- search
 
 def _load_model(checkpoint: str | None, space: SearchSpace):
-    from supernet.elastic.ranked import load_ranked
-    from supernet.reference import reference_checkpoint
+    """``(model, checkpoint path or None)`` for a search or export on ``space``."""
+    from nas.models import load_model
 
-    if checkpoint is None:
-        checkpoint = reference_checkpoint(space.model_type)
-        if checkpoint is None:
-            from supernet.modeling.build import build_sam
-
-            print(f"NOTE: no --checkpoint and no packaged reference weights for {space.model_type}: "
-                  f"using RANDOMLY INITIALISED weights, so quality numbers show the mechanics only")
-            return build_sam(space.model_type, seed=0), None
-        print(f"NOTE: no --checkpoint: using the packaged {space.model_type} reference weights ({checkpoint})")
-    model, _ = load_ranked(checkpoint)
+    model, source = load_model(checkpoint, model_type=None if checkpoint else space.model_type, log=print)
     if model.arch.name != space.model_type:
         raise UserError(f"--checkpoint {checkpoint} is a {model.arch.name} model, but space {space.name} "
                         f"is for {space.model_type}")
-    return model, str(checkpoint)
+    return model, source.path
 
 
 def _load_images(folder: str | None, max_images: int, size: int):

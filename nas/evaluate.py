@@ -150,7 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from .everything.calibrate import default_policy
-    from .everything.commands import check_policy_model, load_model, model_digest, torch_device
+    from .everything.commands import check_policy_model, model_digest, torch_device
+    from .models import load_model
     from .everything.policies import load_policy
 
     if args.max_images is not None and args.max_images < 1:
@@ -158,8 +159,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from scenes.annotations import load_coco
 
     load_coco(args.annotations)  # a bad file is a one-line error before the model loads
-    model, tag = load_model(args.checkpoint, args.subnet, args.model_type,
-                            log=lambda m: print(m, file=sys.stderr))
+    model, source = load_model(args.checkpoint, args.subnet, args.model_type,
+                               log=lambda m: print(m, file=sys.stderr))
+    tag = source.tag
     policy = None
     if args.everything == "default":
         policy = default_policy(tag)

@@ -95,7 +95,7 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     assert "tuning:" in out.err and "3/3" in out.err, "a progress bar over the trials"
     policy, meta = load_policy(policy_path)
     assert meta["study"].endswith("@everything") and meta["evaluator"] == "mask_ar"
-    assert meta["model"] == commands.load_model(None, None)[1] and len(meta["model_digest"]) == 16
+    assert meta["model"] == commands.load_model(None, None)[1].tag and len(meta["model_digest"]) == 16
     assert set(meta["metrics"]) >= {"AR@10", "AR@100", "AR@1000"} and 0.0 <= meta["quality"] <= 1.0
     assert policy.points_per_side <= 8
 

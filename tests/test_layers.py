@@ -19,7 +19,7 @@ LAYERS = [
     ("supernet.elastic",),                        # elastic activation, ranking, extraction
     ("supernet.commands",),                       # rank / extract commands
     ("search_spaces",),                           # spaces: validate, sample, encode, count
-    ("nas", "nas.timing", "nas.fingerprint", "nas.study", "nas.tracking", "nas.onnx_export"),  # shared nas tools
+    ("nas", "nas.timing", "nas.fingerprint", "nas.study", "nas.tracking", "nas.onnx_export", "nas.models"),
     ("nas.training", "nas.latency", "nas.quality"),  # training, latency predictors, quality evaluators
     ("nas.search", "nas.pareto"),                 # the study driver and front queries
     ("nas.export", "nas.everything"),             # export and segment-everything

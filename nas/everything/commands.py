@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 from infra.cliargs import positive_float, positive_int
 from infra.errors import UserError
+from nas.models import load_model
 
 
 TUNE_EPILOG = """examples:
@@ -43,39 +43,6 @@ CALIBRATE_EPILOG = """examples:
   samnas calibrate-everything --checkpoint my_sam.pt --images photos/ --out my_defaults.yaml
   samnas everything --checkpoint my_sam.pt --policy my_defaults.yaml --images photos/ --out masks/
 """
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-") or "model"
-
-
-def load_model(checkpoint: str | None, subnet: str | None, model_type: str | None = None, log=print):
-    """``(Sam, tag)`` from ``--checkpoint``, ``--subnet``, else the packaged sam_micro reference.
-
-    The packaged reference is tagged ``sam_micro`` however it is named (default or its path given
-    as ``--checkpoint``). With neither and no packaged weights, a seeded random micro model (and a
-    warning: quality figures are then meaningless).
-    """
-    if checkpoint and subnet:
-        raise UserError("give --checkpoint or --subnet, not both")
-    if subnet:
-        from supernet.elastic.extract import load_subnet
-
-        return load_subnet(subnet).eval(), f"subnet-{_slug(Path(subnet).resolve().name)}"
-    from supernet.checkpoint import infer_model_type, load_sam, sam_state_dict_from_file
-    from supernet.reference import reference_checkpoint
-
-    ref = reference_checkpoint("micro")
-    if checkpoint and not (ref is not None and Path(checkpoint).resolve() == ref.resolve()):
-        model = load_sam(checkpoint, model_type)
-        sd, _ = sam_state_dict_from_file(checkpoint)
-        return model.eval(), f"sam_{infer_model_type(sd)}-{_slug(Path(checkpoint).stem)}"
-    if ref is not None:
-        return load_sam(ref, model_type).eval(), "sam_micro"
-    from supernet.modeling.build import build_sam
-
-    log("warning: no packaged sam_micro weights: using random weights (quality figures are meaningless)")
-    return build_sam("micro", seed=0).eval(), "sam_micro-random"
 
 
 def model_digest(model) -> str:
@@ -206,7 +173,8 @@ def run_tune(args: argparse.Namespace) -> int:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
     if args.eval_annotations and not args.eval_images:
         raise UserError("--eval-annotations needs --eval-images")
-    model, tag = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    tag = source.tag
     model.to(torch_device(args.device))
     images, skipped = read_images(args.images, args.max_images, log=_log)
     annotations = load_annotations(args.annotations, images) if args.annotations else None
@@ -272,7 +240,8 @@ def run_everything(args: argparse.Namespace) -> int:
 
     if args.annotations and not args.single_json:
         raise UserError("--annotations only sets the image ids of --single-json; add --single-json")
-    model, tag = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    tag = source.tag
     if args.policy:
         policy, meta = load_policy(args.policy)
         check_policy_model(args.policy, meta, tag, model_digest(model))
@@ -328,7 +297,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from .policies import Policy, save_policy
     from .tune import read_images
 
-    model, tag = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    tag = source.tag
     card = args.card or (reference_card() if tag == REFERENCE_TAG and not args.out else None)
     if card is None and not args.out:
         raise UserError(f"model {tag} is not the packaged reference: give --out POLICY.yaml (or --card CARD.json)")
