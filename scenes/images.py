@@ -117,3 +117,30 @@ def generated_images(n: int, size: int = 256, seed: int = 0) -> list[np.ndarray]
 
     rng = np.random.default_rng(seed)
     return [render_scene(rng, size=(size, size))[0] for _ in range(n)]
+
+
+def read_images(images, skip, max_images: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """Images as ``(name, (H, W, 3) uint8)``: from a folder, or a sequence of paths and/or arrays.
+
+    Unreadable files are passed to ``skip(name, reason)`` and left out; ``max_images``
+    readable images at most. Raises UserError for a folder with no image.
+    """
+    if isinstance(images, (str, Path)):
+        images = list_images(images)
+    elif isinstance(images, np.ndarray):
+        images = [images]
+    out = []
+    for index, item in enumerate(images):
+        if max_images is not None and len(out) >= max_images:
+            break
+        if isinstance(item, np.ndarray):
+            if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
+                skip(f"image[{index}]", f"expected an HxWx3 uint8 array, got {item.dtype} {item.shape}")
+                continue
+            out.append((f"image[{index}]", item))
+            continue
+        try:
+            out.append((str(item), load_image(item)))
+        except UserError as exc:
+            skip(str(item), str(exc))
+    return out

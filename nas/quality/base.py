@@ -18,13 +18,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from supernet.elastic.activation import active_subnet, full_config
-from infra.errors import UserError
 from supernet.modeling.sam import Sam
 
 log = logging.getLogger(__name__)
@@ -121,32 +118,3 @@ def batches(count: int, size: int) -> Iterable[slice]:
     """Slices covering ``range(count)`` in chunks of at most ``size`` (bounds memory of full-size masks)."""
     for start in range(0, count, size):
         yield slice(start, min(count, start + size))
-
-
-def read_images(images, skip, max_images: int | None = None) -> list[tuple[str, np.ndarray]]:
-    """Images as ``(name, (H, W, 3) uint8)``: from a folder, or a sequence of paths and/or arrays.
-
-    Unreadable files are passed to ``skip(name, reason)`` and left out; ``max_images``
-    readable images at most. Raises UserError for a folder with no image.
-    """
-    from scenes.images import list_images, load_image
-
-    if isinstance(images, (str, Path)):
-        images = list_images(images)
-    elif isinstance(images, np.ndarray):
-        images = [images]
-    out = []
-    for index, item in enumerate(images):
-        if max_images is not None and len(out) >= max_images:
-            break
-        if isinstance(item, np.ndarray):
-            if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
-                skip(f"image[{index}]", f"expected an HxWx3 uint8 array, got {item.dtype} {item.shape}")
-                continue
-            out.append((f"image[{index}]", item))
-            continue
-        try:
-            out.append((str(item), load_image(item)))
-        except UserError as exc:
-            skip(str(item), str(exc))
-    return out

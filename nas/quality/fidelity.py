@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from infra.errors import UserError
+from scenes.images import read_images
 from supernet.modeling.predictor import SamPredictor
 from supernet.modeling.sam import Sam
 
-from .base import Evaluator, QualityResult, full_model, mask_iou, read_images
+from .base import Evaluator, QualityResult, full_model, mask_iou
 
 
 @dataclass
