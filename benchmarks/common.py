@@ -4,16 +4,44 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
+# Tables go to results/ unless $SAMNAS_BENCH_RESULTS names another folder (the smoke test's temp folder).
+RESULTS = Path(os.environ.get("SAMNAS_BENCH_RESULTS") or ROOT / "results")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from nas.fingerprint import machine_fingerprint  # noqa: E402
 from infra.fileio import atomic_write_text  # noqa: E402
+
+
+def commit() -> str:
+    """The short commit the benchmark runs on, marked when tracked code outside results/ has uncommitted changes."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("diff", "--quiet", "HEAD", "--", ".", ":(exclude)results").returncode == 1
+    except OSError:
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + (" (plus uncommitted changes)" if dirty else "")
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as a table may show it: relative to the repository (or its parent, for ../shared),
+    never an absolute path of the machine that ran the benchmark."""
+    path = Path(path).resolve()
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+        if path.is_relative_to(base):
+            return prefix + str(path.relative_to(base))
+    return path.name
 
 
 def machine_header(command: str, repeats: int, repeats_line: str | None = None, threads: int | None = None) -> str:
@@ -28,6 +56,7 @@ def machine_header(command: str, repeats: int, repeats_line: str | None = None, 
         + (f", GPU {fp['gpu']}" if fp["gpu"] else ", no GPU"),
         repeats_line or f"- repeats: {repeats} timed runs after 1 warm-up; latency is the median, spread is p10-p90",
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- commit: {commit()}",
         f"- reproduce: `{command}`",
         f"- fingerprint: `{json.dumps({k: fp[k] for k in ('cpu', 'cores', 'torch', 'onnxruntime', 'allocator')})}`",
     ])

@@ -30,23 +30,14 @@ import torch
 from common import ROOT, machine_header, markdown_table, write_results
 
 from nas.everything.calibrate import calibrate_thresholds, model_defaults
-from nas.everything.commands import load_model, model_digest
+from nas.everything.commands import model_digest
+from nas.models import load_model
 from nas.everything.generator import MaskGenerator
 from nas.everything.policies import Policy, policy_from_dict
 from nas.everything.tune import agreement, load_annotations, mask_ar, read_images, tune_everything
 from supernet.modeling.predictor import SamPredictor
 
 COCO128 = ROOT.parent / "shared" / "data" / "coco128"
-
-
-def _commit() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def timed(gen: MaskGenerator, image: np.ndarray, repeats: int) -> tuple[list[dict], float]:
@@ -86,7 +77,8 @@ def main() -> int:
         print(f"coco128 with panoptic annotations not found at {data}", file=sys.stderr)
         return 2
 
-    model, tag = load_model(None, None, log=log)
+    model, source = load_model(None, None, log=log)
+    tag = source.tag
     predictor = SamPredictor(model)
     weights = "packaged reference `sam_micro.pt`" if tag == "sam_micro" else "RANDOM weights: quality is meaningless"
     tune_imgs, _ = read_images(data / "images" / "train2017", args.tune_images, log=log)
@@ -157,7 +149,7 @@ def main() -> int:
         return "holds" if ok else "MISSED"
 
     body = [
-        f"- model: sam_micro, {weights}; commit {_commit()}; 1 torch thread",
+        f"- model: sam_micro, {weights}; 1 torch thread",
         f"- default thresholds: {defaults['pred_iou_thresh']:.2f} / {defaults['stability_score_thresh']:.2f} ({source})",
         f"- tuning: {len(tune_imgs)} coco128/train2017 photos, labels not used (agreement with the dense grid); "
         f"{args.trials} trials in {tune_s:.0f} s; budget {budget} ms/photo (predicted time); best trial {best['trial']}",

@@ -198,8 +198,6 @@ def main(argv=None) -> int:
         f"(at least {args.min_seconds:g} s), as `samnas latency profile`; validation: each held-out subnet in a fresh "
         f"process, {args.warmup} warm-up runs then at least {args.repeats} timed runs and {args.min_seconds:g} s, "
         f"median; drift probe: {PROBE_SECONDS:g} s of timed runs over its subnets, before and after each validation"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    header += f"\n- commit: {commit.stdout.strip() or 'unknown'}"
     header += (f"\n- threads: {args.threads} (profiling, probe and fresh processes alike); the machine's 1-minute "
                f"load average was {load_at_start:.2f} at the start and {os.getloadavg()[0]:.2f} at the end "
                f"(about 1 while this benchmark alone runs at 1 thread)")

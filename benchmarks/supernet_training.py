@@ -21,18 +21,19 @@ import numpy as np
 
 from common import machine_header, markdown_table, write_results
 
-from nas.latency import load_predictor
+from infra.errors import UserError
+from nas.latency import load_predictor, profile_and_fit_quick
 from nas.quality import make_evaluator
+from nas.training.train import TrainSettings, train
+from scenes.images import generated_images
+from scenes.sources import SyntheticScenes
+from scenes.synthetic import write_coco_dataset
 from search_spaces.space import SearchSpace
 from supernet.checkpoint import load_sam
 from supernet.elastic.activation import active_subnet
-from scenes.images import generated_images
-from supernet.modeling.predictor import image_to_model_input
 from supernet.elastic.ranking import rank_model
+from supernet.modeling.predictor import image_to_model_input
 from supernet.reference import reference_checkpoint
-from scenes.sources import SyntheticScenes
-from scenes.synthetic import write_coco_dataset
-from nas.training.train import TrainSettings, train
 
 
 def mid_config(space: SearchSpace, latency, frac: float = 0.5, samples: int = 400, seed: int = 0) -> dict:
@@ -71,7 +72,11 @@ def main(argv=None) -> int:
     model = load_sam(ckpt)
     calib = [image_to_model_input(model, im)[0] for im in generated_images(8, seed=123)]
     rank_model(model, "wanda", images=lambda: calib)
-    latency = load_predictor("cpu-torch", space="sam_micro")
+    try:
+        latency = load_predictor("cpu-torch", space="sam_micro")
+    except UserError:
+        print("no cpu-torch predictor for sam_micro in the results store: profiling this machine first", flush=True)
+        latency = profile_and_fit_quick(space, "cpu-torch", threads=1)
     configs = {"smallest": space.smallest(), "mid (~50% latency)": mid_config(space, latency),
                "full": space.largest()}
     pred = {k: latency.predict_ms(v) for k, v in configs.items()}
