@@ -102,15 +102,6 @@ class ImageReader:
             yield Path(path), image
 
 
-def iter_images(paths: Iterable[str | Path],
-                on_skip: Callable[[str, str], None] | None = None) -> Iterator[tuple[Path, np.ndarray]]:
-    """``(path, image)`` for each readable file; ``on_skip(path, reason)`` for the others.
-
-    Use :class:`ImageReader` directly to count the skipped files afterwards.
-    """
-    return ImageReader(on_skip).read(paths)
-
-
 def generated_images(n: int, size: int = 256, seed: int = 0) -> list[np.ndarray]:
     """``n`` synthetic scenes of ``size`` x ``size`` pixels (objects on textured backgrounds), seeded."""
     from scenes.synthetic import render_scene

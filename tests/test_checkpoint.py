@@ -45,7 +45,13 @@ def test_pixel_stats_keys_are_tolerated(tmp_path, meta_state_dict):
     sd["pixel_mean"] = torch.zeros(3, 1, 1)
     sd["pixel_std"] = torch.ones(3, 1, 1)
     torch.save(sd, tmp_path / "c.pth")
-    load_sam(tmp_path / "c.pth")
+    model = load_sam(tmp_path / "c.pth")
+    # The file's pixel statistics are passed over: the architecture's stay, the weights load.
+    arch = get_arch("micro")
+    assert model.pixel_mean.flatten().tolist() == pytest.approx(arch.pixel_mean)
+    assert model.pixel_std.flatten().tolist() == pytest.approx(arch.pixel_std)
+    ours = model.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in meta_state_dict.items())
 
 
 @pytest.mark.parametrize(

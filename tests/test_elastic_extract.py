@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
+from torch import nn
 
-from supernet.modeling.build import build_sam
+from supernet.modeling.build import build_from_spec, build_sam
 from supernet.elastic.activation import active_config, active_subnet, full_config, set_active_subnet
 from infra.errors import CheckpointError, ConfigError
-from supernet.elastic.extract import extract, load_subnet, save_subnet, subnet_metadata
+from supernet.elastic.extract import extract, load_subnet, save_subnet, subnet_blocks_spec, subnet_metadata
 
 
 def micro_config(resolution=192):
@@ -88,6 +90,106 @@ def test_save_load_round_trip(model, tmp_path):
     loaded = load_subnet(tmp_path / "sub")
     x = images(192)
     assert torch.equal(loaded.image_encoder(x), sub.image_encoder(x))
+
+
+ELASTIC_ATTRIBUTES = ("active_heads", "active_hidden", "active_blocks", "qkv_slice", "proj_input")
+
+
+def test_extracted_subnet_is_plain(model):
+    cfg = micro_config(192)
+    sub = extract(model, cfg)
+    kept = [b for b in cfg["blocks"] if b.get("keep", True)]
+    for module in sub.modules():
+        assert "Elastic" not in type(module).__name__, type(module)
+        assert not [a for a in ELASTIC_ATTRIBUTES if hasattr(module, a)], type(module)
+    for spec, block in zip(kept, sub.image_encoder.blocks):
+        assert block.attn.qkv.out_features == 3 * spec["heads"] * block.attn.head_dim
+        assert block.attn.proj.in_features == spec["heads"] * block.attn.head_dim
+        assert block.mlp.lin1.out_features == block.mlp.lin2.in_features == spec["mlp"]
+    linears = [m for m in sub.image_encoder.modules() if isinstance(m, nn.Linear)]
+    assert all(m.weight.shape == (m.out_features, m.in_features) for m in linears)
+    # Every Linear runs as a module with its whole weight, so tools that swap modules see all the compute.
+    called = []
+    hooks = [m.register_forward_hook(lambda m, args, out: called.append((m, args[0].shape[-1], out.shape[-1])))
+             for m in linears]
+    with torch.no_grad():
+        sub.image_encoder(images(192, n=1))
+    for h in hooks:
+        h.remove()
+    assert {id(m) for m, _, _ in called} == {id(m) for m in linears}
+    assert all((i, o) == (m.in_features, m.out_features) for m, i, o in called)
+
+
+def cosine(a, b):
+    return torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).min().item()
+
+
+# Measured on sam_micro (seed 3, and the packaged reference weights) at 128-256 px: cosine
+# 0.99990-0.99995 and relative L2 error 0.010-0.014 between int8-dynamic and fp32 embeddings.
+INT8_MIN_COSINE = 0.999
+INT8_MAX_REL_ERROR = 0.03
+
+
+@pytest.mark.parametrize("resolution", [256, 128])
+@torch.no_grad()
+def test_dynamic_quantization_of_extracted_subnet(model, resolution):
+    cfg = micro_config(resolution)
+    sub = extract(model, cfg)
+    with warnings.catch_warnings():  # torch.ao's eager quantization warns that it is deprecated
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.quantization.quantize_dynamic(sub, {nn.Linear}, dtype=torch.qint8)
+    assert not any(type(m) is nn.Linear for m in quantized.modules())
+    x = images(resolution)
+    with active_subnet(model, cfg):
+        expected = model.image_encoder(x)
+    fp32 = sub.image_encoder(x)
+    torch.testing.assert_close(fp32, expected, rtol=0, atol=1e-5)  # quantize_dynamic copies: sub is still fp32
+    got = quantized.image_encoder(x)
+    assert cosine(got, expected) >= INT8_MIN_COSINE
+    assert ((got - expected).norm() / expected.norm()).item() <= INT8_MAX_REL_ERROR
+    masks, iou = quantized.decode(got[:1], points=(torch.tensor([[[30.0, 40.0]]]), torch.tensor([[1]])))
+    assert masks.shape == (1, 3, resolution // 4, resolution // 4) and torch.isfinite(iou).all()
+
+
+def test_extracted_subnet_exports(model):
+    sub = extract(model, micro_config(128))
+    x = images(128, n=1)
+    program = torch.export.export(sub.image_encoder, (x,))
+    with torch.no_grad():
+        assert torch.equal(program.module()(x), sub.image_encoder(x))
+
+
+def test_subnet_state_dict_layout(model):
+    """Saved subnets keep the supernet's parameter names (blocks renumbered) with sliced shapes."""
+    cfg = micro_config(192)
+    got = {k: tuple(v.shape) for k, v in extract(model, cfg).state_dict().items()}
+    full = model.state_dict()
+    kept = [i for i, b in enumerate(cfg["blocks"]) if b.get("keep", True)]
+    expected_keys = set()
+    for key in full:
+        parts = key.split(".")
+        if key.startswith("image_encoder.blocks."):
+            if int(parts[2]) not in kept:
+                continue
+            parts[2] = str(kept.index(int(parts[2])))
+        expected_keys.add(".".join(parts))
+    assert set(got) == expected_keys
+    assert got["image_encoder.blocks.1.attn.qkv.weight"] == (3 * 3 * 32, 128)  # block 2: 3 heads
+    assert got["image_encoder.blocks.1.mlp.lin2.weight"] == (128, 384)
+    assert got["image_encoder.pos_embed"] == (1, 12, 12, 128)
+
+
+@torch.no_grad()
+def test_subnet_saved_by_the_elastic_extractor_loads(model, tmp_path):
+    """Subnets saved before extraction gave plain models were elastic-class models of the subnet's widths."""
+    cfg = micro_config(192)
+    sub = extract(model, cfg)
+    old = build_from_spec(model.arch, subnet_blocks_spec(model, cfg), img_size=192, elastic=True)
+    old.load_state_dict(sub.state_dict(), strict=True)
+    save_subnet(old, subnet_metadata(model, cfg), tmp_path / "old")
+    loaded = load_subnet(tmp_path / "old")
+    x = images(192)
+    assert torch.equal(loaded.image_encoder(x), old.image_encoder(x))
 
 
 def test_load_subnet_errors(tmp_path):

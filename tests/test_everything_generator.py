@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nas.everything import masks as M
-from nas.everything.generator import DecoderCache, GridPolicy, MaskGenerator, TimedPredictor, image_key
+from nas.everything.generator import DecoderCache, MaskGenerator, TimedPredictor, image_key
 from nas.everything.policies import Policy
 from supernet.modeling.arch import get_arch
 from supernet.modeling.build import build_sam
@@ -113,7 +113,7 @@ def test_grid_policy_matches_official_generator(models, image, params, need_mask
     replay = ReplayPredictor(sa.SamPredictor(official))
     expected = official_generator(sa, official, replay, params).generate(image)
     first_calls = replay.calls
-    gen = MaskGenerator(replay, GridPolicy(**params))
+    gen = MaskGenerator(replay, Policy(**params))
     got = gen.generate(image)
     assert replay.calls == 2 * first_calls and replay.replayed == first_calls, "same prompts, same batches"
     if need_masks:
@@ -139,7 +139,7 @@ def test_threshold_boundaries_match_official(models, image):
     expected = official_generator(sa, official, replay, params).generate(image)
     assert any(r["stability_score"] == stab for r in expected), "the boundary stability score is kept"
     assert all(r["predicted_iou"] > iou for r in expected), "the boundary predicted IoU is dropped"
-    assert_same_records(expected, MaskGenerator(replay, GridPolicy(**params)).generate(image))
+    assert_same_records(expected, MaskGenerator(replay, Policy(**params)).generate(image))
 
 
 def test_uncompressed_rle_and_boxes_forms_match_official(models, image):
@@ -147,7 +147,7 @@ def test_uncompressed_rle_and_boxes_forms_match_official(models, image):
     params = {"points_per_side": 8, **RELAXED}
     replay = ReplayPredictor(sa.SamPredictor(official))
     expected = official_generator(sa, official, replay, {**params, "output_mode": "uncompressed_rle"}).generate(image)
-    gen = MaskGenerator(replay, GridPolicy(**params))
+    gen = MaskGenerator(replay, Policy(**params))
     data = gen.generate_data(image)
     assert len(expected) > 0
     assert_same_records(expected, gen.records(data, mode="uncompressed_rle"))
@@ -158,16 +158,15 @@ def test_uncompressed_rle_and_boxes_forms_match_official(models, image):
         gen.records(data, mode="png")
 
 
-def test_grid_policy_fields_and_errors():
-    p = GridPolicy()
+def test_policy_defaults_are_sams_grid_generator():
+    p = Policy()
+    assert p.kind == "grid"
     assert (p.points_per_side, p.points_per_batch, p.pred_iou_thresh, p.stability_score_thresh) == (32, 64, 0.88, 0.95)
     assert (p.stability_score_offset, p.box_nms_thresh, p.crop_n_layers, p.crop_nms_thresh) == (1.0, 0.7, 0, 0.7)
     assert (p.crop_overlap_ratio, p.crop_n_points_downscale_factor, p.min_mask_region_area, p.output_mode) == \
         (512 / 1500, 1, 0, "binary_mask")
-    with pytest.raises(ConfigError, match="GridPolicy.kind"):
-        GridPolicy(kind="hierarchical")
     with pytest.raises(ConfigError, match="pred_iou_thresh"):
-        GridPolicy(pred_iou_thresh=1.5)
+        Policy(pred_iou_thresh=1.5)
 
 
 def test_our_predictor_agrees_with_official_generator(models, image):

@@ -58,16 +58,16 @@ def _blobs(g: torch.Generator, n: int, h: int, w: int, density: float = 0.5) -> 
 
 def test_point_grids_and_crop_boxes_match_official(amg):
     for n in (1, 2, 5, 16, 32):
-        assert np.array_equal(amg.build_point_grid(n), M.build_point_grid(n))
+        assert np.array_equal(amg.build_point_grid(n), M.point_grid(n))
     for n, layers, scale in ((32, 0, 1), (16, 2, 2), (12, 3, 2), (9, 1, 1)):
-        ours = M.build_all_layer_point_grids(n, layers, scale)
+        ours = M.layer_point_grids(n, layers, scale)
         theirs = amg.build_all_layer_point_grids(n, layers, scale)
         assert len(ours) == len(theirs) == layers + 1
         assert all(np.array_equal(a, b) for a, b in zip(theirs, ours))
     for hw in ((256, 256), (300, 457), (457, 300), (64, 1000)):
         for layers in (0, 1, 2, 3):
             for ratio in (512 / 1500, 0.0, 0.5):
-                assert amg.generate_crop_boxes(hw, layers, ratio) == M.generate_crop_boxes(hw, layers, ratio)
+                assert amg.generate_crop_boxes(hw, layers, ratio) == M.crop_boxes(hw, layers, ratio)
 
 
 def test_batch_iterator_matches_official(amg):
@@ -95,13 +95,13 @@ def test_boxes_and_stability_match_official(amg):
         masks.view(-1, *shape[-2:])[0] = False  # an empty mask: [0, 0, 0, 0]
         if len(shape) > 2:
             masks.view(-1, *shape[-2:])[1, 5, 7] = True  # a one-pixel mask
-        assert torch.equal(amg.batched_mask_to_box(masks), M.batched_mask_to_box(masks))
+        assert torch.equal(amg.batched_mask_to_box(masks), M.masks_to_boxes(masks))
         logits = torch.randn(shape, generator=g) * 3
         for thr, off in ((0.0, 1.0), (0.5, 0.25), (-1.0, 2.0)):
-            ours = M.calculate_stability_score(logits, thr, off)
+            ours = M.stability_scores(logits, thr, off)
             assert ours.dtype == torch.float32
             assert torch.equal(amg.calculate_stability_score(logits, thr, off), ours)
-    assert M.batched_mask_to_box(torch.zeros((0, 8, 9), dtype=torch.bool)).shape == (0, 4)
+    assert M.masks_to_boxes(torch.zeros((0, 8, 9), dtype=torch.bool)).shape == (0, 4)
     box = torch.tensor([3, 4, 10, 20])
     assert torch.equal(amg.box_xyxy_to_xywh(box), M.box_xyxy_to_xywh(box))
     boxes = torch.randint(0, 50, (7, 4), generator=g)
@@ -116,7 +116,7 @@ def test_crop_frame_helpers_match_official(amg):
     boxes[:, 2:] += boxes[:, :2]
     for crop, full in (([10, 10, 60, 60], [0, 0, 100, 100]), ([0, 0, 100, 80], [0, 0, 100, 80]),
                        ([40, 0, 100, 50], [0, 0, 100, 100])):
-        assert torch.equal(amg.is_box_near_crop_edge(boxes, crop, full), M.is_box_near_crop_edge(boxes, crop, full))
+        assert torch.equal(amg.is_box_near_crop_edge(boxes, crop, full), M.near_crop_edge(boxes, crop, full))
         assert torch.equal(amg.uncrop_boxes_xyxy(boxes, crop), M.uncrop_boxes_xyxy(boxes, crop))
         assert torch.equal(amg.uncrop_boxes_xyxy(boxes[None], crop), M.uncrop_boxes_xyxy(boxes[None], crop))
         pts = torch.rand(9, 2, generator=g, dtype=torch.float64) * 50

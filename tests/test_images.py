@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from infra.errors import UserError
-from scenes.images import IMAGE_SUFFIXES, ImageReader, generated_images, iter_images, list_images, load_image
+from scenes.images import IMAGE_SUFFIXES, ImageReader, generated_images, list_images, load_image
 
 
 def _save(path, array, mode=None, **kw):
@@ -110,7 +110,7 @@ def test_reader_skips_and_counts_unreadable_images(tmp_path):
     assert all("unreadable image" in reason for _, reason in reader.skipped)
 
     reported = []
-    names = [p.name for p, _ in iter_images(paths, on_skip=lambda path, why: reported.append((path, why)))]
+    names = [p.name for p, _ in ImageReader(on_skip=lambda path, why: reported.append((path, why))).read(paths)]
     assert names == ["ok0.png", "ok1.png", "ok2.png"]
     assert reported == reader.skipped
 

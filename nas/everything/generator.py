@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,22 +33,6 @@ from infra.errors import ConfigError
 from . import masks as M
 from .masks import MaskData
 from .policies import Policy, coarse_to_fine_order, policy_from_dict
-
-
-@dataclass
-class GridPolicy(Policy):
-    """SAM's automatic-mask-generator parameters (the grid policy); defaults are SAM's defaults.
-
-    The same fields as :class:`~.policies.Policy` with ``kind`` fixed to ``"grid"``: points_per_side,
-    points_per_batch, pred_iou_thresh, stability_score_thresh, stability_score_offset, box_nms_thresh,
-    crop_n_layers, crop_nms_thresh, crop_overlap_ratio, crop_n_points_downscale_factor,
-    min_mask_region_area and output_mode.
-    """
-
-    def __post_init__(self) -> None:
-        if self.kind != "grid":
-            raise ConfigError(f"GridPolicy.kind: {self.kind!r}, expected 'grid' (use Policy for other kinds)")
-        super().__post_init__()
 
 
 def image_key(image: np.ndarray) -> str:

@@ -10,9 +10,11 @@ SAM's automatic mask generator so that results can be compared one to one:
   ``{"size": [H, W], "counts": [int, ...]}``: run lengths in column-major order, starting with a
   run of zeros (possibly of length 0).
 
-The names SAM's ``segment_anything.utils.amg`` uses (``build_point_grid``, ``generate_crop_boxes``,
-``batched_mask_to_box``, ``calculate_stability_score``, ``is_box_near_crop_edge``, ...) are
-provided as aliases of ours, with the same inputs and outputs.
+Each function takes the inputs and gives the outputs of its counterpart in SAM's
+``segment_anything.utils.amg``; where the names differ, ours are shorter: ``point_grid``
+(``build_point_grid``), ``layer_point_grids`` (``build_all_layer_point_grids``), ``crop_boxes``
+(``generate_crop_boxes``), ``masks_to_boxes`` (``batched_mask_to_box``), ``stability_scores``
+(``calculate_stability_score``), ``near_crop_edge`` (``is_box_near_crop_edge``).
 """
 from __future__ import annotations
 
@@ -395,12 +397,3 @@ class MaskData:
         return MaskData(**{k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
                            for k, v in self._cols.items()})
 
-
-# ---- the names used by segment_anything.utils.amg ---------------------------------------------
-
-build_point_grid = point_grid
-build_all_layer_point_grids = layer_point_grids
-generate_crop_boxes = crop_boxes
-batched_mask_to_box = masks_to_boxes
-calculate_stability_score = stability_scores
-is_box_near_crop_edge = near_crop_edge

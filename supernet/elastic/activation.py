@@ -72,11 +72,6 @@ def set_active_subnet(model: Sam, config: dict) -> Sam:
     return model
 
 
-def reset_active(model: Sam) -> Sam:
-    """Activate the full model again."""
-    return set_active_subnet(model, full_config(model))
-
-
 @contextmanager
 def active_subnet(model: Sam, config: dict):
     """Context manager: run ``config`` inside the block, restore the previous subnet after."""

@@ -1,7 +1,8 @@
 """Subnet extraction: a standalone, physically smaller SAM with sliced weights.
 
-``extract(supernet, config)`` copies the active slices into a model built with the
-subnet's own widths; skipped blocks are dropped, the position embedding and the global
+``extract(supernet, config)`` copies the active slices into a plain model (``nn.Linear``
+layers of the subnet's own widths, no run-time slicing, so quantizers, ``torch.compile``
+and exporters accept it); skipped blocks are dropped, the position embedding and the global
 blocks' relative positions are resampled once to the subnet resolution. Its outputs equal
 the supernet's with the same config active. ``save_subnet`` writes ``subnet.pt`` (state
 dict) and ``subnet.json`` (config + architecture), which ``load_subnet`` reads back with
@@ -37,7 +38,7 @@ def subnet_blocks_spec(model: Sam, config: dict) -> list[tuple[int, int, int]]:
 
 @torch.no_grad()
 def extract(model: Sam, config: dict) -> Sam:
-    """A standalone :class:`Sam` holding only ``config``'s weights (no masks at run time)."""
+    """A standalone, plain :class:`Sam` holding only ``config``'s weights (nothing sliced at run time)."""
     check_fits(model, config)
     res = config["resolution"]
     grid = res // model.image_encoder.patch_size
@@ -58,9 +59,7 @@ def _copy_block(src, dst, heads: int, mlp: int, grid: int) -> None:
     hd = src.attn.head_dim
     dst.norm1.load_state_dict(src.norm1.state_dict())
     dst.norm2.load_state_dict(src.norm2.state_dict())
-    src.attn.active_heads, saved = heads, src.attn.active_heads
-    weight, bias = src.attn.active_qkv()
-    src.attn.active_heads = saved
+    weight, bias = src.attn.qkv_slice(heads)
     dst.attn.qkv.weight.copy_(weight)
     dst.attn.qkv.bias.copy_(bias)
     dst.attn.proj.weight.copy_(src.attn.proj.weight[:, : heads * hd])

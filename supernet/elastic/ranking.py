@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 import torch
 from tqdm import tqdm
 
-from supernet.modeling.image_encoder import EncoderBlock
+from supernet.modeling.image_encoder import ElasticEncoderBlock
 from supernet.modeling.sam import Sam
 
 METHODS = ("magnitude", "wanda", "taylor")
@@ -31,7 +31,7 @@ METHODS = ("magnitude", "wanda", "taylor")
 BlockScores = list[dict[str, torch.Tensor]]  # per block: {"heads": (H,), "mlp": (M,)}
 
 
-def _head_view(block: EncoderBlock) -> tuple[torch.Tensor, torch.Tensor]:
+def _head_view(block: ElasticEncoderBlock) -> tuple[torch.Tensor, torch.Tensor]:
     """qkv weight as ``(3, H, hd, C)`` and proj weight as ``(C, H, hd)``."""
     attn = block.attn
     qkv = attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)
@@ -154,7 +154,7 @@ def compute_scores(model: Sam, method: str, images: Callable[[], Iterable[torch.
     return wanda_scores(model, images()) if method == "wanda" else taylor_scores(model, images())
 
 
-def block_permutations(block: EncoderBlock, head_order: torch.Tensor, neuron_order: torch.Tensor) -> dict:
+def block_permutations(block: ElasticEncoderBlock, head_order: torch.Tensor, neuron_order: torch.Tensor) -> dict:
     """For each parameter of a block that ranking reorders, a function reordering any tensor of its shape.
 
     ``order[k]`` is the old index of new unit ``k``. The same functions reorder optimizer
@@ -180,7 +180,7 @@ def block_permutations(block: EncoderBlock, head_order: torch.Tensor, neuron_ord
 
 
 @torch.no_grad()
-def permute_block(block: EncoderBlock, head_order: torch.Tensor, neuron_order: torch.Tensor,
+def permute_block(block: ElasticEncoderBlock, head_order: torch.Tensor, neuron_order: torch.Tensor,
                   optimizer: torch.optim.Optimizer | None = None) -> None:
     """Reorder a block's heads and MLP neurons in place, and the matching optimizer state if given."""
     for param, reorder in block_permutations(block, head_order, neuron_order).items():

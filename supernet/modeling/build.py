@@ -1,7 +1,8 @@
 """Builders: a registry from model type to a randomly initialised :class:`Sam`.
 
 ``build_sam("vit_b")`` gives the original architecture (every block full width), which is
-also the supernet. Extracted subnets call :func:`build_from_spec` with their own widths.
+also the supernet (``elastic=True``). Extracted subnets call :func:`build_from_spec` with
+their own widths and get a plain model.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import replace
 import torch
 
 from supernet.modeling.arch import SamArch, get_arch
-from supernet.modeling.image_encoder import ImageEncoderViT
+from supernet.modeling.image_encoder import ElasticImageEncoderViT, ImageEncoderViT
 from supernet.modeling.mask_decoder import MaskDecoder
 from supernet.modeling.prompt_encoder import PromptEncoder
 from supernet.modeling.sam import Sam
@@ -25,10 +26,15 @@ def full_blocks_spec(arch: SamArch) -> list[tuple[int, int, int]]:
     ]
 
 
-def build_from_spec(arch: SamArch, blocks_spec: list[tuple[int, int, int]], img_size: int | None = None) -> Sam:
-    """A SAM whose encoder blocks have the given ``(heads, mlp_dim, window_size)``; ``img_size`` in pixels."""
+def build_from_spec(arch: SamArch, blocks_spec: list[tuple[int, int, int]], img_size: int | None = None,
+                    elastic: bool = False) -> Sam:
+    """A SAM whose encoder blocks have the given ``(heads, mlp_dim, window_size)``; ``img_size`` in pixels.
+
+    ``elastic``: the supernet's encoder (run-time slicing, depth skipping), else plain ``nn.Linear`` layers.
+    """
     img_size = img_size or arch.img_size
-    encoder = ImageEncoderViT(
+    encoder_cls = ElasticImageEncoderViT if elastic else ImageEncoderViT
+    encoder = encoder_cls(
         img_size=img_size,
         patch_size=arch.patch_size,
         embed_dim=arch.embed_dim,
@@ -50,7 +56,7 @@ def build_from_spec(arch: SamArch, blocks_spec: list[tuple[int, int, int]], img_
 
 
 def build_sam(model_type: str | SamArch, seed: int | None = None) -> Sam:
-    """The full model of ``model_type`` (vit_b, vit_l, vit_h, micro), random weights.
+    """The full model of ``model_type`` (vit_b, vit_l, vit_h, micro) as an elastic supernet, random weights.
 
     Random initialisation follows PyTorch defaults; position embeddings and relative
     positions get small random values (not zeros) so that tests exercise them.
@@ -58,7 +64,7 @@ def build_sam(model_type: str | SamArch, seed: int | None = None) -> Sam:
     arch = get_arch(model_type) if isinstance(model_type, str) else model_type
     if seed is not None:
         torch.manual_seed(seed)
-    model = build_from_spec(arch, full_blocks_spec(arch))
+    model = build_from_spec(arch, full_blocks_spec(arch), elastic=True)
     with torch.no_grad():
         model.image_encoder.pos_embed.normal_(std=0.02)
         for block in model.image_encoder.blocks:

@@ -1,11 +1,19 @@
-"""SAM's ViT image encoder, elastic in heads, MLP width, depth and input resolution.
+"""SAM's ViT image encoder, plain and elastic.
 
-The same module is both the original model and the weight-sharing supernet: every block
-keeps its full weights and runs the *active* sub-network by slicing them. Heads are
-sliced head-major (the first ``k`` heads), MLP neurons the first ``k`` hidden units, so
-importance ranking (``supernet.elastic.ranking``) permutes the weights to put the best first.
-With every block active at full width and the input at ``img_size``, the forward pass
-is exactly the original SAM encoder.
+:class:`ImageEncoderViT` is a plain model: ``nn.Linear`` layers of the widths it was built
+with, every block run. Extracted subnets are built from it, so quantizers, compilers and
+exporters see an ordinary network.
+
+:class:`ElasticImageEncoderViT` is the weight-sharing supernet (and, at full width, the
+original SAM encoder): every block keeps its full weights and runs the *active*
+sub-network by slicing them at run time. Heads are sliced head-major (the first ``k``
+heads), MLP neurons the first ``k`` hidden units, so importance ranking
+(``supernet.elastic.ranking``) permutes the weights to put the best first. With every
+block active at full width and the input at ``img_size``, its forward pass is exactly
+the original SAM encoder. Both share parameter names, so their state dicts agree.
+
+Both take inputs smaller than ``img_size`` (elastic resolution): the position embedding
+and relative positions are resampled to the input's grid.
 
 Shapes: images ``(B, 3, R, R)`` with ``R`` a multiple of ``patch_size`` -> embeddings
 ``(B, out_chans, R/16, R/16)``.
@@ -16,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.modeling.common import LayerNorm2d
+from supernet.modeling.common import FeedForward, LayerNorm2d
 
 
 def rel_pos_table(q_size: int, k_size: int, table: torch.Tensor) -> torch.Tensor:
@@ -57,8 +65,8 @@ def decomposed_rel_pos_bias(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.T
     return (bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]).reshape(n, h * w, h * w)
 
 
-class ElasticAttention(nn.Module):
-    """Multi-head self-attention with relative positions; the first ``active_heads`` heads run.
+class Attention(nn.Module):
+    """Multi-head self-attention with decomposed relative positions, all ``num_heads`` heads.
 
     Weights keep the official layout: ``qkv`` rows are (q|k|v) x heads x head_dim, and
     ``proj`` columns are heads x head_dim.
@@ -68,51 +76,62 @@ class ElasticAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = head_dim
-        self.active_heads = num_heads
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, 3 * inner)
         self.proj = nn.Linear(inner, dim)
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_pos_size - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_pos_size - 1, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.attend(self.qkv(x), self.num_heads))
+
+    def attend(self, qkv: torch.Tensor, heads: int) -> torch.Tensor:
+        """Projected ``(B, H, W, 3*heads*hd)`` q|k|v -> attention output ``(B, H, W, heads*hd)``."""
+        b, h, w, _ = qkv.shape
+        hd = self.head_dim
+        qkv = qkv.reshape(b, h * w, 3, heads, hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, b * heads, h * w, hd).unbind(0)
+        attn_bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+        return out.view(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, heads * hd)
+
+
+class ElasticAttention(Attention):
+    """:class:`Attention` of the supernet: only the first ``active_heads`` heads run, by slicing the weights."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, rel_pos_size: int) -> None:
+        super().__init__(dim, num_heads, head_dim, rel_pos_size)
+        self.active_heads = num_heads
         # Parameter-free probe on the input of ``proj``: forward hooks here see the
         # per-head attention output (importance ranking records it).
         self.proj_input = nn.Identity()
 
-    def active_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weight ``(3*h*hd, dim)`` and bias ``(3*h*hd,)`` of the active heads."""
-        h, hd = self.active_heads, self.head_dim
-        weight = self.qkv.weight.view(3, self.num_heads, hd, -1)[:, :h].reshape(3 * h * hd, -1)
-        bias = self.qkv.bias.view(3, self.num_heads, hd)[:, :h].reshape(-1)
+    def qkv_slice(self, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight ``(3*heads*hd, dim)`` and bias ``(3*heads*hd,)`` of the first ``heads`` heads."""
+        hd = self.head_dim
+        weight = self.qkv.weight.view(3, self.num_heads, hd, -1)[:, :heads].reshape(3 * heads * hd, -1)
+        bias = self.qkv.bias.view(3, self.num_heads, hd)[:, :heads].reshape(-1)
         return weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        heads, hd = self.active_heads, self.head_dim
-        weight, bias = self.active_qkv()
-        qkv = F.linear(x, weight, bias).reshape(b, h * w, 3, heads, hd).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.reshape(3, b * heads, h * w, hd).unbind(0)
-        attn_bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
-        out = out.view(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, heads * hd)
-        out = self.proj_input(out)
-        return F.linear(out, self.proj.weight[:, : heads * hd], self.proj.bias)
+        heads = self.active_heads
+        weight, bias = self.qkv_slice(heads)
+        out = self.proj_input(self.attend(F.linear(x, weight, bias), heads))
+        return F.linear(out, self.proj.weight[:, : heads * self.head_dim], self.proj.bias)
 
 
-class ElasticMLP(nn.Module):
-    """``lin2(GELU(lin1(x)))`` with only the first ``active_hidden`` hidden units."""
+class ElasticMLP(FeedForward):
+    """``lin2(GELU(lin1(x)))`` of the supernet, with only the first ``active_hidden`` hidden units."""
 
     def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.lin1 = nn.Linear(dim, hidden)
-        self.lin2 = nn.Linear(hidden, dim)
-        self.act = nn.GELU()
+        super().__init__(dim, hidden)
         self.hidden = hidden
         self.active_hidden = hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.active_hidden
         if m == self.hidden:
-            return self.lin2(self.act(self.lin1(x)))
+            return super().forward(x)
         hidden = self.act(F.linear(x, self.lin1.weight[:m], self.lin1.bias[:m]))
         return F.linear(hidden, self.lin2.weight[:, :m], self.lin2.bias)
 
@@ -143,12 +162,15 @@ def window_unpartition(windows: torch.Tensor, window: int, padded: tuple[int, in
 class EncoderBlock(nn.Module):
     """Pre-norm transformer block; ``window_size == 0`` means global attention."""
 
+    attention_cls: type[Attention] = Attention
+    mlp_cls: type[FeedForward] = FeedForward
+
     def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_dim: int, window_size: int, grid: int) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = ElasticAttention(dim, num_heads, head_dim, window_size if window_size > 0 else grid)
+        self.attn = self.attention_cls(dim, num_heads, head_dim, window_size if window_size > 0 else grid)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = ElasticMLP(dim, mlp_dim)
+        self.mlp = self.mlp_cls(dim, mlp_dim)
         self.window_size = window_size
 
     @property
@@ -166,6 +188,13 @@ class EncoderBlock(nn.Module):
             x = self.attn(x)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
+
+
+class ElasticEncoderBlock(EncoderBlock):
+    """:class:`EncoderBlock` of the supernet: elastic in heads and MLP width."""
+
+    attention_cls = ElasticAttention
+    mlp_cls = ElasticMLP
 
 
 class PatchEmbed(nn.Module):
@@ -188,13 +217,15 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 class ImageEncoderViT(nn.Module):
-    """Elastic SAM ViT encoder.
+    """SAM's ViT encoder with plain blocks: every block runs all its heads and hidden units.
 
     ``blocks_spec`` lists, per block, ``(num_heads, mlp_dim, window_size)``; extracted
-    subnets pass their reduced widths, the original model its uniform ones.
-    ``img_size`` is the largest input side in pixels; the position embedding and the
-    global blocks' relative positions are learned for it and resampled for smaller inputs.
+    subnets pass their reduced widths. ``img_size`` is the largest input side in pixels;
+    the position embedding and the global blocks' relative positions are learned for it
+    and resampled for smaller inputs.
     """
+
+    block_cls: type[EncoderBlock] = EncoderBlock
 
     def __init__(
         self,
@@ -212,7 +243,7 @@ class ImageEncoderViT(nn.Module):
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
         self.blocks = nn.ModuleList(
-            EncoderBlock(embed_dim, heads, head_dim, mlp, window, grid) for heads, mlp, window in blocks_spec
+            self.block_cls(embed_dim, heads, head_dim, mlp, window, grid) for heads, mlp, window in blocks_spec
         )
         self.neck = nn.Sequential(
             nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
@@ -220,15 +251,33 @@ class ImageEncoderViT(nn.Module):
             nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
-        # Depth elasticity: False skips the block (identity).
-        self.active_blocks: list[bool] = [True] * len(self.blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % self.patch_size or x.shape[-2] != x.shape[-1]:
             raise ValueError(f"encoder input must be square with a side divisible by {self.patch_size}, got {tuple(x.shape)}")
         x = self.patch_embed(x)
         x = x + resize_pos_embed(self.pos_embed, x.shape[1])
+        x = self.run_blocks(x)
+        return self.neck(x.permute(0, 3, 1, 2))
+
+    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class ElasticImageEncoderViT(ImageEncoderViT):
+    """The supernet's encoder: elastic blocks, and depth elasticity through ``active_blocks``."""
+
+    block_cls = ElasticEncoderBlock
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Depth elasticity: False skips the block (identity).
+        self.active_blocks: list[bool] = [True] * len(self.blocks)
+
+    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
         for block, active in zip(self.blocks, self.active_blocks):
             if active:
                 x = block(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+        return x

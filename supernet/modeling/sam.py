@@ -12,7 +12,10 @@ from supernet.modeling.prompt_encoder import PromptEncoder
 
 
 class Sam(nn.Module):
-    """Segment Anything. The encoder is elastic; ``resolution`` is the active input side in pixels."""
+    """Segment Anything; ``resolution`` is the active input side in pixels.
+
+    The encoder is elastic in the supernet (:class:`ElasticImageEncoderViT`), plain in an extracted subnet.
+    """
 
     mask_threshold: float = 0.0
     image_format: str = "RGB"
