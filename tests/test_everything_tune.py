@@ -86,7 +86,7 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     images, ann = dataset
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     policy_path = tmp_path / "policy.yaml"
-    assert run_cli(["tune-everything", "--images", str(images), "--annotations", str(ann), "--budget-ms", "5000",
+    assert run_cli(["tune-everything", "--images", str(images), "--annotations", str(ann), "--budget-ms", "60000",
                     "--trials", "3", "--storage", storage, "--out", str(policy_path), "--max-points-per-side", "8",
                     "--max-crop-layers", "0", "--sampler", "random"]) == 0
     out = capsys.readouterr()

@@ -231,6 +231,7 @@ def run_everything(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from infra.fileio import atomic_write_text
+    from scenes.images import list_images
     from supernet.modeling.predictor import SamPredictor
 
     from .calibrate import default_policy, model_defaults
@@ -240,14 +241,16 @@ def run_everything(args: argparse.Namespace) -> int:
 
     if args.annotations and not args.single_json:
         raise UserError("--annotations only sets the image ids of --single-json; add --single-json")
-    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
-    tag = source.tag
-    if args.policy:
-        policy, meta = load_policy(args.policy)
+    # bad input is a one-line error before the model loads
+    policy, meta = load_policy(args.policy) if args.policy else (None, {})
+    list_images(args.images)
+    model, model_source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    tag = model_source.tag
+    if policy is not None:
         check_policy_model(args.policy, meta, tag, model_digest(model))
         source = f"policy {args.policy}"
     else:
-        policy, meta = default_policy(tag), {}
+        policy = default_policy(tag)
         source = model_defaults(tag)[1]
     if policy.output_mode == "binary_mask":  # files hold RLE; binary masks are for library callers
         policy = policy_from_dict({**policy.to_dict(), "output_mode": "coco_rle"})
