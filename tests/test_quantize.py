@@ -214,3 +214,19 @@ def test_cli_export_int8_config(space, tmp_path, capsys):
     sess = onnx_session(out / "image_encoder.onnx", threads=1)
     got = sess.run(None, {"images": np.zeros((1, 3, 128, 128), np.float32)})[0]
     assert got.shape == (1, 64, 8, 8) and np.isfinite(got).all()  # micro: 64 prompt channels, 128 px / 16
+
+
+def test_fresh_process_validation_prepares_int8_subnets_quantized(model, space, tmp_path):
+    """nas.latency.validate times int8 blocks quantized: the subnet folder loads quantized, the ONNX file is int8."""
+    import onnx
+
+    from nas.latency.validate import prepare_subnet
+
+    config = mixed_config(space, 128)
+    folder = prepare_subnet(model, config, "torch", tmp_path / "torch")
+    assert is_quantized(load_subnet(folder))
+    path = prepare_subnet(model, config, "onnxruntime", tmp_path / "ort")
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    fp32_path = prepare_subnet(model, {**space.largest(), "resolution": 128}, "onnxruntime", tmp_path / "ort32")
+    assert fp32_path.name == "encoder.onnx" and "MatMulInteger" not in {n.op_type for n in onnx.load(str(fp32_path)).graph.node}
