@@ -129,6 +129,12 @@ def test_subnet_json_format_1_reads_as_fp32(model, space, tmp_path):
     path.write_text(path.read_text().replace("samnas-subnet/1", "samnas-subnet/7"))
     with pytest.raises(CheckpointError, match="format 'samnas-subnet/7', expected 'samnas-subnet/1' or 'samnas-subnet/2'"):
         load_subnet(tmp_path)
+    meta = json.loads(path.read_text().replace("samnas-subnet/7", "samnas-subnet/2"))
+    meta["config"]["blocks"][2]["precision"] = "int4"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"subnet\.json: missing or malformed field "
+                                              r"\(config\.blocks\[2\]\.precision: 'int4' not in \['fp32', 'int8'\]\)"):
+        load_subnet(tmp_path)
 
 
 def test_bad_precision_is_a_one_line_error_naming_the_field(model, space, tmp_path, capsys):
