@@ -93,12 +93,13 @@ def int8_matmul_nodes(onnx_path: str | Path, blocks: list[int]) -> list[str]:
     return wanted
 
 
-def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: dict) -> Path:
+def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: dict, reduce_range: bool = True) -> Path:
     """Write ``out_path``: the fp32 encoder at ``fp32_path`` with the int8 blocks of ``config``
     dynamically quantized by ONNX Runtime (weights int8 per tensor, activations uint8 per call).
 
-    ``reduce_range`` (7-bit weights) keeps the u8 x s8 products from saturating on CPUs without
-    VNNI, where ONNX Runtime's AVX2 kernel adds pairs of them in 16 bits.
+    ``reduce_range`` (7-bit weights, the default) keeps the u8 x s8 products from saturating on
+    CPUs without VNNI, where ONNX Runtime's AVX2 kernel adds pairs of them in 16 bits
+    (``benchmarks/int8.py`` compares both).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -107,7 +108,7 @@ def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: d
     with _temp_beside(out_path) as tmp, warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")
         quantize_dynamic(str(fp32_path), tmp, op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
-                         weight_type=QuantType.QInt8, per_channel=False, reduce_range=True)
+                         weight_type=QuantType.QInt8, per_channel=False, reduce_range=reduce_range)
     return out_path
 
 
