@@ -91,8 +91,9 @@ def tracking_uri(uri: str | None = None) -> str:
     return path.as_uri()
 
 
-def read_format_json(path: str | Path, expected_format: str) -> dict:
-    """A JSON object whose ``format`` field must equal ``expected_format``; CheckpointError otherwise."""
+def read_format_json(path: str | Path, expected_format: str | tuple[str, ...]) -> dict:
+    """A JSON object whose ``format`` field must equal ``expected_format`` (or be one of a tuple of
+    formats read); CheckpointError otherwise."""
     import json
 
     from infra.errors import CheckpointError
@@ -102,7 +103,9 @@ def read_format_json(path: str | Path, expected_format: str) -> dict:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(meta, dict) or meta.get("format") != expected_format:
+    expected = (expected_format,) if isinstance(expected_format, str) else tuple(expected_format)
+    if not isinstance(meta, dict) or meta.get("format") not in expected:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{path}: format {found!r}, expected {expected_format!r}")
+        wanted = repr(expected[0]) if len(expected) == 1 else " or ".join(map(repr, expected))
+        raise CheckpointError(f"{path}: format {found!r}, expected {wanted}")
     return meta

@@ -2,10 +2,16 @@
 
 Layout of the output folder (``results/exports/<name>/`` by default)::
 
-    subnet.pt            state dict of the standalone subnet
-    subnet.json          config + architecture (``supernet.elastic.extract.load_subnet`` reads both)
-    image_encoder.onnx   the image encoder, checked against PyTorch with ONNX Runtime
-    card.json, card.md   provenance, size, quality, predicted and measured latency
+    subnet.pt            state dict of the standalone subnet (fp32 weights, whatever the precision)
+    subnet.json          config + architecture (``supernet.elastic.extract.load_subnet`` reads both,
+                         and quantizes the config's int8 blocks)
+    image_encoder.onnx   the image encoder, checked against PyTorch with ONNX Runtime; with int8
+                         blocks, ONNX Runtime's dynamic int8 quantization of them
+    card.json, card.md   provenance, size, precision per block, quality, predicted and measured latency
+
+A config with int8 blocks is exported fp32, checked (:data:`ONNX_TOLERANCE`), quantized by ONNX
+Runtime (``nas.onnx_export.quantize_encoder_onnx``), and the int8 encoder is checked against the
+subnet quantized in PyTorch (:data:`ONNX_INT8_TOLERANCE`); its error against fp32 goes on the card.
 """
 from __future__ import annotations
 
@@ -19,15 +25,23 @@ from search_spaces.counting import count
 from infra.errors import UserError
 from supernet.elastic.extract import extract, save_subnet, subnet_metadata
 from infra.fileio import atomic_write_text
+from supernet.elastic.quantize import block_precision, int8_blocks, quantize_subnet
 from supernet.elastic.ranked import file_sha256
 from supernet.modeling.sam import Sam
 
 from .fingerprint import machine_fingerprint
-from .onnx_export import export_encoder_onnx, onnx_max_abs_diff, onnx_session
+from .onnx_export import embedding_error, export_encoder_onnx, onnx_max_abs_diff, onnx_session, quantize_encoder_onnx
 from .study import predictor_line
 from .timing import MIN_SECONDS, time_callable
 
 ONNX_TOLERANCE = 1e-3  # max |ORT - torch| on the embeddings accepted for an export
+# The int8 encoder in ONNX Runtime against the same subnet quantized in PyTorch: both quantize the
+# same layers dynamically, but round differently (ORT: 7-bit weights, uint8 activations; torch:
+# fbgemm's reduced-range uint8 activations), so they agree to int8 precision, not to 1e-3.
+# Measured: sam_micro relative L2 0.004-0.012, cosine >= 0.99993 (tests/test_quantize.py); sam_vit_b
+# at 512 px, every block int8, random weights: relative L2 0.034, cosine 0.99942 (results/int8.md).
+# Limits on the relative L2 error ||ort - torch|| / ||torch|| and on the cosine:
+ONNX_INT8_TOLERANCE = {"max_rel_l2": 0.05, "min_cosine": 0.998}
 
 
 def measure_encoder_ms(sub: Sam, repeats: int = 5) -> dict:
@@ -79,15 +93,26 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
 
     out = Path(out_dir)
     counts = count(model, config)
-    sub = extract(model, config)
+    sub = extract(model, config, quantize=False)
     sha = file_sha256(source_checkpoint) if source_checkpoint and Path(source_checkpoint).is_file() else None
     meta = subnet_metadata(model, config, source_checkpoint=source_checkpoint, source_sha256=sha, **counts.as_dict())
     save_subnet(sub, meta, out)
 
-    onnx_path = export_encoder_onnx(sub, out / "image_encoder.onnx")
-    diff = onnx_max_abs_diff(sub, onnx_path)
+    int8 = bool(int8_blocks(config))
+    onnx_path = out / "image_encoder.onnx"
+    fp32_path = out / "image_encoder.fp32.onnx" if int8 else onnx_path
+    export_encoder_onnx(sub, fp32_path)
+    diff = onnx_max_abs_diff(sub, fp32_path)
     if diff > ONNX_TOLERANCE:
-        raise UserError(f"{onnx_path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE:g})")
+        raise UserError(f"{fp32_path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE:g})")
+    int8_check = None
+    if int8:
+        try:
+            quantize_encoder_onnx(fp32_path, onnx_path, config)
+        finally:
+            fp32_path.unlink(missing_ok=True)
+        sub_fp32, sub = sub, quantize_subnet(sub, config)
+        int8_check = check_int8_onnx(sub, sub_fp32, onnx_path)
     threads = (latency_check or {}).get("threads") or torch.get_num_threads()
     with torch_threads(threads):
         measured = measure_encoder_ms(sub, repeats)
@@ -124,6 +149,8 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
         "measured": measured,
         "measured_on": measured_on,
         "onnx_max_abs_diff": diff,
+        "precision": precision_per_block(config),
+        "onnx_int8_check": int8_check,
     }
     if latency_check and info.get("device"):
         card["predicted_raw_ms"] = info.get("predicted_raw_ms")
@@ -131,6 +158,24 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
     atomic_write_text(out / "card.json", json.dumps(card, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out / "card.md", render_card(card))
     return card
+
+
+def check_int8_onnx(sub_int8: Sam, sub_fp32: Sam, onnx_path: Path) -> dict:
+    """Compare the int8 ONNX encoder with the subnet quantized in PyTorch (UserError beyond
+    :data:`ONNX_INT8_TOLERANCE`) and with fp32 (reported: the embedding error int8 costs)."""
+    vs_int8 = embedding_error(sub_int8, onnx_path)
+    bad = vs_int8["rel_l2"] > ONNX_INT8_TOLERANCE["max_rel_l2"] or vs_int8["cosine"] < ONNX_INT8_TOLERANCE["min_cosine"]
+    if bad:
+        raise UserError(f"{onnx_path}: the int8 encoder in ONNX Runtime differs from the subnet quantized in PyTorch: "
+                        f"relative L2 {vs_int8['rel_l2']:.4f}, cosine {vs_int8['cosine']:.5f} (accepted: relative L2 <= "
+                        f"{ONNX_INT8_TOLERANCE['max_rel_l2']}, cosine >= {ONNX_INT8_TOLERANCE['min_cosine']})")
+    return {"vs_torch_int8": vs_int8, "vs_torch_fp32": embedding_error(sub_fp32, onnx_path),
+            "tolerance": dict(ONNX_INT8_TOLERANCE)}
+
+
+def precision_per_block(config: dict) -> list[str | None]:
+    """Each block's precision (``None`` for a skipped block), in config order."""
+    return [block_precision(b) if b.get("keep", True) else None for b in config["blocks"]]
 
 
 def onnx_input_contract(sub: Sam) -> dict:
@@ -148,7 +193,7 @@ def onnx_input_contract(sub: Sam) -> dict:
 
 
 LOAD_SNIPPET = """from supernet.elastic.extract import load_subnet
-model = load_subnet("{folder}")            # subnet.pt + subnet.json, no supernet needed
+model = load_subnet("{folder}")            # subnet.pt + subnet.json, no supernet needed; int8 blocks quantized
 embeddings = model.image_encoder(model.preprocess(images))   # images: (1, 3, h, w) RGB 0-255"""
 
 
@@ -181,6 +226,36 @@ def _check_text(device: str, check: dict) -> str:
     return text
 
 
+def _precision_summary(card: dict) -> str:
+    """``all fp32``, ``all int8`` or ``int8 in blocks 1, 3; fp32 in the others`` (of the kept blocks)."""
+    precisions = card.get("precision") or precision_per_block(card["config"])
+    int8 = [i for i, p in enumerate(precisions) if p == "int8"]
+    kept = [i for i, p in enumerate(precisions) if p is not None]
+    if not int8:
+        return "fp32 (all blocks)"
+    if int8 == kept:
+        return "int8 linear layers in every kept block (patch embedding, neck, decoder fp32)"
+    return f"int8 linear layers in blocks {', '.join(map(str, int8))}; fp32 elsewhere"
+
+
+def _blocks_table(card: dict) -> list[str]:
+    precisions = card.get("precision") or precision_per_block(card["config"])
+    rows = ["| block | kept | heads | MLP | precision |", "|---|---|---|---|---|"]
+    for i, (b, p) in enumerate(zip(card["config"]["blocks"], precisions)):
+        rows.append(f"| {i} | yes | {b['heads']} | {b['mlp']} | {p} |" if p else f"| {i} | skipped | | | |")
+    return rows
+
+
+def _int8_lines(check: dict | None) -> list[str]:
+    if not check:
+        return []
+    a, b, tol = check["vs_torch_int8"], check["vs_torch_fp32"], check["tolerance"]
+    return [f"int8 encoder (ONNX Runtime dynamic quantization) vs the subnet quantized in PyTorch: relative L2 "
+            f"{a['rel_l2']:.4f}, cosine {a['cosine']:.5f} (accepted: relative L2 <= {tol['max_rel_l2']}, cosine >= "
+            f"{tol['min_cosine']}); vs fp32 PyTorch (the error int8 costs): relative L2 {b['rel_l2']:.4f}, "
+            f"cosine {b['cosine']:.5f}, max abs {b['max_abs']:.2e}."]
+
+
 def render_card(card: dict) -> str:
     """The model card as Markdown."""
     fp = card["measured_on"]
@@ -195,11 +270,13 @@ def render_card(card: dict) -> str:
         "|---|---|",
         f"| input resolution | {card['config']['resolution']} px |",
         f"| encoder blocks kept | {len(kept)} of {len(card['config']['blocks'])} |",
+        f"| precision | {_precision_summary(card)} |",
         f"| parameters | {card['params'] / 1e6:.2f} M (encoder {card['encoder_params'] / 1e6:.2f} M) |",
         f"| encoder FLOPs | {card['flops'] / 1e9:.2f} G ({card['flops_convention']}) |",
         f"| quality | {_fmt(card['quality'])} ({card.get('quality_definition') or card['quality_evaluator'] or 'not evaluated'}) |",
         "",
-        "## Latency of the image encoder",
+        "## Latency of the image encoder" + (" (as exported: int8 blocks quantized in both runtimes)"
+                                              if card.get("onnx_int8_check") else ""),
         "",
         "| | ms |",
         "|---|---|",
@@ -220,8 +297,15 @@ def render_card(card: dict) -> str:
         "",
         f"Measured on: {fp['cpu']}, {fp['torch_threads']} torch threads, torch {fp['torch']}, "
         f"onnxruntime {fp.get('onnxruntime')}" + (f", GPU {fp['gpu']}" if fp.get("gpu") else "") + ".",
-        f"ONNX Runtime vs PyTorch max abs difference on the embeddings: {card['onnx_max_abs_diff']:.2e}.",
+        f"ONNX Runtime vs PyTorch max abs difference on the embeddings"
+        + (" (fp32 export, before quantizing)" if card.get("onnx_int8_check") else "")
+        + f": {card['onnx_max_abs_diff']:.2e}.",
+        *_int8_lines(card.get("onnx_int8_check")),
         predictor_sentence(card.get("predictor")),
+        "",
+        "## Blocks",
+        "",
+        *_blocks_table(card),
         "",
         "## Config",
         "",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from infra.errors import UserError
 
-from .config import JSON_SUFFIXES, dump_config, save_config
+from .config import JSON_SUFFIXES, dump_config, save_config, versioned
 from .space import SearchSpace, available_spaces, format_count, format_table
 
 
@@ -111,5 +111,5 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"wrote {args.out} ({space.name}, resolution {config['resolution']}, "
               f"{sum(b['keep'] for b in config['blocks'])} of {len(config['blocks'])} blocks kept)")
     else:
-        print(dump_config(config, args.format or "yaml"), end="")
+        print(dump_config(versioned(config), args.format or "yaml"), end="")
     return 0

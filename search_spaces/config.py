@@ -6,7 +6,17 @@ A subnet config is a plain dict, stored as YAML or JSON (the suffix decides)::
     resolution: 1024           # input side in pixels
     blocks:                    # one entry per encoder block, in order
       - {keep: true, heads: 12, mlp: 3072}
+      - {keep: true, heads: 8, mlp: 1536, precision: int8}   # fp32 when absent
       - {keep: false}          # a skipped block needs nothing else
+
+Format versions: 1 is the config without ``precision``; 2 added the per-block ``precision``.
+A file may name its version in a top-level ``format`` field (``samnas-config/2``);
+:func:`save_config` writes it for configs that use precision, and leaves it out of all-fp32
+configs, whose files stay exactly as version 1 wrote them. A file without ``format`` is read
+as whatever fields it holds (blocks without ``precision`` are fp32), so every older file reads
+as all-fp32; an unknown ``format`` is refused. :func:`load_config` drops the field, so the
+config in memory and its canonical JSON (:func:`config_to_json`, the key studies and latency
+stores use) do not change with the file's version.
 
 Whether a config is *allowed* is checked by :meth:`search_spaces.SearchSpace.validate`;
 this module only moves mappings between files and memory.
@@ -22,6 +32,21 @@ from infra.errors import ConfigError
 from infra.fileio import atomic_write_text
 
 JSON_SUFFIXES = (".json",)
+CONFIG_FORMAT = "samnas-config/2"  # 2: blocks may carry `precision` (fp32 | int8)
+CONFIG_FORMATS = ("samnas-config/1", CONFIG_FORMAT)  # versions this samnas reads
+
+
+def check_config_format(config: dict) -> None:
+    """Raise ConfigError when ``config`` names a ``format`` this samnas cannot read (absent is fine)."""
+    fmt = config.get("format")
+    if fmt is not None and fmt not in CONFIG_FORMATS:
+        raise ConfigError(f"format: {fmt!r} not in {list(CONFIG_FORMATS)} (written by a newer samnas?)")
+
+
+def uses_precision(config: dict) -> bool:
+    """Whether any block of a subnet config has a ``precision`` field (needs format version 2)."""
+    blocks = config.get("blocks")
+    return isinstance(blocks, list) and any(isinstance(b, dict) and "precision" in b for b in blocks)
 
 
 def read_mapping(path: str | Path, what: str = "config") -> dict:
@@ -71,8 +96,17 @@ def load_config(path: str | Path) -> dict:
             data = data[0]
             if not isinstance(data, dict):
                 raise ConfigError(f"{path}: expected a config object in the list, got {type(data).__name__}")
-            return _inner_config(data, path)
-    return _inner_config(read_mapping(path, "config"), path)
+            return _without_format(_inner_config(data, path), path)
+    return _without_format(_inner_config(read_mapping(path, "config"), path), path)
+
+
+def _without_format(config: dict, path: Path) -> dict:
+    """``config`` less its ``format`` field, after checking that this samnas reads that version."""
+    try:
+        check_config_format(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return {k: v for k, v in config.items() if k != "format"}
 
 
 def _inner_config(data: dict, path: Path) -> dict:
@@ -105,10 +139,20 @@ def dump_config(config: dict, fmt: str = "yaml") -> str:
 
 
 def save_config(config: dict, path: str | Path) -> Path:
-    """Write ``config`` atomically to ``path``: JSON for ``.json``, YAML otherwise. Returns the path."""
+    """Write ``config`` atomically to ``path``: JSON for ``.json``, YAML otherwise. Returns the path.
+
+    A subnet config with ``precision`` fields is written with ``format: samnas-config/2`` first.
+    """
     path = Path(path)
     fmt = "json" if path.suffix.lower() in JSON_SUFFIXES else "yaml"
-    return atomic_write_text(path, dump_config(config, fmt))
+    return atomic_write_text(path, dump_config(versioned(config), fmt))
+
+
+def versioned(config: dict) -> dict:
+    """``config`` as a file holds it: with ``format: samnas-config/2`` first when it uses precision."""
+    if not uses_precision(config):
+        return config
+    return {"format": CONFIG_FORMAT, **{k: v for k, v in config.items() if k != "format"}}
 
 
 def config_to_json(config: dict) -> str:

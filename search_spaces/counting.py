@@ -60,7 +60,7 @@ def count_flops_fvcore(model: Sam, config: dict) -> int:
     """Encoder multiply-adds of ``config`` traced by fvcore on the extracted subnet."""
     from fvcore.nn import FlopCountAnalysis
 
-    sub = extract(model, config)
+    sub = extract(model, config, quantize=False)  # counts the same, whatever the precision
     res = config["resolution"]
     analysis = FlopCountAnalysis(sub.image_encoder, torch.zeros(1, 3, res, res))
     analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_handle)

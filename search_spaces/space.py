@@ -13,8 +13,14 @@ A space file (packaged ones are ``search_spaces/<name>.yaml``) looks like::
       heads: [4, 8, 12]          # attention heads that may be kept (the first k, by rank)
       mlp: [1536, 3072]          # MLP hidden widths that may be kept
       skippable: true            # whether the block may be skipped (default false)
+      precisions: [fp32, int8]   # optional: precisions a kept block may run at (default [fp32])
     overrides:                   # per-block changes, by block index; only the fields that differ
-      0: {skippable: false}
+      0: {skippable: false, precisions: [fp32]}
+
+``precisions`` is the per-block precision dimension (``supernet.elastic.quantize``): ``int8``
+runs the block's attention and MLP linear layers dynamically quantized. A space without it
+(every packaged fp32 space) offers fp32 only and samples, encodes and counts exactly as
+before; its configs carry no ``precision`` field.
 
 Loading checks the file against the model's architecture (block count, global blocks,
 heads <= num_heads, mlp <= mlp_dim, resolutions <= img_size), so every config a space
@@ -36,10 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
+from supernet.elastic.quantize import DEFAULT_PRECISION, PRECISIONS
 from supernet.modeling.arch import ARCHS, SamArch, get_arch
 from infra.errors import ConfigError
 
-from .config import read_mapping
+from .config import check_config_format, read_mapping
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SPACE_FIELDS = (
@@ -54,9 +61,10 @@ SPACE_FIELDS = (
     "overrides",
 )
 REQUIRED_SPACE_FIELDS = ("name", "model_type", "num_blocks", "resolutions", "global_blocks", "defaults")
-CHOICE_FIELDS = ("heads", "mlp", "skippable")
-CONFIG_FIELDS = ("space", "resolution", "blocks")
-BLOCK_FIELDS = ("keep", "heads", "mlp")
+CHOICE_FIELDS = ("heads", "mlp", "skippable", "precisions")
+CONFIG_FIELDS = ("space", "resolution", "blocks", "format")
+BLOCK_FIELDS = ("keep", "heads", "mlp", "precision")
+FP32_ONLY = (DEFAULT_PRECISION,)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")  # names end up in study names and file names
 _MISSING = object()
 
@@ -72,22 +80,38 @@ def available_spaces() -> list[str]:
 
 @dataclass(frozen=True)
 class BlockChoices:
-    """What one encoder block may do: keep one of ``heads`` x ``mlp``, or be skipped if ``skippable``."""
+    """What one encoder block may do: keep one of ``heads`` x ``mlp`` x ``precisions``, or be skipped
+    if ``skippable``."""
 
     index: int
     heads: tuple[int, ...]  # allowed numbers of attention heads, ascending
     mlp: tuple[int, ...]  # allowed MLP hidden widths (channels), ascending
     skippable: bool
     is_global: bool  # global attention (else windowed)
+    precisions: tuple[str, ...] = FP32_ONLY  # allowed precisions, in PRECISIONS order
 
     @property
     def num_options(self) -> int:
-        """Distinct settings of this block: every (heads, mlp) pair, plus skipping."""
-        return len(self.heads) * len(self.mlp) + int(self.skippable)
+        """Distinct settings of this block: every (heads, mlp, precision), plus skipping."""
+        return self.num_widths + int(self.skippable)
+
+    @property
+    def num_widths(self) -> int:
+        """Distinct settings of this block when kept: every (heads, mlp, precision)."""
+        return len(self.heads) * len(self.mlp) * len(self.precisions)
 
     def choices(self) -> dict:
-        """``{"heads": [...], "mlp": [...], "skippable": bool}`` (the space-file form)."""
-        return {"heads": list(self.heads), "mlp": list(self.mlp), "skippable": self.skippable}
+        """``{"heads": [...], "mlp": [...], "skippable": bool, "precisions": [...]}`` (the space-file form)."""
+        return {"heads": list(self.heads), "mlp": list(self.mlp), "skippable": self.skippable,
+                "precisions": list(self.precisions)}
+
+    def kept(self, heads: int, mlp: int, precision: str) -> dict:
+        """The normalised config entry of this block kept at ``heads``, ``mlp`` and ``precision``
+        (fp32 leaves the field out, so fp32 configs read as they did before precision existed)."""
+        entry = {"keep": True, "heads": heads, "mlp": mlp}
+        if precision != DEFAULT_PRECISION:
+            entry["precision"] = precision
+        return entry
 
 
 @dataclass(frozen=True)
@@ -135,13 +159,14 @@ class SearchSpace:
 
     def to_dict(self) -> dict:
         """The space-file form (compact ``defaults`` + ``overrides``); ``from_dict`` reads it back."""
+        keys = CHOICE_FIELDS if self.precisions != FP32_ONLY else tuple(k for k in CHOICE_FIELDS if k != "precisions")
         defaults = {}
-        for key in CHOICE_FIELDS:
+        for key in keys:
             counts = Counter(_hashable(b.choices()[key]) for b in self.blocks)
             defaults[key] = _plain(counts.most_common(1)[0][0])
         overrides = {}
         for b in self.blocks:
-            diff = {k: v for k, v in b.choices().items() if v != defaults[k]}
+            diff = {k: v for k, v in b.choices().items() if k in keys and v != defaults[k]}
             if diff:
                 overrides[b.index] = diff
         data = {
@@ -179,16 +204,25 @@ class SearchSpace:
         """Indices of the blocks that may be skipped."""
         return tuple(b.index for b in self.blocks if b.skippable)
 
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """Every precision some block may run at, in PRECISIONS order (``("fp32",)`` for an fp32 space)."""
+        return tuple(p for p in PRECISIONS if any(p in b.precisions for b in self.blocks))
+
     # ------------------------------------------------------------------ validation
 
     def validate(self, config: Mapping, source: str | None = None) -> dict:
         """Check ``config`` against this space and return it normalised.
 
         The normalised form has ``space`` filled in, plain ``int``/``bool`` values,
-        ``{"keep": True, "heads": h, "mlp": m}`` for kept blocks and ``{"keep": False}``
-        for skipped ones (anything else on a skipped block is dropped). ``keep`` defaults
-        to true. Raises ConfigError whose message names the field, e.g.
-        ``blocks[5].heads: 7 not in [4, 8, 12]``, prefixed by ``source`` when given.
+        ``{"keep": True, "heads": h, "mlp": m}`` for kept fp32 blocks (``precision`` defaults
+        to fp32 and is left out), ``{"keep": True, "heads": h, "mlp": m, "precision": "int8"}``
+        for kept int8 blocks and ``{"keep": False}`` for skipped ones (anything else on a
+        skipped block is dropped). ``keep`` defaults to true. A ``format`` field (config
+        files' version, :data:`search_spaces.config.CONFIG_FORMATS`) is checked and dropped.
+        Raises ConfigError whose message names the field, e.g.
+        ``blocks[5].heads: 7 not in [4, 8, 12]`` or ``blocks[3].precision: 'int4' not in
+        ['fp32', 'int8']``, prefixed by ``source`` when given.
         """
         try:
             return self._validate(config)
@@ -199,6 +233,10 @@ class SearchSpace:
         if not isinstance(config, Mapping):
             raise _Invalid(f"config: expected a mapping with fields {', '.join(CONFIG_FIELDS)}, got {type(config).__name__}")
         _reject_unknown(config, CONFIG_FIELDS, "")
+        try:
+            check_config_format(config)
+        except ConfigError as exc:
+            raise _Invalid(str(exc)) from None
         space = config.get("space")
         if space is not None and space != self.name:
             raise _Invalid(f"space: {space!r} does not match search space {self.name!r}")
@@ -235,24 +273,29 @@ class SearchSpace:
             return {"keep": False}
         heads = _pick(f"{where}.heads", entry.get("heads", _MISSING), spec.heads)
         mlp = _pick(f"{where}.mlp", entry.get("mlp", _MISSING), spec.mlp)
-        return {"keep": True, "heads": heads, "mlp": mlp}
+        precision = entry.get("precision", DEFAULT_PRECISION)
+        if not isinstance(precision, str) or precision not in spec.precisions:
+            raise _Invalid(f"{where}.precision: {precision!r} not in {list(spec.precisions)}")
+        return spec.kept(heads, mlp, precision)
 
     # ------------------------------------------------------------------ sampling
 
     def largest(self) -> dict:
-        """Every block kept at its most heads and widest MLP, at the largest resolution."""
-        blocks = [{"keep": True, "heads": b.heads[-1], "mlp": b.mlp[-1]} for b in self.blocks]
+        """Every block kept at its most heads, widest MLP and first precision (fp32 when allowed),
+        at the largest resolution."""
+        blocks = [b.kept(b.heads[-1], b.mlp[-1], b.precisions[0]) for b in self.blocks]
         return {"space": self.name, "resolution": self.resolutions[0], "blocks": blocks}
 
     def smallest(self) -> dict:
-        """Every skippable block skipped, the rest at fewest heads and narrowest MLP, smallest resolution.
+        """Every skippable block skipped, the rest at fewest heads, narrowest MLP and last precision
+        (int8 when allowed), at the smallest resolution.
 
         When ``min_global_blocks`` forces skippable global blocks to stay, the last ones are kept.
         """
         keep = [not b.skippable for b in self.blocks]
         self._keep_globals(keep)
         blocks = [
-            {"keep": True, "heads": b.heads[0], "mlp": b.mlp[0]} if k else {"keep": False}
+            b.kept(b.heads[0], b.mlp[0], b.precisions[-1]) if k else {"keep": False}
             for b, k in zip(self.blocks, keep)
         ]
         return {"space": self.name, "resolution": self.resolutions[-1], "blocks": blocks}
@@ -261,7 +304,8 @@ class SearchSpace:
         """A random valid config; ``rng`` is a numpy Generator or a seed (same seed, same config).
 
         Each draw is uniform over its own choices: the resolution; keep-or-skip (a fair coin)
-        for each skippable block; heads and mlp for each kept block. The keep flags of the
+        for each skippable block; heads and mlp for each kept block, then its precision when it
+        has more than one to choose from (so an fp32-only space draws exactly as before). The keep flags of the
         skippable global blocks are drawn uniformly among those that leave at least
         ``min_global_blocks`` global blocks, so every result is valid without retries.
         This is not uniform over whole configs (that would almost never skip a block).
@@ -275,7 +319,9 @@ class SearchSpace:
             if k:
                 heads = b.heads[int(rng.integers(len(b.heads)))]
                 mlp = b.mlp[int(rng.integers(len(b.mlp)))]
-                blocks.append({"keep": True, "heads": heads, "mlp": mlp})
+                precision = b.precisions[int(rng.integers(len(b.precisions)))] if len(b.precisions) > 1 \
+                    else b.precisions[0]
+                blocks.append(b.kept(heads, mlp, precision))
             else:
                 blocks.append({"keep": False})
         return {"space": self.name, "resolution": resolution, "blocks": blocks}
@@ -305,6 +351,8 @@ class SearchSpace:
         names = ["resolution"]
         for i in range(self.num_blocks):
             names += [f"blocks[{i}].keep", f"blocks[{i}].heads", f"blocks[{i}].mlp"]
+        if "int8" in self.precisions:
+            names += [f"blocks[{i}].int8" for i in range(self.num_blocks)]
         return names
 
     def encode(self, config: Mapping) -> np.ndarray:
@@ -313,15 +361,20 @@ class SearchSpace:
         Layout, length ``1 + 3 * num_blocks``: ``resolution / arch.img_size``, then per block
         ``keep`` (1 or 0), ``heads / arch.num_heads`` and ``mlp / arch.mlp_dim`` (both 0 when
         skipped). Dividing by the model's sizes, not the space's, keeps features comparable
-        across spaces of one model type.
+        across spaces of one model type. A space with int8 among its precisions appends one
+        more entry per block, ``blocks[i].int8`` (1 for a kept int8 block, else 0), so the
+        first ``1 + 3 * num_blocks`` entries mean the same in every space.
         """
         config = self.validate(config)
         arch = self.arch
-        features = np.zeros(1 + 3 * self.num_blocks, dtype=np.float64)
+        with_int8 = "int8" in self.precisions
+        features = np.zeros((1 + 4 * self.num_blocks) if with_int8 else (1 + 3 * self.num_blocks), dtype=np.float64)
         features[0] = config["resolution"] / arch.img_size
         for i, block in enumerate(config["blocks"]):
             if block["keep"]:
                 features[1 + 3 * i : 4 + 3 * i] = (1.0, block["heads"] / arch.num_heads, block["mlp"] / arch.mlp_dim)
+                if with_int8 and block.get("precision") == "int8":
+                    features[1 + 3 * self.num_blocks + i] = 1.0
         return features
 
     def num_configs(self) -> int:
@@ -332,7 +385,7 @@ class SearchSpace:
         for b in self.blocks:
             if not b.is_global:
                 continue
-            widths = len(b.heads) * len(b.mlp)
+            widths = b.num_widths
             nxt = [0] * (len(ways) + 1)
             for k, count in enumerate(ways):
                 nxt[k + 1] += count * widths
@@ -349,11 +402,13 @@ class SearchSpace:
             f"  resolutions   {', '.join(map(str, self.resolutions))} px",
             f"  global blocks {', '.join(map(str, self.global_blocks)) or 'none'}"
             f" (at least {self.min_global_blocks} kept)",
+            f"  precisions    {', '.join(self.precisions)}" + ("" if self.precisions == FP32_ONLY else " (per block)"),
             f"  configs       {format_count(self.num_configs())}",
             f"  source        {self.source}",
             "",
         ]
-        rows = [("block", "attention", "skippable", "heads", "mlp")]
+        with_precision = self.precisions != FP32_ONLY
+        rows = [("block", "attention", "skippable", "heads", "mlp") + (("precision",) if with_precision else ())]
         for b in self.blocks:
             rows.append(
                 (
@@ -363,6 +418,7 @@ class SearchSpace:
                     ",".join(map(str, b.heads)),
                     ",".join(map(str, b.mlp)),
                 )
+                + ((",".join(b.precisions),) if with_precision else ())
             )
         return "\n".join(lines + format_table(rows))
 
@@ -448,7 +504,23 @@ def _parse_choices(where: str, data, arch: SamArch, partial: bool) -> dict:
         out["skippable"] = data["skippable"]
     elif not partial:
         out["skippable"] = False
+    if "precisions" in data:
+        out["precisions"] = _precision_choices(f"{where}.precisions", data["precisions"])
+    elif not partial:
+        out["precisions"] = FP32_ONLY
     return out
+
+
+def _precision_choices(where: str, value) -> tuple[str, ...]:
+    """A non-empty list of distinct precisions from PRECISIONS; returned in PRECISIONS order."""
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"{where}: expected a non-empty list from {list(PRECISIONS)}, got {value!r}")
+    for v in value:
+        if v not in PRECISIONS:
+            raise _Invalid(f"{where}: {v!r} not in {list(PRECISIONS)}")
+    if len(set(value)) != len(value):
+        raise _Invalid(f"{where}: {value} has duplicates")
+    return tuple(p for p in PRECISIONS if p in value)
 
 
 def _parse_space(data: Mapping, source: str) -> SearchSpace:
@@ -495,7 +567,7 @@ def _parse_space(data: Mapping, source: str) -> SearchSpace:
             raise _Invalid(f"overrides: block index {index!r} not in 0..{arch.depth - 1}")
         per_block[index].update(_parse_choices(f"overrides.{index}", choices, arch, partial=True))
     blocks = tuple(
-        BlockChoices(i, c["heads"], c["mlp"], c["skippable"], i in arch.global_attn_indexes)
+        BlockChoices(i, c["heads"], c["mlp"], c["skippable"], i in arch.global_attn_indexes, c["precisions"])
         for i, c in enumerate(per_block)
     )
     return SearchSpace(

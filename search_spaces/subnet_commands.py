@@ -49,7 +49,7 @@ def run_extract(args: argparse.Namespace) -> int:
     if ranking is None:
         print(f"warning: {args.checkpoint} has no ranking sidecar; slices keep the first units in stored order")
     counts = count(model, config)
-    sub = extract(model, config)
+    sub = extract(model, config, quantize=False)  # saved fp32; load_subnet quantizes int8 blocks
     meta = subnet_metadata(model, config, source_checkpoint=str(args.checkpoint),
                            source_sha256=file_sha256(args.checkpoint),
                            ranking_method=(ranking or {}).get("method"), **counts.as_dict())

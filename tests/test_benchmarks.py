@@ -28,6 +28,8 @@ TINY = {
                              "--out-topic", "latency_validate_smoke"], "latency_validate_smoke"),
     "search.py": (["--trials", "4", "--seeds", "0", "--eval-images", "2", "--repeats", "1", "--threads", "1"], "search"),
     "supernet_training.py": (["--steps", "2", "--eval-images", "2", "--out-topic", "training_smoke"], "training_smoke"),
+    "int8.py": (["--space", "sam_micro_int8", "--resolution", "128", "--repeats", "1", "--warmup", "1",
+                 "--topic", "int8_smoke"], "int8_smoke"),
     "everything.py": (["--quick", "--tune-images", "2", "--eval-images", "2", "--trials", "2", "--topic", "everything_smoke"],
                       "everything_smoke"),
 }

@@ -17,7 +17,7 @@ from supernet.modeling.arch import get_arch
 from infra.errors import ConfigError, UserError
 from cli_parse import run_with
 
-PACKAGED = ["sam_micro", "sam_vit_b", "sam_vit_h", "sam_vit_l"]
+PACKAGED = ["sam_micro", "sam_micro_int8", "sam_vit_b", "sam_vit_b_int8", "sam_vit_h", "sam_vit_l"]
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +231,8 @@ BAD_CONFIGS = [
     (lambda c: c["blocks"][3].pop("mlp"), "blocks[3].mlp: missing; allowed values [768, 1536, 2304, 3072]"),
     (lambda c: c.update(resolution=300), "resolution: 300 not in [1024, 768, 512]"),
     (lambda c: c.pop("resolution"), "resolution: missing; allowed values [1024, 768, 512]"),
-    (lambda c: c.update(width=3), "width: unknown field; allowed fields: space, resolution, blocks"),
-    (lambda c: c["blocks"][3].update(width=3), "blocks[3].width: unknown field; allowed fields: keep, heads, mlp"),
+    (lambda c: c.update(width=3), "width: unknown field; allowed fields: space, resolution, blocks, format"),
+    (lambda c: c["blocks"][3].update(width=3), "blocks[3].width: unknown field; allowed fields: keep, heads, mlp, precision"),
     (lambda c: c["blocks"].pop(), "blocks: expected a list of 12 entries (one per encoder block), got 11 entries"),
     (lambda c: c.update(blocks="all"), "blocks: expected a list of 12 entries (one per encoder block), got str"),
     (lambda c: c.pop("blocks"), "blocks: missing; expected a list of 12 entries (one per encoder block)"),
@@ -247,6 +247,10 @@ BAD_CONFIGS = [
         "blocks: keeps 1 of the global-attention blocks [2, 5, 8, 11], at least 2 required (min_global_blocks)",
     ),
     (lambda c: c.update(space="sam_vit_l"), "space: 'sam_vit_l' does not match search space 'sam_vit_b'"),
+    # sam_vit_b has no precision dimension: its blocks run fp32 only
+    (lambda c: c["blocks"][3].update(precision="int8"), "blocks[3].precision: 'int8' not in ['fp32']"),
+    (lambda c: c.update(format="samnas-config/9"),
+     "format: 'samnas-config/9' not in ['samnas-config/1', 'samnas-config/2'] (written by a newer samnas?)"),
 ]
 
 
@@ -258,7 +262,7 @@ def test_bad_config_message(vit_b, change, message):
 
 
 def test_bad_config_not_a_mapping(vit_b):
-    with pytest.raises(ConfigError, match="config: expected a mapping with fields space, resolution, blocks, got list"):
+    with pytest.raises(ConfigError, match="config: expected a mapping with fields space, resolution, blocks, format, got list"):
         vit_b.validate([1, 2])
 
 
@@ -318,7 +322,7 @@ def test_tiny_space_sample_and_smallest(tmp_path):
 def test_unknown_space_name_lists_available():
     with pytest.raises(ConfigError) as info:
         SearchSpace.load("sam_vit_x")
-    assert str(info.value).startswith("search space 'sam_vit_x' unknown; available: sam_micro, sam_vit_b, sam_vit_h, sam_vit_l")
+    assert str(info.value).startswith("search space 'sam_vit_x' unknown; available: sam_micro, sam_micro_int8, sam_vit_b, sam_vit_b_int8, sam_vit_h, sam_vit_l")
 
 
 BAD_SPACES = [
@@ -440,3 +444,116 @@ def test_spaces_show_unknown_is_user_error():
 def test_spaces_without_action_prints_help(capsys):
     assert run_command(["spaces"]) == 2
     assert "list" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- precision
+
+
+@pytest.fixture(scope="module")
+def micro_int8() -> SearchSpace:
+    return SearchSpace.load("sam_micro_int8")
+
+
+def test_int8_spaces_are_their_fp32_space_plus_precision(micro, micro_int8, vit_b):
+    for fp32, int8 in ((micro, micro_int8), (vit_b, SearchSpace.load("sam_vit_b_int8"))):
+        assert fp32.precisions == ("fp32",) and int8.precisions == ("fp32", "int8")
+        assert all(b.precisions == ("fp32", "int8") for b in int8.blocks)
+        assert [b.choices() | {"precisions": ["fp32"]} for b in int8.blocks] == [b.choices() for b in fp32.blocks]
+        assert int8.num_configs() > fp32.num_configs()
+        assert int8.largest() == {**fp32.largest(), "space": int8.name}  # the largest config is fp32
+        assert all(b.get("precision") == "int8" for b in int8.smallest()["blocks"] if b["keep"])
+    # an fp32-only space's file and configs carry no precision at all
+    assert "precisions" not in json.dumps(micro.to_dict()) and "precision" not in config_to_json(micro.sample(3))
+
+
+def test_bad_precision_names_the_field_and_allowed_values(micro_int8):
+    for value in ("int4", "INT8", 8, None):
+        config = micro_int8.largest()
+        config["blocks"][3]["precision"] = value
+        with pytest.raises(ConfigError) as info:
+            micro_int8.validate(config, source="subnet.yaml")
+        assert str(info.value) == f"subnet.yaml: blocks[3].precision: {value!r} not in ['fp32', 'int8']"
+    bad_space = {**micro_int8.to_dict(), "overrides": {0: {"precisions": ["fp16"]}}}
+    with pytest.raises(ConfigError, match=r"overrides\.0\.precisions: 'fp16' not in \['fp32', 'int8'\]"):
+        SearchSpace.from_dict(bad_space)
+
+
+def test_precision_normalised_fp32_left_out(micro_int8):
+    config = micro_int8.largest()
+    config["blocks"][0]["precision"] = "fp32"  # explicit fp32 reads as the default
+    config["blocks"][1]["precision"] = "int8"
+    config["blocks"][2] = {"keep": False, "precision": "int8"}  # dropped with the other fields of a skipped block
+    out = micro_int8.validate(config)
+    assert out["blocks"][0] == {"keep": True, "heads": 4, "mlp": 512}
+    assert out["blocks"][1] == {"keep": True, "heads": 4, "mlp": 512, "precision": "int8"}
+    assert out["blocks"][2] == {"keep": False}
+    assert micro_int8.validate(out) == out
+
+
+def test_config_without_precision_reads_as_fp32(tmp_path, micro, micro_int8):
+    """A config file from before precision (no fields, no format) validates as all-fp32 in both spaces,
+    with the canonical JSON it always had."""
+    old = tmp_path / "old.yaml"
+    old.write_text("space: sam_micro\nresolution: 128\nblocks:\n"
+                   + "".join("- {keep: true, heads: 2, mlp: 256}\n" for _ in range(6)))
+    config = micro.validate(load_config(old))
+    assert config_to_json(config) == ('{"blocks":[' + ",".join(['{"heads":2,"keep":true,"mlp":256}'] * 6)
+                                      + '],"resolution":128,"space":"sam_micro"}')
+    as_int8_space = micro_int8.validate({**config, "space": "sam_micro_int8"})
+    assert all("precision" not in b for b in as_int8_space["blocks"])
+    assert micro_int8.encode(as_int8_space)[1 + 3 * 6:].tolist() == [0.0] * 6
+
+
+def test_precision_config_files_name_format_2(tmp_path, micro, micro_int8):
+    fp32_path = save_config(micro.sample(1), tmp_path / "fp32.yaml")
+    assert "format" not in fp32_path.read_text()  # all-fp32 files stay as version 1 wrote them
+    config = micro_int8.smallest()
+    for suffix in (".yaml", ".json"):
+        path = save_config(config, tmp_path / f"int8{suffix}")
+        assert path.read_text().lstrip("{ \n").startswith(('format: samnas-config/2', '"format": "samnas-config/2"'))
+        assert load_config(path) == config  # the format field is dropped on reading
+    (tmp_path / "future.yaml").write_text("format: samnas-config/3\n" + fp32_path.read_text())
+    with pytest.raises(ConfigError, match=r"future\.yaml: format: 'samnas-config/3' not in"):
+        load_config(tmp_path / "future.yaml")
+    assert micro.validate({"format": "samnas-config/1", **micro.largest()}) == micro.largest()
+
+
+def test_precision_sampling_encoding_counting(micro, micro_int8):
+    # the fp32 space draws exactly as before precision existed (these configs were recorded before)
+    assert config_to_json(micro.sample(0)) == config_to_json(SearchSpace.from_dict(micro.to_dict()).sample(0))
+    samples = [micro_int8.sample(seed) for seed in range(200)]
+    precisions = Counter(b.get("precision", "fp32") for c in samples for b in c["blocks"] if b["keep"])
+    assert set(precisions) == {"fp32", "int8"} and 0.4 < precisions["int8"] / sum(precisions.values()) < 0.6
+    assert all(micro_int8.validate(c) == c for c in samples)
+    names = micro_int8.feature_names()
+    assert names[: len(micro.feature_names())] == micro.feature_names() and names[-1] == "blocks[5].int8"
+    for c in samples[:20]:
+        features = dict(zip(names, micro_int8.encode(c)))
+        for i, b in enumerate(c["blocks"]):
+            assert features[f"blocks[{i}].int8"] == float(b.get("precision") == "int8")
+        fp32 = {**c, "space": "sam_micro", "blocks": [{k: v for k, v in b.items() if k != "precision"} for b in c["blocks"]]}
+        assert micro_int8.encode(c)[: len(micro.feature_names())].tolist() == micro.encode(fp32).tolist()
+
+
+def test_num_configs_with_precision_matches_enumeration(tmp_path):
+    text = tiny_space_yaml(1).replace("defaults: {heads: [4], mlp: [512]}",
+                                      "defaults: {heads: [4], mlp: [512], precisions: [fp32, int8]}")
+    text += "  3: {precisions: [int8]}\n"
+    space = SearchSpace.load(write_space(tmp_path, text))
+    assert space.blocks[3].precisions == ("int8",) and space.blocks[0].precisions == ("fp32", "int8")
+    valid = 0
+    per_block = []
+    for b in space.blocks:
+        options = [{"keep": False}] if b.skippable else []
+        options += [b.kept(h, m, p) for h in b.heads for m in b.mlp for p in b.precisions]
+        per_block.append(options)
+    for res in space.resolutions:
+        for blocks in itertools.product(*per_block):
+            try:
+                space.validate({"space": space.name, "resolution": res, "blocks": list(blocks)})
+                valid += 1
+            except ConfigError:
+                pass
+    assert space.num_configs() == valid == 1120  # brute force; the fp32 tiny space has 60
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    assert all(space.sample(seed)["blocks"][3]["precision"] == "int8" for seed in range(10))

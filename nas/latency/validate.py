@@ -116,13 +116,19 @@ def time_in_fresh_process(backend: str, path: str | Path, resolution: int, threa
 
 
 def prepare_subnet(supernet, config: dict, backend: str, folder: Path) -> Path:
-    """Extract ``config`` and write what the fresh process loads: a subnet folder, or ``encoder.onnx`` in it."""
-    from nas.onnx_export import export_encoder_onnx
-    from supernet.elastic.extract import extract, save_subnet, subnet_metadata
+    """Extract ``config`` and write what the fresh process loads: a subnet folder, or ``encoder.onnx`` in it.
 
-    sub = extract(supernet, config)
+    int8 blocks run quantized in both: ``load_subnet`` quantizes them, and the ONNX encoder is
+    quantized as ``samnas export`` does it.
+    """
+    from nas.onnx_export import export_encoder_onnx, quantize_encoder_onnx
+    from supernet.elastic.extract import extract, save_subnet, subnet_metadata
+    from supernet.elastic.quantize import int8_blocks
+
+    sub = extract(supernet, config, quantize=False)
     if backend == "onnxruntime":
-        return export_encoder_onnx(sub, folder / "encoder.onnx")
+        path = export_encoder_onnx(sub, folder / "encoder.onnx")
+        return quantize_encoder_onnx(path, folder / "encoder.int8.onnx", config) if int8_blocks(config) else path
     return save_subnet(sub, subnet_metadata(supernet, config), folder)
 
 

@@ -8,13 +8,16 @@ A subnet config (see ``search_spaces``) is a dict::
 Activating it slices weights at run time: block ``i`` runs its first ``heads`` heads and
 first ``mlp`` hidden units, or is skipped; the input side becomes ``resolution`` pixels.
 Which values are *allowed* is the search space's business; here we only check that the
-config fits the model's shapes.
+config fits the model's shapes. A block's ``precision`` (``int8``, see
+``supernet.elastic.quantize``) needs plain linear layers: the supernet runs fp32 only, and
+activating a config with an int8 block is refused (extract the subnet and quantize it).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 
 from infra.errors import ConfigError
+from supernet.elastic.quantize import block_precision, check_precision
 from supernet.modeling.sam import Sam
 
 
@@ -56,11 +59,19 @@ def check_fits(model: Sam, config: dict) -> None:
             raise ConfigError(f"blocks[{i}].heads: {heads!r} must be an integer in [1, {block.attn.num_heads}]")
         if not isinstance(mlp, int) or not 1 <= mlp <= block.mlp.hidden:
             raise ConfigError(f"blocks[{i}].mlp: {mlp!r} must be an integer in [1, {block.mlp.hidden}]")
+        check_precision(block_precision(spec), f"blocks[{i}].precision")
 
 
 def set_active_subnet(model: Sam, config: dict) -> Sam:
-    """Make ``config`` the active subnet of ``model`` (in place) and return the model."""
+    """Make ``config`` the active subnet of ``model`` (in place) and return the model.
+
+    Raises ConfigError for a config with an int8 block: the supernet would silently run it fp32.
+    """
     check_fits(model, config)
+    for i, spec in enumerate(config["blocks"]):
+        if spec.get("keep", True) and block_precision(spec) != "fp32":
+            raise ConfigError(f"blocks[{i}].precision: {block_precision(spec)} runs only on an extracted subnet "
+                              "(supernet.elastic.extract.extract quantizes it); the weight-sharing supernet runs fp32")
     enc = model.image_encoder
     for i, (spec, block) in enumerate(zip(config["blocks"], enc.blocks)):
         keep = bool(spec.get("keep", True))

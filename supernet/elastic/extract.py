@@ -7,6 +7,13 @@ blocks' relative positions are resampled once to the subnet resolution. Its outp
 the supernet's with the same config active. ``save_subnet`` writes ``subnet.pt`` (state
 dict) and ``subnet.json`` (config + architecture), which ``load_subnet`` reads back with
 no supernet at hand.
+
+Precision: blocks whose config says ``precision: int8`` are dynamically quantized
+(``supernet.elastic.quantize``) by ``extract`` and ``load_subnet`` unless asked for the fp32
+weights (``quantize=False``). A saved subnet always holds the fp32 weights; ``subnet.json``'s
+config carries the precision, so loading quantizes it again (dynamic quantization is a
+deterministic function of the weights). ``subnet.json`` format 2 added precision; format 1
+files (from before) are read as all-fp32.
 """
 from __future__ import annotations
 
@@ -19,12 +26,14 @@ from supernet.modeling.arch import SamArch
 from supernet.modeling.build import build_from_spec
 from supernet.checkpoint import load_state_dict_exact, read_state_dict
 from supernet.elastic.activation import check_fits
+from supernet.elastic.quantize import block_precision, check_precision, is_quantized, quantize_subnet
 from infra.errors import CheckpointError
 from supernet.modeling.image_encoder import resize_pos_embed, resize_rel_pos
 from infra.fileio import atomic_torch_save, atomic_write_text, read_format_json
 from supernet.modeling.sam import Sam
 
-SUBNET_FORMAT = "samnas-subnet/1"
+SUBNET_FORMAT = "samnas-subnet/2"  # 2: the config's blocks may carry `precision`
+SUBNET_FORMATS_READ = ("samnas-subnet/1", SUBNET_FORMAT)  # 1 predates precision: every block fp32
 
 
 def subnet_blocks_spec(model: Sam, config: dict) -> list[tuple[int, int, int]]:
@@ -37,8 +46,13 @@ def subnet_blocks_spec(model: Sam, config: dict) -> list[tuple[int, int, int]]:
 
 
 @torch.no_grad()
-def extract(model: Sam, config: dict) -> Sam:
-    """A standalone, plain :class:`Sam` holding only ``config``'s weights (nothing sliced at run time)."""
+def extract(model: Sam, config: dict, quantize: bool = True) -> Sam:
+    """A standalone, plain :class:`Sam` holding only ``config``'s weights (nothing sliced at run time).
+
+    With ``quantize`` (the default) the config's int8 blocks come dynamically quantized, as the
+    subnet runs; ``quantize=False`` returns the fp32 weights (what ``save_subnet`` stores and the
+    ONNX exporter traces).
+    """
     check_fits(model, config)
     res = config["resolution"]
     grid = res // model.image_encoder.patch_size
@@ -52,7 +66,8 @@ def extract(model: Sam, config: dict) -> Sam:
         _copy_block(src, dst, spec["heads"], spec["mlp"], grid)
     sub.prompt_encoder.load_state_dict(model.prompt_encoder.state_dict())
     sub.mask_decoder.load_state_dict(model.mask_decoder.state_dict())
-    return sub.eval()
+    sub.eval()
+    return quantize_subnet(sub, config, inplace=True) if quantize else sub
 
 
 def _copy_block(src, dst, heads: int, mlp: int, grid: int) -> None:
@@ -87,7 +102,14 @@ def subnet_metadata(model: Sam, config: dict, **extra) -> dict:
 
 
 def save_subnet(subnet: Sam, metadata: dict, out_dir: str | Path) -> Path:
-    """Write ``subnet.pt`` and ``subnet.json`` into ``out_dir`` atomically; returns the folder."""
+    """Write ``subnet.pt`` and ``subnet.json`` into ``out_dir`` atomically; returns the folder.
+
+    ``subnet`` must hold fp32 weights (``extract(..., quantize=False)``): ``metadata``'s config
+    carries the precision, and ``load_subnet`` quantizes on load.
+    """
+    if is_quantized(subnet):
+        raise ValueError("save_subnet stores fp32 weights: pass extract(model, config, quantize=False); "
+                         "the config's precision makes load_subnet quantize the int8 blocks")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(subnet.state_dict(), out / "subnet.pt")
@@ -95,13 +117,16 @@ def save_subnet(subnet: Sam, metadata: dict, out_dir: str | Path) -> Path:
     return out
 
 
-def load_subnet(folder: str | Path) -> Sam:
-    """Rebuild an extracted subnet from ``subnet.json`` + ``subnet.pt`` without the supernet."""
+def load_subnet(folder: str | Path, quantize: bool = True) -> Sam:
+    """Rebuild an extracted subnet from ``subnet.json`` + ``subnet.pt`` without the supernet.
+
+    With ``quantize`` (the default) the int8 blocks of ``subnet.json``'s config are quantized.
+    """
     folder = Path(folder)
     meta_path = folder / "subnet.json"
     if not meta_path.is_file():
         raise CheckpointError(f"{meta_path}: not found; expected a folder written by `samnas extract`")
-    meta = read_format_json(meta_path, SUBNET_FORMAT)
+    meta = read_format_json(meta_path, SUBNET_FORMATS_READ)
     try:
         arch_fields = dict(meta["arch"])
         arch_fields["global_attn_indexes"] = tuple(arch_fields["global_attn_indexes"])
@@ -110,8 +135,17 @@ def load_subnet(folder: str | Path) -> Sam:
         arch = SamArch(**arch_fields)
         spec = [tuple(int(v) for v in s) for s in meta["blocks_spec"]]
         res = int(meta["resolution"])
-    except (KeyError, TypeError, ValueError) as exc:
+        config = meta["config"]
+        blocks = config["blocks"]
+        kept = [b for b in blocks if b.get("keep", True)]
+        if len(kept) != len(spec):
+            raise ValueError(f"config keeps {len(kept)} blocks, blocks_spec has {len(spec)}")
+        for i, block in enumerate(blocks):
+            check_precision(block_precision(block), f"config.blocks[{i}].precision")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{meta_path}: missing or malformed field ({exc})") from None
     model = build_from_spec(arch, spec, img_size=res)
     load_state_dict_exact(model, read_state_dict(folder / "subnet.pt"), str(folder / "subnet.pt"))
-    return model.eval()
+    model.eval()
+    return quantize_subnet(model, config, inplace=True) if quantize else model
+

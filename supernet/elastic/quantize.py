@@ -1,0 +1,80 @@
+"""Per-block precision of a subnet, and dynamic int8 quantization of an extracted subnet in PyTorch.
+
+A kept block of a subnet config may say ``precision: int8`` (``fp32`` when absent): its
+attention ``qkv``/``proj`` and MLP ``lin1``/``lin2`` linear layers then run as dynamic int8
+(weights int8 per tensor, activations quantized per call, ``torch.ao.quantization.quantize_dynamic``).
+The patch embedding, neck, prompt encoder and mask decoder stay fp32.
+
+Quantization needs plain ``nn.Linear`` layers, so it runs on an *extracted* subnet
+(``supernet.elastic.extract``), never on the weight-sharing supernet, which slices its weights
+at run time and so runs fp32 only.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from infra.errors import ConfigError
+from supernet.modeling.sam import Sam
+
+PRECISIONS = ("fp32", "int8")  # in order: a space's choices and messages list them this way
+DEFAULT_PRECISION = "fp32"
+
+
+def block_precision(spec: Mapping) -> str:
+    """The precision of one config block entry (``fp32`` when it has no ``precision`` field)."""
+    return spec.get("precision", DEFAULT_PRECISION)
+
+
+def check_precision(value, where: str, allowed: tuple[str, ...] = PRECISIONS) -> str:
+    """``value`` when it is one of ``allowed``; else ConfigError ``<where>: 'x' not in ['fp32', 'int8']``."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{where}: {value!r} not in {list(allowed)}")
+    return value
+
+
+def int8_blocks(config: Mapping) -> list[int]:
+    """Indices, among the *kept* blocks (the extracted subnet's numbering), of the int8 blocks."""
+    kept = [spec for spec in config["blocks"] if spec.get("keep", True)]
+    return [i for i, spec in enumerate(kept) if block_precision(spec) == "int8"]
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether any layer of ``model`` is a dynamically quantized linear layer."""
+    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
+
+
+def quantize_subnet(sub: Sam, config: Mapping, inplace: bool = False) -> Sam:
+    """``sub`` (extracted from ``config``) with its int8 blocks' linear layers dynamically quantized.
+
+    Returns ``sub`` itself when ``config`` has no int8 block; otherwise a copy (or ``sub``,
+    changed in place, with ``inplace``). Raises ValueError when ``sub``'s blocks do not match
+    the config's kept blocks, or when ``sub`` still slices weights at run time (the supernet).
+    """
+    blocks = sub.image_encoder.blocks
+    kept = sum(bool(spec.get("keep", True)) for spec in config["blocks"])
+    if len(blocks) != kept:
+        raise ValueError(f"the subnet has {len(blocks)} encoder blocks but the config keeps {kept}; "
+                         "quantize the subnet extracted from this config")
+    chosen = int8_blocks(config)
+    if not chosen:
+        return sub
+    if any("Elastic" in type(m).__name__ for m in sub.image_encoder.modules()):
+        raise ValueError("the weight-sharing supernet slices its weights at run time and runs fp32 only; "
+                         "extract the subnet (supernet.elastic.extract.extract) to quantize it")
+    if not inplace:
+        sub = copy.deepcopy(sub)
+    with warnings.catch_warnings():  # torch.ao's eager-mode quantization warns that it is deprecated
+        warnings.simplefilter("ignore")
+        for i in chosen:
+            torch.ao.quantization.quantize_dynamic(sub.image_encoder.blocks[i], {nn.Linear}, dtype=torch.qint8,
+                                                   inplace=True)
+    return sub
+
+
+__all__ = ["DEFAULT_PRECISION", "PRECISIONS", "block_precision", "check_precision", "int8_blocks", "is_quantized",
+           "quantize_subnet"]
