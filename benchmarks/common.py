@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Tables go to results/ unless $SAMNAS_BENCH_RESULTS names another folder (the smoke test's temp folder).
 RESULTS = Path(os.environ.get("SAMNAS_BENCH_RESULTS") or ROOT / "results")
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The repository first (Python puts benchmarks/ itself first), so that no script name can shadow a package.
+sys.path.insert(0, str(ROOT))
 
 from nas.fingerprint import machine_fingerprint  # noqa: E402
 from infra.fileio import atomic_write_text  # noqa: E402

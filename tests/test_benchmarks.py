@@ -17,7 +17,7 @@ COCO128 = ROOT.parent / "shared" / "data" / "coco128"
 
 # script -> (tiny arguments, topic it writes)
 TINY = {
-    "supernet.py": (["--space", "sam_micro", "--resolutions", "128", "--seeds", "1", "--repeats", "1", "--threads", "1"],
+    "subnets.py": (["--space", "sam_micro", "--resolutions", "128", "--seeds", "1", "--repeats", "1", "--threads", "1"],
                     "supernet"),
     "latency.py": (["--spaces", "sam_micro", "--resolutions", "128", "--samples", "8", "--test", "3", "--repeats", "1",
                     "--warmup", "0", "--min-seconds", "0", "--rounds", "1", "--folds", "2", "--threads", "1", "--quiet",

@@ -4,7 +4,7 @@ For the full model and three sampled subnets (fixed seeds), at input sides 1024 
 time the image encoder of the *extracted* subnet (what a user deploys) with torch on this
 CPU: one warm-up, then ``--repeats`` timed runs; report the median and the p10-p90 spread.
 
-    python benchmarks/supernet.py --repeats 5
+    python benchmarks/subnets.py --repeats 5
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
             }
             rows.append(row)
             print(row, flush=True)
-    command = "python benchmarks/supernet.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/subnets.py " + " ".join(sys.argv[1:])
     header = machine_header(command.strip(), args.repeats)
     notes = (
         "Image encoder only (the searched part), extracted subnets with physically sliced weights, "
