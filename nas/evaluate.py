@@ -150,7 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from .everything.calibrate import default_policy
-    from .everything.commands import check_policy_model, model_digest, torch_device
+    from .everything.commands import check_policy_model, model_digest
+    from .latency.store import torch_device
     from .models import load_model
     from .everything.policies import load_policy
 

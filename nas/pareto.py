@@ -76,12 +76,6 @@ def load_points(storage: str | None, device: str | None = None, space: str | Non
     return [p for p in points if (device is None or p.device == device) and (space is None or p.space == space)]
 
 
-def dominates(a: TrialPoint, b: TrialPoint) -> bool:
-    """``a`` is at least as good in quality and latency, and strictly better in one."""
-    return (a.quality >= b.quality and a.predicted_ms <= b.predicted_ms
-            and (a.quality > b.quality or a.predicted_ms < b.predicted_ms))
-
-
 def pareto_front(points: list[TrialPoint], budget_ms: float | None = None,
                  min_quality: float | None = None) -> list[TrialPoint]:
     """Non-dominated feasible points (within their study budget, ``budget_ms`` and ``min_quality``), fastest first.

@@ -16,7 +16,8 @@ from nas.latency.predictor import (PREDICTOR_FORMAT, LatencyPredictor, PartModel
                                    lut_parts, save_states)
 from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_onnx_matches, make_backend,
                                  network_module, sample_configs)
-from nas.latency.store import DeviceStore, config_json, parse_device, read_profile_file
+from nas.latency.store import DeviceStore, parse_device, read_profile_file
+from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
 from infra.errors import ConfigError, UserError
@@ -160,7 +161,7 @@ def test_lut_linear_recovers_a_per_block_cost(root, space, tmp_path):
             ms += (0.8 if is_global else 1.3) * part_ms + 0.4
         return ms
 
-    rows = [{"space": "sam_micro", "part": "encoder", "prompts": 0, "resolution": 128, "config": config_json(c),
+    rows = [{"space": "sam_micro", "part": "encoder", "prompts": 0, "resolution": 128, "config": config_to_json(c),
              "median_ms": truth(c), "p10_ms": truth(c), "p90_ms": truth(c), "seconds": 0.1} for c in configs[:30]]
     predictor = fit_space("cpu-torch", space, store.blocks(), rows)
     report = predictor.report["parts"]["encoder"]

@@ -75,11 +75,6 @@ def check_policy_model(path: str | Path, meta: dict, tag: str, digest: str) -> N
                           f"`samnas tune-everything` or calibrate one with `samnas calibrate-everything`")
 
 
-def torch_device(device: str) -> str:
-    """Device slug (``cpu-torch``, ``cuda-torch@host``) -> torch device string."""
-    return "cuda" if device.split("@")[0].startswith("cuda") else "cpu"
-
-
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="SAM checkpoint (Meta/HF layout; default: packaged sam_micro)")
@@ -162,6 +157,8 @@ def _log(msg: str) -> None:
 def run_tune(args: argparse.Namespace) -> int:
     import torch
 
+    from nas.latency.store import torch_device
+
     from nas.study import study_name
     from infra.fileio import results_root
     from supernet.modeling.predictor import SamPredictor
@@ -228,6 +225,8 @@ def _image_ids(annotations: str | None, images: list) -> dict:
 
 def run_everything(args: argparse.Namespace) -> int:
     import torch
+
+    from nas.latency.store import torch_device
     from tqdm.auto import tqdm
 
     from infra.fileio import atomic_write_text
@@ -290,6 +289,8 @@ def run_everything(args: argparse.Namespace) -> int:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     import torch
+
+    from nas.latency.store import torch_device
 
     from supernet.modeling.predictor import SamPredictor
 

@@ -58,14 +58,6 @@ def part_key(part: str, prompts: int) -> str:
     return part if part == "encoder" else f"{part}@{prompts}"
 
 
-def parse_part_key(key: str) -> tuple[str, int]:
-    """Inverse of :func:`part_key`."""
-    if "@" in key:
-        part, k = key.split("@", 1)
-        return part, int(k)
-    return key, 0
-
-
 # ---------------------------------------------------------------------- lookup table
 
 

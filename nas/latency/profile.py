@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from nas.fingerprint import machine_fingerprint
 from nas.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, time_rounds
+from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 from supernet.modeling.arch import SamArch
 from supernet.modeling.build import build_from_spec, build_sam
@@ -48,7 +49,7 @@ from supernet.elastic.extract import extract
 from supernet.modeling.image_encoder import EncoderBlock, ImageEncoderViT
 from supernet.modeling.sam import Sam
 
-from .store import DeviceStore, config_json, parse_device, profile_document, write_json
+from .store import DeviceStore, parse_device, profile_document, write_json
 
 ONNX_ATOL = 1e-3  # |ORT - torch| allowed, relative to max(1, |torch output|)
 
@@ -269,7 +270,7 @@ def sample_configs(space: SearchSpace, n: int, seed: int = 0) -> list[dict]:
     while len(out) < n and attempts < 50 * n + 10:
         cfg = space.validate(candidates.pop(0) if candidates else space.sample(rng))
         attempts += 1
-        key = config_json(cfg)
+        key = config_to_json(cfg)
         if key not in seen:
             seen.add(key)
             out.append(cfg)
@@ -458,14 +459,14 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
         if configs:
             supernet = build_sam(space.model_type, seed=seed)
             jobs += [_Job({"space": space.name, "part": part, "prompts": k, "resolution": cfg["resolution"],
-                           "config": config_json(cfg)},
+                           "config": config_to_json(cfg)},
                           lambda cfg=cfg, k=k: network_module(supernet, cfg, k, gen), run.networks)
                      for cfg in configs for part, k in parts]
         if probes:
             from .probe import probe_configs
 
             supernet = supernet if configs else build_sam(space.model_type, seed=seed)
-            jobs += [_Job({"space": space.name, "config": config_json(cfg)},
+            jobs += [_Job({"space": space.name, "config": config_to_json(cfg)},
                           lambda cfg=cfg: network_module(supernet, cfg, 0, gen), run.probes)
                      for cfg in probe_configs(space)]
         bar = tqdm(total=len(jobs) * rounds, desc=f"profiling {space.name} on {device}", unit="timing",
