@@ -91,6 +91,7 @@ Objective = Callable[[optuna.Trial], tuple[Sequence[float], TrialRecord]]
 
 def open_study(plan: StudyPlan) -> optuna.Study:
     """Create the study, or load it to resume; name its objectives and set its attributes."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # per-trial INFO lines: the progress bar says it
     study = optuna.create_study(study_name=plan.name, storage=open_storage(plan.storage),
                                 directions=list(plan.directions), sampler=plan.sampler, load_if_exists=True)
     if study.metric_names is None:  # shown by optuna-dashboard and in study.trials_dataframe()

@@ -58,7 +58,7 @@ def everything_ar(model, images_dir: str | Path, annotations: str | Path, policy
 
     from .everything.generator import MaskGenerator
     from .everything.policies import policy_from_dict
-    from .everything.tune import mask_ar
+    from .everything.quality import mask_ar
 
     coco = load_coco(annotations)
     folder = Path(images_dir)

@@ -7,12 +7,15 @@ The default store is a local file store under ``results/mlruns`` (mlflow-skinny 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
 from infra.fileio import tracking_uri as resolve_tracking_uri
 
 from .record import TrialRecord
+
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
 
 class SearchTracker:
@@ -49,7 +52,8 @@ class SearchTracker:
             self.mlflow.log_params({k: str(v) for k, v in params.items()})
             metrics = {k: float(getattr(record, k)) for k in ("quality", "predicted_ms", "params", "flops", "eval_s",
                                                               "predict_s") if getattr(record, k) is not None}
-            metrics.update({f"metric.{k}": float(v) for k, v in (record.metrics or {}).items()})
+            # MLflow names allow letters, digits and _-. :/ only: "AR@100" is logged as "metric.AR_100"
+            metrics.update({f"metric.{_NOT_IN_NAMES.sub('_', k)}": float(v) for k, v in (record.metrics or {}).items()})
             self.mlflow.log_metrics(metrics)
             self.mlflow.set_tags({"trial": number, "state": state, "feasible": record.feasible})
         self.mlflow.log_metric("trial_quality", float(record.quality or 0.0), step=number)
