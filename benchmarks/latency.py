@@ -39,7 +39,7 @@ import torch
 from common import machine_header, markdown_table, write_results
 
 from nas.latency.predictor import error_metrics, fit_space
-from nas.latency.profile import profile, restrict_resolutions, sample_configs
+from nas.latency.profile import ProfileSettings, profile, restrict_resolutions, sample_configs
 from search_spaces.config import config_to_json
 from nas.timing import MIN_SECONDS, ROUNDS, visit_runs
 from search_spaces.space import SearchSpace
@@ -74,9 +74,11 @@ def bench_one(space_name: str, device: str, args) -> dict:
                   threads=args.threads, progress=not args.quiet)
     train_cfgs = sample_configs(space, args.samples, seed=args.seed)
     test_cfgs = held_out_configs(space, train_cfgs, args.test, seed=args.seed + 1000)
-    run = profile(space, device, blocks=True, configs=train_cfgs + test_cfgs, seed=args.seed, probes=False, **common)
+    run = profile(space, device, ProfileSettings(blocks=True, configs=train_cfgs + test_cfgs, seed=args.seed, probes=False,
+                                                 **common))
     train_rows, first = run.networks[:len(train_cfgs)], run.networks[len(train_cfgs):]
-    second = profile(space, device, blocks=False, configs=test_cfgs, seed=args.seed + 2, probes=False, **common)
+    second = profile(space, device, ProfileSettings(blocks=False, configs=test_cfgs, seed=args.seed + 2, probes=False,
+                                                    **common))
 
     if args.save_raw:
         raw = {"space": space.to_dict(), "blocks": run.blocks, "train": train_rows, "test": first,

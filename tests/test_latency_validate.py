@@ -9,7 +9,7 @@ import pytest
 
 import cli
 from nas import timing
-from nas.latency import fit_device, load_predictor, profile_device
+from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency import probe as probe_mod
 from nas.latency.predictor import lut_index, lut_parts
 from nas.latency.probe import probe_configs, run_probe
@@ -218,8 +218,9 @@ def test_validate_unknown_device_or_space_is_a_one_line_error(fake_root, capsys,
 def test_profile_validate_and_list(tmp_path, capsys, monkeypatch):
     """Real parts end to end: profiling stores the probe baseline; validate times 2 subnets in fresh processes."""
     root = tmp_path / "latency"
-    profile_device("sam_micro", "cpu-torch", root=root, blocks=True, samples=8, repeats=2, warmup=1, min_seconds=0,
-                   rounds=2, max_rounds=2, threads=1, resolutions=[128], progress=False)
+    profile_device("sam_micro", "cpu-torch", ProfileSettings(blocks=True, samples=8, repeats=2, warmup=1, min_seconds=0,
+                                                             rounds=2, max_rounds=2, threads=1, resolutions=[128],
+                                                             progress=False), root=root)
     probes = DeviceStore("cpu-torch", root).probes()["sam_micro"]["probes"]
     assert [json.loads(p["config"]) for p in probes] == probe_configs(restrict_resolutions(
         SearchSpace.load("sam_micro"), [128]))
