@@ -34,7 +34,10 @@ from nas.everything.commands import model_digest
 from nas.models import load_model
 from nas.everything.generator import MaskGenerator
 from nas.everything.policies import Policy, policy_from_dict
-from nas.everything.tune import agreement, load_annotations, mask_ar, read_images, tune_everything
+from nas.everything.quality import agreement, mask_ar
+from nas.everything.tune import TuneSettings, tune_everything
+from scenes.annotations import image_ids
+from scenes.images import read_image_folder
 from supernet.modeling.predictor import SamPredictor
 
 COCO128 = ROOT.parent / "shared" / "data" / "coco128"
@@ -81,9 +84,11 @@ def main() -> int:
     tag = source.tag
     predictor = SamPredictor(model)
     weights = "packaged reference `sam_micro.pt`" if tag == "sam_micro" else "RANDOM weights: quality is meaningless"
-    tune_imgs, _ = read_images(data / "images" / "train2017", args.tune_images, log=log)
-    val_all, _ = read_images(data / "images" / "val2017", log=log)
-    gt, ids = load_annotations(data / "annotations" / "panoptic_val2017.json", val_all)
+    skip = lambda path, why: log(f"skipped {path}: {why}")  # noqa: E731
+    tune_imgs, _ = read_image_folder(data / "images" / "train2017", args.tune_images, skip)
+    val_all, _ = read_image_folder(data / "images" / "val2017", on_skip=skip)
+    coco, ids = image_ids(data / "annotations" / "panoptic_val2017.json", [p.name for p, _ in val_all])
+    gt = coco.dataset
     annotated = {img["id"] for img in gt["images"]} & {a["image_id"] for a in gt["annotations"]}
     val = [(p, im) for p, im in val_all if ids.get(p.name) in annotated][:args.eval_images]
 
@@ -103,10 +108,12 @@ def main() -> int:
         log(f"defaults {defaults} ({source}); tuning for {budget} ms/photo")
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            tuned = tune_everything(predictor, tune_imgs, "cpu-torch-1t", budget, args.trials, tag,
+            settings = TuneSettings(model_tag=tag, device="cpu-torch-1t", budget_ms=budget, trials=args.trials,
                                     storage=f"sqlite:///{Path(tmp) / 'studies.db'}", reference_policy=grid,
-                                    max_points_per_side=args.max_points_per_side, progress=True,
+                                    max_points_per_side=args.max_points_per_side,
+                                    tracking_uri=(Path(tmp) / "mlruns").as_uri(),
                                     model_meta={"model_digest": model_digest(model)})
+            tuned = tune_everything(predictor, tune_imgs, settings, progress=True)
         tune_s = time.perf_counter() - t0
         policy = policy_from_dict({**tuned["policy"].to_dict(), "output_mode": "coco_rle"})
 

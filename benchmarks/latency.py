@@ -39,8 +39,8 @@ import torch
 from common import machine_header, markdown_table, write_results
 
 from nas.latency.predictor import error_metrics, fit_space
-from nas.latency.profile import profile, restrict_resolutions, sample_configs
-from nas.latency.store import config_json
+from nas.latency.profile import ProfileSettings, profile, restrict_resolutions, sample_configs
+from search_spaces.config import config_to_json
 from nas.timing import MIN_SECONDS, ROUNDS, visit_runs
 from search_spaces.space import SearchSpace
 
@@ -49,14 +49,14 @@ DEFAULT_RESOLUTIONS = {"sam_vit_b": [512]}
 
 def held_out_configs(space: SearchSpace, train: list[dict], n: int, seed: int) -> list[dict]:
     """``n`` distinct sampled configs that are not in ``train``."""
-    seen = {config_json(c) for c in train}
+    seen = {config_to_json(c) for c in train}
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(200 * n):
         if len(out) == n:
             break
         cfg = space.validate(space.sample(rng))
-        key = config_json(cfg)
+        key = config_to_json(cfg)
         if key not in seen:
             seen.add(key)
             out.append(cfg)
@@ -74,9 +74,11 @@ def bench_one(space_name: str, device: str, args) -> dict:
                   threads=args.threads, progress=not args.quiet)
     train_cfgs = sample_configs(space, args.samples, seed=args.seed)
     test_cfgs = held_out_configs(space, train_cfgs, args.test, seed=args.seed + 1000)
-    run = profile(space, device, blocks=True, configs=train_cfgs + test_cfgs, seed=args.seed, probes=False, **common)
+    run = profile(space, device, ProfileSettings(blocks=True, configs=train_cfgs + test_cfgs, seed=args.seed, probes=False,
+                                                 **common))
     train_rows, first = run.networks[:len(train_cfgs)], run.networks[len(train_cfgs):]
-    second = profile(space, device, blocks=False, configs=test_cfgs, seed=args.seed + 2, probes=False, **common)
+    second = profile(space, device, ProfileSettings(blocks=False, configs=test_cfgs, seed=args.seed + 2, probes=False,
+                                                    **common))
 
     if args.save_raw:
         raw = {"space": space.to_dict(), "blocks": run.blocks, "train": train_rows, "test": first,

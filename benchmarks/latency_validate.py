@@ -38,7 +38,7 @@ import numpy as np
 
 from common import ROOT, machine_header, markdown_table, write_results
 
-from nas.latency import fit_device, load_predictor, profile_device
+from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency.probe import PROBE_SECONDS, run_probe
 from nas.latency.validate import validate_predictor
 from nas.timing import MIN_SECONDS, ROUNDS, visit_runs
@@ -49,10 +49,10 @@ DEFAULT_RESOLUTIONS = {"sam_vit_b": [512]}
 def profile_and_validate(space: str, device: str, root: Path, args) -> dict:
     """Profile + fit, then the first validation; returns its state for the second pass."""
     t0 = time.perf_counter()
-    run = profile_device(space, device, root=root, blocks=True, samples=args.samples, repeats=args.repeats,
-                         warmup=args.warmup, min_seconds=args.min_seconds, rounds=args.rounds, threads=args.threads,
-                         seed=args.seed, resolutions=args.resolutions or DEFAULT_RESOLUTIONS.get(space),
-                         progress=not args.quiet)
+    settings = ProfileSettings(blocks=True, samples=args.samples, repeats=args.repeats, warmup=args.warmup,
+                               min_seconds=args.min_seconds, rounds=args.rounds, threads=args.threads, seed=args.seed,
+                               resolutions=args.resolutions or DEFAULT_RESOLUTIONS.get(space), progress=not args.quiet)
+    run = profile_device(space, device, settings, root=root)
     fit_device(device, root=root, space=space)
     profiled_s = time.perf_counter() - t0
     first_minutes = (time.perf_counter() - t0 - profiled_s) / 60

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from infra.errors import UserError
 from infra.fileio import results_origin, results_root
 
 from .pareto import FORMATS, load_points, pareto_front, plot_front, render, render_fronts
+from .record import TrialRecord
 from .study import SAMPLERS, default_storage, open_storage, predictor_line, study_name
 
 SEARCH_EXAMPLES = """examples:
@@ -212,7 +212,8 @@ def run_search_command(args: argparse.Namespace) -> int:
     from nas.latency.commands import predictor_warning
 
     from .quality import make_evaluator
-    from .search import HEARTBEAT_GRACE_S, SearchSettings, other_hosts_running, run_search
+    from .driver import HEARTBEAT_GRACE_S, other_hosts_running
+    from .search import SearchSettings, run_search
     from .tracking import SearchTracker
 
     space = SearchSpace.load(args.space)
@@ -251,11 +252,8 @@ def run_search_command(args: argparse.Namespace) -> int:
                                     "predictor_cv_mape_pct": facts["cv_mape_pct"],
                                     "predictor_threads": facts.get("threads")})
 
-    def log_trial(study, trial):
-        tracker.log_trial(trial.number, trial.params, trial.user_attrs, trial.state.name)
-
     with tracker:
-        study = run_search(settings, model, space, evaluator, latency, callbacks=[log_trial])
+        study = run_search(settings, model, space, evaluator, latency, tracker=tracker)
         points = [p for p in load_points(storage, device=args.device, space=space.name) if p.study == study.study_name]
         front = pareto_front(points)
         plot = results_root() / "scratch" / f"{study.study_name.replace('@', '_')}.png"
@@ -343,14 +341,14 @@ def _trial_config(storage: str | None, study_name: str, number: int | None) -> t
         shown = ", ".join(map(str, done[:20])) + (" ..." if len(done) > 20 else "")
         raise UserError(f"--trial {number}: no completed trial with that number in study {study_name}; "
                         f"completed: {shown or 'none'}")
-    attrs = trials[0].user_attrs
-    info = {"study": study_name, "trial": number, "quality": attrs.get("quality"),
-            "evaluator": attrs.get("evaluator"), "metrics": attrs.get("metrics"),
+    record = TrialRecord.read(trials[0])
+    info = {"study": study_name, "trial": number, "quality": record.quality,
+            "evaluator": record.evaluator, "metrics": record.metrics,
             "quality_definition": study.user_attrs.get("quality_definition"),
             "predictor": study.user_attrs.get("predictor"),
-            "predicted_ms": attrs.get("predicted_ms"), "predicted_raw_ms": attrs.get("predicted_raw_ms"),
+            "predicted_ms": record.predicted_ms, "predicted_raw_ms": record.predicted_raw_ms,
             "device": study.user_attrs.get("device")}
-    return json.loads(attrs["config"]), info, study
+    return record.config, info, study
 
 
 def run_export_command(args: argparse.Namespace) -> int:

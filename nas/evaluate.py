@@ -58,7 +58,7 @@ def everything_ar(model, images_dir: str | Path, annotations: str | Path, policy
 
     from .everything.generator import MaskGenerator
     from .everything.policies import policy_from_dict
-    from .everything.tune import mask_ar
+    from .everything.quality import mask_ar
 
     coco = load_coco(annotations)
     folder = Path(images_dir)
@@ -150,7 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from .everything.calibrate import default_policy
-    from .everything.commands import check_policy_model, model_digest, torch_device
+    from .everything.commands import check_policy_model, model_digest
+    from .latency.store import torch_device
     from .models import load_model
     from .everything.policies import load_policy
 

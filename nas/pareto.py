@@ -12,6 +12,7 @@ import optuna
 from infra.errors import UserError
 from infra.fileio import atomic_write_bytes
 
+from .record import TrialRecord
 from .study import open_storage, parse_study_name, predictor_line
 
 FORMATS = ("table", "json", "csv")
@@ -60,11 +61,11 @@ def load_studies(storage: str | None, include_everything: bool = False) -> tuple
         study = optuna.load_study(study_name=summary.study_name, storage=store)
         studies[summary.study_name] = {**study.user_attrs, **info}
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            attrs = t.user_attrs
+            record = TrialRecord.read(t)
             points.append(TrialPoint(
                 study=summary.study_name, trial=t.number, space=info["space"], device=info["device"],
                 budget_ms=info["budget_ms"], quality=float(t.values[0]), predicted_ms=float(t.values[1]),
-                params=int(attrs.get("params", 0)), flops=int(attrs.get("flops", 0)), config=attrs.get("config", "{}"),
+                params=int(record.params or 0), flops=int(record.flops or 0), config=record.config_json,
             ))
     return points, studies
 
@@ -74,12 +75,6 @@ def load_points(storage: str | None, device: str | None = None, space: str | Non
     """Completed trials of every matching encoder study in ``storage`` (read-only: creates no file)."""
     points, _ = load_studies(storage, include_everything)
     return [p for p in points if (device is None or p.device == device) and (space is None or p.space == space)]
-
-
-def dominates(a: TrialPoint, b: TrialPoint) -> bool:
-    """``a`` is at least as good in quality and latency, and strictly better in one."""
-    return (a.quality >= b.quality and a.predicted_ms <= b.predicted_ms
-            and (a.quality > b.quality or a.predicted_ms < b.predicted_ms))
 
 
 def pareto_front(points: list[TrialPoint], budget_ms: float | None = None,

@@ -3,77 +3,33 @@
 Objectives: quality (maximise, from a ``nas.quality`` evaluator) and predicted latency on
 the device (minimise, from a ``nas.latency`` predictor). The budget is a constraint
 (``predicted_ms - budget_ms <= 0``) set with ``Trial.set_constraint``, which NSGA-II and TPE
-honour (Optuna 5 replaced the samplers' ``constraints_func`` by it). Parameters
-and FLOPs are recorded as trial user attributes, with the config as JSON, the evaluator's
-name and its per-metric values, and the time spent evaluating and predicting.
+honour (Optuna 5 replaced the samplers' ``constraints_func`` by it). Each trial stores a
+:class:`nas.record.TrialRecord`: the config, parameters and FLOPs, the evaluator's name and
+its per-metric values, and the time spent evaluating and predicting.
 
-Trials are committed to the storage one by one, so an interrupted search resumes where it
-stopped; a trial that raised is recorded as failed with its error. Each trial records the
-``host`` and ``pid`` of its worker when it starts, so a resumed search fails at once the
-RUNNING trials of this host whose process is gone (:func:`fail_stale_trials`); trials of
-other hosts are left to Optuna's heartbeat.
+The study itself (storage, resuming, failed trials, the trial count, workers, MLflow, the
+progress bar) is run by :mod:`nas.driver`, as policy tuning is; this module supplies the
+search space (:func:`suggest_config`) and the objective.
 """
 from __future__ import annotations
 
-import json
-import os
-import socket
 import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import optuna
-from tqdm import tqdm
 
 from search_spaces.counting import count
 from search_spaces.space import SearchSpace
 from supernet.elastic.activation import active_subnet
 from supernet.modeling.sam import Sam
 
-from .study import make_sampler, open_storage, study_name
+from . import driver
+from .driver import METRIC_NAMES  # noqa: F401 (re-exported: callers import it from here)
+from .record import TrialRecord
+from .study import make_sampler, study_name
 
-METRIC_NAMES = ("quality", "predicted_ms")  # the two objectives, by name
 CONSTRAINT = "latency_over_budget_ms"  # Optuna constraint: predicted_ms - budget_ms, feasible when <= 0
-HOST = socket.gethostname()
-WORKER = f"{HOST}:{os.getpid()}"  # which process ran a trial (several may share a study)
-HEARTBEAT_GRACE_S = 90  # Optuna fails a RUNNING trial whose heartbeat is this old (nas.study.open_storage)
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields 3.. of ``/proc/PID/stat`` (state first), or None where there is no such file."""
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot), to tell a reused pid apart; None if unknown."""
-    stat = _proc_stat(pid)
-    return stat[19] if stat and len(stat) > 19 else None
-
-
-def process_alive(pid: int, start: str | None = None) -> bool:
-    """Whether process ``pid`` of this host still runs (and is the one that started at ``start``)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):
-        return False
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True  # no /proc here: trust kill(0)
-    if stat[0] in ("Z", "X"):
-        return False  # killed, waiting to be reaped
-    return start is None or len(stat) <= 19 or stat[19] == start
-
-
-PID_START = process_start(os.getpid())
 
 
 class LatencyModel(Protocol):
@@ -135,142 +91,64 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> dict:
 
 
 class Objective:
-    """Callable objective: suggest a config, predict latency, evaluate quality, record attributes."""
+    """Callable objective for :mod:`nas.driver`: suggest a config, predict latency, evaluate quality.
+
+    Returns ``((quality, predicted_ms), TrialRecord)``; the config is recorded as soon as it is
+    drawn, so a trial that fails later still shows what it tried.
+    """
 
     def __init__(self, model: Sam, space: SearchSpace, evaluator: QualityEvaluator, latency: LatencyModel,
-                 budget_ms: float, on_trial: Callable[[optuna.Trial, dict], None] | None = None) -> None:
+                 budget_ms: float) -> None:
         self.model, self.space, self.evaluator, self.latency = model, space, evaluator, latency
         self.budget_ms = budget_ms
-        self.on_trial = on_trial
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        # Recorded first, so that a worker killed mid-trial leaves behind whose trial it was.
-        trial.set_user_attr("host", HOST)
-        trial.set_user_attr("pid", os.getpid())
-        if PID_START is not None:
-            trial.set_user_attr("pid_start", PID_START)
-        try:
-            config = suggest_config(trial, self.space)
-            trial.set_user_attr("config", json.dumps(config, sort_keys=True))
-            counts = count(self.model, config)
-            start = time.perf_counter()
-            predicted = float(self.latency.predict_ms(config))
-            predict_s = time.perf_counter() - start
-            trial.set_constraint(CONSTRAINT, predicted - self.budget_ms)
-            start = time.perf_counter()
-            with active_subnet(self.model, config):
-                result = self.evaluator.evaluate(self.model, config)
-            eval_s = time.perf_counter() - start
-        except Exception as exc:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
-            raise
-        attrs = {
-            "params": counts.total_params,
-            "encoder_params": counts.encoder_params,
-            "flops": counts.encoder_flops,
-            "predicted_ms": predicted,
+    def __call__(self, trial: optuna.Trial) -> tuple[tuple[float, float], TrialRecord]:
+        config = suggest_config(trial, self.space)
+        TrialRecord(config=config).write(trial)
+        counts = count(self.model, config)
+        start = time.perf_counter()
+        predicted = float(self.latency.predict_ms(config))
+        predict_s = time.perf_counter() - start
+        trial.set_constraint(CONSTRAINT, predicted - self.budget_ms)
+        start = time.perf_counter()
+        with active_subnet(self.model, config):
+            result = self.evaluator.evaluate(self.model, config)
+        eval_s = time.perf_counter() - start
+        record = TrialRecord(
+            params=counts.total_params, encoder_params=counts.encoder_params, flops=counts.encoder_flops,
+            predicted_ms=predicted,
             # before a drift probe's recalibration (nas.latency.probe); equal to predicted_ms without one
-            "predicted_raw_ms": predicted / float(getattr(self.latency, "speed_factor", 1.0)),
-            "quality": float(result.score),
-            "evaluator": self.evaluator.name,
-            "metrics": {k: float(v) for k, v in result.metrics.items()},
-            "feasible": predicted <= self.budget_ms,
-            "eval_s": eval_s,
-            "predict_s": predict_s,
-            "worker": WORKER,
-        }
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        if self.on_trial:
-            self.on_trial(trial, attrs)
-        return float(result.score), predicted
+            predicted_raw_ms=predicted / float(getattr(self.latency, "speed_factor", 1.0)),
+            quality=float(result.score), evaluator=self.evaluator.name,
+            metrics={k: float(v) for k, v in result.metrics.items()},
+            feasible=predicted <= self.budget_ms, eval_s=eval_s, predict_s=predict_s)
+        return (float(result.score), predicted), record
+
+
+def plan(settings: SearchSettings) -> driver.StudyPlan:
+    """The driver's view of a search: its study name, sampler, trial count and study attributes."""
+    return driver.StudyPlan(
+        name=settings.study_name, sampler=make_sampler(settings.sampler, settings.seed), trials=settings.trials,
+        storage=settings.storage, label=f"search {settings.study_name}",
+        attrs={"space": settings.space, "device": settings.device, "budget_ms": settings.budget_ms,
+               **settings.extra_attrs})
 
 
 def open_study(settings: SearchSettings) -> optuna.Study:
     """Create the study, or load it to resume (same name in the same storage)."""
-    sampler = make_sampler(settings.sampler, settings.seed)
-    study = optuna.create_study(
-        study_name=settings.study_name,
-        storage=open_storage(settings.storage),
-        directions=["maximize", "minimize"],
-        sampler=sampler,
-        load_if_exists=True,
-    )
-    if study.metric_names is None:  # shown by optuna-dashboard and in study.trials_dataframe()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(METRIC_NAMES))
-    meta = {"space": settings.space, "device": settings.device, "budget_ms": settings.budget_ms,
-            **settings.extra_attrs}
-    for key, value in meta.items():
-        if study.user_attrs.get(key) != value:
-            study.set_user_attr(key, value)
-    return study
+    return driver.open_study(plan(settings))
 
 
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Fail the RUNNING trials of this host whose worker process is gone; return their numbers.
-
-    Trials of other hosts (and trials that recorded no worker) are left to Optuna's heartbeat,
-    which fails them :data:`HEARTBEAT_GRACE_S` seconds after their last beat.
-    """
-    failed = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        attrs = t.user_attrs
-        if attrs.get("host") != HOST or not isinstance(attrs.get("pid"), int):
-            continue
-        if process_alive(attrs["pid"], attrs.get("pid_start")):
-            continue
-        storage = study._storage  # Optuna has no public call to fail another process's trial
-        storage.set_trial_user_attr(t._trial_id, "error",
-                                    f"worker {HOST}:{attrs['pid']} was gone when the search resumed")
-        if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
-            failed.append(t.number)
-    return failed
-
-
-def other_hosts_running(study: optuna.Study) -> list[tuple[int, str]]:
-    """``(trial number, host)`` of RUNNING trials started on other hosts (or by unknown workers)."""
-    return [(t.number, str(t.user_attrs.get("host", "unknown host")))
-            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-            if t.user_attrs.get("host") != HOST]
-
-
-def finished_trials(study: optuna.Study) -> int:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=states))
+def _postfix(trial: optuna.trial.FrozenTrial) -> str:
+    return f"quality={trial.values[0]:.3f}, ms={trial.values[1]:.1f}"
 
 
 def run_search(settings: SearchSettings, model: Sam, space: SearchSpace, evaluator: QualityEvaluator,
-               latency: LatencyModel, progress: bool = True, callbacks=()) -> optuna.Study:
-    """Run (or resume) the study until it holds ``settings.trials`` finished trials.
+               latency: LatencyModel, progress: bool = True, callbacks=(), tracker=None) -> optuna.Study:
+    """Run (or resume) the study until it holds ``settings.trials`` finished trials (see :mod:`nas.driver`).
 
-    Workers sharing the study stop as soon as it holds enough; with several workers at
-    once the total can overshoot by at most one trial per worker.
+    ``tracker``: an open :class:`nas.tracking.SearchTracker`, which gets a nested run per trial.
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(settings)
-    stale = fail_stale_trials(study)
-    if stale and progress:
-        print(f"failed {len(stale)} trial(s) left RUNNING by a worker of this host that is gone: "
-              + ", ".join(map(str, stale)))
-    remaining = max(0, settings.trials - finished_trials(study))
-    bar = tqdm(total=remaining, desc=f"search {settings.study_name}", unit="trial", disable=not progress)
-
-    def tick(study_, trial_):
-        bar.update(1)
-        values = trial_.values
-        if values:
-            bar.set_postfix(quality=f"{values[0]:.3f}", ms=f"{values[1]:.1f}")
-
     objective = Objective(model, space, evaluator, latency, settings.budget_ms)
-    # Stop once the shared study holds enough finished trials, whoever ran them.
-    enough = optuna.study.MaxTrialsCallback(
-        settings.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL))
-    try:
-        if remaining:
-            study.optimize(objective, n_trials=remaining, catch=(Exception,),
-                           callbacks=[tick, enough, *callbacks])
-    finally:
-        bar.close()
-    return study
+    return driver.drive(plan(settings), objective, progress=progress, tracker=tracker, callbacks=callbacks,
+                        postfix=_postfix)

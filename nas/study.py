@@ -133,11 +133,6 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise UserError(f"--sampler {name!r}: expected one of {list(SAMPLERS)}")
 
 
-def list_study_names(storage: str | None) -> list[str]:
-    store = open_storage(storage, create=False)
-    return [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
-
-
 def predictor_line(facts: dict | None) -> str:
     """``latency predictor (cpu-torch): CV MAPE 4.5%, 95% of held-out subnets within +-10%, 1 thread``."""
     if not facts:

@@ -1,4 +1,5 @@
-"""MLflow logging for searches: one experiment per study, one run per search, a child run per trial.
+"""MLflow logging for studies (searches and policy tuning): one experiment per study, one run per
+search, a child run per trial.
 
 The default store is a local file store under ``results/mlruns`` (mlflow-skinny needs
 ``MLFLOW_ALLOW_FILE_STORE=true`` for it, which we set); ``--tracking-uri`` overrides it.
@@ -6,10 +7,15 @@ The default store is a local file store under ``results/mlruns`` (mlflow-skinny 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
 from infra.fileio import tracking_uri as resolve_tracking_uri
+
+from .record import TrialRecord
+
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
 
 class SearchTracker:
@@ -40,16 +46,17 @@ class SearchTracker:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
 
-    def log_trial(self, number: int, params: dict, attrs: dict, state: str = "COMPLETE") -> None:
+    def log_trial(self, number: int, params: dict, record: TrialRecord, state: str = "COMPLETE") -> None:
         """A nested run for one trial: its Optuna params, and quality / latency / size metrics."""
         with self.mlflow.start_run(run_name=f"trial-{number}", nested=True):
             self.mlflow.log_params({k: str(v) for k, v in params.items()})
-            metrics = {k: float(attrs[k]) for k in ("quality", "predicted_ms", "params", "flops", "eval_s",
-                                                    "predict_s") if k in attrs}
-            metrics.update({f"metric.{k}": float(v) for k, v in attrs.get("metrics", {}).items()})
+            metrics = {k: float(getattr(record, k)) for k in ("quality", "predicted_ms", "params", "flops", "eval_s",
+                                                              "predict_s") if getattr(record, k) is not None}
+            # MLflow names allow letters, digits and _-. :/ only: "AR@100" is logged as "metric.AR_100"
+            metrics.update({f"metric.{_NOT_IN_NAMES.sub('_', k)}": float(v) for k, v in (record.metrics or {}).items()})
             self.mlflow.log_metrics(metrics)
-            self.mlflow.set_tags({"trial": number, "state": state, "feasible": attrs.get("feasible")})
-        self.mlflow.log_metric("trial_quality", float(attrs.get("quality", 0.0)), step=number)
+            self.mlflow.set_tags({"trial": number, "state": state, "feasible": record.feasible})
+        self.mlflow.log_metric("trial_quality", float(record.quality or 0.0), step=number)
 
     def log_front(self, front_json: str, front_png: Path | None = None) -> None:
         """The final front as artifacts (``front.json`` and, when given, the plot)."""

@@ -147,3 +147,23 @@ def _panoptic_annotations(path: Path, data: dict, images: list[dict], categories
                         "iscrowd": int(seg.get("iscrowd", 0)), "isthing": thing, "bbox": bbox,
                         "area": int(mask.sum()), "segmentation": rle})
     return out
+
+
+def image_ids(path: str | Path, file_names: list[str], every: bool = False) -> tuple:
+    """``(COCO index, {file name: image id})`` of a COCO file, for images known by ``file_names``.
+
+    File names are matched without their folders. UserError (naming the file, saying "mismatched
+    image ids") when none of ``file_names`` is in the file, or with ``every`` when any is missing.
+    """
+    path = Path(path)
+    coco = load_coco(path)
+    ids = {Path(im["file_name"]).name: im["id"] for im in coco.dataset["images"]}
+    names = [Path(n).name for n in file_names]
+    missing = [n for n in names if n not in ids]
+    if every and missing:
+        raise UserError(f"{path}: {len(missing)} of the {len(names)} images are not in its 'images' "
+                        f"(first: {missing[0]}); mismatched image ids")
+    if names and len(missing) == len(names):
+        raise UserError(f"{path}: none of the images' file names ({names[0]}, ...) appear in "
+                        f"its 'images' (mismatched image ids)")
+    return coco, ids

@@ -102,6 +102,26 @@ class ImageReader:
             yield Path(path), image
 
 
+def read_image_folder(folder: str | Path, max_images: int | None = None,
+                      on_skip: Callable[[str, str], None] | None = None) -> tuple[list[tuple[Path, np.ndarray]], list]:
+    """``([(path, image)], skipped [(path, reason)])``: the first ``max_images`` readable images of ``folder``.
+
+    :func:`read_images` of a folder, for callers that report the skipped files at the end:
+    ``on_skip(path, reason)`` is also called at once. UserError naming the folder when none is readable.
+    """
+    skipped: list[tuple[str, str]] = []
+
+    def skip(path: str, reason: str) -> None:
+        skipped.append((path, reason))
+        if on_skip:
+            on_skip(path, reason)
+
+    images = [(Path(name), image) for name, image in read_images(folder, skip, max_images or None)]
+    if not images:
+        raise UserError(f"{folder}: no readable images ({len(skipped)} skipped)")
+    return images, skipped
+
+
 def generated_images(n: int, size: int = 256, seed: int = 0) -> list[np.ndarray]:
     """``n`` synthetic scenes of ``size`` x ``size`` pixels (objects on textured backgrounds), seeded."""
     from scenes.synthetic import render_scene

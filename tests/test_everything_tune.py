@@ -9,7 +9,7 @@ import yaml
 
 from nas.everything import commands
 from nas.everything.policies import Policy, load_policy, save_policy
-from nas.everything.tune import agreement, mask_ar
+from nas.everything.quality import agreement, mask_ar
 from infra.errors import ConfigError, UserError
 from scenes.synthetic import write_coco_dataset
 from cli_parse import run_with
@@ -68,13 +68,14 @@ def test_agreement_metric_known_answers():
 
 
 def test_empty_reference_is_an_error_never_quality_one(dataset):
-    from nas.everything.tune import PolicyEvaluator, read_images
+    from nas.everything.evaluator import PolicyEvaluator
+    from scenes.images import read_image_folder
     from supernet.modeling.build import build_sam
     from supernet.modeling.predictor import SamPredictor
 
     with pytest.raises(UserError, match="found no mask on any of the 2 image"):
         agreement([[], []], [[], []])
-    images, _ = read_images(dataset[0], log=lambda m: None)
+    images, _ = read_image_folder(dataset[0])
     never = Policy(points_per_side=4, pred_iou_thresh=1.0, stability_score_thresh=1.0)
     with pytest.raises(UserError) as err:
         PolicyEvaluator(SamPredictor(build_sam("micro", seed=0).eval()), images, reference_policy=never)
@@ -86,9 +87,10 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     images, ann = dataset
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     policy_path = tmp_path / "policy.yaml"
+    tracking = (tmp_path / "mlruns").as_uri()
     assert run_cli(["tune-everything", "--images", str(images), "--annotations", str(ann), "--budget-ms", "60000",
                     "--trials", "3", "--storage", storage, "--out", str(policy_path), "--max-points-per-side", "8",
-                    "--max-crop-layers", "0", "--sampler", "random"]) == 0
+                    "--max-crop-layers", "0", "--sampler", "random", "--tracking-uri", tracking]) == 0
     out = capsys.readouterr()
     assert "zz_broken.png" in out.err and "zz_broken.png" in out.out
     assert "[I " not in out.err, "Optuna's INFO lines are silenced"
@@ -98,6 +100,24 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     assert meta["model"] == commands.load_model(None, None)[1].tag and len(meta["model_digest"]) == 16
     assert set(meta["metrics"]) >= {"AR@10", "AR@100", "AR@1000"} and 0.0 <= meta["quality"] <= 1.0
     assert policy.points_per_side <= 8
+
+    # the study driver (nas.driver) records study attributes, trial records and one MLflow run with a child per trial
+    import mlflow
+    import optuna
+
+    from nas.record import TrialRecord
+
+    study = optuna.load_study(study_name=meta["study"], storage=storage)
+    assert study.user_attrs["model"] == meta["model"] and study.user_attrs["evaluator"] == "mask_ar"
+    assert study.user_attrs["budget_ms"] == 5000 and study.metric_names == ["quality", "predicted_ms"]
+    records = [TrialRecord.read(t) for t in study.trials]
+    assert all(r.host and r.pid and r.config["kind"] in ("grid", "hierarchical", "adaptive") for r in records)
+    assert records[0].config["kind"] == "grid" and records[1].config["kind"] == "hierarchical"  # the baselines
+    mlflow.set_tracking_uri(tracking)
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name(meta["study"]).experiment_id], output_format="list")
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 3 and all("metric.AR_100" in r.data.metrics for r in children)
 
     # the front is stored and queryable
     assert run_cli(["everything-front", "--storage", storage, "--format", "json"]) == 0
@@ -118,16 +138,18 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     # resuming the study to more trials adds only the missing ones
     assert run_cli(["tune-everything", "--images", str(images), "--budget-ms", "5000", "--trials", "4",
                     "--storage", storage, "--out", str(policy_path), "--max-points-per-side", "8",
-                    "--max-crop-layers", "0", "--sampler", "random", "--annotations", str(ann)]) == 0
+                    "--max-crop-layers", "0", "--sampler", "random", "--annotations", str(ann),
+                    "--tracking-uri", tracking]) == 0
     assert "4 trials" in capsys.readouterr().out
 
 
 def test_agreement_tuning_reference_scores_itself_one(dataset):
-    from nas.everything.tune import PolicyEvaluator, read_images
+    from nas.everything.evaluator import PolicyEvaluator
+    from scenes.images import read_image_folder
     from supernet.modeling.build import build_sam
     from supernet.modeling.predictor import SamPredictor
 
-    images, _ = read_images(dataset[0], log=lambda m: None)
+    images, _ = read_image_folder(dataset[0])
     ref = Policy(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     ev = PolicyEvaluator(SamPredictor(build_sam("micro", seed=0).eval()), images, reference_policy=ref)
     assert sum(len(r) for r in ev.reference) > 0
@@ -266,14 +288,14 @@ def test_calibration_finds_the_largest_threshold_with_target_masks(tmp_path):
     from nas.everything.calibrate import (calibrate_thresholds, masks_per_image, model_defaults,
                                           read_card_defaults, write_card_defaults)
     from nas.everything.generator import DecoderCache
-    from nas.everything.tune import read_images
+    from scenes.images import read_image_folder
     from supernet.checkpoint import load_sam
     from supernet.modeling.predictor import SamPredictor
     from supernet.reference import reference_checkpoint
     from scenes.synthetic import write_coco_dataset as write
 
     write(tmp_path, 2, size=96, seed=7, split="cal")
-    images, _ = read_images(tmp_path / "cal", log=lambda m: None)
+    images, _ = read_image_folder(tmp_path / "cal")
     ckpt = reference_checkpoint("micro")
     predictor = SamPredictor(load_sam(ckpt).eval()) if ckpt else SamPredictor(build_sam_seeded())
     found = calibrate_thresholds(predictor, images, target_masks=3, points_per_side=8)

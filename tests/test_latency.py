@@ -3,20 +3,23 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
+import sklearn
 import torch
 import yaml
 
 import cli
-from nas.latency import fit_device, import_profile_file, load_predictor, profile_device
-from nas.latency.predictor import (PREDICTOR_FORMAT, LatencyPredictor, PartModel, error_metrics, fit_space, lut_index,
-                                   lut_parts, save_states)
+from nas.latency import ProfileSettings, fit_device, import_profile_file, load_predictor, profile_device
+from nas.latency.predictor import (PREDICTOR_FORMAT, SUMMARY_COLUMNS, Features, LatencyPredictor, PartModel,
+                                   error_metrics, fit_space, lut_index, lut_parts, save_states)
 from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_onnx_matches, make_backend,
                                  network_module, sample_configs)
-from nas.latency.store import DeviceStore, config_json, parse_device, read_profile_file
+from nas.latency.store import DeviceStore, parse_device, read_profile_file
+from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
 from infra.errors import ConfigError, UserError
@@ -35,7 +38,7 @@ def space():
 def profiled(tmp_path_factory, space):
     """A latency root with cpu-torch profiled (blocks, 10 subnets, 1 prompt) and fitted, and the ProfileRun."""
     path = tmp_path_factory.mktemp("latency")
-    run = profile_device(space, "cpu-torch", root=path, blocks=True, prompts=1, **FAST)
+    run = profile_device(space, "cpu-torch", ProfileSettings(blocks=True, prompts=1, **FAST), root=path)
     fit_device("cpu-torch", root=path)
     return path, run
 
@@ -160,7 +163,7 @@ def test_lut_linear_recovers_a_per_block_cost(root, space, tmp_path):
             ms += (0.8 if is_global else 1.3) * part_ms + 0.4
         return ms
 
-    rows = [{"space": "sam_micro", "part": "encoder", "prompts": 0, "resolution": 128, "config": config_json(c),
+    rows = [{"space": "sam_micro", "part": "encoder", "prompts": 0, "resolution": 128, "config": config_to_json(c),
              "median_ms": truth(c), "p10_ms": truth(c), "p90_ms": truth(c), "seconds": 0.1} for c in configs[:30]]
     predictor = fit_space("cpu-torch", space, store.blocks(), rows)
     report = predictor.report["parts"]["encoder"]
@@ -180,7 +183,43 @@ def test_lut_linear_recovers_a_per_block_cost(root, space, tmp_path):
 
 def _features_of(predictor, configs):
     feats = [predictor.features(predictor.search_space.validate(c), 0) for c in configs]
-    return np.asarray([f for f, _ in feats]), np.asarray([lut for _, lut in feats])
+    return Features.stack([f for f, _ in feats]), np.asarray([lut for _, lut in feats])
+
+
+GOLDEN = Path(__file__).parent / "data" / "latency_predictor_v1"
+
+
+def test_predictors_saved_before_named_features_predict_the_same():
+    """predictor.joblib written by the column-position code (one predictor per candidate, sam_micro at 128 px)
+    gives bit-identical predictions through the named feature groups."""
+    data = joblib.load(GOLDEN / "predictor.joblib")
+    if data["sklearn"] != sklearn.__version__:
+        pytest.skip(f"golden predictors were pickled by scikit-learn {data['sklearn']}")
+    expected = json.loads((GOLDEN / "predictions.json").read_text())
+    assert set(data["spaces"]) == set(expected["predicted_ms"]) == {"lut", "lut_scaled", "lut_linear", "lut_gbr", "gbr"}
+    for method, state in data["spaces"].items():
+        predictor = LatencyPredictor.from_state(state)
+        assert predictor.models["encoder"].method == method
+        if method == "lut_linear":
+            assert predictor.models["encoder"].linear, "the golden lut_linear has per-resolution coefficients"
+        np.testing.assert_array_equal(predictor.predict_many(expected["configs"]), expected["predicted_ms"][method])
+
+
+def test_feature_groups_keep_the_fitted_column_order(root, space):
+    """The regressors' matrix is [log LUT ms, fixed, window, global, decoder shares] then SearchSpace.encode."""
+    store = DeviceStore("cpu-torch", root)
+    predictor = fit_space("cpu-torch", space, store.blocks(), store.networks())
+    cfg = {**space.largest(), "resolution": 128}
+    feats, log_lut = predictor.features(predictor.search_space.validate(cfg), 0)
+    parts = predictor.lut_parts(cfg)
+    total = sum(ms for _, ms in parts)
+    window = sum(ms for name, ms in parts if name.startswith("blocks[")
+                 and not space.blocks[int(name[7:-1])].is_global)
+    assert feats.matrix.shape == (1, len(SUMMARY_COLUMNS) + 1 + 3 * space.num_blocks)
+    assert feats.column("log_lut_ms")[0] == log_lut == pytest.approx(np.log(total))
+    assert feats.column("window_share")[0] == pytest.approx(window / total)
+    np.testing.assert_array_equal(feats.matrix[0, len(SUMMARY_COLUMNS):], space.encode(cfg))
+    assert feats.kept_blocks[0] == sum(b["keep"] for b in cfg["blocks"])
 
 
 def test_refit_is_deterministic(root, space):
@@ -245,7 +284,7 @@ def test_config_outside_the_space(root, space):
 
 def test_malformed_import_files(tmp_path, root):
     good = tmp_path / "good.json"
-    profile_device("sam_micro", "cpu-torch", out=good, blocks=False, **{**FAST, "samples": 5})
+    profile_device("sam_micro", "cpu-torch", ProfileSettings(**{**FAST, "blocks": False, "samples": 5}), out=good)
     doc = json.loads(good.read_text())
     cases = {
         "not json {": "cannot read latency profile file",
@@ -294,7 +333,7 @@ def test_refit_replaces_a_predictor_from_another_version(tmp_path, root):
 
 
 def test_too_few_subnets_to_fit(tmp_path):
-    profile_device("sam_micro", "cpu-torch", root=tmp_path, blocks=False, **{**FAST, "samples": 3})
+    profile_device("sam_micro", "cpu-torch", ProfileSettings(**{**FAST, "blocks": False, "samples": 3}), root=tmp_path)
     with pytest.raises(UserError, match="only 3 timed encoder subnets.*at least 5.*--samples"):
         fit_device("cpu-torch", root=tmp_path)
 
@@ -329,13 +368,13 @@ def test_cuda_device_without_gpu_fails_cleanly(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the CUDA path is exercised by test_cuda_profile_on_gpu")
     with pytest.raises(UserError, match="cuda-torch needs a CUDA GPU.*--out FILE.*samnas latency import"):
-        profile_device("sam_micro", "cuda-torch", root=tmp_path, **FAST)
+        profile_device("sam_micro", "cuda-torch", ProfileSettings(**FAST), root=tmp_path)
     assert not (tmp_path / "cuda-torch").exists()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 def test_cuda_profile_on_gpu(tmp_path):
-    run = profile_device("sam_micro", "cuda-torch", root=tmp_path, blocks=True, **{**FAST, "samples": 5})
+    run = profile_device("sam_micro", "cuda-torch", ProfileSettings(**{**FAST, "blocks": True, "samples": 5}), root=tmp_path)
     assert run.fingerprint["gpu"] and all(r["median_ms"] > 0 for r in run.networks)
 
 
@@ -436,7 +475,7 @@ def test_root_from_environment(tmp_path, monkeypatch, root):
 
 
 def test_without_block_table_the_features_model_is_used(tmp_path, space):
-    profile_device(space, "cpu-torch", root=tmp_path, blocks=False, **{**FAST, "samples": 8})
+    profile_device(space, "cpu-torch", ProfileSettings(**{**FAST, "blocks": False, "samples": 8}), root=tmp_path)
     report = fit_device("cpu-torch", root=tmp_path)["spaces"]["sam_micro"]
     assert not report["lookup_table"] and report["parts"]["encoder"]["method"] == "gbr"
     predictor = load_predictor("cpu-torch", root=tmp_path)
@@ -537,13 +576,13 @@ def test_profile_reports_rounds_and_drift(space):
     from nas.latency.profile import profile
 
     configs = [{**space.smallest(), "resolution": 128}, {**space.largest(), "resolution": 128}]
-    run = profile(space, "cpu-torch", blocks=False, configs=configs, repeats=4, warmup=0,
-                  min_seconds=0, rounds=4, threads=1, resolutions=[128], progress=False)
+    run = profile(space, "cpu-torch", ProfileSettings(blocks=False, configs=configs, repeats=4, warmup=0, min_seconds=0,
+                                                      rounds=4, threads=1, resolutions=[128], progress=False))
     assert run.rounds == 4 and len(run.speed) == 4 + run.extra_rounds <= 8 and set(run.kept) <= set(range(8))
     assert [r["repeats"] for r in run.networks] == [len(run.kept)] * 2  # one timed run per kept round
     assert 0 <= run.drift_pct <= run.machine_drift_pct and all(r["seconds"] > 0 for r in run.networks)
     with pytest.raises(UserError, match="--rounds"):
-        profile(space, "cpu-torch", blocks=False, samples=2, rounds=0, progress=False)
+        profile(space, "cpu-torch", ProfileSettings(blocks=False, samples=2, rounds=0, progress=False))
 
 
 def test_cli_profile_warns_when_the_machine_drifted(tmp_path, capsys, monkeypatch):

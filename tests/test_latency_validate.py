@@ -9,12 +9,13 @@ import pytest
 
 import cli
 from nas import timing
-from nas.latency import fit_device, load_predictor, profile_device
+from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency import probe as probe_mod
 from nas.latency.predictor import lut_index, lut_parts
 from nas.latency.probe import probe_configs, run_probe
 from nas.latency.profile import block_kinds, restrict_resolutions, sample_configs
-from nas.latency.store import DeviceStore, config_json
+from nas.latency.store import DeviceStore
+from search_spaces.config import config_to_json
 from nas.latency.validate import (KEEP_PROBABILITY, VALIDATION_FILE, prepare_subnet, time_in_fresh_process,
                                   validation_configs)
 from search_spaces.space import SearchSpace
@@ -37,7 +38,7 @@ def synthetic_rows(space, n=12):
     def row(cfg):
         ms = 1.1 * sum(v for _, v in lut_parts(space, lut, cfg))
         return {"space": space.name, "part": "encoder", "prompts": 0, "resolution": cfg["resolution"],
-                "config": config_json(cfg), "median_ms": ms, "p10_ms": ms, "p90_ms": ms, "min_ms": ms, "max_ms": ms,
+                "config": config_to_json(cfg), "median_ms": ms, "p10_ms": ms, "p90_ms": ms, "min_ms": ms, "max_ms": ms,
                 "repeats": 1, "seconds": 0.1}
 
     networks = [row(c) for c in sample_configs(space, n, seed=0)]
@@ -62,7 +63,7 @@ def fake_clock(monkeypatch, slowdown, baseline):
 
     def backend_build(device, space, threads, seed=0):
         def build(cfg):
-            ms = baseline[config_json(cfg)]
+            ms = baseline[config_to_json(cfg)]
 
             def run():
                 clock[0] += ms * slowdown[0] / 1000
@@ -85,8 +86,8 @@ def test_validation_sampler_is_seeded_independent_and_disjoint(space):
     configs = validation_configs(full, 300, seed=0, exclude=profiled)
     assert len(configs) == 300 and configs == validation_configs(full, 300, seed=0, exclude=profiled)
     assert validation_configs(full, 20, seed=1) != validation_configs(full, 20, seed=0)
-    keys = {config_json(c) for c in configs}
-    assert len(keys) == 300 and not keys & {config_json(c) for c in profiled}
+    keys = {config_to_json(c) for c in configs}
+    assert len(keys) == 300 and not keys & {config_to_json(c) for c in profiled}
     # another distribution than profiling's: blocks 1-5 kept with p=0.7 (profiling: a fair coin for window blocks)
     kept = np.mean([b["keep"] for c in configs for b in c["blocks"][1:]])
     assert abs(kept - KEEP_PROBABILITY) < 0.05
@@ -97,9 +98,9 @@ def test_validation_sampler_is_seeded_independent_and_disjoint(space):
     assert {c["resolution"] for c in configs} == set(full.resolutions)
     assert all(sum(c["blocks"][i]["keep"] for i in full.global_blocks) >= full.min_global_blocks for c in configs)
     # same seed as profiling, yet not the profiling sampler's draws
-    assert config_json(validation_configs(full, 1, seed=0)[0]) != config_json(full.sample(np.random.default_rng(0)))
+    assert config_to_json(validation_configs(full, 1, seed=0)[0]) != config_to_json(full.sample(np.random.default_rng(0)))
     # a restricted space gives configs at its resolutions only; exclusions by JSON text work too
-    small = validation_configs(space, 10, seed=0, exclude=[config_json(c) for c in configs])
+    small = validation_configs(space, 10, seed=0, exclude=[config_to_json(c) for c in configs])
     assert {c["resolution"] for c in small} == {128}
 
 
@@ -217,8 +218,9 @@ def test_validate_unknown_device_or_space_is_a_one_line_error(fake_root, capsys,
 def test_profile_validate_and_list(tmp_path, capsys, monkeypatch):
     """Real parts end to end: profiling stores the probe baseline; validate times 2 subnets in fresh processes."""
     root = tmp_path / "latency"
-    profile_device("sam_micro", "cpu-torch", root=root, blocks=True, samples=8, repeats=2, warmup=1, min_seconds=0,
-                   rounds=2, max_rounds=2, threads=1, resolutions=[128], progress=False)
+    profile_device("sam_micro", "cpu-torch", ProfileSettings(blocks=True, samples=8, repeats=2, warmup=1, min_seconds=0,
+                                                             rounds=2, max_rounds=2, threads=1, resolutions=[128],
+                                                             progress=False), root=root)
     probes = DeviceStore("cpu-torch", root).probes()["sam_micro"]["probes"]
     assert [json.loads(p["config"]) for p in probes] == probe_configs(restrict_resolutions(
         SearchSpace.load("sam_micro"), [128]))

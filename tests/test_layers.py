@@ -19,9 +19,10 @@ LAYERS = [
     ("supernet.elastic",),                        # elastic activation, ranking, extraction
     ("supernet.commands",),                       # rank / extract commands
     ("search_spaces",),                           # spaces: validate, sample, encode, count
-    ("nas", "nas.timing", "nas.fingerprint", "nas.study", "nas.tracking", "nas.onnx_export", "nas.models"),
+    ("nas", "nas.timing", "nas.fingerprint", "nas.study", "nas.record", "nas.tracking", "nas.driver",
+     "nas.onnx_export", "nas.models"),  # shared nas tools, the trial record and the one study driver
     ("nas.training", "nas.latency", "nas.quality"),  # training, latency predictors, quality evaluators
-    ("nas.search", "nas.pareto"),                 # the study driver and front queries
+    ("nas.search", "nas.pareto"),                 # the architecture search and front queries
     ("nas.export", "nas.everything"),             # export and segment-everything
     ("nas.commands", "nas.evaluate", "nas.reference"),  # command modules over all of nas
     ("cli",),

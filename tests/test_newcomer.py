@@ -21,7 +21,7 @@ import optuna
 import pytest
 
 import cli
-from nas.latency import fit_device, load_predictor, profile_device
+from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from search_spaces.space import SearchSpace
 from infra.fileio import new_file_mode
 
@@ -43,8 +43,8 @@ def run(args, cwd=ROOT, env=None, timeout=600):
 def results(tmp_path_factory):
     """A results folder with a small real cpu-torch predictor for sam_micro and one stored study."""
     root = tmp_path_factory.mktemp("results")
-    profile_device("sam_micro", "cpu-torch", root=root / "latency", samples=12, repeats=2, warmup=1,
-                   min_seconds=0, threads=1, progress=False)
+    profile_device("sam_micro", "cpu-torch", ProfileSettings(samples=12, repeats=2, warmup=1, min_seconds=0, threads=1,
+                                                             progress=False), root=root / "latency")
     fit_device("cpu-torch", root=root / "latency", folds=3)
     storage = f"sqlite:///{root / 'studies.db'}"
     study = optuna.create_study(study_name=STUDY, storage=storage, directions=["maximize", "minimize"])

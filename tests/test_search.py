@@ -18,7 +18,7 @@ import optuna
 import pytest
 import sqlalchemy.exc
 import cli
-from nas.latency import fit_device, load_predictor, profile_device
+from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.pareto import TrialPoint, pareto_front, render
 from nas.quality import make_evaluator
 from nas.search import SearchSettings, run_search, suggest_config
@@ -37,7 +37,8 @@ def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     old = os.environ.get("SAMNAS_RESULTS")
     os.environ["SAMNAS_RESULTS"] = str(root)
-    profile_device("sam_micro", "cpu-torch", root=root / "latency", samples=12, repeats=2, warmup=1, min_seconds=0)
+    profile_device("sam_micro", "cpu-torch", ProfileSettings(samples=12, repeats=2, warmup=1, min_seconds=0),
+                   root=root / "latency")
     fit_device("cpu-torch", root=root / "latency", folds=3)
     yield root
     if old is None:

@@ -75,11 +75,6 @@ def check_policy_model(path: str | Path, meta: dict, tag: str, digest: str) -> N
                           f"`samnas tune-everything` or calibrate one with `samnas calibrate-everything`")
 
 
-def torch_device(device: str) -> str:
-    """Device slug (``cpu-torch``, ``cuda-torch@host``) -> torch device string."""
-    return "cuda" if device.split("@")[0].startswith("cuda") else "cpu"
-
-
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="SAM checkpoint (Meta/HF layout; default: packaged sam_micro)")
@@ -115,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=("nsga2", "tpe", "random"), default="nsga2",
                    help="Optuna sampler over the policies (default: nsga2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default: 0)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: a file store in results/mlruns)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per trial instead")
     p.set_defaults(func=run_tune)
 
@@ -162,12 +158,14 @@ def _log(msg: str) -> None:
 def run_tune(args: argparse.Namespace) -> int:
     import torch
 
-    from nas.study import study_name
     from infra.fileio import results_root
+    from nas.latency.store import torch_device
+    from nas.study import study_name
+    from scenes.images import read_image_folder
     from supernet.modeling.predictor import SamPredictor
 
     from .policies import load_policy
-    from .tune import load_annotations, read_images, tune_everything
+    from .tune import TuneSettings, tune_everything
 
     if args.trials < 1:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
@@ -176,14 +174,14 @@ def run_tune(args: argparse.Namespace) -> int:
     model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
     tag = source.tag
     model.to(torch_device(args.device))
-    images, skipped = read_images(args.images, args.max_images, log=_log)
-    annotations = load_annotations(args.annotations, images) if args.annotations else None
+    images, skipped = read_image_folder(args.images, args.max_images, _log_skip)
+    annotations = _annotations(args.annotations, images) if args.annotations else None
     eval_images = eval_annotations = None
     if args.eval_images:
-        eval_images, eval_skipped = read_images(args.eval_images, args.eval_max_images, log=_log)
+        eval_images, eval_skipped = read_image_folder(args.eval_images, args.eval_max_images, _log_skip)
         skipped += eval_skipped
         if args.eval_annotations:
-            eval_annotations = load_annotations(args.eval_annotations, eval_images)
+            eval_annotations = _annotations(args.eval_annotations, eval_images)
     digest = model_digest(model)
     reference = None
     if args.reference_policy:
@@ -191,12 +189,14 @@ def run_tune(args: argparse.Namespace) -> int:
         check_policy_model(args.reference_policy, ref_meta, tag, digest)
     out = args.out or results_root() / "everything" / f"{study_name(tag, args.device, args.budget_ms, 'everything')}.yaml"
     with torch.no_grad():
-        res = tune_everything(SamPredictor(model), images, args.device, args.budget_ms, args.trials, tag,
-                              storage=args.storage, annotations=annotations, out=out, sampler=args.sampler,
-                              seed=args.seed, time_mode=args.time, max_points_per_side=args.max_points_per_side,
-                              max_crop_layers=args.max_crop_layers, reference_policy=reference, log=_log,
+        settings = TuneSettings(model_tag=tag, device=args.device, budget_ms=args.budget_ms, trials=args.trials,
+                                storage=args.storage, out=out, sampler=args.sampler, seed=args.seed,
+                                time_mode=args.time, max_points_per_side=args.max_points_per_side,
+                                max_crop_layers=args.max_crop_layers, reference_policy=reference,
+                                tracking_uri=args.tracking_uri, model_meta={"model_digest": digest})
+        res = tune_everything(SamPredictor(model), images, settings, annotations=annotations, log=_log,
                               progress=not args.no_progress, eval_images=eval_images,
-                              eval_annotations=eval_annotations, model_meta={"model_digest": digest})
+                              eval_annotations=eval_annotations)
     best = res["best"]
     fit = "within" if best["within_budget"] else "OVER"
     print(f"study {res['study']}: {res['trials']} trials; best trial {best['trial']} ({res['policy'].kind}): "
@@ -211,18 +211,25 @@ def run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_skip(path: str, why: str) -> None:
+    _log(f"skipped {path}: {why}")
+
+
+def _annotations(path: str, images: list) -> tuple[dict, dict]:
+    """``(COCO dataset dict, file name -> image id)`` of ``path`` for tuning on ``images``."""
+    from scenes.annotations import image_ids
+
+    coco, ids = image_ids(path, [p.name for p, _ in images])
+    return coco.dataset, ids
+
+
 def _image_ids(annotations: str | None, images: list) -> dict:
     """File name -> the image id to write: from ``annotations`` (every image must be in it), else the name."""
     if not annotations:
         return {Path(p).name: Path(p).name for p, _ in images}
-    from scenes.annotations import load_coco
+    from scenes.annotations import image_ids
 
-    coco = load_coco(annotations)
-    ids = {Path(im["file_name"]).name: im["id"] for im in coco.dataset["images"]}
-    missing = [Path(p).name for p, _ in images if Path(p).name not in ids]
-    if missing:
-        raise UserError(f"{annotations}: {len(missing)} of the {len(images)} images are not in its 'images' "
-                        f"(first: {missing[0]}); mismatched image ids")
+    _, ids = image_ids(annotations, [p.name for p, _ in images], every=True)
     return {name: ids[name] for name in (Path(p).name for p, _ in images)}
 
 
@@ -231,13 +238,13 @@ def run_everything(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from infra.fileio import atomic_write_text
-    from scenes.images import list_images
+    from nas.latency.store import torch_device
+    from scenes.images import list_images, read_image_folder
     from supernet.modeling.predictor import SamPredictor
 
     from .calibrate import default_policy, model_defaults
     from .generator import MaskGenerator
     from .policies import load_policy, policy_from_dict
-    from .tune import read_images
 
     if args.annotations and not args.single_json:
         raise UserError("--annotations only sets the image ids of --single-json; add --single-json")
@@ -255,7 +262,7 @@ def run_everything(args: argparse.Namespace) -> int:
     if policy.output_mode == "binary_mask":  # files hold RLE; binary masks are for library callers
         policy = policy_from_dict({**policy.to_dict(), "output_mode": "coco_rle"})
     model.to(torch_device(args.device))
-    images, skipped = read_images(args.images, log=_log)
+    images, skipped = read_image_folder(args.images, on_skip=_log_skip)
     ids = _image_ids(args.annotations, images) if args.single_json else {}
     gen = MaskGenerator(SamPredictor(model), policy)
     out = Path(args.out)
@@ -294,11 +301,12 @@ def run_everything(args: argparse.Namespace) -> int:
 def run_calibrate(args: argparse.Namespace) -> int:
     import torch
 
+    from nas.latency.store import torch_device
+    from scenes.images import read_image_folder
     from supernet.modeling.predictor import SamPredictor
 
     from .calibrate import REFERENCE_TAG, calibrate_thresholds, reference_card, write_card_defaults
     from .policies import Policy, save_policy
-    from .tune import read_images
 
     model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
     tag = source.tag
@@ -306,7 +314,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if card is None and not args.out:
         raise UserError(f"model {tag} is not the packaged reference: give --out POLICY.yaml (or --card CARD.json)")
     model.to(torch_device(args.device))
-    images, _ = read_images(args.images, args.max_images, log=_log)
+    images, _ = read_image_folder(args.images, args.max_images, _log_skip)
     with torch.no_grad():
         found = calibrate_thresholds(SamPredictor(model), images, args.target_masks, progress=True)
     found["calibration_images"] = str(args.images)

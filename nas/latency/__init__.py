@@ -28,8 +28,9 @@ was not profiled).
 
 Producing a predictor (what ``samnas latency profile`` and ``fit`` run)::
 
-    profile_device(space, device, root=None, out=None, blocks=True, samples=20, prompts=0,
-                   repeats=5, warmup=2, threads=None, seed=0, resolutions=None) -> ProfileRun
+    profile_device(space, device, ProfileSettings(blocks=True, samples=20, prompts=0, repeats=5, warmup=2,
+                                                  threads=None, seed=0, resolutions=None),
+                   root=None, out=None) -> ProfileRun
     fit_device(device, root=None, space=None, folds=5, seed=0) -> dict  (report.json)
     profile_and_fit_quick(space, device, root=None) -> LatencyPredictor
     import_profile_file(path, device=None, root=None) -> dict
@@ -48,7 +49,7 @@ Devices are named ``<cpu|cuda>-<torch|onnxruntime>[@tag]``; files live in
 from __future__ import annotations
 
 from .predictor import PREDICTOR_FORMAT, LatencyPredictor, fit_device, load_predictor
-from .profile import ProfileRun, profile, profile_and_fit_quick, profile_device
+from .profile import ProfileRun, ProfileSettings, profile, profile_and_fit_quick, profile_device
 from .store import PROFILE_FORMAT, import_profile_file, list_devices, resolve_root, validate_device
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "PREDICTOR_FORMAT",
     "PROFILE_FORMAT",
     "ProfileRun",
+    "ProfileSettings",
     "fit_device",
     "import_profile_file",
     "list_devices",

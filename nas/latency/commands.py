@@ -161,17 +161,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from .profile import profile_device
+    from .profile import ProfileSettings, profile_device
     from .store import DeviceStore
 
     if args.samples == 0 and not args.blocks:
         raise UserError("--samples 0: nothing to profile without --blocks; give --samples N with N > 0, or add --blocks")
 
-    run = profile_device(args.space, args.device, root=args.root, out=args.out, replace=args.replace,
-                         blocks=args.blocks, samples=args.samples, prompts=args.prompts, repeats=args.repeats,
-                         warmup=args.warmup, min_seconds=args.min_seconds, rounds=args.rounds,
-                         max_rounds=args.max_rounds, threads=args.threads,
-                         seed=args.seed, resolutions=args.resolutions)
+    settings = ProfileSettings(blocks=args.blocks, samples=args.samples, prompts=args.prompts, repeats=args.repeats,
+                               warmup=args.warmup, min_seconds=args.min_seconds, rounds=args.rounds,
+                               max_rounds=args.max_rounds, threads=args.threads, seed=args.seed,
+                               resolutions=args.resolutions)
+    run = profile_device(args.space, args.device, settings, root=args.root, out=args.out, replace=args.replace)
     fp = run.fingerprint
     print(f"profiled {', '.join(run.spaces)} on {args.device}: {len(run.blocks)} block timings, "
           f"{len(run.networks)} subnet timings in {run.seconds:.1f} s "

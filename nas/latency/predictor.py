@@ -33,7 +33,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import joblib
 import numpy as np
@@ -58,14 +59,6 @@ def part_key(part: str, prompts: int) -> str:
     return part if part == "encoder" else f"{part}@{prompts}"
 
 
-def parse_part_key(key: str) -> tuple[str, int]:
-    """Inverse of :func:`part_key`."""
-    if "@" in key:
-        part, k = key.split("@", 1)
-        return part, int(k)
-    return key, 0
-
-
 # ---------------------------------------------------------------------- lookup table
 
 
@@ -79,11 +72,12 @@ def lut_index(block_rows: list[dict]) -> dict[tuple, float]:
             r["median_ms"] for r in block_rows}
 
 
-def lut_parts(space: SearchSpace, lut: Mapping[tuple, float], config: dict, prompts: int = 0) -> list[tuple[str, float]]:
-    """``[(part name, ms), ...]`` of a validated config: ``fixed``, each kept ``blocks[i]``, ``decoder`` if ``prompts``.
+LUT_GROUPS = ("fixed", "window", "global", "decoder")  # what each lookup-table part times
 
-    Their sum is the lookup-table prediction. Raises :class:`MissingTiming` when an entry is absent.
-    """
+
+def _lut_entries(space: SearchSpace, lut: Mapping[tuple, float], config: dict,
+                 prompts: int) -> list[tuple[str, str, float]]:
+    """``[(part name, group, ms)]`` of a validated config; the group is one of :data:`LUT_GROUPS`."""
     arch, res, mt = space.arch, config["resolution"], space.model_type
 
     def get(key: tuple) -> float:
@@ -92,31 +86,85 @@ def lut_parts(space: SearchSpace, lut: Mapping[tuple, float], config: dict, prom
         except KeyError:
             raise MissingTiming(key) from None
 
-    parts = [("fixed", get((mt, "fixed", res, -1, 0, 0, 0)))]
+    entries = [("fixed", "fixed", get((mt, "fixed", res, -1, 0, 0, 0)))]
     for i, (entry, spec) in enumerate(zip(config["blocks"], space.blocks)):
         if entry["keep"]:
             window = 0 if spec.is_global else arch.window_size
-            parts.append((f"blocks[{i}]", get((mt, "block", res, window, entry["heads"], entry["mlp"], 0))))
+            entries.append((f"blocks[{i}]", "global" if spec.is_global else "window",
+                            get((mt, "block", res, window, entry["heads"], entry["mlp"], 0))))
     if prompts:
-        parts.append(("decoder", get((mt, "decoder", res, -1, 0, 0, prompts))))
-    return parts
+        entries.append(("decoder", "decoder", get((mt, "decoder", res, -1, 0, 0, prompts))))
+    return entries
 
 
-SUMMARY_LEN = 5  # features before SearchSpace.encode's: see _lut_summary
+def lut_parts(space: SearchSpace, lut: Mapping[tuple, float], config: dict, prompts: int = 0) -> list[tuple[str, float]]:
+    """``[(part name, ms), ...]`` of a validated config: ``fixed``, each kept ``blocks[i]``, ``decoder`` if ``prompts``.
+
+    Their sum is the lookup-table prediction. Raises :class:`MissingTiming` when an entry is absent.
+    """
+    return [(name, ms) for name, _, ms in _lut_entries(space, lut, config, prompts)]
+
+
 LINEAR_MIN_ROWS = 8  # fewer timed subnets at a resolution: lut_linear uses one scale factor there
+# The lookup-table summary, by name: log of the LUT total, then each group's share of it.
+SUMMARY_COLUMNS = ("log_lut_ms",) + tuple(f"{group}_share" for group in LUT_GROUPS)
 
 
-def _lut_summary(space: SearchSpace, parts: list[tuple[str, float]]) -> list[float]:
-    """``[log total, fixed, window blocks, global blocks, decoder]`` (the last four as shares of the total)."""
-    total = sum(ms for _, ms in parts)
-    groups = {"fixed": 0.0, "window": 0.0, "global": 0.0, "decoder": 0.0}
-    for name, ms in parts:
-        if name.startswith("blocks["):
-            index = int(name[7:-1])
-            groups["global" if space.blocks[index].is_global else "window"] += ms
-        else:
-            groups[name] += ms
-    return [math.log(total)] + [v / total for v in groups.values()]
+def _lut_summary(entries: list[tuple[str, str, float]]) -> np.ndarray:
+    """The :data:`SUMMARY_COLUMNS` of one config's lookup-table entries."""
+    total = sum(ms for _, _, ms in entries)
+    groups = dict.fromkeys(LUT_GROUPS, 0.0)
+    for _, group, ms in entries:
+        groups[group] += ms
+    return np.array([math.log(total)] + [groups[g] / total for g in LUT_GROUPS])
+
+
+@dataclass(frozen=True)
+class Features:
+    """The regressors' inputs for ``n`` configs, in named groups.
+
+    ``encoding``: :meth:`SearchSpace.encode` rows ``(n, 1 + 3 * blocks)`` (resolution, then per
+    block keep / heads / mlp); ``summary``: the :data:`SUMMARY_COLUMNS` ``(n, 5)``, or None
+    without a lookup table. The regressors see :attr:`matrix`, summary columns first: the
+    layout every saved predictor was fitted on.
+    """
+
+    encoding: np.ndarray
+    summary: np.ndarray | None = None
+
+    @classmethod
+    def stack(cls, rows: Sequence["Features"]) -> "Features":
+        """One :class:`Features` of many (each of one or more configs)."""
+        summary = None if rows[0].summary is None else np.concatenate([np.atleast_2d(r.summary) for r in rows])
+        return cls(np.concatenate([np.atleast_2d(r.encoding) for r in rows]), summary)
+
+    def __len__(self) -> int:
+        return len(np.atleast_2d(self.encoding))
+
+    def __getitem__(self, rows) -> "Features":
+        """The features of some configs (an index array or mask), as sklearn's folds pick them."""
+        return Features(np.atleast_2d(self.encoding)[rows],
+                        None if self.summary is None else np.atleast_2d(self.summary)[rows])
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """``(n, f)``: summary columns (if any), then the encoding."""
+        enc = np.atleast_2d(self.encoding)
+        return enc if self.summary is None else np.concatenate([np.atleast_2d(self.summary), enc], axis=1)
+
+    def column(self, name: str) -> np.ndarray:
+        """One summary column by name (see :data:`SUMMARY_COLUMNS`)."""
+        return np.atleast_2d(self.summary)[:, SUMMARY_COLUMNS.index(name)]
+
+    @property
+    def resolution(self) -> np.ndarray:
+        """The encoded input side of each config."""
+        return np.atleast_2d(self.encoding)[:, 0]
+
+    @property
+    def kept_blocks(self) -> np.ndarray:
+        """How many encoder blocks each config keeps."""
+        return np.atleast_2d(self.encoding)[:, 1::3].sum(axis=1)
 
 
 # ---------------------------------------------------------------------- one fitted part
@@ -140,20 +188,20 @@ class PartModel:
         self.gbr: GradientBoostingRegressor | None = None
         self.linear: dict[float, list[float]] = {}  # lut_linear: resolution feature -> coefficients
 
-    def fit(self, X: np.ndarray, log_lut: np.ndarray | None, log_y: np.ndarray) -> "PartModel":
-        """``X``: features ``(n, f)``; ``log_lut``: log LUT ms ``(n,)`` or None; ``log_y``: log measured ms."""
+    def fit(self, X: Features, log_lut: np.ndarray | None, log_y: np.ndarray) -> "PartModel":
+        """``X``: the configs' features; ``log_lut``: log LUT ms ``(n,)`` or None; ``log_y``: log measured ms."""
         if self.method in ("lut_scaled", "lut_linear"):
             self.log_scale = float(np.median(log_y - log_lut))
         if self.method == "lut_linear":
             self.linear = fit_linear(X, np.exp(log_y))
         elif self.method == "lut_gbr":
-            self.gbr = _gbr(self.seed).fit(X, log_y - log_lut)
+            self.gbr = _gbr(self.seed).fit(X.matrix, log_y - log_lut)
         elif self.method == "gbr":
-            self.gbr = _gbr(self.seed).fit(X, log_y)
+            self.gbr = _gbr(self.seed).fit(X.matrix, log_y)
         return self
 
-    def predict_log(self, X: np.ndarray, log_lut: np.ndarray | None) -> np.ndarray:
-        """Predicted log ms for each row."""
+    def predict_log(self, X: Features, log_lut: np.ndarray | None) -> np.ndarray:
+        """Predicted log ms for each config."""
         if self.method == "lut":
             return log_lut
         if self.method == "lut_scaled":
@@ -161,23 +209,23 @@ class PartModel:
         if self.method == "lut_linear":
             return predict_linear(self.linear, X, log_lut + self.log_scale)
         if self.method == "lut_gbr":
-            return log_lut + self.gbr.predict(X)
-        return self.gbr.predict(X)
+            return log_lut + self.gbr.predict(X.matrix)
+        return self.gbr.predict(X.matrix)
 
 
-def linear_design(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """From regressor features ``(n, f)``: each row's resolution feature ``(n,)`` and lut_linear's design ``(n, 4)``.
+def linear_design(X: Features) -> tuple[np.ndarray, np.ndarray]:
+    """Each config's resolution feature ``(n,)`` and lut_linear's design ``(n, 4)``.
 
-    Design columns: 1, window-attention LUT ms, global-attention LUT ms, kept blocks (the
-    encode() keep flags). The fixed part and the decoder are one constant per resolution.
+    Design columns: 1, window-attention LUT ms, global-attention LUT ms, kept blocks. The
+    fixed part and the decoder are one constant per resolution.
     """
-    total = np.exp(X[:, 0])
-    kept = X[:, SUMMARY_LEN + 1::3].sum(axis=1)
-    design = np.stack([np.ones(len(X)), X[:, 2] * total, X[:, 3] * total, kept], axis=1)
-    return X[:, SUMMARY_LEN], design
+    total = np.exp(X.column("log_lut_ms"))
+    design = np.stack([np.ones(len(X)), X.column("window_share") * total, X.column("global_share") * total,
+                       X.kept_blocks], axis=1)
+    return X.resolution, design
 
 
-def fit_linear(X: np.ndarray, y_ms: np.ndarray) -> dict[float, list[float]]:
+def fit_linear(X: Features, y_ms: np.ndarray) -> dict[float, list[float]]:
     """Per resolution with at least :data:`LINEAR_MIN_ROWS` rows, least-squares coefficients of the relative error."""
     res, design = linear_design(X)
     out = {}
@@ -190,7 +238,7 @@ def fit_linear(X: np.ndarray, y_ms: np.ndarray) -> dict[float, list[float]]:
     return out
 
 
-def predict_linear(coefs: dict[float, list[float]], X: np.ndarray, fallback_log: np.ndarray) -> np.ndarray:
+def predict_linear(coefs: dict[float, list[float]], X: Features, fallback_log: np.ndarray) -> np.ndarray:
     """Log ms from the per-resolution coefficients; ``fallback_log`` where a resolution has none (or the sum is <= 0)."""
     res, design = linear_design(X)
     out = np.array(fallback_log, dtype=float)
@@ -215,10 +263,10 @@ def error_metrics(measured: np.ndarray, predicted: np.ndarray) -> dict:
     }
 
 
-def cross_validate(method: str, X: np.ndarray, log_lut, log_y: np.ndarray, folds: int, seed: int) -> dict:
+def cross_validate(method: str, X: Features, log_lut, log_y: np.ndarray, folds: int, seed: int) -> dict:
     """k-fold CV of one candidate: metrics of the held-out predictions (ms)."""
     pred = np.empty_like(log_y)
-    for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(X):
+    for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(X.matrix):
         lut_tr = None if log_lut is None else log_lut[train]
         lut_te = None if log_lut is None else log_lut[test]
         model = PartModel(method, seed).fit(X[train], lut_tr, log_y[train])
@@ -306,14 +354,13 @@ class LatencyPredictor:
         """The plain lookup-table prediction: the sum of :meth:`lut_parts`."""
         return float(sum(ms for _, ms in self.lut_parts(config, prompts)))
 
-    def features(self, config: dict, prompts: int) -> tuple[np.ndarray, float | None]:
-        """Regressor features ``(f,)`` of a validated config and its log LUT ms (None without a LUT)."""
+    def features(self, config: dict, prompts: int) -> tuple[Features, float | None]:
+        """The regressors' features of a validated config and its log LUT ms (None without a LUT)."""
         enc = self.search_space.encode(config)
         if not self.lut:
-            return enc, None
-        parts = lut_parts(self.search_space, self.lut, config, prompts)
-        summary = _lut_summary(self.search_space, parts)
-        return np.concatenate([summary, enc]), summary[0]
+            return Features(enc), None
+        summary = _lut_summary(_lut_entries(self.search_space, self.lut, config, prompts))
+        return Features(enc, summary), float(summary[0])
 
     def predict_many(self, configs: list[Mapping], prompts: int | None = None, raw: bool = False) -> np.ndarray:
         """Predicted ms of each config, ``(n,)``; times :attr:`speed_factor` unless ``raw``."""
@@ -328,7 +375,7 @@ class LatencyPredictor:
             rows.append(x)
             luts.append(log_lut)
         log_lut = None if model.method == "gbr" else np.asarray(luts, dtype=float)
-        predicted = np.exp(model.predict_log(np.asarray(rows), log_lut))
+        predicted = np.exp(model.predict_log(Features.stack(rows), log_lut))
         return predicted if raw or self.speed_factor == 1.0 else predicted * self.speed_factor
 
     def predict_ms(self, config: Mapping, prompts: int | None = None, raw: bool = False) -> float:
@@ -371,7 +418,7 @@ def _fit_part(predictor: LatencyPredictor, rows: list[dict], folds: int, seed: i
     prompts = rows[0]["prompts"]
     feats, luts = zip(*(predictor.features(predictor.search_space.validate(json.loads(r["config"])), prompts)
                         for r in rows))
-    X = np.asarray(feats)
+    X = Features.stack(feats)
     log_y = np.log(np.asarray([r["median_ms"] for r in rows]))
     log_lut = None if luts[0] is None else np.asarray(luts, dtype=float)
     methods = ("lut", "lut_scaled", "lut_linear", "lut_gbr") if log_lut is not None else ("gbr",)

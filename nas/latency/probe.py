@@ -31,10 +31,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from nas.timing import time_rounds
+from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 from infra.errors import UserError
 
-from .store import PROBES_FILE, DeviceStore, config_json
+from .store import PROBES_FILE, DeviceStore
 
 PROBE_SECONDS = 0.6  # timed wall time of one probe, over all probe subnets (warm-up and building come on top)
 PROBE_ROUNDS = 2  # interleaved rounds per probe subnet (nas.timing.time_rounds)
@@ -52,8 +53,8 @@ def probe_configs(space: SearchSpace) -> list[dict]:
     out, seen = [], set()
     for cfg in (space.smallest(), middle, space.largest()):
         cfg = space.validate(cfg)
-        if config_json(cfg) not in seen:
-            seen.add(config_json(cfg))
+        if config_to_json(cfg) not in seen:
+            seen.add(config_to_json(cfg))
             out.append(cfg)
     return out
 
@@ -70,8 +71,8 @@ def baseline(store: DeviceStore, space: SearchSpace) -> tuple[list[dict], str]:
     rows = {r["config"]: r["median_ms"] for r in store.networks() if r["space"] == space.name and r["part"] == "encoder"}
     found = []
     for cfg in probe_configs(space):
-        if config_json(cfg) in rows:
-            found.append({"config": cfg, "median_ms": rows[config_json(cfg)]})
+        if config_to_json(cfg) in rows:
+            found.append({"config": cfg, "median_ms": rows[config_to_json(cfg)]})
     return found, "networks.csv"
 
 

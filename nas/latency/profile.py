@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from nas.fingerprint import machine_fingerprint
 from nas.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, time_rounds
+from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 from supernet.modeling.arch import SamArch
 from supernet.modeling.build import build_from_spec, build_sam
@@ -48,7 +49,7 @@ from supernet.elastic.extract import extract
 from supernet.modeling.image_encoder import EncoderBlock, ImageEncoderViT
 from supernet.modeling.sam import Sam
 
-from .store import DeviceStore, config_json, parse_device, profile_document, write_json
+from .store import DeviceStore, parse_device, profile_document, write_json
 
 ONNX_ATOL = 1e-3  # |ORT - torch| allowed, relative to max(1, |torch output|)
 
@@ -269,7 +270,7 @@ def sample_configs(space: SearchSpace, n: int, seed: int = 0) -> list[dict]:
     while len(out) < n and attempts < 50 * n + 10:
         cfg = space.validate(candidates.pop(0) if candidates else space.sample(rng))
         attempts += 1
-        key = config_json(cfg)
+        key = config_to_json(cfg)
         if key not in seen:
             seen.add(key)
             out.append(cfg)
@@ -408,11 +409,9 @@ def device_fingerprint(backend: Backend) -> dict:
     return {**machine_fingerprint(), **backend.info()}
 
 
-def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, samples: int = 20, prompts: int = 0,
-            repeats: int = 5, warmup: int = 2, min_seconds: float = MIN_SECONDS, rounds: int = ROUNDS,
-            max_rounds: int | None = None, threads: int | None = None, seed: int = 0, resolutions: list[int] | None = None,
-            configs: list[dict] | None = None, probes: bool = True, progress: bool = True) -> ProfileRun:
-    """Measure ``space`` on this machine as ``device``; nothing is written.
+@dataclass
+class ProfileSettings:
+    """What :func:`profile` times, and how; the defaults are ``samnas latency profile``'s.
 
     ``blocks``: time the lookup table's entries; ``samples``: number of subnets timed end
     to end; ``prompts`` > 0: also time encoder + decoder (and the decoder alone) for that
@@ -430,8 +429,30 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
     also time the drift probe's subnets (:func:`nas.latency.probe.probe_configs`, image encoder)
     in the same rounds, as ``run.probes`` (the baseline ``samnas latency probe`` compares with).
     """
+
+    blocks: bool = True
+    samples: int = 20
+    prompts: int = 0
+    repeats: int = 5
+    warmup: int = 2
+    min_seconds: float = MIN_SECONDS
+    rounds: int = ROUNDS
+    max_rounds: int | None = None
+    threads: int | None = None
+    seed: int = 0
+    resolutions: list[int] | None = None
+    configs: list[dict] | None = None
+    probes: bool = True
+    progress: bool = True
+
+
+def profile(space: SearchSpace | str, device: str, settings: ProfileSettings | None = None) -> ProfileRun:
+    """Measure ``space`` on this machine as ``device`` as ``settings`` say (:class:`ProfileSettings`); nothing is written."""
+    s = settings or ProfileSettings()
+    blocks, samples, prompts, repeats, warmup = s.blocks, s.samples, s.prompts, s.repeats, s.warmup
+    rounds, max_rounds, seed, configs = s.rounds, s.max_rounds, s.seed, s.configs
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
-    space = restrict_resolutions(space, resolutions)
+    space = restrict_resolutions(space, s.resolutions)
     if repeats < 1 or rounds < 1 or warmup < 0 or samples < 0 or prompts < 0 or (max_rounds or rounds) < rounds:
         raise UserError("--repeats and --rounds must be >= 1, --max-rounds >= --rounds, and --warmup, --samples, "
                         "--prompts >= 0")
@@ -440,7 +461,7 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
         samples = len(configs)
     if not blocks and not samples:
         raise UserError("nothing to profile: give --blocks and/or --samples N with N > 0")
-    backend = make_backend(device, threads)
+    backend = make_backend(device, s.threads)
     if prompts and backend.name == "onnxruntime":
         raise UserError("--prompts: the onnxruntime backend times the exported image encoder only; "
                         "time encoder + decoder on a *-torch device")
@@ -458,28 +479,28 @@ def profile(space: SearchSpace | str, device: str, *, blocks: bool = True, sampl
         if configs:
             supernet = build_sam(space.model_type, seed=seed)
             jobs += [_Job({"space": space.name, "part": part, "prompts": k, "resolution": cfg["resolution"],
-                           "config": config_json(cfg)},
+                           "config": config_to_json(cfg)},
                           lambda cfg=cfg, k=k: network_module(supernet, cfg, k, gen), run.networks)
                      for cfg in configs for part, k in parts]
-        if probes:
+        if s.probes:
             from .probe import probe_configs
 
             supernet = supernet if configs else build_sam(space.model_type, seed=seed)
-            jobs += [_Job({"space": space.name, "config": config_json(cfg)},
+            jobs += [_Job({"space": space.name, "config": config_to_json(cfg)},
                           lambda cfg=cfg: network_module(supernet, cfg, 0, gen), run.probes)
                      for cfg in probe_configs(space)]
         bar = tqdm(total=len(jobs) * rounds, desc=f"profiling {space.name} on {device}", unit="timing",
-                   disable=not progress, dynamic_ncols=True)
+                   disable=not s.progress, dynamic_ncols=True)
         with bar:
-            timed = _run_jobs(backend, jobs, rounds, max_rounds or 2 * rounds, repeats, warmup, min_seconds,
+            timed = _run_jobs(backend, jobs, rounds, max_rounds or 2 * rounds, repeats, warmup, s.min_seconds,
                               seed, bar)
             run.speed, run.kept = timed.factors, timed.kept
     run.seconds = time.perf_counter() - start
     return run
 
 
-def profile_device(space: SearchSpace | str, device: str, *, root=None, out=None, replace: bool = False,
-                   **kwargs) -> ProfileRun:
+def profile_device(space: SearchSpace | str, device: str, settings: ProfileSettings | None = None, *, root=None,
+                   out=None, replace: bool = False) -> ProfileRun:
     """:func:`profile`, then store the run under ``<root>/<device>/`` or, with ``out``, write one portable JSON file.
 
     With ``out`` the local results are left alone (the file is meant for another
@@ -487,10 +508,10 @@ def profile_device(space: SearchSpace | str, device: str, *, root=None, out=None
     """
     store = DeviceStore(device, root)
     if out is None:  # fail before minutes of measuring, not after
-        backend = make_backend(device, kwargs.get("threads"))
+        backend = make_backend(device, (settings or ProfileSettings()).threads)
         with torch_threads(backend.threads):
             store.check_same_device(device_fingerprint(backend), replace)
-    run = profile(space, device, **kwargs)
+    run = profile(space, device, settings)
     if out is not None:
         write_json(Path(out), run.document())
     else:
@@ -509,7 +530,7 @@ def profile_and_fit_quick(space: SearchSpace | str, device: str, root=None, samp
     from .predictor import fit_device, load_predictor
 
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
-    profile_device(space, device, root=root, blocks=True, samples=samples, repeats=repeats, threads=threads,
-                   progress=progress, min_seconds=min_seconds)
+    profile_device(space, device, ProfileSettings(blocks=True, samples=samples, repeats=repeats, threads=threads,
+                                                  progress=progress, min_seconds=min_seconds), root=root)
     fit_device(device, root=root, space=space.name)
     return load_predictor(device, space=space.name, root=root)

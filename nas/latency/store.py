@@ -68,6 +68,11 @@ def parse_device(name: str) -> tuple[str, str, str | None]:
     return m["hw"], m["backend"], m["tag"]
 
 
+def torch_device(name: str) -> str:
+    """The torch device a device slug runs on: ``"cuda"`` for ``cuda-*``, else ``"cpu"``."""
+    return "cuda" if parse_device(name)[0] == "cuda" else "cpu"
+
+
 def validate_device(name: str) -> str:
     """Return ``name`` when it is a valid device slug, else raise UserError."""
     parse_device(name)
@@ -157,11 +162,6 @@ def merge_rows(old: list[dict], new: list[dict], key: tuple[str, ...]) -> list[d
     """``old`` with every row whose ``key`` fields match a row of ``new`` replaced by it (new order kept)."""
     keys = {tuple(r[k] for k in key) for r in new}
     return [r for r in old if tuple(r[k] for k in key) not in keys] + list(new)
-
-
-def config_json(config: dict) -> str:
-    """The canonical one-line JSON of a config (the ``config`` column of networks.csv)."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------------- the device folder

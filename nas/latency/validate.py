@@ -34,11 +34,12 @@ import torch
 from tqdm import tqdm
 
 from nas.timing import MIN_SECONDS
+from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 from infra.errors import UserError
 
 from .predictor import WITHIN, error_metrics, load_predictor
-from .store import DeviceStore, config_json, list_devices, parse_device, read_json, resolve_root, write_json
+from .store import DeviceStore, list_devices, parse_device, read_json, resolve_root, write_json
 
 VALIDATION_FORMAT = "samnas-latency-validation/1"
 VALIDATION_FILE = "validation.json"
@@ -75,14 +76,14 @@ def validation_configs(space: SearchSpace, n: int, seed: int = 0, exclude=()) ->
     Returns fewer when the space has too few such configs.
     """
     rng = np.random.default_rng([VALIDATION_STREAM, seed])
-    seen = {c if isinstance(c, str) else config_json(space.validate(c)) for c in exclude}
+    seen = {c if isinstance(c, str) else config_to_json(space.validate(c)) for c in exclude}
     out = []
     for _ in range(200 * n + 100):
         if len(out) == n:
             break
         cfg = draw_validation_config(space, rng)
-        if cfg is not None and config_json(cfg) not in seen:
-            seen.add(config_json(cfg))
+        if cfg is not None and config_to_json(cfg) not in seen:
+            seen.add(config_to_json(cfg))
             out.append(cfg)
     return out
 
@@ -245,7 +246,7 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
         "raw": {**error_metrics(ms, raw), "signed_median_pct": signed_median_pct(ms, raw)},
         "recalibrated": {**error_metrics(ms, recal), "signed_median_pct": signed_median_pct(ms, recal)},
         "within_band_pct": 100 * WITHIN,
-        "subnets": [{"config": config_json(c), "predicted_raw_ms": float(r), "predicted_ms": float(p),
+        "subnets": [{"config": config_to_json(c), "predicted_raw_ms": float(r), "predicted_ms": float(p),
                      "measured_ms": m["median_ms"], "p10_ms": m["p10_ms"], "p90_ms": m["p90_ms"],
                      "repeats": m["repeats"]}
                     for c, r, p, m in zip(configs, raw, recal, measured)],
