@@ -25,7 +25,8 @@ from search_spaces.counting import count
 from infra.errors import UserError
 from supernet.elastic.extract import extract, save_subnet, subnet_metadata
 from infra.fileio import atomic_write_text
-from supernet.elastic.quantize import block_precision, int8_blocks, quantize_subnet
+from supernet.elastic.precision import block_precision, int8_blocks
+from supernet.elastic.quantize import quantize_subnet
 from supernet.elastic.ranked import file_sha256
 from supernet.modeling.sam import Sam
 

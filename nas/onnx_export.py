@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from infra.fileio import new_file_mode
-from supernet.elastic.quantize import int8_blocks, is_quantized
+from supernet.elastic.precision import int8_blocks
+from supernet.elastic.quantize import is_quantized
 from supernet.modeling.sam import Sam
 
 OPSET = 17

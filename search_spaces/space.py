@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from supernet.elastic.quantize import DEFAULT_PRECISION, PRECISIONS
+from supernet.elastic.precision import DEFAULT_PRECISION, PRECISIONS
 from supernet.modeling.arch import ARCHS, SamArch, get_arch
 from infra.errors import ConfigError
 

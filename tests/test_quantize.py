@@ -15,7 +15,8 @@ from nas.onnx_export import compare_embeddings, embedding_error, int8_matmul_nod
 from search_spaces import SearchSpace, save_config
 from supernet.elastic.activation import active_subnet, check_fits
 from supernet.elastic.extract import extract, load_subnet, save_subnet, subnet_metadata
-from supernet.elastic.quantize import int8_blocks, is_quantized, quantize_subnet
+from supernet.elastic.precision import int8_blocks
+from supernet.elastic.quantize import is_quantized, quantize_subnet
 from supernet.modeling.build import build_sam
 
 DynamicLinear = torch.ao.nn.quantized.dynamic.Linear

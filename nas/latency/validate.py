@@ -124,7 +124,7 @@ def prepare_subnet(supernet, config: dict, backend: str, folder: Path) -> Path:
     """
     from nas.onnx_export import export_encoder_onnx, quantize_encoder_onnx
     from supernet.elastic.extract import extract, save_subnet, subnet_metadata
-    from supernet.elastic.quantize import int8_blocks
+    from supernet.elastic.precision import int8_blocks
 
     sub = extract(supernet, config, quantize=False)
     if backend == "onnxruntime":

@@ -17,7 +17,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from infra.errors import ConfigError
-from supernet.elastic.quantize import block_precision, check_precision
+from supernet.elastic.precision import block_precision, check_precision
 from supernet.modeling.sam import Sam
 
 

@@ -26,7 +26,8 @@ from supernet.modeling.arch import SamArch
 from supernet.modeling.build import build_from_spec
 from supernet.checkpoint import load_state_dict_exact, read_state_dict
 from supernet.elastic.activation import check_fits
-from supernet.elastic.quantize import block_precision, check_precision, is_quantized, quantize_subnet
+from supernet.elastic.precision import block_precision, check_precision
+from supernet.elastic.quantize import is_quantized, quantize_subnet
 from infra.errors import CheckpointError
 from supernet.modeling.image_encoder import resize_pos_embed, resize_rel_pos
 from infra.fileio import atomic_torch_save, atomic_write_text, read_format_json

@@ -18,30 +18,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from infra.errors import ConfigError
+from supernet.elastic.precision import int8_blocks
 from supernet.modeling.sam import Sam
-
-PRECISIONS = ("fp32", "int8")  # in order: a space's choices and messages list them this way
-DEFAULT_PRECISION = "fp32"
-
-
-def block_precision(spec: Mapping) -> str:
-    """The precision of one config block entry (``fp32`` when it has no ``precision`` field)."""
-    return spec.get("precision", DEFAULT_PRECISION)
-
-
-def check_precision(value, where: str, allowed: tuple[str, ...] = PRECISIONS) -> str:
-    """``value`` when it is one of ``allowed``; else ConfigError ``<where>: 'x' not in ['fp32', 'int8']``."""
-    if not isinstance(value, str) or value not in allowed:
-        raise ConfigError(f"{where}: {value!r} not in {list(allowed)}")
-    return value
-
-
-def int8_blocks(config: Mapping) -> list[int]:
-    """Indices, among the *kept* blocks (the extracted subnet's numbering), of the int8 blocks."""
-    kept = [spec for spec in config["blocks"] if spec.get("keep", True)]
-    return [i for i, spec in enumerate(kept) if block_precision(spec) == "int8"]
-
 
 def is_quantized(model: nn.Module) -> bool:
     """Whether any layer of ``model`` is a dynamically quantized linear layer."""
@@ -76,5 +54,4 @@ def quantize_subnet(sub: Sam, config: Mapping, inplace: bool = False) -> Sam:
     return sub
 
 
-__all__ = ["DEFAULT_PRECISION", "PRECISIONS", "block_precision", "check_precision", "int8_blocks", "is_quantized",
-           "quantize_subnet"]
+__all__ = ["is_quantized", "quantize_subnet"]
