@@ -32,7 +32,8 @@ from search_spaces.space import SearchSpace
 from supernet.elastic import active_subnet
 from supernet.sam import Sam
 
-from .study import make_sampler, open_storage, study_name
+from .cost import TimedSampler
+from .study import DEFAULT_SAMPLER, make_sampler, open_storage, study_name
 
 METRIC_NAMES = ("quality", "predicted_ms")  # the two objectives, by name
 CONSTRAINT = "latency_over_budget_ms"  # Optuna constraint: predicted_ms - budget_ms, feasible when <= 0
@@ -94,7 +95,7 @@ class SearchSettings:
     device: str
     budget_ms: float
     trials: int = 40
-    sampler: str = "nsga2"
+    sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     storage: str | None = None
     tracking_uri: str | None = None
@@ -151,6 +152,8 @@ class Objective:
             trial.set_user_attr("pid_start", PID_START)
         try:
             config = suggest_config(trial, self.space)
+            # the sampler's own seconds for this trial (nas.cost.TimedSampler; open_study wraps it)
+            sample_s = getattr(trial.study.sampler, "seconds", lambda _id: 0.0)(trial._trial_id)
             trial.set_user_attr("config", json.dumps(config, sort_keys=True))
             counts = count(self.model, config)
             start = time.perf_counter()
@@ -177,6 +180,7 @@ class Objective:
             "feasible": predicted <= self.budget_ms,
             "eval_s": eval_s,
             "predict_s": predict_s,
+            "sample_s": sample_s,
             "worker": WORKER,
         }
         for key, value in attrs.items():
@@ -186,9 +190,14 @@ class Objective:
         return float(result.score), predicted
 
 
-def open_study(settings: SearchSettings) -> optuna.Study:
-    """Create the study, or load it to resume (same name in the same storage)."""
-    sampler = make_sampler(settings.sampler, settings.seed)
+def open_study(settings: SearchSettings, space: SearchSpace | None = None,
+               latency: LatencyModel | None = None) -> optuna.Study:
+    """Create the study, or load it to resume (same name in the same storage).
+
+    ``space`` and ``latency`` go to samplers that use them (``nas.samplers``).
+    """
+    sampler = TimedSampler(make_sampler(settings.sampler, settings.seed, space=space, latency=latency,
+                                        budget_ms=settings.budget_ms))
     study = optuna.create_study(
         study_name=settings.study_name,
         storage=open_storage(settings.storage),
@@ -249,7 +258,7 @@ def run_search(settings: SearchSettings, model: Sam, space: SearchSpace, evaluat
     once the total can overshoot by at most one trial per worker.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(settings)
+    study = open_study(settings, space, latency)
     stale = fail_stale_trials(study)
     if stale and progress:
         print(f"failed {len(stale)} trial(s) left RUNNING by a worker of this host that is gone: "
