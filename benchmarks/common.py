@@ -52,3 +52,23 @@ def write_results(topic: str, title: str, header: str, body: str, rows: list[dic
         writer.writerows(rows)
         atomic_write_text(RESULTS / f"{topic}.csv", buf.getvalue())
     return md
+
+
+def git_commit() -> str:
+    """``git rev-parse --short HEAD`` of the repository, or "unknown"."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def repo_relative(path) -> str:
+    """``path`` relative to the repository when inside it (tables carry no machine paths), else its name."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return p.name
