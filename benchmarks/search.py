@@ -130,10 +130,12 @@ def main(argv=None) -> int:
             device = f"cpu-torch@bench-{sampler}-s{seed}"
             settings = SearchSettings(space="sam_micro", device=device, budget_ms=budget, trials=top,
                                       sampler=sampler, seed=seed, storage=storages[0])
-            for path, storage in zip(db_files, storages):  # a run another process made in its own database
-                if path.is_file() and any(
-                        p.study == settings.study_name for p in load_points(storage, device=device)):
-                    settings.storage = storage
+            held = 0  # a run another process made in its own database: the one with the most trials
+            for path, storage in zip(db_files, storages):
+                n_points = sum(p.study == settings.study_name for p in load_points(storage, device=device)) \
+                    if path.is_file() else 0
+                if n_points > held:
+                    settings.storage, held = storage, n_points
             study = run_search(settings, model, space, evaluator, latency, progress=False)
             points = sorted((p for p in load_points(settings.storage, device=device)), key=lambda p: p.trial)
             trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)

@@ -112,7 +112,8 @@ def spread_over_latency(space: SearchSpace, latency, budget_ms: float, n: int, s
 
     Candidates: every uniform shrink (:func:`uniform_shrinks`) and ``random_pool`` random draws. The
     range is cut into ``n`` equal slices; each slice takes its uniform shrink nearest to the slice's
-    middle if one lies in the slice, else the nearest random draw. The order is shuffled (seeded), so
+    middle if one lies in the slice, else the nearest random draw; the places of empty slices go to
+    the unused configs nearest to points spread evenly over the range. The order is shuffled (seeded), so
     that a search cut short early still covers the range roughly.
     """
     rng = np.random.default_rng([0x5EED, seed])
@@ -138,5 +139,16 @@ def spread_over_latency(space: SearchSpace, latency, budget_ms: float, n: int, s
                 chosen.append(pool[idx])
                 used.add(config_key(pool[idx]))
                 break
+    # slices that no candidate falls in give their places to the unused configs nearest to points
+    # spread evenly over the range
+    missing = n - len(chosen)
+    for k in range(missing):
+        unused = feasible & np.array([config_key(c) not in used for c in pool])
+        if not unused.any():
+            break
+        target = low + (k + 0.5) * (budget_ms - low) / missing
+        idx = int(np.flatnonzero(unused)[np.argmin(np.abs(ms[unused] - target))])
+        chosen.append(pool[idx])
+        used.add(config_key(pool[idx]))
     order = rng.permutation(len(chosen))
     return [chosen[i] for i in order]

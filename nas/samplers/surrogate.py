@@ -102,10 +102,10 @@ class SurrogateSampler(ProposalSampler):
     # -- the proposal -----------------------------------------------------------------------
 
     def propose(self, study: optuna.Study, trial: FrozenTrial) -> dict | None:
-        done, pending, tried = seen_trials(study, trial)
-        if self._initial is None:
+        if self._initial is None:  # before reading the study, so that what other workers run now is seen
             self._initial = spread_over_latency(self.space, self.latency, self.budget_ms, self.n_init, self._seed)
             self._shrinks = uniform_shrinks(self.space)
+        done, pending, tried = seen_trials(study, trial)
         if len(done) < self.n_init or len(done) < 3:
             for config in self._initial:
                 if config_key(config) not in tried:
