@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import ROOT, machine_header, markdown_table, write_results
+from common import ROOT, git_commit, machine_header, markdown_table, write_results
 
 from nas.everything.calibrate import calibrate_thresholds, model_defaults
 from nas.everything.commands import load_model, model_digest
@@ -37,16 +37,6 @@ from nas.everything.tune import agreement, load_annotations, mask_ar, read_image
 from supernet.predictor import SamPredictor
 
 COCO128 = ROOT.parent / "shared" / "data" / "coco128"
-
-
-def _commit() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def timed(gen: MaskGenerator, image: np.ndarray, repeats: int) -> tuple[list[dict], float]:
@@ -157,7 +147,7 @@ def main() -> int:
         return "holds" if ok else "MISSED"
 
     body = [
-        f"- model: sam_micro, {weights}; commit {_commit()}; 1 torch thread",
+        f"- model: sam_micro, {weights}; commit {git_commit()}; 1 torch thread",
         f"- default thresholds: {defaults['pred_iou_thresh']:.2f} / {defaults['stability_score_thresh']:.2f} ({source})",
         f"- tuning: {len(tune_imgs)} coco128/train2017 photos, labels not used (agreement with the dense grid); "
         f"{args.trials} trials in {tune_s:.0f} s; budget {budget} ms/photo (predicted time); best trial {best['trial']}",
