@@ -107,15 +107,13 @@ def main(argv=None) -> int:
            "predictor": predictor_digest(latency, [space.largest(), space.smallest(), space.sample(1), space.sample(2)]),
            "budget_ms": budget, "pool": {"random": args.pool_random, "rounds": args.pool_rounds, "per_parent": 6,
                                          "seed": 0}}
-    memo = None if args.runs_only else QualityMemo(storage_dir / f"quality_memo_{cache_key({k: key[k] for k in ('space_file', 'weights', 'evaluator')})}.json")
-    pool, pool_path, cached = [], None, False
-    if not args.runs_only:
+    memo = QualityMemo(storage_dir / f"quality_memo_{cache_key({k: key[k] for k in ('space_file', 'weights', 'evaluator')})}.json")
+    if args.pool_only:
         pool, pool_path, cached = load_or_build(
             storage_dir, key, lambda: build_pool(space, model, evaluator, latency, budget, random=args.pool_random,
                                                  rounds=args.pool_rounds, memo=memo))
         print(f"reference pool: {len(pool)} configs ({'cached' if cached else 'built'}) in "
               f"{repo_relative(pool_path)}", flush=True)
-    if args.pool_only:
         return 0
 
     db_files = [storage_dir / name for name in args.db]  # an absolute --db (e.g. on tmpfs) stays as given
@@ -145,7 +143,16 @@ def main(argv=None) -> int:
     if args.runs_only:
         return 0
 
-    every = [p for pts, _ in runs.values() for p in pts]
+    every = [p for (_, n, _), (pts, _) in runs.items() if n == top for p in pts]  # each run's trials once
+    # The pool, its local search starting from the front of the pool and every run together.
+    known = {p.config: {"config": json.loads(p.config), "quality": p.quality, "predicted_ms": p.predicted_ms}
+             for p in every}
+    key["runs"] = cache_key(sorted(known))
+    pool, pool_path, cached = load_or_build(
+        storage_dir, key, lambda: build_pool(space, model, evaluator, latency, budget, random=args.pool_random,
+                                             rounds=args.pool_rounds, memo=memo, known=list(known.values())))
+    print(f"reference pool: {len(pool)} configs ({'cached' if cached else 'built'}) in {repo_relative(pool_path)}",
+          flush=True)
     reference_hv = hypervolume_2d([r["quality"] for r in pool] + [p.quality for p in every],
                                   [r["predicted_ms"] for r in pool] + [p.predicted_ms for p in every], budget)
     pool_hv = hypervolume_2d([r["quality"] for r in pool], [r["predicted_ms"] for r in pool], budget)
@@ -239,11 +246,11 @@ feasible region, reference point (quality 0, {budget} ms).
 ## Reference front
 
 A pool of {len(pool)} evaluated configs within the budget (every uniform shrink, {args.pool_random} random draws,
-{args.pool_rounds} rounds of local search around the pool's front; `nas/reference_front.py`, cached in
-`{repo_relative(pool_path)}`), pooled with the {len(every)} trials of every run below. Hypervolume of the pool
+{args.pool_rounds} rounds of local search around the front of the pool and the runs together, 6 mutants per front
+config a round; `nas/reference_front.py`, cached in `{repo_relative(pool_path)}`), pooled with the {len(every)}
+trials ({len(known)} distinct configs) of every run below. Hypervolume of the pool
 alone {pool_hv:.4f}; pooled with the runs {reference_hv:.4f}, the denominator of every ratio below. The pool
-cost {len(pool)} evaluations, about {len(pool) / max(1, statistics.fmean(r['trials'] for r in seed_rows)):.0f} times
-a whole search.
+cost {len(pool)} evaluations, about {len(pool) / top:.0f} times a whole search of {top} trials.
 
 ## Every sampler (hypervolume ratio to the reference front, over {len(args.seeds)} seeds)
 

@@ -5,7 +5,8 @@ The pool (:func:`build_pool`), all within the budget where the predictor can tel
 1. every uniform shrink of the space (one heads level, one MLP level, the deepest blocks dropped);
 2. ``random`` configs drawn by ``SearchSpace.sample``;
 3. ``rounds`` rounds of local search: each round mutates (one or two genes) every config on the
-   pool's current front ``per_parent`` times and evaluates the new ones.
+   current front of the pool and the compared searches' trials ``per_parent`` times and
+   evaluates the new ones.
 
 A search's hypervolume is then reported as a ratio of the hypervolume of the front of this pool
 *pooled with every compared run's trials*, so the ratio can never exceed 1 and a search that
@@ -90,12 +91,16 @@ class QualityMemo:
 
 def build_pool(space: SearchSpace, model, evaluator, latency, budget_ms: float, random: int = 1500,
                rounds: int = 8, per_parent: int = 6, seed: int = 0, progress=print,
-               memo: QualityMemo | None = None) -> list[dict]:
-    """Evaluate the pool described in the module docstring; rows ``{config, quality, predicted_ms}``."""
+               memo: QualityMemo | None = None, known: list[dict] = ()) -> list[dict]:
+    """Evaluate the pool described in the module docstring; rows ``{config, quality, predicted_ms}``.
+
+    ``known``: rows evaluated elsewhere (e.g. the compared searches' trials); they are not measured
+    again, and the local search starts from the front of the pool and them together.
+    """
     memo = memo or QualityMemo(None)
     rng = np.random.default_rng([0xF0E7, seed])
     rows: list[dict] = []
-    seen: set[str] = set()
+    seen: set[str] = {config_key(x["config"]) for x in known}
 
     def run(configs: list[dict], what: str) -> None:
         fresh = []
@@ -116,9 +121,10 @@ def build_pool(space: SearchSpace, model, evaluator, latency, budget_ms: float, 
     run(uniform_shrinks(space), "uniform shrinks")
     run([space.sample(rng) for _ in range(random)], "random draws")
     for r in range(rounds):
-        fq, fm = front_2d([x["quality"] for x in rows], [x["predicted_ms"] for x in rows], budget_ms)
+        both = rows + list(known)
+        fq, fm = front_2d([x["quality"] for x in both], [x["predicted_ms"] for x in both], budget_ms)
         on_front = set(zip(fq.tolist(), fm.tolist()))
-        parents = [x["config"] for x in rows if (x["quality"], x["predicted_ms"]) in on_front]
+        parents = [x["config"] for x in both if (x["quality"], x["predicted_ms"]) in on_front]
         children = [c for p in parents for _ in range(per_parent)
                     if (c := mutate(space, p, rng, genes=1 + int(rng.integers(2)))) is not None]
         run(children, f"local search round {r + 1}/{rounds} around {len(parents)} front configs")
