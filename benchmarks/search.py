@@ -27,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import optuna
 import torch
 
 from common import RESULTS, git_commit, machine_header, markdown_table, repo_relative, write_results
@@ -87,6 +88,9 @@ def main(argv=None) -> int:
     parser.add_argument("--db", nargs="+", default=["bench_search.db"],
                         help="study databases under results/scratch/: runs are read from any, new ones go to the first")
     parser.add_argument("--fresh", action="store_true", help="delete the study databases first")
+    parser.add_argument("--no-run", action="store_true",
+                        help="only read the runs in --db, run nothing: tables from what is there (runs cut short "
+                        "count for the trial counts they reached; the tables say how many seeds each cell has)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_at_start = os.getloadavg()[0]
@@ -134,11 +138,19 @@ def main(argv=None) -> int:
                     if path.is_file() else 0
                 if n_points > held:
                     settings.storage, held = storage, n_points
-            study = run_search(settings, model, space, evaluator, latency, progress=False)
+            if args.no_run:
+                if not held:
+                    continue
+                study = optuna.load_study(study_name=settings.study_name, storage=settings.storage)
+            else:
+                study = run_search(settings, model, space, evaluator, latency, progress=False)
             points = sorted((p for p in load_points(settings.storage, device=device)), key=lambda p: p.trial)
             trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+            finished = sum(t.state.is_finished() for t in trials)
             for n in args.trials:
-                runs[(sampler, n, seed)] = ([p for p in points if p.trial < n], [t for t in trials if t.number < n])
+                if finished >= n:  # with --no-run, a run cut short counts for the trial counts it reached
+                    runs[(sampler, n, seed)] = ([p for p in points if p.trial < n],
+                                                [t for t in trials if t.number < n])
             print(sampler, seed, f"HV {hv(points, budget):.4f}", flush=True)
     if args.runs_only:
         return 0
@@ -173,8 +185,11 @@ def main(argv=None) -> int:
         for n in args.trials:
             rows = [r for r in seed_rows if r["sampler"] == sampler and r["trials"] == n]
             vals = [r["hv_ratio"] for r in rows]
+            if not rows:
+                continue
             summary.append({
                 "sampler": sampler + (" (default)" if sampler == DEFAULT_SAMPLER else ""), "trials": n,
+                "seeds": len(rows),
                 "mean HV ratio": f"{statistics.fmean(vals):.4f}", "min-max": f"{min(vals):.4f}-{max(vals):.4f}",
                 "s/trial": f"{statistics.fmean(r['wall_s'] for r in rows):.3f}",
                 "eval s": f"{statistics.fmean(r['eval_s'] for r in rows):.3f}",
@@ -182,21 +197,26 @@ def main(argv=None) -> int:
                 "sampler s": f"{statistics.fmean(r['sample_s'] for r in rows):.3f}",
                 "other s": f"{statistics.fmean(r['other_s'] for r in rows):.3f}",
             })
-    best = {n: max(args.samplers, key=lambda s: statistics.fmean(ratios(s, n))) for n in args.trials}
+    full = [s for s in args.samplers if all(len(ratios(s, n)) == len(args.seeds) for n in args.trials)]
+    best = {n: max(full, key=lambda s: statistics.fmean(ratios(s, n))) for n in args.trials} if full else {}
 
     # Acceptance checks (issue 15), on the default sampler against random search.
     d, checks = DEFAULT_SAMPLER, []
     if "random" in args.samplers and d in args.samplers and {32, 64, 128} <= set(args.trials):
         d32, r128 = statistics.fmean(ratios(d, 32)), statistics.fmean(ratios("random", 128))
-        checks.append(f"{'PASS' if d32 >= r128 else 'FAIL'} (a) {d}@32 mean HV ratio {d32:.4f} >= random@128 "
-                      f"mean {r128:.4f}")
-        wins = [a > b for a, b in zip(ratios(d, 64), ratios("random", 64))]
-        checks.append(f"{'PASS' if all(wins) else 'FAIL'} (b) {d}@64 beats random@64 on {sum(wins)} of "
-                      f"{len(wins)} seeds (" + ", ".join(f"{a:.4f} vs {b:.4f}" for a, b in
-                                                         zip(ratios(d, 64), ratios("random", 64))) + ")")
+        checks.append(f"{'PASS' if d32 >= r128 else 'FAIL'} (a) {d}@32 mean HV ratio {d32:.4f} "
+                      f"({len(ratios(d, 32))} seeds) >= random@128 mean {r128:.4f} ({len(ratios('random', 128))} seeds)")
+        by_seed = {sampler: {r["seed"]: r["hv_ratio"] for r in seed_rows if r["sampler"] == sampler
+                             and r["trials"] == 64} for sampler in (d, "random")}
+        pairs = [(seed, by_seed[d][seed], by_seed["random"][seed]) for seed in args.seeds
+                 if seed in by_seed[d] and seed in by_seed["random"]]
+        wins = [a > b for _, a, b in pairs]
+        checks.append(f"{'PASS' if all(wins) and len(pairs) >= 5 else 'FAIL'} (b) {d}@64 beats random@64 on "
+                      f"{sum(wins)} of {len(pairs)} seeds (" + ", ".join(f"seed {seed}: {a:.4f} vs {b:.4f}"
+                                                                        for seed, a, b in pairs) + ")")
         d128 = statistics.fmean(ratios(d, 128))
         checks.append(f"{'PASS' if d128 >= 0.97 else 'FAIL'} (c) {d}@128 mean HV {d128:.4f} of the reference "
-                      f"front's (target >= 0.97)")
+                      f"front's over {len(ratios(d, 128))} seeds (target >= 0.97)")
 
     # Measured latency of every subnet on the default sampler's fronts at the largest count.
     front_rows = []
@@ -223,9 +243,16 @@ def main(argv=None) -> int:
     full_now = encoder_timing(model, space.largest(), args.repeats)
     full_pred = latency.predict_ms(space.largest())
 
-    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
-    header = machine_header(f"OMP_NUM_THREADS={args.threads} python benchmarks/search.py {argv_text}", args.repeats,
-                            threads=args.threads)
+    # the one command that makes the same tables (runs in one process); no machine paths
+    command = (f"OMP_NUM_THREADS={args.threads} python benchmarks/search.py --threads {args.threads} --seeds "
+               f"{' '.join(map(str, args.seeds))} --trials {' '.join(map(str, args.trials))} --samplers "
+               f"{' '.join(args.samplers)} --pool-random {args.pool_random} --pool-rounds {args.pool_rounds} "
+               f"--eval-images {args.eval_images} --budget-frac {args.budget_frac} --repeats {args.repeats} --fresh")
+    header = machine_header(command, args.repeats, threads=args.threads)
+    if args.no_run:
+        header += (f"\n- made: the runs in several processes at once, each into its own study database "
+                   f"(`--runs-only --db NAME`), then these tables by `--no-run` reading all {len(args.db)} of them; "
+                   f"a run interrupted and restarted resumes its study")
     header += (f"\n- commit: {git_commit()} (the tables were made from this commit's code, before the commit that "
                f"adds them)\n- threads: {args.threads} for every search and timing; the machine (2 cores) was shared "
                f"with other engineers' work: 1-minute load average {load_at_start:.2f} at the start and "
@@ -254,7 +281,8 @@ cost {len(pool)} evaluations, about {len(pool) / top:.0f} times a whole search o
 
 ## Every sampler (hypervolume ratio to the reference front, over {len(args.seeds)} seeds)
 
-Best mean ratio: {', '.join(f'{best[n]} at {n} trials' for n in args.trials)}. Time per trial is the mean wall
+Best mean ratio among the samplers measured on every seed ({', '.join(full) or 'none'}): {', '.join(f'{best[n]} at {n} trials' for n in best) or '-'}.
+Samplers or counts with fewer seeds (column `seeds`) were cut short for time and are not compared on equal terms. Time per trial is the mean wall
 time of a trial (sampler included), split into quality evaluation, latency prediction, the sampler, and
 the rest (FLOP counting, storage). Samplers: surrogate = GP quality model + expected hypervolume improvement
 over candidates the latency predictor keeps within the budget (`nas/samplers/surrogate.py`); nsga2 = Optuna
