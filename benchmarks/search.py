@@ -252,7 +252,8 @@ def main(argv=None) -> int:
     if args.no_run:
         header += (f"\n- made: the runs in several processes at once, each into its own study database "
                    f"(`--runs-only --db NAME`), then these tables by `--no-run` reading all {len(args.db)} of them; "
-                   f"a run interrupted and restarted resumes its study")
+                   f"where two databases hold the same run, the one with more trials counts (a duplicate stopped "
+                   f"early is ignored)")
     header += (f"\n- commit: {git_commit()} (the tables were made from this commit's code, before the commit that "
                f"adds them)\n- threads: {args.threads} for every search and timing; the machine (2 cores) was shared "
                f"with other engineers' work: 1-minute load average {load_at_start:.2f} at the start and "
