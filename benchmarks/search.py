@@ -127,6 +127,14 @@ def main(argv=None) -> int:
             path.unlink(missing_ok=True)
     top = max(args.trials)
     runs = {}  # (sampler, n, seed) -> (points of the first n trials, FrozenTrials)
+    cache: dict[str, list] = {}
+
+    def stored(storage: str) -> list:
+        """Every completed trial in ``storage``, read once."""
+        if storage not in cache:
+            cache[storage] = load_points(storage)
+        return cache[storage]
+
     for sampler in args.samplers:
         for seed in args.seeds:
             device = f"cpu-torch@bench-{sampler}-s{seed}"
@@ -134,8 +142,7 @@ def main(argv=None) -> int:
                                       sampler=sampler, seed=seed, storage=storages[0])
             held = 0  # a run another process made in its own database: the one with the most trials
             for path, storage in zip(db_files, storages):
-                n_points = sum(p.study == settings.study_name for p in load_points(storage, device=device)) \
-                    if path.is_file() else 0
+                n_points = sum(p.study == settings.study_name for p in stored(storage)) if path.is_file() else 0
                 if n_points > held:
                     settings.storage, held = storage, n_points
             if args.no_run:
@@ -144,7 +151,10 @@ def main(argv=None) -> int:
                 study = optuna.load_study(study_name=settings.study_name, storage=settings.storage)
             else:
                 study = run_search(settings, model, space, evaluator, latency, progress=False)
-            points = sorted((p for p in load_points(settings.storage, device=device)), key=lambda p: p.trial)
+            if not args.no_run:
+                cache.pop(settings.storage, None)  # it just ran: read it again
+            points = sorted((p for p in stored(settings.storage) if p.study == settings.study_name),
+                            key=lambda p: p.trial)
             trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
             finished = sum(t.state.is_finished() for t in trials)
             for n in args.trials:
