@@ -1,27 +1,45 @@
-"""Benchmark for the search: NSGA-II vs random hypervolume, measured latency of the front, time per trial.
+"""Benchmark for the search: every sampler's hypervolume against a reference front, time per trial,
+and the default search's front subnets measured against the budget.
 
 On ``sam_micro`` with the packaged reference weights (ranked by wanda), quality from the
 COCO evaluator on held-out synthetic scenes, latency from this machine's fitted
 ``cpu-torch`` predictor (run ``benchmarks/latency.py`` or ``samnas latency profile`` first).
+Each sampler runs once per seed for the largest trial count; its hypervolume at a smaller count
+is that of its first trials (no sampler here reads the trial budget, so the first N trials of a
+longer run are exactly an N-trial run).
 
-    python benchmarks/search.py --trials 128 --seeds 0 1 2
+The reference front: a pool of a few thousand evaluated configs (``nas.reference_front``,
+cached under results/scratch/), pooled with every run's trials.
+
+    OMP_NUM_THREADS=1 python benchmarks/search.py --threads 1 --seeds 0 1 2 3 4 --fresh
+
+Runs already in the study databases (``--db``, under results/scratch/) are reused, not run again:
+several processes may each run some seeds into their own database, and a last call naming all the
+databases writes the tables.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+import optuna
 import torch
 
-from common import RESULTS, machine_header, markdown_table, write_results
+from common import RESULTS, machine_header, markdown_table, shown_path, write_results
 
+from nas.cost import PARTS, mean_costs, trial_costs
+from nas.hypervolume import hypervolume_2d
 from nas.latency import load_predictor
-from nas.pareto import hypervolume_2d, load_points, pareto_front
+from nas.pareto import load_points, pareto_front
 from nas.quality import make_evaluator
+from nas.reference_front import QualityMemo, build_pool, cache_key, load_or_build, predictor_digest, state_digest
 from nas.search import SearchSettings, run_search
+from nas.study import DEFAULT_SAMPLER, SAMPLERS
 from nas.timing import MIN_SECONDS, time_callable
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
@@ -50,16 +68,32 @@ def encoder_timing(model, config: dict, repeats: int):
         return time_callable(lambda: sub.image_encoder(x), repeats=repeats, warmup=2, min_seconds=MIN_SECONDS)
 
 
+def hv(points, budget: float) -> float:
+    return hypervolume_2d([p.quality for p in points], [p.predicted_ms for p in points], budget)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=128)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, nargs="+", default=[32, 64, 128], help="trial counts compared")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     parser.add_argument("--budget-frac", type=float, default=0.6, help="budget as a fraction of the full model")
     parser.add_argument("--eval-images", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per front subnet")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--pool-random", type=int, default=1500, help="random configs in the reference pool")
+    parser.add_argument("--pool-rounds", type=int, default=8, help="local-search rounds of the reference pool")
+    parser.add_argument("--pool-only", action="store_true", help="build (or load) the reference pool and stop")
+    parser.add_argument("--runs-only", action="store_true", help="run the searches and stop (no tables)")
+    parser.add_argument("--db", nargs="+", default=["bench_search.db"],
+                        help="study databases under results/scratch/: runs are read from any, new ones go to the first")
+    parser.add_argument("--fresh", action="store_true", help="delete the study databases first")
+    parser.add_argument("--no-run", action="store_true",
+                        help="only read the runs in --db, run nothing: tables from what is there (runs cut short "
+                        "count for the trial counts they reached; the tables say how many seeds each cell has)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_at_start = os.getloadavg()[0]
 
     space = SearchSpace.load("sam_micro")
     model, ckpt = ranked_reference()
@@ -68,35 +102,138 @@ def main(argv=None) -> int:
     budget = round(args.budget_frac * latency.predict_ms(space.largest()), 2)
     storage_dir = RESULTS / "scratch"
     storage_dir.mkdir(parents=True, exist_ok=True)
-    db = storage_dir / "bench_search.db"
-    db.unlink(missing_ok=True)
-    storage = f"sqlite:///{db}"
-    hv_rows, studies = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        ann = write_coco_dataset(tmp, args.eval_images, size=256, seed=777, split="val")
-        evaluator = make_evaluator("coco", model, images=Path(tmp) / "val", annotations=ann)
-        for seed in args.seeds:
-            row = {"seed": seed}
-            for sampler in ("nsga2", "random"):
-                settings = SearchSettings(space="sam_micro", device=f"cpu-torch@bench-{sampler}-s{seed}",
-                                          budget_ms=budget, trials=args.trials, sampler=sampler, seed=seed,
-                                          storage=storage)
-                study = run_search(settings, model, space, evaluator, latency, progress=False)
-                points = [p for p in load_points(storage) if p.study == study.study_name]
-                row[f"hv_{sampler}"] = round(hypervolume_2d(points, ref_ms=budget), 4)
-                row[f"front_{sampler}"] = len(pareto_front(points))
-                studies[(sampler, seed)] = (study, points)
-                print(sampler, seed, row, flush=True)
-            row["nsga2_wins"] = row["hv_nsga2"] > row["hv_random"]
-            hv_rows.append(row)
+    tmp = tempfile.TemporaryDirectory()
+    ann = write_coco_dataset(tmp.name, args.eval_images, size=256, seed=777, split="val")
+    evaluator = make_evaluator("coco", model, images=Path(tmp.name) / "val", annotations=ann)
 
-    # Measured latency of every subnet on the NSGA-II fronts.
+    key = {"space": space.name, "space_file": space.to_dict(), "weights": state_digest(model),
+           "evaluator": {"kind": "coco", "scenes": args.eval_images, "size": 256, "seed": 777},
+           "predictor": predictor_digest(latency, [space.largest(), space.smallest(), space.sample(1), space.sample(2)]),
+           "budget_ms": budget, "pool": {"random": args.pool_random, "rounds": args.pool_rounds, "per_parent": 6,
+                                         "seed": 0}}
+    memo = QualityMemo(storage_dir / f"quality_memo_{cache_key({k: key[k] for k in ('space_file', 'weights', 'evaluator')})}.json")
+    if args.pool_only:
+        pool, pool_path, cached = load_or_build(
+            storage_dir, key, lambda: build_pool(space, model, evaluator, latency, budget, random=args.pool_random,
+                                                 rounds=args.pool_rounds, memo=memo))
+        print(f"reference pool: {len(pool)} configs ({'cached' if cached else 'built'}) in "
+              f"{shown_path(pool_path)}", flush=True)
+        return 0
+
+    db_files = [storage_dir / name for name in args.db]  # an absolute --db (e.g. on tmpfs) stays as given
+    storages = [f"sqlite:///{path}" for path in db_files]
+    if args.fresh:
+        for path in db_files:
+            path.unlink(missing_ok=True)
+    top = max(args.trials)
+    runs = {}  # (sampler, n, seed) -> (points of the first n trials, FrozenTrials)
+    cache: dict[str, list] = {}
+
+    def stored(storage: str) -> list:
+        """Every completed trial in ``storage``, read once."""
+        if storage not in cache:
+            cache[storage] = load_points(storage)
+        return cache[storage]
+
+    for sampler in args.samplers:
+        for seed in args.seeds:
+            device = f"cpu-torch@bench-{sampler}-s{seed}"
+            settings = SearchSettings(space="sam_micro", device=device, budget_ms=budget, trials=top,
+                                      sampler=sampler, seed=seed, storage=storages[0])
+            held = 0  # a run another process made in its own database: the one with the most trials
+            for path, storage in zip(db_files, storages):
+                n_points = sum(p.study == settings.study_name for p in stored(storage)) if path.is_file() else 0
+                if n_points > held:
+                    settings.storage, held = storage, n_points
+            if args.no_run:
+                if not held:
+                    continue
+                study = optuna.load_study(study_name=settings.study_name, storage=settings.storage)
+            else:
+                study = run_search(settings, model, space, evaluator, latency, progress=False)
+            if not args.no_run:
+                cache.pop(settings.storage, None)  # it just ran: read it again
+            points = sorted((p for p in stored(settings.storage) if p.study == settings.study_name),
+                            key=lambda p: p.trial)
+            trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+            finished = sum(t.state.is_finished() for t in trials)
+            for n in args.trials:
+                if finished >= n:  # with --no-run, a run cut short counts for the trial counts it reached
+                    runs[(sampler, n, seed)] = ([p for p in points if p.trial < n],
+                                                [t for t in trials if t.number < n])
+            print(sampler, seed, f"HV {hv(points, budget):.4f}", flush=True)
+    if args.runs_only:
+        return 0
+
+    every = [p for (_, n, _), (pts, _) in runs.items() if n == top for p in pts]  # each run's trials once
+    # The pool, its local search starting from the front of the pool and every run together.
+    known = {p.config: {"config": json.loads(p.config), "quality": p.quality, "predicted_ms": p.predicted_ms}
+             for p in every}
+    key["runs"] = cache_key(sorted(known))
+    pool, pool_path, cached = load_or_build(
+        storage_dir, key, lambda: build_pool(space, model, evaluator, latency, budget, random=args.pool_random,
+                                             rounds=args.pool_rounds, memo=memo, known=list(known.values())))
+    print(f"reference pool: {len(pool)} configs ({'cached' if cached else 'built'}) in {shown_path(pool_path)}",
+          flush=True)
+    reference_hv = hypervolume_2d([r["quality"] for r in pool] + [p.quality for p in every],
+                                  [r["predicted_ms"] for r in pool] + [p.predicted_ms for p in every], budget)
+    pool_hv = hypervolume_2d([r["quality"] for r in pool], [r["predicted_ms"] for r in pool], budget)
+
+    seed_rows = []
+    for (sampler, n, seed), (points, trials) in sorted(runs.items()):
+        value = hv(points, budget)
+        costs = mean_costs(trial_costs(trials))
+        seed_rows.append({"sampler": sampler, "trials": n, "seed": seed, "hv": round(value, 4),
+                          "hv_ratio": round(value / reference_hv, 4), "front": len(pareto_front(points)),
+                          **{k: round(v, 4) for k, v in costs.items()}})
+
+    def ratios(sampler, n):
+        return [r["hv_ratio"] for r in seed_rows if r["sampler"] == sampler and r["trials"] == n]
+
+    summary = []
+    for sampler in args.samplers:
+        for n in args.trials:
+            rows = [r for r in seed_rows if r["sampler"] == sampler and r["trials"] == n]
+            vals = [r["hv_ratio"] for r in rows]
+            if not rows:
+                continue
+            summary.append({
+                "sampler": sampler + (" (default)" if sampler == DEFAULT_SAMPLER else ""), "trials": n,
+                "seeds": len(rows),
+                "mean HV ratio": f"{statistics.fmean(vals):.4f}", "min-max": f"{min(vals):.4f}-{max(vals):.4f}",
+                "s/trial": f"{statistics.fmean(r['wall_s'] for r in rows):.3f}",
+                "eval s": f"{statistics.fmean(r['eval_s'] for r in rows):.3f}",
+                "predict ms": f"{1000 * statistics.fmean(r['predict_s'] for r in rows):.2f}",
+                "sampler s": f"{statistics.fmean(r['sample_s'] for r in rows):.3f}",
+                "other s": f"{statistics.fmean(r['other_s'] for r in rows):.3f}",
+            })
+    full = [s for s in args.samplers if all(len(ratios(s, n)) == len(args.seeds) for n in args.trials)]
+    best = {n: max(full, key=lambda s: statistics.fmean(ratios(s, n))) for n in args.trials} if full else {}
+
+    # Acceptance checks (issue 15), on the default sampler against random search.
+    d, checks = DEFAULT_SAMPLER, []
+    if "random" in args.samplers and d in args.samplers and {32, 64, 128} <= set(args.trials):
+        d32, r128 = statistics.fmean(ratios(d, 32)), statistics.fmean(ratios("random", 128))
+        checks.append(f"{'PASS' if d32 >= r128 else 'FAIL'} (a) {d}@32 mean HV ratio {d32:.4f} "
+                      f"({len(ratios(d, 32))} seeds) >= random@128 mean {r128:.4f} ({len(ratios('random', 128))} seeds)")
+        by_seed = {sampler: {r["seed"]: r["hv_ratio"] for r in seed_rows if r["sampler"] == sampler
+                             and r["trials"] == 64} for sampler in (d, "random")}
+        pairs = [(seed, by_seed[d][seed], by_seed["random"][seed]) for seed in args.seeds
+                 if seed in by_seed[d] and seed in by_seed["random"]]
+        wins = [a > b for _, a, b in pairs]
+        checks.append(f"{'PASS' if all(wins) and len(pairs) >= 5 else 'FAIL'} (b) {d}@64 beats random@64 on "
+                      f"{sum(wins)} of {len(pairs)} seeds (" + ", ".join(f"seed {seed}: {a:.4f} vs {b:.4f}"
+                                                                        for seed, a, b in pairs) + ")")
+        d128 = statistics.fmean(ratios(d, 128))
+        checks.append(f"{'PASS' if d128 >= 0.97 else 'FAIL'} (c) {d}@128 mean HV {d128:.4f} of the reference "
+                      f"front's over {len(ratios(d, 128))} seeds (target >= 0.97)")
+
+    # Measured latency of every subnet on the default sampler's fronts at the largest count.
     front_rows = []
     for seed in args.seeds:
-        _, points = studies[("nsga2", seed)]
-        for p in pareto_front(points):
-            import json
-
+        if (d, top, seed) not in runs:
+            continue
+        for p in pareto_front(runs[(d, top, seed)][0]):
             cfg = json.loads(p.config)
             t = encoder_timing(model, cfg, args.repeats)
             front_rows.append({
@@ -107,41 +244,69 @@ def main(argv=None) -> int:
                 "meets_budget": t.median_ms <= budget,
                 "within_stated_error": t.median_ms <= budget * (1 + mape / 100),
             })
-
-    time_rows = []
-    for (sampler, seed), (study, _) in sorted(studies.items()):
-        done = [t for t in study.trials if t.state.name == "COMPLETE"]
-        wall = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
-        time_rows.append({
-            "sampler": sampler, "seed": seed, "trials": len(done),
-            "wall_s_per_trial": round(statistics.median(wall), 3),
-            "eval_s": round(statistics.median(t.user_attrs["eval_s"] for t in done), 3),
-            "predict_ms": round(1000 * statistics.median(t.user_attrs["predict_s"] for t in done), 3),
-        })
-
-    # How fast is the machine now compared with when the predictor's measurements were taken?
+    meets = sum(r["meets_budget"] for r in front_rows)
+    within = sum(r["within_stated_error"] for r in front_rows)
+    if front_rows:
+        checks.append(f"{'PASS' if meets == len(front_rows) else 'FAIL'} (d) {meets} of {len(front_rows)} front "
+                      f"subnets of {d}@{top} meet the {budget} ms budget when measured ({within} of {len(front_rows)} "
+                      f"within budget + the predictor's stated {mape:.1f}%)")
     full_now = encoder_timing(model, space.largest(), args.repeats)
     full_pred = latency.predict_ms(space.largest())
 
-    wins = sum(r["nsga2_wins"] for r in hv_rows)
-    meets = sum(r["meets_budget"] for r in front_rows)
-    within = sum(r["within_stated_error"] for r in front_rows)
-    header = machine_header("python benchmarks/search.py " + " ".join(sys.argv[1:]), args.repeats)
-    body = f"""Space `sam_micro`, weights `{ckpt or 'random (no packaged reference yet)'}` ranked by wanda on 8 generated
-images; quality = COCO evaluator (mean of box- and point-prompted mIoU, best-scoring mask) on
-{args.eval_images} held-out synthetic scenes; latency = the fitted `cpu-torch` predictor (its CV MAPE
-{mape:.1f}%). Budget {budget} ms = {args.budget_frac:.0%} of the full model's predicted latency.
-{args.trials} trials per study. Hypervolume in quality x ms over the feasible region, reference point
-(quality 0, {budget} ms).
+    # the one command that makes the same tables (runs in one process); no machine paths
+    command = (f"OMP_NUM_THREADS={args.threads} python benchmarks/search.py --threads {args.threads} --seeds "
+               f"{' '.join(map(str, args.seeds))} --trials {' '.join(map(str, args.trials))} --samplers "
+               f"{' '.join(args.samplers)} --pool-random {args.pool_random} --pool-rounds {args.pool_rounds} "
+               f"--eval-images {args.eval_images} --budget-frac {args.budget_frac} --repeats {args.repeats} --fresh")
+    header = machine_header(command, args.repeats, threads=args.threads)
+    if args.no_run:
+        header += (f"\n- made: the runs in several processes at once, each into its own study database "
+                   f"(`--runs-only --db NAME`), then these tables by `--no-run` reading all {len(args.db)} of them; "
+                   f"where two databases hold the same run, the one with more trials counts (a duplicate stopped "
+                   f"early is ignored)")
+    header += (f"\n- threads: {args.threads} for every search and timing; the machine (2 cores) was shared "
+               f"with other engineers' work: 1-minute load average {load_at_start:.2f} at the start and "
+               f"{os.getloadavg()[0]:.2f} at the end, so wall times per trial are upper bounds\n"
+               f"- seeds: {' '.join(map(str, args.seeds))}; trial counts {', '.join(map(str, args.trials))}")
+    columns = list(summary[0])
+    body = f"""Space `sam_micro`, weights `{shown_path(ckpt) if ckpt else 'random (no packaged reference)'}`: the packaged
+stand-in reference that samnas trains itself (not a Meta checkpoint), ranked by wanda on 8 generated images;
+quality = COCO evaluator (mean of box- and point-prompted mIoU, best-scoring mask) on {args.eval_images} held-out
+synthetic scenes; latency = this machine's fitted `cpu-torch` predictor (1 thread, CV MAPE {mape:.1f}%). Budget
+{budget} ms = {args.budget_frac:.0%} of the full model's predicted latency. Hypervolume in quality x ms over the
+feasible region, reference point (quality 0, {budget} ms).
 
-## NSGA-II vs random search (hypervolume, higher is better)
+## Acceptance (issue 15; default sampler `{d}`)
 
-NSGA-II wins on {wins} of {len(hv_rows)} seeds; mean HV NSGA-II
-{statistics.mean(r['hv_nsga2'] for r in hv_rows):.4f} vs random {statistics.mean(r['hv_random'] for r in hv_rows):.4f}.
+{chr(10).join('- ' + c for c in checks)}
 
-{markdown_table(hv_rows, list(hv_rows[0]))}
+## Reference front
 
-## Front subnets measured (image encoder, torch, median of at least {args.repeats} runs and {MIN_SECONDS} s)
+A pool of {len(pool)} evaluated configs within the budget (every uniform shrink, {args.pool_random} random draws,
+{args.pool_rounds} rounds of local search around the front of the pool and the runs together, 6 mutants per front
+config a round; `nas/reference_front.py`, cached in `{shown_path(pool_path)}`), pooled with the {len(every)}
+trials ({len(known)} distinct configs) of every run below. Hypervolume of the pool
+alone {pool_hv:.4f}; pooled with the runs {reference_hv:.4f}, the denominator of every ratio below. The pool
+cost {len(pool)} evaluations, about {len(pool) / top:.0f} times a whole search of {top} trials.
+
+## Every sampler (hypervolume ratio to the reference front, over {len(args.seeds)} seeds)
+
+Best mean ratio among the samplers measured on every seed ({', '.join(full) or 'none'}): {', '.join(f'{best[n]} at {n} trials' for n in best) or '-'}.
+Samplers or counts with fewer seeds (column `seeds`) were cut short for time and are not compared on equal terms. Time per trial is the mean wall
+time of a trial (sampler included), split into quality evaluation, latency prediction, the sampler, and
+the rest (FLOP counting, storage). Samplers: surrogate = GP quality model + expected hypervolume improvement
+over candidates the latency predictor keeps within the budget (`nas/samplers/surrogate.py`); nsga2 = Optuna
+NSGA-II, population 16 (2, 4 and 8 generations at 32, 64 and 128 trials); nsga2-seeded = the same NSGA-II
+whose first generation is spread over the predicted-latency range (`nas/samplers/seeded_nsga2.py`); tpe =
+Optuna TPE, multivariate, grouped, constant liar; random = Optuna random sampling.
+
+{markdown_table(summary, columns)}
+
+Per seed (also in `results/search.csv`):
+
+{markdown_table(seed_rows, ['sampler', 'trials', 'seed', 'hv', 'hv_ratio', 'front', 'wall_s', *PARTS])}
+
+## Front subnets of {d}@{top} measured (image encoder, torch, {args.threads} thread(s), median of at least {args.repeats} runs and {MIN_SECONDS} s)
 
 {meets} of {len(front_rows)} front subnets meet the budget when measured; {within} of {len(front_rows)} are within
 the budget plus the predictor's stated error ({mape:.1f}%). For scale: the full model measures
@@ -149,12 +314,9 @@ the budget plus the predictor's stated error ({mape:.1f}%). For scale: the full 
 from the profile, so this machine runs {100 * (full_now.median_ms / full_pred - 1):+.1f}% vs. profiling time.
 
 {markdown_table(front_rows, list(front_rows[0])) if front_rows else '(empty front)'}
-
-## Wall time per trial (median), split into evaluation and prediction
-
-{markdown_table(time_rows, list(time_rows[0]))}
 """
-    write_results("search", "Search benchmark on sam_micro", header, body, hv_rows)
+    write_results("search", "Search benchmark on sam_micro", header, body, seed_rows)
+    tmp.cleanup()
     return 0
 
 

@@ -16,7 +16,7 @@ from infra.fileio import results_origin, results_root
 
 from .pareto import FORMATS, load_points, pareto_front, plot_front, render, render_fronts
 from .record import TrialRecord
-from .study import SAMPLERS, default_storage, open_storage, predictor_line, study_name
+from .study import DEFAULT_SAMPLER, SAMPLERS, default_storage, open_storage, predictor_line, study_name
 
 SEARCH_EXAMPLES = """examples:
   samnas search                                   # demo: sam_micro, built-in weights, generated images
@@ -69,7 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=positive_int, default=8, help="images used per evaluation (default: 8)")
     p.add_argument("--trials", type=positive_int, default=40,
                    help="finished trials the study should hold (default: 40)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default: nsga2)")
+    p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
+                   help=f"Optuna sampler (default: {DEFAULT_SAMPLER}, the best measured in results/search.md; "
+                   "surrogate = GP quality model + expected hypervolume improvement, nsga2-seeded = NSGA-II whose "
+                   "first generation is spread over the latency range)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: <results>/mlruns)")
     p.add_argument("--no-auto-profile", action="store_true",
@@ -211,6 +214,7 @@ def probe_latency(predictor, recalibrate: bool):
 def run_search_command(args: argparse.Namespace) -> int:
     from nas.latency.commands import predictor_warning
 
+    from .cost import cost_line
     from .quality import make_evaluator
     from .driver import HEARTBEAT_GRACE_S, other_hosts_running
     from .search import SearchSettings, run_search
@@ -268,6 +272,8 @@ def run_search_command(args: argparse.Namespace) -> int:
     print(f"\nstudy {study.study_name}: {len(points)} completed trials, {failed} failed, "
           f"{len(front)} on the front")
     print(f"quality = {quality}")
+    print(cost_line(study.get_trials(deepcopy=False),
+                    len(getattr(evaluator, "references", None) or getattr(evaluator, "items", ()))))
     print(predictor_line(facts))
     if warning:
         print(warning, file=sys.stderr)

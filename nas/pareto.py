@@ -189,9 +189,7 @@ def hypervolume_2d(points: list[TrialPoint], ref_ms: float, ref_quality: float =
     Quality is maximised and latency minimised; points slower than ``ref_ms`` or worse than
     ``ref_quality`` add nothing. Units: quality (in [0, 1]) times milliseconds.
     """
-    front = pareto_front([p for p in points if p.predicted_ms <= ref_ms and p.quality >= ref_quality])
-    area = 0.0
-    for i, p in enumerate(front):  # sorted by latency, quality increasing
-        next_ms = front[i + 1].predicted_ms if i + 1 < len(front) else ref_ms
-        area += (next_ms - p.predicted_ms) * (p.quality - ref_quality)
-    return area
+    from .hypervolume import hypervolume_2d as hv
+
+    feasible = [p for p in points if p.feasible]
+    return hv([p.quality for p in feasible], [p.predicted_ms for p in feasible], ref_ms, ref_quality)

@@ -33,6 +33,7 @@ class TrialRecord:
     stats: dict | None = None  # policy studies: the generator's counts per image
     eval_s: float | None = None  # seconds spent evaluating quality
     predict_s: float | None = None  # seconds spent predicting latency
+    sample_s: float | None = None  # seconds the sampler spent proposing it (nas.cost.TimedSampler)
     host: str | None = None  # the worker that ran it (written when the trial starts)
     pid: int | None = None
     pid_start: str | None = None  # the worker's process start time, to tell a reused pid apart

@@ -27,7 +27,8 @@ from supernet.modeling.sam import Sam
 from . import driver
 from .driver import METRIC_NAMES  # noqa: F401 (re-exported: callers import it from here)
 from .record import TrialRecord
-from .study import make_sampler, study_name
+from .cost import TimedSampler
+from .study import DEFAULT_SAMPLER, make_sampler, study_name
 
 CONSTRAINT = "latency_over_budget_ms"  # Optuna constraint: predicted_ms - budget_ms, feasible when <= 0
 
@@ -50,7 +51,7 @@ class SearchSettings:
     device: str
     budget_ms: float
     trials: int = 40
-    sampler: str = "nsga2"
+    sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     storage: str | None = None
     tracking_uri: str | None = None
@@ -104,6 +105,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> tuple[tuple[float, float], TrialRecord]:
         config = suggest_config(trial, self.space)
+        # the sampler's own seconds for this trial (nas.cost.TimedSampler; plan() wraps it)
+        sample_s = getattr(trial.study.sampler, "seconds", lambda _id: 0.0)(trial._trial_id)
         TrialRecord(config=config).write(trial)
         counts = count(self.model, config)
         start = time.perf_counter()
@@ -121,22 +124,30 @@ class Objective:
             predicted_raw_ms=predicted / float(getattr(self.latency, "speed_factor", 1.0)),
             quality=float(result.score), evaluator=self.evaluator.name,
             metrics={k: float(v) for k, v in result.metrics.items()},
-            feasible=predicted <= self.budget_ms, eval_s=eval_s, predict_s=predict_s)
+            feasible=predicted <= self.budget_ms, eval_s=eval_s, predict_s=predict_s, sample_s=sample_s)
         return (float(result.score), predicted), record
 
 
-def plan(settings: SearchSettings) -> driver.StudyPlan:
-    """The driver's view of a search: its study name, sampler, trial count and study attributes."""
+def plan(settings: SearchSettings, space: SearchSpace | None = None,
+         latency: LatencyModel | None = None) -> driver.StudyPlan:
+    """The driver's view of a search: its study name, sampler, trial count and study attributes.
+
+    ``space`` and ``latency`` go to samplers that use them (``nas.samplers``); the sampler is
+    wrapped so that each trial records the sampler's own seconds (``nas.cost``).
+    """
+    sampler = TimedSampler(make_sampler(settings.sampler, settings.seed, space=space, latency=latency,
+                                        budget_ms=settings.budget_ms))
     return driver.StudyPlan(
-        name=settings.study_name, sampler=make_sampler(settings.sampler, settings.seed), trials=settings.trials,
+        name=settings.study_name, sampler=sampler, trials=settings.trials,
         storage=settings.storage, label=f"search {settings.study_name}",
         attrs={"space": settings.space, "device": settings.device, "budget_ms": settings.budget_ms,
                **settings.extra_attrs})
 
 
-def open_study(settings: SearchSettings) -> optuna.Study:
+def open_study(settings: SearchSettings, space: SearchSpace | None = None,
+               latency: LatencyModel | None = None) -> optuna.Study:
     """Create the study, or load it to resume (same name in the same storage)."""
-    return driver.open_study(plan(settings))
+    return driver.open_study(plan(settings, space, latency))
 
 
 def _postfix(trial: optuna.trial.FrozenTrial) -> str:
@@ -150,5 +161,5 @@ def run_search(settings: SearchSettings, model: Sam, space: SearchSpace, evaluat
     ``tracker``: an open :class:`nas.tracking.SearchTracker`, which gets a nested run per trial.
     """
     objective = Objective(model, space, evaluator, latency, settings.budget_ms)
-    return driver.drive(plan(settings), objective, progress=progress, tracker=tracker, callbacks=callbacks,
+    return driver.drive(plan(settings, space, latency), objective, progress=progress, tracker=tracker, callbacks=callbacks,
                         postfix=_postfix)

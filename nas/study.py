@@ -15,7 +15,8 @@ import optuna
 from infra.errors import UserError
 from infra.fileio import results_origin, results_root
 
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("surrogate", "nsga2", "nsga2-seeded", "tpe", "random")
+DEFAULT_SAMPLER = "surrogate"  # best measured on sam_micro (benchmarks/search.py, results/search.md)
 _SLUG = re.compile(r"^[A-Za-z0-9_.+-]+(@[A-Za-z0-9_.+-]+)?$")
 
 
@@ -118,16 +119,28 @@ def open_storage(url: str | None, attempts: int = 6, create: bool = True) -> opt
 POPULATION_SIZE = 16  # NSGA-II generation size: small, so that tens of trials still make several generations
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """NSGA-II (default), TPE or random, seeded.
+def make_sampler(name: str, seed: int, space=None, latency=None,
+                 budget_ms: float | None = None) -> optuna.samplers.BaseSampler:
+    """A seeded sampler by name (see :data:`SAMPLERS`).
 
-    NSGA-II and TPE honour the constraints that objectives set with ``Trial.set_constraint``
-    (the latency budget); random search ignores them, and the fronts filter afterwards.
+    ``surrogate`` and ``nsga2-seeded`` (``nas.samplers``) also need the search ``space``, the
+    ``latency`` predictor and ``budget_ms``. NSGA-II and TPE
+    honour the constraints that objectives set with ``Trial.set_constraint`` (the latency
+    budget); the surrogate proposes only configs predicted within it; random search ignores
+    it, and the fronts filter afterwards. TPE is multivariate over groups of parameters asked
+    together (the search asks conditionally), with constant liar for parallel workers.
     """
+    if name in ("surrogate", "nsga2-seeded"):
+        if space is None or latency is None or budget_ms is None:
+            raise UserError(f"--sampler {name}: needs a search space, latency predictor and budget "
+                            "(only `samnas search` has them)")
+        from nas.samplers import make_own_sampler
+
+        return make_own_sampler(name, seed, space, latency, budget_ms, POPULATION_SIZE)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=POPULATION_SIZE)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UserError(f"--sampler {name!r}: expected one of {list(SAMPLERS)}")

@@ -22,7 +22,8 @@ from nas.latency import ProfileSettings, fit_device, load_predictor, profile_dev
 from nas.pareto import TrialPoint, pareto_front, render
 from nas.quality import make_evaluator
 from nas.search import SearchSettings, run_search, suggest_config
-from nas.study import parse_study_name, study_name
+from nas.samplers import PROPOSAL_ATTR
+from nas.study import DEFAULT_SAMPLER, parse_study_name, study_name
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
 from infra.errors import UserError
@@ -129,10 +130,11 @@ def _env(results):
     return {**os.environ, "SAMNAS_RESULTS": str(results), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def test_killed_search_loses_no_completed_trial(results, tmp_path):
+@pytest.mark.parametrize("sampler", [DEFAULT_SAMPLER, "random"])
+def test_killed_search_loses_no_completed_trial(results, tmp_path, sampler):
     storage = f"sqlite:///{tmp_path / 'kill.db'}"
     args = ["search", "--space", "sam_micro", "--device", "cpu-torch", "--budget-ms", "1000", "--trials", "40",
-            "--max-images", "2", "--storage", storage, "--sampler", "random"]
+            "--max-images", "2", "--storage", storage, "--sampler", sampler]
     proc = _run_cli(args, _env(results))
     name = "sam_micro@cpu-torch@1000ms"
     deadline = time.time() + 240
@@ -182,6 +184,11 @@ def test_two_workers_share_one_postgres_study(results):
         assert 8 <= len(complete) <= 10  # each worker may finish the trial it had started
         assert len({t.number for t in complete}) == len(complete)
         assert len({t.user_attrs["worker"] for t in complete}) == 2  # both processes contributed
+        # the default (surrogate) sampler proposed what each worker evaluated; a worker skips the configs
+        # the other is running (only two proposals made in the same instant can coincide)
+        assert DEFAULT_SAMPLER == "surrogate"
+        assert all(json.loads(t.system_attrs[PROPOSAL_ATTR]) == json.loads(t.user_attrs["config"]) for t in complete)
+        assert len({t.user_attrs["config"] for t in complete}) >= len(complete) - 1
 
 
 _OPEN_AT = """import sys, time, warnings
@@ -216,6 +223,8 @@ def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
                      "--tracking-uri", tracking])
     out = capsys.readouterr().out
     assert code == 0 and "packaged micro reference weights" in out and "on the front" in out
+    # the cost split: wall time per trial = evaluation + latency prediction + sampler + the rest
+    assert "search cost:" in out and "evaluation" in out and "sampler" in out
     name = "sam_micro@cpu-torch@1000ms"
     probe = optuna.load_study(study_name=name, storage=storage).user_attrs["latency_probe"]
     assert "drift probe" in out and probe["factor"] > 0 and probe["recalibrated"] is False

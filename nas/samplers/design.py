@@ -1,0 +1,154 @@
+"""Candidate configs for the samplers: uniform shrinking, random draws, mutations, and an initial
+design spread over the latency range by the (cheap) latency predictor."""
+from __future__ import annotations
+
+import numpy as np
+
+from search_spaces.space import SearchSpace
+
+from .proposal import config_key
+
+
+def _skip_order(space: SearchSpace) -> list[int]:
+    """Skippable blocks in the order uniform shrinking drops them: local blocks from the deepest, then
+    global ones from the deepest (while ``min_global_blocks`` allows; the space rejects the rest)."""
+    local = [b.index for b in reversed(space.blocks) if b.skippable and not b.is_global]
+    glob = [b.index for b in reversed(space.blocks) if b.skippable and b.is_global]
+    return local + glob
+
+
+def uniform_shrinks(space: SearchSpace) -> list[dict]:
+    """Every "uniform shrink": one resolution, one heads level and one MLP level for all kept blocks
+    (the same position in each block's choices), and the first ``k`` blocks of :func:`_skip_order` skipped."""
+    order = _skip_order(space)
+    levels_h = max(len(b.heads) for b in space.blocks)
+    levels_m = max(len(b.mlp) for b in space.blocks)
+    out, seen = [], set()
+    for res in space.resolutions:
+        for k in range(len(order) + 1):
+            skipped = set(order[:k])
+            for h in range(levels_h):
+                for m in range(levels_m):
+                    blocks = []
+                    for b in space.blocks:
+                        if b.index in skipped:
+                            blocks.append({"keep": False})
+                        else:
+                            hi = round(h * (len(b.heads) - 1) / max(1, levels_h - 1))
+                            mi = round(m * (len(b.mlp) - 1) / max(1, levels_m - 1))
+                            blocks.append({"keep": True, "heads": b.heads[hi], "mlp": b.mlp[mi]})
+                    config = {"space": space.name, "resolution": res, "blocks": blocks}
+                    try:
+                        config = space.validate(config)
+                    except Exception:  # too few global blocks left
+                        continue
+                    if (key := config_key(config)) not in seen:
+                        seen.add(key)
+                        out.append(config)
+    return out
+
+
+def valid(space: SearchSpace, config: dict) -> bool:
+    """Whether a config built from ``space``'s own choices (as here) is valid: only skipping too many
+    global blocks can break one. Much cheaper than ``space.validate``, which the samplers' tens of
+    thousands of candidates per trial cannot afford; proposals are still validated in full."""
+    kept = sum(config["blocks"][i]["keep"] for i in space.global_blocks)
+    return kept >= space.min_global_blocks
+
+
+def encode_many(space: SearchSpace, configs: list[dict]) -> np.ndarray:
+    """``space.encode`` of many configs built from the space's own choices, without validating each.
+
+    Same layout and scale as :meth:`SearchSpace.encode` (a test checks they agree).
+    """
+    arch = space.arch
+    out = np.zeros((len(configs), 1 + 3 * space.num_blocks))
+    for row, config in zip(out, configs):
+        row[0] = config["resolution"] / arch.img_size
+        for i, block in enumerate(config["blocks"]):
+            if block["keep"]:
+                row[1 + 3 * i: 4 + 3 * i] = (1.0, block["heads"] / arch.num_heads, block["mlp"] / arch.mlp_dim)
+    return out
+
+
+def _copy(config: dict) -> dict:
+    return {**config, "blocks": [dict(b) for b in config["blocks"]]}
+
+
+def mutate(space: SearchSpace, config: dict, rng: np.random.Generator, genes: int = 1) -> dict | None:
+    """``config`` with ``genes`` random changes: the resolution, a block kept or skipped, or a block's heads
+    or MLP moved one step; None if the result is invalid (too few global blocks)."""
+    cfg = _copy(config)
+    for _ in range(genes):
+        i = int(rng.integers(len(space.blocks) + 1)) - 1
+        if i < 0:
+            cfg["resolution"] = space.resolutions[int(rng.integers(len(space.resolutions)))]
+            continue
+        b, entry = space.blocks[i], cfg["blocks"][i]
+        what = int(rng.integers(3)) if b.skippable else 1 + int(rng.integers(2))
+        if what == 0 or not entry["keep"]:
+            if entry["keep"]:
+                cfg["blocks"][i] = {"keep": False}
+            else:
+                cfg["blocks"][i] = {"keep": True, "heads": b.heads[int(rng.integers(len(b.heads)))],
+                                    "mlp": b.mlp[int(rng.integers(len(b.mlp)))]}
+            continue
+        field, choices = ("heads", b.heads) if what == 1 else ("mlp", b.mlp)
+        j = choices.index(entry[field]) + (1 if rng.random() < 0.5 else -1)
+        entry[field] = choices[min(max(j, 0), len(choices) - 1)]
+    return cfg if valid(space, cfg) else None
+
+
+def crossover(space: SearchSpace, a: dict, b: dict, rng: np.random.Generator) -> dict | None:
+    """Each block (and the resolution) from ``a`` or ``b`` at random; None if invalid."""
+    cfg = {"space": space.name, "resolution": (a if rng.random() < 0.5 else b)["resolution"],
+           "blocks": [dict(x if rng.random() < 0.5 else y) for x, y in zip(a["blocks"], b["blocks"])]}
+    return cfg if valid(space, cfg) else None
+
+
+def spread_over_latency(space: SearchSpace, latency, budget_ms: float, n: int, seed: int,
+                        random_pool: int = 2000) -> list[dict]:
+    """``n`` configs whose predicted latencies spread evenly from the fastest config to ``budget_ms``.
+
+    Candidates: every uniform shrink (:func:`uniform_shrinks`) and ``random_pool`` random draws. The
+    range is cut into ``n`` equal slices; each slice takes its uniform shrink nearest to the slice's
+    middle if one lies in the slice, else the nearest random draw; the places of empty slices go to
+    the unused configs nearest to points spread evenly over the range. The order is shuffled (seeded), so
+    that a search cut short early still covers the range roughly.
+    """
+    rng = np.random.default_rng([0x5EED, seed])
+    shrinks = uniform_shrinks(space)
+    draws = [space.sample(rng) for _ in range(random_pool)]
+    pool = shrinks + draws
+    ms = np.asarray(latency.predict_many(pool), dtype=float)
+    structured = np.arange(len(pool)) < len(shrinks)
+    feasible = ms <= budget_ms
+    if not feasible.any():
+        return []
+    low = float(ms[feasible].min())
+    width = (budget_ms - low) / n
+    chosen, used = [], set()
+    for k in range(n):
+        lo, hi = low + k * width, low + (k + 1) * width
+        mid = (lo + hi) / 2
+        for prefer in (True, False):
+            ok = feasible & (ms >= lo) & (ms <= hi) & (structured == prefer)
+            ok &= np.array([config_key(c) not in used for c in pool]) if used else True
+            if ok.any():
+                idx = int(np.flatnonzero(ok)[np.argmin(np.abs(ms[ok] - mid))])
+                chosen.append(pool[idx])
+                used.add(config_key(pool[idx]))
+                break
+    # slices that no candidate falls in give their places to the unused configs nearest to points
+    # spread evenly over the range
+    missing = n - len(chosen)
+    for k in range(missing):
+        unused = feasible & np.array([config_key(c) not in used for c in pool])
+        if not unused.any():
+            break
+        target = low + (k + 0.5) * (budget_ms - low) / missing
+        idx = int(np.flatnonzero(unused)[np.argmin(np.abs(ms[unused] - target))])
+        chosen.append(pool[idx])
+        used.add(config_key(pool[idx]))
+    order = rng.permutation(len(chosen))
+    return [chosen[i] for i in order]

@@ -1,0 +1,158 @@
+"""Surrogate-assisted search: a quality model fitted on the trials so far, evolutionary search over
+predicted quality and predicted latency, and the most promising candidate evaluated for real.
+
+Per trial (:meth:`SurrogateSampler.propose`):
+
+1. Until ``n_init`` trials have completed, take the next config of an initial design spread evenly
+   over the predicted-latency range up to the budget (:func:`.design.spread_over_latency`).
+2. Then fit a Gaussian process (ARD Matern 5/2 plus noise) of quality on the config encoding
+   (``SearchSpace.encode``) and the predicted latency as a fraction of the budget.
+3. Candidates: random draws, every uniform shrink, and mutations and crossovers of the current
+   front; the latency predictor (cheap) keeps only those within the budget. Two generations: the
+   best candidates by expected hypervolume improvement are mutated again and joined to the pool.
+4. Propose the candidate of highest *expected hypervolume improvement* over the front of
+   completed trials, quality from the GP, latency known from the predictor
+   (:func:`nas.hypervolume.expected_improvement`, exact in 2-D). Configs other workers are
+   evaluating (RUNNING trials' proposals) join the front at their predicted mean quality
+   ("kriging believer"), so parallel workers spread out instead of proposing the same config.
+
+Reproducible with a seed: randomness comes from ``numpy.random.default_rng([seed, trial.number])``
+and the GP's ``random_state``, and trials are read in number order. The GP's kernel hyperparameters
+are re-optimised on a schedule (every trial while fewer than ``24`` have completed, then every 4th)
+and reused in between; a resumed search re-optimises on its first trial, so a resumed run is
+not bit-for-bit the uninterrupted one, while two fresh runs with one seed are.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from search_spaces.space import SearchSpace
+
+from ..hypervolume import expected_improvement, front_2d
+from .design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
+from .proposal import ProposalSampler, config_key, seen_trials
+
+
+class SurrogateSampler(ProposalSampler):
+    """See the module docstring. ``latency`` needs ``predict_many(configs)`` (``nas.latency`` predictors)."""
+
+    def __init__(self, space: SearchSpace, latency, budget_ms: float, seed: int | None = 0, n_init: int = 8,
+                 n_random: int = 300, n_mutants: int = 600, n_refine: int = 20, ref_quality: float = 0.0) -> None:
+        super().__init__(space, seed)
+        self.latency, self.budget_ms = latency, float(budget_ms)
+        self.n_init, self.n_random, self.n_mutants, self.n_refine = n_init, n_random, n_mutants, n_refine
+        self.ref_quality = ref_quality
+        self._seed = 0 if seed is None else int(seed)
+        self._initial: list[dict] | None = None
+        self._shrinks: list[dict] | None = None
+        self._ms_cache: dict[str, float] = {}
+        self._theta: np.ndarray | None = None  # kernel hyperparameters last optimised
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _predict_ms(self, configs: list[dict]) -> np.ndarray:
+        keys = [config_key(c) for c in configs]
+        missing = {k: c for k, c in zip(keys, configs) if k not in self._ms_cache}
+        if missing:
+            values = self.latency.predict_many(list(missing.values()))
+            self._ms_cache.update(zip(missing, map(float, values)))
+        return np.array([self._ms_cache[k] for k in keys])
+
+    def _features(self, configs: list[dict], ms: np.ndarray) -> np.ndarray:
+        enc = encode_many(self.space, configs)
+        return np.column_stack([enc, np.asarray(ms) / self.budget_ms])
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, optimise: bool):
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+        kernel = (ConstantKernel(1.0, (1e-3, 1e3)) * Matern(np.ones(X.shape[1]), (1e-2, 1e2), nu=2.5)
+                  + WhiteKernel(1e-3, (1e-6, 1e-1)))
+        if not optimise and self._theta is not None and len(self._theta) == len(kernel.theta):
+            kernel = kernel.clone_with_theta(self._theta)
+        gp = GaussianProcessRegressor(kernel, normalize_y=True, random_state=self._seed,
+                                      optimizer="fmin_l_bfgs_b" if optimise or self._theta is None else None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gp.fit(X, y)
+        if optimise or self._theta is None:
+            self._theta = gp.kernel_.theta.copy()
+        return gp
+
+    def _candidates(self, rng: np.random.Generator, parents: list[dict]) -> list[dict]:
+        out = [self.space.sample(rng) for _ in range(self.n_random)]
+        out += self._shrinks
+        if parents:
+            for _ in range(self.n_mutants):
+                a = parents[int(rng.integers(len(parents)))]
+                if rng.random() < 0.2 and len(parents) > 1:
+                    child = crossover(self.space, a, parents[int(rng.integers(len(parents)))], rng)
+                    child = child and mutate(self.space, child, rng, genes=1)
+                else:
+                    child = mutate(self.space, a, rng, genes=1 + int(rng.integers(3)))
+                if child is not None:
+                    out.append(child)
+        return out
+
+    # -- the proposal -----------------------------------------------------------------------
+
+    def propose(self, study: optuna.Study, trial: FrozenTrial) -> dict | None:
+        if self._initial is None:  # before reading the study, so that what other workers run now is seen
+            self._initial = spread_over_latency(self.space, self.latency, self.budget_ms, self.n_init, self._seed)
+            self._shrinks = uniform_shrinks(self.space)
+        done, pending, tried = seen_trials(study, trial)
+        if len(done) < self.n_init or len(done) < 3:
+            for config in self._initial:
+                if config_key(config) not in tried:
+                    return config
+            if len(done) < 3:
+                return None  # too little to fit a model: random sampling answers
+        rng = np.random.default_rng([self._seed, trial.number])
+        configs = [c for c, _, _ in done]
+        quality = np.array([q for _, q, _ in done])
+        done_ms = np.array([m for _, _, m in done])
+        X = self._features(configs, done_ms)
+        n = len(done)
+        gp = self._fit(X, quality, optimise=n < 24 or n % 4 == 0)
+
+        # the front to improve: completed trials, plus other workers' running ones at predicted quality
+        front_q, front_ms = quality, done_ms
+        if pending:
+            pend_ms = self._predict_ms(pending)
+            pend_q = gp.predict(self._features(pending, pend_ms))
+            front_q, front_ms = np.append(quality, pend_q), np.append(done_ms, pend_ms)
+        fq, fm = front_2d(front_q, front_ms, self.budget_ms, self.ref_quality)
+        on_front = {(q, m) for q, m in zip(fq, fm)}
+        parents = [c for c, q, m in done if (q, m) in on_front] or configs
+
+        keys = set(tried)
+        best_cfg, best_score = None, -np.inf
+        for generation in range(2):
+            cands = self._candidates(rng, parents) if generation == 0 else [
+                child for p in parents for _ in range(self.n_mutants // 2 // max(1, len(parents)))
+                if (child := mutate(self.space, p, rng, genes=1 + int(rng.integers(2)))) is not None]
+            fresh = []
+            for c in cands:
+                if (k := config_key(c)) not in keys:
+                    keys.add(k)
+                    fresh.append(c)
+            if not fresh:
+                break
+            ms = self._predict_ms(fresh)
+            ok = ms <= self.budget_ms
+            fresh = [c for c, keep in zip(fresh, ok) if keep]
+            ms = ms[ok]
+            if not fresh:
+                continue
+            mean, std = gp.predict(self._features(fresh, ms), return_std=True)
+            score = expected_improvement(mean, std, ms, front_q, front_ms, self.budget_ms, self.ref_quality)
+            top = np.argsort(-score, kind="stable")[: self.n_refine]
+            if score[top[0]] > best_score:
+                best_cfg, best_score = fresh[int(top[0])], float(score[top[0]])
+            parents = [fresh[int(i)] for i in top]  # the next generation mutates the most promising
+        return best_cfg

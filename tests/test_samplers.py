@@ -1,0 +1,254 @@
+"""Hypervolume, the surrogate and seeded-NSGA-II samplers, the reference pool cache and the cost split.
+
+Fast: a synthetic quality function and an analytic latency model stand in for the evaluator and
+the fitted predictor (the real ones run in tests/test_search.py and benchmarks/search.py).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+from nas.cost import TimedSampler, mean_costs, trial_costs
+from nas.hypervolume import expected_improvement, front_2d, hypervolume_2d, improvement
+from nas.reference_front import QualityMemo, load_or_build
+from nas.samplers import PROPOSAL_ATTR, SeededNSGAIISampler, SurrogateSampler
+from nas.samplers.design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
+from nas.samplers.proposal import config_key
+from nas.search import suggest_config
+from search_spaces.space import SearchSpace
+
+SPACE = SearchSpace.load("sam_micro")
+
+
+# ------------------------------------------------------------------------------------------ hypervolume
+
+def test_hypervolume_hand_made_sets():
+    # front (10 ms, 0.5) and (40 ms, 0.8), reference 100 ms: 30 * 0.5 + 60 * 0.8
+    assert hypervolume_2d([0.5, 0.8, 0.4], [10, 40, 50], ref_ms=100) == pytest.approx(63.0)
+    # a single point: a rectangle
+    assert hypervolume_2d([0.25], [20], ref_ms=100) == pytest.approx(80 * 0.25)
+    # a dominated point, an exact duplicate and a point slower than the reference add nothing
+    assert hypervolume_2d([0.5, 0.8, 0.4, 0.8, 0.99], [10, 40, 50, 40, 120], ref_ms=100) == pytest.approx(63.0)
+    # reference quality above 0: only what exceeds it counts; points below it add nothing
+    assert hypervolume_2d([0.5, 0.8, 0.1], [10, 40, 5], ref_ms=100, ref_quality=0.2) == pytest.approx(
+        30 * 0.3 + 60 * 0.6)
+    # a staircase of three points: 10*(0.2) + 10*(0.4) + 30*(0.9) over [10, 50]
+    assert hypervolume_2d([0.9, 0.2, 0.4], [30, 10, 20], ref_ms=60) == pytest.approx(10 * 0.2 + 10 * 0.4 + 30 * 0.9)
+    assert hypervolume_2d([], [], ref_ms=100) == 0.0
+    assert hypervolume_2d([0.9], [150], ref_ms=100) == 0.0
+    # a point exactly at the reference latency encloses no area
+    assert hypervolume_2d([0.9], [100], ref_ms=100) == 0.0
+
+
+def test_front_2d_keeps_non_dominated_points_fastest_first():
+    q, m = front_2d([0.5, 0.6, 0.55, 0.9, 0.7, 0.6], [10, 20, 30, 150, 40, 20], ref_ms=100)
+    assert q.tolist() == [0.5, 0.6, 0.7] and m.tolist() == [10, 20, 40]
+
+
+def _grid_area(quality, ms, ref_ms, ref_quality=0):
+    """Unit cells of an integer grid dominated by some point (independent brute force)."""
+    cells = 0
+    for x, y in itertools.product(range(int(ref_ms)), range(ref_quality, 20)):
+        # cell [x, x+1] x [y, y+1] is dominated if a point is at most x ms and at least y+1 quality
+        cells += any(mm <= x and qq >= y + 1 for qq, mm in zip(quality, ms))
+    return cells
+
+
+def test_hypervolume_matches_brute_force_on_integer_sets():
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        n = int(rng.integers(1, 9))
+        quality = rng.integers(0, 20, n).tolist()
+        ms = rng.integers(0, 40, n).tolist()
+        assert hypervolume_2d(quality, ms, ref_ms=30) == pytest.approx(_grid_area(quality, ms, 30))
+
+
+def test_improvement_is_the_hypervolume_gained():
+    quality, ms = [0.5, 0.8, 0.4], [10, 40, 50]
+    cands_q = np.array([0.6, 0.9, 0.3, 0.85, 0.7])
+    cands_ms = np.array([20, 5, 60, 45, 120])
+    gained = improvement(cands_q, cands_ms, quality, ms, ref_ms=100)
+    expected = [hypervolume_2d(quality + [q], ms + [m], 100) - hypervolume_2d(quality, ms, 100)
+                for q, m in zip(cands_q, cands_ms)]
+    assert gained == pytest.approx(expected)
+    assert gained[2] == 0.0 and gained[4] == 0.0  # dominated, and slower than the reference
+
+
+def test_expected_improvement_closed_form():
+    quality, ms = [0.5, 0.8], [10, 40]
+    mean, std, cand_ms = np.array([0.6, 0.7]), np.array([0.1, 0.05]), np.array([20.0, 30.0])
+    # no spread: the improvement of the mean
+    assert expected_improvement(mean, np.zeros(2), cand_ms, quality, ms, 100) == pytest.approx(
+        improvement(mean, cand_ms, quality, ms, 100))
+    # Monte Carlo agrees with the closed form
+    rng = np.random.default_rng(0)
+    draws = mean[:, None] + std[:, None] * rng.standard_normal((2, 100_000))
+    mc = [improvement(draws[i], np.full(draws.shape[1], cand_ms[i]), quality, ms, 100).mean() for i in range(2)]
+    assert expected_improvement(mean, std, cand_ms, quality, ms, 100) == pytest.approx(mc, rel=0.02)
+
+
+# ------------------------------------------------------------------------------------------ designs
+
+class FakeLatency:
+    """Latency that grows with resolution^2 and the kept heads and MLP width (an analytic stand-in)."""
+
+    weights = np.array([1.0, 0.83, 1.21, 0.67, 1.09, 0.94])  # per block, so that latencies vary finely
+
+    def predict_ms(self, config) -> float:
+        enc = SPACE.encode(config)
+        return float(1.0 + 20 * enc[0] ** 2 * (self.weights @ (0.6 * enc[2::3] + 0.4 * enc[3::3])))
+
+    def predict_many(self, configs):
+        return np.array([self.predict_ms(c) for c in configs])
+
+
+def fake_quality(config) -> float:
+    """Saturating in resolution and capacity, with block 2 (a global block) worth more than the rest."""
+    enc = SPACE.encode(config)
+    capacity = enc[2::3].sum() + 0.7 * enc[3::3].sum() + 0.8 * enc[1 + 3 * 2]
+    return float(np.tanh(1.5 * enc[0] * capacity))
+
+
+def test_encode_many_agrees_with_the_space():
+    rng = np.random.default_rng(3)
+    configs = [SPACE.sample(rng) for _ in range(50)]
+    assert np.array_equal(encode_many(SPACE, configs), np.array([SPACE.encode(c) for c in configs]))
+
+
+def test_designs_give_valid_configs():
+    rng = np.random.default_rng(1)
+    shrinks = uniform_shrinks(SPACE)
+    assert SPACE.validate(SPACE.largest()) in shrinks and len({config_key(c) for c in shrinks}) == len(shrinks)
+    for _ in range(200):
+        a, b = SPACE.sample(rng), SPACE.sample(rng)
+        for child in (mutate(SPACE, a, rng, genes=3), crossover(SPACE, a, b, rng)):
+            if child is not None:
+                assert SPACE.validate(child) == child
+
+
+def test_initial_design_spreads_over_the_latency_range():
+    latency, budget = FakeLatency(), 12.0
+    design = spread_over_latency(SPACE, latency, budget, 8, seed=0)
+    ms = np.sort(latency.predict_many(design))
+    low = latency.predict_ms(SPACE.smallest())
+    assert len(design) == 8 and ms.max() <= budget and len({config_key(c) for c in design}) == 8
+    # from the fastest eighth of [fastest, budget] to the slowest, no gap wider than a quarter of it
+    width = (budget - low) / 8
+    assert ms.min() <= low + width and ms.max() >= budget - width
+    assert np.diff(ms).max() <= 2 * width
+
+
+# ------------------------------------------------------------------------------------------ samplers
+
+def _run(sampler, trials: int, storage=None, name="s") -> optuna.Study:
+    latency = FakeLatency()
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=TimedSampler(sampler),
+                                storage=storage, study_name=name)
+
+    def objective(trial):
+        config = suggest_config(trial, SPACE)
+        trial.set_user_attr("config", json.dumps(config, sort_keys=True))
+        trial.set_user_attr("eval_s", 0.0)
+        trial.set_user_attr("sample_s", trial.study.sampler.seconds(trial._trial_id))
+        return fake_quality(config), latency.predict_ms(config)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=trials)
+    return study
+
+
+def _configs(study):
+    return [t.user_attrs["config"] for t in sorted(study.trials, key=lambda t: t.number)]
+
+
+def _hv(study, budget, n=None):
+    trials = sorted(study.trials, key=lambda t: t.number)[:n]
+    return hypervolume_2d([t.values[0] for t in trials], [t.values[1] for t in trials], budget)
+
+
+def test_surrogate_is_reproducible_with_a_seed_and_keeps_to_the_budget():
+    budget = 12.0
+    runs = [_run(SurrogateSampler(SPACE, FakeLatency(), budget, seed=seed), 16) for seed in (4, 4, 5)]
+    assert _configs(runs[0]) == _configs(runs[1])
+    assert _configs(runs[0]) != _configs(runs[2])
+    study = runs[0]
+    assert all(t.values[1] <= budget for t in study.trials)  # proposes only within the budget
+    assert len(set(_configs(study))) == len(study.trials)  # never the same config twice
+    # every trial evaluated what the sampler proposed
+    assert all(json.loads(t.system_attrs[PROPOSAL_ATTR]) == json.loads(t.user_attrs["config"]) for t in study.trials)
+    # and the sampler's own time is recorded per trial
+    costs = trial_costs(study.trials)
+    assert len(costs) == 16 and all(c.sample_s > 0 for c in costs)
+    assert mean_costs(costs)["sample_s"] <= mean_costs(costs)["wall_s"]
+
+
+def test_surrogate_beats_random_on_a_synthetic_problem():
+    """Not a benchmark (see results/search.md), but a search that learns nothing fails this."""
+    budget = 12.0
+    sur = [_hv(_run(SurrogateSampler(SPACE, FakeLatency(), budget, seed=s), 24), budget) for s in (0, 1)]
+    rnd = [_hv(_run(optuna.samplers.RandomSampler(seed=s), 24), budget) for s in (0, 1)]
+    assert min(sur) > max(rnd)
+
+
+def test_surrogate_workers_on_one_storage_spread_out(tmp_path):
+    """Two samplers on one RDB study, interleaved: each sees the other's running proposal."""
+    budget, storage = 12.0, f"sqlite:///{tmp_path / 'two.db'}"
+    a = optuna.create_study(directions=["maximize", "minimize"], storage=storage, study_name="two",
+                            sampler=SurrogateSampler(SPACE, FakeLatency(), budget, seed=1))
+    b = optuna.load_study(study_name="two", storage=storage,
+                          sampler=SurrogateSampler(SPACE, FakeLatency(), budget, seed=1))  # same seed on purpose
+    for _ in range(8):
+        ta, tb = a.ask(), b.ask()  # both RUNNING at once
+        ca, cb = suggest_config(ta, SPACE), suggest_config(tb, SPACE)
+        assert config_key(ca) != config_key(cb)  # b saw a's proposal and chose another config
+        for study, trial, config in ((a, ta, ca), (b, tb, cb)):
+            trial.set_user_attr("config", json.dumps(config, sort_keys=True))
+            study.tell(trial, [fake_quality(config), FakeLatency().predict_ms(config)])
+    assert len({t.user_attrs["config"] for t in a.trials}) == 16
+
+
+def test_seeded_nsga2_first_generation_is_the_latency_spread():
+    budget = 12.0
+    study = _run(SeededNSGAIISampler(SPACE, FakeLatency(), budget, population_size=8, seed=0), 10)
+    design = spread_over_latency(SPACE, FakeLatency(), budget, 8, seed=0)
+    assert [json.loads(c) for c in _configs(study)[:8]] == design
+
+
+# ------------------------------------------------------------------------------------------ reference pool
+
+def test_reference_pool_is_cached_by_key(tmp_path):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return [{"config": {}, "quality": 0.5, "predicted_ms": 3.0}]
+
+    key = {"space": "sam_micro", "weights": "abc", "levels": (1, 2)}  # tuples are stored as lists
+    rows, path, cached = load_or_build(tmp_path, key, build)
+    assert not cached and len(calls) == 1 and path.is_file()
+    rows2, path2, cached2 = load_or_build(tmp_path, dict(key), build)
+    assert cached2 and rows2 == rows and path2 == path and len(calls) == 1
+    _, path3, cached3 = load_or_build(tmp_path, {**key, "weights": "other"}, build)
+    assert not cached3 and path3 != path and len(calls) == 2
+
+
+def test_quality_memo_measures_a_config_once(tmp_path):
+    class Counting:
+        name, calls = "count", 0
+
+        def evaluate(self, model, config):
+            Counting.calls += 1
+            return type("R", (), {"score": 0.25})()
+
+    from supernet.build import build_sam
+
+    model = build_sam("micro", seed=0)
+    memo = QualityMemo(tmp_path / "memo.json", every=1)
+    config = SPACE.validate(SPACE.smallest())
+    assert memo.quality(model, Counting(), config) == 0.25
+    assert QualityMemo(tmp_path / "memo.json").quality(model, Counting(), config) == 0.25
+    assert Counting.calls == 1
