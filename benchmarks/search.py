@@ -34,7 +34,8 @@ from common import RESULTS, machine_header, markdown_table, shown_path, write_re
 
 from nas.cost import PARTS, mean_costs, trial_costs
 from nas.hypervolume import hypervolume_2d
-from nas.latency import load_predictor
+from infra.errors import UserError
+from nas.latency import load_predictor, profile_and_fit_quick
 from nas.pareto import load_points, pareto_front
 from nas.quality import make_evaluator
 from nas.reference_front import QualityMemo, build_pool, cache_key, load_or_build, predictor_digest, state_digest
@@ -97,7 +98,11 @@ def main(argv=None) -> int:
 
     space = SearchSpace.load("sam_micro")
     model, ckpt = ranked_reference()
-    latency = load_predictor("cpu-torch", space="sam_micro")
+    try:
+        latency = load_predictor("cpu-torch", space="sam_micro")
+    except UserError:
+        print("no cpu-torch predictor for sam_micro in the results store: profiling this machine first", flush=True)
+        latency = profile_and_fit_quick("sam_micro", "cpu-torch", threads=args.threads)
     mape = latency.report["parts"]["encoder"]["mape_pct"]
     budget = round(args.budget_frac * latency.predict_ms(space.largest()), 2)
     storage_dir = RESULTS / "scratch"

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from search_spaces.space import SearchSpace
-from supernet.elastic import active_subnet
-from supernet.fileio import atomic_write_text
+from supernet.elastic.activation import active_subnet
+from infra.fileio import atomic_write_text
 
 from .hypervolume import front_2d
 from .samplers.design import mutate, uniform_shrinks
