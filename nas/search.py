@@ -135,8 +135,13 @@ def plan(settings: SearchSettings, space: SearchSpace | None = None,
     ``space`` and ``latency`` go to samplers that use them (``nas.samplers``); the sampler is
     wrapped so that each trial records the sampler's own seconds (``nas.cost``).
     """
-    sampler = TimedSampler(make_sampler(settings.sampler, settings.seed, space=space, latency=latency,
-                                        budget_ms=settings.budget_ms))
+    if space is None or latency is None:
+        # Opening a study outside a search (to read it, serve a dashboard, add trials by hand):
+        # no trial is sampled through it, and the surrogate would need a space and a predictor.
+        sampler = make_sampler("random", settings.seed)
+    else:
+        sampler = TimedSampler(make_sampler(settings.sampler, settings.seed, space=space, latency=latency,
+                                            budget_ms=settings.budget_ms))
     return driver.StudyPlan(
         name=settings.study_name, sampler=sampler, trials=settings.trials,
         storage=settings.storage, label=f"search {settings.study_name}",
@@ -146,7 +151,10 @@ def plan(settings: SearchSettings, space: SearchSpace | None = None,
 
 def open_study(settings: SearchSettings, space: SearchSpace | None = None,
                latency: LatencyModel | None = None) -> optuna.Study:
-    """Create the study, or load it to resume (same name in the same storage)."""
+    """Create the study, or load it to resume (same name in the same storage).
+
+    Without ``space`` and ``latency`` the study is opened for reading, with a plain random sampler.
+    """
     return driver.open_study(plan(settings, space, latency))
 
 
