@@ -100,7 +100,9 @@ def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name)
     order = list(COMMANDS)  # listed in the table's order, whichever modules registered first
     sub._choices_actions.sort(key=lambda action: order.index(action.dest))
-    sub.choices = dict(sorted(sub.choices.items(), key=lambda item: order.index(item[0])))
+    ordered = sorted(sub.choices.items(), key=lambda item: order.index(item[0]))
+    sub.choices.clear()  # reordered in place: argparse parses through this same dict (_name_parser_map)
+    sub.choices.update(ordered)
     for leaf in leaf_parsers(parser):
         leaf.add_argument("--verbose", action="store_true",
                           help="also show the libraries' log messages (Optuna, MLflow, ...)")
