@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import optuna
 
+from .record import TrialRecord
+
 PARTS = ("eval_s", "predict_s", "sample_s", "other_s")
 
 
@@ -33,12 +35,14 @@ def trial_costs(trials) -> list[TrialCost]:
     """Costs of the completed trials among ``trials`` (FrozenTrials) that recorded their timings."""
     out = []
     for t in trials:
-        attrs = t.user_attrs
-        if t.state != optuna.trial.TrialState.COMPLETE or "eval_s" not in attrs or t.datetime_complete is None:
+        if t.state != optuna.trial.TrialState.COMPLETE or t.datetime_complete is None:
+            continue
+        record = TrialRecord.read(t)
+        if record.eval_s is None:
             continue
         out.append(TrialCost(wall_s=(t.datetime_complete - t.datetime_start).total_seconds(),
-                             eval_s=float(attrs["eval_s"]), predict_s=float(attrs.get("predict_s", 0.0)),
-                             sample_s=float(attrs.get("sample_s", 0.0))))
+                             eval_s=float(record.eval_s), predict_s=float(record.predict_s or 0.0),
+                             sample_s=float(record.sample_s or 0.0)))
     return out
 
 
