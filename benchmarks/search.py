@@ -38,7 +38,8 @@ from infra.errors import UserError
 from nas.latency import load_predictor, profile_and_fit_quick
 from nas.pareto import load_points, pareto_front
 from nas.quality import make_evaluator
-from nas.reference_front import QualityMemo, build_pool, cache_key, load_or_build, predictor_digest, state_digest
+from nas.reference_front import QualityMemo, build_pool, cache_key, load_or_build, predictor_digest
+from supernet.checkpoint import state_digest
 from nas.search import SearchSettings, run_search
 from nas.study import DEFAULT_SAMPLER, SAMPLERS
 from nas.timing import MIN_SECONDS, time_callable

@@ -246,7 +246,8 @@ def run_search_command(args: argparse.Namespace) -> int:
     storage = args.storage or default_storage(create=True)
     settings = SearchSettings(space=space.name, device=args.device, budget_ms=budget, trials=args.trials,
                               sampler=args.sampler, seed=args.seed, storage=storage,
-                              extra_attrs={"checkpoint": checkpoint, "evaluator": evaluator.name,
+                              extra_attrs={"checkpoint": checkpoint, "space_definition": space.to_dict(),
+                                           "evaluator": evaluator.name,
                                            "quality_definition": quality, "predictor": facts,
                                            "latency_probe": probe})
     tracker = SearchTracker(settings.study_name, args.tracking_uri, run_name=f"search-{args.sampler}-seed{args.seed}",
@@ -357,6 +358,15 @@ def _trial_config(storage: str | None, study_name: str, number: int | None) -> t
     return record.config, info, study
 
 
+def _space_of(config: dict, study: optuna.Study | None) -> SearchSpace:
+    """The space a config belongs to: the one its study was searched in (a study records the whole
+    space, so one searched from a space file exports without that file), else the named space."""
+    definition = study.user_attrs.get("space_definition") if study is not None else None
+    if definition:
+        return SearchSpace.from_dict(definition, source=f"study {study.study_name}")
+    return SearchSpace.load(config.get("space") or "sam_micro")
+
+
 def run_export_command(args: argparse.Namespace) -> int:
     import torch
 
@@ -369,7 +379,7 @@ def run_export_command(args: argparse.Namespace) -> int:
     else:
         config, info, checkpoint = load_config(args.config), {}, args.checkpoint
         default_out = results_root() / "exports" / Path(args.config).stem
-    space = SearchSpace.load(config.get("space") or "sam_micro")
+    space = _space_of(config, study if args.study else None)
     config = space.validate(config, source=args.config or f"trial {args.trial}")
     model, checkpoint = _load_model(checkpoint, space)
     device = args.device or info.get("device")

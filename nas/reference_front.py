@@ -20,13 +20,11 @@ the budget and the pool's own settings, so a change in any of them builds a new 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from search_spaces.space import SearchSpace
 from supernet.elastic.activation import active_subnet
@@ -35,17 +33,6 @@ from infra.fileio import atomic_write_text
 from .hypervolume import front_2d
 from .samplers.design import mutate, uniform_shrinks
 from .samplers.proposal import config_key
-
-
-def state_digest(model: torch.nn.Module) -> str:
-    """sha256 of a model's state dict (names, shapes and values), first 16 hex digits."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        buf = io.BytesIO()
-        np.save(buf, tensor.detach().cpu().contiguous().numpy(), allow_pickle=False)
-        h.update(buf.getvalue())
-    return h.hexdigest()[:16]
 
 
 def predictor_digest(latency, configs: list[dict]) -> str:

@@ -6,6 +6,7 @@ code. Every load is exact: a missing or unexpected key or a shape mismatch raise
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -195,3 +196,17 @@ def load_sam(path: str | Path, model_type: str | None = None) -> Sam:
     model = build_sam(found)
     load_state_dict_exact(model, state_dict, str(path))
     return model
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's state dict (every tensor's name, dtype, shape and values), first 16 hex digits.
+
+    It follows the weights, not a file name: two checkpoints with equal weights share it, and
+    any changed value changes it.
+    """
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        h.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return h.hexdigest()[:16]

@@ -36,6 +36,7 @@ from supernet.elastic.activation import active_subnet
 from infra.errors import UserError
 from infra.fileio import atomic_torch_save
 from nas.training.losses import mask_loss, sam_loss
+from nas.training.teacher_cache import TeacherCache
 from supernet.modeling.sam import Sam
 from scenes.sources import Scene, SceneSource, step_rng
 from supernet.modeling.transforms import ResizeLongestSide
@@ -64,6 +65,7 @@ class TrainSettings:
     rerank_every: int = 0  # 0: never re-rank during training
     iterative: bool = True
     sandwich: bool = False
+    activation_checkpointing: bool = False  # recompute encoder blocks in the backward pass to save memory
     space: dict | None = field(default=None)  # SearchSpace.to_dict() for sandwich sampling
 
 
@@ -182,11 +184,13 @@ class SubnetLoss(nn.Module):
     each followed by one corrective round; unlabelled images get random points (distillation only).
     """
 
-    def __init__(self, model: Sam, teacher: Sam | None, settings: TrainSettings) -> None:
+    def __init__(self, model: Sam, teacher: Sam | None, settings: TrainSettings,
+                 teacher_cache: TeacherCache | None = None) -> None:
         super().__init__()
         self.model = model
         self.teacher = teacher
         self.settings = settings
+        self.teacher_cache = teacher_cache
 
     def forward(self, scenes: list[Scene], seed: int) -> tuple[torch.Tensor, dict]:
         model, s = self.model, self.settings
@@ -202,8 +206,11 @@ class SubnetLoss(nn.Module):
         t_emb = None
         if self.teacher is not None and s.distill:
             self.teacher.set_resolution(model.resolution)  # full width, the student's input size
-            with torch.no_grad():
-                t_emb = self.teacher.image_encoder(images)
+            if self.teacher_cache is not None:
+                t_emb = self.teacher_cache.embeddings([sc.image for sc in scenes], images)
+            else:
+                with torch.no_grad():
+                    t_emb = self.teacher.image_encoder(images)
             embed = F.mse_loss(emb, t_emb) / t_emb.var().clamp(min=1e-8)
             total = total + s.embed_weight * embed
             stats["embed_mse"].append(float(embed.detach()))
@@ -319,8 +326,12 @@ def load_training_state(path: str | Path) -> dict:
 
 def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str | Path,
           teacher: Sam | None = None, space=None, resume: str | Path | None = None,
-          log_metrics=None, progress: bool = True, extra: dict | None = None) -> Sam:
-    """Train ``model`` in place for ``settings.steps`` steps; checkpoints go to ``out_dir/checkpoint.pt``."""
+          log_metrics=None, progress: bool = True, extra: dict | None = None,
+          teacher_cache: TeacherCache | None = None) -> Sam:
+    """Train ``model`` in place for ``settings.steps`` steps; checkpoints go to ``out_dir/checkpoint.pt``.
+
+    ``teacher_cache`` (built on ``teacher``) serves the teacher's image embeddings computed before.
+    """
     rank, world = setup_distributed()
     out = Path(out_dir)
     torch.manual_seed(settings.seed)
@@ -329,7 +340,8 @@ def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str
         for p in teacher.parameters():
             p.requires_grad_(False)
     model.train()
-    step_module = SubnetLoss(model, teacher, settings)
+    model.image_encoder.checkpoint_blocks = settings.activation_checkpointing
+    step_module = SubnetLoss(model, teacher, settings, teacher_cache)
     ddp = None
     if world > 1:
         ddp = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
@@ -385,6 +397,7 @@ def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str
                 save_checkpoint(out / "checkpoint.pt", model, optimizer, scheduler, step + 1, settings,
                                 {**(extra or {}), "seconds": time.perf_counter() - began})
     prefetch.shutdown(wait=True)
+    model.image_encoder.checkpoint_blocks = False
     if world > 1:
         ranks_in_sync(model)
         if rank == 0 and progress:

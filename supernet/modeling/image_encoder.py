@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from supernet.modeling.common import FeedForward, LayerNorm2d
 
@@ -226,6 +227,10 @@ class ImageEncoderViT(nn.Module):
     """
 
     block_cls: type[EncoderBlock] = EncoderBlock
+    # Activation checkpointing: when True and gradients are on, each block keeps only its input for
+    # the backward pass and runs its forward again there (``torch.utils.checkpoint``), trading
+    # about a third more compute for the memory of all blocks' activations but one.
+    checkpoint_blocks: bool = False
 
     def __init__(
         self,
@@ -262,8 +267,14 @@ class ImageEncoderViT(nn.Module):
 
     def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x)
+            x = self.run_block(block, x)
         return x
+
+    def run_block(self, block: EncoderBlock, x: torch.Tensor) -> torch.Tensor:
+        """``block(x)``, under activation checkpointing when :attr:`checkpoint_blocks` is set and grads are on."""
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
 
 
 class ElasticImageEncoderViT(ImageEncoderViT):
@@ -279,5 +290,5 @@ class ElasticImageEncoderViT(ImageEncoderViT):
     def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
         for block, active in zip(self.blocks, self.active_blocks):
             if active:
-                x = block(x)
+                x = self.run_block(block, x)
         return x

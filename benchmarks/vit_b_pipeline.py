@@ -1,0 +1,370 @@
+"""Benchmark of the whole user path on a full-size SAM: what each step costs in time and memory.
+
+A user arrives with a Meta-layout checkpoint and photos, and runs, through the ``samnas`` CLI:
+
+1. ``rank`` (wanda) on ``--rank-images`` photos, at the model's full input side;
+2. ``train-supernet`` for ``--train-steps`` sandwich steps (largest, smallest and 2 random
+   subnets, each distilled from the frozen full model), batch ``--batch-images``, at
+   ``--resolution``, then again at each ``--extra-train-resolutions`` side;
+3. ``latency profile`` (block lookup table + ``--profile-samples`` subnets) and ``latency fit``
+   for this CPU at ``--resolution``;
+4. ``search`` (``--search-trials`` trials, fidelity evaluator on ``--eval-images`` photos);
+5. ``pareto``, ``export`` (checkpoint, ONNX encoder checked against PyTorch, card) of the
+   front's best-quality subnet, and ``everything`` with the exported subnet on
+   ``--everything-images`` photos (SAM's dense 32x32 grid).
+
+Every step runs in its own process, as a user runs it. Per step the table gives the wall time,
+the peak resident memory of that process (``ru_maxrss`` of the process and its children), and where its CPU time
+went according to cProfile: torch's operators (the model), samnas's own Python, and other
+libraries (numpy, Pillow, Optuna, ONNX, ...). The trial cost of the search is compared with one
+full-model encoder pass at the search resolution, timed in this process with the same threads.
+
+``--extra-models`` (default ``vit_l vit_h``) are loaded, ranked (wanda, ``--extra-rank-images``
+photos) and cut to one sampled subnet with ``extract``, with time and peak memory per step.
+
+Random weights (``build_sam(model_type, seed=0)`` saved in Meta's layout) stand in for the real
+checkpoints, which cannot be downloaded on the machine this was written on: time and memory do
+not depend on the weight values, the quality numbers of such a run mean nothing.
+
+Photos: the first photos of ``--photos`` (default: ``../shared/data/coco128/images``), train2017
+for rank and train-supernet, val2017 for search and everything.
+
+The table also projects each step to a realistic user run (``--project-trials`` search trials,
+``--project-steps`` training steps, ``--project-photos`` photos ranked and segmented) by
+scaling the measured per-unit cost; setup costs (loading, references) are counted once.
+
+    python benchmarks/vit_b_pipeline.py                              # ViT-B at 1024 px, then vit_l and vit_h
+    python benchmarks/vit_b_pipeline.py --resolution 512 --topic vit_b_pipeline_512 --extra-models
+    python benchmarks/vit_b_pipeline.py --model-type micro --space sam_micro --resolution 128 --extra-models  # smoke
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from common import ROOT, machine_header, markdown_table, shown_path, write_results
+
+from nas.timing import time_callable
+from search_spaces.space import SearchSpace
+from supernet.modeling.build import build_sam
+
+PHOTOS = ROOT.parent / "shared" / "data" / "coco128" / "images"
+DEVICE = "cpu-torch@pipeline"
+RANK_LOOP = ("supernet/elastic/ranking.py", "compute_scores")  # the part of `rank` that grows with the photos
+TRAIN_LOOP = ("nas/training/train.py", "train")  # the part of `train-supernet` that grows with the steps
+
+
+@dataclass
+class Step:
+    """One measured step: a CLI command in its own process."""
+
+    name: str
+    argv: list[str]
+    units: int = 1  # how many units of work (photos, steps, trials) the step did
+    unit: str = "run"
+    project_units: int = 1  # the same step in the projected user run
+    loop: tuple[str, str] | None = None  # (file suffix, function) whose cumulative time grows with the units
+    fixed_s: float = 0.0  # of the wall time, the part that does not grow with units (start-up, loading, set-up)
+    wall_s: float = 0.0
+    peak_gib: float = 0.0
+    shares: dict = field(default_factory=dict)
+    output: str = ""
+
+
+def cpu_shares(profile: Path) -> dict[str, float]:
+    """Share of the profiled CPU time in torch's operators, samnas's own code and other libraries."""
+    stats = pstats.Stats(str(profile))
+    buckets = {"torch": 0.0, "samnas": 0.0, "other": 0.0}
+    for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():
+        if "torch" in filename or "torch" in name:
+            buckets["torch"] += tottime
+        elif filename.startswith(str(ROOT)) and "site-packages" not in filename:
+            buckets["samnas"] += tottime
+        else:
+            buckets["other"] += tottime
+    total = sum(buckets.values()) or 1.0
+    return {k: v / total for k, v in buckets.items()}
+
+
+# Runs one CLI command under cProfile and writes the process's peak resident memory (KiB; the
+# larger of its own and its children's) to a file, whatever the exit.
+LAUNCHER = """
+import cProfile, resource, sys
+profile, rss, *argv = sys.argv[1:]
+sys.argv = ["samnas", *argv]
+import cli
+code = 0
+profiler = cProfile.Profile()
+try:
+    code = profiler.runcall(cli.main) or 0
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+finally:
+    profiler.dump_stats(profile)
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    open(rss, "w").write(str(peak))
+sys.exit(code)
+"""
+
+
+def cumulative_seconds(profile: Path, file_suffix: str, function: str) -> float:
+    """Cumulative seconds of ``function`` defined in a file ending with ``file_suffix`` (0 if never called)."""
+    stats = pstats.Stats(str(profile))
+    return sum(ct for (filename, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items()
+               if name == function and filename.endswith(file_suffix))
+
+
+def run_step(step: Step, work: Path, env: dict, quiet: bool) -> Step:
+    """Run ``samnas <argv>`` under cProfile in a child process; record wall time, peak RSS, shares."""
+    stem = work / step.name.replace(" ", "_").replace(":", "")
+    profile, rss = stem.with_suffix(".prof"), stem.with_suffix(".rss")
+    argv = [sys.executable, "-c", LAUNCHER, str(profile), str(rss), *step.argv]
+    if not quiet:
+        print(f"== {step.name}: samnas {' '.join(step.argv)}", flush=True)
+    began = time.perf_counter()
+    proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    step.wall_s = time.perf_counter() - began
+    step.output = proc.stdout
+    if proc.returncode != 0:
+        raise SystemExit(f"step {step.name!r} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+    step.peak_gib = int(rss.read_text()) / 2**20  # ru_maxrss is in KiB on Linux
+    step.shares = cpu_shares(profile)
+    if step.loop is not None:
+        step.fixed_s = max(0.0, step.wall_s - cumulative_seconds(profile, *step.loop))
+    if not quiet:
+        print(f"   {step.wall_s:.1f} s, peak {step.peak_gib:.2f} GiB", flush=True)
+    return step
+
+
+def photo_folder(src: Path, count: int, dest: Path) -> Path:
+    """A folder with links to the first ``count`` photos of ``src`` (sorted by name)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    photos = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
+    if len(photos) < count:
+        raise SystemExit(f"{src}: {len(photos)} photos, {count} needed")
+    for p in photos:
+        link = dest / p.name
+        if not link.exists():
+            link.symlink_to(p.resolve())
+    return dest
+
+
+def space_at(space: SearchSpace, resolution: int, work: Path) -> Path:
+    """A copy of the space's YAML restricted to one input side (so the search and training stay there)."""
+    data = yaml.safe_load(Path(space.source).read_text()) if Path(space.source).is_file() else space.to_dict()
+    data = {**data, "name": f"{space.name}_{resolution}", "resolutions": [resolution]}
+    path = work / f"{space.name}_{resolution}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def full_encoder_seconds(model_type: str, resolution: int, repeats: int) -> float:
+    """Median seconds of one full-model image-encoder pass at ``resolution`` (random weights)."""
+    model = build_sam(model_type, seed=0).eval()
+    model.set_resolution(resolution)
+    x = torch.randn(1, 3, resolution, resolution)
+    with torch.inference_mode():
+        timing = time_callable(lambda: model.image_encoder(x), repeats=repeats, warmup=1)
+    return timing.median_ms / 1000
+
+
+def trial_seconds(results: Path, study: str | None = None) -> list[float]:
+    """Seconds of every finished search trial (sampling + prediction + evaluation) from the study."""
+    import optuna
+
+    from nas.record import TrialRecord
+
+    storage = f"sqlite:///{results / 'studies.db'}"
+    out = []
+    for summary in optuna.get_all_study_summaries(storage):
+        if study and summary.study_name != study:
+            continue
+        loaded = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for t in loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            rec = TrialRecord.read(t)
+            out.append((rec.eval_s or 0) + (rec.predict_s or 0) + (rec.sample_s or 0))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-type", default="vit_b")
+    parser.add_argument("--space", default="sam_vit_b")
+    parser.add_argument("--resolution", type=int, default=1024, help="input side of training, search and export")
+    parser.add_argument("--extra-train-resolutions", type=int, nargs="*", default=[512])
+    parser.add_argument("--photos", type=Path, default=PHOTOS, help="folder with train2017/ and val2017/")
+    parser.add_argument("--rank-images", type=int, default=8)
+    parser.add_argument("--train-steps", type=int, default=2)
+    parser.add_argument("--batch-images", type=int, default=1)
+    parser.add_argument("--profile-samples", type=int, default=6)
+    parser.add_argument("--search-trials", type=int, default=4)
+    parser.add_argument("--eval-images", type=int, default=4)
+    parser.add_argument("--everything-images", type=int, default=1)
+    parser.add_argument("--extra-models", nargs="*", default=["vit_l", "vit_h"])
+    parser.add_argument("--extra-rank-images", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--encoder-repeats", type=int, default=3)
+    parser.add_argument("--project-trials", type=int, default=200)
+    parser.add_argument("--project-steps", type=int, default=1000)
+    parser.add_argument("--project-photos", type=int, default=100)
+    parser.add_argument("--topic", default="vit_b_pipeline")
+    parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="samnas-pipeline-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = work / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "SAMNAS_RESULTS": str(results), "MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONPATH": str(ROOT)}
+    space = SearchSpace.load(args.space)
+    res = args.resolution
+    rank_photos = photo_folder(args.photos / "train2017", args.rank_images, work / "photos_rank")
+    eval_photos = photo_folder(args.photos / "val2017", args.eval_images, work / "photos_eval")
+    every_photos = photo_folder(args.photos / "val2017", args.everything_images, work / "photos_everything")
+
+    checkpoint = work / f"sam_{args.model_type}_random.pth"
+    torch.save(build_sam(args.model_type, seed=0).state_dict(), checkpoint)
+    space_file = space_at(space, res, work)
+    space_name = f"{space.name}_{res}"
+    uri = (work / "mlruns").as_uri()
+    steps = [
+        Step("rank", ["rank", "--checkpoint", str(checkpoint), "--model-type", args.model_type, "--images",
+                      str(rank_photos), "--method", "wanda", "--max-images", str(args.rank_images),
+                      "--threads", str(args.threads), "--out", str(work / "ranked.pt")],
+             args.rank_images, "photo", args.project_photos, RANK_LOOP),
+        Step(f"train-supernet {res}", ["train-supernet", "--checkpoint", str(work / "ranked.pt"), "--space",
+                                       str(space_file), "--images", str(rank_photos), "--steps",
+                                       str(args.train_steps), "--batch-images", str(args.batch_images),
+                                       "--out", str(work / f"train{res}"), "--tracking-uri", uri],
+             args.train_steps, "step", args.project_steps, TRAIN_LOOP),
+    ]
+    for extra in args.extra_train_resolutions:
+        extra_space = space_at(space, extra, work)
+        steps.append(Step(f"train-supernet {extra}",
+                          ["train-supernet", "--checkpoint", str(work / "ranked.pt"), "--space", str(extra_space),
+                           "--images", str(rank_photos), "--steps", str(args.train_steps), "--batch-images",
+                           str(args.batch_images), "--out", str(work / f"train{extra}"), "--tracking-uri", uri],
+                          args.train_steps, "step", args.project_steps, TRAIN_LOOP))
+    steps += [
+        Step("latency profile", ["latency", "profile", "--space", str(space_file), "--device", DEVICE, "--blocks",
+                                 "--samples", str(args.profile_samples), "--repeats", "3", "--rounds", "1",
+                                 "--warmup", "1", "--min-seconds", "0", "--threads", str(args.threads)],
+             args.profile_samples, "subnet", args.profile_samples),
+        Step("latency fit", ["latency", "fit", "--device", DEVICE]),
+        Step("search", ["search", "--space", str(space_file), "--device", DEVICE, "--checkpoint",
+                        str(work / f"train{res}" / "supernet.pt"), "--images", str(eval_photos), "--max-images",
+                        str(args.eval_images), "--trials", str(args.search_trials), "--no-auto-profile",
+                        "--tracking-uri", uri],
+             args.search_trials, "trial", args.project_trials),
+        Step("pareto", ["pareto", "--space", space_name, "--format", "json"]),
+    ]
+    done: list[Step] = []
+    for step in steps:
+        done.append(run_step(step, work, env, args.quiet))
+        if step.name == "search":  # timed straight after the trials, so the machine's speed is alike
+            full_s = full_encoder_seconds(args.model_type, res, args.encoder_repeats)
+    front = json.loads(done[-1].output[done[-1].output.index("["):])
+    best = max(front, key=lambda row: row["quality"])
+    tail = [
+        Step("export", ["export", "--study", best["study"], "--trial", str(best["trial"]), "--out",
+                        str(work / "subnet"), "--repeats", "2"]),
+        Step("everything", ["everything", "--subnet", str(work / "subnet"), "--images", str(every_photos),
+                            "--out", str(work / "masks"), "--no-progress"],
+             args.everything_images, "photo", args.project_photos),
+    ]
+    for step in tail:
+        done.append(run_step(step, work, env, args.quiet))
+    everything = done[-1]
+    per_image_ms = [row["ms"] for row in json.loads((work / "masks" / "summary.json").read_text())["images"]]
+    everything.fixed_s = max(0.0, everything.wall_s - sum(per_image_ms) / 1000)
+
+    trials = sorted(trial_seconds(results))
+    search = next(s for s in done if s.name == "search")
+    median_trial = trials[len(trials) // 2] if trials else float("nan")
+    search.fixed_s = max(0.0, search.wall_s - sum(trials))
+
+    for extra in args.extra_models:
+        ckpt = work / f"sam_{extra}_random.pth"
+        torch.save(build_sam(extra, seed=0).state_dict(), ckpt)
+        extra_space = SearchSpace.load(f"sam_{extra}")
+        config = work / f"sam_{extra}_subnet.json"
+        config.write_text(json.dumps(extra_space.sample(1)))
+        for step in (
+            Step(f"{extra}: rank", ["rank", "--checkpoint", str(ckpt), "--model-type", extra, "--images",
+                                    str(rank_photos), "--method", "wanda", "--max-images", str(args.extra_rank_images),
+                                    "--threads", str(args.threads), "--out", str(work / f"{extra}_ranked.pt")],
+                 args.extra_rank_images, "photo", args.project_photos, RANK_LOOP),
+            Step(f"{extra}: extract", ["extract", "--checkpoint", str(work / f"{extra}_ranked.pt"), "--config",
+                                       str(config), "--out", str(work / f"{extra}_subnet")]),
+        ):
+            done.append(run_step(step, work, env, args.quiet))
+        ckpt.unlink()
+
+    rows = []
+    for s in done:
+        per_unit = (s.wall_s - s.fixed_s) / max(1, s.units)
+        projected = s.fixed_s + per_unit * s.project_units
+        rows.append({
+            "step": s.name,
+            "work": f"{s.units} {s.unit}{'s' if s.units != 1 else ''}",
+            "wall_s": f"{s.wall_s:.1f}",
+            "peak_rss_gib": f"{s.peak_gib:.2f}",
+            "torch_share": f"{s.shares.get('torch', 0):.0%}",
+            "samnas_share": f"{s.shares.get('samnas', 0):.0%}",
+            "other_share": f"{s.shares.get('other', 0):.0%}",
+            "projected": f"{s.project_units} {s.unit}s: {projected / 3600:.2f} h" if s.project_units > 1 else "",
+        })
+    columns = list(rows[0])
+    peak = max(s.peak_gib for s in done)
+    ratio = median_trial / full_s
+    body = "\n".join([
+        f"Model: `{args.model_type}` with **random weights in Meta's layout** standing in for a real checkpoint "
+        f"(none can be downloaded here): time and memory are what a real checkpoint costs, quality numbers of this "
+        f"run mean nothing. Input side {res} px; photos from {shown_path(args.photos)} (train2017 for rank and "
+        f"training, val2017 for search and everything).",
+        "",
+        "Columns: `wall_s` the step's wall time (its own process, start-up included); `peak_rss_gib` that process's "
+        "peak resident memory (ru_maxrss); `*_share` where its profiled CPU time went (cProfile, main thread): "
+        "torch's operators (the model), samnas's own Python, other libraries (numpy, Pillow, Optuna, ONNX...). "
+        f"`projected`: the step scaled to a user run of {args.project_trials} search trials, {args.project_steps} "
+        f"training steps and {args.project_photos} photos, on this CPU (set-up counted once).",
+        "",
+        markdown_table(rows, columns),
+        "",
+        f"- largest peak resident memory of any step: **{peak:.2f} GiB** (acceptance: at most 20 GiB in every step)",
+        f"- one full-model image-encoder pass at {res} px: {full_s:.2f} s (median of {args.encoder_repeats}, "
+        f"{args.threads} threads, in the benchmark's own process)",
+        f"- search trials ({len(trials)}, fidelity evaluator on {args.eval_images} photos): median "
+        f"{median_trial:.2f} s = **{ratio:.2f}x** one full-model encoder pass (acceptance at 512 px: at most 3x); "
+        f"the full model's outputs are computed once per search ({search.fixed_s:.1f} s of set-up, start-up and "
+        f"references included), not per trial",
+    ])
+    header = machine_header(" ".join(["python", "benchmarks/vit_b_pipeline.py", *(argv if argv is not None else
+                                                                                  sys.argv[1:])]),
+                            1, repeats_line="- repeats: each step runs once (its wall time is one measurement)",
+                            threads=args.threads)
+    csv_rows = [{**r, "model_type": args.model_type, "resolution": res} for r in rows]
+    out = write_results(args.topic, f"The user path on {args.model_type} at {res} px: time and memory per step",
+                        header, body, csv_rows)
+    print(f"wrote {shown_path(out)}")
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
