@@ -79,7 +79,7 @@ def everything_ar(model, images_dir: str | Path, annotations: str | Path, policy
         raise UserError(f"{annotations}: no annotated image of it could be read from {folder}")
     gen = MaskGenerator(SamPredictor(model), policy_from_dict({**policy.to_dict(), "output_mode": "coco_rle"}))
     preds, ms = {}, []
-    with torch.no_grad():
+    with torch.inference_mode():
         for image_id, image in tqdm(chosen, desc="segment-everything", unit="image", disable=not progress,
                                     leave=False):
             preds[image_id] = gen.generate(image)

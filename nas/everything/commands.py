@@ -267,7 +267,7 @@ def run_everything(args: argparse.Namespace) -> int:
     gen = MaskGenerator(SamPredictor(model), policy)
     out = Path(args.out)
     rows, everything, warned = [], [], False
-    with torch.no_grad():
+    with torch.inference_mode():
         for path, img in tqdm(images, desc="everything", unit="image", disable=args.no_progress):
             recs = gen.generate(img)
             rows.append({"image": path.name, "masks": len(recs), "ms": round(gen.stats["total_ms"], 2),

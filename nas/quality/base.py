@@ -71,7 +71,7 @@ class Evaluator(ABC):
 
     @abstractmethod
     def measure(self, model: Sam) -> QualityResult:
-        """Score the subnet currently active on ``model`` (called under ``torch.no_grad``)."""
+        """Score the subnet currently active on ``model`` (called under ``torch.inference_mode``)."""
 
     def evaluate(self, model: Sam, config: dict | None = None) -> QualityResult:
         """Score ``config`` on the supernet ``model`` (restoring the previous subnet after).
@@ -79,7 +79,7 @@ class Evaluator(ABC):
         ``config=None`` scores ``model`` as it is, such as an extracted standalone subnet.
         """
         scope = nullcontext(model) if config is None else active_subnet(model, config)
-        with torch.no_grad(), scope:
+        with torch.inference_mode(), scope:
             return self.measure(model)
 
     def skip(self, item: str, reason: str) -> None:

@@ -104,7 +104,7 @@ class FidelityEvaluator(Evaluator):
         """Run the full model once per image: embeddings, seeded points and reference masks."""
         self.references = []
         predictor = SamPredictor(model)
-        with torch.no_grad(), full_model(model):
+        with torch.inference_mode(), full_model(model):
             for index, (name, image) in enumerate(self._images):
                 rng = np.random.default_rng([self.seed, index])
                 points = sample_points(rng, image.shape[0], image.shape[1], self.prompts_per_image)
