@@ -381,13 +381,17 @@ def main(argv=None) -> int:
         f"references included), not per trial",
         f"- bf16 autocast for the full encoder at {res} px on one photo, against fp32: cosine {bf16['cosine']:.5f}, "
         f"relative L2 {bf16['rel_l2']:.4f}; {bf16['bf16_s']:.2f} s against {bf16['fp32_s']:.2f} s fp32 "
-        f"({bf16['fp32_s'] / bf16['bf16_s']:.2f}x faster; median of {args.encoder_repeats} interleaved runs). "
+        + (f"({bf16['fp32_s'] / bf16['bf16_s']:.2f}x faster" if bf16["bf16_s"] < bf16["fp32_s"] else
+           f"({bf16['bf16_s'] / bf16['fp32_s']:.2f}x slower: this CPU has no fast bf16")
+        + f"; median of {args.encoder_repeats} interleaved runs). "
         + ("The oracle tests hold embeddings to 1e-4 of the official code; bf16's error is larger, so samnas keeps "
            "fp32 for the teacher and evaluation" if bf16["max_abs"] > 1e-4 else
            "bf16's error is within the oracle tests' 1e-4"),
     ])
-    header = machine_header(" ".join(["python", "benchmarks/vit_b_pipeline.py", *(argv if argv is not None else
-                                                                                  sys.argv[1:])]),
+    shown = list(argv if argv is not None else sys.argv[1:])
+    if "--keep" in shown:  # the work folder is this machine's, not part of what reproduces the table
+        del shown[shown.index("--keep"):shown.index("--keep") + 2]
+    header = machine_header(" ".join(["python", "benchmarks/vit_b_pipeline.py", *shown]),
                             1, repeats_line="- repeats: each step runs once (its wall time is one measurement)",
                             threads=args.threads)
     csv_rows = [{**r, "model_type": args.model_type, "resolution": res} for r in rows]
