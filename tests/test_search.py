@@ -286,6 +286,30 @@ def test_pareto_front_logic():
     assert "(no feasible trials match)" in render([], "table")
 
 
+def test_pareto_precision_column_and_filter():
+    import json
+
+    def cfg(*precisions):
+        return json.dumps({"space": "s", "resolution": 128, "blocks": [
+            {"heads": 1, "mlp": 128, "keep": True, **({"precision": q} if q else {})} for q in precisions]})
+
+    def p(q, ms, config, n):
+        return TrialPoint("s@cpu-torch@100ms", n, "s", "cpu-torch", 100.0, q, ms, 1, 1, config)
+
+    pts = [p(0.5, 10, cfg("int8", "int8"), 0), p(0.6, 20, cfg("int8", None), 1), p(0.7, 30, cfg(None, None), 2),
+           p(0.65, 25, cfg("fp32", "fp32"), 3)]
+    assert [x.precision for x in pts] == ["int8", "mixed (1/2 int8)", "fp32", "fp32"]
+    assert [x.trial for x in pareto_front(pts)] == [0, 1, 3, 2]
+    assert [x.trial for x in pareto_front(pts, precision="fp32")] == [3, 2]
+    assert [x.trial for x in pareto_front(pts, precision="int8")] == [0]
+    assert [x.trial for x in pareto_front(pts, precision="mixed")] == [1]
+    table = render(pareto_front(pts), "table")
+    assert "precision" in table.splitlines()[0] and "mixed (1/2 int8)" in table
+    rows = json.loads(render(pts, "json"))
+    assert [r["precision"] for r in rows] == ["int8", "mixed (1/2 int8)", "fp32", "fp32"]
+    assert "precision" in render(pts, "csv").splitlines()[0].split(",")
+
+
 def test_hypervolume_2d():
     from nas.pareto import hypervolume_2d
 
