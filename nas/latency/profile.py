@@ -90,6 +90,9 @@ class TorchBackend(Backend):
     name = "torch"
 
     def prepare(self, module, inputs):
+        if isinstance(module, Int8Module) and self.hardware != "cpu":
+            raise UserError("int8 blocks run as PyTorch dynamic quantization, which is CPU-only: profile an int8 "
+                            "space on cpu-torch or cpu-onnxruntime, or an fp32 space on this GPU")
         module = module.to(self.device).eval()
         inputs = tuple(x.to(self.device) for x in inputs)
 
