@@ -13,6 +13,7 @@ from infra.cliargs import positive_float, positive_int
 from infra.errors import UserError
 
 from infra.fileio import results_origin, results_root
+from supernet.elastic.precision import PRECISION_KINDS
 
 from .pareto import FORMATS, load_points, pareto_front, plot_front, render, render_fronts
 from .record import TrialRecord
@@ -92,6 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", help="only studies of this search space (e.g. sam_micro)")
     p.add_argument("--budget-ms", type=positive_float, help="only subnets predicted at most this fast (ms)")
     p.add_argument("--min-quality", type=float, help="only subnets with at least this quality (0-1)")
+    p.add_argument("--precision", choices=PRECISION_KINDS,
+                   help="only subnets of this precision: fp32 (no int8 block), int8 (every kept block int8) or "
+                        "mixed; the front is then the best among those alone")
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="table (default) for people; json and csv carry each subnet's config as an object")
     p.add_argument("--plot", help="also write a PNG of all trials, the fronts and the budget lines")
@@ -317,13 +321,14 @@ def run_pareto_command(args: argparse.Namespace) -> int:
                                                         ("space", args.space)) if v)
         raise UserError(f"no completed trials{' for ' + picked if picked else ''} in {where} "
                         f"(studies there: {', '.join(sorted(studies)) or 'none'}): run `samnas search` first")
-    fronts = {name: pareto_front([p for p in points if p.study == name], args.budget_ms, args.min_quality)
+    fronts = {name: pareto_front([p for p in points if p.study == name], args.budget_ms, args.min_quality,
+                                 args.precision)
               for name in sorted(chosen)}
     print(render_fronts(fronts, chosen, args.format), end="")
     if args.plot:
         every = [p for f in fronts.values() for p in f]
         label = ", ".join(sorted({str(i.get("evaluator") or "?") for i in chosen.values()}))
-        plot_front(points, pareto_front(every), args.plot, budget_ms=args.budget_ms,
+        plot_front(points, pareto_front(every, precision=args.precision), args.plot, budget_ms=args.budget_ms,
                    title=", ".join(sorted(chosen)) if len(chosen) <= 2 else f"{len(chosen)} studies",
                    quality_label=label)
         print(f"plot written to {args.plot}", flush=True)
@@ -365,6 +370,17 @@ def _space_of(config: dict, study: optuna.Study | None) -> SearchSpace:
     if definition:
         return SearchSpace.from_dict(definition, source=f"study {study.study_name}")
     return SearchSpace.load(config.get("space") or "sam_micro")
+
+
+def onnx_check_text(card: dict) -> str:
+    """How the written ONNX encoder was checked: against PyTorch fp32, or for an int8 encoder against
+    the subnet quantized in PyTorch (the tolerance's measure) and against fp32 (what int8 costs)."""
+    check = card.get("onnx_int8_check")
+    if not check:
+        return f"|ORT-torch| {card['onnx_max_abs_diff']:.1e}"
+    q, f = check["vs_torch_int8"], check["vs_torch_fp32"]
+    return (f"int8: vs PyTorch int8 cosine {q['cosine']:.5f}, relative L2 {q['rel_l2']:.4f}; "
+            f"vs fp32 cosine {f['cosine']:.5f}")
 
 
 def run_export_command(args: argparse.Namespace) -> int:
@@ -412,8 +428,7 @@ def run_export_command(args: argparse.Namespace) -> int:
     card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info, repeats=args.repeats,
                          latency_check=latency_check)
     pred = card["predicted_ms"]
-    print(f"exported to {out}: subnet.pt, subnet.json, image_encoder.onnx (|ORT-torch| {card['onnx_max_abs_diff']:.1e}),"
-          f" card.json, card.md")
+    print(f"exported to {out}: subnet.pt, subnet.json, image_encoder.onnx ({onnx_check_text(card)}), card.json, card.md")
     print(f"latency: predicted {pred:.2f} ms" if pred is not None else "latency: no prediction", end="")
     print(f", measured here {card['measured_ms']['torch']:.2f} ms (torch), {card['measured_ms']['onnxruntime']:.2f} ms (ORT)")
     if info.get("predictor"):

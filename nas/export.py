@@ -31,7 +31,8 @@ from supernet.elastic.ranked import file_sha256
 from supernet.modeling.sam import Sam
 
 from .fingerprint import machine_fingerprint
-from .onnx_export import embedding_error, export_encoder_onnx, onnx_max_abs_diff, onnx_session, quantize_encoder_onnx
+from .onnx_export import (ONNX_INT8_TOLERANCE, embedding_error, export_encoder_onnx, int8_within_tolerance,
+                          onnx_max_abs_diff, onnx_session, quantize_encoder_onnx)
 from .study import predictor_line
 from .timing import MIN_SECONDS, time_callable
 
@@ -42,7 +43,6 @@ ONNX_TOLERANCE = 1e-3  # max |ORT - torch| on the embeddings accepted for an exp
 # Measured: sam_micro relative L2 0.004-0.012, cosine >= 0.99993 (tests/test_quantize.py); sam_vit_b
 # at 512 px, every block int8, random weights: relative L2 0.034, cosine 0.99942 (results/int8.md).
 # Limits on the relative L2 error ||ort - torch|| / ||torch|| and on the cosine:
-ONNX_INT8_TOLERANCE = {"max_rel_l2": 0.05, "min_cosine": 0.998}
 
 
 def measure_encoder_ms(sub: Sam, repeats: int = 5) -> dict:
@@ -165,8 +165,7 @@ def check_int8_onnx(sub_int8: Sam, sub_fp32: Sam, onnx_path: Path) -> dict:
     """Compare the int8 ONNX encoder with the subnet quantized in PyTorch (UserError beyond
     :data:`ONNX_INT8_TOLERANCE`) and with fp32 (reported: the embedding error int8 costs)."""
     vs_int8 = embedding_error(sub_int8, onnx_path)
-    bad = vs_int8["rel_l2"] > ONNX_INT8_TOLERANCE["max_rel_l2"] or vs_int8["cosine"] < ONNX_INT8_TOLERANCE["min_cosine"]
-    if bad:
+    if not int8_within_tolerance(vs_int8):
         raise UserError(f"{onnx_path}: the int8 encoder in ONNX Runtime differs from the subnet quantized in PyTorch: "
                         f"relative L2 {vs_int8['rel_l2']:.4f}, cosine {vs_int8['cosine']:.5f} (accepted: relative L2 <= "
                         f"{ONNX_INT8_TOLERANCE['max_rel_l2']}, cosine >= {ONNX_INT8_TOLERANCE['min_cosine']})")

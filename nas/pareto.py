@@ -11,6 +11,7 @@ import optuna
 
 from infra.errors import UserError
 from infra.fileio import atomic_write_bytes
+from supernet.elastic.precision import config_precision, precision_label
 
 from .record import TrialRecord
 from .study import open_storage, parse_study_name, predictor_line
@@ -41,6 +42,16 @@ class TrialPoint:
     @property
     def feasible(self) -> bool:
         return self.predicted_ms <= self.budget_ms
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``int8`` or ``mixed (k/n int8)`` (kept blocks; see ``supernet.elastic.precision``)."""
+        return precision_label(json.loads(self.config))
+
+    @property
+    def precision_kind(self) -> str:
+        """``fp32``, ``int8`` or ``mixed``: what ``pareto --precision`` filters on."""
+        return config_precision(json.loads(self.config))
 
 
 def load_studies(storage: str | None, include_everything: bool = False) -> tuple[list[TrialPoint], dict[str, dict]]:
@@ -78,13 +89,15 @@ def load_points(storage: str | None, device: str | None = None, space: str | Non
 
 
 def pareto_front(points: list[TrialPoint], budget_ms: float | None = None,
-                 min_quality: float | None = None) -> list[TrialPoint]:
-    """Non-dominated feasible points (within their study budget, ``budget_ms`` and ``min_quality``), fastest first.
+                 min_quality: float | None = None, precision: str | None = None) -> list[TrialPoint]:
+    """Non-dominated feasible points (within their study budget, ``budget_ms`` and ``min_quality``, and of
+    ``precision`` ``fp32`` / ``int8`` / ``mixed`` when given: the front among those alone), fastest first.
 
     Exact duplicates in (quality, latency) keep the first trial only.
     """
     cands = [p for p in points if p.feasible and (budget_ms is None or p.predicted_ms <= budget_ms)
-             and (min_quality is None or p.quality >= min_quality)]
+             and (min_quality is None or p.quality >= min_quality)
+             and (precision is None or p.precision_kind == precision)]
     cands.sort(key=lambda p: (p.predicted_ms, -p.quality, p.study, p.trial))
     front, best_quality = [], float("-inf")
     for p in cands:  # sorted by latency: a point is on the front iff it beats every faster point's quality
@@ -97,6 +110,7 @@ def pareto_front(points: list[TrialPoint], budget_ms: float | None = None,
 def _row(p: TrialPoint, nested: bool = True) -> dict:
     """One output row; ``config`` as an object (``nested``) or as one compact JSON string (CSV)."""
     row = asdict(p)
+    row["precision"] = p.precision
     row["quality"] = round(p.quality, 6)
     row["predicted_ms"] = round(p.predicted_ms, 3)
     config = json.loads(p.config)
@@ -112,14 +126,14 @@ def render(front: list[TrialPoint], fmt: str) -> str:
         return json.dumps([_row(p) for p in front], indent=2) + "\n"
     if fmt == "csv":  # config: one column of compact JSON
         buf = io.StringIO()
-        fields = list(TrialPoint.__dataclass_fields__)
+        fields = [*TrialPoint.__dataclass_fields__, "precision"]
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         writer.writerows(_row(p, nested=False) for p in front)
         return buf.getvalue()
-    header = ["quality", "pred. ms", "params (M)", "GFLOPs", "study", "trial"]
+    header = ["quality", "pred. ms", "params (M)", "GFLOPs", "precision", "study", "trial"]
     body = [[f"{p.quality:.4f}", f"{p.predicted_ms:.2f}", f"{p.params / 1e6:.2f}", f"{p.flops / 1e9:.2f}",
-             p.study, str(p.trial)] for p in front]
+             p.precision, p.study, str(p.trial)] for p in front]
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]

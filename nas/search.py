@@ -22,6 +22,8 @@ import optuna
 from search_spaces.counting import count
 from search_spaces.space import SearchSpace
 from supernet.elastic.activation import active_subnet
+from supernet.elastic.extract import extract
+from supernet.elastic.precision import int8_blocks
 from supernet.modeling.sam import Sam
 
 from . import driver
@@ -65,7 +67,8 @@ class SearchSettings:
 def suggest_config(trial: optuna.Trial, space: SearchSpace) -> dict:
     """A config drawn through ``trial``'s suggestions; always valid for ``space``.
 
-    Conditional parameters: heads and mlp are asked only for kept blocks, and a skippable
+    Conditional parameters: heads and mlp (and precision, where a block may be int8) are asked
+    only for kept blocks, and a skippable
     global block is asked ``keep`` only while skipping it still leaves ``min_global_blocks``.
     (A fixed-length genome, every gene asked in every trial, was tried and gave NSGA-II a
     lower hypervolume on ``sam_micro``; see README.)
@@ -81,14 +84,23 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> dict:
         if b.is_global and not keep:
             globals_left -= 1
         if keep:
-            blocks.append({
-                "keep": True,
-                "heads": trial.suggest_categorical(f"b{b.index}.heads", list(b.heads)),
-                "mlp": trial.suggest_categorical(f"b{b.index}.mlp", list(b.mlp)),
-            })
+            heads = trial.suggest_categorical(f"b{b.index}.heads", list(b.heads))
+            mlp = trial.suggest_categorical(f"b{b.index}.mlp", list(b.mlp))
+            precision = trial.suggest_categorical(f"b{b.index}.precision", list(b.precisions)) \
+                if len(b.precisions) > 1 else b.precisions[0]
+            blocks.append(b.kept(heads, mlp, precision))
         else:
             blocks.append({"keep": False})
     return space.validate({"space": space.name, "resolution": resolution, "blocks": blocks})
+
+
+def evaluate_config(evaluator: QualityEvaluator, model: Sam, config: dict):
+    """Quality of ``config`` as it would run: on the supernet for an fp32 config; for one with int8
+    blocks, on the subnet extracted and quantized (the weight-sharing supernet runs fp32 only)."""
+    if int8_blocks(config):
+        return evaluator.evaluate(extract(model, config), None)
+    with active_subnet(model, config):
+        return evaluator.evaluate(model, config)
 
 
 class Objective:
@@ -114,8 +126,7 @@ class Objective:
         predict_s = time.perf_counter() - start
         trial.set_constraint(CONSTRAINT, predicted - self.budget_ms)
         start = time.perf_counter()
-        with active_subnet(self.model, config):
-            result = self.evaluator.evaluate(self.model, config)
+        result = evaluate_config(self.evaluator, self.model, config)
         eval_s = time.perf_counter() - start
         record = TrialRecord(
             params=counts.total_params, encoder_params=counts.encoder_params, flops=counts.encoder_flops,

@@ -600,3 +600,59 @@ def test_cli_profile_warns_when_the_machine_drifted(tmp_path, capsys, monkeypatc
     code, out, err = run_cli(["latency", "profile", "--space", "sam_micro", "--device", "cpu-torch", "--samples", 5,
                               "--rounds", 3, "--max-rounds", 2, "--threads", 1, "--root", tmp_path], capsys, monkeypatch)
     assert code != 0 and "--max-rounds" in err
+
+
+# ---------------------------------------------------------------------- int8 block kinds
+
+
+def test_int8_spaces_time_int8_block_kinds_and_the_lut_uses_them(tmp_path):
+    """An int8 space's lookup table times every block shape at fp32 and int8 (quantized as the
+    deployed subnet is), and a config's int8 blocks are looked up at int8."""
+    from nas.latency.profile import Int8Module, kind_module
+    from supernet.elastic.quantize import is_quantized
+
+    space8 = SearchSpace.load("sam_micro_int8")
+    kinds = block_kinds(space8)
+    blocks = [k for k in kinds if k["kind"] == "block"]
+    assert {k["precision"] for k in blocks} == {"fp32", "int8"}
+    assert len(blocks) == 2 * len({(k["resolution"], k["window"], k["heads"], k["mlp"]) for k in blocks})
+    int8_kind = next(k for k in blocks if k["precision"] == "int8")
+    module, _ = kind_module(space8.arch, int8_kind, torch.Generator().manual_seed(0))
+    assert isinstance(module, Int8Module) and is_quantized(module.int8) and not is_quantized(module.fp32)
+
+    root = tmp_path / "lat"
+    profile_device(space8, "cpu-torch", ProfileSettings(blocks=True, **{**FAST, "samples": 6}), root=root)
+    rows = read_rows(root / "cpu-torch" / "blocks.csv")
+    assert {r["precision"] for r in rows if r["kind"] == "block"} == {"fp32", "int8"}
+    lut = lut_index(DeviceStore("cpu-torch", root).blocks())
+    config = {**space8.largest(), "resolution": 128}
+    config["blocks"][0]["precision"] = "int8"
+    config = space8.validate(config)
+    parts = dict(lut_parts(space8, lut, config))
+    b0 = space8.blocks[0]
+    key = ("micro", "block", 128, 0 if b0.is_global else space8.arch.window_size, config["blocks"][0]["heads"],
+           config["blocks"][0]["mlp"], 0)
+    assert parts["blocks[0]"] == lut[key + ("int8",)] != lut[key + ("fp32",)]
+
+
+def test_block_files_from_before_precision_read_as_fp32(tmp_path, root, space):
+    """A blocks.csv written before the precision column, and a predictor whose lookup table has the old
+    7-field keys, still load and predict as before (every block fp32)."""
+    folder = tmp_path / "cpu-torch"
+    folder.mkdir()
+    for name in ("fingerprint.json", "networks.csv"):
+        (folder / name).write_bytes((root / "cpu-torch" / name).read_bytes())
+    rows = read_rows(root / "cpu-torch" / "blocks.csv")
+    with open(folder / "blocks.csv", "w", newline="") as fh:
+        fields = [f for f in rows[0] if f != "precision"]
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    old = DeviceStore("cpu-torch", tmp_path).blocks()
+    assert old and {r["precision"] for r in old} == {"fp32"}
+    predictor = load_predictor("cpu-torch", root=root)
+    state = predictor.state()
+    state["lut"] = {k[:7]: v for k, v in state["lut"].items()}
+    reloaded = LatencyPredictor.from_state(state)
+    configs = [{**space.sample(s), "resolution": 128} for s in range(8)]
+    np.testing.assert_array_equal(reloaded.predict_many(configs), predictor.predict_many(configs))

@@ -10,7 +10,8 @@ from torch import nn
 
 import cli
 from infra.errors import CheckpointError, ConfigError
-from nas.export import ONNX_INT8_TOLERANCE, export_subnet
+from nas.export import export_subnet
+from nas.onnx_export import ONNX_INT8_TOLERANCE
 from nas.onnx_export import compare_embeddings, embedding_error, int8_matmul_nodes, onnx_session
 from search_spaces import SearchSpace, save_config
 from supernet.elastic.activation import active_subnet, check_fits
@@ -218,6 +219,9 @@ def test_cli_export_int8_config(space, tmp_path, capsys):
     assert cli.main(["export", "--config", str(config_path), "--out", str(out), "--repeats", "1"]) == 0
     card = json.loads((out / "card.json").read_text())
     assert card["precision"] == ["int8", None, "fp32", "int8", None, "fp32"]
+    # the summary names the int8 checks, not the fp32 export's that was deleted
+    summary = capsys.readouterr().out
+    assert "int8: vs PyTorch int8 cosine" in summary and "|ORT-torch|" not in summary
     sess = onnx_session(out / "image_encoder.onnx", threads=1)
     got = sess.run(None, {"images": np.zeros((1, 3, 128, 128), np.float32)})[0]
     assert got.shape == (1, 64, 8, 8) and np.isfinite(got).all()  # micro: 64 prompt channels, 128 px / 16
@@ -237,3 +241,39 @@ def test_fresh_process_validation_prepares_int8_subnets_quantized(model, space, 
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
     fp32_path = prepare_subnet(model, {**space.largest(), "resolution": 128}, "onnxruntime", tmp_path / "ort32")
     assert fp32_path.name == "encoder.onnx" and "MatMulInteger" not in {n.op_type for n in onnx.load(str(fp32_path)).graph.node}
+
+
+@pytest.mark.parametrize("device", ["cpu-torch", "cpu-onnxruntime"])
+def test_profiling_times_int8_subnets_quantized_in_both_runtimes(model, space, device):
+    """The profiler's module for an int8 config runs quantized in PyTorch, and ONNX Runtime builds the
+    same int8 encoder that `samnas export` writes (checked against PyTorch int8 when prepared)."""
+    import onnxruntime as ort
+
+    from nas.latency.profile import Int8Module, make_backend, network_module
+
+    config = mixed_config(space, 128)
+    module, inputs = network_module(model, config, 0, torch.Generator().manual_seed(0))
+    assert isinstance(module, Int8Module) and is_quantized(module.int8) and not is_quantized(module.fp32)
+    seen = []
+    if device == "cpu-onnxruntime":  # record the graph ONNX Runtime is given
+        real = ort.InferenceSession
+
+        def spy(model_bytes, *args, **kwargs):
+            import onnx
+
+            seen.extend(n.op_type for n in onnx.load_from_string(model_bytes).graph.node)
+            return real(model_bytes, *args, **kwargs)
+
+        ort.InferenceSession = spy
+    try:
+        run = make_backend(device, threads=1).prepare(module, inputs)
+    finally:
+        if device == "cpu-onnxruntime":
+            ort.InferenceSession = real
+    out = run()
+    out = out[0] if isinstance(out, list) else out.numpy()
+    assert out.shape == (1, 64, 8, 8) and np.isfinite(out).all()
+    if device == "cpu-onnxruntime":
+        assert "MatMulInteger" in seen or "DynamicQuantizeMatMul" in seen
+    fp32 = network_module(model, {**space.largest(), "resolution": 128}, 0, torch.Generator())[0]
+    assert not isinstance(fp32, Int8Module) and not is_quantized(fp32)

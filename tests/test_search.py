@@ -286,6 +286,30 @@ def test_pareto_front_logic():
     assert "(no feasible trials match)" in render([], "table")
 
 
+def test_pareto_precision_column_and_filter():
+    import json
+
+    def cfg(*precisions):
+        return json.dumps({"space": "s", "resolution": 128, "blocks": [
+            {"heads": 1, "mlp": 128, "keep": True, **({"precision": q} if q else {})} for q in precisions]})
+
+    def p(q, ms, config, n):
+        return TrialPoint("s@cpu-torch@100ms", n, "s", "cpu-torch", 100.0, q, ms, 1, 1, config)
+
+    pts = [p(0.5, 10, cfg("int8", "int8"), 0), p(0.6, 20, cfg("int8", None), 1), p(0.7, 30, cfg(None, None), 2),
+           p(0.65, 25, cfg("fp32", "fp32"), 3)]
+    assert [x.precision for x in pts] == ["int8", "mixed (1/2 int8)", "fp32", "fp32"]
+    assert [x.trial for x in pareto_front(pts)] == [0, 1, 3, 2]
+    assert [x.trial for x in pareto_front(pts, precision="fp32")] == [3, 2]
+    assert [x.trial for x in pareto_front(pts, precision="int8")] == [0]
+    assert [x.trial for x in pareto_front(pts, precision="mixed")] == [1]
+    table = render(pareto_front(pts), "table")
+    assert "precision" in table.splitlines()[0] and "mixed (1/2 int8)" in table
+    rows = json.loads(render(pts, "json"))
+    assert [r["precision"] for r in rows] == ["int8", "mixed (1/2 int8)", "fp32", "fp32"]
+    assert "precision" in render(pts, "csv").splitlines()[0].split(",")
+
+
 def test_hypervolume_2d():
     from nas.pareto import hypervolume_2d
 
@@ -295,3 +319,31 @@ def test_hypervolume_2d():
     # front (10 ms, 0.5) and (40 ms, 0.8) with reference 100 ms: 30*0.5 + 60*0.8
     assert hypervolume_2d([p(0.5, 10), p(0.8, 40), p(0.4, 50)], ref_ms=100) == pytest.approx(63.0)
     assert hypervolume_2d([p(0.9, 150)], ref_ms=100) == 0.0
+
+
+@pytest.mark.parametrize("sampler", ["random", DEFAULT_SAMPLER])
+def test_search_over_precision_scores_int8_configs_quantized(tmp_path, sampler):
+    """An int8 space is searched over precision too; an int8 trial's quality is measured on the
+    subnet extracted and quantized (the supernet refuses int8), fp32 trials on the supernet."""
+    from nas.search import evaluate_config
+    from supernet.elastic.extract import extract
+    from supernet.elastic.precision import int8_blocks
+
+    space = SearchSpace.load("sam_micro_int8")
+    model = build_sam("micro", seed=0)
+    root = tmp_path / "latency"
+    profile_device(space, "cpu-torch", ProfileSettings(samples=8, repeats=1, warmup=1, min_seconds=0, rounds=1,
+                                                       max_rounds=1, resolutions=[128], progress=False), root=root)
+    fit_device("cpu-torch", root=root, folds=2)
+    latency = load_predictor("cpu-torch", space=space.name, root=root)
+    evaluator = make_evaluator("fidelity", model, images=images(), prompts_per_image=2)
+    settings = SearchSettings(space=space.name, device="cpu-torch", budget_ms=1e6, trials=8, sampler=sampler,
+                              seed=3, storage=f"sqlite:///{tmp_path / 'studies.db'}")
+    study = run_search(settings, model, space, evaluator, latency, progress=False)
+    configs = [json.loads(t.user_attrs["config"]) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    assert len(configs) == 8 and any(int8_blocks(c) for c in configs)
+    int8 = next(c for c in configs if int8_blocks(c))
+    direct = evaluator.evaluate(extract(model, int8), None).score
+    assert evaluate_config(evaluator, model, int8).score == pytest.approx(direct)
+    params = {name for t in study.trials for name in t.params}
+    assert any(name.endswith(".precision") for name in params)

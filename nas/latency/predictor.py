@@ -45,6 +45,7 @@ from sklearn.model_selection import KFold
 from search_spaces.space import SearchSpace
 from infra.errors import ConfigError, UserError
 from infra.fileio import atomic_write_bytes
+from supernet.elastic.precision import block_precision
 
 from .store import DeviceStore, write_json
 
@@ -67,9 +68,14 @@ class MissingTiming(KeyError):
 
 
 def lut_index(block_rows: list[dict]) -> dict[tuple, float]:
-    """``{(model_type, kind, resolution, window, heads, mlp, prompts): median_ms}`` from blocks.csv rows."""
-    return {(r["model_type"], r["kind"], r["resolution"], r["window"], r["heads"], r["mlp"], r["prompts"]):
-            r["median_ms"] for r in block_rows}
+    """``{(model_type, kind, resolution, window, heads, mlp, prompts, precision): median_ms}`` from blocks.csv rows."""
+    return {(r["model_type"], r["kind"], r["resolution"], r["window"], r["heads"], r["mlp"], r["prompts"],
+             r.get("precision", "fp32")): r["median_ms"] for r in block_rows}
+
+
+def upgrade_lut_keys(lut: Mapping[tuple, float]) -> dict[tuple, float]:
+    """A lookup table saved before block precision existed (7-field keys) with ``fp32`` appended."""
+    return {(tuple(k) + ("fp32",) if len(k) == 7 else tuple(k)): v for k, v in lut.items()}
 
 
 LUT_GROUPS = ("fixed", "window", "global", "decoder")  # what each lookup-table part times
@@ -86,14 +92,15 @@ def _lut_entries(space: SearchSpace, lut: Mapping[tuple, float], config: dict,
         except KeyError:
             raise MissingTiming(key) from None
 
-    entries = [("fixed", "fixed", get((mt, "fixed", res, -1, 0, 0, 0)))]
+    entries = [("fixed", "fixed", get((mt, "fixed", res, -1, 0, 0, 0, "fp32")))]
     for i, (entry, spec) in enumerate(zip(config["blocks"], space.blocks)):
         if entry["keep"]:
             window = 0 if spec.is_global else arch.window_size
             entries.append((f"blocks[{i}]", "global" if spec.is_global else "window",
-                            get((mt, "block", res, window, entry["heads"], entry["mlp"], 0))))
+                            get((mt, "block", res, window, entry["heads"], entry["mlp"], 0,
+                                 block_precision(entry)))))
     if prompts:
-        entries.append(("decoder", "decoder", get((mt, "decoder", res, -1, 0, 0, prompts))))
+        entries.append(("decoder", "decoder", get((mt, "decoder", res, -1, 0, 0, prompts, "fp32"))))
     return entries
 
 
@@ -407,7 +414,7 @@ class LatencyPredictor:
             model.log_scale, model.gbr, model.linear = m["log_scale"], m["gbr"], m.get("linear", {})
             models[key] = model
         space = SearchSpace.from_dict(state["space"], source=f"predictor for {state['device']}")
-        return cls(state["device"], space, state["lut"], models, state["report"])
+        return cls(state["device"], space, upgrade_lut_keys(state["lut"]), models, state["report"])
 
 
 # ---------------------------------------------------------------------- fitting

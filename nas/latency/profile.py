@@ -25,6 +25,7 @@ Weights are random (latency does not depend on their values); seeds are fixed.
 """
 from __future__ import annotations
 
+import copy
 import io
 import time
 import warnings
@@ -46,9 +47,12 @@ from supernet.modeling.arch import SamArch
 from supernet.modeling.build import build_from_spec, build_sam
 from infra.errors import UserError
 from supernet.elastic.extract import extract
+from supernet.elastic.precision import int8_blocks
+from supernet.elastic.quantize import quantize_modules, quantize_subnet
 from supernet.modeling.image_encoder import EncoderBlock, ImageEncoderViT
 from supernet.modeling.sam import Sam
 
+from .fresh import ort_session_options
 from .store import DeviceStore, parse_device, profile_document, write_json
 
 ONNX_ATOL = 1e-3  # |ORT - torch| allowed, relative to max(1, |torch output|)
@@ -86,6 +90,9 @@ class TorchBackend(Backend):
     name = "torch"
 
     def prepare(self, module, inputs):
+        if isinstance(module, Int8Module) and self.hardware != "cpu":
+            raise UserError("int8 blocks run as PyTorch dynamic quantization, which is CPU-only: profile an int8 "
+                            "space on cpu-torch or cpu-onnxruntime, or an fp32 space on this GPU")
         module = module.to(self.device).eval()
         inputs = tuple(x.to(self.device) for x in inputs)
 
@@ -116,8 +123,9 @@ class OrtBackend(Backend):
     def info(self):
         return {**super().info(), "onnxruntime_provider": self.provider}
 
-    def session(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
-        """An inference session for ``module`` (exported with opset :data:`nas.onnx_export.OPSET`)."""
+    @staticmethod
+    def export_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> bytes:
+        """``module`` as ONNX (opset :data:`nas.onnx_export.OPSET`, inputs ``input0``, ``input1``, ...)."""
         from nas.onnx_export import OPSET
 
         buf = io.BytesIO()
@@ -126,15 +134,41 @@ class OrtBackend(Backend):
             warnings.simplefilter("ignore")
             torch.onnx.export(module.cpu().eval(), inputs, buf, dynamo=False, opset_version=OPSET,
                               input_names=names)
-        from .fresh import ort_session_options  # the same options as a fresh-process validation timing
+        return buf.getvalue()
 
-        return self.ort.InferenceSession(buf.getvalue(), sess_options=ort_session_options(self.ort, self.threads),
-                                         providers=[self.provider])
+    def session(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
+        """An inference session for ``module``, with the options a fresh-process validation timing uses."""
+        return self.ort.InferenceSession(self.export_bytes(module, inputs), providers=[self.provider],
+                                         sess_options=ort_session_options(self.ort, self.threads))
 
     def prepare(self, module, inputs):
+        if isinstance(module, Int8Module):
+            return self.prepare_int8(module, inputs)
         sess = self.session(module, inputs)
         feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), inputs)}
         check_onnx_matches(module, inputs, sess.run(None, feeds))
+        return lambda: sess.run(None, feeds)
+
+    def prepare_int8(self, module: "Int8Module", inputs: tuple[torch.Tensor, ...]):
+        """A session for the int8 module exactly as ``samnas export`` builds one: the fp32 module exported,
+        then its int8 blocks' linear layers quantized by ONNX Runtime, checked against PyTorch's int8."""
+        import tempfile
+
+        from nas.onnx_export import ONNX_INT8_TOLERANCE, compare_embeddings, int8_within_tolerance, quantize_onnx_blocks
+
+        with tempfile.TemporaryDirectory(prefix="samnas-int8-") as tmp:
+            fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            fp32_path.write_bytes(self.export_bytes(module.fp32, inputs))
+            quantize_onnx_blocks(fp32_path, int8_path, module.blocks)
+            sess = self.ort.InferenceSession(int8_path.read_bytes(), providers=[self.provider],
+                                             sess_options=ort_session_options(self.ort, self.threads))
+        feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), inputs)}
+        with torch.inference_mode():
+            want = module(*inputs).numpy()
+        error = compare_embeddings(sess.run(None, feeds)[0], want)
+        if not int8_within_tolerance(error):
+            raise RuntimeError(f"int8 ONNX module differs from the PyTorch int8 one: relative L2 "
+                               f"{error['rel_l2']:.4f}, cosine {error['cosine']:.5f} (accepted: {ONNX_INT8_TOLERANCE})")
         return lambda: sess.run(None, feeds)
 
 
@@ -220,12 +254,15 @@ def block_kinds(space: SearchSpace, prompts: int = 0) -> list[dict]:
     Each is a dict of :data:`nas.latency.store.BLOCK_KEY` fields.
     """
     arch = space.arch
-    shapes = sorted({(block_window(arch, b.is_global), h, m) for b in space.blocks for h in b.heads for m in b.mlp})
+    shapes = sorted({(block_window(arch, b.is_global), h, m, q) for b in space.blocks for h in b.heads
+                     for m in b.mlp for q in b.precisions})
     kinds = []
     for res in space.resolutions:
-        base = {"model_type": space.model_type, "resolution": res, "window": -1, "heads": 0, "mlp": 0, "prompts": 0}
+        base = {"model_type": space.model_type, "resolution": res, "window": -1, "heads": 0, "mlp": 0, "prompts": 0,
+                "precision": "fp32"}
         kinds.append({**base, "kind": "fixed"})
-        kinds += [{**base, "kind": "block", "window": w, "heads": h, "mlp": m} for w, h, m in shapes]
+        kinds += [{**base, "kind": "block", "window": w, "heads": h, "mlp": m, "precision": q}
+                  for w, h, m, q in shapes]
         if prompts:
             kinds.append({**base, "kind": "decoder", "prompts": prompts})
     return kinds
@@ -240,7 +277,11 @@ def kind_module(arch: SamArch, kind: dict, gen: torch.Generator) -> tuple[nn.Mod
         return module.eval(), (torch.randn(1, 3, res, res, generator=gen),)
     if kind["kind"] == "block":
         module = EncoderBlock(arch.embed_dim, kind["heads"], arch.head_dim, kind["mlp"], kind["window"], grid)
-        return module.eval(), (torch.randn(1, grid, grid, arch.embed_dim, generator=gen),)
+        x = torch.randn(1, grid, grid, arch.embed_dim, generator=gen)
+        if kind.get("precision", "fp32") == "int8":
+            fp32 = OneBlock(module).eval()
+            return Int8Module(fp32, quantize_modules(copy.deepcopy(fp32)), [0]), (x,)
+        return module.eval(), (x,)
     if kind["kind"] == "decoder":
         module = DecoderCall(build_from_spec(arch, [], img_size=res))
         emb = torch.randn(1, arch.prompt_embed_dim, grid, grid, generator=gen)
@@ -248,14 +289,44 @@ def kind_module(arch: SamArch, kind: dict, gen: torch.Generator) -> tuple[nn.Mod
     raise ValueError(f"unknown block kind {kind['kind']!r}")
 
 
+class Int8Module(nn.Module):
+    """A module whose encoder blocks ``blocks`` (its ``blocks.<i>``) run int8: as ``int8``, the module
+    quantized in PyTorch; ``fp32`` keeps the module before quantizing, from which ONNX Runtime's
+    backend builds its own int8 version (a quantized PyTorch module cannot be exported to ONNX)."""
+
+    def __init__(self, fp32: nn.Module, int8: nn.Module, blocks: list[int]) -> None:
+        super().__init__()
+        self.fp32, self.int8, self.blocks = fp32.eval(), int8.eval(), list(blocks)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.int8(*inputs)
+
+
+class OneBlock(nn.Module):
+    """One encoder block as ``blocks.0``, so that it exports with the node names of an encoder's block."""
+
+    def __init__(self, block: EncoderBlock) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([block])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks[0](x)
+
+
 def network_module(supernet: Sam, config: dict, prompts: int, gen: torch.Generator):
-    """The extracted subnet as the module to time (encoder, or encoder + decoder if ``prompts``), with inputs."""
-    sub = extract(supernet, config)
+    """The extracted subnet as the module to time (encoder, or encoder + decoder if ``prompts``), with inputs.
+
+    int8 blocks run quantized (an :class:`Int8Module` for the encoder alone).
+    """
     res = config["resolution"]
     images = torch.randn(1, 3, res, res, generator=gen)
     if prompts:
-        return EncoderDecoderCall(sub).eval(), (images, *prompt_inputs(res, prompts, gen))
-    return sub.image_encoder.eval(), (images,)
+        return EncoderDecoderCall(extract(supernet, config)).eval(), (images, *prompt_inputs(res, prompts, gen))
+    if int8_blocks(config):
+        fp32 = extract(supernet, config, quantize=False)
+        return Int8Module(fp32.image_encoder, quantize_subnet(fp32, config).image_encoder,
+                          int8_blocks(config)), (images,)
+    return extract(supernet, config).image_encoder.eval(), (images,)
 
 
 def sample_configs(space: SearchSpace, n: int, seed: int = 0) -> list[dict]:

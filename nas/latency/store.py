@@ -45,13 +45,16 @@ TIMING_FIELDS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms", "repeats",
 # kind: "fixed" (patch embedding + position embedding + neck, i.e. an encoder with no
 # blocks), "block" (one encoder block), or "decoder" (prompt encoder + mask decoder for
 # ``prompts`` single-point prompts). window: 0 = global attention; -1 where it does not apply.
-BLOCK_KEY = ("model_type", "kind", "resolution", "window", "heads", "mlp", "prompts")
+# precision: the block's linear layers, fp32 or int8 (dynamic); files from before it read as fp32.
+BLOCK_KEY = ("model_type", "kind", "resolution", "window", "heads", "mlp", "prompts", "precision")
 BLOCK_FIELDS = BLOCK_KEY + TIMING_FIELDS
 # part: "encoder" (image encoder alone) or "encoder+decoder" (then ``prompts`` > 0).
 NETWORK_KEY = ("space", "part", "prompts", "config")
 NETWORK_FIELDS = ("space", "part", "prompts", "resolution", "config") + TIMING_FIELDS
 INT_FIELDS = {"resolution", "window", "heads", "mlp", "prompts", "repeats"}
 FLOAT_FIELDS = {"median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms", "seconds"}
+# Fields added after files were first written: a file without them reads as this value.
+FIELD_DEFAULTS = {"precision": "fp32"}
 # Fingerprint fields that must agree for two measurement runs to describe one device.
 SAME_DEVICE_FIELDS = ("cpu", "threads", "backend", "torch", "onnxruntime", "gpu", "allocator")
 
@@ -112,6 +115,7 @@ def check_rows(rows: Iterable[dict], fields: tuple[str, ...], where: str) -> lis
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise UserError(f"{where}: row {i}: expected a mapping with fields {', '.join(fields)}")
+        row = {**{f: v for f, v in FIELD_DEFAULTS.items() if f in fields}, **row}
         missing = [f for f in fields if f not in row]
         if missing:
             raise UserError(f"{where}: row {i}: missing field(s) {', '.join(missing)}")
@@ -125,7 +129,7 @@ def read_csv(path: Path, fields: tuple[str, ...]) -> list[dict]:
         return []
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = [f for f in fields if f not in (reader.fieldnames or [])]
+        missing = [f for f in fields if f not in (reader.fieldnames or []) and f not in FIELD_DEFAULTS]
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(fields)}")
         return check_rows(list(reader), fields, str(path))

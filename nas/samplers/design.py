@@ -62,12 +62,16 @@ def encode_many(space: SearchSpace, configs: list[dict]) -> np.ndarray:
     Same layout and scale as :meth:`SearchSpace.encode` (a test checks they agree).
     """
     arch = space.arch
-    out = np.zeros((len(configs), 1 + 3 * space.num_blocks))
+    with_int8 = "int8" in space.precisions
+    n = space.num_blocks
+    out = np.zeros((len(configs), 1 + (4 if with_int8 else 3) * n))
     for row, config in zip(out, configs):
         row[0] = config["resolution"] / arch.img_size
         for i, block in enumerate(config["blocks"]):
             if block["keep"]:
                 row[1 + 3 * i: 4 + 3 * i] = (1.0, block["heads"] / arch.num_heads, block["mlp"] / arch.mlp_dim)
+                if with_int8 and block.get("precision") == "int8":
+                    row[1 + 3 * n + i] = 1.0
     return out
 
 
@@ -85,13 +89,19 @@ def mutate(space: SearchSpace, config: dict, rng: np.random.Generator, genes: in
             cfg["resolution"] = space.resolutions[int(rng.integers(len(space.resolutions)))]
             continue
         b, entry = space.blocks[i], cfg["blocks"][i]
-        what = int(rng.integers(3)) if b.skippable else 1 + int(rng.integers(2))
+        fields = 3 if len(b.precisions) > 1 else 2  # heads, mlp and, where there is a choice, precision
+        what = int(rng.integers(fields + 1)) if b.skippable else 1 + int(rng.integers(fields))
         if what == 0 or not entry["keep"]:
             if entry["keep"]:
                 cfg["blocks"][i] = {"keep": False}
             else:
-                cfg["blocks"][i] = {"keep": True, "heads": b.heads[int(rng.integers(len(b.heads)))],
-                                    "mlp": b.mlp[int(rng.integers(len(b.mlp)))]}
+                heads, mlp = b.heads[int(rng.integers(len(b.heads)))], b.mlp[int(rng.integers(len(b.mlp)))]
+                precision = b.precisions[int(rng.integers(len(b.precisions)))] if fields == 3 else b.precisions[0]
+                cfg["blocks"][i] = b.kept(heads, mlp, precision)
+            continue
+        if what == 3:  # flip the block's precision
+            others = [q for q in b.precisions if q != entry.get("precision", "fp32")]
+            cfg["blocks"][i] = b.kept(entry["heads"], entry["mlp"], others[int(rng.integers(len(others)))])
             continue
         field, choices = ("heads", b.heads) if what == 1 else ("mlp", b.mlp)
         j = choices.index(entry[field]) + (1 if rng.random() < 0.5 else -1)

@@ -28,15 +28,19 @@ def param_value(config: dict, name: str):
     if name == "resolution":
         return config["resolution"]
     block, _, field = name.partition(".")
-    if not block.startswith("b") or field not in ("keep", "heads", "mlp"):
+    if not block.startswith("b") or field not in ("keep", "heads", "mlp", "precision"):
         raise KeyError(name)
     entry = config["blocks"][int(block[1:])]
+    if field == "precision":
+        return entry.get("precision", "fp32") if entry["keep"] else entry["precision"]
     return entry["keep"] if field == "keep" else entry[field]
 
 
 def config_key(config: dict) -> str:
-    """A canonical string for a config: skipped blocks compare equal whatever else they say."""
-    blocks = [[b["heads"], b["mlp"]] if b["keep"] else None for b in config["blocks"]]
+    """A canonical string for a config: skipped blocks compare equal whatever else they say; an fp32
+    block reads as it did before precision existed."""
+    blocks = [([b["heads"], b["mlp"]] + ([b["precision"]] if b.get("precision", "fp32") != "fp32" else []))
+              if b["keep"] else None for b in config["blocks"]]
     return json.dumps([config["resolution"], blocks], separators=(",", ":"))
 
 

@@ -29,3 +29,22 @@ def int8_blocks(config: Mapping) -> list[int]:
     """Indices, among the *kept* blocks (the extracted subnet's numbering), of the int8 blocks."""
     kept = [spec for spec in config["blocks"] if spec.get("keep", True)]
     return [i for i, spec in enumerate(kept) if block_precision(spec) == "int8"]
+
+
+PRECISION_KINDS = ("fp32", "int8", "mixed")  # what a whole config is, for listing and filtering fronts
+
+
+def config_precision(config: Mapping) -> str:
+    """``fp32`` (no kept block int8), ``int8`` (every kept block int8) or ``mixed``."""
+    kept = sum(1 for spec in config["blocks"] if spec.get("keep", True))
+    n = len(int8_blocks(config))
+    return "fp32" if n == 0 else "int8" if n == kept else "mixed"
+
+
+def precision_label(config: Mapping) -> str:
+    """``config_precision``, with the count for mixed configs: ``mixed (3/6 int8)``."""
+    kind = config_precision(config)
+    if kind != "mixed":
+        return kind
+    kept = sum(1 for spec in config["blocks"] if spec.get("keep", True))
+    return f"mixed ({len(int8_blocks(config))}/{kept} int8)"

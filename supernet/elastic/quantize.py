@@ -46,12 +46,17 @@ def quantize_subnet(sub: Sam, config: Mapping, inplace: bool = False) -> Sam:
                          "extract the subnet (supernet.elastic.extract.extract) to quantize it")
     if not inplace:
         sub = copy.deepcopy(sub)
-    with warnings.catch_warnings():  # torch.ao's eager-mode quantization warns that it is deprecated
-        warnings.simplefilter("ignore")
-        for i in chosen:
-            torch.ao.quantization.quantize_dynamic(sub.image_encoder.blocks[i], {nn.Linear}, dtype=torch.qint8,
-                                                   inplace=True)
+    for i in chosen:
+        quantize_modules(sub.image_encoder.blocks[i])
     return sub
 
 
-__all__ = ["is_quantized", "quantize_subnet"]
+def quantize_modules(module: nn.Module) -> nn.Module:
+    """``module`` with every ``nn.Linear`` in it dynamically quantized to int8, in place (returned)."""
+    with warnings.catch_warnings():  # torch.ao's eager-mode quantization warns that it is deprecated
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    return module
+
+
+__all__ = ["is_quantized", "quantize_modules", "quantize_subnet"]
