@@ -45,13 +45,16 @@ class TrialPoint:
 
     @property
     def precision(self) -> str:
-        """``fp32``, ``int8`` or ``mixed (k/n int8)`` (kept blocks; see ``supernet.elastic.precision``)."""
-        return precision_label(json.loads(self.config))
+        """``fp32``, ``int8`` or ``mixed (k/n int8)`` (kept blocks; see ``supernet.elastic.precision``);
+        ``n/a`` for a config without encoder blocks (a segment-everything policy)."""
+        config = json.loads(self.config)
+        return precision_label(config) if "blocks" in config else "n/a"
 
     @property
     def precision_kind(self) -> str:
-        """``fp32``, ``int8`` or ``mixed``: what ``pareto --precision`` filters on."""
-        return config_precision(json.loads(self.config))
+        """``fp32``, ``int8`` or ``mixed``: what ``pareto --precision`` filters on (``n/a`` as above)."""
+        config = json.loads(self.config)
+        return config_precision(config) if "blocks" in config else "n/a"
 
 
 def load_studies(storage: str | None, include_everything: bool = False) -> tuple[list[TrialPoint], dict[str, dict]]:

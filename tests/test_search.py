@@ -308,6 +308,10 @@ def test_pareto_precision_column_and_filter():
     rows = json.loads(render(pts, "json"))
     assert [r["precision"] for r in rows] == ["int8", "mixed (1/2 int8)", "fp32", "fp32"]
     assert "precision" in render(pts, "csv").splitlines()[0].split(",")
+    policy = TrialPoint("s@cpu-torch@100ms@everything", 9, "s", "cpu-torch", 100.0, 0.5, 5, 1, 1,
+                        json.dumps({"kind": "grid", "points_per_side": 8}))
+    assert policy.precision == "n/a" and pareto_front([policy], precision="fp32") == []
+    assert json.loads(render([policy], "json"))[0]["precision"] == "n/a"
 
 
 def test_hypervolume_2d():
