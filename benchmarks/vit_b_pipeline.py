@@ -272,19 +272,17 @@ def main(argv=None) -> int:
                       str(rank_photos), "--method", "wanda", "--max-images", str(args.rank_images),
                       "--threads", str(args.threads), "--out", str(work / "ranked.pt")],
              args.rank_images, "photo", args.project_photos, RANK_LOOP),
-        Step(f"train-supernet {res}", ["train-supernet", "--checkpoint", str(work / "ranked.pt"), "--space",
-                                       str(space_file), "--images", str(rank_photos), "--steps",
-                                       str(args.train_steps), "--batch-images", str(args.batch_images),
-                                       "--out", str(work / f"train{res}"), "--tracking-uri", uri],
-             args.train_steps, "step", args.project_steps, TRAIN_LOOP),
     ]
-    for extra in args.extra_train_resolutions:
-        extra_space = space_at(space, extra, work)
-        steps.append(Step(f"train-supernet {extra}",
-                          ["train-supernet", "--checkpoint", str(work / "ranked.pt"), "--space", str(extra_space),
-                           "--images", str(rank_photos), "--steps", str(args.train_steps), "--batch-images",
-                           str(args.batch_images), "--out", str(work / f"train{extra}"), "--tracking-uri", uri],
-                          args.train_steps, "step", args.project_steps, TRAIN_LOOP))
+
+    def train_step(side: int) -> Step:
+        """``train-supernet`` for ``--train-steps`` steps in the space restricted to ``side`` px."""
+        return Step(f"train-supernet {side}",
+                    ["train-supernet", "--checkpoint", str(work / "ranked.pt"), "--space", str(space_at(space, side, work)),
+                     "--images", str(rank_photos), "--steps", str(args.train_steps), "--batch-images",
+                     str(args.batch_images), "--out", str(work / f"train{side}"), "--tracking-uri", uri],
+                    args.train_steps, "step", args.project_steps, TRAIN_LOOP)
+
+    steps += [train_step(side) for side in [res, *args.extra_train_resolutions]]
     steps += [
         Step("latency profile", ["latency", "profile", "--space", str(space_file), "--device", DEVICE, "--blocks",
                                  "--samples", str(args.profile_samples), "--repeats", "3", "--rounds", "1",
