@@ -119,6 +119,19 @@ def test_fresh_process_times_a_tiny_subnet(tmp_path, space, backend):
         time_in_fresh_process(backend, tmp_path / "missing", 128, threads=1, repeats=1, warmup=0, min_seconds=0)
 
 
+def test_fresh_process_times_a_probe_beside_the_subnet(tmp_path, space):
+    """With a probe, one process times both, interleaved; the larger probe takes longer than the smallest subnet."""
+    supernet = build_sam("micro", seed=0)
+    small = prepare_subnet(supernet, space.validate(space.smallest()), "torch", tmp_path / "small")
+    large = prepare_subnet(supernet, space.validate(space.largest()), "torch", tmp_path / "large")
+    result = time_in_fresh_process("torch", small, 128, threads=1, repeats=4, warmup=4, min_seconds=0.05,
+                                   probe=(large, 128))
+    assert result["repeats"] >= 4 and result["probe_repeats"] >= 4
+    assert result["probe_median_ms"] > result["median_ms"] > 0
+    assert "probe_median_ms" not in time_in_fresh_process("torch", small, 128, threads=1, repeats=1, warmup=0,
+                                                          min_seconds=0)
+
+
 # ---------------------------------------------------------------------- probe and recalibration
 
 
@@ -231,9 +244,15 @@ def test_profile_validate_and_list(tmp_path, capsys, monkeypatch):
     assert "2 held-out subnets, each timed in a fresh process (1 threads)" in out and "probe factor" in out
     report = json.loads((root / "cpu-torch" / VALIDATION_FILE).read_text())["spaces"]["sam_micro"]
     assert report["samples"] == 2 and report["probe_factor"] > 0
+    base = report["interleaved_probe"]["baseline_ms"]
     for sub in report["subnets"]:
         assert sub["predicted_ms"] == pytest.approx(sub["predicted_raw_ms"] * report["probe_factor"], rel=1e-12)
         assert sub["measured_ms"] > 0
+        # interleaved: each subnet's raw prediction scaled by the probe timed beside it, over its profiled ms
+        assert sub["interleaved_factor"] == pytest.approx(sub["probe_ms"] / base, rel=1e-12)
+        assert sub["predicted_interleaved_ms"] == pytest.approx(sub["predicted_raw_ms"] * sub["interleaved_factor"],
+                                                                rel=1e-12)
+    assert report["interleaved_probe"]["config"] in {p["config"] for p in probes}
     timed = {r["config"] for r in DeviceStore("cpu-torch", root).networks()}
     assert not {s["config"] for s in report["subnets"]} & timed
     code, out, err = run_cli(["latency", "list", "--root", root], capsys, monkeypatch)

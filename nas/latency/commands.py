@@ -279,6 +279,10 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"probe factor {factor:.3f} (before {probe['before']['factor']:.3f}, after {probe['after']['factor']:.3f})")
     print(f"  raw:          {_metrics(report['raw'])}")
     print(f"  recalibrated: {_metrics(report['recalibrated'])}")
+    if report.get("interleaved"):
+        f = report["interleaved_probe"]
+        print(f"  interleaved:  {_metrics(report['interleaved'])} (each subnet scaled by the probe timed beside it "
+              f"in its process: factors {f['factor_min']:.2f}-{f['factor_max']:.2f}, median {f['factor_median']:.2f})")
     print(f"  stated (CV over the profiled subnets): MAPE {report['cv_mape_pct']:.1f}%, "
           f"{report['cv_within_10_pct']:.0f}% within +-10%")
     if factor is not None:

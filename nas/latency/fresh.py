@@ -12,8 +12,10 @@ runs, then at least ``repeats`` timed runs and ``min_seconds`` of them
 (:func:`nas.timing.time_callable`).
 
 Job fields: ``backend``, ``path``, ``resolution``, ``threads``, ``repeats``, ``warmup``,
-``min_seconds``, ``seed``. Output: the :class:`nas.timing.Timing` fields plus ``pid``,
-``threads`` and ``allocator``.
+``min_seconds``, ``seed``; optionally ``probe_path`` and ``probe_resolution`` (a drift probe
+subnet, saved the same way, timed interleaved with the subnet). Output: the
+:class:`nas.timing.Timing` fields plus ``pid``, ``threads`` and ``allocator`` (and
+``probe_median_ms`` with a probe).
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ import json
 import os
 import sys
 from pathlib import Path
+
+
+PROBE_ROUNDS = 4  # interleaved rounds of subnet and probe, when the job names a probe
 
 
 def ort_session_options(ort, threads: int):
@@ -32,41 +37,58 @@ def ort_session_options(ort, threads: int):
     return opts
 
 
-def time_job(job: dict) -> dict:
-    """Load and time the job's subnet in this process; the result as a JSON-ready dict."""
-    from nas.timing import steady_allocator, time_callable
-
-    allocator = steady_allocator()  # before any model memory is allocated
+def load_runner(backend: str, path: str, resolution: int, threads: int, seed: int = 0):
+    """A zero-argument callable running the saved subnet (folder) or ONNX file at ``path`` on one fixed image."""
     import numpy as np
 
-    threads, res = int(job["threads"]), int(job["resolution"])
-    images = np.random.default_rng(job.get("seed", 0)).standard_normal((1, 3, res, res)).astype(np.float32)
-    if job["backend"] == "torch":
+    images = np.random.default_rng(seed).standard_normal((1, 3, resolution, resolution)).astype(np.float32)
+    if backend == "torch":
         import torch
 
         from supernet.elastic.extract import load_subnet
 
         torch.set_num_threads(threads)
-        encoder = load_subnet(job["path"]).image_encoder.eval()
+        encoder = load_subnet(path).image_encoder.eval()
         x = torch.from_numpy(images)
 
         def run():
             with torch.inference_mode():
                 return encoder(x)
-    elif job["backend"] == "onnxruntime":
+        return run
+    if backend == "onnxruntime":
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(str(job["path"]), sess_options=ort_session_options(ort, threads),
+        sess = ort.InferenceSession(str(path), sess_options=ort_session_options(ort, threads),
                                     providers=["CPUExecutionProvider"])
         feeds = {sess.get_inputs()[0].name: images}
+        return lambda: sess.run(None, feeds)
+    raise ValueError(f"unknown backend {backend!r}")
 
-        def run():
-            return sess.run(None, feeds)
+
+def time_job(job: dict) -> dict:
+    """Load and time the job's subnet in this process; the result as a JSON-ready dict.
+
+    With ``probe_path`` (and ``probe_resolution``) in the job, the drift probe's subnet is
+    loaded too and the two are timed in :data:`PROBE_ROUNDS` interleaved rounds
+    (:func:`nas.timing.time_rounds`, each with ``repeats``, ``warmup`` and ``min_seconds`` of
+    its own): ``probe_median_ms`` is then the probe's speed at the very time the subnet ran.
+    """
+    from nas.timing import steady_allocator, time_callable, time_rounds
+
+    allocator = steady_allocator()  # before any model memory is allocated
+    threads, seed = int(job["threads"]), int(job.get("seed", 0))
+    run = load_runner(job["backend"], job["path"], int(job["resolution"]), threads, seed)
+    repeats, warmup, min_seconds = int(job["repeats"]), int(job["warmup"]), float(job["min_seconds"])
+    extra = {}
+    if job.get("probe_path"):
+        probe = load_runner(job["backend"], job["probe_path"], int(job["probe_resolution"]), threads, seed)
+        rounds = time_rounds([run, probe], rounds=PROBE_ROUNDS, repeats=max(repeats, PROBE_ROUNDS),
+                             warmup=max(warmup, PROBE_ROUNDS), min_seconds=min_seconds, shuffle_seed=seed)
+        timing, probe_timing = rounds.timings
+        extra = {"probe_median_ms": probe_timing.median_ms, "probe_repeats": probe_timing.repeats}
     else:
-        raise ValueError(f"unknown backend {job['backend']!r}")
-    timing = time_callable(run, repeats=int(job["repeats"]), warmup=int(job["warmup"]),
-                           min_seconds=float(job["min_seconds"]))
-    return {**timing.as_dict(), "pid": os.getpid(), "threads": threads, "allocator": allocator}
+        timing = time_callable(run, repeats=repeats, warmup=warmup, min_seconds=min_seconds)
+    return {**timing.as_dict(), **extra, "pid": os.getpid(), "threads": threads, "allocator": allocator}
 
 
 def main(argv: list[str]) -> int:

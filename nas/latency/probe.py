@@ -37,7 +37,7 @@ from infra.errors import UserError
 
 from .store import PROBES_FILE, DeviceStore
 
-PROBE_SECONDS = 0.6  # timed wall time of one probe, over all probe subnets (warm-up and building come on top)
+PROBE_SECONDS = 0.45  # timed wall time of one probe, over all probe subnets (warm-up and building come on top)
 PROBE_ROUNDS = 2  # interleaved rounds per probe subnet (nas.timing.time_rounds)
 
 

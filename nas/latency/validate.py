@@ -12,10 +12,20 @@ user sees later:
    factor used is their geometric mean;
 3. each subnet is extracted, saved as a subnet folder (``*-torch``) or exported to an ONNX
    file (``*-onnxruntime``), and timed in a fresh process (:mod:`nas.latency.fresh`) with the
-   device's threads and the profiling allocator set-up;
-4. the report (MAPE, share within +-10%, signed median error; raw and recalibrated by the
-   probe factor; every subnet) goes to ``<device>/validation.json`` (latest per space),
-   which ``samnas latency list`` shows beside the CV error.
+   device's threads and the profiling allocator set-up; the same process also times the
+   middle probe subnet, interleaved with it, which gives the machine's speed factor at the
+   very seconds the subnet ran;
+4. the report (MAPE, share within +-10%, signed median error; raw, recalibrated by the
+   pass's probe factor, and ``interleaved``: recalibrated per subnet by its own probe timing;
+   every subnet) goes to ``<device>/validation.json`` (latest per space), which
+   ``samnas latency list`` shows beside the CV error.
+
+Why the interleaved factor: on a shared VM the machine's speed moves by tens of percent from
+one second to the next (this project's measurements: the same subnet, timed twice in fresh
+processes minutes apart on an idle 2-core VM, differed by 14% median and up to 39%), so a
+factor probed before and after a pass of 20 subnets cannot follow it. The interleaved column
+separates the predictor's own error from the machine's speed at the time; the pass-level
+column is what a user who probes once, then runs, can expect.
 """
 from __future__ import annotations
 
@@ -101,10 +111,16 @@ def fresh_env() -> dict:
 
 def time_in_fresh_process(backend: str, path: str | Path, resolution: int, threads: int, repeats: int = 5,
                           warmup: int = 2, min_seconds: float = MIN_SECONDS, seed: int = 0,
-                          timeout: float = 3600) -> dict:
-    """Time a saved subnet (folder) or ONNX file in a new Python process; its :mod:`nas.latency.fresh` result."""
+                          timeout: float = 3600, probe: tuple[str | Path, int] | None = None) -> dict:
+    """Time a saved subnet (folder) or ONNX file in a new Python process; its :mod:`nas.latency.fresh` result.
+
+    ``probe``: ``(path, resolution)`` of a drift probe subnet saved the same way; it is timed in
+    the same process, interleaved with the subnet (``probe_median_ms`` in the result).
+    """
     job = {"backend": backend, "path": str(path), "resolution": resolution, "threads": threads, "repeats": repeats,
            "warmup": warmup, "min_seconds": min_seconds, "seed": seed}
+    if probe:
+        job.update(probe_path=str(probe[0]), probe_resolution=int(probe[1]))
     with tempfile.TemporaryDirectory(prefix="samnas-fresh-") as tmp:
         job_path = Path(tmp) / "job.json"
         job_path.write_text(json.dumps(job), encoding="utf-8")
@@ -177,10 +193,13 @@ def check_device_and_space(device: str, space: str | None, root=None):
 
 def validate_predictor(device: str, space: str | None = None, root=None, samples: int = 20, seed: int = 0,
                        repeats: int = 5, warmup: int = 2, min_seconds: float = MIN_SECONDS,
-                       probe_seconds: float | None = None, progress: bool = True, write: bool = True) -> dict:
+                       probe_seconds: float | None = None, progress: bool = True, write: bool = True,
+                       interleave_probe: bool = True) -> dict:
     """Validate ``device``'s predictor for ``space`` on held-out subnets timed in fresh processes; the report.
 
-    See the module docstring. Raises a one-line UserError (before any timing) for an
+    See the module docstring. ``interleave_probe``: each fresh process also times the middle
+    probe subnet, interleaved with its subnet, and the report adds ``interleaved``: the raw
+    predictions scaled per subnet by that probe's factor at that very time. Raises a one-line UserError (before any timing) for an
     unknown device or space, a device profiled on another machine, or a CUDA device.
     """
     from supernet.modeling.build import build_sam
@@ -212,11 +231,16 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
     measured = []
     bar = tqdm(configs, desc=f"validating {sp.name} on {device} (fresh processes)", unit="subnet",
                disable=not progress, dynamic_ncols=True)
+    reference = interleave_reference(store, sp) if interleave_probe else None
     with tempfile.TemporaryDirectory(prefix="samnas-validate-") as tmp:
+        probe = None
+        if reference:
+            probe = (prepare_subnet(supernet, reference["config"], backend_name, Path(tmp) / "probe"),
+                     reference["config"]["resolution"])
         for i, cfg in enumerate(bar):
             path = prepare_subnet(supernet, cfg, backend_name, Path(tmp) / str(i))
             measured.append(time_in_fresh_process(backend_name, path, cfg["resolution"], threads, repeats, warmup,
-                                                  min_seconds, seed))
+                                                  min_seconds, seed, probe=probe))
             shutil.rmtree(Path(tmp) / str(i), ignore_errors=True)
     del supernet
     after = run_probe(predictor, root, seconds)
@@ -252,6 +276,27 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
                     for c, r, p, m in zip(configs, raw, recal, measured)],
         "seconds": time.perf_counter() - start,
     }
+    if reference:
+        per = np.array([m["probe_median_ms"] / reference["median_ms"] for m in measured])
+        inter = raw * per
+        report["interleaved"] = {**error_metrics(ms, inter), "signed_median_pct": signed_median_pct(ms, inter)}
+        report["interleaved_probe"] = {"config": config_to_json(reference["config"]),
+                                       "baseline_ms": reference["median_ms"],
+                                       "factor_median": float(np.median(per)), "factor_min": float(per.min()),
+                                       "factor_max": float(per.max())}
+        for sub, m, f, p in zip(report["subnets"], measured, per, inter):
+            sub.update(probe_ms=m["probe_median_ms"], interleaved_factor=float(f), predicted_interleaved_ms=float(p))
     if write:
         write_validation(store, report)
     return report
+
+
+def interleave_reference(store: DeviceStore, space: SearchSpace) -> dict | None:
+    """The probe subnet timed beside each held-out subnet: the middle (by profiled ms) of the probe baseline.
+
+    ``{"config": dict, "median_ms": float}``, or None when the device folder has no probe baseline.
+    """
+    from .probe import baseline
+
+    probes = [p for p in baseline(store, space)[0] if p["config"]["resolution"] in space.resolutions]
+    return sorted(probes, key=lambda p: p["median_ms"])[len(probes) // 2] if probes else None
