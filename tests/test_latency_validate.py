@@ -102,6 +102,10 @@ def test_validation_sampler_is_seeded_independent_and_disjoint(space):
     # a restricted space gives configs at its resolutions only; exclusions by JSON text work too
     small = validation_configs(space, 10, seed=0, exclude=[config_to_json(c) for c in configs])
     assert {c["resolution"] for c in small} == {128}
+    # an int8 space draws each kept block's precision as well (mixed-precision held-out subnets)
+    mixed = validation_configs(SearchSpace.load("sam_micro_int8"), 200, seed=0)
+    share = np.mean([b.get("precision", "fp32") == "int8" for c in mixed for b in c["blocks"] if b["keep"]])
+    assert abs(share - 0.5) < 0.06
 
 
 # ---------------------------------------------------------------------- fresh-process timing

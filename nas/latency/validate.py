@@ -6,7 +6,7 @@ user sees later:
 
 1. held-out subnets come from :func:`validation_configs`, a sampler independent of the
    profiling one: its own seed stream and another distribution (each skippable block kept
-   with probability :data:`KEEP_PROBABILITY`, heads and MLP width uniform, resolution
+   with probability :data:`KEEP_PROBABILITY`, heads, MLP width and precision uniform, resolution
    uniform over the profiled ones), never a config the device folder has timed;
 2. the drift probe (:mod:`nas.latency.probe`) runs before and after the timings; the
    factor used is their geometric mean;
@@ -64,15 +64,19 @@ FRESH_SCRIPT = Path(__file__).resolve().parent / "fresh.py"
 
 
 def draw_validation_config(space: SearchSpace, rng: np.random.Generator) -> dict | None:
-    """One config: each skippable block kept with :data:`KEEP_PROBABILITY`; None if it keeps too few global blocks."""
+    """One config: each skippable block kept with :data:`KEEP_PROBABILITY`, heads, MLP width (and precision,
+    where a block has a choice) uniform; None if it keeps too few global blocks."""
     resolution = space.resolutions[int(rng.integers(len(space.resolutions)))]
     blocks, globals_kept = [], 0
     for b in space.blocks:
         keep = not b.skippable or bool(rng.random() < KEEP_PROBABILITY)
         if keep:
             globals_kept += b.is_global
-            blocks.append({"keep": True, "heads": b.heads[int(rng.integers(len(b.heads)))],
-                           "mlp": b.mlp[int(rng.integers(len(b.mlp)))]})
+            block = {"keep": True, "heads": b.heads[int(rng.integers(len(b.heads)))],
+                     "mlp": b.mlp[int(rng.integers(len(b.mlp)))]}
+            if len(b.precisions) > 1:  # an int8 space: precision uniform too (fp32-only spaces draw as before)
+                block["precision"] = b.precisions[int(rng.integers(len(b.precisions)))]
+            blocks.append(block)
         else:
             blocks.append({"keep": False})
     if globals_kept < space.min_global_blocks:
@@ -256,8 +260,8 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "samples": len(configs),
         "seed": seed,
-        "sampler": f"validation sampler: each skippable block kept with p={KEEP_PROBABILITY}, heads and MLP "
-                   f"uniform, resolution uniform over {list(sp.resolutions)}; configs disjoint from the "
+        "sampler": f"validation sampler: each skippable block kept with p={KEEP_PROBABILITY}, heads, MLP "
+                   f"(and precision) uniform, resolution uniform over {list(sp.resolutions)}; configs disjoint from the "
                    f"{len(profiled)} the device folder timed",
         "timing": {"where": f"fresh process per subnet ({'ONNX file, new ONNX Runtime session' if backend_name == 'onnxruntime' else 'subnet folder, torch eager'})",
                    "threads": threads, "repeats": repeats, "warmup": warmup, "min_seconds": min_seconds,
