@@ -81,3 +81,43 @@ def write_results(topic: str, title: str, header: str, body: str, rows: list[dic
         writer.writerows(rows)
         atomic_write_text(RESULTS / f"{topic}.csv", buf.getvalue())
     return md
+
+
+PHOTOS = ROOT.parent / "shared" / "data" / "coco128" / "images" / "val2017"  # held-out real photos
+
+
+def ranked_model(model_type: str):
+    """``(model, checkpoint path or None, what the weights are)``, ranked as the benchmarks search it.
+
+    The packaged reference where one is shipped (``micro``), ranked by wanda on 8 synthetic
+    scenes; otherwise random weights (seed 0) standing in for a checkpoint, ranked by magnitude.
+    """
+    from scenes.images import generated_images
+    from supernet.checkpoint import load_sam
+    from supernet.elastic.ranking import rank_model
+    from supernet.modeling.build import build_sam
+    from supernet.modeling.predictor import image_to_model_input
+    from supernet.reference import reference_checkpoint
+
+    path = reference_checkpoint(model_type)
+    if path:
+        model = load_sam(path)
+        calib = [image_to_model_input(model, im)[0] for im in generated_images(8, seed=123)]
+        rank_model(model, "wanda", images=lambda: calib)
+        return model, path, f"the packaged reference `{shown_path(path)}`, ranked by wanda on 8 synthetic scenes"
+    model = build_sam(model_type, seed=0)
+    rank_model(model, "magnitude")
+    return model, None, "**random weights** (seed 0) standing in for a checkpoint, ranked by magnitude"
+
+
+def held_out_photos(folder: str | Path | None, n: int) -> tuple[list, str]:
+    """``(images, what they are)``: the first ``n`` photos of ``folder`` (default :data:`PHOTOS`), or
+    ``n`` synthetic scenes when it holds none."""
+    from scenes.images import generated_images
+
+    path = Path(folder) if folder else PHOTOS
+    files = sorted(p for p in path.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if path.is_dir() else []
+    if files:
+        return ([str(p) for p in files[:n]],
+                f"the first {min(n, len(files))} photos of `{shown_path(path)}` (held out: never trained on)")
+    return list(generated_images(n, seed=777)), f"{n} synthetic scenes (seed 777; no photos in `{shown_path(path)}`)"

@@ -26,7 +26,7 @@ least 1.3x faster with the precision dimension than fp32-only, same search budge
     python benchmarks/int8_front.py --device cpu-onnxruntime --threads 1
     python benchmarks/int8_front.py --space sam_vit_b_int8 --resolution 512 --device cpu-onnxruntime \\
         --trials 48 --seeds 0 --images 4 --samples 12 --threads 1                 # ViT-B (about an hour)
-    python benchmarks/int8_front.py --trials 6 --seeds 0 --images 2 --samples 6 --rounds 1 --topic scratch/int8_front_smoke
+    python benchmarks/int8_front.py --resolution 128 --trials 3 --seeds 0 --images 2 --samples 5 --rounds 1 --topic int8_front_smoke   # smoke test
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from common import ROOT, machine_header, markdown_table, write_results
+from common import PHOTOS, held_out_photos, machine_header, markdown_table, ranked_model, write_results
 
 from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency.probe import backend_build
@@ -51,17 +51,10 @@ from nas.quality import make_evaluator
 from nas.search import SearchSettings, evaluate_config, run_search
 from nas.study import DEFAULT_SAMPLER
 from nas.timing import time_rounds
-from scenes.images import generated_images
 from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
-from supernet.checkpoint import load_sam
-from supernet.elastic.ranking import rank_model
-from supernet.modeling.build import build_sam
-from supernet.modeling.predictor import image_to_model_input
-from supernet.reference import reference_checkpoint
 
 TARGET_SPEEDUP = 1.3
-PHOTOS = ROOT.parent / "shared" / "data" / "coco128" / "images" / "val2017"
 
 
 def fp32_only(space: SearchSpace) -> SearchSpace:
@@ -71,29 +64,6 @@ def fp32_only(space: SearchSpace) -> SearchSpace:
     data["overrides"] = {k: {kk: vv for kk, vv in v.items() if kk != "precisions"}
                          for k, v in (data.get("overrides") or {}).items()}
     return SearchSpace.from_dict(data, source=f"{space.source} (fp32 only)")
-
-
-def ranked_model(space: SearchSpace):
-    """``(model, weights text)``: the packaged reference for micro (ranked by wanda), else random weights (magnitude)."""
-    path = reference_checkpoint(space.model_type)
-    if path:
-        model = load_sam(path)
-        calib = [image_to_model_input(model, im)[0] for im in generated_images(8, seed=123)]
-        rank_model(model, "wanda", images=lambda: calib)
-        return model, f"the packaged reference `{Path(path).name}`, ranked by wanda on 8 synthetic scenes"
-    model = build_sam(space.model_type, seed=0)
-    rank_model(model, "magnitude")
-    return model, "**random weights** (seed 0) standing in for a checkpoint, ranked by magnitude"
-
-
-def photos(folder: str | None, n: int) -> tuple[list, str]:
-    """``(images, what they are)``: the first ``n`` photos of ``folder``, or synthetic scenes without it."""
-    path = Path(folder) if folder else PHOTOS
-    files = sorted(p for p in path.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if path.is_dir() else []
-    if files:
-        shown = path.relative_to(ROOT.parent) if path.is_relative_to(ROOT.parent) else path
-        return [str(p) for p in files[:n]], f"the first {min(n, len(files))} photos of `{shown}` (held out: never trained on)"
-    return list(generated_images(n, seed=777)), f"{n} synthetic scenes (seed 777; no photo folder at {path})"
 
 
 def main(argv=None) -> int:
@@ -125,8 +95,8 @@ def main(argv=None) -> int:
     resolution = args.resolution or max(base.resolutions)
     space = restrict_resolutions(base, [resolution])
     spaces = {"fp32 only": fp32_only(space), "with precision": space}
-    model, weights = ranked_model(space)
-    images, images_text = photos(args.photos, args.images)
+    model, _, weights = ranked_model(space.model_type)
+    images, images_text = held_out_photos(args.photos, args.images)
     evaluator = make_evaluator("fidelity", model, images=images, max_images=args.images)
 
     tmp = tempfile.TemporaryDirectory(prefix="samnas-int8-front-")

@@ -30,7 +30,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from common import RESULTS, machine_header, markdown_table, shown_path, write_results
+from common import RESULTS, machine_header, markdown_table, ranked_model, shown_path, write_results
 
 from nas.cost import PARTS, mean_costs, trial_costs
 from nas.hypervolume import hypervolume_2d
@@ -44,22 +44,8 @@ from nas.search import SearchSettings, run_search
 from nas.study import DEFAULT_SAMPLER, SAMPLERS
 from nas.timing import MIN_SECONDS, time_callable
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
-from supernet.checkpoint import load_sam
 from supernet.elastic.extract import extract
-from scenes.images import generated_images
-from supernet.modeling.predictor import image_to_model_input
-from supernet.elastic.ranking import rank_model
-from supernet.reference import reference_checkpoint
 from scenes.synthetic import write_coco_dataset
-
-
-def ranked_reference():
-    path = reference_checkpoint("micro")
-    model = load_sam(path) if path else build_sam("micro", seed=0)
-    calib = [image_to_model_input(model, im)[0] for im in generated_images(8, seed=123)]
-    rank_model(model, "wanda", images=lambda: calib)
-    return model, path
 
 
 def encoder_timing(model, config: dict, repeats: int):
@@ -98,7 +84,7 @@ def main(argv=None) -> int:
     load_at_start = os.getloadavg()[0]
 
     space = SearchSpace.load("sam_micro")
-    model, ckpt = ranked_reference()
+    model, ckpt, _ = ranked_model("micro")
     try:
         latency = load_predictor("cpu-torch", space="sam_micro")
     except UserError:
