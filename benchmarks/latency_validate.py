@@ -220,7 +220,7 @@ def main(argv=None) -> int:
                    "profiling_drift_pct"]
     parts = [
         "Held-out subnets from the independent validation sampler (each block kept with p=0.7, heads and MLP "
-        "uniform; none of the profiled configs), each timed in a fresh process, against the predictor: raw, and "
+        "(and precision, in an int8 space) uniform; none of the profiled configs), each timed in a fresh process, against the predictor: raw, and "
         "recalibrated by the drift probe's factor (geometric mean of the probe before and after the timings), and "
         "`inter_*`: recalibrated per subnet by the middle probe subnet, timed in the same fresh process interleaved "
         "with it (the machine's speed at those very seconds). "
