@@ -124,13 +124,16 @@ def test_fresh_process_times_a_tiny_subnet(tmp_path, space, backend):
 
 
 def test_fresh_process_times_a_probe_beside_the_subnet(tmp_path, space):
-    """With a probe, one process times both, interleaved; the larger probe takes longer than the smallest subnet."""
+    """With a probe, one process times both, interleaved; the larger probe takes longer than the smallest subnet.
+
+    Only the rounds run at one steady speed count (nas.timing.time_rounds), so on a noisy machine
+    either may keep fewer timed runs than asked; each keeps at least one."""
     supernet = build_sam("micro", seed=0)
     small = prepare_subnet(supernet, space.validate(space.smallest()), "torch", tmp_path / "small")
     large = prepare_subnet(supernet, space.validate(space.largest()), "torch", tmp_path / "large")
     result = time_in_fresh_process("torch", small, 128, threads=1, repeats=4, warmup=4, min_seconds=0.05,
                                    probe=(large, 128))
-    assert result["repeats"] >= 4 and result["probe_repeats"] >= 4
+    assert result["repeats"] >= 1 and result["probe_repeats"] >= 1
     assert result["probe_median_ms"] > result["median_ms"] > 0
     assert "probe_median_ms" not in time_in_fresh_process("torch", small, 128, threads=1, repeats=1, warmup=0,
                                                           min_seconds=0)
