@@ -62,12 +62,13 @@ def probe_configs(space: SearchSpace) -> list[dict]:
 def baseline(store: DeviceStore, space: SearchSpace) -> tuple[list[dict], str]:
     """``([{"config": dict, "median_ms": float}], source)`` for ``space``; ``[]`` when there is none.
 
+    Only probes at ``space``'s resolutions (a space restricted after profiling drops the others).
     ``source`` is ``"probes.json"``, or ``"networks.csv"`` for a folder that predates probes.
     """
     entry = store.probes().get(space.name)
     if entry and entry.get("probes"):
-        return [{"config": json.loads(p["config"]), "median_ms": float(p["median_ms"])} for p in entry["probes"]], \
-            PROBES_FILE
+        probes = [{"config": json.loads(p["config"]), "median_ms": float(p["median_ms"])} for p in entry["probes"]]
+        return [p for p in probes if p["config"]["resolution"] in space.resolutions], PROBES_FILE
     rows = {r["config"]: r["median_ms"] for r in store.networks() if r["space"] == space.name and r["part"] == "encoder"}
     found = []
     for cfg in probe_configs(space):
@@ -191,7 +192,6 @@ def run_probe(predictor, root=None, seconds: float = PROBE_SECONDS) -> ProbeResu
     space = predictor.search_space
     result = ProbeResult(predictor.device, space.name, None, stated_error_pct=stated_error(predictor))
     probes, source = baseline(store, space)
-    probes = [p for p in probes if p["config"]["resolution"] in space.resolutions]
     if not probes:
         result.note = (f"{store.folder} has no probe baseline for {space.name} (profiled before probes existed); "
                        f"`samnas latency profile --space {space.name} --device {predictor.device}` adds one")

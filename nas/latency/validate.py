@@ -302,5 +302,5 @@ def interleave_reference(store: DeviceStore, space: SearchSpace) -> dict | None:
     """
     from .probe import baseline
 
-    probes = [p for p in baseline(store, space)[0] if p["config"]["resolution"] in space.resolutions]
+    probes = baseline(store, space)[0]
     return sorted(probes, key=lambda p: p["median_ms"])[len(probes) // 2] if probes else None
