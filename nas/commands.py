@@ -29,6 +29,8 @@ SEARCH_EXAMPLES = """examples:
 
 With no latency predictor for a cpu-torch device yet, the search first profiles this machine
 with 1 thread (on a small or busy machine 1 thread repeats far better than 2; see README).
+After the search, when this machine is the profiled device, the front subnets are timed here
+and any that run over the budget leave the front (--no-verify skips it).
 """
 PARETO_EXAMPLES = """examples:
   samnas pareto                                   # every front in the store, one per study
@@ -82,6 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scale predicted latency by the drift probe's speed factor (the device's speed now against "
                    "profiling time; always measured, warned about and recorded in the study). Off by default: a "
                    "study's trials should share one scale, and a budget is usually meant for the device as profiled")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip measuring the front after the search. By default, when this machine is the device the "
+                   "predictor was profiled on, every front subnet is timed here and any over --budget-ms when measured "
+                   "leaves the front (stored in the study; `samnas pareto` shows the measured ms)")
     _add_storage(p)
     p.set_defaults(func=run_search_command)
 
@@ -215,6 +221,19 @@ def probe_latency(predictor, recalibrate: bool):
     return predictor, {**result.as_dict(), "recalibrated": predictor.speed_factor != 1.0}
 
 
+def _verify_front(study, space: SearchSpace, device: str, threads: int | None):
+    """:func:`nas.verify.verify_front` when this machine is ``device`` as profiled; else a note and None."""
+    from nas.latency.profile import device_problem
+    from .verify import verify_front
+
+    problem = device_problem(device, threads)
+    if problem:
+        print(f"NOTE: the front is not measured here: {problem}")
+        return None
+    print("measuring the front subnets on this machine (--no-verify skips this)", flush=True)
+    return verify_front(study, space, device, threads, progress=True)
+
+
 def run_search_command(args: argparse.Namespace) -> int:
     from nas.latency.commands import predictor_warning
 
@@ -263,6 +282,7 @@ def run_search_command(args: argparse.Namespace) -> int:
 
     with tracker:
         study = run_search(settings, model, space, evaluator, latency, tracker=tracker)
+        check = None if args.no_verify else _verify_front(study, space, args.device, facts.get("threads"))
         points = [p for p in load_points(storage, device=args.device, space=space.name) if p.study == study.study_name]
         front = pareto_front(points)
         plot = results_root() / "scratch" / f"{study.study_name.replace('@', '_')}.png"
@@ -276,6 +296,8 @@ def run_search_command(args: argparse.Namespace) -> int:
     print(render(front, "table"), end="")
     print(f"\nstudy {study.study_name}: {len(points)} completed trials, {failed} failed, "
           f"{len(front)} on the front")
+    if check is not None:
+        print(check.summary())
     print(f"quality = {quality}")
     print(cost_line(study.get_trials(deepcopy=False),
                     len(getattr(evaluator, "references", None) or getattr(evaluator, "items", ()))))

@@ -18,6 +18,10 @@ from .study import open_storage, parse_study_name, predictor_line
 
 FORMATS = ("table", "json", "csv")
 # Short y-axis labels per evaluator (the table and the card carry the full definition).
+# Study attribute holding the front subnets measured on the device after the search (nas.verify):
+# {"device", "threads", "budget_ms", "measured_at", "trials": {"<trial number>": {"median_ms", "p10_ms", "p90_ms",
+# "repeats"}}}. A trial measured over its study budget is not feasible, so it leaves the front.
+MEASURED_ATTR = "measured_front"
 QUALITY_LABELS = {
     "fidelity": "fidelity: mask IoU vs. the full model",
     "coco": "coco: mIoU vs. ground truth",
@@ -38,10 +42,12 @@ class TrialPoint:
     params: int
     flops: int
     config: str  # JSON
+    measured_ms: float | None = None  # median ms measured on the device after the search (nas.verify), if it was
 
     @property
     def feasible(self) -> bool:
-        return self.predicted_ms <= self.budget_ms
+        """Predicted within the study budget, and measured within it too where it was measured."""
+        return self.predicted_ms <= self.budget_ms and (self.measured_ms is None or self.measured_ms <= self.budget_ms)
 
     @property
     def precision(self) -> str:
@@ -74,14 +80,30 @@ def load_studies(storage: str | None, include_everything: bool = False) -> tuple
             continue
         study = optuna.load_study(study_name=summary.study_name, storage=store)
         studies[summary.study_name] = {**study.user_attrs, **info}
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            record = TrialRecord.read(t)
-            points.append(TrialPoint(
-                study=summary.study_name, trial=t.number, space=info["space"], device=info["device"],
-                budget_ms=info["budget_ms"], quality=float(t.values[0]), predicted_ms=float(t.values[1]),
-                params=int(record.params or 0), flops=int(record.flops or 0), config=record.config_json,
-            ))
+        points += study_points(study)
     return points, studies
+
+
+def measured_ms_of(study: optuna.Study) -> dict[int, float]:
+    """``{trial number: median ms}`` of the trials measured on the device after the search (:data:`MEASURED_ATTR`)."""
+    trials = (study.user_attrs.get(MEASURED_ATTR) or {}).get("trials") or {}
+    return {int(n): float(m["median_ms"]) for n, m in trials.items()}
+
+
+def study_points(study: optuna.Study) -> list[TrialPoint]:
+    """The completed trials of one encoder study, with their measured latency where the front was measured."""
+    info = parse_study_name(study.study_name)
+    measured = measured_ms_of(study)
+    points = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        record = TrialRecord.read(t)
+        points.append(TrialPoint(
+            study=study.study_name, trial=t.number, space=info["space"], device=info["device"],
+            budget_ms=info["budget_ms"], quality=float(t.values[0]), predicted_ms=float(t.values[1]),
+            params=int(record.params or 0), flops=int(record.flops or 0), config=record.config_json,
+            measured_ms=measured.get(t.number),
+        ))
+    return points
 
 
 def load_points(storage: str | None, device: str | None = None, space: str | None = None,
@@ -116,6 +138,7 @@ def _row(p: TrialPoint, nested: bool = True) -> dict:
     row["precision"] = p.precision
     row["quality"] = round(p.quality, 6)
     row["predicted_ms"] = round(p.predicted_ms, 3)
+    row["measured_ms"] = None if p.measured_ms is None else round(p.measured_ms, 3)
     config = json.loads(p.config)
     row["config"] = config if nested else json.dumps(config, sort_keys=True, separators=(",", ":"))
     return row
@@ -134,9 +157,9 @@ def render(front: list[TrialPoint], fmt: str) -> str:
         writer.writeheader()
         writer.writerows(_row(p, nested=False) for p in front)
         return buf.getvalue()
-    header = ["quality", "pred. ms", "params (M)", "GFLOPs", "precision", "study", "trial"]
-    body = [[f"{p.quality:.4f}", f"{p.predicted_ms:.2f}", f"{p.params / 1e6:.2f}", f"{p.flops / 1e9:.2f}",
-             p.precision, p.study, str(p.trial)] for p in front]
+    header = ["quality", "pred. ms", "meas. ms", "params (M)", "GFLOPs", "precision", "study", "trial"]
+    body = [[f"{p.quality:.4f}", f"{p.predicted_ms:.2f}", "-" if p.measured_ms is None else f"{p.measured_ms:.2f}",
+             f"{p.params / 1e6:.2f}", f"{p.flops / 1e9:.2f}", p.precision, p.study, str(p.trial)] for p in front]
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
@@ -175,7 +198,7 @@ def plot_front(points: list[TrialPoint], front: list[TrialPoint], path: str | Pa
     ax.scatter([p.predicted_ms for p in feas], [p.quality for p in feas], s=14, c="#8fa8c8", label="trials")
     if infeas:
         ax.scatter([p.predicted_ms for p in infeas], [p.quality for p in infeas], s=14, marker="x", c="#c8a08f",
-                   label="over study budget")
+                   label="over study budget (predicted or measured)")
     if front:
         ax.step([p.predicted_ms for p in front], [p.quality for p in front], where="post", c="#1f4e8c", lw=1.8)
         ax.scatter([p.predicted_ms for p in front], [p.quality for p in front], s=30, c="#1f4e8c",

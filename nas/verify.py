@@ -1,0 +1,104 @@
+"""Measure a search's front on the device itself, and drop the subnets that miss the budget when measured.
+
+The search ranks subnets by *predicted* latency. A predictor is a fitted model (its
+cross-validated error is in ``samnas latency fit``'s report, 5-15% on a shared CPU), so a
+subnet predicted just inside the budget can run over it. After the search, when this machine
+is the device the predictor was profiled on, :func:`verify_front` times every front subnet
+as profiling times subnets (:func:`nas.latency.profile.profile` with the subnets' configs:
+the predictor's thread count, interleaved rounds, median of the steady rounds), stores the
+timings in the study (:data:`nas.pareto.MEASURED_ATTR`), and repeats with the new front
+until every subnet on it was measured. A subnet measured over the study's budget is no
+longer feasible (:attr:`nas.pareto.TrialPoint.feasible`), so ``samnas pareto`` and
+``samnas export`` never offer it; the next subnet that it dominated takes its place and is
+measured in turn.
+
+The comparison is with the raw measured median, at the machine's speed during the
+measurement (not rescaled by the drift probe): the budget is a promise about the device
+as it runs now.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import optuna
+
+from infra.errors import UserError
+from nas.latency.profile import ProfileSettings, device_problem, profile
+from search_spaces.space import SearchSpace
+
+from .pareto import MEASURED_ATTR, TrialPoint, pareto_front, study_points
+
+ROUNDS = 3  # interleaved rounds per measurement (as profiling)
+REPEATS = 5  # timed runs per measurement, shared out over the rounds
+MIN_SECONDS = 0.2  # timed seconds per measurement at least (tiny subnets get more runs)
+MAX_PASSES = 20  # measuring passes at most: each measures the front's subnets not yet measured
+
+
+@dataclass
+class FrontCheck:
+    """What :func:`verify_front` did: the front now, the subnets measured, and those dropped (over budget)."""
+
+    front: list[TrialPoint]
+    measured: list[TrialPoint] = field(default_factory=list)
+    dropped: list[TrialPoint] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line for the search's output."""
+        if not self.measured:
+            return "front measured: nothing new to measure (every front subnet was measured before)"
+        over = (", ".join(f"trial {p.trial} ({p.measured_ms:.2f} ms, predicted {p.predicted_ms:.2f})"
+                          for p in self.dropped) or "none")
+        return (f"front measured on this machine: {len(self.measured)} subnets in {self.seconds:.1f} s; "
+                f"dropped as over the budget when measured: {over}")
+
+
+def measure_configs(space: SearchSpace, device: str, configs: list[dict], threads: int,
+                    progress: bool = False, seed: int = 0) -> list[dict]:
+    """Each config's image encoder timed on this machine as ``device``: profile rows (``median_ms``, ``p10_ms``,
+    ``p90_ms``, ``repeats``, ...), in the order of ``configs``.
+
+    Timed as profiling times subnets (same backend, ``threads``, interleaved rounds, a random supernet of the
+    space's architecture: latency does not depend on the weights).
+    """
+    run = profile(space, device, ProfileSettings(blocks=False, configs=configs, repeats=REPEATS, rounds=ROUNDS,
+                                                 min_seconds=MIN_SECONDS, threads=threads, seed=seed,
+                                                 probes=False, progress=progress))
+    return run.networks
+
+
+def verify_front(study: optuna.Study, space: SearchSpace, device: str, threads: int,
+                 progress: bool = False, root=None) -> FrontCheck:
+    """Measure the study's front subnets not yet measured, until every front subnet was; see the module doc.
+
+    Raises :class:`infra.errors.UserError` when this machine cannot time ``device`` as it was profiled.
+    """
+    problem = device_problem(device, threads, root)
+    if problem:
+        raise UserError(problem)
+    check = FrontCheck(front=[])
+    start = time.perf_counter()
+    for _ in range(MAX_PASSES):
+        points = study_points(study)
+        check.front = pareto_front(points)
+        todo = [p for p in check.front if p.measured_ms is None]
+        if not todo:
+            break
+        rows = measure_configs(space, device, [json.loads(p.config) for p in todo], threads, progress=progress)
+        stored = dict(study.user_attrs.get(MEASURED_ATTR) or {})
+        trials = dict(stored.get("trials") or {})
+        for p, row in zip(todo, rows):
+            trials[str(p.trial)] = {k: row[k] for k in ("median_ms", "p10_ms", "p90_ms", "repeats")}
+        study.set_user_attr(MEASURED_ATTR, {"device": device, "threads": threads, "budget_ms": todo[0].budget_ms,
+                                            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                            "trials": trials})
+        measured = {p.trial: float(r["median_ms"]) for p, r in zip(todo, rows)}
+        for p in todo:
+            p = TrialPoint(**{**p.__dict__, "measured_ms": measured[p.trial]})
+            check.measured.append(p)
+            if not p.feasible:
+                check.dropped.append(p)
+    check.seconds = time.perf_counter() - start
+    return check
