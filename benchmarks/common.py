@@ -44,6 +44,16 @@ def shown_path(path: str | Path) -> str:
     return path.name
 
 
+def reproduce_command(script: str, argv: list[str] | None = None) -> str:
+    """``python benchmarks/<script> ARGS``: the command line that makes a table (``argv`` None: this process's)."""
+    return " ".join(["python", f"benchmarks/{script}", *map(str, sys.argv[1:] if argv is None else argv)])
+
+
+def load_averages() -> str:
+    """This machine's 1-, 5- and 15-minute load averages now, as ``"a / b / c"``."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def machine_header(command: str, repeats: int, repeats_line: str | None = None, threads: int | None = None) -> str:
     """Markdown lines stating the machine, threads, repeats, date and the reproducing command.
 

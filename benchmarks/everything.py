@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import ROOT, machine_header, markdown_table, write_results
+from common import ROOT, machine_header, markdown_table, reproduce_command, write_results
 
 from nas.everything.calibrate import calibrate_thresholds, model_defaults
 from nas.everything.commands import model_digest
@@ -72,7 +72,7 @@ def main() -> int:
         if args.topic == "everything":
             args.topic = "everything_quick"
     torch.set_num_threads(1)
-    command = "python benchmarks/everything.py " + " ".join(sys.argv[1:])
+    command = reproduce_command("everything.py")
     started = time.perf_counter()
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     data = Path(args.data)

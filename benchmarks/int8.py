@@ -25,8 +25,6 @@ Acceptance (issue 16): int8 at least 1.4x faster than fp32 in ONNX Runtime, 1 th
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import machine_header, markdown_table, write_results
+from common import load_averages, machine_header, markdown_table, reproduce_command, write_results
 
 from nas.latency.fresh import ort_session_options
 from nas.onnx_export import compare_embeddings, export_encoder_onnx, quantize_encoder_onnx
@@ -55,11 +53,6 @@ def configs(space: SearchSpace, resolution: int) -> tuple[dict, dict]:
     return fp32, int8
 
 
-def load_text() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="sam_vit_b_int8", help="a space with int8 among its precisions")
@@ -73,7 +66,7 @@ def main(argv=None) -> int:
 
     steady_allocator()
     torch.set_num_threads(args.threads)
-    load_start = load_text()
+    load_start = load_averages()
     space = SearchSpace.load(args.space)
     fp32_cfg, int8_cfg = configs(space, args.resolution)
     model = build_sam(space.model_type, seed=0)  # random weights stand in for a checkpoint
@@ -121,7 +114,7 @@ def main(argv=None) -> int:
             fn()
             samples[key].append((time.perf_counter() - start) * 1000.0)
     timing_s = time.perf_counter() - t0
-    load_end = load_text()
+    load_end = load_averages()
 
     reference = outputs[("torch", "fp32")]
     rows = []
@@ -151,8 +144,7 @@ def main(argv=None) -> int:
         f"**{r['speedup_vs_fp32']:.2f}x** ({r['round_speedup_p10']:.2f}-{r['round_speedup_p90']:.2f})",
         "cosine to torch fp32": f"{r['cosine_vs_torch_fp32']:.6f}", "rel. L2 to torch fp32": f"{r['rel_l2_vs_torch_fp32']:.5f}",
     } for r in rows]
-    command = "python benchmarks/int8.py" + (" " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else
-                                             " " + " ".join(argv) if argv else "")
+    command = reproduce_command("int8.py", argv)
     header = machine_header(command, args.repeats, threads=args.threads, repeats_line=(
         f"- repeats: {args.repeats} interleaved rounds (each runs the {len(variants)} variants once, in turn) after "
         f"{args.warmup} warm-up runs each; latency is the median, spread is p10-p90"))

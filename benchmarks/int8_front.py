@@ -32,16 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from common import PHOTOS, held_out_photos, machine_header, markdown_table, ranked_model, write_results
+from common import PHOTOS, held_out_photos, load_averages, machine_header, markdown_table, ranked_model, reproduce_command, write_results
 
 from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency.probe import backend_build
@@ -86,7 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--topic", default="int8_front")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load_start = os.getloadavg()
+    load_start = load_averages()
     started = time.perf_counter()
 
     base = SearchSpace.load(args.space)
@@ -172,14 +170,12 @@ def main(argv=None) -> int:
             rows[-1]["speedup_vs_fp32_only"] = rows[-2]["speedup_vs_fp32_only"] = "-"
     met = bool(speedups) and len(speedups) == len(args.seeds) and min(speedups) >= TARGET_SPEEDUP
 
-    command = "python benchmarks/int8_front.py" + "".join(" " + a for a in (sys.argv[1:] if argv is None else argv))
+    command = reproduce_command("int8_front.py", argv)
     header = machine_header(command, args.rounds, threads=args.threads, repeats_line=(
         f"- repeats: searches {args.trials} trials each, seeds {', '.join(map(str, args.seeds))}; measured latency "
         f"is the median over {args.rounds} interleaved rounds (every measured subnet once per round, at least "
         f"{args.min_seconds} s of timed runs each), after warm-up"))
-    load_end = os.getloadavg()
-    header += (f"\n- load average (1/5/15 min): {' / '.join(f'{v:.2f}' for v in load_start)} at the start, "
-               f"{' / '.join(f'{v:.2f}' for v in load_end)} at the end; whole run {time.perf_counter() - started:.0f} s"
+    header += (f"\n- load average (1/5/15 min): {load_start} at the start, {load_averages()} at the end; whole run {time.perf_counter() - started:.0f} s"
                f"\n- model: {space.model_type} ({args.space}) at {resolution} px; weights: {weights}"
                f"\n- quality: fidelity to the full fp32 model on {images_text}"
                f"\n- latency: device `{args.device}`, predictor profiled here ({args.samples} subnets + block table "

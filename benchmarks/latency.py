@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import machine_header, markdown_table, write_results
+from common import machine_header, markdown_table, reproduce_command, write_results
 
 from nas.latency.predictor import error_metrics, fit_space
 from nas.latency.profile import ProfileSettings, profile, restrict_resolutions, sample_configs
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
             row = bench_one(space, device, args)
             rows.append(row)
             print(row, flush=True)
-    command = ("python benchmarks/latency.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    command = reproduce_command("latency.py", argv)
     per_visit, warm = visit_runs(args.repeats, args.warmup, args.rounds)
     repeats_line = (f"- repeats: {per_visit * args.rounds} timed runs per measurement, {per_visit} in each of "
                     f"{args.rounds} rounds, each round's visit after {warm} warm-up run(s), and at least "

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, machine_header, markdown_table, write_results
+from common import ROOT, machine_header, markdown_table, reproduce_command, write_results
 
 from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency.probe import PROBE_SECONDS, run_probe
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     for r in rows + spreads:
         print(r, flush=True)
 
-    command = ("python benchmarks/latency_validate.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    command = reproduce_command("latency_validate.py", argv)
     per_visit, warm = visit_runs(args.repeats, args.warmup, args.rounds)
     header = machine_header(command, args.repeats, threads=args.threads, repeats_line=(
         f"- profiling: {per_visit * args.rounds} timed runs per measurement in {args.rounds} interleaved rounds "

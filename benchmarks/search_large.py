@@ -20,8 +20,6 @@ encoder passes at the searched resolution (one pass timed here).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from common import PHOTOS, held_out_photos, machine_header, markdown_table, ranked_model, write_results
+from common import PHOTOS, held_out_photos, load_averages, machine_header, markdown_table, ranked_model, reproduce_command, write_results
 
 from nas.cost import PARTS, mean_costs, trial_costs
 from nas.hypervolume import hypervolume_2d
@@ -60,7 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--topic", default="search_vit_b")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load_start = os.getloadavg()
+    load_start = load_averages()
     started = time.perf_counter()
 
     space = restrict_resolutions(SearchSpace.load(args.space), [args.resolution])
@@ -115,13 +113,11 @@ def main(argv=None) -> int:
             checks.append(f"seed {seed}: {DEFAULT_SAMPLER} HV {by[DEFAULT_SAMPLER]:.3f} vs random {by['random']:.3f} "
                           f"({'+' if win else ''}{100 * (by[DEFAULT_SAMPLER] / by['random'] - 1):.1f}%): "
                           f"{'beats' if win else 'does NOT beat'} random")
-    command = "python benchmarks/search_large.py" + "".join(" " + a for a in (sys.argv[1:] if argv is None else argv))
+    command = reproduce_command("search_large.py", argv)
     header = machine_header(command, args.trials, threads=args.threads, repeats_line=(
         f"- repeats: {args.trials} trials per sampler and seed (seeds {', '.join(map(str, args.seeds))}); one full-model "
         f"encoder pass timed as the median of 3 runs"))
-    load_end = os.getloadavg()
-    header += (f"\n- load average (1/5/15 min): {' / '.join(f'{v:.2f}' for v in load_start)} at the start, "
-               f"{' / '.join(f'{v:.2f}' for v in load_end)} at the end; whole run {time.perf_counter() - started:.0f} s"
+    header += (f"\n- load average (1/5/15 min): {load_start} at the start, {load_averages()} at the end; whole run {time.perf_counter() - started:.0f} s"
                f"\n- model: {space.model_type} (`{args.space}` at {args.resolution} px); weights: {weights}"
                f"\n- quality: fidelity evaluator (agreement with the full model at its native input side) on "
                f"{images_text}; its reference outputs took {reference_s:.0f} s once per search set-up, not per trial"

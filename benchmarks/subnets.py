@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from common import machine_header, markdown_table, write_results
+from common import machine_header, markdown_table, reproduce_command, write_results
 
 from nas.timing import time_callable
 from search_spaces.counting import count
@@ -72,8 +72,7 @@ def main(argv=None) -> int:
             }
             rows.append(row)
             print(row, flush=True)
-    command = "python benchmarks/subnets.py " + " ".join(sys.argv[1:])
-    header = machine_header(command.strip(), args.repeats)
+    header = machine_header(reproduce_command("subnets.py", argv), args.repeats)
     notes = (
         "Image encoder only (the searched part), extracted subnets with physically sliced weights, "
         "random weights (latency and size do not depend on values), batch 1, `torch.inference_mode`. "

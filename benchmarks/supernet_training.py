@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import machine_header, markdown_table, write_results
+from common import machine_header, markdown_table, reproduce_command, write_results
 
 from infra.errors import UserError
 from nas.latency import load_predictor, profile_and_fit_quick
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                          "pct_of_full": round(100 * res[name]["score"] / res["full"]["score"], 1)})
     mid_keep = 100 * after["mid (~50% latency)"]["score"] / after["full"]["score"]
     full_drop = 100 * (before["full"]["score"] - after["full"]["score"])
-    header = machine_header("python benchmarks/supernet_training.py " + " ".join(sys.argv[1:]), 1)
+    header = machine_header(reproduce_command("supernet_training.py", argv), 1)
     body = f"""Reference `sam_micro` weights ranked by wanda; quality on {args.eval_images} held-out synthetic scenes
 (COCO evaluator: mIoU of the best-scoring mask for a GT-box prompt and for a single point at the
 mask's distance-transform maximum; `mIoU` is their mean). Supernet training: {args.steps} steps x 2 images,
