@@ -22,7 +22,7 @@ LAYERS = [
     ("nas", "nas.timing", "nas.fingerprint", "nas.study", "nas.record", "nas.tracking", "nas.driver",
      "nas.onnx_export", "nas.models"),  # shared nas tools, the trial record and the one study driver
     ("nas.training", "nas.latency", "nas.quality"),  # training, latency predictors, quality evaluators
-    ("nas.search", "nas.pareto"),                 # the architecture search and front queries
+    ("nas.search", "nas.pareto", "nas.verify"),   # the architecture search, front queries, the measured front
     ("nas.export", "nas.everything"),             # export and segment-everything
     ("nas.commands", "nas.evaluate", "nas.reference"),  # command modules over all of nas
     ("cli",),
