@@ -12,20 +12,30 @@ longer feasible (:attr:`nas.pareto.TrialPoint.feasible`), so ``samnas pareto`` a
 ``samnas export`` never offer it; the next subnet that it dominated takes its place and is
 measured in turn.
 
-The comparison is with the raw measured median, at the machine's speed during the
-measurement (not rescaled by the drift probe): the budget is a promise about the device
-as it runs now.
+The drift probe's subnets (:func:`nas.latency.probe.probe_configs`) are timed in the same
+rounds, so each measurement also gives the machine's speed factor against profiling time
+(current / profiled ms of the probes, as ``samnas latency probe``). The budget is compared
+with the measured median divided by that factor: the subnet's latency on the device *at its
+profiled speed*, the scale the predictor and the budget are on. A machine that runs 30%
+slower for a few minutes (this project's shared VM does; so do phones when hot) then does
+not empty the front, and one that runs fast does not let over-budget subnets through; what
+the check catches is the predictor's own error on particular subnets. Without a probe
+baseline (a device folder profiled before probes existed) the raw median is compared.
 """
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import dataclass, field
 
 import optuna
 
 from infra.errors import UserError
+from nas.latency.probe import baseline
 from nas.latency.profile import ProfileSettings, device_problem, profile
+from nas.latency.store import DeviceStore
+from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 
 from .pareto import MEASURED_ATTR, TrialPoint, pareto_front, study_points
@@ -43,6 +53,7 @@ class FrontCheck:
     front: list[TrialPoint]
     measured: list[TrialPoint] = field(default_factory=list)
     dropped: list[TrialPoint] = field(default_factory=list)
+    factors: list[float | None] = field(default_factory=list)  # the machine's speed factor in each measuring pass
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -51,22 +62,33 @@ class FrontCheck:
             return "front measured: nothing new to measure (every front subnet was measured before)"
         over = (", ".join(f"trial {p.trial} ({p.measured_ms:.2f} ms, predicted {p.predicted_ms:.2f})"
                           for p in self.dropped) or "none")
-        return (f"front measured on this machine: {len(self.measured)} subnets in {self.seconds:.1f} s; "
+        known = [f for f in self.factors if f is not None]
+        speed = (f"the machine ran at {min(known):.2f}-{max(known):.2f}x its profiled latency, measurements "
+                 "divided by that" if known else "no drift-probe baseline, raw medians")
+        return (f"front measured on this machine: {len(self.measured)} subnets in {self.seconds:.1f} s ({speed}); "
                 f"dropped as over the budget when measured: {over}")
 
 
-def measure_configs(space: SearchSpace, device: str, configs: list[dict], threads: int,
-                    progress: bool = False, seed: int = 0) -> list[dict]:
-    """Each config's image encoder timed on this machine as ``device``: profile rows (``median_ms``, ``p10_ms``,
-    ``p90_ms``, ``repeats``, ...), in the order of ``configs``.
+def speed_factor(probe_rows: list[dict], device: str, space: SearchSpace, root=None) -> float | None:
+    """Median over the drift probe's subnets of measured / profiled ms (None without a stored baseline)."""
+    profiled = {config_to_json(b["config"]): b["median_ms"] for b in baseline(DeviceStore(device, root), space)[0]}
+    ratios = [r["median_ms"] / profiled[r["config"]] for r in probe_rows if r["config"] in profiled]
+    return float(statistics.median(ratios)) if ratios else None
 
-    Timed as profiling times subnets (same backend, ``threads``, interleaved rounds, a random supernet of the
-    space's architecture: latency does not depend on the weights).
+
+def measure_configs(space: SearchSpace, device: str, configs: list[dict], threads: int,
+                    progress: bool = False, seed: int = 0, root=None) -> tuple[list[dict], float | None]:
+    """Each config's image encoder timed on this machine as ``device``, and the machine's speed factor meanwhile.
+
+    Returns profile rows (``median_ms``, ``p10_ms``, ``p90_ms``, ``repeats``, ...) in the order of ``configs``,
+    and :func:`speed_factor` of the drift probe timed in the same rounds. Timed as profiling times subnets
+    (same backend, ``threads``, interleaved rounds, a random supernet of the space's architecture: latency
+    does not depend on the weights).
     """
     run = profile(space, device, ProfileSettings(blocks=False, configs=configs, repeats=REPEATS, rounds=ROUNDS,
                                                  min_seconds=MIN_SECONDS, threads=threads, seed=seed,
-                                                 probes=False, progress=progress))
-    return run.networks
+                                                 probes=True, progress=progress))
+    return run.networks, speed_factor(run.probes, device, space, root)
 
 
 def verify_front(study: optuna.Study, space: SearchSpace, device: str, threads: int,
@@ -86,15 +108,19 @@ def verify_front(study: optuna.Study, space: SearchSpace, device: str, threads: 
         todo = [p for p in check.front if p.measured_ms is None]
         if not todo:
             break
-        rows = measure_configs(space, device, [json.loads(p.config) for p in todo], threads, progress=progress)
+        rows, factor = measure_configs(space, device, [json.loads(p.config) for p in todo], threads,
+                                       progress=progress, root=root)
+        check.factors.append(factor)
         stored = dict(study.user_attrs.get(MEASURED_ATTR) or {})
         trials = dict(stored.get("trials") or {})
+        measured = {}
         for p, row in zip(todo, rows):
-            trials[str(p.trial)] = {k: row[k] for k in ("median_ms", "p10_ms", "p90_ms", "repeats")}
+            measured[p.trial] = float(row["median_ms"]) / (factor or 1.0)
+            trials[str(p.trial)] = {**{k: row[k] for k in ("median_ms", "p10_ms", "p90_ms", "repeats")},
+                                    "speed_factor": factor, "at_profile_ms": measured[p.trial]}
         study.set_user_attr(MEASURED_ATTR, {"device": device, "threads": threads, "budget_ms": todo[0].budget_ms,
                                             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                             "trials": trials})
-        measured = {p.trial: float(r["median_ms"]) for p, r in zip(todo, rows)}
         for p in todo:
             p = TrialPoint(**{**p.__dict__, "measured_ms": measured[p.trial]})
             check.measured.append(p)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -12,6 +13,7 @@ from nas.latency.profile import device_problem
 from nas.latency.store import DeviceStore
 from nas.pareto import MEASURED_ATTR, load_points, pareto_front, render, study_points
 from nas.record import TrialRecord
+from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 
 BUDGET = 10.0
@@ -30,11 +32,13 @@ def make_study(tmp_path, trials: list[tuple[float, float, int]]) -> optuna.Study
     return study
 
 
-def fake_clock(measured: dict[int, float], calls: list):
-    """``measure_configs`` on a fake clock: trial i (told apart by its resolution) measures ``measured[res]`` ms."""
-    def measure(space, device, configs, threads, progress=False, seed=0):
+def fake_clock(measured: dict[int, float], calls: list, factor: float | None = 1.0):
+    """``measure_configs`` on a fake clock: a subnet (told apart by its resolution) measures ``measured[res]`` ms
+    while the machine runs at ``factor`` times its profiled latency."""
+    def measure(space, device, configs, threads, progress=False, seed=0, root=None):
         calls.append([c["resolution"] for c in configs])
-        return [{"median_ms": measured[c["resolution"]], "p10_ms": 0.0, "p90_ms": 0.0, "repeats": 3} for c in configs]
+        rows = [{"median_ms": measured[c["resolution"]], "p10_ms": 0.0, "p90_ms": 0.0, "repeats": 3} for c in configs]
+        return rows, factor
     return measure
 
 
@@ -73,6 +77,39 @@ def test_a_dropped_subnet_brings_the_next_one_onto_the_front_which_is_measured_t
     assert "trial 1 (12.00 ms, predicted 8.00)" in check.summary()
 
 
+def test_measurements_are_judged_at_the_devices_profiled_speed(tmp_path, monkeypatch):
+    # the machine runs 1.5x slower than when profiled: 13.5 ms now is 9 ms at profiled speed (kept), 16.5 is 11 (dropped)
+    study = make_study(tmp_path, [(0.50, 9.0, 128), (0.60, 9.5, 256)])
+    monkeypatch.setattr(verify, "device_problem", lambda device, threads, root=None: None)
+    monkeypatch.setattr(verify, "measure_configs", fake_clock({128: 13.5, 256: 16.5}, [], factor=1.5))
+    check = verify.verify_front(study, SearchSpace.load("sam_micro"), "cpu-torch", threads=1)
+    assert [p.trial for p in check.front] == [0] and check.front[0].measured_ms == pytest.approx(9.0)
+    assert [p.trial for p in check.dropped] == [1] and check.dropped[0].measured_ms == pytest.approx(11.0)
+    assert "1.50-1.50x its profiled latency" in check.summary()
+    entry = study.user_attrs[MEASURED_ATTR]["trials"]["0"]
+    assert entry["median_ms"] == 13.5 and entry["speed_factor"] == 1.5 and entry["at_profile_ms"] == pytest.approx(9.0)
+    # no probe baseline: the raw median is judged
+    (tmp_path / "raw").mkdir()
+    raw = make_study(tmp_path / "raw", [(0.50, 9.0, 128)])
+    monkeypatch.setattr(verify, "measure_configs", fake_clock({128: 13.5}, [], factor=None))
+    check = verify.verify_front(raw, SearchSpace.load("sam_micro"), "cpu-torch", threads=1)
+    assert check.front == [] and "raw medians" in check.summary()
+
+
+def test_speed_factor_is_the_median_probe_ratio_against_the_stored_baseline(tmp_path):
+    from nas.latency.probe import probe_configs
+
+    space = SearchSpace.load("sam_micro")
+    probes = probe_configs(space)
+    store = DeviceStore("cpu-torch", tmp_path)
+    store.folder.mkdir(parents=True)
+    store.write_probes([{"space": space.name, "config": config_to_json(c), "median_ms": ms, "p10_ms": ms,
+                         "p90_ms": ms, "repeats": 3} for c, ms in zip(probes, (2.0, 4.0, 8.0))])
+    now = [{"config": config_to_json(c), "median_ms": ms} for c, ms in zip(probes, (3.0, 4.4, 8.0))]
+    assert verify.speed_factor(now, "cpu-torch", space, tmp_path) == pytest.approx(1.1)  # median of 1.5, 1.1, 1.0
+    assert verify.speed_factor(now, "cpu-torch", space, tmp_path / "none") is None
+
+
 def test_verify_refuses_a_device_profiled_elsewhere(tmp_path):
     root = tmp_path / "latency"
     assert "no measurements" in device_problem("cpu-torch", 1, root)
@@ -90,7 +127,8 @@ def test_verify_refuses_a_device_profiled_elsewhere(tmp_path):
 def test_measure_configs_times_real_subnets_in_the_order_given():
     space = SearchSpace.load("sam_micro")
     small, large = space.smallest(), space.largest()
-    rows = verify.measure_configs(space, "cpu-torch", [large, small], threads=1)
+    rows, factor = verify.measure_configs(space, "cpu-torch", [large, small], threads=1, root=Path("/nonexistent"))
+    assert factor is None  # no stored probe baseline to compare with
     assert [r["resolution"] for r in rows] == [large["resolution"], small["resolution"]]
     assert all(r["median_ms"] > 0 and r["repeats"] >= 1 for r in rows)
     assert rows[0]["median_ms"] > rows[1]["median_ms"]  # the full model at its largest side is the slower
