@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         return 0
 
     # The default search's front verified on this machine, as `samnas search` does (nas.verify): its front
-    # subnets are timed (at the device's profiled speed, see nas.verify) and those over the budget leave the front; the acceptance (d) below measures the
+    # subnets are timed and those over the budget leave the front; the acceptance (d) below measures the
     # verified fronts again afterwards. Its hypervolumes at every trial count are those of the verified runs.
     d = DEFAULT_SAMPLER
     verified = []
@@ -245,9 +245,8 @@ def main(argv=None) -> int:
         checks.append(f"{'PASS' if d128 >= 0.97 else 'FAIL'} (c) {d}@128 mean HV {d128:.4f} of the reference "
                       f"front's over {len(ratios(d, 128))} seeds (target >= 0.97)")
 
-    # The verified fronts measured again, later, by the same method (the probe timed in the same rounds): the
-    # acceptance (d) judges each subnet at the device's profiled speed (measured / the probe's speed factor),
-    # the scale the budget and the predictor are on; the raw medians are counted beside it.
+    # The verified fronts measured again, later, by the same method (nas.verify.measure_configs, the drift probe in
+    # the same rounds): the acceptance (d) counts raw medians within the budget, as the verification judges them.
     front_rows = []
     for seed in args.seeds:
         if (d, top, seed) not in runs:
@@ -255,26 +254,29 @@ def main(argv=None) -> int:
         front = pareto_front(runs[(d, top, seed)][0])
         timed, factor = measure_configs(space, "cpu-torch", [json.loads(p.config) for p in front], args.threads)
         for p, t in zip(front, timed):
-            at_profile = t["median_ms"] / (factor or 1.0)
             front_rows.append({
                 "seed": seed, "trial": p.trial, "resolution": json.loads(p.config)["resolution"],
                 "quality": round(p.quality, 4), "predicted_ms": round(p.predicted_ms, 2),
                 "verified_ms": None if p.measured_ms is None else round(p.measured_ms, 2),
                 "measured_ms": round(t["median_ms"], 2), "p10_ms": round(t["p10_ms"], 2),
                 "p90_ms": round(t["p90_ms"], 2), "speed_factor": None if factor is None else round(factor, 3),
-                "at_profile_ms": round(at_profile, 2),
-                "error_pct": round(100 * (p.predicted_ms - at_profile) / at_profile, 1),
-                "meets_budget": at_profile <= budget, "raw_meets_budget": t["median_ms"] <= budget,
+                "error_pct": round(100 * (p.predicted_ms - t["median_ms"]) / t["median_ms"], 1),
+                "meets_budget": t["median_ms"] <= budget,
+                "within_stated_error": t["median_ms"] <= budget * (1 + mape / 100),
             })
     meets = sum(r["meets_budget"] for r in front_rows)
-    raw_meets = sum(r["raw_meets_budget"] for r in front_rows)
+    within = sum(r["within_stated_error"] for r in front_rows)
     factors = sorted({r["speed_factor"] for r in front_rows if r["speed_factor"] is not None})
     factor_text = f"{factors[0]:.2f}-{factors[-1]:.2f}" if factors else "unknown (no probe baseline)"
+    # how far two measurements of one subnet, minutes apart, differ: the verification's and this one
+    moved = sorted(abs(r["measured_ms"] / r["verified_ms"] - 1) * 100 for r in front_rows if r["verified_ms"])
+    moved_text = (f"{statistics.median(moved):.1f}% median, {moved[int(0.9 * (len(moved) - 1))]:.1f}% p90, "
+                  f"{moved[-1]:.1f}% at most" if moved else "-")
     if front_rows:
-        checks.append(f"{'PASS' if meets == len(front_rows) else 'FAIL'} (d) {meets} of {len(front_rows)} front "
-                      f"subnets of {d}@{top} meet the {budget} ms budget when measured again, at the device's profiled "
-                      f"speed (raw medians: {raw_meets} of {len(front_rows)}, while the machine ran at {factor_text}x "
-                      f"its profiled latency)")
+        checks.append(f"{'PASS' if meets == len(front_rows) else 'FAIL'} (d) {meets} of {len(front_rows)} verified front "
+                      f"subnets of {d}@{top} meet the {budget} ms budget when measured again ({within} of "
+                      f"{len(front_rows)} within budget + the predictor's stated {mape:.1f}%); the same subnet's "
+                      f"verification and this measurement differ by {moved_text}")
     full_now = encoder_timing(model, space.largest(), args.repeats)
     full_pred = latency.predict_ms(space.largest())
 
@@ -335,8 +337,8 @@ Per seed (also in `results/search.csv`):
 ## The default search's front, verified on this machine (`nas/verify.py`, as `samnas search` does)
 
 After each {d} run, its front subnets were timed as profiling times subnets ({VERIFY_ROUNDS} interleaved rounds,
-{args.threads} thread(s), the drift probe in the same rounds) and judged at the device's profiled speed
-(measured / the probe's speed factor); those over the {budget} ms budget left the front, and the subnets they had
+{args.threads} thread(s), the drift probe in the same rounds, its speed factor shown); those whose median was
+over the {budget} ms budget left the front, and the subnets they had
 dominated were measured in turn. The hypervolumes of {d} above are those of the verified runs (the other
 samplers' fronts are not verified: their hypervolumes count predicted latency only, which can only favour them).
 
@@ -345,11 +347,13 @@ samplers' fronts are not verified: their hypervolumes count predicted latency on
 ## Front subnets of {d}@{top} measured again (image encoder, torch, {args.threads} thread(s), as the verification measures)
 
 Each verified front subnet timed once more after every run was verified, one seed's front at a time, with
-the drift probe in the same rounds. `verified_ms`: the verification's measurement at the device's profiled
-speed; `measured_ms` (p10-p90): this later raw median; `speed_factor`: the probe's current / profiled latency
-in these rounds; `at_profile_ms` = measured / speed factor, which the acceptance compares with the budget;
-`error_pct`: predicted against `at_profile_ms`. {meets} of {len(front_rows)} meet the budget at profiled speed,
-{raw_meets} of {len(front_rows)} by their raw medians. For scale: the full model measures
+the drift probe in the same rounds. `verified_ms`: the verification's median; `measured_ms` (p10-p90): this
+later median, which the acceptance compares with the budget; `speed_factor`: the drift probe's current /
+profiled latency in these rounds (the machine ran at {factor_text}x); `error_pct`: predicted against
+measured. {meets} of {len(front_rows)} meet the budget when measured again; {within} of {len(front_rows)} are
+within the budget plus the predictor's stated error ({mape:.1f}%). Two measurements of the same subnet
+(verification, then this one) differ by {moved_text}.
+For scale: the full model measures
 {full_now.median_ms:.2f} ms now (p10-p90 {full_now.p10_ms:.2f}-{full_now.p90_ms:.2f}) against {full_pred:.2f} ms predicted
 from the profile, so this machine runs {100 * (full_now.median_ms / full_pred - 1):+.1f}% vs. profiling time.
 

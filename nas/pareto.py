@@ -20,8 +20,8 @@ FORMATS = ("table", "json", "csv")
 # Short y-axis labels per evaluator (the table and the card carry the full definition).
 # Study attribute holding the front subnets measured on the device after the search (nas.verify):
 # {"device", "threads", "budget_ms", "measured_at", "trials": {"<trial number>": {"median_ms", "p10_ms", "p90_ms",
-# "repeats", "speed_factor", "at_profile_ms"}}}: at_profile_ms = median_ms / speed_factor, the latency at the device's
-# profiled speed (nas.verify). A trial measured over its study budget is not feasible, so it leaves the front.
+# "repeats", "speed_factor"}}}: speed_factor is the drift probe's current / profiled latency in the same rounds
+# (nas.verify). A trial whose measured median is over its study budget is not feasible, so it leaves the front.
 MEASURED_ATTR = "measured_front"
 QUALITY_LABELS = {
     "fidelity": "fidelity: mask IoU vs. the full model",
@@ -43,7 +43,7 @@ class TrialPoint:
     params: int
     flops: int
     config: str  # JSON
-    measured_ms: float | None = None  # ms measured on the device after the search, at its profiled speed (nas.verify)
+    measured_ms: float | None = None  # median ms measured on the device after the search (nas.verify), if it was
 
     @property
     def feasible(self) -> bool:
@@ -86,10 +86,9 @@ def load_studies(storage: str | None, include_everything: bool = False) -> tuple
 
 
 def measured_ms_of(study: optuna.Study) -> dict[int, float]:
-    """``{trial number: ms}`` of the trials measured on the device after the search (:data:`MEASURED_ATTR`):
-    the measured median at the device's profiled speed (``at_profile_ms``), else the raw median."""
+    """``{trial number: median ms}`` of the trials measured on the device after the search (:data:`MEASURED_ATTR`)."""
     trials = (study.user_attrs.get(MEASURED_ATTR) or {}).get("trials") or {}
-    return {int(n): float(m.get("at_profile_ms") or m["median_ms"]) for n, m in trials.items()}
+    return {int(n): float(m["median_ms"]) for n, m in trials.items()}
 
 
 def study_points(study: optuna.Study) -> list[TrialPoint]:
