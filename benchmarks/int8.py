@@ -148,8 +148,8 @@ def main(argv=None) -> int:
     header = machine_header(command, args.repeats, threads=args.threads, repeats_line=(
         f"- repeats: {args.repeats} interleaved rounds (each runs the {len(variants)} variants once, in turn) after "
         f"{args.warmup} warm-up runs each; latency is the median, spread is p10-p90"))
-    header += (f"\n- load: this VM (2 cores) was shared with other developers' jobs while it ran; load average "
-               f"(1/5/15 min) {load_start} at the start, {load_end} at the end"
+    header += (f"\n- load average (1/5/15 min): {load_start} at the start, {load_end} at the end (about 1 while "
+               f"this benchmark runs alone at 1 thread on this 2-core VM; more means other jobs shared it)"
                f"\n- model: {space.model_type} ({args.space} largest config, {len(fp32_cfg['blocks'])} blocks) at "
                f"{res} px, **random weights** (seed 0) standing in for a checkpoint; one fixed random image "
                f"(seed 0) for the errors")
