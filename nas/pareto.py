@@ -17,12 +17,12 @@ from .record import TrialRecord
 from .study import open_storage, parse_study_name, predictor_line
 
 FORMATS = ("table", "json", "csv")
-# Short y-axis labels per evaluator (the table and the card carry the full definition).
 # Study attribute holding the front subnets measured on the device after the search (nas.verify):
 # {"device", "threads", "budget_ms", "measured_at", "trials": {"<trial number>": {"median_ms", "p10_ms", "p90_ms",
 # "repeats", "speed_factor"}}}: speed_factor is the drift probe's current / profiled latency in the same rounds
 # (nas.verify). A trial whose measured median is over its study budget is not feasible, so it leaves the front.
 MEASURED_ATTR = "measured_front"
+# Short y-axis labels per evaluator (the table and the card carry the full definition).
 QUALITY_LABELS = {
     "fidelity": "fidelity: mask IoU vs. the full model",
     "coco": "coco: mIoU vs. ground truth",

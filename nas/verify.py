@@ -24,17 +24,14 @@ within the budget when measured again that way, 171 of 174 by raw medians).
 from __future__ import annotations
 
 import json
-import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import optuna
 
 from infra.errors import UserError
-from nas.latency.probe import baseline
+from nas.latency.probe import speed_factor
 from nas.latency.profile import ProfileSettings, device_problem, profile
-from nas.latency.store import DeviceStore
-from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 
 from .pareto import MEASURED_ATTR, TrialPoint, pareto_front, study_points
@@ -68,19 +65,12 @@ class FrontCheck:
                 f"dropped as over the budget when measured: {over}")
 
 
-def speed_factor(probe_rows: list[dict], device: str, space: SearchSpace, root=None) -> float | None:
-    """Median over the drift probe's subnets of measured / profiled ms (None without a stored baseline)."""
-    profiled = {config_to_json(b["config"]): b["median_ms"] for b in baseline(DeviceStore(device, root), space)[0]}
-    ratios = [r["median_ms"] / profiled[r["config"]] for r in probe_rows if r["config"] in profiled]
-    return float(statistics.median(ratios)) if ratios else None
-
-
 def measure_configs(space: SearchSpace, device: str, configs: list[dict], threads: int,
                     progress: bool = False, seed: int = 0, root=None) -> tuple[list[dict], float | None]:
     """Each config's image encoder timed on this machine as ``device``, and the machine's speed factor meanwhile.
 
     Returns profile rows (``median_ms``, ``p10_ms``, ``p90_ms``, ``repeats``, ...) in the order of ``configs``,
-    and :func:`speed_factor` of the drift probe timed in the same rounds. Timed as profiling times subnets
+    and :func:`nas.latency.probe.speed_factor` of the drift probe timed in the same rounds. Timed as profiling times subnets
     (same backend, ``threads``, interleaved rounds, a random supernet of the space's architecture: latency
     does not depend on the weights).
     """
@@ -121,7 +111,7 @@ def verify_front(study: optuna.Study, space: SearchSpace, device: str, threads: 
                                             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                             "trials": trials})
         for p in todo:
-            p = TrialPoint(**{**p.__dict__, "measured_ms": measured[p.trial]})
+            p = replace(p, measured_ms=measured[p.trial])
             check.measured.append(p)
             if not p.feasible:
                 check.dropped.append(p)

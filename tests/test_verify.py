@@ -95,7 +95,7 @@ def test_the_raw_median_is_judged_and_the_probes_speed_factor_is_kept_beside_it(
 
 
 def test_speed_factor_is_the_median_probe_ratio_against_the_stored_baseline(tmp_path):
-    from nas.latency.probe import probe_configs
+    from nas.latency.probe import probe_configs, speed_factor
 
     space = SearchSpace.load("sam_micro")
     probes = probe_configs(space)
@@ -104,8 +104,8 @@ def test_speed_factor_is_the_median_probe_ratio_against_the_stored_baseline(tmp_
     store.write_probes([{"space": space.name, "config": config_to_json(c), "median_ms": ms, "p10_ms": ms,
                          "p90_ms": ms, "repeats": 3} for c, ms in zip(probes, (2.0, 4.0, 8.0))])
     now = [{"config": config_to_json(c), "median_ms": ms} for c, ms in zip(probes, (3.0, 4.4, 8.0))]
-    assert verify.speed_factor(now, "cpu-torch", space, tmp_path) == pytest.approx(1.1)  # median of 1.5, 1.1, 1.0
-    assert verify.speed_factor(now, "cpu-torch", space, tmp_path / "none") is None
+    assert speed_factor(now, "cpu-torch", space, tmp_path) == pytest.approx(1.1)  # median of 1.5, 1.1, 1.0
+    assert speed_factor(now, "cpu-torch", space, tmp_path / "none") is None
 
 
 def test_verify_refuses_a_device_profiled_elsewhere(tmp_path):

@@ -77,6 +77,14 @@ def baseline(store: DeviceStore, space: SearchSpace) -> tuple[list[dict], str]:
     return found, "networks.csv"
 
 
+def speed_factor(probe_rows: list[dict], device: str, space: SearchSpace, root=None) -> float | None:
+    """Median over the probe subnets of measured / profiled ms, from profile rows (``config`` as JSON text,
+    ``median_ms``) timed now; None when the device has no stored baseline for them."""
+    profiled = {config_to_json(b["config"]): b["median_ms"] for b in baseline(DeviceStore(device, root), space)[0]}
+    ratios = [r["median_ms"] / profiled[r["config"]] for r in probe_rows if r["config"] in profiled]
+    return float(statistics.median(ratios)) if ratios else None
+
+
 @dataclass
 class ProbeResult:
     """What one probe found. ``factor`` is None when there was nothing to compare with (``note`` says why).

@@ -53,7 +53,7 @@ from supernet.modeling.image_encoder import EncoderBlock, ImageEncoderViT
 from supernet.modeling.sam import Sam
 
 from .fresh import ort_session_options
-from .store import SAME_DEVICE_FIELDS, DeviceStore, parse_device, profile_document, write_json
+from .store import DeviceStore, parse_device, profile_document, write_json
 
 ONNX_ATOL = 1e-3  # |ORT - torch| allowed, relative to max(1, |torch output|)
 
@@ -574,21 +574,21 @@ def device_problem(device: str, threads: int | None = None, root=None) -> str | 
     """Why this machine cannot time ``device`` as its predictor was profiled (None when it can).
 
     It can when the device's stored fingerprint (``fingerprint.json``) agrees with this machine's, at
-    ``threads``, on :data:`nas.latency.store.SAME_DEVICE_FIELDS`: same CPU, backend, libraries, GPU.
+    ``threads`` (:meth:`nas.latency.store.DeviceStore.fingerprint_differences`): same CPU, backend, libraries, GPU.
     """
-    stored = DeviceStore(device, root).fingerprint()
+    store = DeviceStore(device, root)
+    stored = store.fingerprint()
     if stored is None:
-        return f"device {device} has no measurements in {DeviceStore(device, root).folder}"
+        return f"device {device} has no measurements in {store.folder}"
     try:
         backend = make_backend(device, threads or stored.get("threads"))
     except UserError as err:
         return str(err)
     with torch_threads(backend.threads):
-        here = device_fingerprint(backend)
-    diff = [f for f in SAME_DEVICE_FIELDS if stored.get(f) != here.get(f)]
+        diff = store.fingerprint_differences(device_fingerprint(backend))
     if diff:
         return (f"device {device} was profiled on another machine or set-up ("
-                + ", ".join(f"{f} {stored.get(f)!r} there, {here.get(f)!r} here" for f in diff) + ")")
+                + ", ".join(f"{f} {old!r} there, {new!r} here" for f, old, new in diff) + ")")
     return None
 
 

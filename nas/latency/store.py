@@ -225,14 +225,21 @@ class DeviceStore:
             spaces[name] = {"probes": probes, "measured_at": stamp}
         write_json(self.path(PROBES_FILE), {"format": PROBES_FORMAT, "device": self.device, "spaces": spaces})
 
+    def fingerprint_differences(self, fingerprint: dict) -> list[tuple[str, object, object]]:
+        """``(field, stored, given)`` for each :data:`SAME_DEVICE_FIELDS` field where the stored fingerprint
+        and ``fingerprint`` disagree; ``[]`` when they agree or nothing is stored."""
+        old = self.fingerprint()
+        if old is None:
+            return []
+        return [(f, old.get(f), fingerprint.get(f)) for f in SAME_DEVICE_FIELDS if old.get(f) != fingerprint.get(f)]
+
     def check_same_device(self, fingerprint: dict, replace: bool = False) -> None:
         """UserError when stored measurements come from a different machine or set-up (unless ``replace``)."""
-        old = self.fingerprint()
-        if old is None or replace:
+        if replace:
             return
-        diff = [f for f in SAME_DEVICE_FIELDS if old.get(f) != fingerprint.get(f)]
+        diff = self.fingerprint_differences(fingerprint)
         if diff:
-            detail = ", ".join(f"{f} {old.get(f)!r} -> {fingerprint.get(f)!r}" for f in diff)
+            detail = ", ".join(f"{f} {old!r} -> {new!r}" for f, old, new in diff)
             raise UserError(
                 f"{self.folder}: measurements there were taken on another machine or set-up ({detail}); "
                 f"use another device name such as {self.device.split('@')[0]}@<tag>, or --replace to drop the old "
