@@ -34,7 +34,8 @@ DESCRIPTION = """A model's quality on a COCO-style folder of photos (instances o
 Prompted: box and point mIoU, each instance prompted by its ground-truth box or by the point
 farthest from its boundary (things only for a panoptic file), with the best-of-outputs
 ("oracle") variants and the box-fill baseline (the prompt box itself as the mask) on the same
-instances. With --everything: class-agnostic mask AR@10/100/1000 (COCOeval) against every
+instances, overall and per COCO object size (small < 32x32 px of mask area, medium < 96x96,
+large; "-" where no instance falls in the range). With --everything: class-agnostic mask AR@10/100/1000 (COCOeval) against every
 segment, things and stuff alike, plus masks and milliseconds per image.
 """
 PROMPTED = ("box_miou", "point_miou", "box_fill_miou", "box_miou_oracle", "point_miou_oracle")
@@ -96,7 +97,9 @@ def evaluate_model(model, images_dir: str | Path, annotations: str | Path, polic
     """Prompted mIoU (and mask AR with ``policy``) of ``model`` on a COCO-style folder; one flat dict.
 
     Keys: ``images`` and ``instances`` (scored by the prompted part), ``box_miou``, ``point_miou``,
-    ``box_fill_miou``, ``box_miou_oracle``, ``point_miou_oracle``, ``skipped``, ``seconds``; with a
+    ``box_fill_miou``, ``box_miou_oracle``, ``point_miou_oracle``, the same three mIoUs and the
+    instance count per COCO size range (:meth:`~nas.quality.coco.CocoEvaluator.by_size`: ``None``
+    for a range without instances), ``skipped``, ``seconds``; with a
     policy also ``AR@10``, ``AR@100``, ``AR@1000``, ``everything_images``, ``segments``,
     ``masks_per_image``, ``ms_per_image``.
     """
@@ -107,7 +110,7 @@ def evaluate_model(model, images_dir: str | Path, annotations: str | Path, polic
     evaluator.progress = progress
     result = evaluator.evaluate(model, None)
     out = {"images": len(evaluator.items), "instances": result.num_items,
-           **{k: result.metrics[k] for k in PROMPTED}, "skipped": len(result.skipped)}
+           **{k: result.metrics[k] for k in PROMPTED}, **evaluator.by_size(), "skipped": len(result.skipped)}
     if policy is not None:
         out.update(everything_ar(model, images_dir, annotations, policy, max_images, progress))
     out["seconds"] = round(time.perf_counter() - began, 1)
@@ -127,7 +130,8 @@ def render(row: dict, fmt: str) -> str:
     width = max(len(k) for k in row)
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  -----"]
     for k, v in row.items():
-        lines.append(f"{k.ljust(width)}  {v:.4f}" if isinstance(v, float) else f"{k.ljust(width)}  {v}")
+        shown = f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
+        lines.append(f"{k.ljust(width)}  {shown}")
     return "\n".join(lines) + "\n"
 
 

@@ -100,13 +100,19 @@ def evaluate_reference(model, seed: int, num_images: int) -> dict:
             "score": result.score, **result.metrics, "num_items": result.num_items}
 
 
-def evaluate_photos(model, images: str | Path, annotations: str | Path) -> dict:
-    """Box- and point-prompted mIoU on held-out photos (COCO evaluator; things only for panoptic files)."""
+def evaluate_photos(model, images: str | Path, annotations: str | Path, held_out: bool = True) -> dict:
+    """Box- and point-prompted mIoU on photos (COCO evaluator; things only for panoptic files).
+
+    ``held_out=False`` labels them as training photos: a fit (self-consistency), not evidence.
+    ``by_size`` holds the mIoUs per COCO object size (:meth:`nas.quality.coco.CocoEvaluator.by_size`).
+    """
     evaluator = make_evaluator("coco", model, images=images, annotations=annotations)
     result = evaluator.evaluate(model, None)
     dataset = Path(annotations).resolve().parent.parent.name  # <dataset>/annotations/<file>.json
-    return {"data": f"{dataset} {Path(images).name} photos ({Path(annotations).name}, held out)",
-            "score": result.score, **result.metrics, "num_items": result.num_items}
+    seen = "held out" if held_out else "trained on"
+    return {"data": f"{dataset} {Path(images).name} photos ({Path(annotations).name}, {seen})",
+            "score": result.score, **result.metrics, "num_items": result.num_items,
+            "by_size": evaluator.by_size()}
 
 
 def _pairs(folders: list[str], annotations: list[str], what: str) -> list[tuple[str, str]]:
@@ -151,7 +157,7 @@ def run_train_reference(args: argparse.Namespace) -> int:
     pairs = _pairs(args.coco, args.annotations, "")
     eval_pairs = _pairs(args.eval_coco, args.eval_annotations, "eval-")
     if args.evaluate_only:
-        return _rewrite_evaluation(args, out, eval_pairs)
+        return _rewrite_evaluation(args, out, eval_pairs, pairs)
     if not pairs:
         print("NOTE: no --coco photos given: training on synthetic scenes only")
     model = load_sam(args.init, "micro") if args.init else build_sam("micro", seed=args.seed)
@@ -190,7 +196,7 @@ def run_train_reference(args: argparse.Namespace) -> int:
     }
     if args.init:
         card["training"]["init"] = init_provenance(Path(args.init))
-    return _write_card(card, model, out, args, eval_pairs)
+    return _write_card(card, model, out, args, eval_pairs, pairs)
 
 
 def init_provenance(weights: Path) -> dict:
@@ -202,26 +208,29 @@ def init_provenance(weights: Path) -> dict:
     return info
 
 
-def _rewrite_evaluation(args: argparse.Namespace, out: Path, eval_pairs) -> int:
-    """``--evaluate-only``: score the existing weights again and rewrite the card's evaluation part."""
+def _rewrite_evaluation(args: argparse.Namespace, out: Path, eval_pairs, fit_pairs) -> int:
+    """``--evaluate-only``: score the existing weights again and rewrite the card's evaluation part
+    (and, with ``--coco``, the fit on those training photos)."""
     card_json, _ = card_paths(out)
     if not card_json.is_file():
         raise UserError(f"{card_json}: no model card beside {out} to rewrite")
     card = json.loads(card_json.read_text(encoding="utf-8"))
     model = load_sam(out, "micro")
-    return _write_card(card, model.eval(), out, args, eval_pairs)
+    return _write_card(card, model.eval(), out, args, eval_pairs, fit_pairs)
 
 
-def _write_card(card: dict, model, out: Path, args: argparse.Namespace, eval_pairs) -> int:
+def _write_card(card: dict, model, out: Path, args: argparse.Namespace, eval_pairs, fit_pairs) -> int:
+    """Score ``model`` on the held-out photos and scenes (and on the training photos, as a fit) and write its card."""
     model.eval()
     card["evaluation"] = [evaluate_photos(model, d, a) for d, a in eval_pairs]
     card["evaluation"].append(evaluate_reference(model, args.seed, args.eval_images))
+    card["fit"] = [evaluate_photos(model, d, a, held_out=False) for d, a in fit_pairs]
     card_json, card_md = card_paths(out)
     atomic_write_text(card_json, json.dumps(card, indent=2) + "\n")
     atomic_write_text(card_md, render_reference_card(card))
     tr = card["training"]
     print(f"trained in {tr['seconds'] / 60:.1f} min; wrote {out}, {card_json.name}, {card_md.name}")
-    for ev in card["evaluation"]:
+    for ev in card["evaluation"] + card["fit"]:
         print(f"  {ev['data']}: box mIoU {ev.get('box_miou', float('nan')):.3f}, "
               f"point mIoU {ev.get('point_miou', float('nan')):.3f} ({ev['num_items']} instances)")
     return 0
@@ -245,15 +254,57 @@ def _reproduce(training: dict) -> str:
         f"  {i}. {cmd}" for i, cmd in enumerate(reversed(stages), 1))
 
 
+def _metric_table(rows: list[dict], first: str) -> str:
+    """A markdown table of evaluation dicts: ``first`` (the data), instances, then every float metric."""
+    metrics = [k for k in rows[0] if isinstance(rows[0][k], float)]
+    lines = ["| " + first + " | instances | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    lines += [f"| {ev['data']} | {ev['num_items']} | " + " | ".join(f"{ev.get(k, float('nan')):.4f}" for k in metrics)
+              + " |" for ev in rows]
+    return "\n".join(lines)
+
+
+def _size_table(rows: list[dict]) -> str:
+    """Box mIoU, box-fill and point mIoU per COCO object size, for every row that has ``by_size``."""
+    from .quality.coco import SIZE_RANGES
+
+    def show(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    lines = ["| photos | object size | instances | box_miou | box_fill_miou | point_miou |", "|---|---|---|---|---|---|"]
+    for ev in rows:
+        sizes = ev.get("by_size")
+        if not sizes:
+            continue
+        for name, _, _ in SIZE_RANGES:
+            lines.append(f"| {ev['data']} | {name} | {sizes[f'instances_{name}']} | {show(sizes[f'box_miou_{name}'])} "
+                         f"| {show(sizes[f'box_fill_miou_{name}'])} | {show(sizes[f'point_miou_{name}'])} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def render_reference_card(card: dict) -> str:
     tr = card["training"]
     evaluations = card["evaluation"] if isinstance(card["evaluation"], list) else [card["evaluation"]]
-    metrics = [k for k in evaluations[0] if isinstance(evaluations[0][k], float)]
-    header = "| held-out data | instances | " + " | ".join(metrics) + " |"
-    rule = "|---|---|" + "---|" * len(metrics)
-    rows = "\n".join(f"| {ev['data']} | {ev['num_items']} | " + " | ".join(f"{ev.get(k, float('nan')):.4f}" for k in metrics)
-                     + " |" for ev in evaluations)
+    fit = card.get("fit") or []
     device = tr.get("device", "cpu")
+    fit_part = ""
+    if fit:
+        fit_part = f"""
+## Fit on the training photos (self-consistency, not evidence)
+
+The same measurement on photos the model was trained on (without augmentation). Beside the
+held-out rows it tells overfitting (fit far above held-out) from underfitting (both low).
+
+{_metric_table(fit, "training data")}
+"""
+    sizes = _size_table(evaluations + fit)
+    size_part = f"""
+## By object size
+
+COCO's ranges of the ground-truth mask area in original-image pixels: small < 32², medium
+< 96², large above. `-`: no instance in the range.
+
+{sizes}
+""" if sizes else ""
     return f"""# sam_micro reference model
 
 A small SAM ({card['params'] / 1e6:.2f} M parameters, 256 px input) trained from scratch by samnas,
@@ -275,7 +326,5 @@ Box and point mIoU: each instance prompted by its ground-truth box or by the poi
 from its boundary; the output with the highest predicted IoU is scored (`_oracle`: the best
 of the three outputs against the ground truth). Panoptic files: things only.
 
-{header}
-{rule}
-{rows}
-"""
+{_metric_table(evaluations, "held-out data")}
+{fit_part}{size_part}"""

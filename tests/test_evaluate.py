@@ -93,3 +93,51 @@ def test_evaluate_bad_annotations_is_one_line_error(tmp_path, capsys):
     with pytest.raises(UserError) as err:
         run_cli(["evaluate", "--images", str(tmp_path), "--annotations", str(bad)])
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_size_range_means_bins_by_coco_area():
+    from nas.quality.coco import size_range_means
+
+    areas = np.array([10, 1023, 1024, 9215, 9216, 50_000])
+    values = np.array([0.1, 0.3, 0.5, 0.7, 0.2, 0.4])
+    out = size_range_means(values, areas)
+    assert out["small"] == (2, pytest.approx(0.2)) and out["medium"] == (2, pytest.approx(0.6))
+    assert out["large"] == (2, pytest.approx(0.3))
+    assert size_range_means(values[:2], areas[:2])["large"] == (0, None)
+
+
+def test_by_size_matches_the_overall_numbers(fixture):
+    """All three fixture instances are small (39-100 px): the small range equals the overall mean."""
+    images, ann, expected = fixture
+    model = build_sam("micro", seed=0).eval()
+    ev = CocoEvaluator(model, images, ann)
+    with pytest.raises(RuntimeError):
+        ev.by_size()
+    res = ev.evaluate(model)
+    sizes = ev.by_size()
+    assert sizes["instances_small"] == 3 and sizes["instances_medium"] == sizes["instances_large"] == 0
+    assert sizes["box_fill_miou_small"] == pytest.approx(expected, abs=1e-6)
+    assert sizes["box_miou_small"] == pytest.approx(res.metrics["box_miou"], abs=1e-6)
+    assert sizes["point_miou_small"] == pytest.approx(res.metrics["point_miou"], abs=1e-6)
+    assert sizes["box_miou_large"] is None and sizes["box_fill_miou_medium"] is None
+
+
+def test_reference_card_shows_fit_and_sizes_apart_from_held_out():
+    from nas.reference import render_reference_card
+
+    sizes = {"instances_small": 2, "instances_medium": 0, "instances_large": 1, "box_miou_small": 0.25,
+             "box_miou_medium": None, "box_miou_large": 0.5, "point_miou_small": 0.125, "point_miou_medium": None,
+             "point_miou_large": 0.375, "box_fill_miou_small": 0.5, "box_fill_miou_medium": None,
+             "box_fill_miou_large": 0.75}
+    row = {"score": 0.5, "box_miou": 0.5, "point_miou": 0.5, "num_items": 3}
+    card = {"params": 1e6, "weights": "w.pt", "size_bytes": 1e6,
+            "training": {"data": "d", "steps": 1, "batch_images": 1, "seconds": 60, "recipe": "r", "command": "c",
+                         "machine": {"cpu": "x", "torch": "t"}},
+            "evaluation": [{**row, "data": "val photos (held out)", "by_size": sizes}],
+            "fit": [{**row, "box_miou": 0.875, "data": "train photos (trained on)", "by_size": sizes}]}
+    text = render_reference_card(card)
+    held, fit = text.split("## Fit on the training photos")
+    assert "val photos (held out) | 3 | 0.5000 | 0.5000 | 0.5000 |" in held and "train photos" not in held
+    assert "| train photos (trained on) | 3 | 0.5000 | 0.8750 | 0.5000 |" in fit
+    assert "| val photos (held out) | medium | 0 | - | - | - |" in text
+    assert "| train photos (trained on) | large | 1 | 0.5000 | 0.7500 | 0.3750 |" in text

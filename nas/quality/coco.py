@@ -25,6 +25,11 @@ the output the model itself scores best (highest predicted IoU, what a user gets
 the mask (the pixels whose centres lie inside the XYXY box, :func:`box_fill_mask`), against the GT
 mask. A model whose ``box_miou`` is below it does worse than not running at all.
 
+By object size (COCO's area ranges, in original-image pixels of the GT mask: small below
+32², medium up to 96², large above), :meth:`CocoEvaluator.by_size` gives the same three mIoUs
+per range after a measurement; :func:`nas.evaluate.evaluate_model` and the reference card report
+them (a range without instances is ``None``). They are not part of ``metrics`` (always floats).
+
 Crowd annotations (``iscrowd=1``) are left out by protocol and counted in ``num_crowd``,
 not in ``skipped``. Images that cannot be read (missing file, corrupt, size unlike the
 annotation's) and annotations that cannot be decoded or are empty are named in
@@ -49,6 +54,8 @@ from supernet.modeling.sam import Sam
 from .base import Evaluator, QualityResult, batches, mask_iou, pick_by_score
 
 PROMPT_BATCH = 16  # prompts decoded at once; bounds the memory of full-size masks
+SIZE_RANGES = (("small", 0, 32 ** 2), ("medium", 32 ** 2, 96 ** 2), ("large", 96 ** 2, math.inf))
+"""COCO's object-size ranges: ``(name, lowest area, area bound)`` in pixels, lower bound inclusive."""
 
 
 @dataclass
@@ -61,6 +68,17 @@ class _Item:
     points: np.ndarray  # (K, 2) float (x, y) pixels
     masks: torch.Tensor  # (K, H, W) bool ground truth
     box_fill: np.ndarray  # (K,) IoU of the filled prompt box with the ground truth (the baseline)
+    areas: np.ndarray  # (K,) GT mask areas in pixels
+
+
+def size_range_means(values: np.ndarray, areas: np.ndarray) -> dict[str, tuple[int, float | None]]:
+    """Mean of ``values (N,)`` per COCO size range of ``areas (N,)`` pixels: ``{name: (count, mean or None)}``."""
+    values, areas = np.asarray(values, dtype=float), np.asarray(areas, dtype=float)
+    out = {}
+    for name, low, high in SIZE_RANGES:
+        chosen = (areas >= low) & (areas < high)
+        out[name] = (int(chosen.sum()), float(values[chosen].mean()) if chosen.any() else None)
+    return out
 
 
 def farthest_point(mask: np.ndarray) -> np.ndarray:
@@ -143,6 +161,7 @@ class CocoEvaluator(Evaluator):
         coco = load_coco(self.annotations, self.skip, things_only=True)
         self.num_crowd = 0
         self.items: list[_Item] = []
+        self._per_instance: dict[str, np.ndarray] = {}  # the last measurement's IoUs, for by_size()
         for info in coco.dataset["images"]:
             if max_images is not None and len(self.items) >= max_images:
                 break
@@ -205,7 +224,8 @@ class CocoEvaluator(Evaluator):
             return None
         gt = torch.from_numpy(np.stack(masks))
         filled = torch.from_numpy(np.stack([box_fill_mask(b, *size) for b in boxes]))
-        return _Item(name, image, np.stack(boxes), np.stack(points), gt, mask_iou(filled, gt).numpy())
+        return _Item(name, image, np.stack(boxes), np.stack(points), gt, mask_iou(filled, gt).numpy(),
+                     gt.flatten(1).sum(1).numpy())
 
     def measure(self, model: Sam) -> QualityResult:
         from tqdm.auto import tqdm
@@ -220,6 +240,7 @@ class CocoEvaluator(Evaluator):
                     best, oracle = prompt_ious(predictor, gt, **prompt)
                     scores[kind][0].append(best)
                     scores[kind][1].append(oracle)
+        self._per_instance = {f"{kind}_miou": torch.cat(best).numpy() for kind, (best, _) in scores.items()}
         metrics = {}
         for kind, (best, oracle) in scores.items():
             metrics[f"{kind}_miou"] = float(torch.cat(best).mean())
@@ -227,6 +248,23 @@ class CocoEvaluator(Evaluator):
         metrics["box_fill_miou"] = float(np.concatenate([item.box_fill for item in self.items]).mean())
         score = (metrics["box_miou"] + metrics["point_miou"]) / 2
         return self.result(score, metrics, sum(len(item.masks) for item in self.items))
+
+    def by_size(self) -> dict[str, int | float | None]:
+        """The last measurement per COCO size range: ``instances_<range>`` and ``box_miou_<range>``,
+        ``point_miou_<range>``, ``box_fill_miou_<range>`` (``None`` for a range without instances).
+
+        Raises RuntimeError before any measurement.
+        """
+        if not self._per_instance:
+            raise RuntimeError("by_size() needs a measurement first (evaluate the model)")
+        areas = np.concatenate([item.areas for item in self.items])
+        values = {**self._per_instance, "box_fill_miou": np.concatenate([item.box_fill for item in self.items])}
+        out: dict[str, int | float | None] = {
+            f"instances_{name}": count for name, (count, _) in size_range_means(areas, areas).items()}
+        for key, vals in values.items():
+            for name, (_, mean) in size_range_means(vals, areas).items():
+                out[f"{key}_{name}"] = mean
+        return out
 
 
 def _image_source(images_dir) -> tuple[Path | None, dict[str, Path] | None]:
