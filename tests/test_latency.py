@@ -202,7 +202,10 @@ def test_predictors_saved_before_named_features_predict_the_same():
         assert predictor.models["encoder"].method == method
         if method == "lut_linear":
             assert predictor.models["encoder"].linear, "the golden lut_linear has per-resolution coefficients"
-        np.testing.assert_array_equal(predictor.predict_many(expected["configs"]), expected["predicted_ms"][method])
+        # the same to 1e-12: the golden values were computed on another CPU (AMD EPYC), and this Intel one
+        # rounds the last bit of one prediction differently (7.084248745627403 vs ...404)
+        np.testing.assert_allclose(predictor.predict_many(expected["configs"]), expected["predicted_ms"][method],
+                                   rtol=1e-12, atol=0)
 
 
 def test_feature_groups_keep_the_fitted_column_order(root, space):
