@@ -71,14 +71,17 @@ class _Item:
     areas: np.ndarray  # (K,) GT mask areas in pixels
 
 
+def size_range_masks(areas: np.ndarray) -> dict[str, np.ndarray]:
+    """Which of ``areas (N,)`` pixels fall in each COCO size range: ``{name: (N,) bool}``."""
+    areas = np.asarray(areas, dtype=float)
+    return {name: (areas >= low) & (areas < high) for name, low, high in SIZE_RANGES}
+
+
 def size_range_means(values: np.ndarray, areas: np.ndarray) -> dict[str, tuple[int, float | None]]:
     """Mean of ``values (N,)`` per COCO size range of ``areas (N,)`` pixels: ``{name: (count, mean or None)}``."""
-    values, areas = np.asarray(values, dtype=float), np.asarray(areas, dtype=float)
-    out = {}
-    for name, low, high in SIZE_RANGES:
-        chosen = (areas >= low) & (areas < high)
-        out[name] = (int(chosen.sum()), float(values[chosen].mean()) if chosen.any() else None)
-    return out
+    values = np.asarray(values, dtype=float)
+    return {name: (int(chosen.sum()), float(values[chosen].mean()) if chosen.any() else None)
+            for name, chosen in size_range_masks(areas).items()}
 
 
 def farthest_point(mask: np.ndarray) -> np.ndarray:
@@ -260,7 +263,7 @@ class CocoEvaluator(Evaluator):
         areas = np.concatenate([item.areas for item in self.items])
         values = {**self._per_instance, "box_fill_miou": np.concatenate([item.box_fill for item in self.items])}
         out: dict[str, int | float | None] = {
-            f"instances_{name}": count for name, (count, _) in size_range_means(areas, areas).items()}
+            f"instances_{name}": int(chosen.sum()) for name, chosen in size_range_masks(areas).items()}
         for key, vals in values.items():
             for name, (_, mean) in size_range_means(vals, areas).items():
                 out[f"{key}_{name}"] = mean
