@@ -42,7 +42,7 @@ from common import ROOT, machine_header, markdown_table, reproduce_command, writ
 from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency.probe import PROBE_SECONDS, run_probe
 from nas.latency.store import DeviceStore
-from nas.latency.validate import read_validations
+from nas.latency.validate import WARMUP, read_validations
 from nas.timing import MIN_SECONDS, ROUNDS, visit_runs
 
 DEFAULT_RESOLUTIONS = {"sam_vit_b": [512]}
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     header = machine_header(command, args.repeats, threads=args.threads, repeats_line=(
         f"- profiling: {per_visit * args.rounds} timed runs per measurement in {args.rounds} interleaved rounds "
         f"(at least {args.min_seconds:g} s), as `samnas latency profile`; validation: `samnas latency validate` "
-        f"in a process of its own, each held-out subnet in a fresh process, 2 warm-up runs then at least {args.repeats} timed runs and {args.min_seconds:g} s, "
+        f"in a process of its own, each held-out subnet in a fresh process, {WARMUP} warm-up runs then at least {args.repeats} timed runs and {args.min_seconds:g} s, "
         f"median; drift probe: {PROBE_SECONDS:g} s of timed runs over its subnets, before and after each validation"))
     header += (f"\n- threads: {args.threads} (profiling, probe and fresh processes alike); the machine's 1-minute "
                f"load average was {load_at_start:.2f} at the start and {os.getloadavg()[0]:.2f} at the end "

@@ -54,6 +54,7 @@ from .store import DeviceStore, list_devices, parse_device, read_json, resolve_r
 VALIDATION_FORMAT = "samnas-latency-validation/1"
 VALIDATION_FILE = "validation.json"
 KEEP_PROBABILITY = 0.7
+WARMUP = 2  # untimed runs before a fresh-process subnet is timed (`latency validate` has no flag for it)
 # Seed stream of the validation sampler: numpy seeds it with [VALIDATION_STREAM, seed], a
 # different entropy pool from the profiling sampler's default_rng(seed).
 VALIDATION_STREAM = 0x7A11DA7E
@@ -114,7 +115,7 @@ def fresh_env() -> dict:
 
 
 def time_in_fresh_process(backend: str, path: str | Path, resolution: int, threads: int, repeats: int = 5,
-                          warmup: int = 2, min_seconds: float = MIN_SECONDS, seed: int = 0,
+                          warmup: int = WARMUP, min_seconds: float = MIN_SECONDS, seed: int = 0,
                           timeout: float = 3600, probe: tuple[str | Path, int] | None = None) -> dict:
     """Time a saved subnet (folder) or ONNX file in a new Python process; its :mod:`nas.latency.fresh` result.
 
@@ -196,7 +197,7 @@ def check_device_and_space(device: str, space: str | None, root=None):
 
 
 def validate_predictor(device: str, space: str | None = None, root=None, samples: int = 20, seed: int = 0,
-                       repeats: int = 5, warmup: int = 2, min_seconds: float = MIN_SECONDS,
+                       repeats: int = 5, warmup: int = WARMUP, min_seconds: float = MIN_SECONDS,
                        probe_seconds: float | None = None, progress: bool = True, write: bool = True,
                        interleave_probe: bool = True) -> dict:
     """Validate ``device``'s predictor for ``space`` on held-out subnets timed in fresh processes; the report.
