@@ -62,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-images", type=positive_int, default=4, help="images per step (default 4)")
     p.add_argument("--prompts-per-image", type=positive_int, default=4, help="target masks per image and step (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--loss-size", type=positive_int, default=64, metavar="PX",
+                   help="side in pixels at which the mask losses are computed, against area-averaged ground truth "
+                        "(default 64: the decoder's low-res output at 256 px input; 256 is the input side, "
+                        "about 4x slower per step on a CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order (default 0)")
     p.add_argument("--init", default=None, metavar="CKPT", help="start from these sam_micro weights instead of random ones")
     p.add_argument("--eval-images", type=positive_int, default=40, help="held-out synthetic scenes for the card (default 40)")
@@ -164,7 +168,8 @@ def run_train_reference(args: argparse.Namespace) -> int:
     model.to(args.device)
     source, data = training_source(args, pairs)
     settings = TrainSettings(steps=args.steps, batch_images=args.batch_images, prompts_per_image=args.prompts_per_image,
-                             lr=args.lr, warmup_steps=100, seed=args.seed, checkpoint_every=250)
+                             lr=args.lr, warmup_steps=100, seed=args.seed, checkpoint_every=250,
+                             loss_size=args.loss_size)
     if args.minutes:
         settings.steps = steps_for_minutes(model, source, settings, args.minutes)
         print(f"{settings.steps} steps fit in {args.minutes:g} min on {args.device}")
@@ -177,7 +182,7 @@ def run_train_reference(args: argparse.Namespace) -> int:
     fp = machine_fingerprint()
     command = (f"samnas train-reference {' '.join(f'--coco {d} --annotations {a}' for d, a in pairs)} "
                f"--synthetic-share {args.synthetic_share} --steps {settings.steps} --batch-images {args.batch_images} "
-               f"--prompts-per-image {args.prompts_per_image} --lr {args.lr} --seed {args.seed}"
+               f"--prompts-per-image {args.prompts_per_image} --lr {args.lr} --loss-size {args.loss_size} --seed {args.seed}"
                + (f" --init {args.init}" if args.init else "") + f" --device {args.device}")
     card = {
         "model": "sam_micro reference (samnas)",
@@ -188,7 +193,9 @@ def run_train_reference(args: argparse.Namespace) -> int:
         "training": {"command": " ".join(command.split()),
                      "data": data,
                      "recipe": "focal(20)+dice(1) on masks (best of 3 for points), MSE on IoU head, "
-                               "point and jittered-box prompts, one iterative corrective round",
+                               "point and jittered-box prompts, one iterative corrective round; "
+                               + (f"losses at {settings.loss_size}x{settings.loss_size} px against area-averaged masks"
+                                  if settings.loss_size < 256 else "losses at the 256x256 input frame"),
                      "steps": settings.steps, "batch_images": args.batch_images,
                      "prompts_per_image": args.prompts_per_image, "seconds": round(seconds, 1),
                      "device": _device_name(args.device),
@@ -242,12 +249,36 @@ def _device_name(device: str) -> str:
     return device
 
 
-def _reproduce(training: dict) -> str:
-    """The commands that reproduce the weights, earliest first (``--init`` stages included)."""
+def _stages(training: dict) -> list[dict]:
+    """The training runs behind the weights, earliest first (``--init`` stages included)."""
     stages = []
     while training:
-        stages.append(f"`{training['command']}`")
+        stages.append(training)
         training = (training.get("init") or {}).get("training")
+    return stages[::-1]
+
+
+def _stage_command(training: dict) -> str:
+    """A stage's command; runs from before ``--loss-size`` existed computed their losses at the 256-px
+    input frame, so that is spelled out for them (the flag's default is now coarser)."""
+    command = training["command"]
+    return command if "--loss-size" in command else f"{command} --loss-size 256"
+
+
+def _earlier_stages(training: dict) -> str:
+    """A card line on the stages before the last one: their steps and time (empty for one stage)."""
+    earlier = _stages(training)[:-1]
+    if not earlier:
+        return ""
+    runs = ", ".join(f"{t['steps']} steps x {t['batch_images']} images in {t['seconds'] / 60:.1f} min on "
+                     f"{t.get('device', 'cpu')}" for t in earlier)
+    total = sum(t["seconds"] for t in _stages(training)) / 60
+    return f"\n- before that, from random weights: {runs}; {total:.1f} min of training in all"
+
+
+def _reproduce(training: dict) -> str:
+    """The commands that reproduce the weights, earliest first (``--init`` stages included)."""
+    stages = [f"`{_stage_command(t)}`" for t in _stages(training)][::-1]
     if len(stages) == 1:
         return stages[0]
     return "in stages, each starting from the weights of the one before:\n" + "\n".join(
@@ -315,7 +346,7 @@ never saw in training.
 - weights: `{card['weights']}` ({card['size_bytes'] / 1e6:.1f} MB)
 - data: {tr['data']}
 - trained: {tr['steps']} steps x {tr['batch_images']} images in {tr['seconds'] / 60:.1f} min on {device}
-  (host CPU {tr['machine']['cpu']}, torch {tr['machine']['torch']})
+  (host CPU {tr['machine']['cpu']}, torch {tr['machine']['torch']}){_earlier_stages(tr)}
 - recipe: {tr['recipe']}
 - reproduce: {_reproduce(tr)}
 

@@ -322,3 +322,24 @@ def build_sam_seeded():
     from supernet.modeling.build import build_sam
 
     return build_sam("micro", seed=0).eval()
+
+
+def test_threshold_ranges_reach_the_models_defaults():
+    """A model calibrated near 0.2 (the packaged reference) gets threshold ranges that reach below its
+    defaults; the usual ranges would only hold policies stricter than its own dense grid."""
+    import optuna
+
+    from nas.everything.policy_space import THRESHOLD_MARGIN, THRESHOLD_RANGES, suggest_policy, threshold_ranges
+
+    assert threshold_ranges() == THRESHOLD_RANGES
+    low = threshold_ranges({"pred_iou_thresh": 0.22, "stability_score_thresh": 0.1})
+    assert low["pred_iou_thresh"] == pytest.approx((0.22 - THRESHOLD_MARGIN, 0.95))
+    assert low["stability_score_thresh"] == (0.0, 0.98)  # clipped at 0
+    assert low["confidence_thresh"] == low["pred_iou_thresh"]  # a predicted IoU as well
+    high = threshold_ranges({"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95})
+    assert high["pred_iou_thresh"] == (0.3, 0.99) and high["stability_score_thresh"] == (0.5, 0.99)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = [suggest_policy(study.ask(), defaults={"pred_iou_thresh": 0.22, "stability_score_thresh": 0.22})
+             for _ in range(40)]
+    assert min(p.pred_iou_thresh for p in drawn) < 0.22 and min(p.stability_score_thresh for p in drawn) < 0.22
+    assert all(p.pred_iou_thresh >= 0.22 - THRESHOLD_MARGIN - 1e-9 for p in drawn)

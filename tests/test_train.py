@@ -9,7 +9,8 @@ from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
 from nas.training.losses import dice_loss, focal_loss, mask_iou, sam_loss
 from scenes.sources import Scene
-from nas.training.train import TrainSettings, load_training_state, train
+from nas.training.train import (SubnetLoss, TrainSettings, corrective_points, load_training_state, loss_side,
+                                loss_targets, train)
 from infra.errors import UserError
 
 
@@ -46,6 +47,44 @@ def test_losses_behave():
     logits = torch.stack([bad, good], dim=1)  # (1, 2, 8, 8): the second candidate is right
     loss, iou = sam_loss(logits, torch.tensor([[0.0, 1.0]]), target)
     assert iou.item() == 1.0 and loss < 1.0
+
+
+def test_loss_targets_average_each_cells_pixels():
+    masks = torch.zeros(1, 8, 8)
+    masks[0, 0:2, 0:2] = 1  # fills cell (0, 0) of a 4x4 frame
+    masks[0, 4, 4] = 1  # a quarter of cell (2, 2)
+    frame = loss_targets(masks, 4)
+    expected = torch.zeros(1, 4, 4)
+    expected[0, 0, 0], expected[0, 2, 2] = 1.0, 0.25
+    assert torch.equal(frame, expected)
+    assert loss_targets(masks, 8) is masks  # the input frame is left as it is
+    assert loss_side(TrainSettings(steps=1), 256) == 256 and loss_side(TrainSettings(steps=1, loss_size=64), 256) == 64
+    assert loss_side(TrainSettings(steps=1, loss_size=512), 256) == 256  # never above the input side
+
+
+def test_corrective_point_for_a_target_smaller_than_half_a_cell_is_positive():
+    target = torch.zeros(1, 4, 4)
+    target[0, 1, 2] = 0.25  # soft: no cell is more than half inside, so the binarised target is empty
+    gen = torch.Generator().manual_seed(0)
+    coords, labels = corrective_points(torch.full((1, 4, 4), -5.0), target, gen)
+    assert coords.tolist() == [[[2.0, 1.0]]] and labels.tolist() == [[1]]
+    missed = torch.zeros(1, 4, 4)
+    missed[0, 3, 0] = 1.0  # a real error: the target pixel the prediction missed
+    coords, labels = corrective_points(torch.full((1, 4, 4), -5.0), missed, gen)
+    assert coords.tolist() == [[[0.0, 3.0]]] and labels.tolist() == [[1]]
+    coords, labels = corrective_points(torch.full((1, 4, 4), 5.0), missed, gen)  # everything else is false
+    assert labels.item() == 0 and coords[0, 0].tolist() != [0.0, 3.0]
+
+
+@pytest.mark.parametrize("loss_size", [0, 16])
+def test_a_coarse_loss_frame_trains(loss_size):
+    """At 16 px (a quarter of the 64-px low-res output) the loss is finite and reaches every decoder weight."""
+    model = build_sam("micro", seed=0)
+    step = SubnetLoss(model, None, settings(loss_size=loss_size, prompts_per_image=3))
+    loss, stats = step(Rectangles().scenes(0, 0, 2), seed=1)
+    loss.backward()
+    assert torch.isfinite(loss) and 0 <= stats["iou"] <= 1
+    assert model.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight.grad.abs().sum() > 0
 
 
 def settings(**kw):
@@ -121,6 +160,7 @@ def test_train_supernet_cli_with_torchrun_two_processes(tmp_path):
     (["--images", "{tmp}/empty"], "no images found"),
     (["--space", "sam_vit_b"], "is a micro model, but space sam_vit_b is for vit_b"),
     (["--checkpoint", "{tmp}/junk.pth"], "not a readable weights-only checkpoint"),
+    (["--loss-size", "-4"], "--loss-size must be 0 (the input side) or a side in pixels, got -4"),
 ])
 def test_train_supernet_bad_input_fails_before_training(tmp_path, capsys, argv, message):
     import cli

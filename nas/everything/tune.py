@@ -102,7 +102,7 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
                "model_defaults": {**defaults, "source": source}})
 
     def objective(trial: optuna.Trial):
-        policy = suggest_policy(trial, s.max_points_per_side, s.max_crop_layers)
+        policy = suggest_policy(trial, s.max_points_per_side, s.max_crop_layers, defaults)
         ev = evaluator.evaluate(policy)
         trial.set_constraint(CONSTRAINT, ev.time_ms - s.budget_ms)
         record = TrialRecord(config=policy.to_dict(), quality=ev.quality, predicted_ms=ev.time_ms,

@@ -66,6 +66,7 @@ class TrainSettings:
     iterative: bool = True
     sandwich: bool = False
     activation_checkpointing: bool = False  # recompute encoder blocks in the backward pass to save memory
+    loss_size: int = 0  # side in pixels the mask losses are computed at; 0: the model's input side (see loss_frame)
     space: dict | None = field(default=None)  # SearchSpace.to_dict() for sandwich sampling
 
 
@@ -156,22 +157,39 @@ def random_points(n: int, valid: tuple[int, int], rng: np.random.Generator):
 def corrective_points(logits: torch.Tensor, targets: torch.Tensor, gen: torch.Generator):
     """A uniformly random point in each prediction's error region: label 1 on a missed pixel, 0 on a false one.
 
-    ``logits (K, H, W)``, ``targets (K, H, W)``; a prediction without error gets a point of
-    its target. Returns coords ``(K, 1, 2)`` and labels ``(K, 1)``.
+    ``logits (K, H, W)``, ``targets (K, H, W)`` in [0, 1] (soft in a coarse loss frame); a
+    prediction without error gets a positive point drawn in proportion to its target (so a
+    target too small to cover half of any cell still gets one). Returns coords ``(K, 1, 2)``
+    and labels ``(K, 1)``.
     """
     gt = targets > 0.5
     err = (logits > 0) ^ gt
     none = ~err.flatten(1).any(1)
-    region = torch.where(none[:, None, None], gt, err).float()
+    region = torch.where(none[:, None, None], targets.float(), err.float())
     coords = _pick_pixels(region, gen)
     x, y = coords[:, 0].long(), coords[:, 1].long()
-    labels = gt[torch.arange(len(gt), device=gt.device), y, x].int()
-    return coords[:, None], labels[:, None]
+    labels = gt[torch.arange(len(gt), device=gt.device), y, x] | none
+    return coords[:, None], labels.int()[:, None]
 
 
 def upscale(low_res: torch.Tensor, res: int) -> torch.Tensor:
-    """Low-res mask logits ``(K, M, r/4, r/4)`` -> ``(K, M, res, res)``."""
+    """Low-res mask logits ``(K, M, r/4, r/4)`` -> ``(K, M, res, res)`` (bilinear; unchanged at ``res = r/4``)."""
+    if low_res.shape[-1] == res and low_res.shape[-2] == res:
+        return low_res
     return F.interpolate(low_res, (res, res), mode="bilinear", align_corners=False)
+
+
+def loss_side(settings: TrainSettings, res: int) -> int:
+    """Side in pixels of the frame the mask losses are computed in: ``settings.loss_size``, at most ``res``."""
+    return min(settings.loss_size, res) if settings.loss_size > 0 else res
+
+
+def loss_targets(targets: torch.Tensor, side: int) -> torch.Tensor:
+    """Ground-truth masks ``(K, R, R)`` in {0, 1} -> ``(K, side, side)``: the share of each cell's pixels
+    inside the mask (area averaging), so a coarser loss frame keeps sub-cell boundaries as soft targets."""
+    if targets.shape[-1] == side:
+        return targets
+    return F.interpolate(targets[:, None], (side, side), mode="area")[:, 0]
 
 
 # ---------------------------------------------------------------------------- one subnet's loss
@@ -226,39 +244,48 @@ class SubnetLoss(nn.Module):
             pts = [random_points(s.prompts_per_image, prepared[b].valid, rng) for b in unlabelled]
             points = (torch.cat([c for c, _ in pts]).to(device), torch.cat([l for _, l in pts]).to(device))
             groups.append((unlabelled, points, None, None))
+        side = loss_side(s, res)
         for rows, points, boxes, gt in groups:
             e = emb[rows]
             multimask = boxes is None
             low, iou = model.decode(e, points=points, boxes=boxes, multimask_output=multimask)
             if gt is not None:
-                loss, chosen_iou = sam_loss(upscale(low, res), iou, gt)
+                gt_frame = loss_targets(gt, side)
+                loss, chosen_iou = sam_loss(upscale(low, side), iou, gt_frame)
                 total = total + loss * len(rows)
                 stats["iou"].extend(chosen_iou.tolist())
                 if s.iterative:
-                    total = total + self._iterative(e, points, boxes, low, gt, gen, res) * len(rows)
+                    total = total + self._iterative(e, points, boxes, low, gt_frame, gen, res) * len(rows)
             if t_emb is not None:
                 with torch.no_grad():
                     t_low, _ = self.teacher.decode(t_emb[rows], points=points, boxes=boxes,
                                                    multimask_output=multimask)
-                target = torch.sigmoid(upscale(t_low, res)).flatten(0, 1)
-                per = mask_loss(upscale(low, res).flatten(0, 1), target)
+                target = torch.sigmoid(upscale(t_low, side)).flatten(0, 1)
+                per = mask_loss(upscale(low, side).flatten(0, 1), target)
                 total = total + per.view(len(rows), -1).mean(1).sum()
         return total, {k: float(np.mean(v)) for k, v in stats.items() if v}
 
     def _iterative(self, e, points, boxes, low, targets, gen, res):
-        """One corrective round: previous best logits as mask prompt plus an error-region point."""
+        """One corrective round: previous best logits as mask prompt plus an error-region point.
+
+        ``targets (K, S, S)`` are in the loss frame (``S`` = :func:`loss_side`); the corrective
+        point is drawn from the error region there and placed at its cell's centre in the
+        ``res``-pixel input frame.
+        """
+        side = targets.shape[-1]
         with torch.no_grad():
-            up = upscale(low, res)
+            up = upscale(low, side)
             per = mask_loss(up.flatten(0, 1), targets.repeat_interleave(up.shape[1], 0)).view(up.shape[:2])
             best = per.argmin(1)
             pick = torch.arange(len(best), device=best.device)
             prev_low = low[pick, best][:, None]
             c, l = corrective_points(up[pick, best], targets, gen)
+            c = (c + 0.5) * (res / side) - 0.5
         if points is not None:
             c, l = torch.cat([points[0], c], 1), torch.cat([points[1], l], 1)
         low2, iou2 = self.model.decode(e, points=(c, l), boxes=boxes, masks=prev_low.detach(),
                                        multimask_output=False)
-        loss, _ = sam_loss(upscale(low2, res), iou2, targets)
+        loss, _ = sam_loss(upscale(low2, side), iou2, targets)
         return loss
 
 
