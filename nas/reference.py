@@ -19,7 +19,7 @@ import torch
 
 from supernet.modeling.build import build_sam
 from supernet.checkpoint import load_sam
-from infra.cliargs import positive_float, positive_int
+from infra.cliargs import non_negative_int, positive_float, positive_int
 from infra.fileio import atomic_torch_save, atomic_write_text
 from supernet.reference import WEIGHTS_DIR
 from infra.errors import UserError
@@ -41,6 +41,7 @@ EXAMPLES = """examples:
   samnas train-reference                        # synthetic scenes only (no photos needed)
   samnas train-reference --steps 200 --out /tmp/micro.pt   # a quick smoke run
 """
+LOSS_POINTS = 4096  # pixels per mask for the mask losses (nas.training.train.LossFrame), of 256 x 256
 HELD_OUT_SEED_OFFSET = 10_000  # evaluation scenes come from a generator stream training never uses
 
 
@@ -62,10 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-images", type=positive_int, default=4, help="images per step (default 4)")
     p.add_argument("--prompts-per-image", type=positive_int, default=4, help="target masks per image and step (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
-    p.add_argument("--loss-size", type=positive_int, default=64, metavar="PX",
-                   help="side in pixels at which the mask losses are computed, against area-averaged ground truth "
-                        "(default 64: the decoder's low-res output at 256 px input; 256 is the input side, "
-                        "about 4x slower per step on a CPU)")
+    p.add_argument("--loss-points", type=non_negative_int, default=LOSS_POINTS, metavar="N",
+                   help=f"pixels per mask at which the mask losses are computed: half uniform, half around the "
+                        f"mask (default {LOSS_POINTS}; 0: all 65,536, about 4x slower per step on a CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order (default 0)")
     p.add_argument("--init", default=None, metavar="CKPT", help="start from these sam_micro weights instead of random ones")
     p.add_argument("--eval-images", type=positive_int, default=40, help="held-out synthetic scenes for the card (default 40)")
@@ -169,7 +169,7 @@ def run_train_reference(args: argparse.Namespace) -> int:
     source, data = training_source(args, pairs)
     settings = TrainSettings(steps=args.steps, batch_images=args.batch_images, prompts_per_image=args.prompts_per_image,
                              lr=args.lr, warmup_steps=100, seed=args.seed, checkpoint_every=250,
-                             loss_size=args.loss_size)
+                             loss_points=args.loss_points)
     if args.minutes:
         settings.steps = steps_for_minutes(model, source, settings, args.minutes)
         print(f"{settings.steps} steps fit in {args.minutes:g} min on {args.device}")
@@ -182,7 +182,7 @@ def run_train_reference(args: argparse.Namespace) -> int:
     fp = machine_fingerprint()
     command = (f"samnas train-reference {' '.join(f'--coco {d} --annotations {a}' for d, a in pairs)} "
                f"--synthetic-share {args.synthetic_share} --steps {settings.steps} --batch-images {args.batch_images} "
-               f"--prompts-per-image {args.prompts_per_image} --lr {args.lr} --loss-size {args.loss_size} --seed {args.seed}"
+               f"--prompts-per-image {args.prompts_per_image} --lr {args.lr} --loss-points {args.loss_points} --seed {args.seed}"
                + (f" --init {args.init}" if args.init else "") + f" --device {args.device}")
     card = {
         "model": "sam_micro reference (samnas)",
@@ -194,8 +194,8 @@ def run_train_reference(args: argparse.Namespace) -> int:
                      "data": data,
                      "recipe": "focal(20)+dice(1) on masks (best of 3 for points), MSE on IoU head, "
                                "point and jittered-box prompts, one iterative corrective round; "
-                               + (f"losses at {settings.loss_size}x{settings.loss_size} px against area-averaged masks"
-                                  if settings.loss_size < 256 else "losses at the 256x256 input frame"),
+                               + (f"losses at {settings.loss_points} sampled pixels per mask (half around the mask)"
+                                  if settings.loss_points > 0 else "losses at every pixel of the 256x256 input frame"),
                      "steps": settings.steps, "batch_images": args.batch_images,
                      "prompts_per_image": args.prompts_per_image, "seconds": round(seconds, 1),
                      "device": _device_name(args.device),
@@ -259,10 +259,10 @@ def _stages(training: dict) -> list[dict]:
 
 
 def _stage_command(training: dict) -> str:
-    """A stage's command; runs from before ``--loss-size`` existed computed their losses at the 256-px
-    input frame, so that is spelled out for them (the flag's default is now coarser)."""
+    """A stage's command; runs from before ``--loss-points`` existed computed their losses at every
+    pixel, so that is spelled out for them (the flag's default now samples pixels)."""
     command = training["command"]
-    return command if "--loss-size" in command else f"{command} --loss-size 256"
+    return command if "--loss-points" in command else f"{command} --loss-points 0"
 
 
 def _earlier_stages(training: dict) -> str:
@@ -273,7 +273,7 @@ def _earlier_stages(training: dict) -> str:
     runs = ", ".join(f"{t['steps']} steps x {t['batch_images']} images in {t['seconds'] / 60:.1f} min on "
                      f"{t.get('device', 'cpu')}" for t in earlier)
     total = sum(t["seconds"] for t in _stages(training)) / 60
-    return f"\n- before that, from random weights: {runs}; {total:.1f} min of training in all"
+    return f"\n- before that: {runs}; {total:.1f} min of training in all"
 
 
 def _reproduce(training: dict) -> str:

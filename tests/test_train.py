@@ -9,8 +9,8 @@ from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
 from nas.training.losses import dice_loss, focal_loss, mask_iou, sam_loss
 from scenes.sources import Scene
-from nas.training.train import (SubnetLoss, TrainSettings, corrective_points, load_training_state, loss_side,
-                                loss_targets, train)
+from nas.training.train import (LossFrame, SubnetLoss, TrainSettings, corrective_points, load_training_state,
+                                loss_frame, train, upscale)
 from infra.errors import UserError
 
 
@@ -49,17 +49,35 @@ def test_losses_behave():
     assert iou.item() == 1.0 and loss < 1.0
 
 
-def test_loss_targets_average_each_cells_pixels():
-    masks = torch.zeros(1, 8, 8)
-    masks[0, 0:2, 0:2] = 1  # fills cell (0, 0) of a 4x4 frame
-    masks[0, 4, 4] = 1  # a quarter of cell (2, 2)
-    frame = loss_targets(masks, 4)
-    expected = torch.zeros(1, 4, 4)
-    expected[0, 0, 0], expected[0, 2, 2] = 1.0, 0.25
-    assert torch.equal(frame, expected)
-    assert loss_targets(masks, 8) is masks  # the input frame is left as it is
-    assert loss_side(TrainSettings(steps=1), 256) == 256 and loss_side(TrainSettings(steps=1, loss_size=64), 256) == 64
-    assert loss_side(TrainSettings(steps=1, loss_size=512), 256) == 256  # never above the input side
+def test_loss_frame_samples_are_the_upscaled_logits_and_weigh_what_they_stand_for():
+    gen = torch.Generator().manual_seed(0)
+    low = torch.randn(3, 2, 16, 16, generator=gen)
+    every = LossFrame(64, torch.arange(64 * 64).repeat(3, 1), None)  # every pixel, as samples
+    assert torch.allclose(every.logits(low), upscale(low, 64).flatten(2), atol=1e-5)
+    masks = torch.zeros(3, 64, 64)
+    masks[0, 10:20, 30:34] = 1  # 40 px
+    masks[1, :, :] = 1  # the whole frame
+    masks[2, 60:, 62:] = 1  # a corner: the grown box is clipped at the border
+    frame = LossFrame.sampled(masks, 20000, gen)
+    assert frame.index.shape == (3, 20000) and int(frame.index.max()) < 64 * 64
+    assert torch.equal(frame.targets(masks), masks.flatten(1).gather(1, frame.index))
+    # weighted sums estimate pixel counts: the mask's area and the frame's
+    assert (frame.weights * frame.targets(masks)).sum(1).tolist() == pytest.approx([40, 4096, 8], rel=0.05)
+    assert frame.weights.sum(1).tolist() == pytest.approx([4096] * 3, rel=0.05)
+    # half the samples fall in the mask's box grown by a quarter of its side: rows 8..21, columns 29..34
+    x, y = frame.index % 64, frame.index // 64
+    inside = ((x[0] >= 29) & (x[0] <= 34) & (y[0] >= 8) & (y[0] <= 21)).float().mean()
+    assert 0.5 <= inside < 0.52
+    dense = loss_frame(TrainSettings(steps=1), masks, gen)
+    assert dense.index is None and dense.targets(masks) is masks
+    assert loss_frame(TrainSettings(steps=1, loss_points=64), masks, gen).index.shape == (3, 64)
+
+
+def test_sampled_iou_weighs_each_sample():
+    logits = torch.tensor([[5.0, 5.0, -5.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0]])
+    assert mask_iou(logits, targets).item() == pytest.approx(1 / 3)
+    assert mask_iou(logits, targets, torch.tensor([[8.0, 1.0, 1.0]])).item() == pytest.approx(0.8)
 
 
 def test_corrective_point_for_a_target_smaller_than_half_a_cell_is_positive():
@@ -76,11 +94,11 @@ def test_corrective_point_for_a_target_smaller_than_half_a_cell_is_positive():
     assert labels.item() == 0 and coords[0, 0].tolist() != [0.0, 3.0]
 
 
-@pytest.mark.parametrize("loss_size", [0, 16])
-def test_a_coarse_loss_frame_trains(loss_size):
-    """At 16 px (a quarter of the 64-px low-res output) the loss is finite and reaches every decoder weight."""
+@pytest.mark.parametrize("loss_points", [0, 256])
+def test_sampled_loss_trains(loss_points):
+    """With every pixel or 256 samples per mask the loss is finite and reaches the decoder's weights."""
     model = build_sam("micro", seed=0)
-    step = SubnetLoss(model, None, settings(loss_size=loss_size, prompts_per_image=3))
+    step = SubnetLoss(model, None, settings(loss_points=loss_points, prompts_per_image=3))
     loss, stats = step(Rectangles().scenes(0, 0, 2), seed=1)
     loss.backward()
     assert torch.isfinite(loss) and 0 <= stats["iou"] <= 1
@@ -160,7 +178,7 @@ def test_train_supernet_cli_with_torchrun_two_processes(tmp_path):
     (["--images", "{tmp}/empty"], "no images found"),
     (["--space", "sam_vit_b"], "is a micro model, but space sam_vit_b is for vit_b"),
     (["--checkpoint", "{tmp}/junk.pth"], "not a readable weights-only checkpoint"),
-    (["--loss-size", "-4"], "--loss-size must be 0 (the input side) or a side in pixels, got -4"),
+    (["--loss-points", "-4"], "--loss-points must be 0 (every pixel) or a number of pixels per mask, got -4"),
 ])
 def test_train_supernet_bad_input_fails_before_training(tmp_path, capsys, argv, message):
     import cli

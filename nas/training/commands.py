@@ -35,10 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--largest-weight", type=float, default=4.0,
                    help="weight of the largest subnet's loss relative to each other subnet's (default: 4), "
                         "so that training the small ones costs the full model little")
-    p.add_argument("--loss-size", type=int, default=0, metavar="PX",
-                   help="side in pixels at which the mask losses are computed, against area-averaged masks "
-                        "(default 0: each subnet's input side; its decoder's low-res output side, a quarter of "
-                        "that, is several times cheaper)")
+    p.add_argument("--loss-points", type=int, default=0, metavar="N",
+                   help="pixels per mask at which the mask losses are computed, half uniform and half around "
+                        "the mask (default 0: every pixel of the subnet's input frame)")
     p.add_argument("--rerank-every", type=int, default=0, help="re-rank by magnitude every N steps (0: never)")
     p.add_argument("--checkpoint-every", type=int, default=100,
                    help="write OUT/checkpoint.pt every N steps, for --resume (default: 100)")
@@ -67,8 +66,8 @@ def run_train_supernet(args: argparse.Namespace) -> int:
     # Every check happens before the first step.
     if args.steps < 1:
         raise UserError(f"--steps must be at least 1, got {args.steps}")
-    if args.loss_size < 0:
-        raise UserError(f"--loss-size must be 0 (the input side) or a side in pixels, got {args.loss_size}")
+    if args.loss_points < 0:
+        raise UserError(f"--loss-points must be 0 (every pixel) or a number of pixels per mask, got {args.loss_points}")
     space = SearchSpace.load(args.space)
     source = FolderScenes(args.images, args.annotations, seed=args.seed)
     model, ranking = load_ranked(args.checkpoint)
@@ -88,7 +87,7 @@ def run_train_supernet(args: argparse.Namespace) -> int:
                              use_gt=args.annotations is not None,
                              distill=True, sandwich=True, rerank_every=args.rerank_every,
                              checkpoint_every=args.checkpoint_every, seed=args.seed, space=space.to_dict(),
-                             activation_checkpointing=checkpointing, loss_size=args.loss_size)
+                             activation_checkpointing=checkpointing, loss_points=args.loss_points)
     rank, _ = setup_distributed()
     log_metrics, run = None, None
     if rank == 0:
@@ -103,7 +102,7 @@ def run_train_supernet(args: argparse.Namespace) -> int:
         mlflow.log_params({"checkpoint": args.checkpoint, "space": space.name, "images": args.images,
                            "annotations": args.annotations, "steps": args.steps, "lr": args.lr,
                            "batch_images": args.batch_images, "random_subnets": args.random_subnets,
-                           "rerank_every": args.rerank_every, "seed": args.seed, "loss_size": args.loss_size,
+                           "rerank_every": args.rerank_every, "seed": args.seed, "loss_points": args.loss_points,
                            "activation_checkpointing": checkpointing, "teacher_cache": str(cache_dir)})
 
         def mlflow_log(metrics, step):

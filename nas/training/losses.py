@@ -34,19 +34,26 @@ def mask_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return FOCAL_WEIGHT * focal_loss(logits, targets) + DICE_WEIGHT * dice_loss(logits, targets)
 
 
-def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """IoU in [0, 1] of the binarised prediction (logit > 0) with the binarised target: ``(N,)``."""
+def mask_iou(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """IoU in [0, 1] of the binarised prediction (logit > 0) with the binarised target: ``(N,)``.
+
+    ``weights (N, P)``: the pixels each value stands for, when logits and targets are samples
+    ``(N, P)`` of larger masks (``nas.training.train.LossFrame``).
+    """
     pred = logits.flatten(1) > 0
     gt = targets.flatten(1) > 0.5
-    inter = (pred & gt).sum(1).float()
-    union = (pred | gt).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+    w = torch.ones_like(pred, dtype=torch.float) if weights is None else weights.flatten(1).float()
+    inter = ((pred & gt).float() * w).sum(1)
+    union = ((pred | gt).float() * w).sum(1)
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.ones_like(inter))
 
 
-def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor,
+             weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss over ``M`` candidate masks per prompt, SAM style.
 
-    ``logits (N, M, H, W)``, ``iou_pred (N, M)``, ``targets (N, H, W)``. Only the candidate
+    ``logits (N, M, H, W)``, ``iou_pred (N, M)``, ``targets (N, H, W)``; or sampled pixels:
+    ``logits (N, M, P)``, ``targets (N, P)`` and ``weights (N, P)`` for the IoU (:func:`mask_iou`). Only the candidate
     with the lowest mask loss is trained (ambiguity-aware); the IoU head regresses the
     actual IoU of every candidate. Returns (scalar loss, the chosen masks' IoU ``(N,)``).
     """
@@ -56,6 +63,7 @@ def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
     per_mask = mask_loss(flat_logits, flat_targets).view(n, m)
     best = per_mask.argmin(dim=1)
     chosen = per_mask.gather(1, best[:, None]).squeeze(1)
-    actual_iou = mask_iou(flat_logits.detach(), flat_targets).view(n, m)
+    flat_weights = None if weights is None else weights.repeat_interleave(m, dim=0)
+    actual_iou = mask_iou(flat_logits.detach(), flat_targets, flat_weights).view(n, m)
     iou_term = F.mse_loss(iou_pred, actual_iou)
     return chosen.mean() + iou_term, actual_iou.gather(1, best[:, None]).squeeze(1)

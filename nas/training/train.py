@@ -66,7 +66,7 @@ class TrainSettings:
     iterative: bool = True
     sandwich: bool = False
     activation_checkpointing: bool = False  # recompute encoder blocks in the backward pass to save memory
-    loss_size: int = 0  # side in pixels the mask losses are computed at; 0: the model's input side (see loss_frame)
+    loss_points: int = 0  # pixels per mask at which the mask losses are computed (LossFrame); 0: every pixel
     space: dict | None = field(default=None)  # SearchSpace.to_dict() for sandwich sampling
 
 
@@ -119,7 +119,9 @@ def sample_targets(prepared: list[PreparedScene], k: int, rng: np.random.Generat
 
 def _pick_pixels(weights: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """One pixel per ``(N, H, W)`` non-negative weight map, drawn in proportion -> ``(N, 2)`` float (x, y)."""
-    flat = torch.multinomial(weights.flatten(1), 1, generator=gen)[:, 0]
+    cum = weights.flatten(1).float().cumsum(1)  # inverse-CDF sampling: 3x faster than multinomial at 256 x 256
+    u = torch.rand(len(cum), 1, generator=gen, device=cum.device) * cum[:, -1:]
+    flat = torch.searchsorted(cum, u, right=True)[:, 0].clamp(max=cum.shape[1] - 1)
     w = weights.shape[-1]
     return torch.stack([flat % w, flat // w], dim=1).float()
 
@@ -130,18 +132,25 @@ def point_prompts(masks: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tens
     return coords[:, None], torch.ones(len(coords), 1, dtype=torch.int, device=masks.device)
 
 
+def tight_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Inclusive pixel box ``(x0, y0, x1, y1)`` of each non-empty ``(K, H, W)`` mask: ``(K, 4)`` float."""
+    fg = masks > 0.5
+    idx_x = torch.arange(masks.shape[-1], device=masks.device, dtype=torch.float)
+    idx_y = torch.arange(masks.shape[-2], device=masks.device, dtype=torch.float)
+    cols, rows = fg.any(1), fg.any(2)  # (K, W), (K, H)
+    big = float(max(masks.shape[-2:]))
+    x0 = torch.where(cols, idx_x, big).amin(1)
+    x1 = torch.where(cols, idx_x, -big).amax(1)
+    y0 = torch.where(rows, idx_y, big).amin(1)
+    y1 = torch.where(rows, idx_y, -big).amax(1)
+    return torch.stack([x0, y0, x1, y1], 1)
+
+
 def box_prompts(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Tight XYXY box per mask, jittered by N(0, 10% of the side) clipped to 20 px: ``(K, 4)``."""
-    fg = masks > 0.5
     res = masks.shape[-1]
-    idx = torch.arange(res, device=masks.device, dtype=torch.float)
-    cols, rows = fg.any(1), fg.any(2)  # (K, W), (K, H)
-    big = float(res)
-    x0 = torch.where(cols, idx, big).amin(1)
-    x1 = torch.where(cols, idx, -big).amax(1)
-    y0 = torch.where(rows, idx, big).amin(1)
-    y1 = torch.where(rows, idx, -big).amax(1)
-    boxes = torch.stack([x0, y0, x1, y1], 1)
+    boxes = tight_boxes(masks)
+    x0, y0, x1, y1 = boxes.unbind(1)
     side = torch.stack([x1 - x0, y1 - y0, x1 - x0, y1 - y0], 1)
     noise = torch.randn(boxes.shape, generator=gen, device=masks.device) * 0.1 * side
     return (boxes + noise.clamp(-20, 20)).clamp(0, res - 1)
@@ -173,23 +182,73 @@ def corrective_points(logits: torch.Tensor, targets: torch.Tensor, gen: torch.Ge
 
 
 def upscale(low_res: torch.Tensor, res: int) -> torch.Tensor:
-    """Low-res mask logits ``(K, M, r/4, r/4)`` -> ``(K, M, res, res)`` (bilinear; unchanged at ``res = r/4``)."""
-    if low_res.shape[-1] == res and low_res.shape[-2] == res:
-        return low_res
+    """Low-res mask logits ``(K, M, r/4, r/4)`` -> ``(K, M, res, res)`` (bilinear)."""
     return F.interpolate(low_res, (res, res), mode="bilinear", align_corners=False)
 
 
-def loss_side(settings: TrainSettings, res: int) -> int:
-    """Side in pixels of the frame the mask losses are computed in: ``settings.loss_size``, at most ``res``."""
-    return min(settings.loss_size, res) if settings.loss_size > 0 else res
+@dataclass
+class LossFrame:
+    """Where a batch's mask losses are computed: every pixel of the ``res x res`` input frame, or
+    ``P`` sampled pixels per mask (``index``), as Mask2Former and PointRend train.
+
+    Sampled logits are the upscaled logits at those pixel centres (bilinear, the same values
+    :func:`upscale` gives there), so the loss stays the full-resolution loss, without computing
+    it at every pixel: at 256 px that was 80% of a reference training step. ``weights`` are each
+    sample's inverse sampling density (pixels it stands for), so weighted sums estimate pixel
+    counts, as the IoU head's targets need.
+    """
+
+    res: int
+    index: torch.Tensor | None = None  # (K, P) flat pixel indices y * res + x; None: every pixel
+    weights: torch.Tensor | None = None  # (K, P) pixels per sample
+
+    @classmethod
+    def sampled(cls, masks: torch.Tensor, count: int, gen: torch.Generator) -> "LossFrame":
+        """``count`` pixels for each of ``masks (K, R, R)``: half uniform over the frame, half uniform in
+        the mask's box grown by a quarter of its side on each edge (where the errors are)."""
+        k, res = masks.shape[0], masks.shape[-1]
+        device = masks.device
+        n_frame = count // 2
+        n_box = count - n_frame
+        x0, y0, x1, y1 = tight_boxes(masks).unbind(1)
+        gx, gy = ((x1 - x0 + 1) / 4).floor(), ((y1 - y0 + 1) / 4).floor()
+        x0, x1 = (x0 - gx).clamp(min=0), (x1 + gx).clamp(max=res - 1)
+        y0, y1 = (y0 - gy).clamp(min=0), (y1 + gy).clamp(max=res - 1)
+        w, h = x1 - x0 + 1, y1 - y0 + 1
+        u = torch.rand(k, n_frame + 2 * n_box, generator=gen, device=device)
+        xs = torch.cat([(u[:, :n_frame] * res).floor(), x0[:, None] + (u[:, n_frame:n_frame + n_box] * w[:, None]).floor()], 1)
+        ys = torch.cat([torch.randint(0, res, (k, n_frame), generator=gen, device=device).float(),
+                        y0[:, None] + (u[:, n_frame + n_box:] * h[:, None]).floor()], 1)
+        xs, ys = torch.minimum(xs, torch.full_like(xs, res - 1)), torch.minimum(ys, torch.full_like(ys, res - 1))
+        in_box = (xs >= x0[:, None]) & (xs <= x1[:, None]) & (ys >= y0[:, None]) & (ys <= y1[:, None])
+        density = n_frame / res ** 2 + in_box.float() * (n_box / (w * h))[:, None]
+        return cls(res, (ys * res + xs).long(), 1.0 / density)
+
+    @classmethod
+    def uniform(cls, k: int, res: int, count: int, gen: torch.Generator, device) -> "LossFrame":
+        """``count`` pixels drawn uniformly for each of ``k`` masks (no mask to centre on)."""
+        index = torch.randint(0, res * res, (k, count), generator=gen, device=device)
+        return cls(res, index, torch.full((k, count), res * res / count, device=device))
+
+    def logits(self, low_res: torch.Tensor) -> torch.Tensor:
+        """Low-res logits ``(K, M, r/4, r/4)`` -> ``(K, M, P)`` at the samples, or ``(K, M, res, res)``."""
+        if self.index is None:
+            return upscale(low_res, self.res)
+        x = (self.index % self.res).float()
+        y = torch.div(self.index, self.res, rounding_mode="floor").float()
+        grid = torch.stack([(2 * x + 1) / self.res - 1, (2 * y + 1) / self.res - 1], -1)[:, None]  # (K, 1, P, 2)
+        return F.grid_sample(low_res, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+
+    def targets(self, masks: torch.Tensor) -> torch.Tensor:
+        """Masks ``(K, res, res)`` -> their values at the samples ``(K, P)`` (or as they are)."""
+        return masks if self.index is None else masks.flatten(1).gather(1, self.index)
 
 
-def loss_targets(targets: torch.Tensor, side: int) -> torch.Tensor:
-    """Ground-truth masks ``(K, R, R)`` in {0, 1} -> ``(K, side, side)``: the share of each cell's pixels
-    inside the mask (area averaging), so a coarser loss frame keeps sub-cell boundaries as soft targets."""
-    if targets.shape[-1] == side:
-        return targets
-    return F.interpolate(targets[:, None], (side, side), mode="area")[:, 0]
+def loss_frame(settings: TrainSettings, masks: torch.Tensor, gen: torch.Generator) -> LossFrame:
+    """The frame of ``settings.loss_points`` samples per mask of ``masks (K, R, R)`` (every pixel for 0)."""
+    if settings.loss_points <= 0:
+        return LossFrame(masks.shape[-1])
+    return LossFrame.sampled(masks, settings.loss_points, gen)
 
 
 # ---------------------------------------------------------------------------- one subnet's loss
@@ -244,48 +303,49 @@ class SubnetLoss(nn.Module):
             pts = [random_points(s.prompts_per_image, prepared[b].valid, rng) for b in unlabelled]
             points = (torch.cat([c for c, _ in pts]).to(device), torch.cat([l for _, l in pts]).to(device))
             groups.append((unlabelled, points, None, None))
-        side = loss_side(s, res)
         for rows, points, boxes, gt in groups:
             e = emb[rows]
             multimask = boxes is None
             low, iou = model.decode(e, points=points, boxes=boxes, multimask_output=multimask)
             if gt is not None:
-                gt_frame = loss_targets(gt, side)
-                loss, chosen_iou = sam_loss(upscale(low, side), iou, gt_frame)
+                frame = loss_frame(s, gt, gen)
+                loss, chosen_iou = sam_loss(frame.logits(low), iou, frame.targets(gt), frame.weights)
                 total = total + loss * len(rows)
                 stats["iou"].extend(chosen_iou.tolist())
                 if s.iterative:
-                    total = total + self._iterative(e, points, boxes, low, gt_frame, gen, res) * len(rows)
+                    total = total + self._iterative(e, points, boxes, low, gt, frame, gen) * len(rows)
+            elif s.loss_points > 0:
+                frame = LossFrame.uniform(len(low), res, s.loss_points, gen, device)
+            else:
+                frame = LossFrame(res)
             if t_emb is not None:
                 with torch.no_grad():
                     t_low, _ = self.teacher.decode(t_emb[rows], points=points, boxes=boxes,
                                                    multimask_output=multimask)
-                target = torch.sigmoid(upscale(t_low, side)).flatten(0, 1)
-                per = mask_loss(upscale(low, side).flatten(0, 1), target)
+                target = torch.sigmoid(frame.logits(t_low)).flatten(0, 1)
+                per = mask_loss(frame.logits(low).flatten(0, 1), target)
                 total = total + per.view(len(rows), -1).mean(1).sum()
         return total, {k: float(np.mean(v)) for k, v in stats.items() if v}
 
-    def _iterative(self, e, points, boxes, low, targets, gen, res):
+    def _iterative(self, e, points, boxes, low, targets, frame: LossFrame, gen):
         """One corrective round: previous best logits as mask prompt plus an error-region point.
 
-        ``targets (K, S, S)`` are in the loss frame (``S`` = :func:`loss_side`); the corrective
-        point is drawn from the error region there and placed at its cell's centre in the
-        ``res``-pixel input frame.
+        ``targets (K, R, R)``; the best candidate is chosen by its loss in ``frame``, the
+        corrective point from its error region over every pixel.
         """
-        side = targets.shape[-1]
         with torch.no_grad():
-            up = upscale(low, side)
-            per = mask_loss(up.flatten(0, 1), targets.repeat_interleave(up.shape[1], 0)).view(up.shape[:2])
+            sampled = frame.logits(low)
+            m = sampled.shape[1]
+            per = mask_loss(sampled.flatten(0, 1), frame.targets(targets).repeat_interleave(m, 0)).view(-1, m)
             best = per.argmin(1)
             pick = torch.arange(len(best), device=best.device)
             prev_low = low[pick, best][:, None]
-            c, l = corrective_points(up[pick, best], targets, gen)
-            c = (c + 0.5) * (res / side) - 0.5
+            c, l = corrective_points(upscale(prev_low, targets.shape[-1])[:, 0], targets, gen)
         if points is not None:
             c, l = torch.cat([points[0], c], 1), torch.cat([points[1], l], 1)
         low2, iou2 = self.model.decode(e, points=(c, l), boxes=boxes, masks=prev_low.detach(),
                                        multimask_output=False)
-        loss, _ = sam_loss(upscale(low2, side), iou2, targets)
+        loss, _ = sam_loss(frame.logits(low2), iou2, frame.targets(targets), frame.weights)
         return loss
 
 
