@@ -72,6 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda, cuda:1 ... (default cpu)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--out", default=str(WEIGHTS_DIR / "sam_micro.pt"), help="weights file (card written beside it)")
+    p.add_argument("--selection", default=None, metavar="TEXT",
+                   help="how these weights were chosen among runs (which data the choice looked at), for the card")
     p.add_argument("--evaluate-only", action="store_true",
                    help="score the --out weights again on the held-out data and rewrite the card's evaluation")
     p.set_defaults(func=run_train_reference)
@@ -211,7 +213,10 @@ def init_provenance(weights: Path) -> dict:
     card_json, _ = card_paths(weights)
     info = {"weights": weights.name}
     if card_json.is_file():
-        info["training"] = json.loads(card_json.read_text(encoding="utf-8")).get("training")
+        earlier = json.loads(card_json.read_text(encoding="utf-8"))
+        info["training"] = earlier.get("training")
+        if earlier.get("selection"):
+            info["training"] = {**info["training"], "selection": earlier["selection"]}
     return info
 
 
@@ -229,6 +234,8 @@ def _rewrite_evaluation(args: argparse.Namespace, out: Path, eval_pairs, fit_pai
 def _write_card(card: dict, model, out: Path, args: argparse.Namespace, eval_pairs, fit_pairs) -> int:
     """Score ``model`` on the held-out photos and scenes (and on the training photos, as a fit) and write its card."""
     model.eval()
+    if args.selection:
+        card["selection"] = args.selection
     card["evaluation"] = [evaluate_photos(model, d, a) for d, a in eval_pairs]
     card["evaluation"].append(evaluate_reference(model, args.seed, args.eval_images))
     card["fit"] = [evaluate_photos(model, d, a, held_out=False) for d, a in fit_pairs]
@@ -274,6 +281,16 @@ def _earlier_stages(training: dict) -> str:
                      f"{t.get('device', 'cpu')}" for t in earlier)
     total = sum(t["seconds"] for t in _stages(training)) / 60
     return f"\n- before that: {runs}; {total:.1f} min of training in all"
+
+
+def _selection_notes(card: dict) -> str:
+    """How the weights, and the ``--init`` weights of each earlier stage, were chosen: quoted lines."""
+    stages = _stages(card["training"])
+    notes = [(f"stage {i} of {len(stages)}: " if len(stages) > 1 else "") + t["selection"]
+             for i, t in enumerate(stages[:-1], 1) if t.get("selection")]
+    if card.get("selection"):
+        notes.append((f"stage {len(stages)} of {len(stages)}: " if len(stages) > 1 else "") + card["selection"])
+    return "".join(f"> {note}\n" for note in notes)
 
 
 def _reproduce(training: dict) -> str:
@@ -350,7 +367,7 @@ never saw in training.
 - recipe: {tr['recipe']}
 - reproduce: {_reproduce(tr)}
 
-{("> " + card["selection"] + chr(10)) if card.get("selection") else ""}
+{_selection_notes(card)}
 ## Held-out quality
 
 Box and point mIoU: each instance prompted by its ground-truth box or by the point farthest

@@ -121,20 +121,23 @@ def test_train_reference_on_photos_writes_weights_and_card(tmp_path, coco_fixtur
     assert "box_miou" in card["evaluation"][0]
     # scored again, unchanged weights: the same numbers
     again = _parse(["--evaluate-only", "--eval-coco", folder, "--eval-annotations", ann, "--eval-images", 2,
-                    "--out", out])
+                    "--selection", "the only run", "--out", out])
     assert again.func(again) == 0
     card2 = json.loads(out.with_suffix(".card.json").read_text())
     assert card2["evaluation"][0]["box_miou"] == pytest.approx(card["evaluation"][0]["box_miou"])
-    assert card2["training"] == card["training"]
+    assert card2["training"] == card["training"] and card2["selection"] == "the only run"
     # a second stage from those weights records the first stage's training in its card
     stage2 = tmp_path / "ref2" / "sam_micro.pt"
     args = _parse(["--coco", folder, "--annotations", ann, "--init", out, "--steps", 1, "--batch-images", 2,
                    "--prompts-per-image", 2, "--eval-images", 2, "--out", stage2])
     assert args.func(args) == 0
     card3 = json.loads(stage2.with_suffix(".card.json").read_text())
-    assert card3["training"]["init"] == {"weights": out.name, "training": card["training"]}
-    assert f"--init {out}" in card3["training"]["command"]
-    assert "in stages" in stage2.with_suffix(".card.md").read_text()
+    assert card3["training"]["init"] == {"weights": out.name,
+                                         "training": {**card["training"], "selection": "the only run"}}
+    assert f"--init {out}" in card3["training"]["command"] and "--loss-points 4096" in card3["training"]["command"]
+    text = stage2.with_suffix(".card.md").read_text()
+    assert "in stages" in text and "> stage 1 of 2: the only run" in text
+    assert "- before that: 2 steps x 2 images in" in text
 
 
 def test_train_reference_unpaired_annotations_is_an_error(tmp_path, coco_fixture):
