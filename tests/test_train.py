@@ -7,7 +7,7 @@ import torch
 
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
-from nas.training.losses import dice_loss, focal_loss, mask_iou, sam_loss
+from nas.training.losses import dice_loss, focal_loss, mask_iou, mask_loss, sam_loss
 from scenes.sources import Scene
 from nas.training.train import (LossFrame, SubnetLoss, TrainSettings, corrective_points, load_training_state,
                                 loss_frame, train, upscale)
@@ -71,6 +71,27 @@ def test_loss_frame_samples_are_the_upscaled_logits_and_weigh_what_they_stand_fo
     dense = loss_frame(TrainSettings(steps=1), masks, gen)
     assert dense.index is None and dense.targets(masks) is masks
     assert loss_frame(TrainSettings(steps=1, loss_points=64), masks, gen).index.shape == (3, 64)
+
+
+def test_weighted_sampled_loss_estimates_the_dense_loss():
+    """Weighted by the pixels each sample stands for, the sampled loss is the every-pixel loss in
+    expectation; unweighted it would over-weight the sampled region (focal outweighing dice)."""
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.zeros(4, 64, 64)
+    masks[0, 5:9, 40:46] = 1  # a small object
+    masks[1, 10:50, 8:30] = 1
+    masks[2, 30:34, 0:64] = 1
+    masks[3, 0:64, 0:64] = 1
+    low = torch.randn(4, 1, 16, 16, generator=gen) * 3
+    dense = mask_loss(upscale(low, 64).flatten(0, 1), masks)
+    estimates = []
+    for _ in range(20):
+        frame = LossFrame.sampled(masks, 2048, gen)
+        estimates.append(mask_loss(frame.logits(low).flatten(0, 1), frame.targets(masks), frame.weights))
+    assert torch.stack(estimates).mean(0).tolist() == pytest.approx(dense.tolist(), rel=0.03)
+    frame = LossFrame.sampled(masks, 2048, gen)
+    unweighted = mask_loss(frame.logits(low).flatten(0, 1), frame.targets(masks))
+    assert abs(unweighted[0] - dense[0]) > 0.1 * dense[0]  # the small object's loss, far off without weights
 
 
 def test_sampled_iou_weighs_each_sample():

@@ -11,27 +11,47 @@ FOCAL_WEIGHT = 20.0  # SAM paper: 20:1 focal to dice
 DICE_WEIGHT = 1.0
 
 
-def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Per-mask sigmoid focal loss, mean over pixels: ``(N,)``."""
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-mask sigmoid focal loss, mean over pixels: ``(N,)``.
+
+    ``weights``: the pixels each value stands for when the values are samples (``N, P``), so
+    that the weighted mean estimates the mean over every pixel (see :func:`mask_loss`).
+    """
     prob = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = prob * targets + (1 - prob) * (1 - targets)
     loss = ce * (1 - p_t) ** gamma
     loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.flatten(1).mean(1)
+    if weights is None:
+        return loss.flatten(1).mean(1)
+    w = weights.flatten(1)
+    return (loss.flatten(1) * w).sum(1) / w.sum(1)
 
 
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """Per-mask soft dice loss: ``(N,)``."""
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-mask soft dice loss: ``(N,)``; ``weights`` as for :func:`focal_loss` (sums become pixel counts)."""
     prob = torch.sigmoid(logits).flatten(1)
     targets = targets.flatten(1)
+    if weights is not None:
+        w = weights.flatten(1)
+        prob, targets_w = prob * w, targets * w
+        return 1 - (2 * (prob * targets).sum(1) + eps) / (prob.sum(1) + targets_w.sum(1) + eps)
     inter = (prob * targets).sum(1)
     return 1 - (2 * inter + eps) / (prob.sum(1) + targets.sum(1) + eps)
 
 
-def mask_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``20 * focal + dice`` per mask: ``(N,)``."""
-    return FOCAL_WEIGHT * focal_loss(logits, targets) + DICE_WEIGHT * dice_loss(logits, targets)
+def mask_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``20 * focal + dice`` per mask: ``(N,)``.
+
+    With ``weights (N, P)`` (sampled pixels, each standing for that many pixels), both terms
+    estimate their values over every pixel. Without the weights a sampled loss over-weights the
+    sampled region: focal then outweighs dice and, with alpha 0.25, pushes small masks to empty
+    (a run without them gave 65% of small objects no mask after 250 steps).
+    """
+    return (FOCAL_WEIGHT * focal_loss(logits, targets, weights=weights)
+            + DICE_WEIGHT * dice_loss(logits, targets, weights=weights))
 
 
 def mask_iou(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -53,17 +73,17 @@ def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
     """Loss over ``M`` candidate masks per prompt, SAM style.
 
     ``logits (N, M, H, W)``, ``iou_pred (N, M)``, ``targets (N, H, W)``; or sampled pixels:
-    ``logits (N, M, P)``, ``targets (N, P)`` and ``weights (N, P)`` for the IoU (:func:`mask_iou`). Only the candidate
+    ``logits (N, M, P)``, ``targets (N, P)`` and ``weights (N, P)`` (:func:`mask_loss`, :func:`mask_iou`). Only the candidate
     with the lowest mask loss is trained (ambiguity-aware); the IoU head regresses the
     actual IoU of every candidate. Returns (scalar loss, the chosen masks' IoU ``(N,)``).
     """
     n, m = logits.shape[:2]
     flat_logits = logits.flatten(0, 1)
     flat_targets = targets.repeat_interleave(m, dim=0)
-    per_mask = mask_loss(flat_logits, flat_targets).view(n, m)
+    flat_weights = None if weights is None else weights.repeat_interleave(m, dim=0)
+    per_mask = mask_loss(flat_logits, flat_targets, flat_weights).view(n, m)
     best = per_mask.argmin(dim=1)
     chosen = per_mask.gather(1, best[:, None]).squeeze(1)
-    flat_weights = None if weights is None else weights.repeat_interleave(m, dim=0)
     actual_iou = mask_iou(flat_logits.detach(), flat_targets, flat_weights).view(n, m)
     iou_term = F.mse_loss(iou_pred, actual_iou)
     return chosen.mean() + iou_term, actual_iou.gather(1, best[:, None]).squeeze(1)

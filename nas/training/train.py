@@ -323,7 +323,9 @@ class SubnetLoss(nn.Module):
                     t_low, _ = self.teacher.decode(t_emb[rows], points=points, boxes=boxes,
                                                    multimask_output=multimask)
                 target = torch.sigmoid(frame.logits(t_low)).flatten(0, 1)
-                per = mask_loss(frame.logits(low).flatten(0, 1), target)
+                m = low.shape[1]
+                weights = None if frame.weights is None else frame.weights.repeat_interleave(m, 0)
+                per = mask_loss(frame.logits(low).flatten(0, 1), target, weights)
                 total = total + per.view(len(rows), -1).mean(1).sum()
         return total, {k: float(np.mean(v)) for k, v in stats.items() if v}
 
@@ -336,7 +338,8 @@ class SubnetLoss(nn.Module):
         with torch.no_grad():
             sampled = frame.logits(low)
             m = sampled.shape[1]
-            per = mask_loss(sampled.flatten(0, 1), frame.targets(targets).repeat_interleave(m, 0)).view(-1, m)
+            weights = None if frame.weights is None else frame.weights.repeat_interleave(m, 0)
+            per = mask_loss(sampled.flatten(0, 1), frame.targets(targets).repeat_interleave(m, 0), weights).view(-1, m)
             best = per.argmin(1)
             pick = torch.arange(len(best), device=best.device)
             prev_low = low[pick, best][:, None]
