@@ -274,12 +274,12 @@ def _stage_command(training: dict) -> str:
 
 def _earlier_stages(training: dict) -> str:
     """A card line on the stages before the last one: their steps and time (empty for one stage)."""
-    earlier = _stages(training)[:-1]
-    if not earlier:
+    stages = _stages(training)
+    if len(stages) < 2:
         return ""
     runs = ", ".join(f"{t['steps']} steps x {t['batch_images']} images in {t['seconds'] / 60:.1f} min on "
-                     f"{t.get('device', 'cpu')}" for t in earlier)
-    total = sum(t["seconds"] for t in _stages(training)) / 60
+                     f"{t.get('device', 'cpu')}" for t in stages[:-1])
+    total = sum(t["seconds"] for t in stages) / 60
     return f"\n- before that: {runs}; {total:.1f} min of training in all"
 
 

@@ -166,10 +166,9 @@ def random_points(n: int, valid: tuple[int, int], rng: np.random.Generator):
 def corrective_points(logits: torch.Tensor, targets: torch.Tensor, gen: torch.Generator):
     """A uniformly random point in each prediction's error region: label 1 on a missed pixel, 0 on a false one.
 
-    ``logits (K, H, W)``, ``targets (K, H, W)`` in [0, 1] (soft in a coarse loss frame); a
-    prediction without error gets a positive point drawn in proportion to its target (so a
-    target too small to cover half of any cell still gets one). Returns coords ``(K, 1, 2)``
-    and labels ``(K, 1)``.
+    ``logits (K, H, W)``, ``targets (K, H, W)`` in [0, 1] (soft targets allowed); a prediction
+    without error gets a positive point drawn in proportion to its target (so a soft target
+    that is nowhere above one half still gets one). Returns coords ``(K, 1, 2)`` and labels ``(K, 1)``.
     """
     gt = targets > 0.5
     err = (logits > 0) ^ gt
@@ -219,7 +218,7 @@ class LossFrame:
         xs = torch.cat([(u[:, :n_frame] * res).floor(), x0[:, None] + (u[:, n_frame:n_frame + n_box] * w[:, None]).floor()], 1)
         ys = torch.cat([torch.randint(0, res, (k, n_frame), generator=gen, device=device).float(),
                         y0[:, None] + (u[:, n_frame + n_box:] * h[:, None]).floor()], 1)
-        xs, ys = torch.minimum(xs, torch.full_like(xs, res - 1)), torch.minimum(ys, torch.full_like(ys, res - 1))
+        xs, ys = xs.clamp(max=res - 1), ys.clamp(max=res - 1)
         in_box = (xs >= x0[:, None]) & (xs <= x1[:, None]) & (ys >= y0[:, None]) & (ys <= y1[:, None])
         density = n_frame / res ** 2 + in_box.float() * (n_box / (w * h))[:, None]
         return cls(res, (ys * res + xs).long(), 1.0 / density)
@@ -242,6 +241,10 @@ class LossFrame:
     def targets(self, masks: torch.Tensor) -> torch.Tensor:
         """Masks ``(K, res, res)`` -> their values at the samples ``(K, P)`` (or as they are)."""
         return masks if self.index is None else masks.flatten(1).gather(1, self.index)
+
+    def candidate_weights(self, m: int) -> torch.Tensor | None:
+        """``weights`` for ``m`` candidate masks per prompt, flattened as ``(K * M, P)`` (None for every pixel)."""
+        return None if self.weights is None else self.weights.repeat_interleave(m, 0)
 
 
 def loss_frame(settings: TrainSettings, masks: torch.Tensor, gen: torch.Generator) -> LossFrame:
@@ -323,9 +326,7 @@ class SubnetLoss(nn.Module):
                     t_low, _ = self.teacher.decode(t_emb[rows], points=points, boxes=boxes,
                                                    multimask_output=multimask)
                 target = torch.sigmoid(frame.logits(t_low)).flatten(0, 1)
-                m = low.shape[1]
-                weights = None if frame.weights is None else frame.weights.repeat_interleave(m, 0)
-                per = mask_loss(frame.logits(low).flatten(0, 1), target, weights)
+                per = mask_loss(frame.logits(low).flatten(0, 1), target, frame.candidate_weights(low.shape[1]))
                 total = total + per.view(len(rows), -1).mean(1).sum()
         return total, {k: float(np.mean(v)) for k, v in stats.items() if v}
 
@@ -338,8 +339,8 @@ class SubnetLoss(nn.Module):
         with torch.no_grad():
             sampled = frame.logits(low)
             m = sampled.shape[1]
-            weights = None if frame.weights is None else frame.weights.repeat_interleave(m, 0)
-            per = mask_loss(sampled.flatten(0, 1), frame.targets(targets).repeat_interleave(m, 0), weights).view(-1, m)
+            per = mask_loss(sampled.flatten(0, 1), frame.targets(targets).repeat_interleave(m, 0),
+                            frame.candidate_weights(m)).view(-1, m)
             best = per.argmin(1)
             pick = torch.arange(len(best), device=best.device)
             prev_low = low[pick, best][:, None]
