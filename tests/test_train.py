@@ -45,8 +45,8 @@ def test_losses_behave():
     assert dice_loss(good, target) < 0.05 < dice_loss(bad, target)
     assert mask_iou(good, target).item() == 1.0 and mask_iou(bad, target).item() == 0.0
     logits = torch.stack([bad, good], dim=1)  # (1, 2, 8, 8): the second candidate is right
-    loss, iou = sam_loss(logits, torch.tensor([[0.0, 1.0]]), target)
-    assert iou.item() == 1.0 and loss < 1.0
+    loss, iou, best = sam_loss(logits, torch.tensor([[0.0, 1.0]]), target)
+    assert iou.item() == 1.0 and loss < 1.0 and best.tolist() == [1]
 
 
 def test_loss_frame_samples_are_the_upscaled_logits_and_weigh_what_they_stand_for():

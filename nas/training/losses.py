@@ -4,6 +4,8 @@ Shapes: logits and targets ``(N, H, W)``; targets in [0, 1] (hard GT or soft tea
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -68,22 +70,30 @@ def mask_iou(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor 
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.ones_like(inter))
 
 
+class SamLoss(NamedTuple):
+    """:func:`sam_loss`'s result."""
+
+    loss: torch.Tensor  # scalar: the chosen candidates' mean mask loss plus the IoU head's MSE
+    chosen_iou: torch.Tensor  # (N,) actual IoU of each prompt's chosen candidate
+    best: torch.Tensor  # (N,) long: index of the chosen candidate (lowest mask loss)
+
+
 def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor,
-             weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             weights: torch.Tensor | None = None) -> SamLoss:
     """Loss over ``M`` candidate masks per prompt, SAM style.
 
     ``logits (N, M, H, W)``, ``iou_pred (N, M)``, ``targets (N, H, W)``; or sampled pixels:
     ``logits (N, M, P)``, ``targets (N, P)`` and ``weights (N, P)`` (:func:`mask_loss`, :func:`mask_iou`). Only the candidate
     with the lowest mask loss is trained (ambiguity-aware); the IoU head regresses the
-    actual IoU of every candidate. Returns (scalar loss, the chosen masks' IoU ``(N,)``).
+    actual IoU of every candidate.
     """
     n, m = logits.shape[:2]
     flat_logits = logits.flatten(0, 1)
     flat_targets = targets.repeat_interleave(m, dim=0)
     flat_weights = None if weights is None else weights.repeat_interleave(m, dim=0)
     per_mask = mask_loss(flat_logits, flat_targets, flat_weights).view(n, m)
-    best = per_mask.argmin(dim=1)
+    best = per_mask.detach().argmin(dim=1)
     chosen = per_mask.gather(1, best[:, None]).squeeze(1)
     actual_iou = mask_iou(flat_logits.detach(), flat_targets, flat_weights).view(n, m)
     iou_term = F.mse_loss(iou_pred, actual_iou)
-    return chosen.mean() + iou_term, actual_iou.gather(1, best[:, None]).squeeze(1)
+    return SamLoss(chosen.mean() + iou_term, actual_iou.gather(1, best[:, None]).squeeze(1), best)

@@ -312,11 +312,11 @@ class SubnetLoss(nn.Module):
             low, iou = model.decode(e, points=points, boxes=boxes, multimask_output=multimask)
             if gt is not None:
                 frame = loss_frame(s, gt, gen)
-                loss, chosen_iou = sam_loss(frame.logits(low), iou, frame.targets(gt), frame.weights)
-                total = total + loss * len(rows)
-                stats["iou"].extend(chosen_iou.tolist())
+                first = sam_loss(frame.logits(low), iou, frame.targets(gt), frame.weights)
+                total = total + first.loss * len(rows)
+                stats["iou"].extend(first.chosen_iou.tolist())
                 if s.iterative:
-                    total = total + self._iterative(e, points, boxes, low, gt, frame, gen) * len(rows)
+                    total = total + self._iterative(e, points, boxes, low, first.best, gt, frame, gen) * len(rows)
             elif s.loss_points > 0:
                 frame = LossFrame.uniform(len(low), res, s.loss_points, gen, device)
             else:
@@ -330,27 +330,21 @@ class SubnetLoss(nn.Module):
                 total = total + per.view(len(rows), -1).mean(1).sum()
         return total, {k: float(np.mean(v)) for k, v in stats.items() if v}
 
-    def _iterative(self, e, points, boxes, low, targets, frame: LossFrame, gen):
+    def _iterative(self, e, points, boxes, low, best, targets, frame: LossFrame, gen):
         """One corrective round: previous best logits as mask prompt plus an error-region point.
 
-        ``targets (K, R, R)``; the best candidate is chosen by its loss in ``frame``, the
-        corrective point from its error region over every pixel.
+        ``low (K, M, r, r)`` the first round's logits, ``best (K,)`` its chosen candidates
+        (:func:`sam_loss`), ``targets (K, R, R)``; the corrective point comes from the chosen
+        candidate's error region over every pixel.
         """
         with torch.no_grad():
-            sampled = frame.logits(low)
-            m = sampled.shape[1]
-            per = mask_loss(sampled.flatten(0, 1), frame.targets(targets).repeat_interleave(m, 0),
-                            frame.candidate_weights(m)).view(-1, m)
-            best = per.argmin(1)
-            pick = torch.arange(len(best), device=best.device)
-            prev_low = low[pick, best][:, None]
+            prev_low = low[torch.arange(len(best), device=best.device), best][:, None]
             c, l = corrective_points(upscale(prev_low, targets.shape[-1])[:, 0], targets, gen)
         if points is not None:
             c, l = torch.cat([points[0], c], 1), torch.cat([points[1], l], 1)
         low2, iou2 = self.model.decode(e, points=(c, l), boxes=boxes, masks=prev_low.detach(),
                                        multimask_output=False)
-        loss, _ = sam_loss(frame.logits(low2), iou2, frame.targets(targets), frame.weights)
-        return loss
+        return sam_loss(frame.logits(low2), iou2, frame.targets(targets), frame.weights).loss
 
 
 # ---------------------------------------------------------------------------- the loop
