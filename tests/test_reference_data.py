@@ -11,7 +11,7 @@ from nas import reference
 from infra.errors import UserError
 from scenes.sources import Augment, CocoScenes, MixedScenes, SyntheticScenes
 from scenes.synthetic import write_coco_dataset
-from nas.training.train import box_prompts, corrective_points, point_prompts
+from nas.training.train import box_prompts, corrective_points, point_prompts, tight_boxes
 from cli_parse import parse_with
 
 
@@ -93,7 +93,7 @@ def test_batched_prompts_fall_inside_their_masks():
         assert masks[k, y, x] == 1
     boxes = box_prompts(masks, gen)
     tight = torch.tensor([[3, 2, 8, 5], [10, 20, 11, 29], [31, 0, 31, 31]], dtype=torch.float)
-    assert (boxes - tight).abs().max() <= 20 and boxes.min() >= 0 and boxes.max() <= 31
+    assert (boxes - tight).abs().max() <= 32 * 20 / 1024 + 1e-6 and boxes.min() >= 0 and boxes.max() <= 31
     # a perfect prediction has no error: the corrective point falls on the target, labelled positive
     logits = masks * 20 - 10
     logits[0] = -10  # mask 0 missed entirely: the point is a missed pixel, positive
@@ -102,6 +102,18 @@ def test_batched_prompts_fall_inside_their_masks():
     assert masks[0, int(c[0, 0, 1]), int(c[0, 0, 0])] == 1 and l[0, 0] == 1
     assert c[1, 0].tolist() == [0.0, 0.0] and l[1, 0] == 0
     assert masks[2, int(c[2, 0, 1]), int(c[2, 0, 0])] == 1 and l[2, 0] == 1
+
+
+@pytest.mark.parametrize("res, cap", [(256, 5.0), (1024, 20.0)])
+def test_box_jitter_is_capped_at_sams_20_px_per_1024(res, cap):
+    """SAM's box noise (10% of the side, at most 20 px at 1024 px) scales with the input frame:
+    a 256 px reference must not learn 4x looser boxes than SAM did."""
+    masks = torch.zeros(64, res, res)
+    masks[:, res // 8: res - res // 8, res // 8: res - res // 8] = 1  # side 3/4 of the frame: 10% >> cap
+    boxes = box_prompts(masks, torch.Generator().manual_seed(0))
+    shift = (boxes - tight_boxes(masks)).abs()
+    assert shift.max() <= cap + 1e-4
+    assert shift.max() >= 0.9 * cap  # the cap is reached, so it is the cap that bounds the noise
 
 
 def _parse(argv):

@@ -146,14 +146,22 @@ def tight_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1], 1)
 
 
+# SAM's box jitter: each coordinate moves by N(0, 10% of the box side), at most 20 px of its
+# 1024 px input frame. The cap scales with the frame: 5 px at 256 px, not 20 px.
+BOX_NOISE_SHARE = 0.1
+BOX_NOISE_CAP = 20 / 1024  # share of the input frame's side
+
+
 def box_prompts(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Tight XYXY box per mask, jittered by N(0, 10% of the side) clipped to 20 px: ``(K, 4)``."""
+    """Tight XYXY box per ``(K, R, R)`` mask, each coordinate jittered by N(0, 10% of the side),
+    clipped to ``BOX_NOISE_CAP * R`` px (SAM's 20 px at 1024): ``(K, 4)`` in input-frame pixels."""
     res = masks.shape[-1]
     boxes = tight_boxes(masks)
     x0, y0, x1, y1 = boxes.unbind(1)
     side = torch.stack([x1 - x0, y1 - y0, x1 - x0, y1 - y0], 1)
-    noise = torch.randn(boxes.shape, generator=gen, device=masks.device) * 0.1 * side
-    return (boxes + noise.clamp(-20, 20)).clamp(0, res - 1)
+    noise = torch.randn(boxes.shape, generator=gen, device=masks.device) * BOX_NOISE_SHARE * side
+    cap = BOX_NOISE_CAP * res
+    return (boxes + noise.clamp(-cap, cap)).clamp(0, res - 1)
 
 
 def random_points(n: int, valid: tuple[int, int], rng: np.random.Generator):
