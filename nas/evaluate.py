@@ -34,11 +34,12 @@ DESCRIPTION = """A model's quality on a COCO-style folder of photos (instances o
 Prompted: box and point mIoU, each instance prompted by its ground-truth box or by the point
 farthest from its boundary (things only for a panoptic file), with the best-of-outputs
 ("oracle") variants and the box-fill baseline (the prompt box itself as the mask) on the same
-instances, overall and per COCO object size (small < 32x32 px of mask area, medium < 96x96,
+instances, and the mask-resolution ceiling (the ground truth after a round trip through the
+model's low-res mask grid: what any model at this input size could score at best), overall and per COCO object size (small < 32x32 px of mask area, medium < 96x96,
 large; "-" where no instance falls in the range). With --everything: class-agnostic mask AR@10/100/1000 (COCOeval) against every
 segment, things and stuff alike, plus masks and milliseconds per image.
 """
-PROMPTED = ("box_miou", "point_miou", "box_fill_miou", "box_miou_oracle", "point_miou_oracle")
+PROMPTED = ("box_miou", "point_miou", "box_fill_miou", "mask_ceiling_miou", "box_miou_oracle", "point_miou_oracle")
 
 
 def everything_ar(model, images_dir: str | Path, annotations: str | Path, policy, max_images: int | None = None,
@@ -97,7 +98,7 @@ def evaluate_model(model, images_dir: str | Path, annotations: str | Path, polic
     """Prompted mIoU (and mask AR with ``policy``) of ``model`` on a COCO-style folder; one flat dict.
 
     Keys: ``images`` and ``instances`` (scored by the prompted part), ``box_miou``, ``point_miou``,
-    ``box_fill_miou``, ``box_miou_oracle``, ``point_miou_oracle``, the same three mIoUs and the
+    ``box_fill_miou``, ``mask_ceiling_miou``, ``box_miou_oracle``, ``point_miou_oracle``, the same four mIoUs and the
     instance count per COCO size range (:meth:`~nas.quality.coco.CocoEvaluator.by_size`: ``None``
     for a range without instances), ``skipped``, ``seconds``; with a
     policy also ``AR@10``, ``AR@100``, ``AR@1000``, ``everything_images``, ``segments``,

@@ -37,13 +37,15 @@ TINY = {
                          "--topic", "search_large_smoke"], "search_large_smoke"),
     "everything.py": (["--quick", "--tune-images", "2", "--eval-images", "2", "--trials", "2", "--topic", "everything_smoke"],
                       "everything_smoke"),
+    "mask_ceiling.py": (["--resolutions", "64", "--max-images", "2", "--topic", "mask_ceiling_smoke"],
+                        "mask_ceiling_smoke"),
     "vit_b_pipeline.py": (["--model-type", "micro", "--space", "sam_micro", "--resolution", "128",
                            "--extra-train-resolutions", "--rank-images", "2", "--train-steps", "1", "--eval-images", "2",
                            "--profile-samples", "5", "--search-trials", "2", "--extra-models", "micro",
                            "--threads", "1", "--encoder-repeats", "1", "--topic", "pipeline_smoke", "--quiet"],
                           "pipeline_smoke"),
 }
-NEEDS_DATA = {"everything.py", "vit_b_pipeline.py"}
+NEEDS_DATA = {"everything.py", "mask_ceiling.py", "vit_b_pipeline.py"}
 
 
 def test_every_benchmark_script_has_tiny_arguments():

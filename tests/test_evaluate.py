@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from nas import evaluate
@@ -128,7 +129,8 @@ def test_reference_card_shows_fit_and_sizes_apart_from_held_out():
     sizes = {"instances_small": 2, "instances_medium": 0, "instances_large": 1, "box_miou_small": 0.25,
              "box_miou_medium": None, "box_miou_large": 0.5, "point_miou_small": 0.125, "point_miou_medium": None,
              "point_miou_large": 0.375, "box_fill_miou_small": 0.5, "box_fill_miou_medium": None,
-             "box_fill_miou_large": 0.75}
+             "box_fill_miou_large": 0.75, "mask_ceiling_miou_small": 0.625, "mask_ceiling_miou_medium": None,
+             "mask_ceiling_miou_large": 0.9375}
     row = {"score": 0.5, "box_miou": 0.5, "point_miou": 0.5, "num_items": 3}
     card = {"params": 1e6, "weights": "w.pt", "size_bytes": 1e6,
             "training": {"data": "d", "steps": 1, "batch_images": 1, "seconds": 60, "recipe": "r", "command": "c",
@@ -139,5 +141,39 @@ def test_reference_card_shows_fit_and_sizes_apart_from_held_out():
     held, fit = text.split("## Fit on the training photos")
     assert "val photos (held out) | 3 | 0.5000 | 0.5000 | 0.5000 |" in held and "train photos" not in held
     assert "| train photos (trained on) | 3 | 0.5000 | 0.8750 | 0.5000 |" in fit
-    assert "| val photos (held out) | medium | 0 | - | - | - |" in text
-    assert "| train photos (trained on) | large | 1 | 0.5000 | 0.7500 | 0.3750 |" in text
+    assert "| val photos (held out) | medium | 0 | - | - | - | - |" in text
+    assert "| train photos (trained on) | large | 1 | 0.5000 | 0.7500 | 0.9375 | 0.3750 |" in text
+
+
+def test_mask_ceiling_keeps_what_the_low_res_grid_can_hold():
+    """At 256 px input SAM's mask grid has 4 px cells: a cell-aligned mask survives the round trip
+    at any image shape, but for its 4 corner pixels, which bilinear upscaling rounds off. A 4x4 px
+    object in a 1024 px photo is a sixteenth of a cell and is lost; at 1024 px input its cell is
+    the object itself."""
+    from nas.quality.coco import mask_ceiling
+
+    def corners(mask):
+        rows, cols = mask[0].nonzero().unbind(1)
+        return {(int(r), int(c)) for r in (rows.min(), rows.max()) for c in (cols.min(), cols.max())}
+
+    for shape, box in (((256, 256), (32, 96, 64, 128)), ((128, 256), (100, 128, 200, 240))):
+        mask = torch.zeros(1, *shape, dtype=torch.bool)
+        mask[0, box[0]:box[1], box[2]:box[3]] = True  # the second is padded below to the square input
+        lost = (mask_ceiling(mask, 256) ^ mask)[0].nonzero()
+        assert {tuple(p) for p in lost.tolist()} == corners(mask)
+    tiny = torch.zeros(1, 1024, 1024, dtype=torch.bool)
+    tiny[0, 512:516, 256:260] = True
+    assert not mask_ceiling(tiny, 256).any()
+    kept = mask_ceiling(tiny, 1024)
+    assert kept.sum() == 12 and not (kept & ~tiny).any()
+
+
+def test_mask_ceiling_is_reported_per_resolution(fixture):
+    images, ann, _ = fixture
+    model = build_sam("micro", seed=0).eval()
+    ev = CocoEvaluator(model, images, ann)
+    at_256 = ev.evaluate(model).metrics["mask_ceiling_miou"]
+    assert at_256 == pytest.approx(float(ev.ceiling_ious(256).mean())) and 0.5 < at_256 <= 1.0
+    assert ev.by_size()["mask_ceiling_miou_small"] == pytest.approx(at_256)  # every fixture instance is small
+    model.set_resolution(32)  # 40x48 photos into a 32 px frame: 2 px cells lose detail
+    assert ev.evaluate(model).metrics["mask_ceiling_miou"] < at_256

@@ -30,6 +30,11 @@ By object size (COCO's area ranges, in original-image pixels of the GT mask: sma
 per range after a measurement; :func:`nas.evaluate.evaluate_model` and the reference card report
 them (a range without instances is ``None``). They are not part of ``metrics`` (always floats).
 
+``mask_ceiling_miou`` bounds what any SAM at the model's input size can score on the same
+instances: the GT masks after a round trip through the model's low-res mask frame
+(:func:`mask_ceiling`). It depends on the input resolution and the labels only, not on the
+weights, and tells a model's own errors from the detail its mask grid cannot hold.
+
 Crowd annotations (``iscrowd=1``) are left out by protocol and counted in ``num_crowd``,
 not in ``skipped``. Images that cannot be read (missing file, corrupt, size unlike the
 annotation's) and annotations that cannot be decoded or are empty are named in
@@ -49,7 +54,8 @@ from scipy.ndimage import distance_transform_edt
 from scenes.annotations import load_coco
 from infra.errors import UserError
 from supernet.modeling.predictor import SamPredictor
-from supernet.modeling.sam import Sam
+from supernet.modeling.sam import Sam, upscale_mask_logits
+from supernet.modeling.transforms import preprocess_shape
 
 from .base import Evaluator, QualityResult, batches, mask_iou, pick_by_score
 
@@ -122,6 +128,26 @@ def box_fill_mask(box: np.ndarray, height: int, width: int) -> np.ndarray:
     return rows[:, None] & cols[None, :]
 
 
+def mask_ceiling(gt: torch.Tensor, resolution: int) -> torch.Tensor:
+    """``(K, H, W)`` bool GT masks -> ``(K, H, W)`` bool: the same masks as a SAM at ``resolution`` px
+    input can output them at best, up to the 0.5 rule below.
+
+    SAM predicts mask logits on a grid of ``resolution / 4`` cells over its padded input and
+    upscales them (:func:`~supernet.modeling.sam.upscale_mask_logits`). Here each cell's logit
+    is the share of it the GT covers minus one half (area-averaged through the resized frame),
+    upscaled the same way and cut at 0. Detail finer than a cell is lost: at 256 px input a
+    640 px photo's cell is 10 px wide, so a small COCO object spans a few cells at most.
+    """
+    import torch.nn.functional as F
+
+    height, width = gt.shape[-2:]
+    h, w = preprocess_shape(height, width, resolution)
+    frame = F.interpolate(gt.float()[:, None], (h, w), mode="area")
+    frame = F.pad(frame, (0, resolution - w, 0, resolution - h))
+    cells = F.interpolate(frame, (resolution // 4, resolution // 4), mode="area")
+    return upscale_mask_logits(cells - 0.5, resolution, (h, w), (height, width))[:, 0] > 0
+
+
 def prompt_ious(predictor: SamPredictor, gt: torch.Tensor, points: np.ndarray | None = None,
                 boxes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """IoU vs GT of the best-scoring and of the oracle output, per prompt.
@@ -165,6 +191,7 @@ class CocoEvaluator(Evaluator):
         self.num_crowd = 0
         self.items: list[_Item] = []
         self._per_instance: dict[str, np.ndarray] = {}  # the last measurement's IoUs, for by_size()
+        self._ceilings: dict[int, np.ndarray] = {}  # per input resolution: each instance's mask_ceiling IoU
         for info in coco.dataset["images"]:
             if max_images is not None and len(self.items) >= max_images:
                 break
@@ -249,12 +276,23 @@ class CocoEvaluator(Evaluator):
             metrics[f"{kind}_miou"] = float(torch.cat(best).mean())
             metrics[f"{kind}_miou_oracle"] = float(torch.cat(oracle).mean())
         metrics["box_fill_miou"] = float(np.concatenate([item.box_fill for item in self.items]).mean())
+        self._per_instance["mask_ceiling_miou"] = self.ceiling_ious(model.resolution)
+        metrics["mask_ceiling_miou"] = float(self._per_instance["mask_ceiling_miou"].mean())
         score = (metrics["box_miou"] + metrics["point_miou"]) / 2
         return self.result(score, metrics, sum(len(item.masks) for item in self.items))
 
+    def ceiling_ious(self, resolution: int) -> np.ndarray:
+        """Each instance's IoU of :func:`mask_ceiling` at ``resolution`` px with its GT: ``(num instances,)``."""
+        if resolution not in self._ceilings:
+            self._ceilings[resolution] = np.concatenate([
+                mask_iou(mask_ceiling(item.masks[part], resolution), item.masks[part]).numpy()
+                for item in self.items for part in batches(len(item.masks), PROMPT_BATCH)])
+        return self._ceilings[resolution]
+
     def by_size(self) -> dict[str, int | float | None]:
         """The last measurement per COCO size range: ``instances_<range>`` and ``box_miou_<range>``,
-        ``point_miou_<range>``, ``box_fill_miou_<range>`` (``None`` for a range without instances).
+        ``point_miou_<range>``, ``box_fill_miou_<range>``, ``mask_ceiling_miou_<range>`` (``None``
+        for a range without instances).
 
         Raises RuntimeError before any measurement.
         """

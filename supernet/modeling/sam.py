@@ -11,6 +11,16 @@ from supernet.modeling.mask_decoder import MaskDecoder
 from supernet.modeling.prompt_encoder import PromptEncoder
 
 
+def upscale_mask_logits(masks: torch.Tensor, resolution: int, input_size: tuple[int, int],
+                        original_size: tuple[int, int]) -> torch.Tensor:
+    """SAM's mask upscaling: low-res logits ``(B, M, r, r)`` over the padded ``resolution`` px input
+    -> bilinear to ``resolution``, crop to the resized image ``input_size (h, w)``, bilinear to
+    ``original_size (H, W)``: ``(B, M, H, W)``."""
+    masks = F.interpolate(masks, (resolution, resolution), mode="bilinear", align_corners=False)
+    masks = masks[..., : input_size[0], : input_size[1]]
+    return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
+
+
 class Sam(nn.Module):
     """Segment Anything; ``resolution`` is the active input side in pixels.
 
@@ -54,9 +64,7 @@ class Sam(nn.Module):
     def postprocess_masks(self, masks: torch.Tensor, input_size: tuple[int, int],
                           original_size: tuple[int, int]) -> torch.Tensor:
         """Low-res mask logits ``(B, M, 4h, 4w)`` -> logits at the original image size ``(B, M, H, W)``."""
-        masks = F.interpolate(masks, (self.resolution, self.resolution), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_size[0], : input_size[1]]
-        return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
+        return upscale_mask_logits(masks, self.resolution, input_size, original_size)
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         """Preprocessed ``(B, 3, R, R)`` images -> image embeddings ``(B, C, R/16, R/16)``."""
