@@ -37,3 +37,11 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def open_fraction(text: str) -> float:
+    """``--focal-alpha 1.5`` -> ``argument --focal-alpha: must be between 0 and 1 (exclusive), got 1.5``."""
+    value = _number(float, text, "a number between 0 and 1 (exclusive)")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value

@@ -19,12 +19,13 @@ import torch
 
 from supernet.modeling.build import build_sam
 from supernet.checkpoint import load_sam
-from infra.cliargs import non_negative_int, positive_float, positive_int
+from infra.cliargs import non_negative_int, open_fraction, positive_float, positive_int
 from infra.fileio import atomic_torch_save, atomic_write_text
 from supernet.reference import WEIGHTS_DIR
 from infra.errors import UserError
 from scenes.sources import CocoScenes, MixedScenes, SyntheticScenes
 from scenes.synthetic import write_coco_dataset
+from nas.training.losses import FOCAL_ALPHA
 from nas.training.train import TrainSettings, train
 
 from .fingerprint import machine_fingerprint
@@ -66,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss-points", type=non_negative_int, default=LOSS_POINTS, metavar="N",
                    help=f"pixels per mask at which the mask losses are computed: half uniform, half around the "
                         f"mask (default {LOSS_POINTS}; 0: all 65,536, about 4x slower per step on a CPU)")
+    p.add_argument("--focal-alpha", type=open_fraction, default=FOCAL_ALPHA, metavar="A",
+                   help=f"the focal loss's foreground weight, background 1 - A (default {FOCAL_ALPHA})")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order (default 0)")
     p.add_argument("--init", default=None, metavar="CKPT", help="start from these sam_micro weights instead of random ones")
     p.add_argument("--eval-images", type=positive_int, default=40, help="held-out synthetic scenes for the card (default 40)")
@@ -171,7 +174,7 @@ def run_train_reference(args: argparse.Namespace) -> int:
     source, data = training_source(args, pairs)
     settings = TrainSettings(steps=args.steps, batch_images=args.batch_images, prompts_per_image=args.prompts_per_image,
                              lr=args.lr, warmup_steps=100, seed=args.seed, checkpoint_every=250,
-                             loss_points=args.loss_points)
+                             loss_points=args.loss_points, focal_alpha=args.focal_alpha)
     if args.minutes:
         settings.steps = steps_for_minutes(model, source, settings, args.minutes)
         print(f"{settings.steps} steps fit in {args.minutes:g} min on {args.device}")
@@ -184,7 +187,7 @@ def run_train_reference(args: argparse.Namespace) -> int:
     fp = machine_fingerprint()
     command = (f"samnas train-reference {' '.join(f'--coco {d} --annotations {a}' for d, a in pairs)} "
                f"--synthetic-share {args.synthetic_share} --steps {settings.steps} --batch-images {args.batch_images} "
-               f"--prompts-per-image {args.prompts_per_image} --lr {args.lr} --loss-points {args.loss_points} --seed {args.seed}"
+               f"--prompts-per-image {args.prompts_per_image} --lr {args.lr} --loss-points {args.loss_points} --focal-alpha {args.focal_alpha} --seed {args.seed}"
                + (f" --init {args.init}" if args.init else "") + f" --device {args.device}")
     card = {
         "model": "sam_micro reference (samnas)",
@@ -194,7 +197,7 @@ def run_train_reference(args: argparse.Namespace) -> int:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "training": {"command": " ".join(command.split()),
                      "data": data,
-                     "recipe": "focal(20)+dice(1) on masks (best of 3 for points), MSE on IoU head, "
+                     "recipe": f"focal(20, alpha {args.focal_alpha})+dice(1) on masks (best of 3 for points), MSE on IoU head, "
                                "point and jittered-box prompts, one iterative corrective round; "
                                + (f"losses at {settings.loss_points} sampled pixels per mask (half around the mask)"
                                   if settings.loss_points > 0 else "losses at every pixel of the 256x256 input frame"),
@@ -267,9 +270,12 @@ def _stages(training: dict) -> list[dict]:
 
 def _stage_command(training: dict) -> str:
     """A stage's command; runs from before ``--loss-points`` existed computed their losses at every
-    pixel, so that is spelled out for them (the flag's default now samples pixels)."""
+    pixel, and runs from before ``--focal-alpha`` used 0.25, so that is spelled out for them."""
     command = training["command"]
-    return command if "--loss-points" in command else f"{command} --loss-points 0"
+    for flag, old_value in (("--loss-points", "0"), ("--focal-alpha", "0.25")):
+        if flag not in command:
+            command = f"{command} {flag} {old_value}"
+    return command
 
 
 def _earlier_stages(training: dict) -> str:

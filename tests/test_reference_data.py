@@ -147,6 +147,7 @@ def test_train_reference_on_photos_writes_weights_and_card(tmp_path, coco_fixtur
     assert card3["training"]["init"] == {"weights": out.name,
                                          "training": {**card["training"], "selection": "the only run"}}
     assert f"--init {out}" in card3["training"]["command"] and "--loss-points 4096" in card3["training"]["command"]
+    assert "--focal-alpha 0.25" in card3["training"]["command"] and "alpha 0.25" in card3["training"]["recipe"]
     text = stage2.with_suffix(".card.md").read_text()
     assert "in stages" in text and "> stage 1 of 2: the only run" in text
     assert "- before that: 2 steps x 2 images in" in text
@@ -157,3 +158,22 @@ def test_train_reference_unpaired_annotations_is_an_error(tmp_path, coco_fixture
     args = _parse(["--coco", folder, "--coco", folder, "--annotations", ann, "--out", tmp_path / "x.pt"])
     with pytest.raises(UserError, match="pair up in order: got 2 folders and 1 annotation files"):
         args.func(args)
+
+
+def test_stage_commands_spell_out_the_defaults_of_their_time():
+    """A stage run before --loss-points and --focal-alpha existed computed its losses at every pixel
+    with alpha 0.25; its reproducing command must say so, whatever today's defaults are."""
+    from nas.reference import _stage_command
+
+    old = _stage_command({"command": "samnas train-reference --steps 5"})
+    assert old == "samnas train-reference --steps 5 --loss-points 0 --focal-alpha 0.25"
+    new = "samnas train-reference --steps 5 --loss-points 4096 --focal-alpha 0.5"
+    assert _stage_command({"command": new}) == new
+
+
+@pytest.mark.parametrize("bad", ["0", "1", "-0.2", "x"])
+def test_focal_alpha_outside_zero_one_is_a_one_line_error(bad, capsys):
+    with pytest.raises(SystemExit):
+        _parse(["--focal-alpha", bad])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--focal-alpha" in err and bad in err

@@ -49,6 +49,21 @@ def test_losses_behave():
     assert iou.item() == 1.0 and loss < 1.0 and best.tolist() == [1]
 
 
+def test_focal_alpha_weighs_foreground_against_background():
+    """A missed foreground pixel costs alpha x its focal term, a false background one (1 - alpha) x."""
+    target = torch.tensor([[1.0, 0.0]])
+    logits = torch.tensor([[-2.0, 2.0]])  # both pixels wrong by the same margin
+    for alpha in (0.25, 0.5, 0.75):
+        fg = focal_loss(logits[:, :1], target[:, :1], alpha=alpha)
+        bg = focal_loss(logits[:, 1:], target[:, 1:], alpha=alpha)
+        assert (fg / bg).item() == pytest.approx(alpha / (1 - alpha))
+    # sam_loss passes alpha on; its IoU term is 0 here (predicted 0, actual 0), so it is the mask loss
+    missed = torch.tensor([[-2.0, -2.0]])  # the foreground pixel missed, the background one right
+    out = sam_loss(missed[:, None], torch.zeros(1, 1), target, alpha=0.75)
+    assert out.loss.item() == pytest.approx(mask_loss(missed, target, alpha=0.75).item())
+    assert out.loss.item() > mask_loss(missed, target).item() + 1  # more than at the default alpha 0.25
+
+
 def test_loss_frame_samples_are_the_upscaled_logits_and_weigh_what_they_stand_for():
     gen = torch.Generator().manual_seed(0)
     low = torch.randn(3, 2, 16, 16, generator=gen)

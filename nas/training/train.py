@@ -35,7 +35,7 @@ from tqdm import tqdm
 from supernet.elastic.activation import active_subnet
 from infra.errors import UserError
 from infra.fileio import atomic_torch_save
-from nas.training.losses import mask_loss, sam_loss
+from nas.training.losses import FOCAL_ALPHA, mask_loss, sam_loss
 from nas.training.teacher_cache import TeacherCache
 from supernet.modeling.sam import Sam
 from scenes.sources import Scene, SceneSource, step_rng
@@ -67,6 +67,7 @@ class TrainSettings:
     sandwich: bool = False
     activation_checkpointing: bool = False  # recompute encoder blocks in the backward pass to save memory
     loss_points: int = 0  # pixels per mask at which the mask losses are computed (LossFrame); 0: every pixel
+    focal_alpha: float = FOCAL_ALPHA  # the focal loss's foreground weight (background: 1 - alpha)
     space: dict | None = field(default=None)  # SearchSpace.to_dict() for sandwich sampling
 
 
@@ -320,7 +321,7 @@ class SubnetLoss(nn.Module):
             low, iou = model.decode(e, points=points, boxes=boxes, multimask_output=multimask)
             if gt is not None:
                 frame = loss_frame(s, gt, gen)
-                first = sam_loss(frame.logits(low), iou, frame.targets(gt), frame.weights)
+                first = sam_loss(frame.logits(low), iou, frame.targets(gt), frame.weights, s.focal_alpha)
                 total = total + first.loss * len(rows)
                 stats["iou"].extend(first.chosen_iou.tolist())
                 if s.iterative:
@@ -334,7 +335,8 @@ class SubnetLoss(nn.Module):
                     t_low, _ = self.teacher.decode(t_emb[rows], points=points, boxes=boxes,
                                                    multimask_output=multimask)
                 target = torch.sigmoid(frame.logits(t_low)).flatten(0, 1)
-                per = mask_loss(frame.logits(low).flatten(0, 1), target, frame.candidate_weights(low.shape[1]))
+                per = mask_loss(frame.logits(low).flatten(0, 1), target, frame.candidate_weights(low.shape[1]),
+                                s.focal_alpha)
                 total = total + per.view(len(rows), -1).mean(1).sum()
         return total, {k: float(np.mean(v)) for k, v in stats.items() if v}
 
@@ -352,7 +354,8 @@ class SubnetLoss(nn.Module):
             c, l = torch.cat([points[0], c], 1), torch.cat([points[1], l], 1)
         low2, iou2 = self.model.decode(e, points=(c, l), boxes=boxes, masks=prev_low.detach(),
                                        multimask_output=False)
-        return sam_loss(frame.logits(low2), iou2, frame.targets(targets), frame.weights).loss
+        return sam_loss(frame.logits(low2), iou2, frame.targets(targets), frame.weights,
+                        self.settings.focal_alpha).loss
 
 
 # ---------------------------------------------------------------------------- the loop
