@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -343,3 +344,32 @@ def test_threshold_ranges_reach_the_models_defaults():
              for _ in range(40)]
     assert min(p.pred_iou_thresh for p in drawn) < 0.22 and min(p.stability_score_thresh for p in drawn) < 0.22
     assert all(p.pred_iou_thresh >= 0.22 - THRESHOLD_MARGIN - 1e-9 for p in drawn)
+
+
+def test_speedup_sets_the_budget_from_the_reference_grid(dataset, tmp_path, monkeypatch, capsys):
+    """--speedup X: the budget is the reference policy's time on the tuning images / X, in the
+    same time mode as the trials; the policy goes to results/everything/<study>.yaml by default."""
+    from nas.everything.tune import TuneSettings, tune_everything
+    from scenes.images import read_image_folder
+    from supernet.modeling.build import build_sam
+    from supernet.modeling.predictor import SamPredictor
+
+    images, _ = read_image_folder(dataset[0])
+    ref = Policy(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    settings = TuneSettings(model_tag="sam_micro-test", device="cpu-torch", budget_ms=None, speedup=2.0, trials=2,
+                            storage=f"sqlite:///{tmp_path / 's.db'}", out_dir=tmp_path / "everything",
+                            max_points_per_side=6, max_crop_layers=0, sampler="random", reference_policy=ref,
+                            tracking_uri=(tmp_path / "mlruns").as_uri())
+    res = tune_everything(SamPredictor(build_sam("micro", seed=0).eval()), images, settings, log=lambda m: None)
+    best = res["best"]
+    assert best["reference_ms"] > 0 and best["budget_ms"] == round(best["reference_ms"] / 2.0, 1)
+    assert best["budget_source"].endswith("/ 2")
+    assert res["out"] == str(tmp_path / "everything" / f"{res['study']}.yaml") and Path(res["out"]).is_file()
+    with pytest.raises(UserError, match="--budget-ms.*--speedup"):
+        tune_everything(None, images, TuneSettings(model_tag="m", device="cpu-torch", budget_ms=None,
+                                                   reference_policy=ref, storage=f"sqlite:///{tmp_path / 't.db'}"))
+    for argv, expected in ((["--speedup", "4", "--budget-ms", "100"], "not allowed with"),
+                           ([], "one of the arguments --budget-ms --speedup is required")):
+        with pytest.raises(SystemExit):
+            run_cli(["tune-everything", "--images", str(dataset[0]), *argv])
+        assert expected in capsys.readouterr().err

@@ -14,6 +14,7 @@ is measured on photos it has not seen.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +33,15 @@ CONSTRAINT = "time_over_budget_ms"  # Optuna constraint: time_ms - budget_ms, fe
 
 @dataclass
 class TuneSettings:
-    """What to tune: the model (by tag), the device and its budget per image (ms), and how."""
+    """What to tune: the model (by tag), the device and its budget per image (ms), and how.
+
+    ``budget_ms`` None: the budget is the reference policy's time on the tuning images (in
+    ``time_mode``) divided by ``speedup``, worked out before the study opens.
+    """
 
     model_tag: str
     device: str
-    budget_ms: float
+    budget_ms: float | None
     trials: int = 30
     storage: str | None = None  # Optuna RDB URL (default: the results folder's studies.db)
     out: str | Path | None = None  # policy YAML to write
@@ -48,6 +53,8 @@ class TuneSettings:
     reference_policy: Policy | None = None  # whose masks define agreement (default: the dense grid)
     tracking_uri: str | None = None  # MLflow (default: results/mlruns)
     model_meta: dict | None = None  # e.g. {"model_digest": ...}, stored in the policy's meta
+    speedup: float | None = None  # with budget_ms None: the budget is the reference policy's time / speedup
+    out_dir: str | Path | None = None  # with out None: write the policy to out_dir/<study name>.yaml
 
     @property
     def study_name(self) -> str:
@@ -92,8 +99,19 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
     else:  # the baseline trials use the reference's thresholds
         defaults = {k: getattr(reference_policy, k) for k in defaults}
         source = "the reference policy"
-    name = s.study_name
+    if s.budget_ms is None and not (s.speedup and s.speedup > 0):
+        raise UserError("give a time budget per image (--budget-ms) or a speedup over the reference grid (--speedup)")
     evaluator = PolicyEvaluator(predictor, images, annotations, reference_policy, s.time_mode, progress=progress)
+    budget_source, reference_ms = "given", None
+    if s.budget_ms is None:
+        reference_ms = evaluator.evaluate(reference_policy).time_ms  # decoded already: the cache serves it
+        s = dataclasses.replace(s, budget_ms=round(reference_ms / s.speedup, 1))
+        budget_source = (f"the reference policy's {reference_ms:.1f} ms ({s.time_mode}, median of "
+                         f"{len(evaluator.images)} tuning images) / {s.speedup:g}")
+        log(f"budget {s.budget_ms} ms/image: {budget_source}")
+    if s.out is None and s.out_dir is not None:
+        s = dataclasses.replace(s, out=Path(s.out_dir) / f"{s.study_name}.yaml")
+    name = s.study_name
     evaluator_name = "mask_ar" if evaluator.gt is not None else "agreement"
     plan = driver.StudyPlan(
         name=name, sampler=make_sampler(s.sampler, s.seed), trials=s.trials, storage=s.storage, label="tuning",
@@ -131,7 +149,7 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
     record = TrialRecord.read(best)
     policy = policy_from_dict(record.config)
     meta = {"study": name, "trial": best.number, "model": s.model_tag, **(s.model_meta or {}), "device": s.device,
-            "budget_ms": s.budget_ms, "quality": best.values[0], "time_ms": best.values[1], "time_mode": s.time_mode,
+            "budget_ms": s.budget_ms, "budget_source": budget_source, "reference_ms": reference_ms, "quality": best.values[0], "time_ms": best.values[1], "time_mode": s.time_mode,
             "evaluator": record.evaluator, "metrics": record.metrics,
             "images": len(evaluator.images), "within_budget": best.values[1] <= s.budget_ms,
             "model_defaults": {**defaults, "source": source}}
