@@ -373,3 +373,19 @@ def test_speedup_sets_the_budget_from_the_reference_grid(dataset, tmp_path, monk
         with pytest.raises(SystemExit):
             run_cli(["tune-everything", "--images", str(dataset[0]), *argv])
         assert expected in capsys.readouterr().err
+
+
+def test_the_densest_grid_expected_to_fit_the_budget_is_a_baseline_trial():
+    from nas.everything.tune import _baseline_trials, fitting_grid_side
+
+    # 100 ms encoder + 924 ms for 32x32 prompts: 12x12 (181.2 ms) fits 300 ms, 16x16 (331 ms) does not
+    assert fitting_grid_side(1024.0, 32, 100.0, 300.0, 32) == 12
+    assert fitting_grid_side(1024.0, 32, 100.0, 331.0, 32) == 16
+    assert fitting_grid_side(1024.0, 32, 100.0, 90.0, 32) is None  # below the encoder's own time
+    assert fitting_grid_side(1024.0, 32, 100.0, 1e6, 24) == 24  # never above the densest grid allowed
+    defaults = {"pred_iou_thresh": 0.3, "stability_score_thresh": 0.4}
+    trials = _baseline_trials(defaults, 32, 5, fitting_side=12)
+    assert [(t["kind"], t["points_per_side"]) for t in trials] == [("grid", 32), ("hierarchical", 32), ("grid", 12)]
+    assert trials[2]["pred_iou_thresh"] == 0.3 and trials[2]["crop_n_layers"] == 0
+    assert len(_baseline_trials(defaults, 32, 5, fitting_side=32)) == 2  # the dense grid itself fits
+    assert len(_baseline_trials(defaults, 32, 2, fitting_side=12)) == 2  # no more than the trials asked for

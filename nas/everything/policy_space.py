@@ -32,6 +32,9 @@ def threshold_ranges(defaults: dict | None = None) -> dict[str, tuple[float, flo
     return out
 
 
+GRID_SIDES = (4, 6, 8, 12, 16, 24, 32, 48, 64)  # the grid densities (points per side) tuning chooses among
+
+
 def suggest_policy(trial: optuna.Trial, max_points_per_side: int = 32, max_crop_layers: int = 1,
                    defaults: dict | None = None) -> Policy:
     """A policy from the trial: kind, grid density, thresholds, crops and the kind's own knobs.
@@ -39,7 +42,7 @@ def suggest_policy(trial: optuna.Trial, max_points_per_side: int = 32, max_crop_
     ``defaults``: the model's default ``pred_iou_thresh`` and ``stability_score_thresh``, which the
     threshold ranges always include (:func:`threshold_ranges`).
     """
-    sides = [s for s in (4, 6, 8, 12, 16, 24, 32, 48, 64) if s <= max_points_per_side] or [max_points_per_side]
+    sides = [s for s in GRID_SIDES if s <= max_points_per_side] or [max_points_per_side]
     ranges = threshold_ranges(defaults)
     kind = trial.suggest_categorical("kind", ["grid", "hierarchical", "adaptive"])
     d = {

@@ -26,7 +26,7 @@ from nas.record import TrialRecord
 
 from .evaluator import PolicyEvaluator, score_policy
 from .policies import Policy, policy_from_dict, save_policy
-from .policy_space import suggest_policy
+from .policy_space import GRID_SIDES, suggest_policy
 
 CONSTRAINT = "time_over_budget_ms"  # Optuna constraint: time_ms - budget_ms, feasible when <= 0
 
@@ -63,12 +63,28 @@ class TuneSettings:
         return study_name(self.model_tag, self.device, self.budget_ms, suffix="everything")
 
 
-def _baseline_trials(defaults: dict, max_points_per_side: int, trials: int) -> list[dict]:
-    """The dense grid and a hierarchical policy at the model's default thresholds (as many as ``trials``)."""
+def _baseline_trials(defaults: dict, max_points_per_side: int, trials: int,
+                     fitting_side: int | None = None) -> list[dict]:
+    """The dense grid and a hierarchical policy at the model's default thresholds, then the plain
+    grid of ``fitting_side`` points per side (the densest expected to fit the budget), as many as ``trials``."""
     common = {"points_per_side": min(32, max_points_per_side), "box_nms_thresh": 0.7, "crop_n_layers": 0, **defaults}
-    return [{"kind": "grid", **common},
-            {"kind": "hierarchical", **common, "sparse_points_per_side": min(8, max_points_per_side),
-             "confidence_thresh": 0.5}][:max(1, trials)]
+    out = [{"kind": "grid", **common},
+           {"kind": "hierarchical", **common, "sparse_points_per_side": min(8, max_points_per_side),
+            "confidence_thresh": 0.5}]
+    if fitting_side is not None and fitting_side < common["points_per_side"]:
+        out.append({"kind": "grid", **common, "points_per_side": fitting_side})
+    return out[:max(1, trials)]
+
+
+def fitting_grid_side(reference_ms: float, reference_side: int, fixed_ms: float, budget_ms: float,
+                      max_points_per_side: int) -> int | None:
+    """The densest grid side among the tuning choices (``GRID_SIDES``) whose time, scaled from the
+    reference grid's ``reference_ms`` by its prompt count above the ``fixed_ms`` (the encoder),
+    fits ``budget_ms``; None when none does."""
+    per_prompt = max(0.0, reference_ms - fixed_ms) / reference_side ** 2
+    fits = [side for side in GRID_SIDES
+            if side <= max_points_per_side and fixed_ms + per_prompt * side * side <= budget_ms]
+    return max(fits) if fits else None
 
 
 def tune_everything(predictor, images: list, settings: TuneSettings, annotations: tuple[dict, dict] | None = None,
@@ -136,7 +152,13 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
 
     study = driver.open_study(plan)
     if not study.trials:
-        for params in _baseline_trials(defaults, s.max_points_per_side, s.trials):
+        side = None
+        if reference_ms is not None or s.time_mode == "predicted":  # predicted: the cache makes it cheap
+            ref_ms = reference_ms if reference_ms is not None else evaluator.evaluate(reference_policy).time_ms
+            side = fitting_grid_side(ref_ms, reference_policy.points_per_side,
+                                     evaluator.cost.encoder_ms if evaluator.cost else 0.0, s.budget_ms,
+                                     s.max_points_per_side)
+        for params in _baseline_trials(defaults, s.max_points_per_side, s.trials, side):
             study.enqueue_trial(params, skip_if_exists=True)
     tracker = SearchTracker(name, s.tracking_uri, run_name=f"tune-{s.sampler}-seed{s.seed}",
                             params={"model": s.model_tag, "device": s.device, "budget_ms": s.budget_ms,
