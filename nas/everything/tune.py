@@ -93,10 +93,12 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
     """Run (or resume) the ``<model>@<device>@<budget>ms@everything`` study to ``settings.trials`` finished trials.
 
     The first trials are the dense grid and a hierarchical policy at the model's default thresholds
-    (:func:`~.calibrate.model_defaults`), so the front always holds the baseline; without
+    (:func:`~.calibrate.model_defaults`), so the front always holds the baseline, then the
+    densest plain grid expected to fit the budget (:func:`fitting_grid_side`); without
     annotations the reference is that dense grid (or ``settings.reference_policy``). Writes the
     best policy within the budget (highest quality; the fastest trial when none fits) to
-    ``settings.out`` and returns a summary dict. With ``eval_images`` the chosen policy is also
+    ``settings.out`` (or ``settings.out_dir/<study>.yaml``) and returns a summary dict. Without
+    ``settings.budget_ms`` the budget is the reference's time here / ``settings.speedup``. With ``eval_images`` the chosen policy is also
     scored there (``best["held_out"]``): agreement with the same reference policy, or AR@K with
     ``eval_annotations``. ``settings.model_meta`` is stored in the policy's meta so that it is not
     used with another model. ``progress`` shows a bar; without it, one line per trial goes to ``log``.
