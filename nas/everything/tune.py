@@ -94,7 +94,8 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
 
     The first trials are the dense grid and a hierarchical policy at the model's default thresholds
     (:func:`~.calibrate.model_defaults`), so the front always holds the baseline, then the
-    densest plain grid expected to fit the budget (:func:`fitting_grid_side`); without
+    densest plain grid expected to fit the budget (:func:`fitting_grid_side`; only when the
+    reference's time is at hand without another timed pass: predicted time, or a ``speedup``); without
     annotations the reference is that dense grid (or ``settings.reference_policy``). Writes the
     best policy within the budget (highest quality; the fastest trial when none fits) to
     ``settings.out`` (or ``settings.out_dir/<study>.yaml``) and returns a summary dict. Without

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt
 
 from scenes.annotations import load_coco
@@ -138,8 +139,6 @@ def mask_ceiling(gt: torch.Tensor, resolution: int) -> torch.Tensor:
     upscaled the same way and cut at 0. Detail finer than a cell is lost: at 256 px input a
     640 px photo's cell is 10 px wide, so a small COCO object spans a few cells at most.
     """
-    import torch.nn.functional as F
-
     height, width = gt.shape[-2:]
     h, w = preprocess_shape(height, width, resolution)
     frame = F.interpolate(gt.float()[:, None], (h, w), mode="area")
