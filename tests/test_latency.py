@@ -16,9 +16,11 @@ import cli
 from nas.latency import ProfileSettings, fit_device, import_profile_file, load_predictor, profile_device
 from nas.latency.predictor import (PREDICTOR_FORMAT, SUMMARY_COLUMNS, Features, LatencyPredictor, PartModel,
                                    error_metrics, fit_space, lut_index, lut_parts, save_states)
-from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_onnx_matches, make_backend,
+from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_bf16_matches, check_onnx_matches, make_backend,
                                  network_module, sample_configs)
-from nas.latency.store import DeviceStore, parse_device, read_profile_file
+from nas.fingerprint import bf16_problem, cpu_features
+from nas.latency.store import DeviceStore, device_spec, parse_device, read_profile_file
+from nas.onnx_export import compare_embeddings
 from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
@@ -659,3 +661,62 @@ def test_block_files_from_before_precision_read_as_fp32(tmp_path, root, space):
     reloaded = LatencyPredictor.from_state(state)
     configs = [{**space.sample(s), "resolution": 128} for s in range(8)]
     np.testing.assert_array_equal(reloaded.predict_many(configs), predictor.predict_many(configs))
+
+
+# ---------------------------------------------------------------------- OpenVINO and device precision
+
+
+def test_device_spec_names_runtime_and_precision():
+    spec = device_spec("cpu-openvino-bf16@lab1")
+    assert (spec.hardware, spec.backend, spec.precision, spec.tag, spec.runtime) == (
+        "cpu", "openvino", "bf16", "lab1", "openvino-bf16")
+    assert device_spec("cpu-torch").precision == "fp32" and parse_device("cpu-openvino") == ("cpu", "openvino", None)
+    with pytest.raises(UserError, match="precision 'bf16' is not offered on cpu-onnxruntime; write cpu-onnxruntime"):
+        device_spec("cpu-onnxruntime-bf16")
+    with pytest.raises(UserError, match="write cpu-openvino for fp32 or cpu-openvino-bf16"):
+        device_spec("cpu-openvino-fp32")
+    with pytest.raises(UserError, match="expected <hardware>-<backend>"):
+        device_spec("cuda-openvino")
+
+
+def test_bf16_refused_on_a_fingerprint_without_bf16():
+    no_bf16 = {"cpu": "AMD EPYC 7B13", "cpu_features": ["avx2", "avx512f"]}
+    assert bf16_problem(no_bf16) == "CPU 'AMD EPYC 7B13' lacks AVX512-BF16 and AMX-BF16 (its features: avx2, avx512f)"
+    assert "does not list the CPU's features" in bf16_problem({"cpu": "old file"})
+    assert bf16_problem({"cpu": "Xeon", "cpu_features": ["avx512_bf16"]}) is None
+    assert bf16_problem({"cpu": "Xeon", "cpu_features": ["amx_tile", "amx_bf16"]}) is None
+
+
+def test_bf16_device_refused_here_when_the_cpu_lacks_it(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.modules["nas.latency.profile"], "cpu_features", lambda: ["avx2"])
+    with pytest.raises(UserError, match=r"device cpu-openvino-bf16: bf16 is not offered here: CPU .* lacks "
+                                        r"AVX512-BF16 and AMX-BF16 .*; use cpu-openvino"):
+        make_backend("cpu-openvino-bf16", threads=1)
+
+
+def test_openvino_backend_matches_torch(space):
+    model = build_sam("micro", seed=0)
+    cfg = {**space.sample(2), "resolution": 128}
+    module, inputs = network_module(model, cfg, 0, torch.Generator().manual_seed(0))
+    backend = make_backend("cpu-openvino", threads=1)
+    assert backend.info()["openvino"] and backend.info()["precision"] == "fp32"
+    out = backend.prepare(module, inputs)()
+    with torch.inference_mode():
+        want = module(*inputs).numpy()
+    np.testing.assert_allclose(out[0], want, atol=1e-4, rtol=1e-3)
+    if bf16_problem({"cpu": "here", "cpu_features": cpu_features()}) is None:
+        bf16 = make_backend("cpu-openvino-bf16", threads=1)
+        got = bf16.prepare(module, inputs)()[0]
+        assert 0.999 < compare_embeddings(got, want)["cosine"] < 1.0  # really bf16: not bit-identical to fp32
+
+
+def test_openvino_bf16_check_catches_a_wrong_output(space):
+    module, inputs = network_module(build_sam("micro", seed=0), {**space.sample(3), "resolution": 128}, 0,
+                                    torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = module(*inputs).numpy()
+    assert check_bf16_matches(module, inputs, [want]) > 0.9999
+    with pytest.raises(RuntimeError, match="has cosine"):
+        check_bf16_matches(module, inputs, [np.random.default_rng(0).standard_normal(want.shape).astype(np.float32)])

@@ -11,7 +11,8 @@ device, glibc malloc's thresholds fixed first (:func:`nas.timing.steady_allocato
 runs, then at least ``repeats`` timed runs and ``min_seconds`` of them
 (:func:`nas.timing.time_callable`).
 
-Job fields: ``backend``, ``path``, ``resolution``, ``threads``, ``repeats``, ``warmup``,
+Job fields: ``backend`` (``torch``, ``onnxruntime`` or ``openvino``: the ONNX file read by OpenVINO's CPU
+plugin), ``precision`` (``fp32`` or ``bf16``; absent: fp32), ``path``, ``resolution``, ``threads``, ``repeats``, ``warmup``,
 ``min_seconds``, ``seed``; optionally ``probe_path`` and ``probe_resolution`` (a drift probe
 subnet, saved the same way, timed interleaved with the subnet). Output: the
 :class:`nas.timing.Timing` fields plus ``pid``, ``threads`` and ``allocator`` (and
@@ -37,8 +38,20 @@ def ort_session_options(ort, threads: int):
     return opts
 
 
-def load_runner(backend: str, path: str, resolution: int, threads: int, seed: int = 0):
-    """A zero-argument callable running the saved subnet (folder) or ONNX file at ``path`` on one fixed image."""
+OPENVINO_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}  # device precision -> INFERENCE_PRECISION_HINT
+
+
+def openvino_config(precision: str, threads: int) -> dict:
+    """OpenVINO CPU compile properties for timing: one stream of ``threads`` threads, latency mode, and the
+    device's precision as the inference precision hint (OpenVINO's own default on a bf16 CPU is bf16)."""
+    return {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS[precision], "INFERENCE_NUM_THREADS": int(threads),
+            "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+
+
+def load_runner(backend: str, path: str, resolution: int, threads: int, seed: int = 0, precision: str = "fp32"):
+    """A zero-argument callable running the saved subnet (folder) or ONNX file at ``path`` on one fixed image.
+
+    ``precision`` bf16: torch runs under bf16 autocast, OpenVINO compiles with the bf16 hint."""
     import numpy as np
 
     images = np.random.default_rng(seed).standard_normal((1, 3, resolution, resolution)).astype(np.float32)
@@ -52,9 +65,15 @@ def load_runner(backend: str, path: str, resolution: int, threads: int, seed: in
         x = torch.from_numpy(images)
 
         def run():
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
                 return encoder(x)
         return run
+    if backend == "openvino":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(path), "CPU", openvino_config(precision, threads))
+        request = compiled.create_infer_request()
+        return lambda: request.infer({0: images})
     if backend == "onnxruntime":
         import onnxruntime as ort
 
@@ -77,11 +96,12 @@ def time_job(job: dict) -> dict:
 
     allocator = steady_allocator()  # before any model memory is allocated
     threads, seed = int(job["threads"]), int(job.get("seed", 0))
-    run = load_runner(job["backend"], job["path"], int(job["resolution"]), threads, seed)
+    precision = job.get("precision", "fp32")
+    run = load_runner(job["backend"], job["path"], int(job["resolution"]), threads, seed, precision)
     repeats, warmup, min_seconds = int(job["repeats"]), int(job["warmup"]), float(job["min_seconds"])
     extra = {}
     if job.get("probe_path"):
-        probe = load_runner(job["backend"], job["probe_path"], int(job["probe_resolution"]), threads, seed)
+        probe = load_runner(job["backend"], job["probe_path"], int(job["probe_resolution"]), threads, seed, precision)
         rounds = time_rounds([run, probe], rounds=PROBE_ROUNDS, repeats=max(repeats, PROBE_ROUNDS),
                              warmup=max(warmup, PROBE_ROUNDS), min_seconds=min_seconds, shuffle_seed=seed)
         timing, probe_timing = rounds.timings
