@@ -236,6 +236,7 @@ def _verify_front(study, space: SearchSpace, device: str, threads: int | None):
 
 def run_search_command(args: argparse.Namespace) -> int:
     from nas.latency.commands import predictor_warning
+    from nas.latency.profile import check_space_on_device
 
     from .cost import cost_line
     from .quality import make_evaluator
@@ -246,6 +247,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     space = SearchSpace.load(args.space)
     if args.budget_ms is not None:
         study_name(space.name, args.device, args.budget_ms)  # a bad device name fails before any work
+    check_space_on_device(space, args.device)
     latency = _latency_for(args.device, space, not args.no_auto_profile)
     facts = predictor_facts(latency)
     print(predictor_line(facts))

@@ -720,3 +720,32 @@ def test_openvino_bf16_check_catches_a_wrong_output(space):
     assert check_bf16_matches(module, inputs, [want]) > 0.9999
     with pytest.raises(RuntimeError, match="has cosine"):
         check_bf16_matches(module, inputs, [np.random.default_rng(0).standard_normal(want.shape).astype(np.float32)])
+
+
+def test_runtimes_command_times_every_installed_runtime(capsys, monkeypatch):
+    code, out, _ = run_cli(["latency", "runtimes", "--space", "sam_micro", "--resolution", 128, "--rounds", 1,
+                            "--repeats", 1, "--format", "json"], capsys, monkeypatch)
+    assert code == 0
+    rows = {(r["device"], r["blocks"]): r for r in json.loads(out)["rows"]}
+    assert {("cpu-torch", "fp32"), ("cpu-onnxruntime", "fp32"), ("cpu-openvino", "fp32"),
+            ("cpu-torch", "int8"), ("cpu-onnxruntime", "int8")} <= set(rows)
+    assert rows[("cpu-torch", "fp32")]["speedup"] == 1.0 and rows[("cpu-torch", "fp32")]["cosine"] > 0.99999
+    assert rows[("cpu-openvino", "fp32")]["rel_l2"] < 1e-4  # the same fp32 model, another runtime
+    assert 0.99 < rows[("cpu-onnxruntime", "int8")]["cosine"] < 0.99999  # int8 really ran quantized
+    medians = [r["median_ms"] for r in json.loads(out)["rows"]]
+    assert medians == sorted(medians)  # fastest first
+
+
+def test_runtimes_table_names_the_device_to_profile():
+    from nas.latency.runtimes import RuntimeCase, RuntimeRow, recommendation, render_rows
+    from nas.timing import summarize
+
+    rows = [RuntimeRow(RuntimeCase("cpu-onnxruntime", "int8"), summarize([5.0]), 4.0, 0.99, 0.1),
+            RuntimeRow(RuntimeCase("cpu-openvino-bf16"), summarize([7.0]), 3.0, 0.99996, 0.008),
+            RuntimeRow(RuntimeCase("cpu-torch"), summarize([21.0]), 1.0, 1.0, 0.0)]
+    space = SearchSpace.load("sam_micro")
+    assert recommendation(rows, space, 1).endswith(
+        "cpu-openvino-bf16 (3.00x PyTorch fp32); profile it: samnas latency profile --space sam_micro --device "
+        "cpu-openvino-bf16 --blocks --threads 1")  # the faster int8 row is too far from fp32 (cosine 0.99)
+    table = render_rows(rows)
+    assert table[0].split()[:3] == ["runtime", "median", "ms"] and table[1].startswith("cpu-onnxruntime (int8 blocks)")

@@ -257,6 +257,21 @@ def check_onnx_matches(module: nn.Module, inputs: tuple[torch.Tensor, ...], outp
     return worst
 
 
+def check_space_on_device(space: SearchSpace, device: str) -> None:
+    """UserError when ``device`` cannot run ``space``'s subnets as the space defines them.
+
+    A bf16 device runs every block in bf16; the per-block int8 of an int8 space is PyTorch's and ONNX
+    Runtime's dynamic quantization, which takes fp32 activations, so int8 spaces are profiled and searched
+    on fp32 devices.
+    """
+    spec = device_spec(device)
+    if spec.precision == "bf16" and "int8" in space.precisions:
+        plain = space.name.removesuffix("_int8")
+        raise UserError(f"space {space.name} has int8 blocks, which run with fp32 activations; on {device} search "
+                        f"an fp32 space (e.g. {plain}), or search {space.name} on "
+                        f"{spec.hardware}-{spec.backend}")
+
+
 BACKEND_CLASSES = {"torch": TorchBackend, "onnxruntime": OrtBackend, "openvino": OpenVinoBackend}
 
 
@@ -609,6 +624,7 @@ def profile(space: SearchSpace | str, device: str, settings: ProfileSettings | N
         samples = len(configs)
     if not blocks and not samples:
         raise UserError("nothing to profile: give --blocks and/or --samples N with N > 0")
+    check_space_on_device(space, device)
     backend = make_backend(device, s.threads)
     if prompts and backend.name != "torch":
         raise UserError(f"--prompts: the {backend.name} backend times the exported image encoder only; "
