@@ -749,3 +749,20 @@ def test_runtimes_table_names_the_device_to_profile():
         "cpu-openvino-bf16 --blocks --threads 1")  # the faster int8 row is too far from fp32 (cosine 0.99)
     table = render_rows(rows)
     assert table[0].split()[:3] == ["runtime", "median", "ms"] and table[1].startswith("cpu-onnxruntime (int8 blocks)")
+
+
+def test_device_folder_from_before_precision_keeps_working(tmp_path):
+    """A folder whose fingerprint predates ``precision`` and ``cpu_features`` takes new runs and still predicts."""
+    settings = ProfileSettings(**{**FAST, "blocks": False, "samples": 6})
+    profile_device("sam_micro", "cpu-torch", settings, root=tmp_path)
+    store = DeviceStore("cpu-torch", tmp_path)
+    old = json.loads(store.path("fingerprint.json").read_text())
+    assert old["precision"] == "fp32" and "cpu_features" in old
+    for key in ("precision", "cpu_features"):
+        del old[key]
+    store.path("fingerprint.json").write_text(json.dumps(old))
+    profile_device("sam_micro", "cpu-torch", ProfileSettings(**{**FAST, "blocks": False, "samples": 6, "seed": 1}),
+                   root=tmp_path)
+    fit_device("cpu-torch", root=tmp_path)
+    largest = {**SearchSpace.load("sam_micro").largest(), "resolution": 128}
+    assert load_predictor("cpu-torch", root=tmp_path).predict_ms(largest) > 0
