@@ -44,8 +44,13 @@ TINY = {
                            "--profile-samples", "5", "--search-trials", "2", "--extra-models", "micro",
                            "--threads", "1", "--encoder-repeats", "1", "--topic", "pipeline_smoke", "--quiet"],
                           "pipeline_smoke"),
+    "runtimes.py": (["--part", "runtimes", "--models", "sam_micro:128", "--threads", "1", "--rounds", "1",
+                     "--repeats", "1", "--topic", "runtimes_smoke"], "runtimes_smoke"),
 }
 NEEDS_DATA = {"everything.py", "mask_ceiling.py", "vit_b_pipeline.py"}
+# scripts with a second part, each run with its own tiny arguments
+MORE = [("runtimes.py", ["--part", "fronts", "--resolution", "128", "--trials", "3", "--images", "2", "--samples", "5",
+                         "--rounds", "1", "--topic", "runtimes_fronts_smoke"], "runtimes_fronts_smoke")]
 
 
 def test_every_benchmark_script_has_tiny_arguments():
@@ -53,11 +58,10 @@ def test_every_benchmark_script_has_tiny_arguments():
     assert scripts == set(TINY), "add the new benchmark script to TINY"
 
 
-@pytest.mark.parametrize("script", sorted(TINY))
-def test_benchmark_runs_and_names_its_commit(script, tmp_path):
+@pytest.mark.parametrize("script, args, topic", [(s, *TINY[s]) for s in sorted(TINY)] + MORE)
+def test_benchmark_runs_and_names_its_commit(script, args, topic, tmp_path):
     if script in NEEDS_DATA and not COCO128.is_dir():
         pytest.skip(f"needs {COCO128}")
-    args, topic = TINY[script]
     env = {**os.environ, "SAMNAS_BENCH_RESULTS": str(tmp_path / "tables"), "SAMNAS_RESULTS": str(tmp_path / "store"),
            "OMP_NUM_THREADS": "1", "MLFLOW_ALLOW_FILE_STORE": "true"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,
