@@ -766,3 +766,15 @@ def test_device_folder_from_before_precision_keeps_working(tmp_path):
     fit_device("cpu-torch", root=tmp_path)
     largest = {**SearchSpace.load("sam_micro").largest(), "resolution": 128}
     assert load_predictor("cpu-torch", root=tmp_path).predict_ms(largest) > 0
+
+
+def test_profile_notes_bf16_only_where_it_is_offered():
+    from nas.latency.commands import bf16_hint
+
+    bf16_cpu = {"cpu": "Xeon", "cpu_features": ["avx512_bf16"]}
+    assert bf16_hint("cpu-openvino@lab", "sam_micro", bf16_cpu) == (
+        "note: this CPU computes bf16 natively, so cpu-openvino-bf16@lab may be several times faster with embeddings "
+        "close to fp32; compare: samnas latency runtimes --space sam_micro")
+    assert bf16_hint("cpu-openvino", "sam_micro", {"cpu": "old", "cpu_features": ["avx2"]}) is None
+    assert bf16_hint("cpu-onnxruntime", "sam_micro", bf16_cpu) is None  # ONNX Runtime offers no bf16 here
+    assert bf16_hint("cpu-torch-bf16", "sam_micro", bf16_cpu) is None

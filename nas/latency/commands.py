@@ -165,6 +165,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_import)
 
 
+def bf16_hint(device: str, space: str, fingerprint: dict) -> str | None:
+    """A note when an fp32 device's backend also offers bf16 and this CPU runs bf16 natively (else None)."""
+    from nas.fingerprint import bf16_problem
+
+    from .store import RUNTIME_PRECISIONS, device_spec
+
+    spec = device_spec(device)
+    offered = "bf16" in RUNTIME_PRECISIONS[(spec.hardware, spec.backend)]
+    if spec.precision != "fp32" or not offered or spec.hardware != "cpu" or bf16_problem(fingerprint):
+        return None
+    bf16 = f"{spec.hardware}-{spec.backend}-bf16" + (f"@{spec.tag}" if spec.tag else "")
+    return (f"note: this CPU computes bf16 natively, so {bf16} may be several times faster with embeddings close "
+            f"to fp32; compare: samnas latency runtimes --space {space}")
+
+
 def run_profile(args: argparse.Namespace) -> int:
     from .profile import ProfileSettings, profile_device
     from .store import DeviceStore
@@ -179,8 +194,12 @@ def run_profile(args: argparse.Namespace) -> int:
     run = profile_device(args.space, args.device, settings, root=args.root, out=args.out, replace=args.replace)
     fp = run.fingerprint
     print(f"profiled {', '.join(run.spaces)} on {args.device}: {len(run.blocks)} block timings, "
-          f"{len(run.networks)} subnet timings in {run.seconds:.1f} s "
-          f"({fp['backend']}, {fp['threads']} threads, {fp['cpu']}{', ' + fp['gpu'] if fp.get('gpu') else ''})")
+          f"{len(run.networks)} subnet timings in {run.seconds:.1f} s ({fp['backend']} {fp.get('precision', 'fp32')}, "
+          f"{fp['threads']} thread{'s' if fp['threads'] != 1 else ''}, {fp['cpu']}"
+          f"{', ' + fp['gpu'] if fp.get('gpu') else ''})")
+    hint = bf16_hint(args.device, next(iter(run.spaces)), fp)
+    if hint:
+        print(hint)
     if run.extra_rounds:
         print(f"the machine's speed moved by up to {run.machine_drift_pct:.0f}% between rounds: ran "
               f"{run.extra_rounds} more round(s) and kept the {len(run.kept)} that ran at one speed")
