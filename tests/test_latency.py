@@ -778,3 +778,15 @@ def test_profile_notes_bf16_only_where_it_is_offered():
     assert bf16_hint("cpu-openvino", "sam_micro", {"cpu": "old", "cpu_features": ["avx2"]}) is None
     assert bf16_hint("cpu-onnxruntime", "sam_micro", bf16_cpu) is None  # ONNX Runtime offers no bf16 here
     assert bf16_hint("cpu-torch-bf16", "sam_micro", bf16_cpu) is None
+
+
+def test_subnet_runtimes_time_the_config_as_it_is(space):
+    from nas.latency.runtimes import subnet_runtimes
+
+    int8_space = SearchSpace.load("sam_micro_int8")
+    cfg = int8_space.validate({**int8_space.largest(), "resolution": 128,
+                               "blocks": [{**b, "precision": "int8"} for b in int8_space.largest()["blocks"]]})
+    rows = {r.case.label: r for r in subnet_runtimes(build_sam("micro", seed=0), cfg, rounds=1, repeats=1)}
+    assert {"cpu-torch", "cpu-torch (int8 blocks)", "cpu-onnxruntime (int8 blocks)"} <= set(rows)
+    assert not any(label.startswith("cpu-openvino-bf16") for label in rows)  # int8 blocks take fp32 activations
+    assert rows["cpu-torch"].cosine > 0.99999 and rows["cpu-torch (int8 blocks)"].cosine < 0.99999

@@ -103,19 +103,32 @@ def full_config(space: SearchSpace, resolution: int | None, blocks: str) -> dict
 def compare_runtimes(space: SearchSpace, cases: list[RuntimeCase], threads: int = 1, resolution: int | None = None,
                      rounds: int = 3, repeats: int = 6, warmup: int = 2, min_seconds: float = 0.3,
                      seed: int = 0) -> list[RuntimeRow]:
-    """Time ``cases`` on ``space``'s full model in interleaved rounds; rows fastest first.
+    """Time ``cases`` on ``space``'s full model (random weights) in interleaved rounds; rows fastest first.
 
-    The first case must be ``cpu-torch`` with fp32 blocks: speed-ups and errors are against it. Each case's
-    module is exported / compiled once, before any timing (the compile time is not counted).
+    The first case must be ``cpu-torch`` with fp32 blocks: speed-ups and errors are against it.
+    """
+    supernet = build_sam(space.model_type, seed=seed)
+
+    def build(case: RuntimeCase):
+        config = full_config(space, resolution, case.blocks)
+        return network_module(supernet, config, 0, torch.Generator().manual_seed(seed))
+
+    return compare_modules(build, cases, threads, rounds, repeats, warmup, min_seconds, seed)
+
+
+def compare_modules(build, cases: list[RuntimeCase], threads: int = 1, rounds: int = 3, repeats: int = 6,
+                    warmup: int = 2, min_seconds: float = 0.3, seed: int = 0) -> list[RuntimeRow]:
+    """Time ``build(case) -> (module, inputs)`` on each case's runtime in interleaved rounds; rows fastest first.
+
+    ``cases[0]`` must be ``cpu-torch`` with fp32 blocks (the reference of speed-ups and errors). Each module is
+    exported / compiled once, before any timing (that time is not counted).
     """
     if not cases or cases[0] != RuntimeCase("cpu-torch"):
         raise ValueError("the first case must be cpu-torch with fp32 blocks (the reference)")
-    supernet = build_sam(space.model_type, seed=seed)
     fns, outputs = [], []
     with torch_threads(threads):
         for case in cases:
-            config = full_config(space, resolution, case.blocks)
-            module, inputs = network_module(supernet, config, 0, torch.Generator().manual_seed(seed))
+            module, inputs = build(case)
             fn = make_backend(case.device, threads).prepare(module, inputs)
             fns.append(fn)
             outputs.append(first_output(fn()))
@@ -127,6 +140,22 @@ def compare_runtimes(space: SearchSpace, cases: list[RuntimeCase], threads: int 
         err = compare_embeddings(out, outputs[0])
         rows.append(RuntimeRow(case, timing, ref_ms / timing.median_ms, err["cosine"], err["rel_l2"]))
     return sorted(rows, key=lambda r: r.timing.median_ms)
+
+
+def subnet_runtimes(supernet, config: dict, threads: int = 1, rounds: int = 3, repeats: int = 5) -> list[RuntimeRow]:
+    """``config``'s image encoder (its own weights and block precisions) on every runtime of this machine's CPU
+    that runs it: bf16 devices only for configs without int8 blocks. Rows fastest first; errors against
+    PyTorch fp32 of the same subnet with every block fp32."""
+    int8 = any(b.get("precision") == "int8" for b in config["blocks"] if b.get("keep", True))
+    cases = installed_cases(int8=False)
+    if int8:  # the reference, then the config's own int8 blocks on every fp32 runtime
+        cases = cases[:1] + [RuntimeCase(c.device, "int8") for c in cases if not c.device.endswith("-bf16")]
+    fp32 = {**config, "blocks": [{k: v for k, v in b.items() if k != "precision"} for b in config["blocks"]]}
+
+    def build(case: RuntimeCase):
+        return network_module(supernet, config if case.blocks == "int8" else fp32, 0, torch.Generator().manual_seed(0))
+
+    return compare_modules(build, cases, threads, rounds, repeats)
 
 
 MIN_COSINE = 0.999  # the fastest row at least this close to fp32 is the one to profile
@@ -157,5 +186,5 @@ def rows_json(rows: list[RuntimeRow]) -> list[dict]:
     return [r.as_dict() for r in rows]
 
 
-__all__ = ["RuntimeCase", "RuntimeRow", "compare_runtimes", "installed_cases", "recommendation",
+__all__ = ["RuntimeCase", "RuntimeRow", "compare_modules", "compare_runtimes", "subnet_runtimes", "installed_cases", "recommendation",
            "render_rows", "rows_json"]
