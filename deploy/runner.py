@@ -10,7 +10,7 @@ import numpy as np
 
 from .engines import Engine, available_runtimes
 from .errors import DeployError
-from .preprocess import load_image, model_input, preprocess_shape, to_input_frame
+from .preprocess import load_image, model_input, to_input_frame
 
 CARD = "card.json"
 ENCODER, DECODER = "image_encoder", "prompt_decoder"

@@ -44,7 +44,7 @@ from .fingerprint import machine_fingerprint
 from .latency.store import device_spec
 from .onnx_export import (DECODER_INPUTS, DECODER_OUTPUTS, DECODER_TOLERANCE, ONNX_INT8_TOLERANCE, decoder_error, decoder_shapes,
                           decoder_within_tolerance, embedding_error, export_decoder_onnx, export_encoder_onnx,
-                          int8_within_tolerance, onnx_max_abs_diff, onnx_session, quantize_encoder_onnx)
+                          int8_within_tolerance, onnx_max_abs_diff, quantize_encoder_onnx)
 from .study import predictor_line
 from .timing import MIN_SECONDS, time_callable
 
