@@ -30,7 +30,7 @@ import io
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,6 +189,7 @@ class OrtBackend(Backend):
         return lambda: sess.run(None, feeds)
 
 
+PTQ_SAMPLES, PTQ_SEED = 8, 1234  # NNCF calibration inputs for latency and error rows (random, like profiling's)
 BF16_MIN_COSINE = 0.999  # a bf16 run's output against fp32 torch: bf16 rounding stays far above this; a broken export does not
 
 
@@ -225,6 +226,27 @@ class OpenVinoBackend(Backend):
             check_bf16_matches(module, inputs, got)
         else:
             check_onnx_matches(module, inputs, got)
+        return lambda: request.infer(feeds)
+
+    def prepare_ptq(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], samples: int = PTQ_SAMPLES):
+        """OpenVINO's own int8 path: the fp32 ONNX export quantized whole (weights and activations) by NNCF
+        post-training quantization (transformer preset: softmax, norms and GELU stay float), calibrated on
+        ``samples`` inputs drawn like ``inputs``; then compiled as :meth:`prepare` does. Needs ``nncf``."""
+        import logging
+
+        import nncf
+
+        nncf.set_log_level(logging.ERROR)  # its progress bars and notes would bury the command's own output
+        model = self.core.read_model(export_onnx_bytes(module, inputs), b"")
+        gen = torch.Generator().manual_seed(PTQ_SEED)
+        calib = [{i: torch.randn(x.shape, generator=gen).numpy() for i, x in enumerate(inputs)} for _ in range(samples)]
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # its progress bars print to stdout
+            warnings.simplefilter("ignore")
+            model = nncf.quantize(model, nncf.Dataset(calib), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=samples)
+        compiled = self.core.compile_model(model, "CPU", openvino_config(self.precision, self.threads))
+        request = compiled.create_infer_request()
+        feeds = {i: x.numpy() for i, x in enumerate(inputs)}
         return lambda: request.infer(feeds)
 
 

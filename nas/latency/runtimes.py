@@ -39,7 +39,12 @@ class RuntimeCase:
 
     @property
     def label(self) -> str:
-        return self.device if self.blocks == "fp32" else f"{self.device} (int8 blocks)"
+        return self.device + BLOCK_LABELS[self.blocks]
+
+
+# blocks: fp32; int8 = every block's linear layers dynamically quantized (PyTorch's own, or the int8 ONNX that
+# `samnas export` writes); ptq = OpenVINO's own int8 path, the whole model quantized by NNCF.
+BLOCK_LABELS = {"fp32": "", "int8": " (int8 blocks)", "ptq": " (NNCF int8)"}
 
 
 @dataclass
@@ -72,6 +77,8 @@ def installed_cases(hardware: str = "cpu", int8: bool = True) -> list[RuntimeCas
             cases.append(RuntimeCase(f"{device}-bf16"))
         if int8:
             cases.append(RuntimeCase(device, "int8"))
+        if int8 and backend == "openvino" and importlib.util.find_spec("nncf") is not None:
+            cases += [RuntimeCase(device, "ptq")] + ([RuntimeCase(f"{device}-bf16", "ptq")] if bf16 else [])
     return cases
 
 
@@ -95,7 +102,7 @@ def full_config(space: SearchSpace, resolution: int | None, blocks: str) -> dict
             raise UserError(f"--resolution {resolution}: space {space.name} offers {list(space.resolutions)}")
         config["resolution"] = resolution
     config = space.validate(config)
-    if blocks == "int8":
+    if blocks == "int8":  # (ptq quantizes the fp32 export itself)
         config["blocks"] = [{**b, "precision": "int8"} if b.get("keep", True) else b for b in config["blocks"]]
     return config
 
@@ -129,7 +136,8 @@ def compare_modules(build, cases: list[RuntimeCase], threads: int = 1, rounds: i
     with torch_threads(threads):
         for case in cases:
             module, inputs = build(case)
-            fn = make_backend(case.device, threads).prepare(module, inputs)
+            backend = make_backend(case.device, threads)
+            fn = backend.prepare_ptq(module, inputs) if case.blocks == "ptq" else backend.prepare(module, inputs)
             fns.append(fn)
             outputs.append(first_output(fn()))
         result = time_rounds(fns, rounds=rounds, repeats=repeats, warmup=warmup, min_seconds=min_seconds,
@@ -163,13 +171,18 @@ MIN_COSINE = 0.999  # the fastest row at least this close to fp32 is the one to 
 
 def recommendation(rows: list[RuntimeRow], space: SearchSpace, threads: int) -> str:
     """Which device to profile: the fastest row whose output stays within :data:`MIN_COSINE` of fp32."""
-    good = [r for r in rows if r.cosine >= MIN_COSINE]
-    best = good[0] if good else rows[0]
+    devices = [r for r in rows if r.case.blocks != "ptq"]  # NNCF int8 is measured here, not yet a device
+    good = [r for r in devices if r.cosine >= MIN_COSINE]
+    best = good[0] if good else devices[0]
     int8_note = (f" with an int8 space such as {space.name}_int8" if best.case.blocks == "int8" else "")
-    return (f"fastest here with embeddings within cosine {MIN_COSINE} of fp32: {best.case.label} "
+    line = (f"fastest here with embeddings within cosine {MIN_COSINE} of fp32: {best.case.label} "
             f"({best.speedup:.2f}x PyTorch fp32); profile it{int8_note}: samnas latency profile --space "
             f"{space.name}{'_int8' if best.case.blocks == 'int8' else ''} --device {best.case.device} --blocks "
             f"--threads {threads}")
+    if rows[0].case.blocks == "ptq":
+        line += (f"\n{rows[0].case.label} ran faster still ({rows[0].speedup:.2f}x, cosine {rows[0].cosine:.5f}), "
+                 "but samnas does not profile or search NNCF-quantized models yet")
+    return line
 
 
 def render_rows(rows: list[RuntimeRow]) -> list[str]:
