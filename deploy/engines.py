@@ -17,10 +17,22 @@ def openvino_config(precision: str = "fp32", threads: int | None = None) -> dict
     and ``threads`` inference threads when given (else OpenVINO's choice)."""
     if precision not in OPENVINO_PRECISION_HINTS:
         raise DeployError(f"precision {precision!r}: expected one of {sorted(OPENVINO_PRECISION_HINTS)}")
-    config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+              "NUM_STREAMS": 1}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return config
+
+
+def ort_session_options(ort, threads: int | None = None):
+    """ONNX Runtime session options: ``threads`` intra-op threads when given (else ONNX Runtime's choice), one
+    inter-op thread, warnings off. ``ort`` is the imported ``onnxruntime`` module."""
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
 
 
 def available_runtimes() -> list[str]:
@@ -40,10 +52,8 @@ class Engine:
                 raise DeployError(f"precision {precision!r}: ONNX Runtime runs these models in fp32 only")
             import onnxruntime as ort
 
-            opts = ort.SessionOptions()
-            if threads:
-                opts.intra_op_num_threads = int(threads)
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(str(path), sess_options=ort_session_options(ort, threads),
+                                                 providers=["CPUExecutionProvider"])
             self.outputs = [o.name for o in self._session.get_outputs()]
         elif runtime == "openvino":
             import openvino as ov

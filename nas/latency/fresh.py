@@ -25,27 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-
 PROBE_ROUNDS = 4  # interleaved rounds of subnet and probe, when the job names a probe
-
-
-def ort_session_options(ort, threads: int):
-    """ONNX Runtime session options for timing: ``threads`` intra-op threads, one inter-op thread, quiet."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return opts
-
-
-OPENVINO_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}  # device precision -> INFERENCE_PRECISION_HINT
-
-
-def openvino_config(precision: str, threads: int) -> dict:
-    """OpenVINO CPU compile properties for timing: one stream of ``threads`` threads, latency mode, and the
-    device's precision as the inference precision hint (OpenVINO's own default on a bf16 CPU is bf16)."""
-    return {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS[precision], "INFERENCE_NUM_THREADS": int(threads),
-            "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
 
 
 def load_runner(backend: str, path: str, resolution: int, threads: int, seed: int = 0, precision: str = "fp32"):
@@ -53,6 +33,9 @@ def load_runner(backend: str, path: str, resolution: int, threads: int, seed: in
 
     ``precision`` bf16: torch runs under bf16 autocast, OpenVINO compiles with the bf16 hint."""
     import numpy as np
+
+    # Both runtimes' settings come from the torch-free runner, so a timing here runs a model as a deployment does.
+    from deploy.engines import openvino_config, ort_session_options
 
     images = np.random.default_rng(seed).standard_normal((1, 3, resolution, resolution)).astype(np.float32)
     if backend == "torch":

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from deploy.engines import openvino_config, ort_session_options
 from nas.fingerprint import bf16_problem, cpu_features, cpu_model, machine_fingerprint
 from nas.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, time_rounds
 from search_spaces.config import config_to_json
@@ -52,7 +53,6 @@ from supernet.elastic.quantize import quantize_modules, quantize_subnet
 from supernet.modeling.image_encoder import EncoderBlock, ImageEncoderViT
 from supernet.modeling.sam import Sam
 
-from .fresh import openvino_config, ort_session_options
 from .store import DeviceStore, device_spec, profile_document, write_json
 
 ONNX_ATOL = 1e-3  # |ORT - torch| allowed, relative to max(1, |torch output|)

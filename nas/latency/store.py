@@ -49,10 +49,10 @@ DEVICE_PATTERN = re.compile(r"^(?P<hw>[a-z]+)-(?P<backend>[a-z]+)(?:-(?P<precisi
 # OpenVINO runtime measured here is its CPU plugin.
 RUNTIME_PRECISIONS = {
     ("cpu", "torch"): ("fp32", "bf16"),
-    ("cuda", "torch"): ("fp32", "bf16"),
     ("cpu", "onnxruntime"): ("fp32",),
-    ("cuda", "onnxruntime"): ("fp32",),
     ("cpu", "openvino"): ("fp32", "bf16"),
+    ("cuda", "torch"): ("fp32", "bf16"),
+    ("cuda", "onnxruntime"): ("fp32",),
 }
 
 TIMING_FIELDS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms", "repeats", "seconds")
