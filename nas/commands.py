@@ -126,6 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the study's); its drift probe runs, and the card compares raw and recalibrated predictions with "
                    "the latency measured here at the device's thread count")
     p.add_argument("--out", help="output folder (default: <results>/exports/<study>-trial<N>)")
+    p.add_argument("--no-runtimes", action="store_true",
+                   help="skip timing the encoder on every runtime and precision of this CPU for the card "
+                        "(saves a compile per runtime: minutes for ViT-B/L/H)")
     p.add_argument("--repeats", type=positive_int, default=5,
                    help="timed runs for the measured latency (default: 5)")
     _add_storage(p)
@@ -455,12 +458,16 @@ def run_export_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(int(threads))
     out = Path(args.out) if args.out else default_out
     card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info, repeats=args.repeats,
-                         latency_check=latency_check)
+                         latency_check=latency_check, measure_runtimes=not args.no_runtimes)
     pred = card["predicted_ms"]
     print(f"exported to {out}: {', '.join(card['files'])} (encoder: {onnx_check_text(card)}; prompt decoder: "
           f"masks agree with PyTorch on {100 * card['decoder_check']['mask_agreement']:.3f}% of pixels)")
     print(f"latency: predicted {pred:.2f} ms" if pred is not None else "latency: no prediction", end="")
     print(f", measured here {card['measured_ms']['torch']:.2f} ms (torch), {card['measured_ms']['onnxruntime']:.2f} ms (ORT)")
+    if card.get("runtimes"):
+        best = card["runtimes"]["rows"][0]
+        print(f"fastest runtime here: {best['runtime']}, {best['median_ms']:.2f} ms ({best['speedup']:.2f}x PyTorch fp32, "
+              f"cosine {best['cosine']:.5f}); every runtime is in card.md")
     if info.get("predictor"):
         print(predictor_line(info["predictor"]))
     check = card.get("latency_check")

@@ -180,13 +180,27 @@ def measure_export(sub: Sam, out: Path, threads: int, repeats: int, openvino: di
         return measured, machine_fingerprint()
 
 
+def runtime_table(model: Sam, config: dict, threads: int) -> dict:
+    """The card's ``runtimes`` entry: the subnet's encoder on every runtime and precision this CPU offers
+    (:func:`nas.latency.runtimes.subnet_runtimes`, interleaved), fastest first, and the fastest's name."""
+    from nas.latency.runtimes import subnet_runtimes
+
+    rows = subnet_runtimes(model, config, threads=threads)
+    return {"threads": threads, "device_class": "cpu", "fastest": rows[0].case.label,
+            "rows": [{"runtime": r.case.label, **r.as_dict()} for r in rows],
+            "note": "image encoder, interleaved rounds; x_torch_fp32 and the errors are against PyTorch fp32 of "
+                    "the same subnet with every block fp32"}
+
+
 def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_checkpoint: str | None,
-                  trial_info: dict | None = None, repeats: int = 5, latency_check: dict | None = None) -> dict:
+                  trial_info: dict | None = None, repeats: int = 5, latency_check: dict | None = None,
+                  measure_runtimes: bool = True) -> dict:
     """Write the export folder for ``config``; returns the card (dict).
 
     ``latency_check`` (``{"probe", "stated_error_pct", "threads"}``, from ``samnas export``): time
     with the device's thread count and add the card's latency check (:func:`latency_gap`).
-    An OpenVINO device (``trial_info["device"]``) adds the OpenVINO IR of both halves.
+    An OpenVINO device (``trial_info["device"]``) adds the OpenVINO IR of both halves. ``measure_runtimes``:
+    time the encoder on every runtime and precision of this machine's CPU (:func:`runtime_table`).
     """
     out = Path(out_dir)
     info = dict(trial_info or {})
@@ -200,6 +214,7 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
     openvino = write_openvino(out, spec.name, spec.precision) if spec and spec.backend == "openvino" else None
     threads = (latency_check or {}).get("threads") or torch.get_num_threads()
     measured, measured_on = measure_export(sub, out, threads, repeats, openvino)
+    runtimes = runtime_table(model, config, threads) if measure_runtimes else None
 
     card = {
         "name": out.name,
@@ -227,6 +242,7 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
         "measured_ms": {k: v["median_ms"] for k, v in measured.items()},
         "measured": measured,
         "measured_on": measured_on,
+        "runtimes": runtimes,
         **checks,
         "precision": precision_per_block(config),
     }
@@ -435,6 +451,7 @@ def render_card(card: dict) -> str:
                      f"{stats['p10_ms']:.2f}–{stats['p90_ms']:.2f}) | {stats['median_ms']:.2f} |")
     if check:
         lines += ["", _check_text(card["device"], check)]
+    lines += _runtime_lines(card.get("runtimes"))
     lines += [
         "",
         f"Measured on: {fp['cpu']}, {fp['torch_threads']} torch threads, torch {fp['torch']}, "
@@ -459,3 +476,15 @@ def render_card(card: dict) -> str:
         *_use_lines(card),
     ]
     return "\n".join(lines)
+
+
+def _runtime_lines(runtimes: dict | None) -> list[str]:
+    """The card's table of the encoder on each runtime of this CPU, fastest first (none for older cards)."""
+    if not runtimes:
+        return []
+    lines = ["", f"### On each runtime of this CPU ({runtimes['threads']} thread"
+             f"{'s' if runtimes['threads'] != 1 else ''}; fastest: **{runtimes['fastest']}**)", "",
+             "| runtime | median ms | p10–p90 ms | x PyTorch fp32 | cosine to fp32 |", "|---|---|---|---|---|"]
+    lines += [f"| {r['runtime']} | {r['median_ms']:.2f} | {r['p10_ms']:.2f}–{r['p90_ms']:.2f} | "
+              f"{r['speedup']:.2f} | {r['cosine']:.6f} |" for r in runtimes["rows"]]
+    return lines + ["", runtimes["note"] + "."]

@@ -149,6 +149,11 @@ def test_openvino_device_export_writes_ir_with_its_precision(tmp_path):
     for stem in ("image_encoder", "prompt_decoder"):
         assert (out / f"{stem}.xml").stat().st_mode & 0o777 == new_file_mode() and f"{stem}.bin" in card["files"]
     assert card["measured_ms"]["openvino"] > 0
+    runtimes = card["runtimes"]  # every CPU runtime of this machine, fastest first, and named
+    labels = [r["runtime"] for r in runtimes["rows"]]
+    assert {"cpu-torch", "cpu-onnxruntime", "cpu-openvino"} <= set(labels) and runtimes["fastest"] == labels[0]
+    medians = [r["median_ms"] for r in runtimes["rows"]]
+    assert medians == sorted(medians) and f"fastest: **{labels[0]}**" in (out / "card.md").read_text()
     # the IR run in fp32 gives what ONNX Runtime gives on the ONNX files
     image = synthetic_photo(2)
     ort_runner, ov_runner = (Runner.from_folder(out, runtime=r, precision=p) for r, p in
