@@ -33,7 +33,7 @@ from common import held_out_photos, load_averages, machine_header, markdown_tabl
 from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency.probe import backend_build
 from nas.latency.profile import restrict_resolutions, torch_threads
-from nas.latency.runtimes import compare_runtimes, installed_cases
+from nas.latency.runtimes import compare_runtimes, decoder_runtimes, installed_cases
 from nas.pareto import load_points, pareto_front
 from nas.quality import make_evaluator
 from nas.search import SearchSettings, run_search
@@ -44,19 +44,24 @@ from search_spaces.space import SearchSpace
 TARGET_SPEEDUP, TARGET_COSINE = 4.0, 0.999  # OpenVINO bf16 on ViT-B at 512 px, 1 thread (issue 25)
 
 
-def runtime_rows(models: list[str], threads: list[int], rounds: int, repeats: int) -> list[dict]:
-    """One row per (model, threads, runtime), fastest first within each (model, threads)."""
+DECODER_PART = "decoder (1 point + padding, mask input, 300x400 photo)"
+
+
+def runtime_rows(models: list[str], decoders: list[str], threads: list[int], rounds: int, repeats: int) -> list[dict]:
+    """One row per (model, part, threads, runtime), fastest first within each (model, part, threads)."""
     rows = []
-    for item in models:
+    jobs = [(m, "encoder") for m in models] + [(m, DECODER_PART) for m in decoders]
+    for item, part in jobs:
         name, res = item.split(":")
         space = SearchSpace.load(name)
         for n in threads:
             t0 = time.perf_counter()
-            result = compare_runtimes(space, installed_cases(), threads=n, resolution=int(res), rounds=rounds,
-                                      repeats=repeats)
-            print(f"{name} at {res} px, {n} thread(s): {time.perf_counter() - t0:.0f} s", flush=True)
+            run = compare_runtimes if part == "encoder" else decoder_runtimes
+            result = run(space, installed_cases(), threads=n, resolution=int(res), rounds=rounds, repeats=repeats)
+            print(f"{name} {part} at {res} px, {n} thread(s): {time.perf_counter() - t0:.0f} s", flush=True)
             for r in result:
-                rows.append({"model": f"{space.model_type} at {res} px", "threads": n, "runtime": r.case.label,
+                rows.append({"model": f"{space.model_type} at {res} px", "part": part, "threads": n,
+                             "runtime": r.case.label,
                              "median_ms": round(r.timing.median_ms, 2),
                              "p10_p90_ms": f"{r.timing.p10_ms:.2f}-{r.timing.p90_ms:.2f}",
                              "runs": r.timing.repeats, "x_torch_fp32": round(r.speedup, 2),
@@ -66,8 +71,8 @@ def runtime_rows(models: list[str], threads: list[int], rounds: int, repeats: in
 
 def runtimes_part(args, argv) -> Path:
     started, load_start = time.perf_counter(), load_averages()
-    rows = runtime_rows(args.models, args.threads, args.rounds, args.repeats)
-    ov = [r for r in rows if r["model"].startswith("vit_b at 512") and r["threads"] == 1
+    rows = runtime_rows(args.models, args.decoders, args.threads, args.rounds, args.repeats)
+    ov = [r for r in rows if r["model"].startswith("vit_b at 512") and r["part"] == "encoder" and r["threads"] == 1
           and r["runtime"] == "cpu-openvino-bf16"]
     verdict = (f"{ov[0]['x_torch_fp32']:.2f}x, cosine {ov[0]['cosine_to_fp32']:.6f}: "
                + ("met" if ov[0]["x_torch_fp32"] >= TARGET_SPEEDUP and ov[0]["cosine_to_fp32"] >= TARGET_COSINE
@@ -81,7 +86,8 @@ def runtimes_part(args, argv) -> Path:
                f"\n- load average (1/5/15 min): {load_start} at the start, {load_averages()} at the end; whole run "
                f"{time.perf_counter() - started:.0f} s")
     body = "\n".join([
-        "Each model's full image encoder on every runtime and precision installed here. `x_torch_fp32`: "
+        "Each model's full image encoder (and the decoder where `part` says so: SAM's ONNX contract, int8 "
+        "does not apply) on every runtime and precision installed here. `x_torch_fp32`: "
         "speed-up over PyTorch fp32 in the same rounds (> 1 is faster); `cosine_to_fp32`, `rel_l2_to_fp32`: the "
         "embeddings against PyTorch fp32 on the same input. bf16: PyTorch autocast, OpenVINO's inference "
         "precision hint; int8 blocks: every encoder block's linear layers dynamically quantized (PyTorch's own; "
@@ -206,6 +212,8 @@ def main(argv=None) -> int:
     parser.add_argument("--part", choices=("runtimes", "fronts"), default="runtimes")
     parser.add_argument("--models", nargs="+", default=["sam_vit_b:512", "sam_micro:256"],
                         help="SPACE:RESOLUTION pairs whose full encoder is timed (runtimes part)")
+    parser.add_argument("--decoders", nargs="*", default=["sam_micro:256"],
+                        help="SPACE:RESOLUTION pairs whose prompt encoder + mask decoder is timed (runtimes part)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (runtimes part)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--repeats", type=int, default=6, help="least timed runs per row (runtimes part)")

@@ -35,6 +35,7 @@ EXAMPLES = """examples:
   samnas latency profile --space sam_vit_b --resolutions 512 --device cpu-onnxruntime@edge1 --blocks --out edge1.json
   samnas latency import edge1.json
   samnas latency runtimes --space sam_micro
+  samnas latency runtimes --space sam_micro --decoder
   samnas latency runtimes --space sam_vit_b --resolution 512 --threads 1
 
 Device names: <hardware>-<backend>[-bf16][@tag]: cpu-torch, cpu-onnxruntime, cpu-openvino,
@@ -410,6 +411,8 @@ def _register_runtimes(cmds) -> None:
     p.add_argument("--rounds", type=positive_int, default=ROUNDS, help=f"interleaved rounds (default: {ROUNDS})")
     p.add_argument("--repeats", type=positive_int, default=6, help="least timed runs per runtime (default: 6)")
     p.add_argument("--no-int8", action="store_true", help="leave out the int8-block rows")
+    p.add_argument("--decoder", action="store_true",
+                   help="time the prompt encoder + mask decoder (SAM's ONNX contract, one point) instead of the encoder")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     p.set_defaults(func=run_runtimes)
 
@@ -419,18 +422,24 @@ def run_runtimes(args: argparse.Namespace) -> int:
 
     from search_spaces.space import SearchSpace
 
-    from .runtimes import compare_runtimes, installed_cases, recommendation, render_rows, rows_json
+    from .runtimes import compare_runtimes, decoder_runtimes, installed_cases, recommendation, render_rows, rows_json
 
     space = SearchSpace.load(args.space)
     cases = installed_cases(int8=not args.no_int8)
-    rows = compare_runtimes(space, cases, threads=args.threads, resolution=args.resolution, rounds=args.rounds,
-                            repeats=args.repeats)
+    run = decoder_runtimes if args.decoder else compare_runtimes
+    rows = run(space, cases, threads=args.threads, resolution=args.resolution, rounds=args.rounds,
+               repeats=args.repeats)
     if args.format == "json":
         print(json.dumps({"space": space.name, "threads": args.threads, "rows": rows_json(rows)}, indent=2))
         return 0
     res = args.resolution or max(space.resolutions)
-    print(f"{space.name} full image encoder at {res} px, random weights, {args.threads} thread"
+    part = "prompt encoder + mask decoder (one point + padding)" if args.decoder else "full image encoder"
+    print(f"{space.name} {part} at {res} px, random weights, {args.threads} thread"
           f"{'s' if args.threads != 1 else ''}, {args.rounds} interleaved rounds:")
     print("\n".join(render_rows(rows)))
-    print(recommendation(rows, space, args.threads))
+    if args.decoder:  # latency predictors model the encoder; the decoder's runtime is chosen at deployment
+        best = rows[0]
+        print(f"fastest decoder here: {best.case.label} ({best.speedup:.2f}x PyTorch fp32, cosine {best.cosine:.6f})")
+    else:
+        print(recommendation(rows, space, args.threads))
     return 0

@@ -23,6 +23,7 @@ from nas.fingerprint import bf16_problem, cpu_features, cpu_model
 from nas.onnx_export import compare_embeddings
 from nas.timing import Timing, time_rounds
 from search_spaces.space import SearchSpace
+from supernet.elastic.extract import extract
 from supernet.modeling.build import build_sam
 
 from .profile import make_backend, network_module, torch_threads
@@ -148,6 +149,24 @@ def compare_modules(build, cases: list[RuntimeCase], threads: int = 1, rounds: i
         err = compare_embeddings(out, outputs[0])
         rows.append(RuntimeRow(case, timing, ref_ms / timing.median_ms, err["cosine"], err["rel_l2"]))
     return sorted(rows, key=lambda r: r.timing.median_ms)
+
+
+def decoder_runtimes(space: SearchSpace, cases: list[RuntimeCase], threads: int = 1, resolution: int | None = None,
+                     prompt_sets: int = 1, rounds: int = 3, repeats: int = 6, seed: int = 0) -> list[RuntimeRow]:
+    """Like :func:`compare_runtimes` for the prompt encoder + mask decoder on SAM's ONNX contract
+    (:class:`nas.onnx_export.PromptDecoderOnnx`: ``prompt_sets`` sets of one point plus SAM's padding point, a
+    mask input, masks upscaled to a 300 x 400 photo). Only fp32-block cases apply: int8 is encoder-only.
+    The error columns compare the upscaled mask logits."""
+    from nas.onnx_export import DECODER_INPUTS, PromptDecoderOnnx, decoder_example
+
+    model = build_sam(space.model_type, seed=seed)
+    config = full_config(space, resolution, "fp32")
+    decoder = PromptDecoderOnnx(extract(model, config)).eval()
+    feed = decoder_example(decoder.model, batch=prompt_sets, points=2, seed=seed)
+    feed["point_labels"][:, 1] = -1  # one point plus SAM's padding point, as an interactive click sends
+    inputs = tuple(torch.from_numpy(feed[name]) for name in DECODER_INPUTS)
+    fp32_cases = [c for c in cases if c.blocks == "fp32"]
+    return compare_modules(lambda case: (decoder, inputs), fp32_cases, threads, rounds, repeats, seed=seed)
 
 
 def subnet_runtimes(supernet, config: dict, threads: int = 1, rounds: int = 3, repeats: int = 5) -> list[RuntimeRow]:
