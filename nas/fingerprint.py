@@ -22,7 +22,7 @@ def machine_fingerprint() -> dict:
     """A JSON-ready description of this machine and the libraries that time the models."""
     import torch
 
-    from .timing import steady_allocator
+    from .timing import allocator_setup
 
     info = {
         "cpu": cpu_model(),
@@ -34,7 +34,7 @@ def machine_fingerprint() -> dict:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "host": socket.gethostname(),
-        "allocator": steady_allocator(),  # timings here run with this malloc set-up (see nas.timing)
+        "allocator": allocator_setup(),  # timings here run with this malloc set-up (see nas.timing); unchanged here
     }
     try:
         import onnxruntime
