@@ -44,8 +44,9 @@ RESULTS_COMMANDS = [
 
 EPILOG = """examples:
   samnas search                                  # a complete demo search, built-in defaults
-  samnas pareto --device cpu-torch --plot front.png
-  samnas export --study 'sam_micro@cpu-torch@60ms' --trial 12 --out my_subnet/
+  samnas search --budget-ms 30                   # the demo at a budget of 30 ms: study sam_micro@cpu-torch@30ms
+  samnas pareto --device cpu-torch --plot front.png   # the fronts, each with the trial to export
+  samnas export --study 'sam_micro@cpu-torch@30ms' --trial 12 --out my_subnet/   # a trial pareto names
   samnas latency profile --space sam_micro --device cpu-torch --blocks
   samnas spaces list
   samnas spaces show sam_micro
@@ -69,8 +70,13 @@ class _Commands(argparse._SubParsersAction):
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line naming the option and value, and the help to read.
 
-    Sub-command parsers inherit the class (argparse creates them with the parent's type).
+    Sub-command parsers inherit the class (argparse creates them with the parent's type). No parser
+    accepts an abbreviated option: ``--budget 5`` is an error, not a silent ``--budget-ms 5``.
     """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -154,6 +160,15 @@ def configure_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def run_command(args: argparse.Namespace):
+    """Run the parsed command. The results folder is chosen here, once (``--results``, else
+    $SAMNAS_RESULTS, which nothing else reads, else ./results), and every command passes it down."""
+    from infra.fileio import results_root
+
+    args.results = results_root(getattr(args, "results", None))
+    return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from infra.errors import UserError
 
@@ -165,11 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(getattr(args, "verbose", False))
     try:
-        if getattr(args, "results", None):
-            from infra.fileio import use_results_root
-
-            use_results_root(args.results)
-        result = args.func(args)
+        result = run_command(args)
     except UserError as exc:
         print(f"samnas: error: {exc}", file=sys.stderr)
         return 2

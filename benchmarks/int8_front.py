@@ -43,7 +43,8 @@ from common import PHOTOS, held_out_photos, load_averages, machine_header, markd
 
 from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency.probe import backend_build
-from nas.latency.profile import restrict_resolutions, torch_threads
+from infra.threads import torch_threads
+from nas.latency.profile import restrict_resolutions
 from nas.pareto import load_points, pareto_front
 from nas.quality import make_evaluator
 from nas.search import SearchSettings, evaluate_config, run_search

@@ -32,7 +32,8 @@ from common import held_out_photos, load_averages, machine_header, markdown_tabl
 
 from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency.probe import backend_build
-from nas.latency.profile import restrict_resolutions, torch_threads
+from infra.threads import torch_threads
+from nas.latency.profile import restrict_resolutions
 from nas.latency.runtimes import compare_runtimes, decoder_runtimes, installed_cases
 from nas.pareto import load_points, pareto_front
 from nas.quality import make_evaluator

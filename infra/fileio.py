@@ -54,31 +54,34 @@ RESULTS_ENV = "SAMNAS_RESULTS"
 DEFAULT_RESULTS = "results"
 
 
-def results_root() -> Path:
+def results_root(chosen: str | Path | None = None, environ=None) -> Path:
     """Where samnas keeps studies, latency files, runs and exports (the one owner of this choice).
 
-    ``--results DIR`` (the CLI sets it with :func:`use_results_root`), else ``$SAMNAS_RESULTS``,
-    else ``./results``. Nothing is created here: commands that write make their own folders.
+    ``chosen`` (``--results DIR``), else ``$SAMNAS_RESULTS`` in ``environ`` (default: this
+    process's), else ``./results``. The CLI calls this once per command and passes the folder
+    down; code below the CLI takes the folder as an argument and never reads the variable
+    (:func:`results_dir` is its default). Nothing is created here: commands that write make
+    their own folders.
     """
-    return Path(os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS)
+    environ = os.environ if environ is None else environ
+    return Path(chosen or environ.get(RESULTS_ENV) or DEFAULT_RESULTS)
 
 
-def use_results_root(path: str | Path) -> Path:
-    """Make ``path`` the results folder for this process and the processes it starts."""
-    os.environ[RESULTS_ENV] = str(path)
-    return Path(path)
+def results_dir(results: str | Path | None = None) -> Path:
+    """``results`` as a Path, or ``./results`` for callers given none (library code: it reads no environment)."""
+    return Path(DEFAULT_RESULTS if results is None else results)
 
 
-def results_origin() -> str:
-    """How :func:`results_root` was chosen, for "looked in ..." messages."""
-    root = results_root().resolve()
-    if os.environ.get(RESULTS_ENV):
-        return f"{root} (from --results or $SAMNAS_RESULTS)"
-    return f"{root} (the default ./results; choose another with --results DIR or $SAMNAS_RESULTS)"
+def results_origin(results: str | Path | None = None) -> str:
+    """Where the results folder ``results`` lies and how it is chosen, for "looked in ..." messages."""
+    root = results_dir(results)
+    if root == Path(DEFAULT_RESULTS):
+        return f"{root.resolve()} (the default ./results; choose another with --results DIR or $SAMNAS_RESULTS)"
+    return f"{root.resolve()} (from --results or $SAMNAS_RESULTS)"
 
 
-def tracking_uri(uri: str | None = None) -> str:
-    """The MLflow tracking URI to use: ``uri``, else a local file store under ``results/mlruns``.
+def tracking_uri(uri: str | None = None, results: str | Path | None = None) -> str:
+    """The MLflow tracking URI to use: ``uri``, else a local file store in ``<results>/mlruns``.
 
     mlflow-skinny refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE=true``, which we set
     (call this before importing mlflow).
@@ -86,7 +89,7 @@ def tracking_uri(uri: str | None = None) -> str:
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     if uri:
         return uri
-    path = (results_root() / "mlruns").resolve()
+    path = (results_dir(results) / "mlruns").resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path.as_uri()
 

@@ -11,11 +11,12 @@ from search_spaces.config import load_config
 from search_spaces.space import SearchSpace
 from infra.cliargs import positive_float, positive_int
 from infra.errors import UserError
+from infra.wording import plural
 
-from infra.fileio import results_origin, results_root
+from infra.fileio import results_origin, tracking_uri
 from supernet.elastic.precision import PRECISION_KINDS
 
-from .pareto import FORMATS, load_points, pareto_front, plot_front, render, render_fronts
+from .pareto import FORMATS, export_hint, load_points, pareto_front, plot_front, render, render_fronts
 from .record import TrialRecord
 from .study import DEFAULT_SAMPLER, SAMPLERS, default_storage, open_storage, predictor_line, study_name
 
@@ -35,12 +36,12 @@ and any that run over the budget leave the front (--no-verify skips it).
 PARETO_EXAMPLES = """examples:
   samnas pareto                                   # every front in the store, one per study
   samnas pareto --device cpu-torch --plot front.png
-  samnas pareto --study 'sam_micro@cpu-torch@3.5ms' --format json > front.json
+  samnas pareto --study 'sam_micro@cpu-torch@30ms' --format json > front.json
   samnas pareto --device cpu-torch --space sam_vit_b --budget-ms 3000 --min-quality 0.8 --format csv
   samnas pareto --results /data/samnas-results
 """
 EXPORT_EXAMPLES = """examples:
-  samnas export --study sam_micro@cpu-torch@60ms --trial 17 --out my_subnet/
+  samnas export --study 'sam_micro@cpu-torch@30ms' --trial 17 --out my_subnet/   # after search --budget-ms 30
   samnas export --config subnet.yaml --checkpoint vit_b_ranked.pt --device cpu-torch --out my_subnet/
   samnas export --config front.json --out my_subnet/   # a config, subnet.json, card.json or pareto row
 
@@ -101,7 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", help="only this study (name as printed by `samnas search`)")
     p.add_argument("--device", help="only studies of this device (e.g. cpu-torch)")
     p.add_argument("--space", help="only studies of this search space (e.g. sam_micro)")
-    p.add_argument("--budget-ms", type=positive_float, help="only subnets predicted at most this fast (ms)")
+    p.add_argument("--budget-ms", type=positive_float,
+                   help="only subnets whose predicted latency is at most this many ms (a tighter budget than "
+                   "the study's); the front is then the best among those")
     p.add_argument("--min-quality", type=float, help="only subnets with at least this quality (0-1)")
     p.add_argument("--precision", choices=PRECISION_KINDS,
                    help="only subnets of this precision: fp32 (no int8 block), int8 (every kept block int8) or "
@@ -158,11 +161,12 @@ def _load_images(folder: str | None, max_images: int, size: int):
     return folder
 
 
-def _latency_for(device: str, space: SearchSpace, auto_profile: bool):
+def _latency_for(device: str, space: SearchSpace, auto_profile: bool, root: Path):
+    """The ``device`` predictor for ``space`` from the latency folder ``root``, profiled first when allowed."""
     from nas.latency import load_predictor, profile_and_fit_quick
 
     try:
-        return load_predictor(device, space=space.name)
+        return load_predictor(device, space=space.name, root=root)
     except UserError:
         if not auto_profile or not device.startswith("cpu-torch"):
             raise
@@ -170,18 +174,19 @@ def _latency_for(device: str, space: SearchSpace, auto_profile: bool):
               f"with {DEMO_THREADS} thread (on a small or busy machine 1 thread repeats far better than 2; "
               f"see README). Deploying with more threads? Profile that count: samnas latency profile "
               f"--space {space.name} --device {device}@t4 --blocks --threads 4", flush=True)
-        return profile_and_fit_quick(space, device, threads=DEMO_THREADS)
+        return profile_and_fit_quick(space, device, root=root, threads=DEMO_THREADS)
 
 
 DEMO_THREADS = 1  # threads of the search's automatic first profile (README: 1 thread repeats on a small VM)
 
 
-def predictor_facts(latency) -> dict:
-    """What to say about a latency predictor next to its numbers: CV error, threads, where it was measured."""
+def predictor_facts(latency, root=None) -> dict:
+    """What to say about a latency predictor next to its numbers: CV error, threads, where it was measured
+    (its fingerprint, read from the latency folder ``root``)."""
     from nas.latency.store import DeviceStore
 
     part = latency.report["parts"]["encoder"]
-    fp = DeviceStore(latency.device).fingerprint() or {}
+    fp = DeviceStore(latency.device, root).fingerprint() or {}
     return {"device": latency.device, "space": latency.space, "method": part["method"],
             "cv_mape_pct": round(float(part["mape_pct"]), 2), "within_10_pct": round(float(part["within_10_pct"]), 1),
             "subnets": part.get("networks"), "threads": fp.get("threads"), "cpu": fp.get("cpu")}
@@ -192,11 +197,11 @@ def quality_definition(evaluator, images: str | None, annotations: str | None) -
     if evaluator.name == "coco":
         n = len(getattr(evaluator, "items", ()))
         return (f"coco: mean of box- and point-prompt mask IoU against the ground truth of {annotations} "
-                f"({n} annotated images from {images})")
+                f"({plural(n, 'annotated image')} from {images})")
     n = len(getattr(evaluator, "references", ()))
     where = f"from {images}" if images else "generated synthetic images"
-    return (f"fidelity: mean mask IoU of the subnet's point-prompt masks against the full model's, on {n} images "
-            f"({where}); 1.0 = the full model's masks")
+    return (f"fidelity: mean mask IoU of the subnet's point-prompt masks against the full model's, on "
+            f"{plural(n, 'image')} ({where}); 1.0 = the full model's masks")
 
 
 def _check_budget(budget: float, latency, space: SearchSpace, device: str) -> None:
@@ -209,37 +214,35 @@ def _check_budget(budget: float, latency, space: SearchSpace, device: str) -> No
                         f"{math.ceil(smallest * 10) / 10:g} or more)")
 
 
-def probe_latency(predictor, recalibrate: bool):
+def probe_latency(predictor, recalibrate: bool, root=None):
     """Run the drift probe for ``predictor`` (printing its line and any warning); ``(predictor, record)``.
 
     With ``recalibrate`` and a factor, the predictor returned scales its predictions by it.
     ``record`` is the probe's JSON-ready result plus ``recalibrated``, for study attributes and cards.
     """
-    import sys
+    from nas.latency.probe import run_probe, warn_once
 
-    from nas.latency.probe import run_probe
-
-    result = run_probe(predictor)
+    result = run_probe(predictor, root)
     print(result.summary())
-    if result.warning():
-        print(result.warning(), file=sys.stderr)
+    warn_once(result, root)
     if recalibrate and result.factor is not None:
         predictor = predictor.recalibrated(result.factor)
         print(f"NOTE: --recalibrate: predicted latencies are scaled by {result.factor:.3f}")
     return predictor, {**result.as_dict(), "recalibrated": predictor.speed_factor != 1.0}
 
 
-def _verify_front(study, space: SearchSpace, device: str, threads: int | None):
-    """:func:`nas.verify.verify_front` when this machine is ``device`` as profiled; else a note and None."""
+def _verify_front(study, space: SearchSpace, device: str, threads: int | None, root: Path):
+    """:func:`nas.verify.verify_front` when this machine is ``device`` as profiled (latency folder ``root``);
+    else a note and None."""
     from nas.latency.profile import device_problem
     from .verify import verify_front
 
-    problem = device_problem(device, threads)
+    problem = device_problem(device, threads, root)
     if problem:
         print(f"NOTE: the front is not measured here: {problem}")
         return None
     print("measuring the front subnets on this machine (--no-verify skips this)", flush=True)
-    return verify_front(study, space, device, threads, progress=True)
+    return verify_front(study, space, device, threads, progress=True, root=root)
 
 
 def run_search_command(args: argparse.Namespace) -> int:
@@ -256,13 +259,14 @@ def run_search_command(args: argparse.Namespace) -> int:
     if args.budget_ms is not None:
         study_name(space.name, args.device, args.budget_ms)  # a bad device name fails before any work
     check_space_on_device(space, args.device)
-    latency = _latency_for(args.device, space, not args.no_auto_profile)
-    facts = predictor_facts(latency)
+    latency_root = args.results / "latency"
+    latency = _latency_for(args.device, space, not args.no_auto_profile, latency_root)
+    facts = predictor_facts(latency, latency_root)
     print(predictor_line(facts))
     warning = predictor_warning(facts["cv_mape_pct"], facts.get("threads"), args.device, space.name)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    latency, probe = probe_latency(latency, args.recalibrate)
+    latency, probe = probe_latency(latency, args.recalibrate, latency_root)
     budget = args.budget_ms
     if budget is None:
         budget = round(0.7 * latency.predict_ms(space.largest()), 1)
@@ -276,14 +280,15 @@ def run_search_command(args: argparse.Namespace) -> int:
         images = _load_images(args.images, args.max_images, space.resolutions[0])
         evaluator = make_evaluator("fidelity", model, images=images, max_images=args.max_images)
     quality = quality_definition(evaluator, args.images, args.annotations)
-    storage = args.storage or default_storage(create=True)
+    storage = args.storage or default_storage(args.results, create=True)
     settings = SearchSettings(space=space.name, device=args.device, budget_ms=budget, trials=args.trials,
                               sampler=args.sampler, seed=args.seed, storage=storage,
                               extra_attrs={"checkpoint": checkpoint, "space_definition": space.to_dict(),
                                            "evaluator": evaluator.name,
                                            "quality_definition": quality, "predictor": facts,
                                            "latency_probe": probe})
-    tracker = SearchTracker(settings.study_name, args.tracking_uri, run_name=f"search-{args.sampler}-seed{args.seed}",
+    tracker = SearchTracker(settings.study_name, tracking_uri(args.tracking_uri, args.results),
+                            run_name=f"search-{args.sampler}-seed{args.seed}",
                             params={"space": space.name, "device": args.device, "budget_ms": budget,
                                     "sampler": args.sampler, "seed": args.seed, "trials": args.trials,
                                     "checkpoint": checkpoint, "evaluator": evaluator.name,
@@ -292,10 +297,10 @@ def run_search_command(args: argparse.Namespace) -> int:
 
     with tracker:
         study = run_search(settings, model, space, evaluator, latency, tracker=tracker)
-        check = None if args.no_verify else _verify_front(study, space, args.device, facts.get("threads"))
+        check = None if args.no_verify else _verify_front(study, space, args.device, facts.get("threads"), latency_root)
         points = [p for p in load_points(storage, device=args.device, space=space.name) if p.study == study.study_name]
         front = pareto_front(points)
-        plot = results_root() / "scratch" / f"{study.study_name.replace('@', '_')}.png"
+        plot = args.results / "scratch" / f"{study.study_name.replace('@', '_')}.png"
         plot_front(points, front, plot, title=study.study_name, quality_label=evaluator.name)
         tracker.log_front(render(front, "json"), plot)
     failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
@@ -325,8 +330,23 @@ def run_search_command(args: argparse.Namespace) -> int:
                 "would have been feasible" if fastest is not None else "no trial completed")
         print(f"samnas: error: no trial met the budget of {budget:g} ms; {hint}", file=sys.stderr)
         return 1
-    print(f"next: samnas export --study '{study.study_name}' --trial {front[-1].trial} --out DIR")
+    print(export_hint(study.study_name, front))
+    if args.checkpoint is None and args.images is None:
+        print(demo_epilogue(front[-1].quality))
     return 0
+
+
+def demo_epilogue(best_quality: float) -> str:
+    """The demo's last lines (a search on the packaged model and generated images): what its quality means,
+    and the way on to a real model."""
+    return (f"what the demo's quality means: {best_quality:.2f} = the best subnet's masks overlap the full packaged "
+            f"model's own masks by {best_quality:.0%} IoU on average, on generated shapes (agreement with the full "
+            "model, not accuracy on photos). The packaged sam_micro is a tiny stand-in trained on CPU, not SAM: "
+            "its masks are blobs (box mIoU about 0.4 on COCO).\n"
+            "the way on: export the trial above (a standalone subnet, ONNX encoder and card); for a real model, "
+            "samnas rank --checkpoint sam_vit_b_01ec64.pth --model-type vit_b --images photos/ --out ranked.pt, "
+            "samnas train-supernet, then samnas search --checkpoint ... --images photos/ "
+            "(README: Running on your own checkpoint)")
 
 
 # ---------------------------------------------------------------------------- pareto
@@ -339,8 +359,8 @@ def _choose(kind: str, value: str | None, valid: list[str], where: str) -> None:
 def run_pareto_command(args: argparse.Namespace) -> int:
     from .pareto import load_studies
 
-    where = args.storage or f"{default_storage()} (results folder {results_origin()})"
-    points, studies = load_studies(args.storage)
+    where = args.storage or f"{default_storage(args.results)} (results folder {results_origin(args.results)})"
+    points, studies = load_studies(args.storage, results=args.results)
     _choose("study", args.study, sorted(studies), where)
     _choose("device", args.device, sorted({s["device"] for s in studies.values()}), where)
     _choose("space", args.space, sorted({s["space"] for s in studies.values()}), where)
@@ -369,15 +389,18 @@ def run_pareto_command(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- export
 
-def _trial_config(storage: str | None, study_name: str, number: int | None) -> tuple[dict, dict, optuna.Study]:
+def _trial_config(storage: str | None, study_name: str, number: int | None,
+                  results: Path) -> tuple[dict, dict, optuna.Study]:
+    """Trial ``number``'s config, its facts for the card, and its study (``storage`` None: the results
+    folder's studies.db)."""
     if number is None:
         raise UserError("--trial is required with --study (see `samnas pareto --study NAME` for the front's trials)")
-    store = open_storage(storage, create=False)
+    store = open_storage(storage, create=False, results=results)
     try:
         study = optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
-        raise UserError(f"--study {study_name}: no such study in {storage or default_storage()}; "
+        raise UserError(f"--study {study_name}: no such study in {storage or default_storage(results)}; "
                         f"stored: {', '.join(sorted(names)) or 'none'}") from None
     trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     if not trials or trials[0].state != optuna.trial.TrialState.COMPLETE:
@@ -418,47 +441,51 @@ def onnx_check_text(card: dict) -> str:
 def run_export_command(args: argparse.Namespace) -> int:
     import torch
 
+    from infra.threads import torch_threads
+
     from .export import export_subnet
 
     if args.study:
-        config, info, study = _trial_config(args.storage, args.study, args.trial)
+        config, info, study = _trial_config(args.storage, args.study, args.trial, args.results)
         checkpoint = args.checkpoint or study.user_attrs.get("checkpoint")
-        default_out = results_root() / "exports" / f"{args.study.replace('@', '_')}-trial{args.trial}"
+        default_out = args.results / "exports" / f"{args.study.replace('@', '_')}-trial{args.trial}"
     else:
         config, info, checkpoint = load_config(args.config), {}, args.checkpoint
-        default_out = results_root() / "exports" / Path(args.config).stem
+        default_out = args.results / "exports" / Path(args.config).stem
     space = _space_of(config, study if args.study else None)
     config = space.validate(config, source=args.config or f"trial {args.trial}")
     model, checkpoint = _load_model(checkpoint, space)
     device = args.device or info.get("device")
+    latency_root = args.results / "latency"
     latency_check = None
     if device:
         from nas.latency import load_predictor
 
         try:
-            predictor = load_predictor(device, space=space.name)
+            predictor = load_predictor(device, space=space.name, root=latency_root)
         except UserError as exc:
             if args.device:
                 raise
             print(f"NOTE: no drift probe or recalibration on the card: {exc}")
         else:
-            _, probe = probe_latency(predictor, recalibrate=False)
+            _, probe = probe_latency(predictor, recalibrate=False, root=latency_root)
             info["device"] = device
             if info.get("predicted_raw_ms") is None:  # a study from before predicted_raw_ms was recorded
                 info["predicted_raw_ms"] = info.get("predicted_ms") or predictor.predict_ms(config, raw=True)
             if info.get("predicted_ms") is None:
                 info["predicted_ms"] = info["predicted_raw_ms"]
-            info.setdefault("predictor", predictor_facts(predictor))
+            info.setdefault("predictor", predictor_facts(predictor, latency_root))
             latency_check = {"probe": probe, "stated_error_pct": probe["stated_error_pct"],
-                             "threads": predictor_threads(device)}
+                             "threads": predictor_threads(device, latency_root)}
     threads = (info.get("predictor") or {}).get("threads")
     if threads and threads != torch.get_num_threads():
-        print(f"NOTE: measuring with {threads} thread{'s' if threads != 1 else ''}, as the {info['device']} "
+        print(f"NOTE: measuring with {plural(threads, 'thread')}, as the {info['device']} "
               f"predictor was profiled (this process had {torch.get_num_threads()})")
-        torch.set_num_threads(int(threads))
     out = Path(args.out) if args.out else default_out
-    card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info, repeats=args.repeats,
-                         latency_check=latency_check, measure_runtimes=not args.no_runtimes)
+    with torch_threads(threads):  # the process's own count again afterwards
+        card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info,
+                             repeats=args.repeats, latency_check=latency_check,
+                             measure_runtimes=not args.no_runtimes)
     pred = card["predicted_ms"]
     print(f"exported to {out}: {', '.join(card['files'])} (encoder: {onnx_check_text(card)}; prompt decoder: "
           f"masks agree with PyTorch on {100 * card['decoder_check']['mask_agreement']:.3f}% of pixels)")
@@ -475,7 +502,7 @@ def run_export_command(args: argparse.Namespace) -> int:
         line = (f"latency check on {card['device']}: predicted {check['predicted_raw_ms']:.2f} ms raw, "
                 f"{check['predicted_recalibrated_ms']:.2f} ms recalibrated (probe factor "
                 f"{check['probe_factor']:.3f}), measured {check['measured_ms']:.2f} ms ({check['backend']}, "
-                f"{check['threads']} threads): gap {check['gap_pct']:+.1f}%")
+                f"{plural(check['threads'], 'thread')}): gap {check['gap_pct']:+.1f}%")
         print(line)
         if check["flag"]:
             import sys
@@ -485,8 +512,8 @@ def run_export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def predictor_threads(device: str) -> int | None:
-    """The thread count ``device`` was profiled with (its fingerprint), or None."""
+def predictor_threads(device: str, root=None) -> int | None:
+    """The thread count ``device`` was profiled with (its fingerprint in the latency folder ``root``), or None."""
     from nas.latency.store import DeviceStore
 
-    return (DeviceStore(device).fingerprint() or {}).get("threads")
+    return (DeviceStore(device, root).fingerprint() or {}).get("threads")

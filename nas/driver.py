@@ -32,8 +32,6 @@ from .study import open_storage
 
 METRIC_NAMES = ("quality", "predicted_ms")  # the two objectives, by name
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-HOST = socket.gethostname()
-WORKER = f"{HOST}:{os.getpid()}"  # which process ran a trial (several may share a study)
 HEARTBEAT_GRACE_S = 90  # Optuna fails a RUNNING trial whose heartbeat is this old (nas.study.open_storage)
 
 
@@ -69,7 +67,14 @@ def process_alive(pid: int, start: str | None = None) -> bool:
     return start is None or len(stat) <= 19 or stat[19] == start
 
 
-PID_START = process_start(os.getpid())
+def current_worker() -> TrialRecord:
+    """This process as a trial's worker: ``host``, ``pid``, its start time and ``worker`` (``host:pid``).
+
+    Read when asked, never kept from import time: a forked worker is its own process, with its own
+    pid and start time, and a record of its parent's would make a resume fail its live trial.
+    """
+    host, pid = socket.gethostname(), os.getpid()
+    return TrialRecord(host=host, pid=pid, pid_start=process_start(pid), worker=f"{host}:{pid}")
 
 
 @dataclass
@@ -111,14 +116,15 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     which fails them :data:`HEARTBEAT_GRACE_S` seconds after their last beat.
     """
     failed = []
+    host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         record = TrialRecord.read(t)
-        if record.host != HOST or not isinstance(record.pid, int):
+        if record.host != host or not isinstance(record.pid, int):
             continue
         if process_alive(record.pid, record.pid_start):
             continue
         storage = study._storage  # Optuna has no public call to fail another process's trial
-        TrialRecord(error=f"worker {HOST}:{record.pid} was gone when the search resumed").write_stored(
+        TrialRecord(error=f"worker {host}:{record.pid} was gone when the search resumed").write_stored(
             storage, t._trial_id)
         if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
             failed.append(t.number)
@@ -129,7 +135,8 @@ def other_hosts_running(study: optuna.Study) -> list[tuple[int, str]]:
     """``(trial number, host)`` of RUNNING trials started on other hosts (or by unknown workers)."""
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     hosts = [(t.number, TrialRecord.read(t).host) for t in running]
-    return [(number, str(host or "unknown host")) for number, host in hosts if host != HOST]
+    here = socket.gethostname()
+    return [(number, str(host or "unknown host")) for number, host in hosts if host != here]
 
 
 def finished_trials(study: optuna.Study) -> int:
@@ -142,7 +149,7 @@ def _recorded(objective: Objective) -> Callable[[optuna.Trial], Sequence[float]]
 
     def run(trial: optuna.Trial):
         # Recorded first, so that a worker killed mid-trial leaves behind whose trial it was.
-        TrialRecord(host=HOST, pid=os.getpid(), pid_start=PID_START, worker=WORKER).write(trial)
+        current_worker().write(trial)
         try:
             values, record = objective(trial)
         except Exception as exc:

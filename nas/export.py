@@ -35,6 +35,7 @@ from search_spaces.counting import count
 from infra.errors import UserError
 from supernet.elastic.extract import extract, save_subnet, subnet_metadata
 from infra.fileio import atomic_write_text, new_file_mode
+from infra.wording import plural
 from supernet.elastic.precision import block_precision, int8_blocks
 from supernet.elastic.quantize import quantize_subnet
 from supernet.elastic.ranked import file_sha256
@@ -165,7 +166,7 @@ def measure_export(sub: Sam, out: Path, threads: int, repeats: int, openvino: di
     """The encoder's latency here: torch, ONNX Runtime on the written ONNX and, for an OpenVINO device,
     OpenVINO on the IR at the device's precision (``threads`` threads each); and this machine's fingerprint."""
     from deploy.engines import Engine
-    from nas.latency.profile import torch_threads
+    from infra.threads import torch_threads
 
     with torch_threads(threads):
         measured = measure_encoder_ms(sub, repeats)
@@ -362,7 +363,7 @@ def _check_text(device: str, check: dict) -> str:
     probe = check["probe"]
     if check["gap_pct"] is None:
         return f"Latency check: {check['note']}."
-    text = (f"Latency check ({check['backend']}, {check['threads']} threads, as `{device}` was profiled): measured "
+    text = (f"Latency check ({check['backend']}, {plural(check['threads'], 'thread')}, as `{device}` was profiled): measured "
             f"{check['measured_ms']:.2f} ms against {check['predicted_recalibrated_ms']:.2f} ms recalibrated "
             f"({check['gap_pct']:+.1f}%) and {check['predicted_raw_ms']:.2f} ms raw ({check['raw_gap_pct']:+.1f}%); "
             f"the predictor's stated error is {_fmt(check['stated_error_pct'], '.1f')}% (CV MAPE). ")
@@ -454,7 +455,7 @@ def render_card(card: dict) -> str:
     lines += _runtime_lines(card.get("runtimes"))
     lines += [
         "",
-        f"Measured on: {fp['cpu']}, {fp['torch_threads']} torch threads, torch {fp['torch']}, "
+        f"Measured on: {fp['cpu']}, {plural(fp['torch_threads'], 'torch thread')}, torch {fp['torch']}, "
         f"onnxruntime {fp.get('onnxruntime')}" + (f", GPU {fp['gpu']}" if fp.get("gpu") else "") + ".",
         f"ONNX Runtime vs PyTorch max abs difference on the embeddings"
         + (" (fp32 export, before quantizing)" if card.get("onnx_int8_check") else "")

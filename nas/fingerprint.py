@@ -57,7 +57,7 @@ def machine_fingerprint() -> dict:
     """A JSON-ready description of this machine and the libraries that time the models."""
     import torch
 
-    from .timing import steady_allocator
+    from .timing import allocator_setup
 
     info = {
         "cpu": cpu_model(),
@@ -70,7 +70,7 @@ def machine_fingerprint() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "host": socket.gethostname(),
         "cpu_features": cpu_features(),
-        "allocator": steady_allocator(),  # timings here run with this malloc set-up (see nas.timing)
+        "allocator": allocator_setup(),  # timings here run with this malloc set-up (see nas.timing); unchanged here
     }
     try:
         import onnxruntime

@@ -64,13 +64,15 @@ class TrialPoint:
         return config_precision(config) if "blocks" in config else "n/a"
 
 
-def load_studies(storage: str | None, include_everything: bool = False) -> tuple[list[TrialPoint], dict[str, dict]]:
-    """Completed trials of every encoder study in ``storage``, and ``{study: info}`` for each such study.
+def load_studies(storage: str | None, include_everything: bool = False,
+                 results=None) -> tuple[list[TrialPoint], dict[str, dict]]:
+    """Completed trials of every encoder study in ``storage`` (None: the studies.db of the results folder
+    ``results``), and ``{study: info}`` for each such study.
 
     ``info``: the parsed name (space, device, budget_ms) plus the study's attributes (evaluator,
     ``quality_definition``, ``predictor``). Read-only: a missing SQLite file is an error, not created.
     """
-    store = open_storage(storage, create=False)
+    store = open_storage(storage, create=False, results=results)
     points, studies = [], {}
     for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
         try:
@@ -108,9 +110,9 @@ def study_points(study: optuna.Study) -> list[TrialPoint]:
 
 
 def load_points(storage: str | None, device: str | None = None, space: str | None = None,
-                include_everything: bool = False) -> list[TrialPoint]:
+                include_everything: bool = False, results=None) -> list[TrialPoint]:
     """Completed trials of every matching encoder study in ``storage`` (read-only: creates no file)."""
-    points, _ = load_studies(storage, include_everything)
+    points, _ = load_studies(storage, include_everything, results)
     return [p for p in points if (device is None or p.device == device) and (space is None or p.space == space)]
 
 
@@ -179,10 +181,20 @@ def render_fronts(fronts: dict[str, list[TrialPoint]], studies: dict[str, dict],
     for name, front in fronts.items():
         info = studies.get(name, {})
         quality = info.get("quality_definition") or f"{info.get('evaluator') or 'unknown evaluator'} (not recorded)"
+        hint = export_hint(name, front)
         parts.append(f"== study {name}\n"
                      f"quality = {quality}\n"
-                     f"{predictor_line(info.get('predictor'))}\n" + render(front, "table"))
+                     f"{predictor_line(info.get('predictor'))}\n" + render(front, "table")
+                     + (f"{hint}\n" if hint else ""))
     return "\n".join(parts)
+
+
+def export_hint(study: str, front: list[TrialPoint]) -> str | None:
+    """The export command for a front's best-quality trial (``samnas search`` and ``pareto`` print it), or
+    None for an empty front."""
+    if not front:
+        return None
+    return f"next: samnas export --study '{study}' --trial {front[-1].trial} --out DIR"
 
 
 def plot_front(points: list[TrialPoint], front: list[TrialPoint], path: str | Path,

@@ -13,19 +13,20 @@ from pathlib import Path
 import optuna
 
 from infra.errors import UserError
-from infra.fileio import results_origin, results_root
+from infra.wording import plural
+from infra.fileio import results_dir, results_origin
 
 SAMPLERS = ("surrogate", "nsga2", "nsga2-seeded", "tpe", "random")
 DEFAULT_SAMPLER = "surrogate"  # best measured on sam_micro (benchmarks/search.py, results/search.md)
 _SLUG = re.compile(r"^[A-Za-z0-9_.+-]+(@[A-Za-z0-9_.+-]+)?$")
 
 
-def default_storage(create: bool = False) -> str:
-    """``sqlite:///<results>/studies.db`` (results folder: ``--results``, ``$SAMNAS_RESULTS``, ``./results``).
+def default_storage(results=None, create: bool = False) -> str:
+    """``sqlite:///<results>/studies.db`` (``results``: the folder the CLI chose; default ``./results``).
 
     ``create`` makes the results folder (for commands that write a study); readers leave it alone.
     """
-    path = results_root() / "studies.db"
+    path = results_dir(results) / "studies.db"
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
@@ -39,12 +40,13 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def missing_store_message(url: str | None) -> str | None:
-    """For a reader: why ``url`` (default: the results folder's studies.db) holds no studies, or None."""
-    path = _sqlite_file(url or default_storage())
+def missing_store_message(url: str | None, results=None) -> str | None:
+    """For a reader: why ``url`` (default: the studies.db of the results folder ``results``) holds no
+    studies, or None."""
+    path = _sqlite_file(url or default_storage(results))
     if path is None or path.is_file():
         return None
-    where = f"--storage {url}" if url else f"the results folder {results_origin()}"
+    where = f"--storage {url}" if url else f"the results folder {results_origin(results)}"
     return f"no study database at {path.resolve()} (looked in {where}): run `samnas search` first"
 
 
@@ -77,8 +79,11 @@ def parse_study_name(name: str) -> dict:
     }
 
 
-def open_storage(url: str | None, attempts: int = 6, create: bool = True) -> optuna.storages.BaseStorage:
+def open_storage(url: str | None, attempts: int = 6, create: bool = True,
+                 results=None) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so trials of a killed worker are marked failed, not left running.
+
+    ``url`` None: the studies.db of the results folder ``results`` (:func:`default_storage`).
 
     ``create=False`` (read-only commands) refuses, with a one-line UserError that says where it
     looked, to open a SQLite file that does not exist, instead of creating an empty one.
@@ -93,9 +98,9 @@ def open_storage(url: str | None, attempts: int = 6, create: bool = True) -> opt
 
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    if not create and (missing := missing_store_message(url)):
+    if not create and (missing := missing_store_message(url, results)):
         raise UserError(missing)
-    url = url or default_storage(create=create)
+    url = url or default_storage(results, create=create)
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():  # Optuna 5 flags heartbeats "experimental" on every open: noise to users
@@ -153,4 +158,4 @@ def predictor_line(facts: dict | None) -> str:
     threads = facts.get("threads")
     return (f"latency predictor ({facts['device']}): CV MAPE {facts['cv_mape_pct']:.1f}%, "
             f"{facts['within_10_pct']:.0f}% of held-out subnets within +-10%, profiled with "
-            f"{threads if threads is not None else '?'} thread{'s' if threads != 1 else ''}")
+            f"{plural(threads, 'thread')}")

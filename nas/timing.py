@@ -1,8 +1,10 @@
 """Wall-clock timing with warm-up and repeats; medians and spread in milliseconds."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
+import os
 import platform
 import statistics
 import time
@@ -49,12 +51,44 @@ def summarize(samples_ms: list[float]) -> Timing:
 
 MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's largest allowed mmap threshold on 64-bit Linux
 TRIM_THRESHOLD_BYTES = 2**31 - 1  # mallopt takes an int: keep up to 2 GiB of freed heap instead of trimming it
+GLIBC_DEFAULT_BYTES = 128 * 2**10  # glibc's default mmap and trim thresholds (malloc.h, mallopt(3))
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers from glibc's malloc.h
-_allocator: str | None = None
+_held = 0  # how many steady_allocator blocks are open in this process (nested timings set it up once)
 
 
-def steady_allocator() -> str:
-    """Fix glibc malloc's thresholds for the rest of this process, once; returns what was set.
+def _glibc():
+    """glibc's ``mallopt`` owner (ctypes CDLL), or None on another libc or platform."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") else None
+
+
+def allocator_setup() -> str:
+    """What :func:`steady_allocator` sets while timings run, as text for device fingerprints.
+
+    Changes nothing: ``"glibc mmap_threshold=... trim_threshold=..."``, or ``"default"`` where
+    malloc is not glibc's.
+    """
+    if _glibc() is None:
+        return "default"
+    return f"glibc mmap_threshold={MMAP_THRESHOLD_BYTES} trim_threshold={TRIM_THRESHOLD_BYTES}"
+
+
+def _env_bytes(name: str) -> int:
+    """A ``MALLOC_*_`` variable glibc read at start-up (its value in bytes), else glibc's default."""
+    try:
+        return int(os.environ.get(name, GLIBC_DEFAULT_BYTES))
+    except ValueError:
+        return GLIBC_DEFAULT_BYTES
+
+
+@contextlib.contextmanager
+def steady_allocator():
+    """Fix glibc malloc's thresholds inside the block (a timing), restore them after; yields :func:`allocator_setup`.
 
     By default glibc hands freed blocks above a threshold back to the kernel (munmap, heap
     trimming) and moves that threshold as the process allocates, so whether a model's
@@ -65,21 +99,32 @@ def steady_allocator() -> str:
     Fixing the mmap threshold at :data:`MMAP_THRESHOLD_BYTES` and trimming only above
     :data:`TRIM_THRESHOLD_BYTES` keeps freed memory for reuse; a deployment gets the same with
     ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647`` in its environment
-    (or with jemalloc/tcmalloc). Every timing in :mod:`nas.timing` calls this first, and the
-    returned text goes into device fingerprints; other C libraries are left as they are.
+    (or with jemalloc/tcmalloc). Every timing in :mod:`nas.timing` runs inside this block.
+
+    On leaving the outermost block both thresholds go back to glibc's defaults (128 KiB, or the
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` values the process started with) and
+    the freed heap the block kept is handed back (``malloc_trim``).
+    glibc has no call to turn its moving mmap threshold back on once ``mallopt`` has set one,
+    so after a timing it stays at that default instead of moving. Other C libraries are left as
+    they are. Not thread-safe: timings run one at a time.
     """
-    global _allocator
-    if _allocator is None:
-        _allocator = "default"
-        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and libc.mallopt(
-                        _M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES):
-                    _allocator = f"glibc mmap_threshold={MMAP_THRESHOLD_BYTES} trim_threshold={TRIM_THRESHOLD_BYTES}"
-            except (OSError, AttributeError):
-                pass
-    return _allocator
+    global _held
+    libc = _glibc()
+    setup = allocator_setup()
+    if libc is not None and _held == 0:
+        if not (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)):
+            setup = "default"
+    _held += 1
+    try:
+        yield setup
+    finally:
+        _held -= 1
+        if libc is not None and _held == 0:
+            libc.mallopt(_M_MMAP_THRESHOLD, _env_bytes("MALLOC_MMAP_THRESHOLD_"))
+            libc.mallopt(_M_TRIM_THRESHOLD, _env_bytes("MALLOC_TRIM_THRESHOLD_"))
+            if hasattr(libc, "malloc_trim"):
+                libc.malloc_trim(0)  # hand back the freed heap the timing kept, as the default threshold would
 
 
 MIN_SECONDS = 0.3  # profiling default: least timed wall time per measurement
@@ -98,8 +143,8 @@ def time_callable(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    steady_allocator()
-    return summarize(_timed_runs(fn, repeats, warmup, sync, min_seconds))
+    with steady_allocator():
+        return summarize(_timed_runs(fn, repeats, warmup, sync, min_seconds))
 
 
 def _timed_runs(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None] | None,
@@ -174,26 +219,26 @@ def time_rounds(fns: Sequence[Callable[[], object]], rounds: int = 3, repeats: i
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     max_rounds = max(rounds, max_rounds or rounds)
     runs_per_visit, warm_per_visit = visit_runs(repeats, warmup, rounds)
-    steady_allocator()
     samples: list[list[list[float]]] = [[] for _ in range(len(fns))]  # [callable][round] -> ms of each run
     per_round: list[list[float]] = [[] for _ in range(len(fns))]
     rng = np.random.default_rng(shuffle_seed)
     factors: list[float] = []
     kept: list[int] = []
-    for r in range(max_rounds):
-        order = rng.permutation(len(fns)) if shuffle_seed is not None else range(len(fns))
-        for i in order:
-            i = int(i)
-            runs = _timed_runs(fns[i], runs_per_visit, warm_per_visit, sync, min_seconds / rounds)
-            samples[i].append(runs)
-            per_round[i].append(float(statistics.median(runs)))
-            if on_step:
-                on_step(r, i)
-        if r + 1 >= rounds:
-            factors = speed_factors(per_round)
-            kept = steady_rounds(factors, tolerance)
-            if len(kept) >= rounds:
-                break
+    with steady_allocator():
+        for r in range(max_rounds):
+            order = rng.permutation(len(fns)) if shuffle_seed is not None else range(len(fns))
+            for i in order:
+                i = int(i)
+                runs = _timed_runs(fns[i], runs_per_visit, warm_per_visit, sync, min_seconds / rounds)
+                samples[i].append(runs)
+                per_round[i].append(float(statistics.median(runs)))
+                if on_step:
+                    on_step(r, i)
+            if r + 1 >= rounds:
+                factors = speed_factors(per_round)
+                kept = steady_rounds(factors, tolerance)
+                if len(kept) >= rounds:
+                    break
     timings = [summarize([ms for k in kept for ms in item[k]]) for item in samples]
     return RoundTimings(timings, per_round, factors, kept)
 

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import argparse
 
+import cli
+
 
 def parse_with(module, argv: list) -> argparse.Namespace:
     """``argv`` parsed by a ``samnas`` parser holding only ``module.register``'s commands."""
-    parser = argparse.ArgumentParser(prog="samnas")
+    parser = cli.Parser(prog="samnas")
     module.register(parser.add_subparsers(dest="command"))
     return parser.parse_args([str(a) for a in argv])
 
 
 def run_with(module, argv: list) -> int:
-    """Parse ``argv`` with :func:`parse_with` and run the chosen command; its exit code."""
-    args = parse_with(module, argv)
-    return args.func(args)
+    """Parse ``argv`` with :func:`parse_with` and run the chosen command as ``samnas`` runs it; its exit code."""
+    return cli.run_command(parse_with(module, argv))

@@ -363,8 +363,10 @@ def test_timings_run_with_a_fixed_allocator():
     from nas import timing
     from nas.fingerprint import machine_fingerprint
 
-    described = timing.steady_allocator()
-    assert timing.steady_allocator() == described  # set once per process
+    described = timing.allocator_setup()
+    with timing.steady_allocator() as inside:
+        with timing.steady_allocator() as nested:  # nested timings share the outer set-up
+            assert inside == nested == described
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert described == f"glibc mmap_threshold={32 * 2**20} trim_threshold={2**31 - 1}"
     assert machine_fingerprint()["allocator"] == described
@@ -438,7 +440,7 @@ def test_cli_profile_out_import_fit_list(tmp_path, capsys, monkeypatch):
     assert code == 0 and lines[0].split()[:5] == ["device", "space", "part", "subnets", "blocks"]
     row = lines[1].split()
     assert row[:5] == ["cpu-onnxruntime@edge", "sam_micro", "encoder", "6", "33"]  # 1 fixed + 32 block kinds
-    assert "fitted" in lines[1] and "onnxruntime, 1 threads" in lines[1]
+    assert "fitted" in lines[1] and "onnxruntime, 1 thread," in lines[1]
     report = json.loads((root / "cpu-onnxruntime@edge" / "report.json").read_text())
     assert f"{report['spaces']['sam_micro']['parts']['encoder']['mape_pct']:.1f}" in lines[1]
 
@@ -470,14 +472,15 @@ def test_cli_predict_and_errors(root, space, tmp_path, capsys, monkeypatch):
     assert code == 0 and "no devices under" in out
 
 
-def test_root_from_environment(tmp_path, monkeypatch, root):
+def test_root_from_the_results_folder_passed_down_never_the_environment(tmp_path, monkeypatch, root):
     from nas.latency.store import resolve_root
 
-    monkeypatch.setenv("SAMNAS_RESULTS", str(tmp_path))
-    assert resolve_root() == tmp_path / "latency"
-    assert resolve_root(root) == root
+    monkeypatch.setenv("SAMNAS_RESULTS", str(tmp_path / "from-env"))  # the CLI's to read, not the library's
+    assert resolve_root() == Path("results") / "latency"
+    assert resolve_root(None, tmp_path) == tmp_path / "latency"
+    assert resolve_root(root, tmp_path) == root
     with pytest.raises(UserError, match=f"under {tmp_path / 'latency'}"):
-        load_predictor("cpu-torch")
+        load_predictor("cpu-torch", root=resolve_root(None, tmp_path))
 
 
 def test_without_block_table_the_features_model_is_used(tmp_path, space):

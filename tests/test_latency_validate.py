@@ -118,7 +118,7 @@ def test_fresh_process_times_a_tiny_subnet(tmp_path, space, backend):
     result = time_in_fresh_process(backend, path, 128, threads=1, repeats=3, warmup=1, min_seconds=0.01)
     assert result["pid"] != os.getpid() and result["threads"] == 1
     assert result["repeats"] >= 3 and 0 < result["p10_ms"] <= result["median_ms"] <= result["p90_ms"]
-    assert result["allocator"] == timing.steady_allocator()  # the profiling set-up, in the child too
+    assert result["allocator"] == timing.allocator_setup()  # the profiling set-up, in the child too
     with pytest.raises(RuntimeError, match="fresh process failed"):
         time_in_fresh_process(backend, tmp_path / "missing", 128, threads=1, repeats=1, warmup=0, min_seconds=0)
 
@@ -182,6 +182,24 @@ def test_drift_warning_fires_when_the_clock_runs_slower(fake_root, monkeypatch, 
     out = capsys.readouterr()
     assert "runs at 1.300x its profiled latency" in out.out
     assert out.err.startswith("warning: cpu-torch now runs 30% slower") and out.err.count("\n") == 1
+    # once per device per process: the next command in this process prints the factor, not the warning again
+    assert cli.main(["latency", "probe", "--device", "cpu-torch", "--root", str(fake_root), "--seconds", "0.05"]) == 0
+    out = capsys.readouterr()
+    assert "runs at 1.300x its profiled latency" in out.out and out.err == ""
+
+
+def test_drift_within_the_floor_says_nothing_even_beyond_a_small_stated_error(fake_root, monkeypatch):
+    predictor = load_predictor("cpu-torch", root=fake_root)
+    predictor.report["parts"]["encoder"]["mape_pct"] = 3.0
+    slowdown = [1.06]  # 6% drift: beyond the 3% CV MAPE, but within the machine's usual wobble
+    fake_clock(monkeypatch, slowdown, baseline_ms(fake_root))
+    drift = run_probe(predictor, fake_root, seconds=0.05)
+    assert drift.outside_stated_error and not drift.matters and drift.warning() is None
+    slowdown[0] = 1.0 + (probe_mod.DRIFT_FLOOR_PCT + 2) / 100  # beyond both: it matters
+    drift = run_probe(predictor, fake_root, seconds=0.05)
+    assert drift.matters and f"{probe_mod.DRIFT_FLOOR_PCT + 2:.0f}% slower" in drift.warning()
+    predictor.report["parts"]["encoder"]["mape_pct"] = probe_mod.DRIFT_FLOOR_PCT + 5  # beyond the floor only
+    assert run_probe(predictor, fake_root, seconds=0.05).warning() is None
 
 
 def test_probe_without_a_baseline(fake_root, space, monkeypatch):
@@ -248,7 +266,7 @@ def test_profile_validate_and_list(tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(["latency", "validate", "--device", "cpu-torch", "--samples", 2, "--min-seconds", 0.02,
                               "--quiet", "--root", root], capsys, monkeypatch)
     assert code == 0, err
-    assert "2 held-out subnets, each timed in a fresh process (1 threads)" in out and "probe factor" in out
+    assert "2 held-out subnets, each timed in a fresh process (1 thread)" in out and "probe factor" in out
     report = json.loads((root / "cpu-torch" / VALIDATION_FILE).read_text())["spaces"]["sam_micro"]
     assert report["samples"] == 2 and report["probe_factor"] > 0
     base = report["interleaved_probe"]["baseline_ms"]

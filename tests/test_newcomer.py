@@ -198,7 +198,7 @@ def test_search_summary_states_quality_and_predictor_error_and_fails_when_nothin
     assert f"no trial met the budget of {budget:g} ms" in err and "would have been feasible" in err
     assert "next: samnas export" not in out
     assert "latency predictor (cpu-torch): CV MAPE" in out and "profiled with 1 thread" in out
-    assert "quality = fidelity: mean mask IoU" in out and "1 images (generated synthetic images)" in out
+    assert "quality = fidelity: mean mask IoU" in out and "1 image (generated synthetic images)" in out
     assert "Creating a new experiment" not in out + err and "[I " not in out + err  # library noise is hidden
 
 
@@ -214,6 +214,11 @@ def test_resumed_search_names_running_trials_of_other_hosts(results, tmp_path):
     assert code == 0, out + err
     assert f"still RUNNING on other hosts: trial {elsewhere.number} (gpu-box-7)" in out
     assert "90 s after its worker's last heartbeat" in out
+    # no --checkpoint and no --images: the demo, whose last lines say what its quality means and what comes next
+    tail = out.strip().splitlines()[-3:]
+    assert tail[0].startswith("next: samnas export --study 'sam_micro@cpu-torch@1000ms' --trial ")
+    assert tail[1].startswith("what the demo's quality means: ") and "not SAM" in tail[1] and "IoU" in tail[1]
+    assert "samnas train-supernet" in tail[2] and "--checkpoint" in tail[2]
     # this machine profiled the device, so the front was timed here after the search (nas.verify)
     assert "front measured on this machine:" in out and "meas. ms" in out
     running = optuna.load_study(study_name=name, storage=storage).get_trials(

@@ -42,7 +42,8 @@ def test_driver_catches_failures_counts_finished_trials_and_records_workers(tmp_
     states = [t.state for t in study.trials]
     assert len(states) == 4 and states.count(optuna.trial.TrialState.FAIL) == 1, "a failed trial counts as finished"
     failed = TrialRecord.read(study.trials[1])
-    assert failed.error == "ValueError: boom" and failed.host == driver.HOST and failed.worker == driver.WORKER
+    assert failed.error == "ValueError: boom" and failed.host == driver.current_worker().host
+    assert failed.worker == driver.current_worker().worker
     done = TrialRecord.read(study.trials[0])
     assert done.config == {"x": study.trials[0].params["x"]} and done.quality == study.trials[0].values[0]
     assert study.user_attrs == {"device": "cpu-torch", "budget_ms": 1.0}
@@ -60,7 +61,7 @@ def test_stale_trials_of_a_gone_worker_are_failed(tmp_path):
                             storage=storage)
     study = driver.open_study(plan)
     trial = study.ask()
-    TrialRecord(host=driver.HOST, pid=2**22 + 12345).write(trial)  # above pid_max: no such process
+    TrialRecord(host=driver.current_worker().host, pid=2**22 + 12345).write(trial)  # above pid_max: no such process
     assert driver.fail_stale_trials(study) == [trial.number]
     frozen = study.trials[0]
     assert frozen.state == optuna.trial.TrialState.FAIL and "was gone" in TrialRecord.read(frozen).error

@@ -17,6 +17,7 @@ TUNE_EPILOG = """examples:
   samnas tune-everything --images photos/ --speedup 4 --trials 30   # 4x less time per image than the dense grid
   samnas tune-everything --checkpoint sam_micro.pt --images scenes/train --annotations scenes/annotations/instances_train.json --budget-ms 200 --trials 40
   samnas everything --policy policy.yaml --images photos/ --out masks/
+  samnas everything --images photos/ --out masks/ --threads 1      # a busy machine: 1 thread can beat torch's default
 """
 EVERYTHING_EPILOG = """examples:
   samnas everything --images photos/ --out masks/                  # the model's default thresholds, dense 32x32 grid
@@ -131,6 +132,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--single-json", action="store_true", help="one results.json (COCO results list) instead")
     p.add_argument("--annotations", help="COCO JSON whose image ids --single-json writes (default: file names)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice; under load 1 thread can be much faster)")
     p.set_defaults(func=run_everything)
 
     p = sub.add_parser("calibrate-everything", description=CALIBRATE_DESCRIPTION,
@@ -163,8 +166,9 @@ def _log(msg: str) -> None:
 def run_tune(args: argparse.Namespace) -> int:
     import torch
 
-    from infra.fileio import results_root
+    from infra.fileio import tracking_uri
     from nas.latency.store import torch_device
+    from nas.study import default_storage
     from scenes.images import read_image_folder
     from supernet.modeling.predictor import SamPredictor
 
@@ -193,11 +197,13 @@ def run_tune(args: argparse.Namespace) -> int:
         check_policy_model(args.reference_policy, ref_meta, tag, digest)
     with torch.no_grad():
         settings = TuneSettings(model_tag=tag, device=args.device, budget_ms=args.budget_ms, speedup=args.speedup,
-                                trials=args.trials, storage=args.storage, out=args.out,
-                                out_dir=results_root() / "everything", sampler=args.sampler, seed=args.seed,
+                                trials=args.trials, out=args.out,
+                                storage=args.storage or default_storage(args.results, create=True),
+                                out_dir=args.results / "everything", sampler=args.sampler, seed=args.seed,
                                 time_mode=args.time, max_points_per_side=args.max_points_per_side,
                                 max_crop_layers=args.max_crop_layers, reference_policy=reference,
-                                tracking_uri=args.tracking_uri, model_meta={"model_digest": digest})
+                                tracking_uri=tracking_uri(args.tracking_uri, args.results),
+                                model_meta={"model_digest": digest})
         res = tune_everything(SamPredictor(model), images, settings, annotations=annotations, log=_log,
                               progress=not args.no_progress, eval_images=eval_images,
                               eval_annotations=eval_annotations)
@@ -242,6 +248,7 @@ def run_everything(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from infra.fileio import atomic_write_text
+    from infra.threads import torch_threads
     from nas.latency.store import torch_device
     from scenes.images import list_images, read_image_folder
     from supernet.modeling.predictor import SamPredictor
@@ -271,7 +278,7 @@ def run_everything(args: argparse.Namespace) -> int:
     gen = MaskGenerator(SamPredictor(model), policy)
     out = Path(args.out)
     rows, everything, warned = [], [], False
-    with torch.inference_mode():
+    with torch.inference_mode(), torch_threads(args.threads):
         for path, img in tqdm(images, desc="everything", unit="image", disable=args.no_progress):
             recs = gen.generate(img)
             rows.append({"image": path.name, "masks": len(recs), "ms": round(gen.stats["total_ms"], 2),
@@ -338,7 +345,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
 def run_front(args: argparse.Namespace) -> int:
     from nas.pareto import load_points, pareto_front, plot_front, render
 
-    points = [p for p in load_points(args.storage, device=args.device, include_everything=True)
+    points = [p for p in load_points(args.storage, device=args.device, include_everything=True,
+                                     results=args.results)
               if p.study.endswith("@everything")]
     front = pareto_front(points, budget_ms=args.budget_ms)
     sys.stdout.write(render(front, args.format))

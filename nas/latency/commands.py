@@ -8,6 +8,7 @@ from pathlib import Path
 from nas.timing import MIN_SECONDS, ROUNDS
 from infra.cliargs import non_negative_int, positive_int
 from infra.errors import UserError
+from infra.wording import plural
 
 MAPE_WARN_PCT = 10.0  # above this cross-validated error, `latency fit` and `search` warn
 
@@ -45,8 +46,17 @@ is --results DIR, else $SAMNAS_RESULTS, else ./results (--root DIR names the lat
 """
 
 
-def _add_root(p: argparse.ArgumentParser) -> None:
+def _add_root(p: argparse.ArgumentParser, run) -> None:
+    """``--root``, and ``run`` as the action, called with ``args.root`` filled in: ``--root``, else
+    ``latency/`` in the results folder the CLI chose (``args.results``)."""
+    from .store import resolve_root
+
+    def in_root(args: argparse.Namespace) -> int:
+        args.root = resolve_root(args.root, args.results)
+        return run(args)
+
     p.add_argument("--root", help="latency folder itself (default: <results>/latency; see --results)")
+    p.set_defaults(func=in_root)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,8 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the sampled subnets and inputs (default: 0)")
     p.add_argument("--out", help="write a portable JSON file instead of storing the measurements here")
     p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
-    _add_root(p)
-    p.set_defaults(func=run_profile)
+    _add_root(p, run_profile)
 
     p = cmds.add_parser("fit", help="fit the device's predictors with k-fold cross-validation",
                         description="Fit a predictor per search space measured on the device, report the "
@@ -104,8 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", help="fit only this space (default: every space measured on the device)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the boosting (default: 0)")
-    _add_root(p)
-    p.set_defaults(func=run_fit)
+    _add_root(p, run_fit)
 
     p = cmds.add_parser("predict", help="predicted latency of a subnet config on a device",
                         description="Predicted latency of a subnet config (YAML/JSON config, subnet.json, card.json "
@@ -116,14 +124,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="subnet config (YAML, or JSON for .json; also subnet.json, card.json or a pareto row)")
     p.add_argument("--prompts", type=int, default=0, help="add the decoder for this many point prompts (default: 0)")
     p.add_argument("--parts", action="store_true", help="also print the lookup table's parts")
-    _add_root(p)
-    p.set_defaults(func=run_predict)
+    _add_root(p, run_predict)
 
     p = cmds.add_parser("list", help="devices with their sample counts and validation error",
                         description="One row per device, space and part: timed subnets, method, CV error, status.",
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_root(p)
-    p.set_defaults(func=run_list)
+    _add_root(p, run_list)
 
     p = cmds.add_parser("probe", help="re-time the probe subnets: the device's speed now against profiling time",
                         description="Time the few probe subnets stored at profiling (smallest, middle, largest) for "
@@ -133,8 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", required=True, help="device name")
     p.add_argument("--space", help="search space (default: the only one fitted on the device)")
     p.add_argument("--seconds", type=float, help="timed seconds over all probe subnets (default: the probe's, under a second)")
-    _add_root(p)
-    p.set_defaults(func=run_probe_command)
+    _add_root(p, run_probe_command)
 
     p = cmds.add_parser("validate", help="check the predictor on held-out subnets timed in fresh processes",
                         description="Draw held-out subnets with a sampler independent of profiling's (each block kept "
@@ -151,8 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
                    help=f"least timed seconds per subnet (default: {MIN_SECONDS})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_root(p)
-    p.set_defaults(func=run_validate)
+    _add_root(p, run_validate)
 
     _register_runtimes(cmds)
 
@@ -162,8 +166,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="the portable JSON profile file")
     p.add_argument("--device", help="store under this name instead of the file's (e.g. add an @tag)")
     p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
-    _add_root(p)
-    p.set_defaults(func=run_import)
+    _add_root(p, run_import)
 
 
 def bf16_hint(device: str, space: str, fingerprint: dict) -> str | None:
@@ -196,8 +199,7 @@ def run_profile(args: argparse.Namespace) -> int:
     fp = run.fingerprint
     print(f"profiled {', '.join(run.spaces)} on {args.device}: {len(run.blocks)} block timings, "
           f"{len(run.networks)} subnet timings in {run.seconds:.1f} s ({fp['backend']} {fp.get('precision', 'fp32')}, "
-          f"{fp['threads']} thread{'s' if fp['threads'] != 1 else ''}, {fp['cpu']}"
-          f"{', ' + fp['gpu'] if fp.get('gpu') else ''})")
+          f"{plural(fp['threads'], 'thread')}, {fp['cpu']}{', ' + fp['gpu'] if fp.get('gpu') else ''})")
     hint = bf16_hint(args.device, next(iter(run.spaces)), fp)
     if hint:
         print(hint)
@@ -270,7 +272,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_probe_command(args: argparse.Namespace) -> int:
-    from .probe import PROBE_SECONDS, run_probe
+    from .probe import PROBE_SECONDS, run_probe, warn_once
     from .validate import check_device_and_space
 
     predictor = check_device_and_space(args.device, args.space, args.root)
@@ -278,8 +280,7 @@ def run_probe_command(args: argparse.Namespace) -> int:
     print(result.summary())
     if result.factor is not None:
         print(f"stated error of the {predictor.space} predictor: CV MAPE {result.stated_error_pct:.1f}%")
-    if result.warning():
-        print(result.warning(), file=sys.stderr)
+    warn_once(result, args.root)
     return 0
 
 
@@ -288,7 +289,7 @@ def _metrics(m: dict) -> str:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from .probe import ProbeResult
+    from .probe import ProbeResult, warn_once
     from .store import DeviceStore
     from .validate import VALIDATION_FILE, validate_predictor
 
@@ -297,7 +298,7 @@ def run_validate(args: argparse.Namespace) -> int:
     probe = report["probe"]
     factor = report["probe_factor"]
     print(f"validated {report['space']} on {args.device}: {report['samples']} held-out subnets, each timed in a fresh "
-          f"process ({report['timing']['threads']} threads), in {report['seconds']:.0f} s")
+          f"process ({plural(report['timing']['threads'], 'thread')}), in {report['seconds']:.0f} s")
     if factor is None:
         print(f"drift probe skipped: {probe['before']['note']}")
     else:
@@ -311,9 +312,7 @@ def run_validate(args: argparse.Namespace) -> int:
     print(f"  stated (CV over the profiled subnets): MAPE {report['cv_mape_pct']:.1f}%, "
           f"{report['cv_within_10_pct']:.0f}% within +-10%")
     if factor is not None:
-        warning = ProbeResult(args.device, report["space"], factor, stated_error_pct=report["cv_mape_pct"]).warning()
-        if warning:
-            print(warning, file=sys.stderr)
+        warn_once(ProbeResult(args.device, report["space"], factor, stated_error_pct=report["cv_mape_pct"]), args.root)
     print(f"wrote {DeviceStore(args.device, args.root).path(VALIDATION_FILE)}")
     return 0
 
@@ -338,7 +337,7 @@ def list_rows(root=None) -> list[dict]:
             validations = read_validations(store)
         except UserError:
             validations = {}
-        where = f"{fp.get('backend', '?')}, {fp.get('threads', '?')} threads, {fp.get('cpu', '?')}"
+        where = f"{fp.get('backend', '?')}, {plural(fp.get('threads'), 'thread')}, {fp.get('cpu', '?')}"
         for (space, part), n in sorted(counts.items()) or [(("-", "-"), 0)]:
             fitted = report.get(space, {}).get("parts", {}).get(part)
             status = "not fitted" if not fitted else ("refit due" if fitted["networks"] != n else "fitted")
@@ -390,7 +389,7 @@ def run_import(args: argparse.Namespace) -> int:
     fp = doc["fingerprint"]
     print(f"imported {len(doc['blocks'])} block timings and {len(doc['networks'])} subnet timings of "
           f"{', '.join(sorted(doc['spaces']))} as {doc['device']} (measured on {fp.get('cpu', '?')}, "
-          f"{fp.get('threads', '?')} threads) into {DeviceStore(doc['device'], args.root).folder}; "
+          f"{plural(fp.get('threads'), 'thread')}) into {DeviceStore(doc['device'], args.root).folder}; "
           f"next: samnas latency fit --device {doc['device']}")
     return 0
 

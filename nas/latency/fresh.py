@@ -77,20 +77,21 @@ def time_job(job: dict) -> dict:
     """
     from nas.timing import steady_allocator, time_callable, time_rounds
 
-    allocator = steady_allocator()  # before any model memory is allocated
-    threads, seed = int(job["threads"]), int(job.get("seed", 0))
-    precision = job.get("precision", "fp32")
-    run = load_runner(job["backend"], job["path"], int(job["resolution"]), threads, seed, precision)
-    repeats, warmup, min_seconds = int(job["repeats"]), int(job["warmup"]), float(job["min_seconds"])
-    extra = {}
-    if job.get("probe_path"):
-        probe = load_runner(job["backend"], job["probe_path"], int(job["probe_resolution"]), threads, seed, precision)
-        rounds = time_rounds([run, probe], rounds=PROBE_ROUNDS, repeats=max(repeats, PROBE_ROUNDS),
-                             warmup=max(warmup, PROBE_ROUNDS), min_seconds=min_seconds, shuffle_seed=seed)
-        timing, probe_timing = rounds.timings
-        extra = {"probe_median_ms": probe_timing.median_ms, "probe_repeats": probe_timing.repeats}
-    else:
-        timing = time_callable(run, repeats=repeats, warmup=warmup, min_seconds=min_seconds)
+    with steady_allocator() as allocator:  # from before any model memory is allocated
+        threads, seed = int(job["threads"]), int(job.get("seed", 0))
+        precision = job.get("precision", "fp32")
+        run = load_runner(job["backend"], job["path"], int(job["resolution"]), threads, seed, precision)
+        repeats, warmup, min_seconds = int(job["repeats"]), int(job["warmup"]), float(job["min_seconds"])
+        extra = {}
+        if job.get("probe_path"):
+            probe = load_runner(job["backend"], job["probe_path"], int(job["probe_resolution"]), threads, seed,
+                                precision)
+            rounds = time_rounds([run, probe], rounds=PROBE_ROUNDS, repeats=max(repeats, PROBE_ROUNDS),
+                                 warmup=max(warmup, PROBE_ROUNDS), min_seconds=min_seconds, shuffle_seed=seed)
+            timing, probe_timing = rounds.timings
+            extra = {"probe_median_ms": probe_timing.median_ms, "probe_repeats": probe_timing.repeats}
+        else:
+            timing = time_callable(run, repeats=repeats, warmup=warmup, min_seconds=min_seconds)
     return {**timing.as_dict(), **extra, "pid": os.getpid(), "threads": threads, "allocator": allocator}
 
 

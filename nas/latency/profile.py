@@ -30,7 +30,7 @@ import io
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,7 @@ from search_spaces.space import SearchSpace
 from supernet.modeling.arch import SamArch
 from supernet.modeling.build import build_from_spec, build_sam
 from infra.errors import UserError
+from infra.threads import torch_threads
 from supernet.elastic.extract import extract
 from supernet.elastic.precision import int8_blocks
 from supernet.elastic.quantize import quantize_modules, quantize_subnet
@@ -313,17 +314,6 @@ def make_backend(device: str, threads: int | None = None) -> Backend:
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
     return BACKEND_CLASSES[spec.backend](spec.hardware, threads, spec.precision)
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` intra-op torch threads, restoring the previous count after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------------- what gets timed

@@ -26,7 +26,9 @@ from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
 from supernet.modeling.build import build_sam
 
-from .profile import make_backend, network_module, torch_threads
+from infra.threads import torch_threads
+
+from .profile import make_backend, network_module
 
 BACKEND_MODULES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 

@@ -1,7 +1,7 @@
 """Per-device latency files: names, folders, CSV tables, the portable profile file.
 
 A device's measurements live in ``<root>/<device>/`` (root: ``--root``, else ``latency/`` in
-the results folder, :func:`infra.fileio.results_root`)::
+the results folder the CLI passes down, :func:`infra.fileio.results_root`)::
 
     fingerprint.json   where it was measured: CPU, threads, backend, library versions, GPU
     spaces.json        the search spaces profiled there, in space-file form (name -> mapping)
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.errors import UserError
-from infra.fileio import atomic_write_text, results_root
+from infra.fileio import atomic_write_text, results_dir
 
 PROFILE_FORMAT = "samnas-latency-profile/1"
 PROBES_FORMAT = "samnas-latency-probes/1"
@@ -127,11 +127,12 @@ def validate_device(name: str) -> str:
     return name
 
 
-def resolve_root(root: str | Path | None = None) -> Path:
-    """The latency root: ``root`` if given, else ``latency/`` in the results folder (``results_root()``)."""
+def resolve_root(root: str | Path | None = None, results: str | Path | None = None) -> Path:
+    """The latency root: ``root`` if given, else ``latency/`` in the results folder ``results`` (the one
+    the CLI chose; default ``./results``)."""
     if root is not None:
         return Path(root)
-    return results_root() / "latency"
+    return results_dir(results) / "latency"
 
 
 # ---------------------------------------------------------------------- CSV and JSON

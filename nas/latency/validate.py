@@ -216,7 +216,9 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
     from supernet.modeling.build import build_sam
 
     from .probe import PROBE_SECONDS, run_probe
-    from .profile import device_fingerprint, make_backend, torch_threads
+    from infra.threads import torch_threads
+
+    from .profile import device_fingerprint, make_backend
 
     if samples < 1:
         raise UserError(f"--samples must be at least 1, got {samples}")

@@ -93,7 +93,7 @@ def run_train_supernet(args: argparse.Namespace) -> int:
     if rank == 0:
         from infra.fileio import tracking_uri
 
-        uri = tracking_uri(args.tracking_uri)
+        uri = tracking_uri(args.tracking_uri, args.results)
         import mlflow
 
         mlflow.set_tracking_uri(uri)

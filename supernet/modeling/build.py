@@ -6,14 +6,17 @@ their own widths and get a plain model.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
+from torch import nn
 
 from supernet.modeling.arch import SamArch, get_arch
+from supernet.modeling.common import LayerNorm2d
 from supernet.modeling.image_encoder import ElasticImageEncoderViT, ImageEncoderViT
 from supernet.modeling.mask_decoder import MaskDecoder
-from supernet.modeling.prompt_encoder import PromptEncoder
+from supernet.modeling.prompt_encoder import PromptEncoder, RandomFourierPositions
 from supernet.modeling.sam import Sam
 from supernet.modeling.transformer import TwoWayTransformer
 
@@ -59,18 +62,68 @@ def build_sam(model_type: str | SamArch, seed: int | None = None) -> Sam:
     """The full model of ``model_type`` (vit_b, vit_l, vit_h, micro) as an elastic supernet, random weights.
 
     Random initialisation follows PyTorch defaults; position embeddings and relative
-    positions get small random values (not zeros) so that tests exercise them.
+    positions get small random values (not zeros) so that tests exercise them. With ``seed``,
+    every random value comes from a local ``torch.Generator`` seeded with it (torch's global
+    generator is neither read nor changed); without, from the global generator, as any module.
     """
     arch = get_arch(model_type) if isinstance(model_type, str) else model_type
-    if seed is not None:
-        torch.manual_seed(seed)
-    model = build_from_spec(arch, full_blocks_spec(arch), elastic=True)
+    gen = None
+    if seed is None:
+        model = build_from_spec(arch, full_blocks_spec(arch), elastic=True)
+    else:
+        with torch.device("meta"):  # shapes only: no global random draws, no memory
+            model = build_from_spec(arch, full_blocks_spec(arch), elastic=True)
+        model = model.to_empty(device="cpu")
+        gen = torch.Generator().manual_seed(seed)
+        _initialise(model, gen)
     with torch.no_grad():
-        model.image_encoder.pos_embed.normal_(std=0.02)
+        model.image_encoder.pos_embed.normal_(std=0.02, generator=gen)
         for block in model.image_encoder.blocks:
-            block.attn.rel_pos_h.normal_(std=0.02)
-            block.attn.rel_pos_w.normal_(std=0.02)
+            block.attn.rel_pos_h.normal_(std=0.02, generator=gen)
+            block.attn.rel_pos_w.normal_(std=0.02, generator=gen)
     return model
+
+
+_SET_BY_BUILD_SAM = ("pos_embed", "rel_pos_h", "rel_pos_w")  # small random values drawn in build_sam
+
+
+@torch.no_grad()
+def _initialise(model: Sam, gen: torch.Generator) -> None:
+    """Fill an uninitialised model (``to_empty``) as its constructors would, drawing from ``gen``.
+
+    PyTorch's defaults: Linear and (transposed) convolutions Kaiming-uniform with a = sqrt(5)
+    and biases uniform in +-1/sqrt(fan_in); norms 1 and 0; embeddings and the prompt encoder's
+    Fourier frequencies standard normal; the pixel mean and std from the architecture. The
+    position embeddings and relative positions are left to :func:`build_sam`. A tensor no rule
+    covers is an error, so a new module type cannot silently keep uninitialised memory.
+    """
+    done: set[int] = set()
+    for module in model.modules():
+        own = dict(module.named_parameters(recurse=False)) | dict(module.named_buffers(recurse=False))
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=gen)
+            if module.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                nn.init.uniform_(module.bias, -bound, bound, generator=gen)
+        elif isinstance(module, (nn.LayerNorm, LayerNorm2d)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, generator=gen)
+        elif isinstance(module, RandomFourierPositions):
+            module.positional_encoding_gaussian_matrix.normal_(generator=gen)
+        elif isinstance(module, Sam):
+            module.pixel_mean.copy_(torch.tensor(module.arch.pixel_mean).view(-1, 1, 1))
+            module.pixel_std.copy_(torch.tensor(module.arch.pixel_std).view(-1, 1, 1))
+        elif any(name not in _SET_BY_BUILD_SAM for name in own):
+            raise TypeError(f"build_sam(seed=...): no initialisation rule for {type(module).__name__} "
+                            f"({', '.join(own)})")
+        done.update(id(t) for t in own.values())
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+            if id(t) not in done and name.rsplit(".", 1)[-1] not in _SET_BY_BUILD_SAM]
+    if left:
+        raise TypeError(f"build_sam(seed=...): uninitialised tensors {left[:5]}")
 
 
 MODEL_REGISTRY = {name: (lambda name=name: build_sam(name)) for name in ("vit_b", "vit_l", "vit_h", "micro")}
