@@ -297,7 +297,7 @@ def render_card(card: dict) -> str:
         "",
         f"Measured on: {fp['cpu']}, {fp['torch_threads']} torch threads, torch {fp['torch']}, "
         f"onnxruntime {fp.get('onnxruntime')}" + (f", GPU {fp['gpu']}" if fp.get("gpu") else "") + ".",
-        f"ONNX Runtime vs PyTorch max abs difference on the embeddings"
+        "ONNX Runtime vs PyTorch max abs difference on the embeddings"
         + (" (fp32 export, before quantizing)" if card.get("onnx_int8_check") else "")
         + f": {card['onnx_max_abs_diff']:.2e}.",
         *_int8_lines(card.get("onnx_int8_check")),

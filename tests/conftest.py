@@ -43,7 +43,7 @@ def _reference_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: flo
 
 def _install_torchvision_stand_in() -> bool:
     try:
-        torch.ops.torchvision.nms  # already registered (real or stand-in)
+        torch.ops.torchvision.nms  # noqa: B018 (the lookup raises when nms is not registered yet)
         return True
     except (AttributeError, RuntimeError):
         pass

@@ -117,7 +117,7 @@ def test_pareto_with_no_options_shows_every_front_grouped_by_study(results, monk
     assert cli.main(["pareto", "--study", "nope@cpu-torch@1ms"]) == 2
     assert f"stored: {STUDY}, sam_micro@cpu-torch@t4@80ms" in capsys.readouterr().err
     assert cli.main(["export", "--study", "nope", "--trial", "1"]) == 2
-    assert f"--study nope: no such study" in capsys.readouterr().err
+    assert "--study nope: no such study" in capsys.readouterr().err
     assert cli.main(["export", "--study", STUDY, "--trial", "99"]) == 2
     assert "completed: 0, 1, 2" in capsys.readouterr().err
 
