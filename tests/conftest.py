@@ -67,7 +67,7 @@ HAVE_TORCHVISION = _install_torchvision_stand_in()
 def oracle():
     """Import and return the official ``segment_anything`` package, or skip the test."""
     if not HAVE_TORCHVISION:
-        pytest.skip("official segment-anything oracle needs torchvision (pip install -e '.[dev]')")
+        pytest.skip("official segment-anything oracle needs torchvision (pip install -e '.[dev]' -c constraints.txt)")
     return pytest.importorskip("segment_anything")
 
 

@@ -336,7 +336,7 @@ def test_checkpoint_errors_are_words_not_codes(tmp_path):
 def test_optuna_dashboard_lists_the_studies_with_named_objectives(tmp_path):
     exe = shutil.which("optuna-dashboard")
     if exe is None:
-        pytest.skip("optuna-dashboard not installed (pip install -e '.[dashboard]')")
+        pytest.skip("optuna-dashboard not installed (pip install -e '.[dashboard]' -c constraints.txt)")
     from nas.search import METRIC_NAMES, SearchSettings, open_study
 
     storage = f"sqlite:///{tmp_path / 'd.db'}"
