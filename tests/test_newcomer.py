@@ -178,11 +178,13 @@ def test_pareto_plot_names_quality_and_keeps_the_budget_label_clear(results, tmp
 def test_search_fails_fast_on_impossible_budgets_and_states_the_smallest_latency(results):
     smallest = load_predictor("cpu-torch", "sam_micro", root=results / "latency").predict_ms(
         SearchSpace.load("sam_micro").smallest())
-    start = time.time()
+    storage = f"sqlite:///{results / 'studies.db'}"
+    studies = optuna.get_all_study_names(storage)
     code, out, err = run(["search", "--budget-ms", 0.01, "--trials", 3], env=_env(results))
     assert code == 2 and f"below the smallest sam_micro subnet's predicted latency on cpu-torch, {smallest:.2f} ms" in err
-    assert time.time() - start < 60 and "Traceback" not in err
-    assert not (results / "mlruns").exists()  # refused before any tracking or search work
+    assert "Traceback" not in err
+    # fast because refused before any work: no tracking run, no study opened
+    assert not (results / "mlruns").exists() and optuna.get_all_study_names(storage) == studies
 
 
 def test_search_summary_states_quality_and_predictor_error_and_fails_when_nothing_is_feasible(results, tmp_path):
