@@ -46,6 +46,9 @@ TINY = {
                           "pipeline_smoke"),
 }
 NEEDS_DATA = {"everything.py", "mask_ceiling.py", "vit_b_pipeline.py"}
+# The scripts that take more than ~10 s on 2 cores (minutes for everything.py) run in the slow tier
+# only; the quick ones stay in `-m "not slow"` as its benchmark smoke signal.
+QUICK = {"subnets.py", "latency.py", "int8.py"}
 
 
 def test_every_benchmark_script_has_tiny_arguments():
@@ -53,7 +56,7 @@ def test_every_benchmark_script_has_tiny_arguments():
     assert scripts == set(TINY), "add the new benchmark script to TINY"
 
 
-@pytest.mark.parametrize("script", sorted(TINY))
+@pytest.mark.parametrize("script", [s if s in QUICK else pytest.param(s, marks=pytest.mark.slow) for s in sorted(TINY)])
 def test_benchmark_runs_and_names_its_commit(script, tmp_path):
     if script in NEEDS_DATA and not COCO128.is_dir():
         pytest.skip(f"needs {COCO128}")
