@@ -34,7 +34,7 @@ import torch
 
 from common import load_averages, machine_header, markdown_table, reproduce_command, write_results
 
-from nas.latency.fresh import ort_session_options
+from deploy.engines import ort_session_options
 from nas.onnx_export import compare_embeddings, export_encoder_onnx, quantize_encoder_onnx
 from nas.timing import steady_allocator, summarize
 from search_spaces.space import SearchSpace

@@ -44,7 +44,11 @@ EXPORT_EXAMPLES = """examples:
   samnas export --config subnet.yaml --checkpoint vit_b_ranked.pt --device cpu-torch --out my_subnet/
   samnas export --config front.json --out my_subnet/   # a config, subnet.json, card.json or pareto row
 
-Load the exported subnet in Python:
+Run the exported subnet without PyTorch (ONNX Runtime or OpenVINO):
+  from deploy import Runner
+  masks, iou, low_res = Runner.from_folder("my_subnet/").predict("photo.jpg", points=[[320, 240]], labels=[1])
+
+Load the exported subnet in PyTorch:
   from supernet.elastic.extract import load_subnet
   model = load_subnet("my_subnet/")              # reads subnet.pt + subnet.json
   masks, scores, logits = SamPredictor(model).predict(...)   # supernet.modeling.predictor.SamPredictor
@@ -109,7 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_pareto_command)
 
     p = sub.add_parser("export", description="Write subnet.pt + subnet.json (loadable without the supernet), "
-                       "image_encoder.onnx (checked against PyTorch) and card.json/card.md.",
+                       "image_encoder.onnx and prompt_decoder.onnx (both checked against PyTorch), OpenVINO IR of both "
+                       "for an OpenVINO --device, and card.json/card.md.",
                        epilog=EXPORT_EXAMPLES, formatter_class=fmt)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--study", help="study name (see `samnas pareto`)")
@@ -236,6 +241,7 @@ def _verify_front(study, space: SearchSpace, device: str, threads: int | None):
 
 def run_search_command(args: argparse.Namespace) -> int:
     from nas.latency.commands import predictor_warning
+    from nas.latency.profile import check_space_on_device
 
     from .cost import cost_line
     from .quality import make_evaluator
@@ -246,6 +252,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     space = SearchSpace.load(args.space)
     if args.budget_ms is not None:
         study_name(space.name, args.device, args.budget_ms)  # a bad device name fails before any work
+    check_space_on_device(space, args.device)
     latency = _latency_for(args.device, space, not args.no_auto_profile)
     facts = predictor_facts(latency)
     print(predictor_line(facts))
@@ -450,7 +457,8 @@ def run_export_command(args: argparse.Namespace) -> int:
     card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info, repeats=args.repeats,
                          latency_check=latency_check)
     pred = card["predicted_ms"]
-    print(f"exported to {out}: subnet.pt, subnet.json, image_encoder.onnx ({onnx_check_text(card)}), card.json, card.md")
+    print(f"exported to {out}: {', '.join(card['files'])} (encoder: {onnx_check_text(card)}; prompt decoder: "
+          f"masks agree with PyTorch on {100 * card['decoder_check']['mask_agreement']:.3f}% of pixels)")
     print(f"latency: predicted {pred:.2f} ms" if pred is not None else "latency: no prediction", end="")
     print(f", measured here {card['measured_ms']['torch']:.2f} ms (torch), {card['measured_ms']['onnxruntime']:.2f} ms (ORT)")
     if info.get("predictor"):

@@ -7,7 +7,15 @@ Layout of the output folder (``results/exports/<name>/`` by default)::
                          and quantizes the config's int8 blocks)
     image_encoder.onnx   the image encoder, checked against PyTorch with ONNX Runtime; with int8
                          blocks, ONNX Runtime's dynamic int8 quantization of them
-    card.json, card.md   provenance, size, precision per block, quality, predicted and measured latency
+    prompt_decoder.onnx  prompt encoder + mask decoder + mask upscaling on SAM's ONNX contract
+                         (``nas.onnx_export.PromptDecoderOnnx``), checked against PyTorch
+    image_encoder.xml/.bin, prompt_decoder.xml/.bin
+                         OpenVINO IR of both halves (fp32 weights), for an OpenVINO device only; the
+                         card's ``openvino`` entry names the precision to compile them with
+    card.json, card.md   provenance, size, precision per block, quality, predicted and measured latency,
+                         both ONNX contracts with this subnet's shapes, and the list of files
+
+``deploy.Runner.from_folder`` runs the folder without PyTorch.
 
 A config with int8 blocks is exported fp32, checked (:data:`ONNX_TOLERANCE`), quantized by ONNX
 Runtime (``nas.onnx_export.quantize_encoder_onnx``), and the int8 encoder is checked against the
@@ -17,6 +25,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -24,15 +34,17 @@ import torch
 from search_spaces.counting import count
 from infra.errors import UserError
 from supernet.elastic.extract import extract, save_subnet, subnet_metadata
-from infra.fileio import atomic_write_text
+from infra.fileio import atomic_write_text, new_file_mode
 from supernet.elastic.precision import block_precision, int8_blocks
 from supernet.elastic.quantize import quantize_subnet
 from supernet.elastic.ranked import file_sha256
 from supernet.modeling.sam import Sam
 
 from .fingerprint import machine_fingerprint
-from .onnx_export import (ONNX_INT8_TOLERANCE, embedding_error, export_encoder_onnx, int8_within_tolerance,
-                          onnx_max_abs_diff, onnx_session, quantize_encoder_onnx)
+from .latency.store import device_spec
+from .onnx_export import (DECODER_INPUTS, DECODER_OUTPUTS, DECODER_TOLERANCE, ONNX_INT8_TOLERANCE, decoder_error, decoder_shapes,
+                          decoder_within_tolerance, embedding_error, export_decoder_onnx, export_encoder_onnx,
+                          int8_within_tolerance, onnx_max_abs_diff, quantize_encoder_onnx)
 from .study import predictor_line
 from .timing import MIN_SECONDS, time_callable
 
@@ -83,29 +95,39 @@ def latency_gap(info: dict, check: dict, measured: dict) -> dict:
     }
 
 
-def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_checkpoint: str | None,
-                  trial_info: dict | None = None, repeats: int = 5, latency_check: dict | None = None) -> dict:
-    """Write the export folder for ``config``; returns the card (dict).
+ENCODER_FILE, DECODER_FILE = "image_encoder.onnx", "prompt_decoder.onnx"
+# What each file of an export is, for the card's list (only the files written are listed).
+EXPORT_FILES = {
+    "subnet.pt": "state dict of the standalone subnet (PyTorch, fp32 weights)",
+    "subnet.json": "config + architecture; supernet.elastic.extract.load_subnet reads both",
+    ENCODER_FILE: "image encoder, ONNX (int8 blocks quantized by ONNX Runtime when the config has them)",
+    DECODER_FILE: "prompt encoder + mask decoder + mask upscaling, ONNX, on SAM's ONNX contract",
+    "image_encoder.xml": "image encoder, OpenVINO IR (weights in image_encoder.bin)",
+    "image_encoder.bin": "weights of image_encoder.xml",
+    "prompt_decoder.xml": "prompt decoder, OpenVINO IR (weights in prompt_decoder.bin)",
+    "prompt_decoder.bin": "weights of prompt_decoder.xml",
+    "card.json": "this card: provenance, latency, checks, both ONNX contracts",
+    "card.md": "this card for people",
+}
 
-    ``latency_check`` (``{"probe", "stated_error_pct", "threads"}``, from ``samnas export``): time
-    with the device's thread count and add the card's latency check (:func:`latency_gap`).
-    """
-    from nas.latency.profile import torch_threads
 
-    out = Path(out_dir)
-    counts = count(model, config)
-    sub = extract(model, config, quantize=False)
-    sha = file_sha256(source_checkpoint) if source_checkpoint and Path(source_checkpoint).is_file() else None
-    meta = subnet_metadata(model, config, source_checkpoint=source_checkpoint, source_sha256=sha, **counts.as_dict())
-    save_subnet(sub, meta, out)
-
+def write_onnx(sub: Sam, config: dict, out: Path) -> tuple[Sam, dict]:
+    """Write both ONNX halves, each checked against PyTorch (UserError beyond tolerance); returns the
+    subnet as the encoder was exported (int8 blocks quantized) and the card's check entries."""
     int8 = bool(int8_blocks(config))
-    onnx_path = out / "image_encoder.onnx"
+    onnx_path = out / ENCODER_FILE
     fp32_path = out / "image_encoder.fp32.onnx" if int8 else onnx_path
     export_encoder_onnx(sub, fp32_path)
     diff = onnx_max_abs_diff(sub, fp32_path)
     if diff > ONNX_TOLERANCE:
         raise UserError(f"{fp32_path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE:g})")
+    decoder_path = export_decoder_onnx(sub, out / DECODER_FILE)
+    decoder_check = decoder_error(sub, decoder_path)
+    if not decoder_within_tolerance(decoder_check):
+        raise UserError(f"{decoder_path}: ONNX Runtime differs from PyTorch: IoU predictions by "
+                        f"{decoder_check['max_abs']:.2e}, masks agree on {100 * decoder_check['mask_agreement']:.3f}% "
+                        f"of pixels (accepted: <= {DECODER_TOLERANCE['max_abs']:g}, >= "
+                        f"{100 * DECODER_TOLERANCE['min_mask_agreement']:g}%)")
     int8_check = None
     if int8:
         try:
@@ -114,17 +136,71 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
             fp32_path.unlink(missing_ok=True)
         sub_fp32, sub = sub, quantize_subnet(sub, config)
         int8_check = check_int8_onnx(sub, sub_fp32, onnx_path)
-    threads = (latency_check or {}).get("threads") or torch.get_num_threads()
+    return sub, {"onnx_max_abs_diff": diff, "onnx_int8_check": int8_check,
+                 "decoder_check": {**decoder_check, "tolerance": dict(DECODER_TOLERANCE)}}
+
+
+def write_openvino(out: Path, device: str, precision: str) -> dict:
+    """OpenVINO IR of both ONNX halves (``ov.convert_model``, weights kept fp32) and how to compile them:
+    the card's ``openvino`` entry."""
+    import openvino as ov
+
+    from deploy.engines import openvino_config
+
+    files = {}
+    with tempfile.TemporaryDirectory(dir=out, prefix=".openvino.") as tmp:
+        for onnx_name in (ENCODER_FILE, DECODER_FILE):
+            stem = onnx_name.split(".")[0]
+            ov.save_model(ov.convert_model(str(out / onnx_name)), str(Path(tmp) / f"{stem}.xml"), compress_to_fp16=False)
+            for suffix in (".xml", ".bin"):  # moved into place whole, readable as every export file is
+                os.chmod(Path(tmp) / f"{stem}{suffix}", new_file_mode())
+                os.replace(Path(tmp) / f"{stem}{suffix}", out / f"{stem}{suffix}")
+            files[stem] = f"{stem}.xml"
+    return {"device": device, "precision": precision, "compile_config": openvino_config(precision),
+            "files": files, "openvino": ov.__version__,
+            "note": "compile for the CPU with compile_config; add INFERENCE_NUM_THREADS to set the threads"}
+
+
+def measure_export(sub: Sam, out: Path, threads: int, repeats: int, openvino: dict | None) -> tuple[dict, dict]:
+    """The encoder's latency here: torch, ONNX Runtime on the written ONNX and, for an OpenVINO device,
+    OpenVINO on the IR at the device's precision (``threads`` threads each); and this machine's fingerprint."""
+    from deploy.engines import Engine
+    from nas.latency.profile import torch_threads
+
     with torch_threads(threads):
         measured = measure_encoder_ms(sub, repeats)
-        sess = onnx_session(onnx_path, threads=threads)
         x = torch.randn(1, 3, sub.resolution, sub.resolution).numpy()
-        name = sess.get_inputs()[0].name
-        measured["onnxruntime"] = time_callable(lambda: sess.run(None, {name: x}), repeats=repeats, warmup=2,
-                                                min_seconds=MIN_SECONDS).as_dict()
-        measured_on = machine_fingerprint()
+        engines = {"onnxruntime": Engine(out / ENCODER_FILE, "onnxruntime", threads)}
+        if openvino:
+            engines["openvino"] = Engine(out / openvino["files"]["image_encoder"], "openvino", threads,
+                                         openvino["precision"])
+        for backend, engine in engines.items():  # each lambda runs within its own iteration
+            measured[backend] = time_callable(lambda: engine({"images": x}), repeats=repeats, warmup=2,  # noqa: B023
+                                              min_seconds=MIN_SECONDS).as_dict()
+        return measured, machine_fingerprint()
 
+
+def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_checkpoint: str | None,
+                  trial_info: dict | None = None, repeats: int = 5, latency_check: dict | None = None) -> dict:
+    """Write the export folder for ``config``; returns the card (dict).
+
+    ``latency_check`` (``{"probe", "stated_error_pct", "threads"}``, from ``samnas export``): time
+    with the device's thread count and add the card's latency check (:func:`latency_gap`).
+    An OpenVINO device (``trial_info["device"]``) adds the OpenVINO IR of both halves.
+    """
+    out = Path(out_dir)
     info = dict(trial_info or {})
+    spec = device_spec(info["device"]) if info.get("device") else None
+    counts = count(model, config)
+    sub_fp32 = extract(model, config, quantize=False)
+    sha = file_sha256(source_checkpoint) if source_checkpoint and Path(source_checkpoint).is_file() else None
+    meta = subnet_metadata(model, config, source_checkpoint=source_checkpoint, source_sha256=sha, **counts.as_dict())
+    save_subnet(sub_fp32, meta, out)
+    sub, checks = write_onnx(sub_fp32, config, out)
+    openvino = write_openvino(out, spec.name, spec.precision) if spec and spec.backend == "openvino" else None
+    threads = (latency_check or {}).get("threads") or torch.get_num_threads()
+    measured, measured_on = measure_export(sub, out, threads, repeats, openvino)
+
     card = {
         "name": out.name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -140,7 +216,9 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
         "quality_evaluator": info.get("evaluator"),
         "quality_definition": info.get("quality_definition"),
         "predictor": info.get("predictor"),
-        "onnx_input": onnx_input_contract(sub),
+        "onnx_input": onnx_input_contract(sub_fp32),
+        "onnx_decoder": onnx_decoder_contract(sub_fp32),
+        "openvino": openvino,
         "quality_metrics": info.get("metrics"),
         "study": info.get("study"),
         "trial": info.get("trial"),
@@ -149,13 +227,13 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
         "measured_ms": {k: v["median_ms"] for k, v in measured.items()},
         "measured": measured,
         "measured_on": measured_on,
-        "onnx_max_abs_diff": diff,
+        **checks,
         "precision": precision_per_block(config),
-        "onnx_int8_check": int8_check,
     }
     if latency_check and info.get("device"):
         card["predicted_raw_ms"] = info.get("predicted_raw_ms")
         card["latency_check"] = latency_gap(info, latency_check, measured)
+    card["files"] = {name: what for name, what in EXPORT_FILES.items() if (out / name).is_file() or name.startswith("card.")}
     atomic_write_text(out / "card.json", json.dumps(card, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out / "card.md", render_card(card))
     return card
@@ -188,13 +266,68 @@ def onnx_input_contract(sub: Sam) -> dict:
                       "pixel_std": [round(float(v), 3) for v in sub.pixel_std.flatten()],
                       "formula": "(pixel - mean) / std, pixels in 0-255"},
         "padding": f"zeros at the bottom and right, after normalising, up to {res} x {res}",
-        "output": "embeddings (1, 256, H/16, W/16)",
+        "output": "embeddings {}".format(tuple(decoder_shapes(sub)["image_embeddings"])),
+        "output_shape": decoder_shapes(sub)["image_embeddings"],
+    }
+
+
+def onnx_decoder_contract(sub: Sam) -> dict:
+    """What ``prompt_decoder.onnx`` takes and gives for ``sub`` (SAM's ONNX contract; B, N, H, W dynamic)."""
+    shapes = decoder_shapes(sub)
+    return {
+        "contract": "segment_anything.utils.onnx.SamOnnxModel (return_single_mask=False), batch B dynamic",
+        "inputs": {name: shapes[name] for name in DECODER_INPUTS},
+        "outputs": {name: shapes[name] for name in DECODER_OUTPUTS},
+        "dtype": "float32",
+        "point_coords": f"(x, y) px in the resized {sub.resolution} px input frame (scale original pixels as the "
+                        "image was resized)",
+        "point_labels": "1 foreground, 0 background, 2 / 3 box top-left / bottom-right, -1 padding: with no box, "
+                        "append the point (0, 0) labelled -1",
+        "mask_input": "low-res logits of an earlier call (low_res_masks), used when has_mask_input is 1",
+        "orig_im_size": "(H, W) of the original image; masks come back at that size",
+        "outputs_order": "mask 0 is the single-mask output, masks 1-3 the multimask outputs",
+        "mask_threshold": float(sub.mask_threshold),
     }
 
 
 LOAD_SNIPPET = """from supernet.elastic.extract import load_subnet
 model = load_subnet("{folder}")            # subnet.pt + subnet.json, no supernet needed; int8 blocks quantized
 embeddings = model.image_encoder(model.preprocess(images))   # images: (1, 3, h, w) RGB 0-255"""
+RUNNER_SNIPPET = """from deploy import Runner                    # numpy, pillow, onnxruntime or openvino: no torch
+runner = Runner.from_folder("{folder}")     # runtime="auto" | "onnxruntime" | "openvino"
+masks, iou, low_res = runner.predict("photo.jpg", points=[[320, 240]], labels=[1])"""
+
+
+def _shape_text(shape: list) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _use_lines(card: dict) -> list[str]:
+    """The card's Use section: the torch-free runner, PyTorch, both ONNX contracts, OpenVINO, the files."""
+    enc = card["onnx_input"]
+    lines = ["## Use", "", "Without PyTorch (see README, Deploying a subnet):", "", "```python",
+             RUNNER_SNIPPET.format(folder=card["name"]), "```", "",
+             "In PyTorch (`preprocess` normalises and pads; resize the longest side first):", "", "```python",
+             LOAD_SNIPPET.format(folder=card["name"]), "```", "",
+             "`image_encoder.onnx` input `images`: float32 `(1, 3, {r}, {r})`, RGB; resize the longest side to {r} px; "
+             "normalise `(pixel - mean) / std` with mean {m} and std {s} (pixels 0-255); pad with zeros at the bottom "
+             "and right to {r} × {r}. Output `embeddings` `{e}`."
+             .format(r=card["config"]["resolution"], m=enc["normalise"]["pixel_mean"], s=enc["normalise"]["pixel_std"],
+                     e=_shape_text(enc.get("output_shape", []))), ""]
+    dec = card.get("onnx_decoder")
+    if dec:
+        ins = ", ".join(f"`{k}` `{_shape_text(v)}`" for k, v in dec["inputs"].items())
+        outs = ", ".join(f"`{k}` `{_shape_text(v)}`" for k, v in dec["outputs"].items())
+        lines += [f"`prompt_decoder.onnx` (SAM's ONNX contract, B prompt sets of N points): inputs {ins}; outputs "
+                  f"{outs}. Points are in the resized input frame; {dec['point_labels']}. "
+                  f"{dec['outputs_order'].capitalize()}; a mask is logits > {dec['mask_threshold']:g}.", ""]
+    ov = card.get("openvino")
+    if ov:
+        lines += [f"OpenVINO IR for `{ov['device']}`: compile `{ov['files']['image_encoder']}` and "
+                  f"`{ov['files']['prompt_decoder']}` for the CPU with `{json.dumps(ov['compile_config'])}` "
+                  f"({ov['precision']}).", ""]
+    lines += ["Files:", ""] + [f"- `{name}`: {what}" for name, what in card.get("files", {}).items()] + [""]
+    return lines
 
 
 def predictor_sentence(pred: dict | None) -> str:
@@ -256,6 +389,15 @@ def _int8_lines(check: dict | None) -> list[str]:
             f"cosine {b['cosine']:.5f}, max abs {b['max_abs']:.2e}."]
 
 
+def _decoder_check_lines(check: dict | None) -> list[str]:
+    if not check:
+        return []
+    return [f"Prompt decoder, ONNX Runtime vs PyTorch on point, box, point + box and mask-input prompts: IoU "
+            f"predictions within {check['max_abs']:.1e}, masks agree on {100 * check['mask_agreement']:.4f}% of "
+            f"pixels (accepted: {check['tolerance']['max_abs']:g}, "
+            f"{100 * check['tolerance']['min_mask_agreement']:g}%)."]
+
+
 def render_card(card: dict) -> str:
     """The model card as Markdown."""
     fp = card["measured_on"]
@@ -300,6 +442,7 @@ def render_card(card: dict) -> str:
         "ONNX Runtime vs PyTorch max abs difference on the embeddings"
         + (" (fp32 export, before quantizing)" if card.get("onnx_int8_check") else "")
         + f": {card['onnx_max_abs_diff']:.2e}.",
+        *_decoder_check_lines(card.get("decoder_check")),
         *_int8_lines(card.get("onnx_int8_check")),
         predictor_sentence(card.get("predictor")),
         "",
@@ -313,19 +456,6 @@ def render_card(card: dict) -> str:
         json.dumps(card["config"], indent=1),
         "```",
         "",
-        "## Use",
-        "",
-        "In Python (`preprocess` normalises and pads; resize the longest side first):",
-        "",
-        "```python",
-        LOAD_SNIPPET.format(folder=card["name"]),
-        "```",
-        "",
-        "`image_encoder.onnx` input `images`: float32 `(1, 3, {r}, {r})`, RGB; resize the longest side to {r} px; "
-        "normalise `(pixel - mean) / std` with mean {m} and std {s} (pixels 0-255); pad with zeros at the bottom "
-        "and right to {r} × {r}. Output `embeddings`."
-        .format(r=card["config"]["resolution"], m=card["onnx_input"]["normalise"]["pixel_mean"],
-                s=card["onnx_input"]["normalise"]["pixel_std"]),
-        "",
+        *_use_lines(card),
     ]
     return "\n".join(lines)

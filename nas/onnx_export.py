@@ -1,4 +1,8 @@
-"""ONNX export of a subnet's image encoder, checked against PyTorch with ONNX Runtime.
+"""ONNX export of a subnet's image encoder and prompt decoder, checked against PyTorch with ONNX Runtime.
+
+The prompt encoder + mask decoder export (:func:`export_decoder_onnx`) follows SAM's own ONNX
+contract (``segment_anything.utils.onnx.SamOnnxModel``, see :class:`PromptDecoderOnnx`), with a
+dynamic batch of prompt sets besides the dynamic number of points.
 
 A subnet with int8 blocks (``supernet.elastic.quantize``) is exported fp32 first and then
 quantized by ONNX Runtime's dynamic quantization (:func:`quantize_encoder_onnx`), restricted
@@ -14,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from infra.fileio import new_file_mode
 from supernet.elastic.precision import int8_blocks
@@ -164,3 +170,171 @@ def compare_embeddings(got: np.ndarray, ref: np.ndarray) -> dict:
     return {"max_abs": float(np.abs(got - ref).max()),
             "rel_l2": float(np.linalg.norm(got - ref) / np.linalg.norm(ref)),
             "cosine": float(got @ ref / (np.linalg.norm(got) * np.linalg.norm(ref)))}
+
+
+# ---------------------------------------------------------------------------- prompt decoder
+
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
+DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+
+
+class PromptDecoderOnnx(nn.Module):
+    """Prompt encoder + mask decoder + mask upscaling of ``model`` on SAM's ONNX contract.
+
+    Inputs: ``image_embeddings (1, C, h, w)``; ``point_coords (B, N, 2)`` float px ``(x, y)`` in the
+    resized input frame; ``point_labels (B, N)`` float (1 fg, 0 bg, 2/3 box corners, -1 padding point:
+    add one ``(0, 0)`` with label -1 when a prompt set has no box, as SAM's predictor does);
+    ``mask_input (1, 1, 4h, 4w)`` low-res logits used when ``has_mask_input (1,)`` is 1;
+    ``orig_im_size (2,)`` float ``(H, W)`` px. Outputs (all ``num_mask_tokens`` = 4 masks; SAM's
+    multimask outputs are 1-3, the single mask 0): ``masks (B, 4, H, W)`` logits at the original
+    size, ``iou_predictions (B, 4)``, ``low_res_masks (B, 4, 4h, 4w)``. SAM's batch is 1; B is dynamic here.
+    """
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.model = model
+        self.resolution = model.resolution
+
+    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        pe = self.model.prompt_encoder
+        emb = pe.pe_layer.encode((coords + 0.5) / self.resolution)  # square input frame: one scale for x and y
+        labels = labels.unsqueeze(-1).expand_as(emb)
+        emb = emb * (labels != -1) + pe.not_a_point_embed.weight * (labels == -1)
+        for i, point_embedding in enumerate(pe.point_embeddings):
+            emb = emb + point_embedding.weight * (labels == i)
+        return emb
+
+    def _embed_mask(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        pe = self.model.prompt_encoder
+        return (has_mask_input * pe.mask_downscaling(mask_input)
+                + (1 - has_mask_input) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1))
+
+    def _upscale(self, low_res: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        """``Sam.postprocess_masks`` with the resized frame computed in the graph, in integers
+        (``round(side * R / longest)`` exactly, as ``preprocess_shape`` rounds)."""
+        size = orig_im_size.to(torch.int64)
+        longest = torch.max(size)
+        resized = (2 * size * self.resolution + longest) // (2 * longest)
+        masks = F.interpolate(low_res, (self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        masks = masks[..., : resized[0], : resized[1]]
+        return F.interpolate(masks, size=(size[0], size[1]), mode="bilinear", align_corners=False)
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
+        low_res, iou = self.model.mask_decoder.predict_masks(
+            image_embeddings, self.model.prompt_encoder.get_dense_pe(),
+            self._embed_points(point_coords, point_labels), self._embed_mask(mask_input, has_mask_input))
+        return self._upscale(low_res, orig_im_size), iou, low_res
+
+
+def decoder_shapes(model: Sam) -> dict:
+    """The decoder's tensor shapes for ``model`` (``B`` prompt sets, ``N`` points, original ``H x W``)."""
+    c, g = model.prompt_encoder.embed_dim, model.resolution // model.image_encoder.patch_size
+    m = model.mask_decoder.num_mask_tokens
+    return {"image_embeddings": [1, c, g, g], "point_coords": ["B", "N", 2], "point_labels": ["B", "N"],
+            "mask_input": [1, 1, 4 * g, 4 * g], "has_mask_input": [1], "orig_im_size": [2],
+            "masks": ["B", m, "H", "W"], "iou_predictions": ["B", m], "low_res_masks": ["B", m, 4 * g, 4 * g]}
+
+
+def decoder_example(model: Sam, batch: int = 1, points: int = 2, orig_hw=(300, 400), seed: int = 0) -> dict:
+    """A feed for the decoder (numpy float32, names :data:`DECODER_INPUTS`): random embeddings,
+    points in the input frame and labels in {-1, 0, 1, 2, 3}, a random mask input used (has_mask_input 1)."""
+    shapes = decoder_shapes(model)
+    rng = np.random.default_rng(seed)
+    return {"image_embeddings": rng.standard_normal(shapes["image_embeddings"]).astype(np.float32),
+            "point_coords": (rng.random((batch, points, 2)) * model.resolution).astype(np.float32),
+            "point_labels": rng.integers(-1, 4, (batch, points)).astype(np.float32),
+            "mask_input": rng.standard_normal(shapes["mask_input"]).astype(np.float32),
+            "has_mask_input": np.ones(1, np.float32), "orig_im_size": np.array(orig_hw, np.float32)}
+
+
+def export_decoder_onnx(model: Sam, path: str | Path) -> Path:
+    """Write ``model``'s :class:`PromptDecoderOnnx` as ONNX, atomically; axes ``B``, ``N`` (points) and
+    the original ``H, W`` are dynamic (TorchScript-based exporter, as :func:`export_encoder_onnx`)."""
+    path = Path(path)
+    feed = decoder_example(model)
+    example = tuple(torch.from_numpy(feed[name]) for name in DECODER_INPUTS)
+    points = {0: "B", 1: "N"}
+    dynamic = {"point_coords": points, "point_labels": points, "masks": {0: "B", 2: "H", 3: "W"},
+               "iou_predictions": {0: "B"}, "low_res_masks": {0: "B"}}
+    with _temp_beside(path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(PromptDecoderOnnx(model).eval(), example, tmp, dynamo=False, opset_version=OPSET,
+                              input_names=list(DECODER_INPUTS), output_names=list(DECODER_OUTPUTS),
+                              dynamic_axes=dynamic)
+    return path
+
+
+# How far the exported decoder may be from PyTorch: IoU predictions and low-res logits (max abs), and the
+# share of pixels where the thresholded masks at the original size agree (the lowest over the prompt cases).
+DECODER_TOLERANCE = {"max_abs": 1e-3, "min_mask_agreement": 0.999}
+
+
+def decoder_prompt_cases(resolution: int, seed: int = 0) -> dict[str, dict]:
+    """Prompt sets in the input frame for checking a decoder export: ``points`` (fg + bg), ``box``,
+    ``points+box`` and ``mask_input`` (points with a low-res mask), each ``{"coords" (1, N, 2) | None,
+    "labels" (1, N) | None, "box" (1, 4) | None, "mask": bool}``."""
+    rng = np.random.default_rng(seed)
+    coords = (rng.random((1, 3, 2)) * resolution).astype(np.float32)
+    labels = np.array([[1, 0, 1]], np.float32)
+    corners = np.sort(rng.random((2, 2)) * resolution, axis=0).astype(np.float32)
+    box = corners.reshape(1, 4)
+    return {"points": {"coords": coords, "labels": labels, "box": None, "mask": False},
+            "box": {"coords": None, "labels": None, "box": box, "mask": False},
+            "points+box": {"coords": coords[:, :1], "labels": labels[:, :1], "box": box, "mask": False},
+            "mask_input": {"coords": coords, "labels": labels, "box": None, "mask": True}}
+
+
+def contract_points(coords, labels, box) -> tuple[np.ndarray, np.ndarray]:
+    """One prompt set as SAM's ONNX contract takes it: the points, then the box's corners (labels 2, 3)
+    or, with no box, SAM's padding point ``(0, 0)`` labelled -1. Shapes ``(1, N, 2)``, ``(1, N)``."""
+    coords = np.zeros((1, 0, 2), np.float32) if coords is None else np.asarray(coords, np.float32)
+    labels = np.zeros((1, 0), np.float32) if labels is None else np.asarray(labels, np.float32)
+    extra = (np.asarray(box, np.float32).reshape(1, 2, 2), np.array([[2, 3]], np.float32)) if box is not None \
+        else (np.zeros((1, 1, 2), np.float32), np.array([[-1]], np.float32))
+    return np.concatenate([coords, extra[0]], axis=1), np.concatenate([labels, extra[1]], axis=1)
+
+
+def _torch_decoder_outputs(model: Sam, emb, case: dict, mask, orig_hw) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's all-token masks at ``orig_hw`` and IoU predictions for one case: the single mask
+    (``multimask_output=False``) then the three multimask outputs, as the ONNX graph orders them."""
+    from supernet.modeling.transforms import preprocess_shape
+
+    points = None if case["coords"] is None else (torch.from_numpy(case["coords"]), torch.from_numpy(case["labels"]))
+    box = None if case["box"] is None else torch.from_numpy(case["box"])
+    with torch.no_grad():
+        outs = [model.decode(emb, points=points, boxes=box, masks=mask, multimask_output=multi) for multi in (False, True)]
+        low, iou = torch.cat([outs[0][0], outs[1][0]], dim=1), torch.cat([outs[0][1], outs[1][1]], dim=1)
+        masks = model.postprocess_masks(low, preprocess_shape(*orig_hw, model.resolution), orig_hw)
+    return masks.numpy(), iou.numpy()
+
+
+def decoder_error(model: Sam, run, orig_hw=(300, 400), seed: int = 0) -> dict:
+    """The exported decoder against ``model`` in PyTorch on :func:`decoder_prompt_cases`.
+
+    ``run``: a path (run with ONNX Runtime) or a callable ``feed dict -> [masks, iou, low_res]``.
+    Returns ``max_abs`` (IoU predictions, the largest over cases) and ``mask_agreement`` (the lowest
+    share of original-size pixels where both thresholded masks agree).
+    """
+    if not callable(run):
+        sess = onnx_session(run)
+        run = lambda feed: sess.run(list(DECODER_OUTPUTS), feed)  # noqa: E731
+    feed = decoder_example(model, orig_hw=orig_hw, seed=seed)
+    emb = torch.from_numpy(feed["image_embeddings"])
+    worst = {"max_abs": 0.0, "mask_agreement": 1.0}
+    for case in decoder_prompt_cases(model.resolution, seed).values():
+        feed["point_coords"], feed["point_labels"] = contract_points(case["coords"], case["labels"], case["box"])
+        feed["has_mask_input"] = np.array([float(case["mask"])], np.float32)
+        mask = torch.from_numpy(feed["mask_input"]) if case["mask"] else None
+        ref_masks, ref_iou = _torch_decoder_outputs(model, emb, case, mask, orig_hw)
+        masks, iou, _ = run(feed)
+        thr = model.mask_threshold
+        worst["max_abs"] = max(worst["max_abs"], float(np.abs(iou - ref_iou).max()))
+        worst["mask_agreement"] = min(worst["mask_agreement"], float(((masks > thr) == (ref_masks > thr)).mean()))
+    return worst
+
+
+def decoder_within_tolerance(error: dict) -> bool:
+    """Whether a :func:`decoder_error` result is within :data:`DECODER_TOLERANCE`."""
+    return (error["max_abs"] <= DECODER_TOLERANCE["max_abs"]
+            and error["mask_agreement"] >= DECODER_TOLERANCE["min_mask_agreement"])

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import optuna
+import torch
 
+from nas.latency.store import device_spec
 from search_spaces.counting import count
 from search_spaces.space import SearchSpace
 from supernet.elastic.activation import active_subnet
@@ -94,13 +96,18 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> dict:
     return space.validate({"space": space.name, "resolution": resolution, "blocks": blocks})
 
 
-def evaluate_config(evaluator: QualityEvaluator, model: Sam, config: dict):
+def evaluate_config(evaluator: QualityEvaluator, model: Sam, config: dict, precision: str = "fp32"):
     """Quality of ``config`` as it would run: on the supernet for an fp32 config; for one with int8
-    blocks, on the subnet extracted and quantized (the weight-sharing supernet runs fp32 only)."""
-    if int8_blocks(config):
-        return evaluator.evaluate(extract(model, config), None)
-    with active_subnet(model, config):
-        return evaluator.evaluate(model, config)
+    blocks, on the subnet extracted and quantized (the weight-sharing supernet runs fp32 only).
+
+    ``precision`` ``bf16`` (a bf16 device): the subnet runs under torch's bf16 autocast, so the score is that of
+    bf16 masks, as the device computes them up to its own rounding (the references stay the fp32 full model's).
+    """
+    with torch.autocast(next(model.parameters()).device.type, torch.bfloat16, enabled=precision == "bf16"):
+        if int8_blocks(config):
+            return evaluator.evaluate(extract(model, config), None)
+        with active_subnet(model, config):
+            return evaluator.evaluate(model, config)
 
 
 class Objective:
@@ -111,9 +118,9 @@ class Objective:
     """
 
     def __init__(self, model: Sam, space: SearchSpace, evaluator: QualityEvaluator, latency: LatencyModel,
-                 budget_ms: float) -> None:
+                 budget_ms: float, precision: str = "fp32") -> None:
         self.model, self.space, self.evaluator, self.latency = model, space, evaluator, latency
-        self.budget_ms = budget_ms
+        self.budget_ms, self.precision = budget_ms, precision
 
     def __call__(self, trial: optuna.Trial) -> tuple[tuple[float, float], TrialRecord]:
         config = suggest_config(trial, self.space)
@@ -126,7 +133,7 @@ class Objective:
         predict_s = time.perf_counter() - start
         trial.set_constraint(CONSTRAINT, predicted - self.budget_ms)
         start = time.perf_counter()
-        result = evaluate_config(self.evaluator, self.model, config)
+        result = evaluate_config(self.evaluator, self.model, config, self.precision)
         eval_s = time.perf_counter() - start
         record = TrialRecord(
             params=counts.total_params, encoder_params=counts.encoder_params, flops=counts.encoder_flops,
@@ -179,6 +186,6 @@ def run_search(settings: SearchSettings, model: Sam, space: SearchSpace, evaluat
 
     ``tracker``: an open :class:`nas.tracking.SearchTracker`, which gets a nested run per trial.
     """
-    objective = Objective(model, space, evaluator, latency, settings.budget_ms)
+    objective = Objective(model, space, evaluator, latency, settings.budget_ms, device_spec(settings.device).precision)
     return driver.drive(plan(settings, space, latency), objective, progress=progress, tracker=tracker, callbacks=callbacks,
                         postfix=_postfix)

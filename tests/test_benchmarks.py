@@ -44,8 +44,13 @@ TINY = {
                            "--profile-samples", "5", "--search-trials", "2", "--extra-models", "micro",
                            "--threads", "1", "--encoder-repeats", "1", "--topic", "pipeline_smoke", "--quiet"],
                           "pipeline_smoke"),
+    "runtimes.py": (["--part", "runtimes", "--models", "sam_micro:128", "--threads", "1", "--rounds", "1",
+                     "--repeats", "1", "--topic", "runtimes_smoke"], "runtimes_smoke"),
 }
 NEEDS_DATA = {"everything.py", "mask_ceiling.py", "vit_b_pipeline.py"}
+# scripts with a second part, each run with its own tiny arguments
+MORE = [("runtimes.py", ["--part", "fronts", "--resolution", "128", "--trials", "3", "--images", "2", "--samples", "5",
+                         "--rounds", "1", "--topic", "runtimes_fronts_smoke"], "runtimes_fronts_smoke")]
 # The scripts that take more than ~10 s on 2 cores (minutes for everything.py) run in the slow tier
 # only; the quick ones stay in `-m "not slow"` as its benchmark smoke signal.
 QUICK = {"subnets.py", "latency.py", "int8.py"}
@@ -56,11 +61,14 @@ def test_every_benchmark_script_has_tiny_arguments():
     assert scripts == set(TINY), "add the new benchmark script to TINY"
 
 
-@pytest.mark.parametrize("script", [s if s in QUICK else pytest.param(s, marks=pytest.mark.slow) for s in sorted(TINY)])
-def test_benchmark_runs_and_names_its_commit(script, tmp_path):
+CASES = [(s, *TINY[s]) for s in sorted(TINY)] + MORE
+
+
+@pytest.mark.parametrize("script, args, topic",
+                         [pytest.param(*case, marks=() if case[0] in QUICK else pytest.mark.slow) for case in CASES])
+def test_benchmark_runs_and_names_its_commit(script, args, topic, tmp_path):
     if script in NEEDS_DATA and not COCO128.is_dir():
         pytest.skip(f"needs {COCO128}")
-    args, topic = TINY[script]
     env = {**os.environ, "SAMNAS_BENCH_RESULTS": str(tmp_path / "tables"), "SAMNAS_RESULTS": str(tmp_path / "store"),
            "OMP_NUM_THREADS": "1", "MLFLOW_ALLOW_FILE_STORE": "true"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, env=env,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,9 +17,11 @@ import cli
 from nas.latency import ProfileSettings, fit_device, import_profile_file, load_predictor, profile_device
 from nas.latency.predictor import (PREDICTOR_FORMAT, SUMMARY_COLUMNS, Features, LatencyPredictor, PartModel,
                                    error_metrics, fit_space, lut_index, lut_parts, save_states)
-from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_onnx_matches, make_backend,
+from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_bf16_matches, check_onnx_matches, make_backend,
                                  network_module, sample_configs)
-from nas.latency.store import DeviceStore, parse_device, read_profile_file
+from nas.fingerprint import bf16_problem, cpu_features
+from nas.latency.store import DeviceStore, device_spec, parse_device, read_profile_file
+from nas.onnx_export import compare_embeddings
 from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
@@ -673,3 +676,134 @@ def test_block_files_from_before_precision_read_as_fp32(tmp_path, root, space):
     reloaded = LatencyPredictor.from_state(state)
     configs = [{**space.sample(s), "resolution": 128} for s in range(8)]
     np.testing.assert_array_equal(reloaded.predict_many(configs), predictor.predict_many(configs))
+
+
+# ---------------------------------------------------------------------- OpenVINO and device precision
+
+
+def test_device_spec_names_runtime_and_precision():
+    spec = device_spec("cpu-openvino-bf16@lab1")
+    assert (spec.hardware, spec.backend, spec.precision, spec.tag, spec.runtime) == (
+        "cpu", "openvino", "bf16", "lab1", "openvino-bf16")
+    assert device_spec("cpu-torch").precision == "fp32" and parse_device("cpu-openvino") == ("cpu", "openvino", None)
+    with pytest.raises(UserError, match="precision 'bf16' is not offered on cpu-onnxruntime; write cpu-onnxruntime"):
+        device_spec("cpu-onnxruntime-bf16")
+    with pytest.raises(UserError, match="write cpu-openvino for fp32 or cpu-openvino-bf16"):
+        device_spec("cpu-openvino-fp32")
+    with pytest.raises(UserError, match="expected <hardware>-<backend>"):
+        device_spec("cuda-openvino")
+
+
+def test_bf16_refused_on_a_fingerprint_without_bf16():
+    no_bf16 = {"cpu": "AMD EPYC 7B13", "cpu_features": ["avx2", "avx512f"]}
+    assert bf16_problem(no_bf16) == "CPU 'AMD EPYC 7B13' lacks AVX512-BF16 and AMX-BF16 (its features: avx2, avx512f)"
+    assert "does not list the CPU's features" in bf16_problem({"cpu": "old file"})
+    assert bf16_problem({"cpu": "Xeon", "cpu_features": ["avx512_bf16"]}) is None
+    assert bf16_problem({"cpu": "Xeon", "cpu_features": ["amx_tile", "amx_bf16"]}) is None
+
+
+def test_bf16_device_refused_here_when_the_cpu_lacks_it(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.modules["nas.latency.profile"], "cpu_features", lambda: ["avx2"])
+    with pytest.raises(UserError, match=r"device cpu-openvino-bf16: bf16 is not offered here: CPU .* lacks "
+                                        r"AVX512-BF16 and AMX-BF16 .*; use cpu-openvino"):
+        make_backend("cpu-openvino-bf16", threads=1)
+
+
+def test_openvino_backend_matches_torch(space):
+    model = build_sam("micro", seed=0)
+    cfg = {**space.sample(2), "resolution": 128}
+    module, inputs = network_module(model, cfg, 0, torch.Generator().manual_seed(0))
+    backend = make_backend("cpu-openvino", threads=1)
+    assert backend.info()["openvino"] and backend.info()["precision"] == "fp32"
+    out = backend.prepare(module, inputs)()
+    with torch.inference_mode():
+        want = module(*inputs).numpy()
+    np.testing.assert_allclose(out[0], want, atol=1e-4, rtol=1e-3)
+    if bf16_problem({"cpu": "here", "cpu_features": cpu_features()}) is None:
+        bf16 = make_backend("cpu-openvino-bf16", threads=1)
+        got = bf16.prepare(module, inputs)()[0]
+        assert 0.999 < compare_embeddings(got, want)["cosine"] < 1.0  # really bf16: not bit-identical to fp32
+
+
+def test_openvino_bf16_check_catches_a_wrong_output(space):
+    module, inputs = network_module(build_sam("micro", seed=0), {**space.sample(3), "resolution": 128}, 0,
+                                    torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = module(*inputs).numpy()
+    assert check_bf16_matches(module, inputs, [want]) > 0.9999
+    with pytest.raises(RuntimeError, match="has cosine"):
+        check_bf16_matches(module, inputs, [np.random.default_rng(0).standard_normal(want.shape).astype(np.float32)])
+
+
+def test_runtimes_command_times_every_installed_runtime(capsys, monkeypatch):
+    code, out, _ = run_cli(["latency", "runtimes", "--space", "sam_micro", "--resolution", 128, "--rounds", 1,
+                            "--repeats", 1, "--format", "json"], capsys, monkeypatch)
+    assert code == 0
+    rows = {(r["device"], r["blocks"]): r for r in json.loads(out)["rows"]}
+    assert {("cpu-torch", "fp32"), ("cpu-onnxruntime", "fp32"), ("cpu-openvino", "fp32"),
+            ("cpu-torch", "int8"), ("cpu-onnxruntime", "int8")} <= set(rows)
+    assert rows[("cpu-torch", "fp32")]["speedup"] == 1.0 and rows[("cpu-torch", "fp32")]["cosine"] > 0.99999
+    assert rows[("cpu-openvino", "fp32")]["rel_l2"] < 1e-4  # the same fp32 model, another runtime
+    assert 0.99 < rows[("cpu-onnxruntime", "int8")]["cosine"] < 0.99999  # int8 really ran quantized
+    if importlib.util.find_spec("nncf"):  # OpenVINO's own int8: the whole model quantized, activations too
+        assert 0.99 < rows[("cpu-openvino", "ptq")]["cosine"] < 0.9999
+    medians = [r["median_ms"] for r in json.loads(out)["rows"]]
+    assert medians == sorted(medians)  # fastest first
+
+
+def test_runtimes_table_names_the_device_to_profile():
+    from nas.latency.runtimes import RuntimeCase, RuntimeRow, recommendation, render_rows
+    from nas.timing import summarize
+
+    rows = [RuntimeRow(RuntimeCase("cpu-onnxruntime", "int8"), summarize([5.0]), 4.0, 0.99, 0.1),
+            RuntimeRow(RuntimeCase("cpu-openvino-bf16"), summarize([7.0]), 3.0, 0.99996, 0.008),
+            RuntimeRow(RuntimeCase("cpu-torch"), summarize([21.0]), 1.0, 1.0, 0.0)]
+    space = SearchSpace.load("sam_micro")
+    assert recommendation(rows, space, 1).endswith(
+        "cpu-openvino-bf16 (3.00x PyTorch fp32); profile it: samnas latency profile --space sam_micro --device "
+        "cpu-openvino-bf16 --blocks --threads 1")  # the faster int8 row is too far from fp32 (cosine 0.99)
+    table = render_rows(rows)
+    assert table[0].split()[:3] == ["runtime", "median", "ms"] and table[1].startswith("cpu-onnxruntime (int8 blocks)")
+
+
+def test_device_folder_from_before_precision_keeps_working(tmp_path):
+    """A folder whose fingerprint predates ``precision`` and ``cpu_features`` takes new runs and still predicts."""
+    settings = ProfileSettings(**{**FAST, "blocks": False, "samples": 6})
+    profile_device("sam_micro", "cpu-torch", settings, root=tmp_path)
+    store = DeviceStore("cpu-torch", tmp_path)
+    old = json.loads(store.path("fingerprint.json").read_text())
+    assert old["precision"] == "fp32" and "cpu_features" in old
+    for key in ("precision", "cpu_features"):
+        del old[key]
+    store.path("fingerprint.json").write_text(json.dumps(old))
+    profile_device("sam_micro", "cpu-torch", ProfileSettings(**{**FAST, "blocks": False, "samples": 6, "seed": 1}),
+                   root=tmp_path)
+    fit_device("cpu-torch", root=tmp_path)
+    largest = {**SearchSpace.load("sam_micro").largest(), "resolution": 128}
+    assert load_predictor("cpu-torch", root=tmp_path).predict_ms(largest) > 0
+
+
+def test_profile_notes_bf16_only_where_it_is_offered():
+    from nas.latency.commands import bf16_hint
+
+    bf16_cpu = {"cpu": "Xeon", "cpu_features": ["avx512_bf16"]}
+    assert bf16_hint("cpu-openvino@lab", "sam_micro", bf16_cpu) == (
+        "note: this CPU computes bf16 natively, so cpu-openvino-bf16@lab may be several times faster with embeddings "
+        "close to fp32; compare: samnas latency runtimes --space sam_micro")
+    assert bf16_hint("cpu-openvino", "sam_micro", {"cpu": "old", "cpu_features": ["avx2"]}) is None
+    assert bf16_hint("cpu-onnxruntime", "sam_micro", bf16_cpu) is None  # ONNX Runtime offers no bf16 here
+    assert bf16_hint("cpu-torch-bf16", "sam_micro", bf16_cpu) is None
+
+
+def test_subnet_runtimes_time_the_config_as_it_is(space):
+    from nas.latency.runtimes import subnet_runtimes
+
+    int8_space = SearchSpace.load("sam_micro_int8")
+    cfg = int8_space.validate({**int8_space.largest(), "resolution": 128,
+                               "blocks": [{**b, "precision": "int8"} for b in int8_space.largest()["blocks"]]})
+    rows = {r.case.label: r for r in subnet_runtimes(build_sam("micro", seed=0), cfg, rounds=1, repeats=1)}
+    assert {"cpu-torch", "cpu-torch (int8 blocks)", "cpu-onnxruntime (int8 blocks)"} <= set(rows)
+    assert not any(label.startswith("cpu-openvino-bf16") for label in rows)  # int8 blocks take fp32 activations
+    assert rows["cpu-torch"].cosine > 0.99999 and rows["cpu-torch (int8 blocks)"].cosine < 0.99999

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("infra", "scenes", "supernet", "search_spaces", "nas", "cli")
+PACKAGES = ("deploy", "infra", "scenes", "supernet", "search_spaces", "nas", "cli")
 LAYERS = [
+    ("deploy",),                                  # the torch-free runner of an export: imports no other layer
     ("infra",),                                   # errors, atomic files, results root, argument types
     ("scenes",),                                  # image folders, COCO, synthetic scenes, training sources
     ("supernet.modeling",),                       # the SAM model and its builders
@@ -95,3 +96,24 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
                                     "supernet.elastic.extract", "nas.training.train", "nas.search"])
 def test_every_layer_name_is_a_real_module(module):
     assert (ROOT / Path(*module.split("."))).with_suffix(".py").exists()
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports (absolute imports only)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+    return found
+
+
+def test_deploy_imports_no_project_module_and_never_torch():
+    """``deploy`` runs where only numpy, pillow, yaml and a runtime are installed."""
+    files = sorted((ROOT / "deploy").rglob("*.py"))
+    assert files
+    for path in files:
+        assert all(m.startswith("deploy") for m in imported_modules(path)), path
+        assert not third_party_imports(path) & {"torch", "torchvision", "infra", "scenes", "supernet",
+                                                "search_spaces", "nas", "cli", "scipy", "pycocotools"}, path

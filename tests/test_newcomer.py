@@ -276,7 +276,7 @@ def test_sampled_configs_extract_and_exported_files_round_trip(results, tmp_path
     assert contract["normalise"]["pixel_mean"] == [123.675, 116.28, 103.53] and "zeros" in contract["padding"]
     md = (tmp_path / "exp" / "card.md").read_text()
     assert "load_subnet(" in md and "CV MAPE 4.2%" in md and "profiled with 1 thread" in md and "normalise" in md
-    for name in ("subnet.pt", "subnet.json", "card.json", "card.md", "image_encoder.onnx"):
+    for name in ("subnet.pt", "subnet.json", "card.json", "card.md", "image_encoder.onnx", "prompt_decoder.onnx"):
         assert (tmp_path / "exp" / name).stat().st_mode & 0o777 == new_file_mode(), name
     for name in ("subnet.json", "card.json"):
         code, out, err = run(["latency", "predict", "--device", "cpu-torch", "--config", tmp_path / "exp" / name],

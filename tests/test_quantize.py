@@ -174,7 +174,7 @@ def test_exported_int8_onnx_matches_quantized_pytorch(model, space, tmp_path):
     card = export_subnet(model, config, tmp_path / "exp", source_checkpoint=None, repeats=1)
     onnx_path = tmp_path / "exp" / "image_encoder.onnx"
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["card.json", "card.md", "image_encoder.onnx",
-                                                                     "subnet.json", "subnet.pt"]
+                                                                     "prompt_decoder.onnx", "subnet.json", "subnet.pt"]
     # the deployed file holds int8 MatMuls for exactly the int8 blocks' linear layers
     import onnx
 

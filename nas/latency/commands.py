@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nas.timing import MIN_SECONDS
+from nas.timing import MIN_SECONDS, ROUNDS
 from infra.cliargs import default_of, non_negative_int, positive_int
 from nas.latency.profile import ProfileSettings
 from infra.errors import UserError
@@ -35,9 +35,12 @@ EXAMPLES = """examples:
   samnas latency validate --device cpu-torch --space sam_micro --samples 20
   samnas latency profile --space sam_vit_b --resolutions 512 --device cpu-onnxruntime@edge1 --blocks --out edge1.json
   samnas latency import edge1.json
+  samnas latency runtimes --space sam_micro
+  samnas latency runtimes --space sam_vit_b --resolution 512 --threads 1
 
-Device names: cpu-torch, cpu-onnxruntime, cuda-torch, cuda-onnxruntime, each with an
-optional @tag (cpu-torch@laptop). Files go to <results>/latency/<device>/, where <results>
+Device names: <hardware>-<backend>[-bf16][@tag]: cpu-torch, cpu-onnxruntime, cpu-openvino,
+cuda-torch, cuda-onnxruntime; -bf16 (cpu-torch-bf16, cpu-openvino-bf16) computes in bfloat16 where
+the CPU has AVX512-BF16 or AMX; an optional @tag names a machine (cpu-torch@laptop). Files go to <results>/latency/<device>/, where <results>
 is --results DIR, else $SAMNAS_RESULTS, else ./results (--root DIR names the latency folder itself).
 """
 
@@ -154,6 +157,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_root(p)
     p.set_defaults(func=run_validate)
 
+    _register_runtimes(cmds)
+
     p = cmds.add_parser("import", help="store measurements written by `samnas latency profile --out FILE`",
                         description="Store another machine's measurements (a portable profile file) here.",
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,6 +167,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
     _add_root(p)
     p.set_defaults(func=run_import)
+
+
+def bf16_hint(device: str, space: str, fingerprint: dict) -> str | None:
+    """A note when an fp32 device's backend also offers bf16 and this CPU runs bf16 natively (else None)."""
+    from nas.fingerprint import bf16_problem
+
+    from .store import RUNTIME_PRECISIONS, device_spec
+
+    spec = device_spec(device)
+    offered = "bf16" in RUNTIME_PRECISIONS[(spec.hardware, spec.backend)]
+    if spec.precision != "fp32" or not offered or spec.hardware != "cpu" or bf16_problem(fingerprint):
+        return None
+    bf16 = f"{spec.hardware}-{spec.backend}-bf16" + (f"@{spec.tag}" if spec.tag else "")
+    return (f"note: this CPU computes bf16 natively, so {bf16} may be several times faster with embeddings close "
+            f"to fp32; compare: samnas latency runtimes --space {space}")
 
 
 def run_profile(args: argparse.Namespace) -> int:
@@ -178,8 +198,12 @@ def run_profile(args: argparse.Namespace) -> int:
     run = profile_device(args.space, args.device, settings, root=args.root, out=args.out, replace=args.replace)
     fp = run.fingerprint
     print(f"profiled {', '.join(run.spaces)} on {args.device}: {len(run.blocks)} block timings, "
-          f"{len(run.networks)} subnet timings in {run.seconds:.1f} s "
-          f"({fp['backend']}, {fp['threads']} threads, {fp['cpu']}{', ' + fp['gpu'] if fp.get('gpu') else ''})")
+          f"{len(run.networks)} subnet timings in {run.seconds:.1f} s ({fp['backend']} {fp.get('precision', 'fp32')}, "
+          f"{fp['threads']} thread{'s' if fp['threads'] != 1 else ''}, {fp['cpu']}"
+          f"{', ' + fp['gpu'] if fp.get('gpu') else ''})")
+    hint = bf16_hint(args.device, next(iter(run.spaces)), fp)
+    if hint:
+        print(hint)
     if run.extra_rounds:
         print(f"the machine's speed moved by up to {run.machine_drift_pct:.0f}% between rounds: ran "
               f"{run.extra_rounds} more round(s) and kept the {len(run.kept)} that ran at one speed")
@@ -371,4 +395,46 @@ def run_import(args: argparse.Namespace) -> int:
           f"{', '.join(sorted(doc['spaces']))} as {doc['device']} (measured on {fp.get('cpu', '?')}, "
           f"{fp.get('threads', '?')} threads) into {DeviceStore(doc['device'], args.root).folder}; "
           f"next: samnas latency fit --device {doc['device']}")
+    return 0
+
+
+RUNTIMES_HELP = """Time the space's full model (image encoder, random weights) on every runtime and precision installed
+here, in interleaved rounds, and print them fastest first with the error of each against PyTorch fp32 on the
+same input: ms (median and p10-p90 over the timed runs), the speed-up over PyTorch fp32, the cosine and relative
+L2 distance of the embeddings to PyTorch fp32. Then names the device to profile. Module export and compile
+time is not counted."""
+
+
+def _register_runtimes(cmds) -> None:
+    p = cmds.add_parser("runtimes", help="which runtime and precision runs the full model fastest here",
+                        description=RUNTIMES_HELP, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="sam_micro", help="search space whose full model is timed (default: sam_micro)")
+    p.add_argument("--resolution", type=positive_int, help="input side in px (default: the space's largest)")
+    p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads of every runtime (default: 1)")
+    p.add_argument("--rounds", type=positive_int, default=ROUNDS, help=f"interleaved rounds (default: {ROUNDS})")
+    p.add_argument("--repeats", type=positive_int, default=6, help="least timed runs per runtime (default: 6)")
+    p.add_argument("--no-int8", action="store_true", help="leave out the int8-block rows")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    p.set_defaults(func=run_runtimes)
+
+
+def run_runtimes(args: argparse.Namespace) -> int:
+    import json
+
+    from search_spaces.space import SearchSpace
+
+    from .runtimes import compare_runtimes, installed_cases, recommendation, render_rows, rows_json
+
+    space = SearchSpace.load(args.space)
+    cases = installed_cases(int8=not args.no_int8)
+    rows = compare_runtimes(space, cases, threads=args.threads, resolution=args.resolution, rounds=args.rounds,
+                            repeats=args.repeats)
+    if args.format == "json":
+        print(json.dumps({"space": space.name, "threads": args.threads, "rows": rows_json(rows)}, indent=2))
+        return 0
+    res = args.resolution or max(space.resolutions)
+    print(f"{space.name} full image encoder at {res} px, random weights, {args.threads} thread"
+          f"{'s' if args.threads != 1 else ''}, {args.rounds} interleaved rounds:")
+    print("\n".join(render_rows(rows)))
+    print(recommendation(rows, space, args.threads))
     return 0

@@ -11,7 +11,8 @@ device, glibc malloc's thresholds fixed first (:func:`nas.timing.steady_allocato
 runs, then at least ``repeats`` timed runs and ``min_seconds`` of them
 (:func:`nas.timing.time_callable`).
 
-Job fields: ``backend``, ``path``, ``resolution``, ``threads``, ``repeats``, ``warmup``,
+Job fields: ``backend`` (``torch``, ``onnxruntime`` or ``openvino``: the ONNX file read by OpenVINO's CPU
+plugin), ``precision`` (``fp32`` or ``bf16``; absent: fp32), ``path``, ``resolution``, ``threads``, ``repeats``, ``warmup``,
 ``min_seconds``, ``seed``; optionally ``probe_path`` and ``probe_resolution`` (a drift probe
 subnet, saved the same way, timed interleaved with the subnet). Output: the
 :class:`nas.timing.Timing` fields plus ``pid``, ``threads`` and ``allocator`` (and
@@ -24,22 +25,17 @@ import os
 import sys
 from pathlib import Path
 
-
 PROBE_ROUNDS = 4  # interleaved rounds of subnet and probe, when the job names a probe
 
 
-def ort_session_options(ort, threads: int):
-    """ONNX Runtime session options for timing: ``threads`` intra-op threads, one inter-op thread, quiet."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return opts
+def load_runner(backend: str, path: str, resolution: int, threads: int, seed: int = 0, precision: str = "fp32"):
+    """A zero-argument callable running the saved subnet (folder) or ONNX file at ``path`` on one fixed image.
 
-
-def load_runner(backend: str, path: str, resolution: int, threads: int, seed: int = 0):
-    """A zero-argument callable running the saved subnet (folder) or ONNX file at ``path`` on one fixed image."""
+    ``precision`` bf16: torch runs under bf16 autocast, OpenVINO compiles with the bf16 hint."""
     import numpy as np
+
+    # Both runtimes' settings come from the torch-free runner, so a timing here runs a model as a deployment does.
+    from deploy.engines import openvino_config, ort_session_options
 
     images = np.random.default_rng(seed).standard_normal((1, 3, resolution, resolution)).astype(np.float32)
     if backend == "torch":
@@ -52,9 +48,15 @@ def load_runner(backend: str, path: str, resolution: int, threads: int, seed: in
         x = torch.from_numpy(images)
 
         def run():
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
                 return encoder(x)
         return run
+    if backend == "openvino":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(path), "CPU", openvino_config(precision, threads))
+        request = compiled.create_infer_request()
+        return lambda: request.infer({0: images})
     if backend == "onnxruntime":
         import onnxruntime as ort
 
@@ -77,11 +79,12 @@ def time_job(job: dict) -> dict:
 
     allocator = steady_allocator()  # before any model memory is allocated
     threads, seed = int(job["threads"]), int(job.get("seed", 0))
-    run = load_runner(job["backend"], job["path"], int(job["resolution"]), threads, seed)
+    precision = job.get("precision", "fp32")
+    run = load_runner(job["backend"], job["path"], int(job["resolution"]), threads, seed, precision)
     repeats, warmup, min_seconds = int(job["repeats"]), int(job["warmup"]), float(job["min_seconds"])
     extra = {}
     if job.get("probe_path"):
-        probe = load_runner(job["backend"], job["probe_path"], int(job["probe_resolution"]), threads, seed)
+        probe = load_runner(job["backend"], job["probe_path"], int(job["probe_resolution"]), threads, seed, precision)
         rounds = time_rounds([run, probe], rounds=PROBE_ROUNDS, repeats=max(repeats, PROBE_ROUNDS),
                              warmup=max(warmup, PROBE_ROUNDS), min_seconds=min_seconds, shuffle_seed=seed)
         timing, probe_timing = rounds.timings

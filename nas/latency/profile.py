@@ -30,7 +30,7 @@ import io
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from nas.fingerprint import machine_fingerprint
+from deploy.engines import openvino_config, ort_session_options
+from nas.fingerprint import bf16_problem, cpu_features, cpu_model, machine_fingerprint
 from nas.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, time_rounds
 from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
@@ -52,8 +53,7 @@ from supernet.elastic.quantize import quantize_modules, quantize_subnet
 from supernet.modeling.image_encoder import EncoderBlock, ImageEncoderViT
 from supernet.modeling.sam import Sam
 
-from .fresh import ort_session_options
-from .store import DeviceStore, parse_device, profile_document, write_json
+from .store import DeviceStore, device_spec, profile_document, write_json
 
 ONNX_ATOL = 1e-3  # |ORT - torch| allowed, relative to max(1, |torch output|)
 
@@ -62,13 +62,17 @@ ONNX_ATOL = 1e-3  # |ORT - torch| allowed, relative to max(1, |torch output|)
 
 
 class Backend:
-    """Turns a module and example inputs into a zero-argument callable that runs it once."""
+    """Turns a module and example inputs into a zero-argument callable that runs it once.
+
+    ``precision``: the device's float precision (``fp32`` or ``bf16``, see :class:`nas.latency.store.DeviceSpec`).
+    """
 
     name = "base"
 
-    def __init__(self, hardware: str, threads: int) -> None:
+    def __init__(self, hardware: str, threads: int, precision: str = "fp32") -> None:
         self.hardware = hardware
         self.threads = threads
+        self.precision = precision
         self.device = torch.device("cuda" if hardware == "cuda" else "cpu")
 
     @property
@@ -81,11 +85,12 @@ class Backend:
 
     def info(self) -> dict:
         """Backend facts recorded in the fingerprint."""
-        return {"backend": self.name, "hardware": self.hardware, "threads": self.threads}
+        return {"backend": self.name, "hardware": self.hardware, "threads": self.threads,
+                "precision": self.precision}
 
 
 class TorchBackend(Backend):
-    """PyTorch eager on the CPU or a CUDA GPU, inside ``torch.inference_mode``."""
+    """PyTorch eager on the CPU or a CUDA GPU, inside ``torch.inference_mode`` (bf16: under autocast)."""
 
     name = "torch"
 
@@ -93,14 +98,57 @@ class TorchBackend(Backend):
         if isinstance(module, Int8Module) and self.hardware != "cpu":
             raise UserError("int8 blocks run as PyTorch dynamic quantization, which is CPU-only: profile an int8 "
                             "space on cpu-torch or cpu-onnxruntime, or an fp32 space on this GPU")
+        if isinstance(module, Int8Module) and self.precision == "bf16":
+            raise UserError("int8 blocks run as PyTorch dynamic quantization, which has no bf16 path: profile an "
+                            "int8 space on cpu-torch, or an fp32-only space on the bf16 device")
         module = module.to(self.device).eval()
         inputs = tuple(x.to(self.device) for x in inputs)
+        bf16 = self.precision == "bf16"
 
         def run():
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
                 return module(*inputs)
 
         return run
+
+
+def export_onnx_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> bytes:
+    """``module`` as ONNX (opset :data:`nas.onnx_export.OPSET`, inputs ``input0``, ``input1``, ...)."""
+    from nas.onnx_export import OPSET
+
+    buf = io.BytesIO()
+    names = [f"input{i}" for i in range(len(inputs))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.cpu().eval(), inputs, buf, dynamo=False, opset_version=OPSET,
+                          input_names=names)
+    return buf.getvalue()
+
+
+def int8_onnx_bytes(module: "Int8Module", inputs: tuple[torch.Tensor, ...]) -> bytes:
+    """The int8 module exactly as ``samnas export`` builds it: the fp32 module exported, then its int8 blocks'
+    linear layers quantized by ONNX Runtime (dynamic int8)."""
+    import tempfile
+
+    from nas.onnx_export import quantize_onnx_blocks
+
+    with tempfile.TemporaryDirectory(prefix="samnas-int8-") as tmp:
+        fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        fp32_path.write_bytes(export_onnx_bytes(module.fp32, inputs))
+        quantize_onnx_blocks(fp32_path, int8_path, module.blocks)
+        return int8_path.read_bytes()
+
+
+def check_int8_matches(module: "Int8Module", inputs: tuple[torch.Tensor, ...], got: np.ndarray, runtime: str) -> None:
+    """RuntimeError when a runtime's int8 output is further from PyTorch's int8 one than export accepts."""
+    from nas.onnx_export import ONNX_INT8_TOLERANCE, compare_embeddings, int8_within_tolerance
+
+    with torch.inference_mode():
+        want = module(*inputs).numpy()
+    error = compare_embeddings(got, want)
+    if not int8_within_tolerance(error):
+        raise RuntimeError(f"int8 module on {runtime} differs from the PyTorch int8 one: relative L2 "
+                           f"{error['rel_l2']:.4f}, cosine {error['cosine']:.5f} (accepted: {ONNX_INT8_TOLERANCE})")
 
 
 class OrtBackend(Backend):
@@ -108,8 +156,8 @@ class OrtBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, hardware: str, threads: int) -> None:
-        super().__init__(hardware, threads)
+    def __init__(self, hardware: str, threads: int, precision: str = "fp32") -> None:
+        super().__init__(hardware, threads, precision)
         import onnxruntime as ort
 
         self.ort = ort
@@ -123,53 +171,97 @@ class OrtBackend(Backend):
     def info(self):
         return {**super().info(), "onnxruntime_provider": self.provider}
 
-    @staticmethod
-    def export_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> bytes:
-        """``module`` as ONNX (opset :data:`nas.onnx_export.OPSET`, inputs ``input0``, ``input1``, ...)."""
-        from nas.onnx_export import OPSET
-
-        buf = io.BytesIO()
-        names = [f"input{i}" for i in range(len(inputs))]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module.cpu().eval(), inputs, buf, dynamo=False, opset_version=OPSET,
-                              input_names=names)
-        return buf.getvalue()
-
     def session(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
-        """An inference session for ``module``, with the options a fresh-process validation timing uses."""
-        return self.ort.InferenceSession(self.export_bytes(module, inputs), providers=[self.provider],
+        """An inference session for ``module`` (int8 blocks quantized as export does), with the options a
+        fresh-process validation timing uses."""
+        model = int8_onnx_bytes(module, inputs) if isinstance(module, Int8Module) else export_onnx_bytes(module, inputs)
+        return self.ort.InferenceSession(model, providers=[self.provider],
                                          sess_options=ort_session_options(self.ort, self.threads))
 
     def prepare(self, module, inputs):
-        if isinstance(module, Int8Module):
-            return self.prepare_int8(module, inputs)
+        int8 = isinstance(module, Int8Module)
         sess = self.session(module, inputs)
         feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), inputs)}
-        check_onnx_matches(module, inputs, sess.run(None, feeds))
+        if int8:
+            check_int8_matches(module, inputs, sess.run(None, feeds)[0], "ONNX Runtime")
+        else:
+            check_onnx_matches(module, inputs, sess.run(None, feeds))
         return lambda: sess.run(None, feeds)
 
-    def prepare_int8(self, module: "Int8Module", inputs: tuple[torch.Tensor, ...]):
-        """A session for the int8 module exactly as ``samnas export`` builds one: the fp32 module exported,
-        then its int8 blocks' linear layers quantized by ONNX Runtime, checked against PyTorch's int8."""
-        import tempfile
 
-        from nas.onnx_export import ONNX_INT8_TOLERANCE, compare_embeddings, int8_within_tolerance, quantize_onnx_blocks
+PTQ_SAMPLES, PTQ_SEED = 8, 1234  # NNCF calibration inputs for latency and error rows (random, like profiling's)
+BF16_MIN_COSINE = 0.999  # a bf16 run's output against fp32 torch: bf16 rounding stays far above this; a broken export does not
 
-        with tempfile.TemporaryDirectory(prefix="samnas-int8-") as tmp:
-            fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-            fp32_path.write_bytes(self.export_bytes(module.fp32, inputs))
-            quantize_onnx_blocks(fp32_path, int8_path, module.blocks)
-            sess = self.ort.InferenceSession(int8_path.read_bytes(), providers=[self.provider],
-                                             sess_options=ort_session_options(self.ort, self.threads))
-        feeds = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), inputs)}
-        with torch.inference_mode():
-            want = module(*inputs).numpy()
-        error = compare_embeddings(sess.run(None, feeds)[0], want)
-        if not int8_within_tolerance(error):
-            raise RuntimeError(f"int8 ONNX module differs from the PyTorch int8 one: relative L2 "
-                               f"{error['rel_l2']:.4f}, cosine {error['cosine']:.5f} (accepted: {ONNX_INT8_TOLERANCE})")
-        return lambda: sess.run(None, feeds)
+
+class OpenVinoBackend(Backend):
+    """OpenVINO's CPU plugin: the module's ONNX export compiled with the device's precision hint, checked against
+    torch (fp32: as ONNX Runtime is; bf16: cosine >= :data:`BF16_MIN_COSINE`; int8 blocks: as export checks them)."""
+
+    name = "openvino"
+
+    def __init__(self, hardware: str, threads: int, precision: str = "fp32") -> None:
+        super().__init__(hardware, threads, precision)
+        import openvino
+
+        self.ov = openvino
+        self.core = openvino.Core()
+
+    def info(self):
+        return {**super().info(), "openvino": self.ov.get_version().split("-")[0]}
+
+    def compile(self, model: bytes):
+        """A compiled model for ONNX bytes, with the properties a fresh-process validation timing uses."""
+        return self.core.compile_model(self.core.read_model(model, b""), "CPU",
+                                       openvino_config(self.precision, self.threads))
+
+    def prepare(self, module, inputs):
+        int8 = isinstance(module, Int8Module)
+        compiled = self.compile(int8_onnx_bytes(module, inputs) if int8 else export_onnx_bytes(module, inputs))
+        request = compiled.create_infer_request()
+        feeds = {i: x.numpy() for i, x in enumerate(inputs)}
+        got = [request.infer(feeds)[k] for k in range(len(compiled.outputs))]
+        if int8:
+            check_int8_matches(module, inputs, got[0], "OpenVINO")
+        elif self.precision == "bf16":
+            check_bf16_matches(module, inputs, got)
+        else:
+            check_onnx_matches(module, inputs, got)
+        return lambda: request.infer(feeds)
+
+    def prepare_ptq(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], samples: int = PTQ_SAMPLES):
+        """OpenVINO's own int8 path: the fp32 ONNX export quantized whole (weights and activations) by NNCF
+        post-training quantization (transformer preset: softmax, norms and GELU stay float), calibrated on
+        ``samples`` inputs drawn like ``inputs``; then compiled as :meth:`prepare` does. Needs ``nncf``."""
+        import logging
+
+        import nncf
+
+        nncf.set_log_level(logging.ERROR)  # its progress bars and notes would bury the command's own output
+        model = self.core.read_model(export_onnx_bytes(module, inputs), b"")
+        gen = torch.Generator().manual_seed(PTQ_SEED)
+        calib = [{i: torch.randn(x.shape, generator=gen).numpy() for i, x in enumerate(inputs)} for _ in range(samples)]
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):  # its progress bars print to stdout
+            warnings.simplefilter("ignore")
+            model = nncf.quantize(model, nncf.Dataset(calib), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=samples)
+        compiled = self.core.compile_model(model, "CPU", openvino_config(self.precision, self.threads))
+        request = compiled.create_infer_request()
+        feeds = {i: x.numpy() for i, x in enumerate(inputs)}
+        return lambda: request.infer(feeds)
+
+
+def check_bf16_matches(module: nn.Module, inputs: tuple[torch.Tensor, ...], outputs: list[np.ndarray]) -> float:
+    """Lowest cosine of a bf16 runtime's outputs to fp32 torch; RuntimeError below :data:`BF16_MIN_COSINE`."""
+    from nas.onnx_export import compare_embeddings
+
+    with torch.inference_mode():
+        ref = module.cpu()(*inputs)
+    ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
+    worst = min(compare_embeddings(got, want.numpy())["cosine"] for got, want in zip(outputs, ref))
+    if not worst >= BF16_MIN_COSINE:
+        raise RuntimeError(f"bf16 output of {type(module).__name__} has cosine {worst:.5f} to fp32 torch "
+                           f"(expected >= {BF16_MIN_COSINE})")
+    return worst
 
 
 def check_onnx_matches(module: nn.Module, inputs: tuple[torch.Tensor, ...], outputs: list[np.ndarray]) -> float:
@@ -187,18 +279,40 @@ def check_onnx_matches(module: nn.Module, inputs: tuple[torch.Tensor, ...], outp
     return worst
 
 
+def check_space_on_device(space: SearchSpace, device: str) -> None:
+    """UserError when ``device`` cannot run ``space``'s subnets as the space defines them.
+
+    A bf16 device runs every block in bf16; the per-block int8 of an int8 space is PyTorch's and ONNX
+    Runtime's dynamic quantization, which takes fp32 activations, so int8 spaces are profiled and searched
+    on fp32 devices.
+    """
+    spec = device_spec(device)
+    if spec.precision == "bf16" and "int8" in space.precisions:
+        plain = space.name.removesuffix("_int8")
+        raise UserError(f"space {space.name} has int8 blocks, which run with fp32 activations; on {device} search "
+                        f"an fp32 space (e.g. {plain}), or search {space.name} on "
+                        f"{spec.hardware}-{spec.backend}")
+
+
+BACKEND_CLASSES = {"torch": TorchBackend, "onnxruntime": OrtBackend, "openvino": OpenVinoBackend}
+
+
 def make_backend(device: str, threads: int | None = None) -> Backend:
     """The backend for a device name on this machine; UserError when this machine cannot run it."""
-    hardware, backend, _ = parse_device(device)
-    if hardware == "cuda" and not torch.cuda.is_available():
+    spec = device_spec(device)
+    if spec.hardware == "cuda" and not torch.cuda.is_available():
         raise UserError(
             f"device {device} needs a CUDA GPU, and torch.cuda.is_available() is False here; profile it on a GPU "
             f"machine with `samnas latency profile --device {device} --out FILE`, then `samnas latency import FILE`"
         )
+    if spec.precision == "bf16" and spec.hardware == "cpu":
+        problem = bf16_problem({"cpu": cpu_model(), "cpu_features": cpu_features()})
+        if problem:
+            raise UserError(f"device {device}: bf16 is not offered here: {problem}; use {spec.hardware}-{spec.backend}")
     threads = int(threads or torch.get_num_threads())
     if threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
-    return OrtBackend(hardware, threads) if backend == "onnxruntime" else TorchBackend(hardware, threads)
+    return BACKEND_CLASSES[spec.backend](spec.hardware, threads, spec.precision)
 
 
 @contextmanager
@@ -533,9 +647,10 @@ def profile(space: SearchSpace | str, device: str, settings: ProfileSettings | N
         samples = len(configs)
     if not blocks and not samples:
         raise UserError("nothing to profile: give --blocks and/or --samples N with N > 0")
+    check_space_on_device(space, device)
     backend = make_backend(device, s.threads)
-    if prompts and backend.name == "onnxruntime":
-        raise UserError("--prompts: the onnxruntime backend times the exported image encoder only; "
+    if prompts and backend.name != "torch":
+        raise UserError(f"--prompts: the {backend.name} backend times the exported image encoder only; "
                         "time encoder + decoder on a *-torch device")
     kinds = block_kinds(space, prompts) if blocks else []
     if configs is None:

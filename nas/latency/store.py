@@ -27,6 +27,7 @@ import math
 import re
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra.errors import UserError
@@ -38,8 +39,21 @@ PROBES_FILE = "probes.json"
 PROBE_FIELDS = ("config", "median_ms", "p10_ms", "p90_ms", "repeats")
 
 HARDWARE = ("cpu", "cuda")
-BACKENDS = ("torch", "onnxruntime")
-DEVICE_PATTERN = re.compile(r"^(?P<hw>[a-z]+)-(?P<backend>[a-z]+)(?:@(?P<tag>[A-Za-z0-9][A-Za-z0-9_.-]{0,63}))?$")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+# The float precision a device computes in; int8 is per block, in the search space (supernet.elastic.precision).
+DEVICE_PRECISIONS = ("fp32", "bf16")
+DEVICE_PATTERN = re.compile(r"^(?P<hw>[a-z]+)-(?P<backend>[a-z]+)(?:-(?P<precision>[a-z0-9]+))?"
+                            r"(?:@(?P<tag>[A-Za-z0-9][A-Za-z0-9_.-]{0,63}))?$")
+# (hardware, backend) pairs samnas can time, with the precisions each runs; bf16 needs CPU support as well
+# (nas.fingerprint.bf16_problem). ONNX Runtime's CPU provider has no bf16 kernels for these models, and the
+# OpenVINO runtime measured here is its CPU plugin.
+RUNTIME_PRECISIONS = {
+    ("cpu", "torch"): ("fp32", "bf16"),
+    ("cpu", "onnxruntime"): ("fp32",),
+    ("cpu", "openvino"): ("fp32", "bf16"),
+    ("cuda", "torch"): ("fp32", "bf16"),
+    ("cuda", "onnxruntime"): ("fp32",),
+}
 
 TIMING_FIELDS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms", "repeats", "seconds")
 # kind: "fixed" (patch embedding + position embedding + neck, i.e. an encoder with no
@@ -59,16 +73,47 @@ FIELD_DEFAULTS = {"precision": "fp32"}
 SAME_DEVICE_FIELDS = ("cpu", "threads", "backend", "torch", "onnxruntime", "gpu", "allocator")
 
 
-def parse_device(name: str) -> tuple[str, str, str | None]:
-    """``"cpu-torch@lab1"`` -> ``("cpu", "torch", "lab1")``; UserError naming the allowed forms."""
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device name taken apart: ``cpu-openvino-bf16@lab1`` is hardware ``cpu``, backend ``openvino``,
+    precision ``bf16`` (``fp32`` when the name has none) and tag ``lab1``."""
+
+    name: str
+    hardware: str
+    backend: str
+    precision: str
+    tag: str | None
+
+    @property
+    def runtime(self) -> str:
+        """``backend`` plus the precision when it is not fp32 (``openvino-bf16``), as tables name a runtime."""
+        return self.backend if self.precision == "fp32" else f"{self.backend}-{self.precision}"
+
+
+def device_spec(name: str) -> DeviceSpec:
+    """Parse ``<hardware>-<backend>[-<precision>][@tag]``; UserError naming the allowed forms."""
     m = DEVICE_PATTERN.match(name) if isinstance(name, str) else None
-    if not m or m["hw"] not in HARDWARE or m["backend"] not in BACKENDS:
-        forms = ", ".join(f"{h}-{b}" for h in HARDWARE for b in BACKENDS)
+    if not m or (m["hw"], m["backend"]) not in RUNTIME_PRECISIONS:
+        forms = ", ".join(f"{h}-{b}" for h, b in RUNTIME_PRECISIONS)
         raise UserError(
-            f"device {name!r}: expected <hardware>-<backend>[@tag] with one of {forms} "
-            "and an optional tag of letters, digits, '_', '.', '-' (e.g. cpu-torch@laptop)"
+            f"device {name!r}: expected <hardware>-<backend>[-bf16][@tag] with one of {forms} "
+            "and an optional tag of letters, digits, '_', '.', '-' (e.g. cpu-torch@laptop, cpu-openvino-bf16)"
         )
-    return m["hw"], m["backend"], m["tag"]
+    allowed = RUNTIME_PRECISIONS[(m["hw"], m["backend"])]
+    precision = m["precision"] or "fp32"
+    if m["precision"] == "fp32" or precision not in allowed:
+        extra = [p for p in allowed if p != "fp32"]
+        raise UserError(
+            f"device {name!r}: precision {m['precision']!r} is not offered on {m['hw']}-{m['backend']}; "
+            f"write {m['hw']}-{m['backend']} for fp32" + "".join(f" or {m['hw']}-{m['backend']}-{p}" for p in extra)
+        )
+    return DeviceSpec(name, m["hw"], m["backend"], precision, m["tag"])
+
+
+def parse_device(name: str) -> tuple[str, str, str | None]:
+    """``"cpu-torch@lab1"`` -> ``("cpu", "torch", "lab1")`` (the precision: :func:`device_spec`)."""
+    spec = device_spec(name)
+    return spec.hardware, spec.backend, spec.tag
 
 
 def torch_device(name: str) -> str:

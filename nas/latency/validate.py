@@ -49,7 +49,7 @@ from search_spaces.space import SearchSpace
 from infra.errors import UserError
 
 from .predictor import WITHIN, error_metrics, load_predictor
-from .store import DeviceStore, list_devices, parse_device, read_json, resolve_root, write_json
+from .store import DeviceStore, device_spec, list_devices, parse_device, read_json, resolve_root, write_json
 
 VALIDATION_FORMAT = "samnas-latency-validation/1"
 VALIDATION_FILE = "validation.json"
@@ -114,16 +114,22 @@ def fresh_env() -> dict:
     return env
 
 
+ONNX_BACKENDS = ("onnxruntime", "openvino")  # backends that run the exported ONNX encoder, not the torch module
+FRESH_WHERE = {"torch": "subnet folder, torch eager", "onnxruntime": "ONNX file, new ONNX Runtime session",
+               "openvino": "ONNX file, new OpenVINO CPU compile"}
+
+
 def time_in_fresh_process(backend: str, path: str | Path, resolution: int, threads: int, repeats: int = 5,
                           warmup: int = WARMUP, min_seconds: float = MIN_SECONDS, seed: int = 0,
-                          timeout: float = 3600, probe: tuple[str | Path, int] | None = None) -> dict:
+                          timeout: float = 3600, probe: tuple[str | Path, int] | None = None,
+                          precision: str = "fp32") -> dict:
     """Time a saved subnet (folder) or ONNX file in a new Python process; its :mod:`nas.latency.fresh` result.
 
     ``probe``: ``(path, resolution)`` of a drift probe subnet saved the same way; it is timed in
     the same process, interleaved with the subnet (``probe_median_ms`` in the result).
     """
     job = {"backend": backend, "path": str(path), "resolution": resolution, "threads": threads, "repeats": repeats,
-           "warmup": warmup, "min_seconds": min_seconds, "seed": seed}
+           "warmup": warmup, "min_seconds": min_seconds, "seed": seed, "precision": precision}
     if probe:
         job.update(probe_path=str(probe[0]), probe_resolution=int(probe[1]))
     with tempfile.TemporaryDirectory(prefix="samnas-fresh-") as tmp:
@@ -148,7 +154,7 @@ def prepare_subnet(supernet, config: dict, backend: str, folder: Path) -> Path:
     from supernet.elastic.precision import int8_blocks
 
     sub = extract(supernet, config, quantize=False)
-    if backend == "onnxruntime":
+    if backend in ONNX_BACKENDS:
         path = export_encoder_onnx(sub, folder / "encoder.onnx")
         return quantize_encoder_onnx(path, folder / "encoder.int8.onnx", config) if int8_blocks(config) else path
     return save_subnet(sub, subnet_metadata(supernet, config), folder)
@@ -216,7 +222,8 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
         raise UserError(f"--samples must be at least 1, got {samples}")
     predictor = check_device_and_space(device, space, root)
     store = DeviceStore(device, root)
-    hardware, backend_name, _ = parse_device(device)
+    spec = device_spec(device)
+    hardware, backend_name = spec.hardware, spec.backend
     if hardware != "cpu":
         raise UserError(f"validate times subnets on this machine's CPU; {device} is a {hardware} device")
     fp = store.fingerprint() or {}
@@ -245,7 +252,7 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
         for i, cfg in enumerate(bar):
             path = prepare_subnet(supernet, cfg, backend_name, Path(tmp) / str(i))
             measured.append(time_in_fresh_process(backend_name, path, cfg["resolution"], threads, repeats, warmup,
-                                                  min_seconds, seed, probe=probe))
+                                                  min_seconds, seed, probe=probe, precision=spec.precision))
             shutil.rmtree(Path(tmp) / str(i), ignore_errors=True)
     del supernet
     after = run_probe(predictor, root, seconds)
@@ -264,7 +271,7 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
         "sampler": f"validation sampler: each skippable block kept with p={KEEP_PROBABILITY}, heads, MLP "
                    f"(and precision) uniform, resolution uniform over {list(sp.resolutions)}; configs disjoint from the "
                    f"{len(profiled)} the device folder timed",
-        "timing": {"where": f"fresh process per subnet ({'ONNX file, new ONNX Runtime session' if backend_name == 'onnxruntime' else 'subnet folder, torch eager'})",
+        "timing": {"where": f"fresh process per subnet ({FRESH_WHERE[backend_name]}, {spec.precision})",
                    "threads": threads, "repeats": repeats, "warmup": warmup, "min_seconds": min_seconds,
                    "allocator": measured[0].get("allocator")},
         "cv_mape_pct": part["mape_pct"],
