@@ -51,9 +51,9 @@ NEEDS_DATA = {"everything.py", "mask_ceiling.py", "vit_b_pipeline.py"}
 # scripts with a second part, each run with its own tiny arguments
 MORE = [("runtimes.py", ["--part", "fronts", "--resolution", "128", "--trials", "3", "--images", "2", "--samples", "5",
                          "--rounds", "1", "--topic", "runtimes_fronts_smoke"], "runtimes_fronts_smoke")]
-# The scripts that take more than ~10 s on 2 cores (minutes for everything.py) run in the slow tier
-# only; the quick ones stay in `-m "not slow"` as its benchmark smoke signal.
-QUICK = {"subnets.py", "latency.py", "int8.py"}
+# Every script but the quickest runs in the slow tier only (seconds to minutes each on 2 cores; minutes
+# for everything.py); subnets.py stays in `-m "not slow"` as its benchmark smoke signal.
+QUICK = {"subnets.py"}
 
 
 def test_every_benchmark_script_has_tiny_arguments():

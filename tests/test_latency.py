@@ -421,6 +421,7 @@ def test_onnxruntime_backend_matches_torch(space):
 # ---------------------------------------------------------------------- command line
 
 
+@pytest.mark.slow
 def test_cli_profile_out_import_fit_list(tmp_path, capsys, monkeypatch):
     portable = tmp_path / "edge.json"
     code, out, err = run_cli(["latency", "profile", "--space", "sam_micro", "--device", "cpu-onnxruntime",
@@ -737,6 +738,7 @@ def test_openvino_bf16_check_catches_a_wrong_output(space):
         check_bf16_matches(module, inputs, [np.random.default_rng(0).standard_normal(want.shape).astype(np.float32)])
 
 
+@pytest.mark.slow
 def test_runtimes_command_times_every_installed_runtime(capsys, monkeypatch):
     code, out, _ = run_cli(["latency", "runtimes", "--space", "sam_micro", "--resolution", 128, "--rounds", 1,
                             "--repeats", 1, "--format", "json"], capsys, monkeypatch)

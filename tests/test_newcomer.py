@@ -204,6 +204,7 @@ def test_search_summary_states_quality_and_predictor_error_and_fails_when_nothin
     assert "Creating a new experiment" not in out + err and "[I " not in out + err  # library noise is hidden
 
 
+@pytest.mark.slow
 def test_resumed_search_names_running_trials_of_other_hosts(results, tmp_path):
     storage = f"sqlite:///{tmp_path / 'h.db'}"
     name = "sam_micro@cpu-torch@1000ms"
@@ -244,6 +245,7 @@ def test_latency_fit_warns_about_a_noisy_predictor(results, tmp_path):
 
 # ------------------------------------------------------------------------ 6. round trips
 
+@pytest.mark.slow
 def test_sampled_configs_extract_and_exported_files_round_trip(results, tmp_path):
     if not MICRO_WEIGHTS.is_file():
         pytest.skip("no packaged sam_micro weights")

@@ -130,6 +130,7 @@ def _env(results):
     return {**os.environ, "SAMNAS_RESULTS": str(results), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", [DEFAULT_SAMPLER, "random"])
 def test_killed_search_loses_no_completed_trial(results, tmp_path, sampler):
     storage = f"sqlite:///{tmp_path / 'kill.db'}"
@@ -173,6 +174,7 @@ def test_killed_search_loses_no_completed_trial(results, tmp_path, sampler):
     assert "left RUNNING by a worker of this host that is gone" in out
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_postgres_study(results):
     from pg import postgres_server
 
@@ -205,6 +207,7 @@ print("opened")
 """
 
 
+@pytest.mark.slow
 def test_workers_opening_a_fresh_postgres_database_at_once_all_succeed():
     """Six processes create Optuna's tables in the same instant; the losers of the race retry."""
     from pg import postgres_server
