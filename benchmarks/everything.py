@@ -123,7 +123,7 @@ def main() -> int:
         prompts = {k: [] for k in gens}
         from tqdm.auto import tqdm
 
-        for i, (path, im) in enumerate(tqdm(val, desc="held-out photos", unit="photo")):
+        for i, (_path, im) in enumerate(tqdm(val, desc="held-out photos", unit="photo")):
             for name in (("grid", "tuned") if i % 2 == 0 else ("tuned", "grid")):
                 r, t = timed(gens[name], im, args.repeats)
                 recs[name].append(r)

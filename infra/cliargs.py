@@ -3,6 +3,7 @@ so impossible values are one-line errors before any work starts."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 
@@ -45,3 +46,14 @@ def open_fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
     return value
+
+
+def default_of(settings_cls, name: str):
+    """The default of field ``name`` of the dataclass ``settings_cls``, so that a command's option and the
+    settings it fills share one default (``default_of(TrainSettings, "lr")``)."""
+    for f in dataclasses.fields(settings_cls):
+        if f.name == name:
+            if f.default is dataclasses.MISSING:
+                raise TypeError(f"{settings_cls.__name__}.{name} has no plain default")
+            return f.default
+    raise TypeError(f"{settings_cls.__name__} has no field {name!r}")

@@ -321,7 +321,7 @@ def run_search_command(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr)
     others = other_hosts_running(study)
     if others:
-        print(f"still RUNNING on other hosts: " + ", ".join(f"trial {n} ({host})" for n, host in others)
+        print("still RUNNING on other hosts: " + ", ".join(f"trial {n} ({host})" for n, host in others)
               + f"; Optuna fails each {HEARTBEAT_GRACE_S} s after its worker's last heartbeat if that worker is gone")
     print(f"stored in {storage}; MLflow runs in {tracker.uri}; plot {plot}")
     if not front:

@@ -175,8 +175,8 @@ def measure_export(sub: Sam, out: Path, threads: int, repeats: int, openvino: di
         if openvino:
             engines["openvino"] = Engine(out / openvino["files"]["image_encoder"], "openvino", threads,
                                          openvino["precision"])
-        for backend, engine in engines.items():
-            measured[backend] = time_callable(lambda: engine({"images": x}), repeats=repeats, warmup=2,
+        for backend, engine in engines.items():  # each lambda runs within its own iteration
+            measured[backend] = time_callable(lambda: engine({"images": x}), repeats=repeats, warmup=2,  # noqa: B023
                                               min_seconds=MIN_SECONDS).as_dict()
         return measured, machine_fingerprint()
 
@@ -457,7 +457,7 @@ def render_card(card: dict) -> str:
         "",
         f"Measured on: {fp['cpu']}, {plural(fp['torch_threads'], 'torch thread')}, torch {fp['torch']}, "
         f"onnxruntime {fp.get('onnxruntime')}" + (f", GPU {fp['gpu']}" if fp.get("gpu") else "") + ".",
-        f"ONNX Runtime vs PyTorch max abs difference on the embeddings"
+        "ONNX Runtime vs PyTorch max abs difference on the embeddings"
         + (" (fp32 export, before quantizing)" if card.get("onnx_int8_check") else "")
         + f": {card['onnx_max_abs_diff']:.2e}.",
         *_decoder_check_lines(card.get("decoder_check")),

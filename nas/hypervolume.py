@@ -14,28 +14,36 @@ when ``q`` is Gaussian, that expectation is a sum of expected improvements over 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
 
 
-def front_2d(quality, ms, ref_ms: float = np.inf, ref_quality: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
-    """The non-dominated points within the reference point, fastest first: ``(quality, ms)`` arrays.
+def front_indices(quality, ms, ref_ms: float = np.inf, ref_quality: float = -np.inf) -> np.ndarray:
+    """Indices of the non-dominated points within the reference point, fastest first.
 
-    Quality increases along the result. Ties in both objectives keep one point.
+    A point is kept iff its quality beats every faster (or equally fast) point's. Points tied in
+    both objectives keep the first in input order (the sort is stable), so callers that pre-sort
+    choose which one stays. Non-finite values and points outside ``(ref_quality, ref_ms)`` are dropped.
     """
     q = np.asarray(quality, dtype=float).ravel()
     m = np.asarray(ms, dtype=float).ravel()
     if q.shape != m.shape:
         raise ValueError(f"quality and ms differ in length: {q.size} vs {m.size}")
-    keep = (m <= ref_ms) & (q >= ref_quality) & np.isfinite(q) & np.isfinite(m)
-    q, m = q[keep], m[keep]
-    order = np.lexsort((-q, m))  # by latency, then best quality first
-    out_q, out_m, best = [], [], -np.inf
+    keep = np.flatnonzero((m <= ref_ms) & (q >= ref_quality) & np.isfinite(q) & np.isfinite(m))
+    order = keep[np.lexsort((-q[keep], m[keep]))]  # by latency, then best quality first
+    out, best = [], -np.inf
     for i in order:
         if q[i] > best:
-            out_q.append(q[i])
-            out_m.append(m[i])
+            out.append(i)
             best = q[i]
-    return np.array(out_q), np.array(out_m)
+    return np.array(out, dtype=int)
+
+
+def front_2d(quality, ms, ref_ms: float = np.inf, ref_quality: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """The non-dominated points within the reference point, fastest first: ``(quality, ms)`` arrays.
+
+    Quality increases along the result. Ties in both objectives keep one point (:func:`front_indices`).
+    """
+    idx = front_indices(quality, ms, ref_ms, ref_quality)
+    return np.asarray(quality, dtype=float).ravel()[idx], np.asarray(ms, dtype=float).ravel()[idx]
 
 
 def hypervolume_2d(quality, ms, ref_ms: float, ref_quality: float = 0.0) -> float:
@@ -79,6 +87,8 @@ def expected_improvement(mean, std, cand_ms, quality, ms, ref_ms: float, ref_qua
     ``[cand_ms, ref_ms]``, ``w * E[max(0, q - a)] = w * (std * pdf(z) + (mean - a) * cdf(z))``
     with ``z = (mean - a) / std``. A zero ``std`` gives :func:`improvement` of the mean.
     """
+    from scipy.stats import norm  # here, not at the top: front queries (samnas pareto) need no scipy (~1 s)
+
     mean = np.asarray(mean, float)[:, None]
     std = np.maximum(np.asarray(std, float)[:, None], 1e-12)
     edges, levels = _steps(quality, ms, ref_ms, ref_quality)

@@ -13,6 +13,7 @@ from infra.errors import UserError
 from infra.fileio import atomic_write_bytes
 from supernet.elastic.precision import config_precision, precision_label
 
+from .hypervolume import front_indices
 from .record import TrialRecord
 from .study import open_storage, parse_study_name, predictor_line
 
@@ -126,13 +127,9 @@ def pareto_front(points: list[TrialPoint], budget_ms: float | None = None,
     cands = [p for p in points if p.feasible and (budget_ms is None or p.predicted_ms <= budget_ms)
              and (min_quality is None or p.quality >= min_quality)
              and (precision is None or p.precision_kind == precision)]
-    cands.sort(key=lambda p: (p.predicted_ms, -p.quality, p.study, p.trial))
-    front, best_quality = [], float("-inf")
-    for p in cands:  # sorted by latency: a point is on the front iff it beats every faster point's quality
-        if p.quality > best_quality:
-            front.append(p)
-            best_quality = p.quality
-    return front
+    cands.sort(key=lambda p: (p.study, p.trial))  # which of two points tied in both objectives stays
+    keep = front_indices([p.quality for p in cands], [p.predicted_ms for p in cands])
+    return [cands[i] for i in keep]
 
 
 def _row(p: TrialPoint, nested: bool = True) -> dict:
@@ -235,14 +232,3 @@ def plot_front(points: list[TrialPoint], front: list[TrialPoint], path: str | Pa
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
-
-def hypervolume_2d(points: list[TrialPoint], ref_ms: float, ref_quality: float = 0.0) -> float:
-    """Area (quality x ms) dominated by the feasible points, bounded by (``ref_quality``, ``ref_ms``).
-
-    Quality is maximised and latency minimised; points slower than ``ref_ms`` or worse than
-    ``ref_quality`` add nothing. Units: quality (in [0, 1]) times milliseconds.
-    """
-    from .hypervolume import hypervolume_2d as hv
-
-    feasible = [p for p in points if p.feasible]
-    return hv([p.quality for p in feasible], [p.predicted_ms for p in feasible], ref_ms, ref_quality)

@@ -25,7 +25,7 @@ from supernet.reference import WEIGHTS_DIR
 from infra.errors import UserError
 from scenes.sources import CocoScenes, MixedScenes, SyntheticScenes
 from scenes.synthetic import write_coco_dataset
-from nas.training.losses import FOCAL_ALPHA
+from nas.training.settings import FOCAL_ALPHA
 from nas.training.train import TrainSettings, train
 
 from .fingerprint import machine_fingerprint

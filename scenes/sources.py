@@ -131,14 +131,14 @@ class CocoScenes:
         self.images: list[np.ndarray] = []  # (h, w, 3) uint8
         self.masks: list[np.ndarray] = []  # (k, h, w) bool
         self.names: list[str] = []
-        for images_dir, annotations in datasets:
-            coco, by_name = _load_coco(annotations)
+        for images_dir, annotations_file in datasets:
+            coco, by_name = _load_coco(annotations_file)
             folder = Path(images_dir)
             if not folder.is_dir():
-                raise UserError(f"{folder}: image folder not found (for {annotations})")
+                raise UserError(f"{folder}: image folder not found (for {annotations_file})")
             names = sorted(n for n in by_name if (folder / n).is_file())
             if not names:
-                raise UserError(f"{annotations}: none of its images is in {folder}")
+                raise UserError(f"{annotations_file}: none of its images is in {folder}")
             for name in tqdm(names, desc=f"loading {folder.name}", unit="image", disable=not progress):
                 try:
                     image = load_image(folder / name)

@@ -43,7 +43,7 @@ def _reference_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: flo
 
 def _install_torchvision_stand_in() -> bool:
     try:
-        torch.ops.torchvision.nms  # already registered (real or stand-in)
+        torch.ops.torchvision.nms  # noqa: B018 (the lookup raises when nms is not registered yet)
         return True
     except (AttributeError, RuntimeError):
         pass
@@ -67,7 +67,7 @@ HAVE_TORCHVISION = _install_torchvision_stand_in()
 def oracle():
     """Import and return the official ``segment_anything`` package, or skip the test."""
     if not HAVE_TORCHVISION:
-        pytest.skip("official segment-anything oracle needs torchvision (pip install -e '.[dev]')")
+        pytest.skip("official segment-anything oracle needs torchvision (pip install -e '.[dev]' -c constraints.txt)")
     return pytest.importorskip("segment_anything")
 
 

@@ -52,6 +52,9 @@ NEEDS_DATA = {"everything.py", "mask_ceiling.py", "vit_b_pipeline.py"}
 # scripts with a second part, each run with its own tiny arguments
 MORE = [("runtimes.py", ["--part", "fronts", "--resolution", "128", "--trials", "3", "--images", "2", "--samples", "5",
                          "--rounds", "1", "--topic", "runtimes_fronts_smoke"], "runtimes_fronts_smoke")]
+# Every script but the quickest runs in the slow tier only (seconds to minutes each on 2 cores; minutes
+# for everything.py); subnets.py stays in `-m "not slow"` as its benchmark smoke signal.
+QUICK = {"subnets.py"}
 
 
 def test_every_benchmark_script_has_tiny_arguments():
@@ -59,7 +62,11 @@ def test_every_benchmark_script_has_tiny_arguments():
     assert scripts == set(TINY), "add the new benchmark script to TINY"
 
 
-@pytest.mark.parametrize("script, args, topic", [(s, *TINY[s]) for s in sorted(TINY)] + MORE)
+CASES = [(s, *TINY[s]) for s in sorted(TINY)] + MORE
+
+
+@pytest.mark.parametrize("script, args, topic",
+                         [pytest.param(*case, marks=() if case[0] in QUICK else pytest.mark.slow) for case in CASES])
 def test_benchmark_runs_and_names_its_commit(script, args, topic, tmp_path):
     if script in NEEDS_DATA and not COCO128.is_dir():
         pytest.skip(f"needs {COCO128}")

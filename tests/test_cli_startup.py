@@ -1,11 +1,11 @@
 """The command line starts fast: listing commands or spaces imports neither torch nor optuna,
-and running a command imports only the module that owns it."""
+and running a command imports only the module that owns it. Measured as imports, not seconds,
+so that a busy machine cannot fail it."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,8 @@ import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
-import json, sys, time
-t = time.perf_counter()
+import json, sys
+before = set(sys.modules)  # the interpreter's own start-up (site, .pth hooks)
 sys.argv = ["samnas", *json.loads(sys.argv[1])]
 import cli
 try:
@@ -23,7 +23,10 @@ try:
 except SystemExit as exc:
     code = exc.code
 heavy = sorted(m for m in ("torch", "optuna", "mlflow", "onnxruntime", "matplotlib") if m in sys.modules)
-print(json.dumps({"code": code, "heavy": heavy, "s": time.perf_counter() - t}), file=sys.stderr)
+# top-level packages the command imported beyond the standard library (not Cython's internal helpers)
+outside = sorted({m.split(".")[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)
+                 - {"cython_runtime"} - {m for m in sys.modules if m.startswith("_cython")})
+print(json.dumps({"code": code, "heavy": heavy, "outside_stdlib": outside}), file=sys.stderr)
 """
 
 
@@ -40,9 +43,15 @@ def test_listing_imports_neither_torch_nor_optuna(args):
     assert report["heavy"] == []
 
 
-def test_spaces_list_starts_in_under_a_second():
-    best = min(run_cli_in_fresh_process(["spaces", "list"])["s"] for _ in range(3))
-    assert best < 1.0, f"samnas spaces list took {best:.2f} s (imports included)"
+# What `samnas spaces list` may import beyond the standard library: the project's light layers, YAML
+# and numpy (a few tenths of a second in all; torch alone takes seconds).
+LIGHT = {"cli", "infra", "search_spaces", "supernet", "yaml", "numpy"}
+
+
+def test_spaces_list_imports_only_light_packages():
+    report = run_cli_in_fresh_process(["spaces", "list"])
+    assert report["code"] == 0
+    assert set(report["outside_stdlib"]) <= LIGHT, sorted(set(report["outside_stdlib"]) - LIGHT)
 
 
 def test_pareto_help_loads_no_torch():

@@ -139,6 +139,7 @@ def test_card_states_real_shapes_and_files(reference_export):
     assert "Output `embeddings` `(1, 64, 12, 12)`" in md and "`low_res_masks` `(B, 4, 48, 48)`" in md
 
 
+@pytest.mark.slow
 def test_openvino_device_export_writes_ir_with_its_precision(tmp_path):
     out = tmp_path / "ov"
     card = export_subnet(build_sam("micro", seed=2).eval(), _config(128), out, source_checkpoint=None, repeats=1,
@@ -230,6 +231,7 @@ GRID_POLICY = {"kind": "grid", "points_per_side": 6, "points_per_batch": 16, "pr
                "stability_score_thresh": 0.2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_runner_without_torch_matches_pytorch_on_photos(reference_export, shared_data, tmp_path, runtime):
     from nas.everything.generator import MaskGenerator
@@ -268,6 +270,7 @@ def test_runner_without_torch_matches_pytorch_on_photos(reference_export, shared
         assert np.abs(got["bbox"] - np.array([r["bbox"] for r in ref])).max() <= 2
 
 
+@pytest.mark.slow
 def test_runner_everything_with_crops_matches_pytorch(reference_export):
     from nas.everything.generator import MaskGenerator
     from nas.everything.policies import Policy

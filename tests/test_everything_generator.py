@@ -105,8 +105,8 @@ def assert_same_records(expected: list[dict], got: list[dict]) -> None:
     ({"points_per_side": 16, **RELAXED}, True),
     ({"points_per_side": 8, "crop_n_layers": 1, "crop_n_points_downscale_factor": 2, "output_mode": "coco_rle",
       "points_per_batch": 24, **RELAXED}, True),
-    ({"points_per_side": 8, "crop_n_layers": 1, "min_mask_region_area": 40, "pred_iou_thresh": 0.0,
-      "stability_score_thresh": 0.0, "points_per_batch": 100}, True),
+    pytest.param({"points_per_side": 8, "crop_n_layers": 1, "min_mask_region_area": 40, "pred_iou_thresh": 0.0,
+                  "stability_score_thresh": 0.0, "points_per_batch": 100}, True, marks=pytest.mark.slow),
 ])
 def test_grid_policy_matches_official_generator(models, image, params, need_masks, fake_cv2):  # noqa: F811
     _, official, sa = models

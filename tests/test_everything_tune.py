@@ -84,6 +84,7 @@ def test_empty_reference_is_an_error_never_quality_one(dataset):
     assert "found no mask" in msg and "pred_iou_thresh 1" in msg and "\n" not in msg
 
 
+@pytest.mark.slow
 def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     images, ann = dataset
     storage = f"sqlite:///{tmp_path / 'studies.db'}"

@@ -117,7 +117,7 @@ def test_pareto_with_no_options_shows_every_front_grouped_by_study(results, monk
     assert cli.main(["pareto", "--study", "nope@cpu-torch@1ms"]) == 2
     assert f"stored: {STUDY}, sam_micro@cpu-torch@t4@80ms" in capsys.readouterr().err
     assert cli.main(["export", "--study", "nope", "--trial", "1"]) == 2
-    assert f"--study nope: no such study" in capsys.readouterr().err
+    assert "--study nope: no such study" in capsys.readouterr().err
     assert cli.main(["export", "--study", STUDY, "--trial", "99"]) == 2
     assert "completed: 0, 1, 2" in capsys.readouterr().err
 
@@ -178,11 +178,13 @@ def test_pareto_plot_names_quality_and_keeps_the_budget_label_clear(results, tmp
 def test_search_fails_fast_on_impossible_budgets_and_states_the_smallest_latency(results):
     smallest = load_predictor("cpu-torch", "sam_micro", root=results / "latency").predict_ms(
         SearchSpace.load("sam_micro").smallest())
-    start = time.time()
+    storage = f"sqlite:///{results / 'studies.db'}"
+    studies = optuna.get_all_study_names(storage)
     code, out, err = run(["search", "--budget-ms", 0.01, "--trials", 3], env=_env(results))
     assert code == 2 and f"below the smallest sam_micro subnet's predicted latency on cpu-torch, {smallest:.2f} ms" in err
-    assert time.time() - start < 60 and "Traceback" not in err
-    assert not (results / "mlruns").exists()  # refused before any tracking or search work
+    assert "Traceback" not in err
+    # fast because refused before any work: no tracking run, no study opened
+    assert not (results / "mlruns").exists() and optuna.get_all_study_names(storage) == studies
 
 
 def test_search_summary_states_quality_and_predictor_error_and_fails_when_nothing_is_feasible(results, tmp_path):
@@ -202,6 +204,7 @@ def test_search_summary_states_quality_and_predictor_error_and_fails_when_nothin
     assert "Creating a new experiment" not in out + err and "[I " not in out + err  # library noise is hidden
 
 
+@pytest.mark.slow
 def test_resumed_search_names_running_trials_of_other_hosts(results, tmp_path):
     storage = f"sqlite:///{tmp_path / 'h.db'}"
     name = "sam_micro@cpu-torch@1000ms"
@@ -247,6 +250,7 @@ def test_latency_fit_warns_about_a_noisy_predictor(results, tmp_path):
 
 # ------------------------------------------------------------------------ 6. round trips
 
+@pytest.mark.slow
 def test_sampled_configs_extract_and_exported_files_round_trip(results, tmp_path):
     if not MICRO_WEIGHTS.is_file():
         pytest.skip("no packaged sam_micro weights")
@@ -341,7 +345,7 @@ def test_checkpoint_errors_are_words_not_codes(tmp_path):
 def test_optuna_dashboard_lists_the_studies_with_named_objectives(tmp_path):
     exe = shutil.which("optuna-dashboard")
     if exe is None:
-        pytest.skip("optuna-dashboard not installed (pip install -e '.[dashboard]')")
+        pytest.skip("optuna-dashboard not installed (pip install -e '.[dashboard]' -c constraints.txt)")
     from nas.search import METRIC_NAMES, SearchSettings, open_study
 
     storage = f"sqlite:///{tmp_path / 'd.db'}"

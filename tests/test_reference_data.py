@@ -120,6 +120,7 @@ def _parse(argv):
     return parse_with(reference, ["train-reference", *argv])
 
 
+@pytest.mark.slow
 def test_train_reference_on_photos_writes_weights_and_card(tmp_path, coco_fixture):
     folder, ann = coco_fixture
     out = tmp_path / "ref" / "sam_micro.pt"

@@ -106,5 +106,5 @@ def test_vit_b_embeddings_and_masks_match():
     diff = (p1.features - p2.features).abs().max().item()
     assert diff < 1e-4, diff
     p1.features = p2.features.clone()
-    for kind, prompt in PROMPTS.items():
+    for prompt in PROMPTS.values():
         assert_same_predictions(p1, p2, True, **{k: v * 4 if k != "point_labels" else v for k, v in prompt.items()})

@@ -186,6 +186,7 @@ def test_surrogate_is_reproducible_with_a_seed_and_keeps_to_the_budget():
     assert mean_costs(costs)["sample_s"] <= mean_costs(costs)["wall_s"]
 
 
+@pytest.mark.slow
 def test_surrogate_beats_random_on_a_synthetic_problem():
     """Not a benchmark (see results/search.md), but a search that learns nothing fails this."""
     budget = 12.0

@@ -130,6 +130,7 @@ def _env(results):
     return {**os.environ, "SAMNAS_RESULTS": str(results), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", [DEFAULT_SAMPLER, "random"])
 def test_killed_search_loses_no_completed_trial(results, tmp_path, sampler):
     storage = f"sqlite:///{tmp_path / 'kill.db'}"
@@ -173,6 +174,7 @@ def test_killed_search_loses_no_completed_trial(results, tmp_path, sampler):
     assert "left RUNNING by a worker of this host that is gone" in out
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_postgres_study(results):
     from pg import postgres_server
 
@@ -205,6 +207,7 @@ print("opened")
 """
 
 
+@pytest.mark.slow
 def test_workers_opening_a_fresh_postgres_database_at_once_all_succeed():
     """Six processes create Optuna's tables in the same instant; the losers of the race retry."""
     from pg import postgres_server
@@ -314,15 +317,25 @@ def test_pareto_precision_column_and_filter():
     assert json.loads(render([policy], "json"))[0]["precision"] == "n/a"
 
 
-def test_hypervolume_2d():
-    from nas.pareto import hypervolume_2d
+def test_pareto_front_is_the_array_front_of_its_feasible_points():
+    """`pareto_front` (trial points) and `front_2d` (arrays) are one front: same points on fixed data,
+    ties in both objectives keep the lowest (study, trial), and the hypervolume over either agrees."""
+    from nas.hypervolume import front_2d, hypervolume_2d
 
-    def p(q, ms):
-        return TrialPoint("s@cpu-torch@100ms", 0, "s", "cpu-torch", 100.0, q, ms, 1, 1, "{}")
+    def p(q, ms, n, study="s@cpu-torch@100ms"):
+        return TrialPoint(study, n, "s", "cpu-torch", 100.0, q, ms, 1, 1, "{}")
 
-    # front (10 ms, 0.5) and (40 ms, 0.8) with reference 100 ms: 30*0.5 + 60*0.8
-    assert hypervolume_2d([p(0.5, 10), p(0.8, 40), p(0.4, 50)], ref_ms=100) == pytest.approx(63.0)
-    assert hypervolume_2d([p(0.9, 150)], ref_ms=100) == 0.0
+    pts = [p(0.8, 40, 5), p(0.5, 10, 4), p(0.8, 40, 2), p(0.4, 50, 1), p(0.6, 10, 3), p(0.9, 150, 0),
+           p(0.6, 10, 0, study="a@cpu-torch@100ms"), p(0.7, 40, 6)]
+    front = pareto_front(pts)
+    # 0.6 @ 10 ms twice: study "a" sorts first; 0.8 @ 40 ms twice: trial 2 before 5; 0.9 is over budget
+    assert [(x.study[0], x.trial) for x in front] == [("a", 0), ("s", 2)]
+    feasible = [x for x in pts if x.feasible]
+    q, m = front_2d([x.quality for x in feasible], [x.predicted_ms for x in feasible])
+    assert q.tolist() == [x.quality for x in front] and m.tolist() == [x.predicted_ms for x in front]
+    # front (10 ms, 0.6) and (40 ms, 0.8) with reference 100 ms: 30 * 0.6 + 60 * 0.8
+    assert hypervolume_2d([x.quality for x in feasible], [x.predicted_ms for x in feasible], 100) == pytest.approx(66.0)
+    assert hypervolume_2d([x.quality for x in front], [x.predicted_ms for x in front], 100) == pytest.approx(66.0)
 
 
 @pytest.mark.parametrize("sampler", ["random", DEFAULT_SAMPLER])

@@ -180,6 +180,7 @@ def test_bad_resume_file(tmp_path):
         load_training_state(tmp_path / "y.pt")
 
 
+@pytest.mark.slow
 def test_train_supernet_cli_with_torchrun_two_processes(tmp_path):
     """Real DDP: two CPU processes on gloo under torchrun, then the outputs load as a ranked checkpoint."""
     import os

@@ -6,10 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-from infra.cliargs import positive_float, positive_int
+from infra.cliargs import default_of, positive_float, positive_int
 from infra.errors import UserError
 from nas.models import load_model
 
+from .settings import TuneSettings
 
 TUNE_EPILOG = """examples:
   samnas tune-everything --images photos/ --budget-ms 300 --trials 30 --out policy.yaml
@@ -102,20 +103,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     budget.add_argument("--speedup", type=positive_float, metavar="X",
                         help="instead of --budget-ms: X times less time per image than the reference grid "
                              "(its time on the tuning images, in the --time mode)")
-    p.add_argument("--trials", type=positive_int, default=30, help="finished trials the study should hold (default: 30)")
+    # defaults: TuneSettings', shown in the help as %(default)s
+    p.add_argument("--trials", type=positive_int, default=default_of(TuneSettings, "trials"),
+                   help="finished trials the study should hold (default: %(default)s)")
     p.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///results/studies.db)")
     p.add_argument("--out", help="policy YAML to write (default: results/everything/<study>.yaml)")
     p.add_argument("--max-images", type=positive_int, default=8, help="tuning images used (default: 8)")
     p.add_argument("--eval-max-images", type=positive_int, default=8, help="--eval-images used (default: 8)")
-    p.add_argument("--max-points-per-side", type=positive_int, default=32, help="densest grid tried (default: 32)")
-    p.add_argument("--max-crop-layers", type=int, default=1, help="most crop layers tried (default: 1)")
-    p.add_argument("--time", choices=("predicted", "measured"), default="predicted",
+    p.add_argument("--max-points-per-side", type=positive_int, default=default_of(TuneSettings, "max_points_per_side"),
+                   help="densest grid tried (default: %(default)s)")
+    p.add_argument("--max-crop-layers", type=int, default=default_of(TuneSettings, "max_crop_layers"),
+                   help="most crop layers tried (default: %(default)s)")
+    p.add_argument("--time", choices=("predicted", "measured"), default=default_of(TuneSettings, "time_mode"),
                    help="time objective: cost model + measured filtering (default), or full wall time")
     p.add_argument("--reference-policy", help="policy YAML whose masks define agreement "
                                               "(default: the dense 32x32 grid at the model's default thresholds)")
-    p.add_argument("--sampler", choices=("nsga2", "tpe", "random"), default="nsga2",
-                   help="Optuna sampler over the policies (default: nsga2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default: 0)")
+    p.add_argument("--sampler", choices=("nsga2", "tpe", "random"), default=default_of(TuneSettings, "sampler"),
+                   help="Optuna sampler over the policies (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=default_of(TuneSettings, "seed"),
+                   help="seed of the sampler (default: %(default)s)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: a file store in results/mlruns)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per trial instead")
     p.set_defaults(func=run_tune)
@@ -173,7 +179,7 @@ def run_tune(args: argparse.Namespace) -> int:
     from supernet.modeling.predictor import SamPredictor
 
     from .policies import load_policy
-    from .tune import TuneSettings, tune_everything
+    from .tune import tune_everything
 
     if args.trials < 1:
         raise UserError(f"--trials must be at least 1, got {args.trials}")

@@ -78,7 +78,7 @@ class PolicyEvaluator:
     def evaluate(self, policy: Policy) -> Evaluation:
         policy = policy_from_dict({**policy.to_dict(), "output_mode": "coco_rle"})
         results, times, totals = [], [], {}
-        for path, img in self.images:
+        for _path, img in self.images:
             gen = MaskGenerator(self.predictor, policy, cache=self.cache if self.time_mode == "predicted" else None)
             recs = gen.generate(img)
             results.append(recs)

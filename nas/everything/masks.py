@@ -19,7 +19,8 @@ Each function takes the inputs and gives the outputs of its counterpart in SAM's
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch

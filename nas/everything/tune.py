@@ -15,7 +15,6 @@ is measured on photos it has not seen.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -27,40 +26,9 @@ from nas.record import TrialRecord
 from .evaluator import PolicyEvaluator, score_policy
 from .policies import Policy, policy_from_dict, save_policy
 from .policy_space import GRID_SIDES, suggest_policy
+from .settings import TuneSettings
 
 CONSTRAINT = "time_over_budget_ms"  # Optuna constraint: time_ms - budget_ms, feasible when <= 0
-
-
-@dataclass
-class TuneSettings:
-    """What to tune: the model (by tag), the device and its budget per image (ms), and how.
-
-    ``budget_ms`` None: the budget is the reference policy's time on the tuning images (in
-    ``time_mode``) divided by ``speedup``, worked out before the study opens.
-    """
-
-    model_tag: str
-    device: str
-    budget_ms: float | None
-    trials: int = 30
-    storage: str | None = None  # Optuna RDB URL (default: the results folder's studies.db)
-    out: str | Path | None = None  # policy YAML to write
-    sampler: str = "nsga2"
-    seed: int = 0
-    time_mode: str = "predicted"  # or "measured"
-    max_points_per_side: int = 32
-    max_crop_layers: int = 1
-    reference_policy: Policy | None = None  # whose masks define agreement (default: the dense grid)
-    tracking_uri: str | None = None  # MLflow (default: results/mlruns)
-    model_meta: dict | None = None  # e.g. {"model_digest": ...}, stored in the policy's meta
-    speedup: float | None = None  # with budget_ms None: the budget is the reference policy's time / speedup
-    out_dir: str | Path | None = None  # with out None: write the policy to out_dir/<study name>.yaml
-
-    @property
-    def study_name(self) -> str:
-        from nas.study import study_name
-
-        return study_name(self.model_tag, self.device, self.budget_ms, suffix="everything")
 
 
 def _baseline_trials(defaults: dict, max_points_per_side: int, trials: int,

@@ -28,7 +28,7 @@ was not profiled).
 
 Producing a predictor (what ``samnas latency profile`` and ``fit`` run)::
 
-    profile_device(space, device, ProfileSettings(blocks=True, samples=20, prompts=0, repeats=5, warmup=2,
+    profile_device(space, device, ProfileSettings(blocks=True, samples=30, prompts=0, repeats=5, warmup=2,
                                                   threads=None, seed=0, resolutions=None),
                    root=None, out=None) -> ProfileRun
     fit_device(device, root=None, space=None, folds=5, seed=0) -> dict  (report.json)

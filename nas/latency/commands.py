@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from nas.timing import MIN_SECONDS, ROUNDS
-from infra.cliargs import non_negative_int, positive_int
+from infra.cliargs import default_of, non_negative_int, positive_int
+from nas.latency.profile import ProfileSettings
 from infra.errors import UserError
 from infra.wording import plural
 
@@ -79,27 +80,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True, help="search space name (samnas spaces list) or space file")
     p.add_argument("--device", required=True, help="device name, e.g. cpu-torch, cpu-onnxruntime, cuda-torch[@tag]")
     p.add_argument("--blocks", action="store_true", help="also time every block kind (the lookup table)")
-    p.add_argument("--samples", type=non_negative_int, default=30,
-                   help="subnets timed end to end (default: 30; 0 only with --blocks)")
-    p.add_argument("--repeats", type=positive_int, default=5,
-                   help="timed runs per measurement, shared out over the rounds (default: 5)")
-    p.add_argument("--warmup", type=int, default=2,
-                   help="untimed runs per measurement, shared out over the rounds, at least one per round (default: 2)")
-    p.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
-                   help=f"keep timing a measurement until its runs add up to this long (default: {MIN_SECONDS})")
-    p.add_argument("--rounds", type=int, default=ROUNDS,
+    # defaults: ProfileSettings', shown in the help as %(default)s
+    p.add_argument("--samples", type=non_negative_int, default=default_of(ProfileSettings, "samples"),
+                   help="subnets timed end to end (default: %(default)s; 0 only with --blocks)")
+    p.add_argument("--repeats", type=positive_int, default=default_of(ProfileSettings, "repeats"),
+                   help="timed runs per measurement, shared out over the rounds (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=default_of(ProfileSettings, "warmup"),
+                   help="untimed runs per measurement, shared out over the rounds, at least one per round "
+                        "(default: %(default)s)")
+    p.add_argument("--min-seconds", type=float, default=default_of(ProfileSettings, "min_seconds"),
+                   help="keep timing a measurement until its runs add up to this long (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=default_of(ProfileSettings, "rounds"),
                    help="split each measurement into this many rounds, interleaved over all measurements, so a "
-                   f"slow spell of the machine touches every one alike (default: {ROUNDS})")
+                   "slow spell of the machine touches every one alike (default: %(default)s)")
     p.add_argument("--max-rounds", type=int,
                    help="run rounds again, up to this many in all, while fewer than --rounds of them ran at one "
                    "steady speed (default: twice --rounds)")
-    p.add_argument("--prompts", type=int, default=0,
-                   help="also time encoder + decoder for this many point prompts (default: 0, encoder only)")
+    p.add_argument("--prompts", type=int, default=default_of(ProfileSettings, "prompts"),
+                   help="also time encoder + decoder for this many point prompts (default: %(default)s, encoder only)")
     p.add_argument("--resolutions", type=int, nargs="+", help="only these input sides (default: all of the space's)")
     p.add_argument("--threads", type=positive_int,
                    help="intra-op threads (default: torch's current count); on a small or busy machine 1 thread "
                         "repeats far better than 2 (see the README's latency results); profile the count you deploy with")
-    p.add_argument("--seed", type=int, default=0, help="seed for the sampled subnets and inputs (default: 0)")
+    p.add_argument("--seed", type=int, default=default_of(ProfileSettings, "seed"),
+                   help="seed for the sampled subnets and inputs (default: %(default)s)")
     p.add_argument("--out", help="write a portable JSON file instead of storing the measurements here")
     p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
     _add_root(p, run_profile)
@@ -185,7 +189,7 @@ def bf16_hint(device: str, space: str, fingerprint: dict) -> str | None:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from .profile import ProfileSettings, profile_device
+    from .profile import profile_device
     from .store import DeviceStore
 
     if args.samples == 0 and not args.blocks:

@@ -586,7 +586,8 @@ def device_fingerprint(backend: Backend) -> dict:
 
 @dataclass
 class ProfileSettings:
-    """What :func:`profile` times, and how; the defaults are ``samnas latency profile``'s.
+    """What :func:`profile` times, and how. ``samnas latency profile`` reads its option defaults from here
+    (all but ``blocks``, which the command turns on only with ``--blocks``).
 
     ``blocks``: time the lookup table's entries; ``samples``: number of subnets timed end
     to end; ``prompts`` > 0: also time encoder + decoder (and the decoder alone) for that
@@ -606,7 +607,7 @@ class ProfileSettings:
     """
 
     blocks: bool = True
-    samples: int = 20
+    samples: int = 30
     prompts: int = 0
     repeats: int = 5
     warmup: int = 2

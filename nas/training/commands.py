@@ -5,8 +5,9 @@ import argparse
 import copy
 from pathlib import Path
 
-from infra.cliargs import positive_int
+from infra.cliargs import default_of, positive_int
 from infra.errors import UserError
+from nas.training.settings import TrainSettings
 
 EXAMPLES = """examples:
   samnas train-supernet --checkpoint vit_b_ranked.pt --space sam_vit_b --images coco/train2017 \\
@@ -29,19 +30,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", help="COCO instances JSON for the optional ground-truth loss")
     p.add_argument("--steps", type=positive_int, required=True, help="training steps (one sandwich of subnets each)")
     p.add_argument("--out", default="results/scratch/train-supernet", help="output folder")
-    p.add_argument("--batch-images", type=positive_int, default=2, help="images per step and process (default: 2)")
-    p.add_argument("--random-subnets", type=int, default=2, help="K random subnets per step (default: 2)")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default: 0.0001)")
-    p.add_argument("--largest-weight", type=float, default=4.0,
-                   help="weight of the largest subnet's loss relative to each other subnet's (default: 4), "
+    # defaults: TrainSettings' (the supernet recipe), shown in the help as %(default)s
+    p.add_argument("--batch-images", type=positive_int, default=default_of(TrainSettings, "batch_images"),
+                   help="images per step and process (default: %(default)s)")
+    p.add_argument("--random-subnets", type=int, default=default_of(TrainSettings, "random_subnets"),
+                   help="K random subnets per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=default_of(TrainSettings, "lr"),
+                   help="AdamW learning rate (default: %(default)s)")
+    p.add_argument("--largest-weight", type=float, default=default_of(TrainSettings, "largest_weight"),
+                   help="weight of the largest subnet's loss relative to each other subnet's (default: %(default)s), "
                         "so that training the small ones costs the full model little")
-    p.add_argument("--loss-points", type=int, default=0, metavar="N",
+    p.add_argument("--loss-points", type=int, default=default_of(TrainSettings, "loss_points"), metavar="N",
                    help="pixels per mask at which the mask losses are computed, half uniform and half around "
-                        "the mask (default 0: every pixel of the subnet's input frame)")
-    p.add_argument("--rerank-every", type=int, default=0, help="re-rank by magnitude every N steps (0: never)")
-    p.add_argument("--checkpoint-every", type=int, default=100,
-                   help="write OUT/checkpoint.pt every N steps, for --resume (default: 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subnets drawn and the data order (default: 0)")
+                        "the mask (default %(default)s: every pixel of the subnet's input frame)")
+    p.add_argument("--rerank-every", type=int, default=default_of(TrainSettings, "rerank_every"),
+                   help="re-rank by magnitude every N steps (default %(default)s: never)")
+    p.add_argument("--checkpoint-every", type=int, default=default_of(TrainSettings, "checkpoint_every"),
+                   help="write OUT/checkpoint.pt every N steps, for --resume (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=default_of(TrainSettings, "seed"),
+                   help="seed of the subnets drawn and the data order (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--activation-checkpointing", choices=("auto", "on", "off"), default="auto",
                    help="recompute each encoder block in the backward pass instead of keeping its activations: "
@@ -61,7 +68,7 @@ def run_train_supernet(args: argparse.Namespace) -> int:
     from supernet.elastic.ranked import load_ranked, read_ranking, save_ranked
     from scenes.sources import FolderScenes
     from nas.training.teacher_cache import TeacherCache
-    from nas.training.train import TrainSettings, setup_distributed, train
+    from nas.training.train import setup_distributed, train
 
     # Every check happens before the first step.
     if args.steps < 1:

@@ -9,9 +9,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from nas.training.settings import FOCAL_ALPHA
+
 FOCAL_WEIGHT = 20.0  # SAM paper: 20:1 focal to dice
 DICE_WEIGHT = 1.0
-FOCAL_ALPHA = 0.25  # weight of the foreground term (background: 1 - alpha); RetinaNet's default
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = FOCAL_ALPHA, gamma: float = 2.0,

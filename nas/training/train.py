@@ -22,7 +22,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,40 +35,14 @@ from tqdm import tqdm
 from supernet.elastic.activation import active_subnet
 from infra.errors import UserError
 from infra.fileio import atomic_torch_save
-from nas.training.losses import FOCAL_ALPHA, mask_loss, sam_loss
+from nas.training.losses import mask_loss, sam_loss
+from nas.training.settings import TrainSettings
 from nas.training.teacher_cache import TeacherCache
 from supernet.modeling.sam import Sam
 from scenes.sources import Scene, SceneSource, step_rng
 from supernet.modeling.transforms import ResizeLongestSide
 
 CHECKPOINT_FORMAT = "samnas-train/1"
-
-
-@dataclass
-class TrainSettings:
-    """Hyper-parameters of a run; saved in every checkpoint."""
-
-    steps: int
-    batch_images: int = 4  # per rank
-    prompts_per_image: int = 4
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 100
-    random_subnets: int = 2  # k of the sandwich rule
-    largest_weight: float = 1.0  # the largest subnet's share of a sandwich step, relative to each other subnet's
-    use_gt: bool = True
-    distill: bool = False
-    embed_weight: float = 1.0
-    rerank_every: int = 0  # 0: never re-rank during training
-    iterative: bool = True
-    sandwich: bool = False
-    activation_checkpointing: bool = False  # recompute encoder blocks in the backward pass to save memory
-    loss_points: int = 0  # pixels per mask at which the mask losses are computed (LossFrame); 0: every pixel
-    focal_alpha: float = FOCAL_ALPHA  # the focal loss's foreground weight (background: 1 - alpha)
-    space: dict | None = field(default=None)  # SearchSpace.to_dict() for sandwich sampling
 
 
 # ---------------------------------------------------------------------------- batches

@@ -186,7 +186,7 @@ def permute_block(block: ElasticEncoderBlock, head_order: torch.Tensor, neuron_o
     for param, reorder in block_permutations(block, head_order, neuron_order).items():
         param.copy_(reorder(param))
         state = optimizer.state.get(param, {}) if optimizer is not None else {}
-        for key, value in state.items():
+        for value in state.values():
             if isinstance(value, torch.Tensor) and value.shape == param.shape:
                 value.copy_(reorder(value))
 
