@@ -73,7 +73,7 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> dict:
     only for kept blocks, and a skippable
     global block is asked ``keep`` only while skipping it still leaves ``min_global_blocks``.
     (A fixed-length genome, every gene asked in every trial, was tried and gave NSGA-II a
-    lower hypervolume on ``sam_micro``; see README.)
+    lower hypervolume on ``sam_micro``; see docs/decisions.md.)
     """
     resolution = trial.suggest_categorical("resolution", list(space.resolutions))
     globals_left = len(space.global_blocks)

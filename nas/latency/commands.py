@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolutions", type=int, nargs="+", help="only these input sides (default: all of the space's)")
     p.add_argument("--threads", type=positive_int,
                    help="intra-op threads (default: torch's current count); on a small or busy machine 1 thread "
-                        "repeats far better than 2 (see the README's latency results); profile the count you deploy with")
+                        "repeats far better than 2 (see docs/results.md); profile the count you deploy with")
     p.add_argument("--seed", type=int, default=default_of(ProfileSettings, "seed"),
                    help="seed for the sampled subnets and inputs (default: %(default)s)")
     p.add_argument("--out", help="write a portable JSON file instead of storing the measurements here")

@@ -25,7 +25,7 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 100
     random_subnets: int = 2  # k of the sandwich rule
-    # the largest subnet's share of a sandwich step, relative to each other subnet's (README: 2x lost more
+    # the largest subnet's share of a sandwich step, relative to each other subnet's (docs/decisions.md: 2x lost more
     # of the full model's quality)
     largest_weight: float = 4.0
     use_gt: bool = True
