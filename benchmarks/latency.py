@@ -40,23 +40,23 @@ from common import machine_header, markdown_table, reproduce_command, write_resu
 
 from nas.latency.predictor import error_metrics, fit_space
 from nas.latency.profile import ProfileSettings, profile, restrict_resolutions, sample_configs
-from search_spaces.config import config_to_json
+from search_spaces.config import SubnetConfig
 from nas.timing import MIN_SECONDS, ROUNDS, visit_runs
 from search_spaces.space import SearchSpace
 
 DEFAULT_RESOLUTIONS = {"sam_vit_b": [512]}
 
 
-def held_out_configs(space: SearchSpace, train: list[dict], n: int, seed: int) -> list[dict]:
+def held_out_configs(space: SearchSpace, train: list[SubnetConfig], n: int, seed: int) -> list[SubnetConfig]:
     """``n`` distinct sampled configs that are not in ``train``."""
-    seen = {config_to_json(c) for c in train}
+    seen = {c.key for c in train}
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(200 * n):
         if len(out) == n:
             break
         cfg = space.validate(space.sample(rng))
-        key = config_to_json(cfg)
+        key = cfg.key
         if key not in seen:
             seen.add(key)
             out.append(cfg)

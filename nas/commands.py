@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from search_spaces.config import load_config
+from search_spaces.config import SubnetConfig, load_config
 from search_spaces.space import SearchSpace
 from infra.cliargs import positive_float, positive_int
 from infra.errors import UserError
@@ -359,7 +359,7 @@ def run_pareto_command(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- export
 
-def _trial_config(storage: str | None, study_name: str, number: int | None) -> tuple[dict, dict, optuna.Study]:
+def _trial_config(storage: str | None, study_name: str, number: int | None) -> tuple[SubnetConfig, dict, optuna.Study]:
     if number is None:
         raise UserError("--trial is required with --study (see `samnas pareto --study NAME` for the front's trials)")
     store = open_storage(storage, create=False)
@@ -385,13 +385,13 @@ def _trial_config(storage: str | None, study_name: str, number: int | None) -> t
     return record.config, info, study
 
 
-def _space_of(config: dict, study: optuna.Study | None) -> SearchSpace:
+def _space_of(config: SubnetConfig, study: optuna.Study | None) -> SearchSpace:
     """The space a config belongs to: the one its study was searched in (a study records the whole
     space, so one searched from a space file exports without that file), else the named space."""
     definition = study.user_attrs.get("space_definition") if study is not None else None
     if definition:
         return SearchSpace.from_dict(definition, source=f"study {study.study_name}")
-    return SearchSpace.load(config.get("space") or "sam_micro")
+    return SearchSpace.load(config.space or "sam_micro")
 
 
 def onnx_check_text(card: dict) -> str:

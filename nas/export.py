@@ -25,7 +25,7 @@ from search_spaces.counting import count
 from infra.errors import UserError
 from supernet.elastic.extract import extract, save_subnet, subnet_metadata
 from infra.fileio import atomic_write_text
-from supernet.elastic.precision import block_precision, int8_blocks
+from supernet.elastic.subnet_config import SubnetConfig
 from supernet.elastic.quantize import quantize_subnet
 from supernet.elastic.ranked import file_sha256
 from supernet.modeling.sam import Sam
@@ -83,7 +83,7 @@ def latency_gap(info: dict, check: dict, measured: dict) -> dict:
     }
 
 
-def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_checkpoint: str | None,
+def export_subnet(model: Sam, config: SubnetConfig, out_dir: str | Path, *, source_checkpoint: str | None,
                   trial_info: dict | None = None, repeats: int = 5, latency_check: dict | None = None) -> dict:
     """Write the export folder for ``config``; returns the card (dict).
 
@@ -99,7 +99,7 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
     meta = subnet_metadata(model, config, source_checkpoint=source_checkpoint, source_sha256=sha, **counts.as_dict())
     save_subnet(sub, meta, out)
 
-    int8 = bool(int8_blocks(config))
+    int8 = bool(config.int8_blocks())
     onnx_path = out / "image_encoder.onnx"
     fp32_path = out / "image_encoder.fp32.onnx" if int8 else onnx_path
     export_encoder_onnx(sub, fp32_path)
@@ -131,7 +131,7 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
         "source_checkpoint": source_checkpoint,
         "source_sha256": sha,
         "model_type": model.arch.name,
-        "config": config,
+        "config": config.to_dict(),
         "params": counts.total_params,
         "encoder_params": counts.encoder_params,
         "flops": counts.encoder_flops,
@@ -173,9 +173,9 @@ def check_int8_onnx(sub_int8: Sam, sub_fp32: Sam, onnx_path: Path) -> dict:
             "tolerance": dict(ONNX_INT8_TOLERANCE)}
 
 
-def precision_per_block(config: dict) -> list[str | None]:
+def precision_per_block(config: SubnetConfig) -> list[str | None]:
     """Each block's precision (``None`` for a skipped block), in config order."""
-    return [block_precision(b) if b.get("keep", True) else None for b in config["blocks"]]
+    return [b.precision if b.keep else None for b in config.blocks]
 
 
 def onnx_input_contract(sub: Sam) -> dict:
@@ -228,7 +228,7 @@ def _check_text(device: str, check: dict) -> str:
 
 def _precision_summary(card: dict) -> str:
     """``all fp32``, ``all int8`` or ``int8 in blocks 1, 3; fp32 in the others`` (of the kept blocks)."""
-    precisions = card.get("precision") or precision_per_block(card["config"])
+    precisions = card.get("precision") or precision_per_block(SubnetConfig.from_dict(card["config"]))
     int8 = [i for i, p in enumerate(precisions) if p == "int8"]
     kept = [i for i, p in enumerate(precisions) if p is not None]
     if not int8:
@@ -239,10 +239,11 @@ def _precision_summary(card: dict) -> str:
 
 
 def _blocks_table(card: dict) -> list[str]:
-    precisions = card.get("precision") or precision_per_block(card["config"])
+    config = SubnetConfig.from_dict(card["config"])
+    precisions = card.get("precision") or precision_per_block(config)
     rows = ["| block | kept | heads | MLP | precision |", "|---|---|---|---|---|"]
-    for i, (b, p) in enumerate(zip(card["config"]["blocks"], precisions)):
-        rows.append(f"| {i} | yes | {b['heads']} | {b['mlp']} | {p} |" if p else f"| {i} | skipped | | | |")
+    for i, (b, p) in enumerate(zip(config.blocks, precisions)):
+        rows.append(f"| {i} | yes | {b.heads} | {b.mlp} | {p} |" if p else f"| {i} | skipped | | | |")
     return rows
 
 
@@ -259,7 +260,7 @@ def _int8_lines(check: dict | None) -> list[str]:
 def render_card(card: dict) -> str:
     """The model card as Markdown."""
     fp = card["measured_on"]
-    kept = [b for b in card["config"]["blocks"] if b.get("keep", True)]
+    config = SubnetConfig.from_dict(card["config"])
     lines = [
         f"# {card['name']}: a SAM {card['model_type']} subnet",
         "",
@@ -268,8 +269,8 @@ def render_card(card: dict) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| input resolution | {card['config']['resolution']} px |",
-        f"| encoder blocks kept | {len(kept)} of {len(card['config']['blocks'])} |",
+        f"| input resolution | {config.resolution} px |",
+        f"| encoder blocks kept | {len(config.kept_blocks)} of {config.num_blocks} |",
         f"| precision | {_precision_summary(card)} |",
         f"| parameters | {card['params'] / 1e6:.2f} M (encoder {card['encoder_params'] / 1e6:.2f} M) |",
         f"| encoder FLOPs | {card['flops'] / 1e9:.2f} G ({card['flops_convention']}) |",
@@ -324,7 +325,7 @@ def render_card(card: dict) -> str:
         "`image_encoder.onnx` input `images`: float32 `(1, 3, {r}, {r})`, RGB; resize the longest side to {r} px; "
         "normalise `(pixel - mean) / std` with mean {m} and std {s} (pixels 0-255); pad with zeros at the bottom "
         "and right to {r} × {r}. Output `embeddings`."
-        .format(r=card["config"]["resolution"], m=card["onnx_input"]["normalise"]["pixel_mean"],
+        .format(r=config.resolution, m=card["onnx_input"]["normalise"]["pixel_mean"],
                 s=card["onnx_input"]["normalise"]["pixel_std"]),
         "",
     ]

@@ -227,7 +227,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .predictor import load_predictor
 
     config = load_config(args.config)
-    predictor = load_predictor(args.device, space=config.get("space"), root=args.root)
+    predictor = load_predictor(args.device, space=config.space, root=args.root)
     try:
         ms = predictor.predict_ms(config, prompts=args.prompts)
     except UserError as exc:

@@ -30,7 +30,6 @@ travel as JSON (``samnas latency import``).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -42,10 +41,10 @@ import sklearn
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.model_selection import KFold
 
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from infra.errors import ConfigError, UserError
 from infra.fileio import atomic_write_bytes
-from supernet.elastic.precision import block_precision
 
 from .store import DeviceStore, write_json
 
@@ -81,10 +80,10 @@ def upgrade_lut_keys(lut: Mapping[tuple, float]) -> dict[tuple, float]:
 LUT_GROUPS = ("fixed", "window", "global", "decoder")  # what each lookup-table part times
 
 
-def _lut_entries(space: SearchSpace, lut: Mapping[tuple, float], config: dict,
+def _lut_entries(space: SearchSpace, lut: Mapping[tuple, float], config: SubnetConfig,
                  prompts: int) -> list[tuple[str, str, float]]:
     """``[(part name, group, ms)]`` of a validated config; the group is one of :data:`LUT_GROUPS`."""
-    arch, res, mt = space.arch, config["resolution"], space.model_type
+    arch, res, mt = space.arch, config.resolution, space.model_type
 
     def get(key: tuple) -> float:
         try:
@@ -93,18 +92,17 @@ def _lut_entries(space: SearchSpace, lut: Mapping[tuple, float], config: dict,
             raise MissingTiming(key) from None
 
     entries = [("fixed", "fixed", get((mt, "fixed", res, -1, 0, 0, 0, "fp32")))]
-    for i, (entry, spec) in enumerate(zip(config["blocks"], space.blocks)):
-        if entry["keep"]:
+    for i, (entry, spec) in enumerate(zip(config.blocks, space.blocks)):
+        if entry.keep:
             window = 0 if spec.is_global else arch.window_size
             entries.append((f"blocks[{i}]", "global" if spec.is_global else "window",
-                            get((mt, "block", res, window, entry["heads"], entry["mlp"], 0,
-                                 block_precision(entry)))))
+                            get((mt, "block", res, window, entry.heads, entry.mlp, 0, entry.precision))))
     if prompts:
         entries.append(("decoder", "decoder", get((mt, "decoder", res, -1, 0, 0, prompts, "fp32"))))
     return entries
 
 
-def lut_parts(space: SearchSpace, lut: Mapping[tuple, float], config: dict, prompts: int = 0) -> list[tuple[str, float]]:
+def lut_parts(space: SearchSpace, lut: Mapping[tuple, float], config: SubnetConfig, prompts: int = 0) -> list[tuple[str, float]]:
     """``[(part name, ms), ...]`` of a validated config: ``fixed``, each kept ``blocks[i]``, ``decoder`` if ``prompts``.
 
     Their sum is the lookup-table prediction. Raises :class:`MissingTiming` when an entry is absent.
@@ -321,7 +319,7 @@ class LatencyPredictor:
         """Fitted parts: ``"encoder"`` and/or ``"encoder+decoder@K"``."""
         return sorted(self.models)
 
-    def _check(self, config: Mapping) -> dict:
+    def _check(self, config: SubnetConfig | Mapping) -> SubnetConfig:
         try:
             return self.search_space.validate(config)
         except ConfigError as exc:
@@ -343,7 +341,7 @@ class LatencyPredictor:
             )
         return key, self.models[key]
 
-    def lut_parts(self, config: Mapping, prompts: int | None = None) -> list[tuple[str, float]]:
+    def lut_parts(self, config: SubnetConfig | Mapping, prompts: int | None = None) -> list[tuple[str, float]]:
         """The lookup table's parts ``[(name, ms)]`` for ``config``; their sum is :meth:`lut_ms`."""
         config = self._check(config)
         try:
@@ -357,11 +355,11 @@ class LatencyPredictor:
             f"{self.space} --device {self.device} --blocks` then `samnas latency fit --device {self.device}`"
         )
 
-    def lut_ms(self, config: Mapping, prompts: int | None = None) -> float:
+    def lut_ms(self, config: SubnetConfig | Mapping, prompts: int | None = None) -> float:
         """The plain lookup-table prediction: the sum of :meth:`lut_parts`."""
         return float(sum(ms for _, ms in self.lut_parts(config, prompts)))
 
-    def features(self, config: dict, prompts: int) -> tuple[Features, float | None]:
+    def features(self, config: SubnetConfig, prompts: int) -> tuple[Features, float | None]:
         """The regressors' features of a validated config and its log LUT ms (None without a LUT)."""
         enc = self.search_space.encode(config)
         if not self.lut:
@@ -369,7 +367,7 @@ class LatencyPredictor:
         summary = _lut_summary(_lut_entries(self.search_space, self.lut, config, prompts))
         return Features(enc, summary), float(summary[0])
 
-    def predict_many(self, configs: list[Mapping], prompts: int | None = None, raw: bool = False) -> np.ndarray:
+    def predict_many(self, configs: Sequence[SubnetConfig | Mapping], prompts: int | None = None, raw: bool = False) -> np.ndarray:
         """Predicted ms of each config, ``(n,)``; times :attr:`speed_factor` unless ``raw``."""
         _, model = self._model(prompts)
         rows, luts = [], []
@@ -385,7 +383,7 @@ class LatencyPredictor:
         predicted = np.exp(model.predict_log(Features.stack(rows), log_lut))
         return predicted if raw or self.speed_factor == 1.0 else predicted * self.speed_factor
 
-    def predict_ms(self, config: Mapping, prompts: int | None = None, raw: bool = False) -> float:
+    def predict_ms(self, config: SubnetConfig | Mapping, prompts: int | None = None, raw: bool = False) -> float:
         """Predicted latency in ms of ``config`` (encoder; plus decoder for ``prompts`` single-point prompts).
 
         Scaled by :attr:`speed_factor` unless ``raw``.
@@ -423,7 +421,7 @@ class LatencyPredictor:
 def _fit_part(predictor: LatencyPredictor, rows: list[dict], folds: int, seed: int) -> tuple[PartModel, dict]:
     """Cross-validate every candidate on ``rows`` (one part), pick the lowest MAPE, refit it on all rows."""
     prompts = rows[0]["prompts"]
-    feats, luts = zip(*(predictor.features(predictor.search_space.validate(json.loads(r["config"])), prompts)
+    feats, luts = zip(*(predictor.features(predictor.search_space.validate(SubnetConfig.from_json(r["config"])), prompts)
                         for r in rows))
     X = Features.stack(feats)
     log_y = np.log(np.asarray([r["median_ms"] for r in rows]))
@@ -495,8 +493,8 @@ def _lut_covers(predictor: LatencyPredictor, rows: list[dict]) -> bool:
     """Whether every timed subnet's lookup-table entries were timed."""
     for r in rows:
         try:
-            lut_parts(predictor.search_space, predictor.lut, predictor.search_space.validate(json.loads(r["config"])),
-                      r["prompts"])
+            lut_parts(predictor.search_space, predictor.lut,
+                      predictor.search_space.validate(SubnetConfig.from_json(r["config"])), r["prompts"])
         except MissingTiming:
             return False
     return True
