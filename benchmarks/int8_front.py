@@ -178,7 +178,7 @@ def main(argv=None) -> int:
                f"\n- quality: fidelity to the full fp32 model on {images_text}"
                f"\n- latency: device `{args.device}`, predictor profiled here ({args.samples} subnets + block table "
                f"at fp32 and int8, {profile_s:.0f} s; CV MAPE "
-               f"{latency.report['parts']['encoder']['mape_pct']:.1f}%); budget {budget} ms "
+               f"{latency.report.part('encoder').mape_pct:.1f}%); budget {budget} ms "
                f"({args.budget_frac:g} x the full fp32 model's prediction); sampler `{args.sampler}`")
     full_rows = [{"model": "full, fp32", "quality": round(full_quality, 4),
                   "measured_ms": round(measured[full.key], 2)},

@@ -88,7 +88,7 @@ def bench_one(space_name: str, device: str, args) -> dict:
     t0 = time.perf_counter()
     predictor = fit_space(device, space, run.blocks, train_rows, folds=args.folds, seed=args.seed)
     fit_s = time.perf_counter() - t0
-    part = predictor.report["parts"]["encoder"]
+    part = predictor.report.part("encoder")
     measured, remeasured, predicted = medians(first), medians(second.networks), predictor.predict_many(test_cfgs)
     test = error_metrics(measured, predicted)
     later = error_metrics(remeasured, predicted)
@@ -103,12 +103,12 @@ def bench_one(space_name: str, device: str, args) -> dict:
         "device": device,
         "threads": args.threads,
         "resolutions": "/".join(map(str, space.resolutions)),
-        "method": part["method"],
+        "method": part.method,
         "heldout_n": test["n"],
         "heldout_mape_pct": round(test["mape_pct"], 1),
         "heldout_within10_pct": round(test["within_10_pct"], 0),
-        "cv_mape_pct": round(part["mape_pct"], 1),
-        "cv_within10_pct": round(part["within_10_pct"], 0),
+        "cv_mape_pct": round(part.mape_pct, 1),
+        "cv_within10_pct": round(part.within_10_pct, 0),
         "lut_only_mape_pct": round(lut["mape_pct"], 1),
         "heldout_later_run_mape_pct": round(later["mape_pct"], 1),
         "heldout_later_run_within10_pct": round(later["within_10_pct"], 0),

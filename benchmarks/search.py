@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     except UserError:
         print("no cpu-torch predictor for sam_micro in the results store: profiling this machine first", flush=True)
         latency = profile_and_fit_quick("sam_micro", "cpu-torch", threads=args.threads)
-    mape = latency.report["parts"]["encoder"]["mape_pct"]
+    mape = latency.report.part("encoder").mape_pct
     budget = round(args.budget_frac * latency.predict_ms(space.largest()), 2)
     storage_dir = RESULTS / "scratch"
     storage_dir.mkdir(parents=True, exist_ok=True)

@@ -172,11 +172,11 @@ def predictor_facts(latency) -> dict:
     """What to say about a latency predictor next to its numbers: CV error, threads, where it was measured."""
     from nas.latency.store import DeviceStore
 
-    part = latency.report["parts"]["encoder"]
+    part = latency.report.part("encoder")
     fp = DeviceStore(latency.device).fingerprint() or {}
-    return {"device": latency.device, "space": latency.space, "method": part["method"],
-            "cv_mape_pct": round(float(part["mape_pct"]), 2), "within_10_pct": round(float(part["within_10_pct"]), 1),
-            "subnets": part.get("networks"), "threads": fp.get("threads"), "cpu": fp.get("cpu")}
+    return {"device": latency.device, "space": latency.space, "method": part.method,
+            "cv_mape_pct": round(float(part.mape_pct), 2), "within_10_pct": round(float(part.within_10_pct), 1),
+            "subnets": part.networks, "threads": fp.get("threads"), "cpu": fp.get("cpu")}
 
 
 def quality_definition(evaluator, images: str | None, annotations: str | None) -> str:

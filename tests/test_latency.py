@@ -18,6 +18,7 @@ from nas.latency.predictor import (PREDICTOR_FORMAT, SUMMARY_COLUMNS, Features, 
                                    error_metrics, fit_space, lut_index, lut_parts, save_states)
 from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_onnx_matches, make_backend,
                                  network_module, sample_configs)
+from nas.latency.report import PredictorReport
 from nas.latency.store import DeviceStore, parse_device, read_profile_file
 from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
@@ -145,7 +146,8 @@ def test_fit_save_load_round_trip(root, space):
     assert loaded.predict_ms(configs[0]) == pytest.approx(loaded.predict_many(configs[:1])[0])
     data = joblib.load(root / "cpu-torch" / "predictor.joblib")
     assert data["format"] == PREDICTOR_FORMAT and data["sklearn"] and set(data["spaces"]) == {"sam_micro"}
-    assert loaded.report == json.loads((root / "cpu-torch" / "report.json").read_text())["spaces"]["sam_micro"]
+    stored = json.loads((root / "cpu-torch" / "report.json").read_text())["spaces"]["sam_micro"]
+    assert loaded.report.to_dict() == stored and PredictorReport.from_dict(stored) == loaded.report
 
 
 def test_lut_linear_recovers_a_per_block_cost(root, space, tmp_path):
@@ -166,8 +168,8 @@ def test_lut_linear_recovers_a_per_block_cost(root, space, tmp_path):
     rows = [{"space": "sam_micro", "part": "encoder", "prompts": 0, "resolution": 128, "config": c.key,
              "median_ms": truth(c), "p10_ms": truth(c), "p90_ms": truth(c), "seconds": 0.1} for c in configs[:30]]
     predictor = fit_space("cpu-torch", space, store.blocks(), rows)
-    report = predictor.report["parts"]["encoder"]
-    assert report["method"] == "lut_linear" and report["mape_pct"] < 1e-6 < report["cv"]["lut_scaled"]["mape_pct"]
+    report = predictor.report.part("encoder")
+    assert report.method == "lut_linear" and report.mape_pct < 1e-6 < report.cv["lut_scaled"]["mape_pct"]
     held_out = configs[30:]
     np.testing.assert_allclose(predictor.predict_many(held_out), [truth(c) for c in held_out], rtol=1e-9)
     save_states(tmp_path / "predictor.joblib", "cpu-torch", {"sam_micro": predictor.state()})
@@ -494,8 +496,8 @@ def test_profile_and_fit_quick(tmp_path):
     predictor = profile_and_fit_quick("sam_micro", "cpu-torch", root=tmp_path, samples=6, repeats=1, threads=1,
                                       progress=False)
     space = SearchSpace.load("sam_micro")
-    assert predictor.space == "sam_micro" and predictor.report["lookup_table"]
-    assert {256, 128} <= set(predictor.report["resolutions"]) <= {256, 192, 128}
+    assert predictor.space == "sam_micro" and predictor.report.lookup_table
+    assert {256, 128} <= set(predictor.report.resolutions) <= {256, 192, 128}
     assert predictor.predict_ms(space.largest()) > predictor.predict_ms(space.smallest()) > 0
 
 

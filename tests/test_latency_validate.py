@@ -1,6 +1,7 @@
 """Drift probe, recalibration and `samnas latency validate` on sam_micro: fake clocks and real fresh processes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -163,7 +164,9 @@ def test_recalibration_scales_predictions_exactly_by_the_probe_factor(fake_root,
 
 def test_drift_warning_fires_when_the_clock_runs_slower(fake_root, monkeypatch, capsys):
     predictor = load_predictor("cpu-torch", root=fake_root)
-    predictor.report["parts"]["encoder"]["mape_pct"] = 5.0
+    report = predictor.report
+    predictor.report = dataclasses.replace(
+        report, parts={**report.parts, "encoder": dataclasses.replace(report.encoder, mape_pct=5.0)})
     slowdown = [1.0]
     fake_clock(monkeypatch, slowdown, baseline_ms(fake_root))
     steady = run_probe(predictor, fake_root, seconds=0.05)

@@ -46,6 +46,7 @@ from search_spaces.space import SearchSpace
 from infra.errors import ConfigError, UserError
 from infra.fileio import atomic_write_bytes
 
+from .report import PartReport, PredictorReport
 from .store import DeviceStore, write_json
 
 PREDICTOR_FORMAT = "samnas-latency-predictor/1"
@@ -292,7 +293,7 @@ class LatencyPredictor:
     """
 
     def __init__(self, device: str, space: SearchSpace, lut: dict[tuple, float], models: dict[str, PartModel],
-                 report: dict, speed_factor: float = 1.0) -> None:
+                 report: PredictorReport | None, speed_factor: float = 1.0) -> None:
         self.device = device
         self.search_space = space
         self.lut = lut
@@ -401,7 +402,7 @@ class LatencyPredictor:
             "models": {k: {"method": m.method, "seed": m.seed, "log_scale": m.log_scale, "gbr": m.gbr,
                            "linear": m.linear}
                        for k, m in self.models.items()},
-            "report": self.report,
+            "report": None if self.report is None else self.report.to_dict(),
         }
 
     @classmethod
@@ -412,13 +413,15 @@ class LatencyPredictor:
             model.log_scale, model.gbr, model.linear = m["log_scale"], m["gbr"], m.get("linear", {})
             models[key] = model
         space = SearchSpace.from_dict(state["space"], source=f"predictor for {state['device']}")
-        return cls(state["device"], space, upgrade_lut_keys(state["lut"]), models, state["report"])
+        report = PredictorReport.from_dict(state["report"], f"predictor for {state['device']}") \
+            if state.get("report") else None
+        return cls(state["device"], space, upgrade_lut_keys(state["lut"]), models, report)
 
 
 # ---------------------------------------------------------------------- fitting
 
 
-def _fit_part(predictor: LatencyPredictor, rows: list[dict], folds: int, seed: int) -> tuple[PartModel, dict]:
+def _fit_part(predictor: LatencyPredictor, rows: list[dict], folds: int, seed: int) -> tuple[PartModel, PartReport]:
     """Cross-validate every candidate on ``rows`` (one part), pick the lowest MAPE, refit it on all rows."""
     prompts = rows[0]["prompts"]
     feats, luts = zip(*(predictor.features(predictor.search_space.validate(SubnetConfig.from_json(r["config"])), prompts)
@@ -432,15 +435,12 @@ def _fit_part(predictor: LatencyPredictor, rows: list[dict], folds: int, seed: i
     chosen = min(methods, key=lambda m: (cv[m]["mape_pct"], methods.index(m)))
     model = PartModel(chosen, seed).fit(X, log_lut, log_y)
     spread = [100 * (r["p90_ms"] - r["p10_ms"]) / r["median_ms"] for r in rows if r["median_ms"] > 0]
-    report = {
-        "method": chosen,
-        "networks": len(rows),
-        "folds": k,
-        "cv": cv,
+    report = PartReport(
+        method=chosen, networks=len(rows), folds=k, cv=cv,
         **{key: cv[chosen][key] for key in ("mape_pct", "rmse_ms", "within_10_pct")},
-        "noise_spread_pct": float(np.median(spread)) if spread else None,
-        "profiling_seconds": float(sum(r["seconds"] for r in rows)),
-    }
+        noise_spread_pct=float(np.median(spread)) if spread else None,
+        profiling_seconds=float(sum(r["seconds"] for r in rows)),
+    )
     return model, report
 
 
@@ -458,34 +458,26 @@ def fit_space(device: str, space: SearchSpace, blocks: list[dict], networks: lis
     data["resolutions"] = resolutions or list(space.resolutions)
     space = SearchSpace.from_dict(data, source=space.source)
     lut = {k: v for k, v in lut_index(blocks).items() if k[0] == space.model_type}
-    predictor = LatencyPredictor(device, space, lut, {}, {})
+    predictor = LatencyPredictor(device, space, lut, {}, None)
     by_part: dict[str, list[dict]] = {}
     for r in rows:
         by_part.setdefault(part_key(r["part"], r["prompts"]), []).append(r)
     if lut and not _lut_covers(predictor, rows):
         predictor.lut = {}
     block_rows = [r for r in blocks if r["model_type"] == space.model_type and r["resolution"] in resolutions]
-    report = {
-        "space": space.name,
-        "resolutions": resolutions,
-        "lookup_table": bool(predictor.lut),
-        "block_timings": len(block_rows),
-        "block_profiling_seconds": float(sum(r["seconds"] for r in block_rows)),
-        "parts": {},
-    }
+    parts: dict[str, PartReport] = {}
     for key, part_rows in sorted(by_part.items()):
         if len(part_rows) < MIN_NETWORKS:
             raise UserError(
                 f"only {len(part_rows)} timed {key} subnets of {space.name} on {device}, at least {MIN_NETWORKS} "
                 f"needed: run `samnas latency profile --space {space.name} --device {device} --samples 30`"
             )
-        model, part_report = _fit_part(predictor, part_rows, folds, seed)
-        predictor.models[key] = model
-        report["parts"][key] = part_report
-    report["networks"] = len(rows)
-    report["profiling_seconds"] = report["block_profiling_seconds"] + sum(
-        p["profiling_seconds"] for p in report["parts"].values())
-    predictor.report = report
+        predictor.models[key], parts[key] = _fit_part(predictor, part_rows, folds, seed)
+    block_seconds = float(sum(r["seconds"] for r in block_rows))
+    predictor.report = PredictorReport(
+        space=space.name, resolutions=resolutions, lookup_table=bool(predictor.lut), block_timings=len(block_rows),
+        block_profiling_seconds=block_seconds, parts=parts, networks=len(rows),
+        profiling_seconds=block_seconds + sum(p.profiling_seconds for p in parts.values()))
     return predictor
 
 
@@ -537,7 +529,7 @@ def fit_device(device: str, root=None, space: str | None = None, folds: int = 5,
         sp = SearchSpace.from_dict(spaces[name], source=f"{store.path('spaces.json')}[{name}]")
         predictor = fit_space(device, sp, blocks, networks, folds, seed)
         states[name] = predictor.state()
-        reports[name] = predictor.report
+        reports[name] = predictor.report.to_dict()
     save_states(store.path("predictor.joblib"), device, states)
     report = {
         "format": PREDICTOR_FORMAT,

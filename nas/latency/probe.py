@@ -147,14 +147,14 @@ class ProbeResult:
 
 def stated_error(predictor) -> float | None:
     """The predictor's stated error: the cross-validated MAPE (%) of its encoder part."""
-    part = (predictor.report or {}).get("parts", {}).get("encoder")
-    return float(part["mape_pct"]) if part else None
+    part = predictor.report.encoder if predictor.report is not None else None
+    return float(part.mape_pct) if part else None
 
 
-Build = Callable[[dict], Callable[[], object]]
+Build = Callable[[SubnetConfig], Callable[[], object]]
 
 
-def time_probes(configs: list[dict], build: Build, seconds: float = PROBE_SECONDS, rounds: int = PROBE_ROUNDS,
+def time_probes(configs: list[SubnetConfig], build: Build, seconds: float = PROBE_SECONDS, rounds: int = PROBE_ROUNDS,
                 sync=None) -> list[float]:
     """Median ms of each config, timed in ``rounds`` interleaved rounds for about ``seconds`` in all.
 

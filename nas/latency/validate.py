@@ -252,7 +252,7 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
     raw = predictor.predict_many(configs, raw=True)
     recal = raw * (factor or 1.0)
     ms = np.array([m["median_ms"] for m in measured])
-    part = predictor.report["parts"]["encoder"]
+    part = predictor.report.part("encoder")
     report = {
         "device": device,
         "space": sp.name,
@@ -265,9 +265,9 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
         "timing": {"where": f"fresh process per subnet ({'ONNX file, new ONNX Runtime session' if backend_name == 'onnxruntime' else 'subnet folder, torch eager'})",
                    "threads": threads, "repeats": repeats, "warmup": warmup, "min_seconds": min_seconds,
                    "allocator": measured[0].get("allocator")},
-        "cv_mape_pct": part["mape_pct"],
-        "cv_within_10_pct": part["within_10_pct"],
-        "method": part["method"],
+        "cv_mape_pct": part.mape_pct,
+        "cv_within_10_pct": part.within_10_pct,
+        "method": part.method,
         "probe_factor": factor,
         "probe": {"before": before.as_dict(), "after": after.as_dict()},
         "raw": {**error_metrics(ms, raw), "signed_median_pct": signed_median_pct(ms, raw)},
