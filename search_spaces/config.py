@@ -118,13 +118,14 @@ def _inner_config(data: dict, path: Path) -> dict:
     return data
 
 
-def dump_config(config: dict, fmt: str = "yaml") -> str:
-    """Text of ``config`` as ``"yaml"`` (one flow-style line per block) or ``"json"`` (indented)."""
+def dump_config(data: dict, fmt: str = "yaml") -> str:
+    """Text of a mapping (a config's file form, :func:`versioned`, or a space file) as ``"yaml"`` (one
+    flow-style line per block) or ``"json"`` (indented)."""
     if fmt == "json":
-        return json.dumps(config, indent=2) + "\n"
+        return json.dumps(data, indent=2) + "\n"
     if fmt == "yaml":
         # default_flow_style=None writes scalar-only mappings/lists on one line: `- {keep: true, ...}`.
-        return yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=1000)
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=1000)
     raise ValueError(f"format {fmt!r} unknown; expected 'yaml' or 'json'")
 
 
