@@ -37,6 +37,7 @@ from common import load_averages, machine_header, markdown_table, reproduce_comm
 from deploy.engines import ort_session_options
 from nas.onnx_export import compare_embeddings, export_encoder_onnx, quantize_encoder_onnx
 from nas.timing import steady_allocator, summarize
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
 from supernet.elastic.quantize import quantize_subnet
@@ -46,10 +47,10 @@ TARGET_ORT_SPEEDUP = 1.4
 FULL_RANGE = "int8, 8-bit weights"  # the variant without reduce_range (not what samnas export writes)
 
 
-def configs(space: SearchSpace, resolution: int) -> tuple[dict, dict]:
+def configs(space: SearchSpace, resolution: int) -> tuple[SubnetConfig, SubnetConfig]:
     """The largest config at ``resolution``, all fp32 and with every block int8."""
-    fp32 = space.validate({**space.largest(), "resolution": resolution})
-    int8 = space.validate({**fp32, "blocks": [{**b, "precision": "int8"} for b in fp32["blocks"]]})
+    fp32 = space.validate(space.largest().replace(resolution=resolution))
+    int8 = space.validate(fp32.with_precision("int8"))
     return fp32, int8
 
 
@@ -154,7 +155,7 @@ def run_benchmark(args: argparse.Namespace, argv) -> int:
         f"{args.warmup} warm-up runs each; latency is the median, spread is p10-p90"))
     header += (f"\n- load average (1/5/15 min): {load_start} at the start, {load_end} at the end (about 1 while "
                f"this benchmark runs alone at 1 thread on this 2-core VM; more means other jobs shared it)"
-               f"\n- model: {space.model_type} ({args.space} largest config, {len(fp32_cfg['blocks'])} blocks) at "
+               f"\n- model: {space.model_type} ({args.space} largest config, {fp32_cfg.num_blocks} blocks) at "
                f"{res} px, **random weights** (seed 0) standing in for a checkpoint; one fixed random image "
                f"(seed 0) for the errors")
     body = "\n".join([

@@ -31,7 +31,6 @@ least 1.3x faster with the precision dimension than fp32-only, same search budge
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -50,7 +49,6 @@ from nas.quality import make_evaluator
 from nas.search import SearchSettings, evaluate_config, run_search
 from nas.study import DEFAULT_SAMPLER
 from nas.timing import time_rounds
-from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 
 TARGET_SPEEDUP = 1.3
@@ -106,8 +104,8 @@ def main(argv=None) -> int:
     fit_device(args.device, root=root, space=space.name)
     latency = load_predictor(args.device, space=space.name, root=root)
     profile_s = time.perf_counter() - t0
-    full = space.validate({**fp32_only(space).largest(), "resolution": resolution})
-    full_int8 = space.validate({**full, "blocks": [{**b, "precision": "int8"} for b in full["blocks"]]})
+    full = space.validate(fp32_only(space).largest().replace(resolution=resolution))
+    full_int8 = space.validate(full.with_precision("int8"))
     budget = round(args.budget_frac * latency.predict_ms(full), 3)
     full_quality = evaluate_config(evaluator, model, full).score
     full_int8_quality = evaluate_config(evaluator, model, full_int8).score
@@ -131,10 +129,10 @@ def main(argv=None) -> int:
                   f"{args.keep:.0%}, {search_s[(name, seed)]:.0f} s", flush=True)
 
     # Measure every candidate (and the full model at fp32 and all int8) in the same interleaved rounds.
-    configs = {config_to_json(full): full, config_to_json(full_int8): full_int8}
+    configs = {full.key: full, full_int8.key: full_int8}
     for cands in runs.values():
         for p in cands:
-            configs.setdefault(p.config, json.loads(p.config))
+            configs.setdefault(p.config, p.subnet)
     keys = list(configs)
     with torch_threads(args.threads), torch.random.fork_rng(devices=[]):
         build, sync, _ = backend_build(args.device, space, args.threads)
@@ -150,15 +148,15 @@ def main(argv=None) -> int:
             cands = runs[(name, seed)]
             best[name] = min(cands, key=lambda p: measured[p.config]) if cands else None
         for name, p in best.items():
-            cfg = json.loads(p.config) if p else None
+            cfg = p.subnet if p else None
             row = {"seed": seed, "search": name, "trials": args.trials,
                    "search_s_per_trial": round(search_s[(name, seed)] / args.trials, 2),
                    "candidates": len(runs[(name, seed)]),
                    "quality": round(p.quality, 4) if p else "-",
                    "predicted_ms": round(p.predicted_ms, 2) if p else "-",
                    "measured_ms": round(measured[p.config], 2) if p else "-",
-                   "blocks_kept": sum(b["keep"] for b in cfg["blocks"]) if cfg else "-",
-                   "int8_blocks": sum(b.get("precision") == "int8" for b in cfg["blocks"] if b["keep"]) if cfg else "-",
+                   "blocks_kept": len(cfg.kept_blocks) if cfg else "-",
+                   "int8_blocks": len(cfg.int8_blocks()) if cfg else "-",
                    "config": p.config if p else ""}
             csv_rows.append(row)
             rows.append({k: v for k, v in row.items() if k != "config"})
@@ -181,12 +179,12 @@ def main(argv=None) -> int:
                f"\n- quality: fidelity to the full fp32 model on {images_text}"
                f"\n- latency: device `{args.device}`, predictor profiled here ({args.samples} subnets + block table "
                f"at fp32 and int8, {profile_s:.0f} s; CV MAPE "
-               f"{latency.report['parts']['encoder']['mape_pct']:.1f}%); budget {budget} ms "
+               f"{latency.report.part('encoder').mape_pct:.1f}%); budget {budget} ms "
                f"({args.budget_frac:g} x the full fp32 model's prediction); sampler `{args.sampler}`")
     full_rows = [{"model": "full, fp32", "quality": round(full_quality, 4),
-                  "measured_ms": round(measured[config_to_json(full)], 2)},
+                  "measured_ms": round(measured[full.key], 2)},
                  {"model": "full, every block int8", "quality": round(full_int8_quality, 4),
-                  "measured_ms": round(measured[config_to_json(full_int8)], 2)}]
+                  "measured_ms": round(measured[full_int8.key], 2)}]
     columns = ["seed", "search", "trials", "search_s_per_trial", "candidates", "quality", "predicted_ms",
                "measured_ms", "blocks_kept", "int8_blocks", "speedup_vs_fp32_only"]
     body = "\n".join([
@@ -203,7 +201,7 @@ def main(argv=None) -> int:
         f"{', '.join(f'{s:.2f}x' for s in speedups) or 'none'}"
         + (f"; mean {statistics.fmean(speedups):.2f}x" if speedups else "") + ").",
         f"- full model, all blocks int8 against fp32 (measured): "
-        f"{measured[config_to_json(full)] / measured[config_to_json(full_int8)]:.2f}x.",
+        f"{measured[full.key] / measured[full_int8.key]:.2f}x.",
     ])
     path = write_results(args.topic, f"int8 in the search: {space.model_type} at {resolution} px on {args.device}",
                          header, body, csv_rows)

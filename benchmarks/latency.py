@@ -40,23 +40,23 @@ from common import machine_header, markdown_table, reproduce_command, write_resu
 
 from nas.latency.predictor import error_metrics, fit_space
 from nas.latency.profile import ProfileSettings, profile, restrict_resolutions, sample_configs
-from search_spaces.config import config_to_json
+from search_spaces.config import SubnetConfig
 from nas.timing import MIN_SECONDS, ROUNDS, visit_runs
 from search_spaces.space import SearchSpace
 
 DEFAULT_RESOLUTIONS = {"sam_vit_b": [512]}
 
 
-def held_out_configs(space: SearchSpace, train: list[dict], n: int, seed: int) -> list[dict]:
+def held_out_configs(space: SearchSpace, train: list[SubnetConfig], n: int, seed: int) -> list[SubnetConfig]:
     """``n`` distinct sampled configs that are not in ``train``."""
-    seen = {config_to_json(c) for c in train}
+    seen = {c.key for c in train}
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(200 * n):
         if len(out) == n:
             break
         cfg = space.validate(space.sample(rng))
-        key = config_to_json(cfg)
+        key = cfg.key
         if key not in seen:
             seen.add(key)
             out.append(cfg)
@@ -88,7 +88,7 @@ def bench_one(space_name: str, device: str, args) -> dict:
     t0 = time.perf_counter()
     predictor = fit_space(device, space, run.blocks, train_rows, folds=args.folds, seed=args.seed)
     fit_s = time.perf_counter() - t0
-    part = predictor.report["parts"]["encoder"]
+    part = predictor.report.part("encoder")
     measured, remeasured, predicted = medians(first), medians(second.networks), predictor.predict_many(test_cfgs)
     test = error_metrics(measured, predicted)
     later = error_metrics(remeasured, predicted)
@@ -103,12 +103,12 @@ def bench_one(space_name: str, device: str, args) -> dict:
         "device": device,
         "threads": args.threads,
         "resolutions": "/".join(map(str, space.resolutions)),
-        "method": part["method"],
+        "method": part.method,
         "heldout_n": test["n"],
         "heldout_mape_pct": round(test["mape_pct"], 1),
         "heldout_within10_pct": round(test["within_10_pct"], 0),
-        "cv_mape_pct": round(part["mape_pct"], 1),
-        "cv_within10_pct": round(part["within_10_pct"], 0),
+        "cv_mape_pct": round(part.mape_pct, 1),
+        "cv_within10_pct": round(part.within_10_pct, 0),
         "lut_only_mape_pct": round(lut["mape_pct"], 1),
         "heldout_later_run_mape_pct": round(later["mape_pct"], 1),
         "heldout_later_run_within10_pct": round(later["within_10_pct"], 0),

@@ -21,7 +21,6 @@ Two parts, each its own table:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from nas.pareto import load_points, pareto_front
 from nas.quality import make_evaluator
 from nas.search import SearchSettings, run_search
 from nas.timing import time_rounds
-from search_spaces.config import config_to_json
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
 TARGET_SPEEDUP, TARGET_COSINE = 4.0, 0.999  # OpenVINO bf16 on ViT-B at 512 px, 1 thread (issue 25)
@@ -120,7 +119,7 @@ def profile_and_search(space, device, args, model, evaluator, tmp: Path) -> dict
     return out
 
 
-def measure_on(devices: list[str], space: SearchSpace, configs: dict[str, dict], rounds: int) -> dict:
+def measure_on(devices: list[str], space: SearchSpace, configs: dict[str, SubnetConfig], rounds: int) -> dict:
     """``{device: {config key: measured median ms}}``, every config on every device, interleaved per device."""
     measured = {}
     with torch_threads(1):
@@ -143,9 +142,9 @@ def fronts_part(args, argv) -> Path:
     evaluator = make_evaluator("fidelity", model, images=images, max_images=args.images)
     with tempfile.TemporaryDirectory(prefix="samnas-runtime-fronts-") as tmp:
         runs = {d: profile_and_search(space, d, args, model, evaluator, Path(tmp)) for d in args.devices}
-        configs = {p.config: json.loads(p.config) for run in runs.values() for f in run["fronts"].values() for p in f}
+        configs = {p.config: p.subnet for run in runs.values() for f in run["fronts"].values() for p in f}
         full = space.largest()
-        configs.setdefault(config_to_json(full), full)
+        configs.setdefault(full.key, full)
         measured = measure_on(args.devices, space, configs, args.rounds)
     rows = front_rows(runs, measured, args.devices)
     header = machine_header(reproduce_command("runtimes.py", argv), args.rounds, threads=1, repeats_line=(
@@ -155,12 +154,12 @@ def fronts_part(args, argv) -> Path:
                f"\n- quality: fidelity to the full fp32 model on {images_text}, scored as each device computes "
                f"(bf16 device: bf16 autocast masks)"
                + "".join(f"\n- `{d}`: predictor profiled here ({args.samples} subnets + block table, "
-                         f"{r['profile_s']:.0f} s, CV MAPE {r['latency'].report['parts']['encoder']['mape_pct']:.1f}%), "
+                         f"{r['profile_s']:.0f} s, CV MAPE {r['latency'].report.part('encoder').mape_pct:.1f}%), "
                          f"budget {r['budget']} ms = {args.budget_frac:g} x its full model's prediction"
                          for d, r in runs.items())
                + f"\n- load average (1/5/15 min): {load_start} at the start, {load_averages()} at the end; whole run "
                f"{time.perf_counter() - started:.0f} s")
-    body = fronts_body(rows, runs, measured, args.devices, config_to_json(full))
+    body = fronts_body(rows, runs, measured, args.devices, full.key)
     return write_results(args.topic, f"Fronts per runtime: {space.name} searched on {' and '.join(args.devices)}",
                          header, body, rows)
 
@@ -171,10 +170,10 @@ def front_rows(runs: dict, measured: dict, devices: list[str]) -> list[dict]:
     for device, run in runs.items():
         for seed, front in run["fronts"].items():
             for p in sorted(front, key=lambda q: q.predicted_ms):
-                cfg = json.loads(p.config)
+                cfg = p.subnet
                 row = {"searched_on": device, "seed": seed, "quality": round(p.quality, 4),
-                       "predicted_ms": round(p.predicted_ms, 2), "resolution": cfg["resolution"],
-                       "blocks_kept": sum(b.get("keep", True) for b in cfg["blocks"])}
+                       "predicted_ms": round(p.predicted_ms, 2), "resolution": cfg.resolution,
+                       "blocks_kept": len(cfg.kept_blocks)}
                 for d in devices:
                     row[f"ms_on_{d}"] = round(measured[d][p.config], 2)
                     row[f"within_budget_on_{d}"] = measured[d][p.config] <= runs[d]["budget"]

@@ -20,7 +20,6 @@ databases writes the tables.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -44,15 +43,16 @@ from nas.search import SearchSettings, run_search
 from nas.study import DEFAULT_SAMPLER, SAMPLERS
 from nas.timing import MIN_SECONDS, time_callable
 from nas.verify import ROUNDS as VERIFY_ROUNDS, measure_configs, verify_front
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
 from scenes.synthetic import write_coco_dataset
 
 
-def encoder_timing(model, config: dict, repeats: int):
+def encoder_timing(model, config: SubnetConfig, repeats: int):
     """Timing (ms) of the extracted subnet's image encoder on one random image, as profiling times it."""
     sub = extract(model, config)
-    x = torch.randn(1, 3, config["resolution"], config["resolution"])
+    x = torch.randn(1, 3, config.resolution, config.resolution)
     with torch.inference_mode():
         return time_callable(lambda: sub.image_encoder(x), repeats=repeats, warmup=2, min_seconds=MIN_SECONDS)
 
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     except UserError:
         print("no cpu-torch predictor for sam_micro in the results store: profiling this machine first", flush=True)
         latency = profile_and_fit_quick("sam_micro", "cpu-torch", threads=args.threads)
-    mape = latency.report["parts"]["encoder"]["mape_pct"]
+    mape = latency.report.part("encoder").mape_pct
     budget = round(args.budget_frac * latency.predict_ms(space.largest()), 2)
     storage_dir = RESULTS / "scratch"
     storage_dir.mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
 
     every = [p for (_, n, _), (pts, _) in runs.items() if n == top for p in pts]  # each run's trials once
     # The pool, its local search starting from the front of the pool and every run together.
-    known = {p.config: {"config": json.loads(p.config), "quality": p.quality, "predicted_ms": p.predicted_ms}
+    known = {p.config: {"config": p.subnet, "quality": p.quality, "predicted_ms": p.predicted_ms}
              for p in every}
     key["runs"] = cache_key(sorted(known))
     pool, pool_path, cached = load_or_build(
@@ -252,10 +252,10 @@ def main(argv=None) -> int:
         if (d, top, seed) not in runs:
             continue
         front = pareto_front(runs[(d, top, seed)][0])
-        timed, factor = measure_configs(space, "cpu-torch", [json.loads(p.config) for p in front], args.threads)
+        timed, factor = measure_configs(space, "cpu-torch", [p.subnet for p in front], args.threads)
         for p, t in zip(front, timed):
             front_rows.append({
-                "seed": seed, "trial": p.trial, "resolution": json.loads(p.config)["resolution"],
+                "seed": seed, "trial": p.trial, "resolution": p.subnet.resolution,
                 "quality": round(p.quality, 4), "predicted_ms": round(p.predicted_ms, 2),
                 "verified_ms": None if p.measured_ms is None else round(p.measured_ms, 2),
                 "measured_ms": round(t["median_ms"], 2), "p10_ms": round(t["p10_ms"], 2),

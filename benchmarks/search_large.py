@@ -122,7 +122,7 @@ def main(argv=None) -> int:
                f"\n- quality: fidelity evaluator (agreement with the full model at its native input side) on "
                f"{images_text}; its reference outputs took {reference_s:.0f} s once per search set-up, not per trial"
                f"\n- latency: `cpu-torch` predictor profiled here ({args.samples} subnets + block table, "
-               f"{profile_s:.0f} s, CV MAPE {latency.report['parts']['encoder']['mape_pct']:.1f}%); budget {budget} ms "
+               f"{profile_s:.0f} s, CV MAPE {latency.report.part('encoder').mape_pct:.1f}%); budget {budget} ms "
                f"({args.budget_frac:g} x the full model's prediction); one full-model encoder pass at "
                f"{args.resolution} px: {full_pass.median_ms:.0f} ms")
     body = "\n".join([

@@ -17,22 +17,23 @@ from common import machine_header, markdown_table, reproduce_command, write_resu
 
 from nas.timing import time_callable
 from search_spaces.counting import count
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
 from supernet.elastic.extract import extract
 
 
-def configs_to_time(space: SearchSpace, resolution: int, seeds: list[int]) -> list[tuple[str, dict]]:
-    out = [("full", {**space.largest(), "resolution": resolution})]
+def configs_to_time(space: SearchSpace, resolution: int, seeds: list[int]) -> list[tuple[str, SubnetConfig]]:
+    out = [("full", space.largest().replace(resolution=resolution))]
     for seed in seeds:
-        out.append((f"sample seed {seed}", {**space.sample(seed), "resolution": resolution}))
+        out.append((f"sample seed {seed}", space.sample(seed).replace(resolution=resolution)))
     return out
 
 
-def describe(config: dict) -> str:
-    kept = [b for b in config["blocks"] if b.get("keep", True)]
-    heads = sum(b["heads"] for b in kept)
-    mlp = sum(b["mlp"] for b in kept)
+def describe(config: SubnetConfig) -> str:
+    kept = config.kept_blocks
+    heads = sum(b.heads for b in kept)
+    mlp = sum(b.mlp for b in kept)
     return f"{len(kept)} blocks, {heads} heads, {mlp} MLP units"
 
 

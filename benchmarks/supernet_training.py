@@ -28,6 +28,7 @@ from nas.training.train import TrainSettings, train
 from scenes.images import generated_images
 from scenes.sources import SyntheticScenes
 from scenes.synthetic import write_coco_dataset
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.checkpoint import load_sam
 from supernet.elastic.activation import active_subnet
@@ -36,11 +37,11 @@ from supernet.modeling.predictor import image_to_model_input
 from supernet.reference import reference_checkpoint
 
 
-def mid_config(space: SearchSpace, latency, frac: float = 0.5, samples: int = 400, seed: int = 0) -> dict:
+def mid_config(space: SearchSpace, latency, frac: float = 0.5, samples: int = 400, seed: int = 0) -> SubnetConfig:
     """Among sampled full-resolution configs, the one whose predicted latency is closest to ``frac`` x full."""
     target = frac * latency.predict_ms(space.largest())
     rng = np.random.default_rng(seed)
-    cands = [{**space.sample(rng), "resolution": space.resolutions[0]} for _ in range(samples)]
+    cands = [space.sample(rng).replace(resolution=space.resolutions[0]) for _ in range(samples)]
     return min(cands, key=lambda c: abs(latency.predict_ms(c) - target))
 
 

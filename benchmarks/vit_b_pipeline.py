@@ -327,7 +327,7 @@ def main(argv=None) -> int:
         torch.save(build_sam(extra, seed=0).state_dict(), ckpt)
         extra_space = SearchSpace.load(f"sam_{extra}")
         config = work / f"sam_{extra}_subnet.json"
-        config.write_text(json.dumps(extra_space.sample(1)))
+        config.write_text(json.dumps(extra_space.sample(1).to_dict()))
         for step in (
             Step(f"{extra}: rank", ["rank", "--checkpoint", str(ckpt), "--model-type", extra, "--images",
                                     str(rank_photos), "--method", "wanda", "--max-images", str(args.extra_rank_images),

@@ -112,3 +112,10 @@ def read_format_json(path: str | Path, expected_format: str | tuple[str, ...]) -
         wanted = repr(expected[0]) if len(expected) == 1 else " or ".join(map(repr, expected))
         raise CheckpointError(f"{path}: format {found!r}, expected {wanted}")
     return meta
+
+
+def canonical_json(value) -> str:
+    """One-line JSON with sorted keys and no spaces: a stable key for caches and databases."""
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

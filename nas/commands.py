@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from search_spaces.config import load_config
+from search_spaces.config import SubnetConfig, load_config
 from search_spaces.space import SearchSpace
 from infra.cliargs import positive_float, positive_int
 from infra.errors import UserError
@@ -185,11 +185,11 @@ def predictor_facts(latency, root=None) -> dict:
     (its fingerprint, read from the latency folder ``root``)."""
     from nas.latency.store import DeviceStore
 
-    part = latency.report["parts"]["encoder"]
+    part = latency.report.part("encoder")
     fp = DeviceStore(latency.device, root).fingerprint() or {}
-    return {"device": latency.device, "space": latency.space, "method": part["method"],
-            "cv_mape_pct": round(float(part["mape_pct"]), 2), "within_10_pct": round(float(part["within_10_pct"]), 1),
-            "subnets": part.get("networks"), "threads": fp.get("threads"), "cpu": fp.get("cpu")}
+    return {"device": latency.device, "space": latency.space, "method": part.method,
+            "cv_mape_pct": round(float(part.mape_pct), 2), "within_10_pct": round(float(part.within_10_pct), 1),
+            "subnets": part.networks, "threads": fp.get("threads"), "cpu": fp.get("cpu")}
 
 
 def quality_definition(evaluator, images: str | None, annotations: str | None) -> str:
@@ -390,7 +390,7 @@ def run_pareto_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- export
 
 def _trial_config(storage: str | None, study_name: str, number: int | None,
-                  results: Path) -> tuple[dict, dict, optuna.Study]:
+                  results: Path) -> tuple[SubnetConfig, dict, optuna.Study]:
     """Trial ``number``'s config, its facts for the card, and its study (``storage`` None: the results
     folder's studies.db)."""
     if number is None:
@@ -418,13 +418,13 @@ def _trial_config(storage: str | None, study_name: str, number: int | None,
     return record.config, info, study
 
 
-def _space_of(config: dict, study: optuna.Study | None) -> SearchSpace:
+def _space_of(config: SubnetConfig, study: optuna.Study | None) -> SearchSpace:
     """The space a config belongs to: the one its study was searched in (a study records the whole
     space, so one searched from a space file exports without that file), else the named space."""
     definition = study.user_attrs.get("space_definition") if study is not None else None
     if definition:
         return SearchSpace.from_dict(definition, source=f"study {study.study_name}")
-    return SearchSpace.load(config.get("space") or "sam_micro")
+    return SearchSpace.load(config.space or "sam_micro")
 
 
 def onnx_check_text(card: dict) -> str:

@@ -36,7 +36,7 @@ from infra.errors import UserError
 from supernet.elastic.extract import extract, save_subnet, subnet_metadata
 from infra.fileio import atomic_write_text, new_file_mode
 from infra.wording import plural
-from supernet.elastic.precision import block_precision, int8_blocks
+from supernet.elastic.subnet_config import SubnetConfig
 from supernet.elastic.quantize import quantize_subnet
 from supernet.elastic.ranked import file_sha256
 from supernet.modeling.sam import Sam
@@ -112,10 +112,10 @@ EXPORT_FILES = {
 }
 
 
-def write_onnx(sub: Sam, config: dict, out: Path) -> tuple[Sam, dict]:
+def write_onnx(sub: Sam, config: SubnetConfig, out: Path) -> tuple[Sam, dict]:
     """Write both ONNX halves, each checked against PyTorch (UserError beyond tolerance); returns the
     subnet as the encoder was exported (int8 blocks quantized) and the card's check entries."""
-    int8 = bool(int8_blocks(config))
+    int8 = bool(config.int8_blocks())
     onnx_path = out / ENCODER_FILE
     fp32_path = out / "image_encoder.fp32.onnx" if int8 else onnx_path
     export_encoder_onnx(sub, fp32_path)
@@ -181,7 +181,7 @@ def measure_export(sub: Sam, out: Path, threads: int, repeats: int, openvino: di
         return measured, machine_fingerprint()
 
 
-def runtime_table(model: Sam, config: dict, threads: int) -> dict:
+def runtime_table(model: Sam, config: SubnetConfig, threads: int) -> dict:
     """The card's ``runtimes`` entry: the subnet's encoder on every runtime and precision this CPU offers
     (:func:`nas.latency.runtimes.subnet_runtimes`, interleaved), fastest first, and the fastest's name."""
     from nas.latency.runtimes import subnet_runtimes
@@ -193,7 +193,7 @@ def runtime_table(model: Sam, config: dict, threads: int) -> dict:
                     "the same subnet with every block fp32"}
 
 
-def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_checkpoint: str | None,
+def export_subnet(model: Sam, config: SubnetConfig, out_dir: str | Path, *, source_checkpoint: str | None,
                   trial_info: dict | None = None, repeats: int = 5, latency_check: dict | None = None,
                   measure_runtimes: bool = True) -> dict:
     """Write the export folder for ``config``; returns the card (dict).
@@ -223,7 +223,7 @@ def export_subnet(model: Sam, config: dict, out_dir: str | Path, *, source_check
         "source_checkpoint": source_checkpoint,
         "source_sha256": sha,
         "model_type": model.arch.name,
-        "config": config,
+        "config": config.to_dict(),
         "params": counts.total_params,
         "encoder_params": counts.encoder_params,
         "flops": counts.encoder_flops,
@@ -268,9 +268,9 @@ def check_int8_onnx(sub_int8: Sam, sub_fp32: Sam, onnx_path: Path) -> dict:
             "tolerance": dict(ONNX_INT8_TOLERANCE)}
 
 
-def precision_per_block(config: dict) -> list[str | None]:
+def precision_per_block(config: SubnetConfig) -> list[str | None]:
     """Each block's precision (``None`` for a skipped block), in config order."""
-    return [block_precision(b) if b.get("keep", True) else None for b in config["blocks"]]
+    return [b.precision if b.keep else None for b in config.blocks]
 
 
 def onnx_input_contract(sub: Sam) -> dict:
@@ -322,6 +322,7 @@ def _shape_text(shape: list) -> str:
 def _use_lines(card: dict) -> list[str]:
     """The card's Use section: the torch-free runner, PyTorch, both ONNX contracts, OpenVINO, the files."""
     enc = card["onnx_input"]
+    config = SubnetConfig.from_dict(card["config"])
     lines = ["## Use", "", "Without PyTorch (see README, Deploying a subnet):", "", "```python",
              RUNNER_SNIPPET.format(folder=card["name"]), "```", "",
              "In PyTorch (`preprocess` normalises and pads; resize the longest side first):", "", "```python",
@@ -329,7 +330,7 @@ def _use_lines(card: dict) -> list[str]:
              "`image_encoder.onnx` input `images`: float32 `(1, 3, {r}, {r})`, RGB; resize the longest side to {r} px; "
              "normalise `(pixel - mean) / std` with mean {m} and std {s} (pixels 0-255); pad with zeros at the bottom "
              "and right to {r} × {r}. Output `embeddings` `{e}`."
-             .format(r=card["config"]["resolution"], m=enc["normalise"]["pixel_mean"], s=enc["normalise"]["pixel_std"],
+             .format(r=config.resolution, m=enc["normalise"]["pixel_mean"], s=enc["normalise"]["pixel_std"],
                      e=_shape_text(enc.get("output_shape", []))), ""]
     dec = card.get("onnx_decoder")
     if dec:
@@ -378,7 +379,7 @@ def _check_text(device: str, check: dict) -> str:
 
 def _precision_summary(card: dict) -> str:
     """``all fp32``, ``all int8`` or ``int8 in blocks 1, 3; fp32 in the others`` (of the kept blocks)."""
-    precisions = card.get("precision") or precision_per_block(card["config"])
+    precisions = card.get("precision") or precision_per_block(SubnetConfig.from_dict(card["config"]))
     int8 = [i for i, p in enumerate(precisions) if p == "int8"]
     kept = [i for i, p in enumerate(precisions) if p is not None]
     if not int8:
@@ -389,10 +390,11 @@ def _precision_summary(card: dict) -> str:
 
 
 def _blocks_table(card: dict) -> list[str]:
-    precisions = card.get("precision") or precision_per_block(card["config"])
+    config = SubnetConfig.from_dict(card["config"])
+    precisions = card.get("precision") or precision_per_block(config)
     rows = ["| block | kept | heads | MLP | precision |", "|---|---|---|---|---|"]
-    for i, (b, p) in enumerate(zip(card["config"]["blocks"], precisions)):
-        rows.append(f"| {i} | yes | {b['heads']} | {b['mlp']} | {p} |" if p else f"| {i} | skipped | | | |")
+    for i, (b, p) in enumerate(zip(config.blocks, precisions)):
+        rows.append(f"| {i} | yes | {b.heads} | {b.mlp} | {p} |" if p else f"| {i} | skipped | | | |")
     return rows
 
 
@@ -418,7 +420,7 @@ def _decoder_check_lines(check: dict | None) -> list[str]:
 def render_card(card: dict) -> str:
     """The model card as Markdown."""
     fp = card["measured_on"]
-    kept = [b for b in card["config"]["blocks"] if b.get("keep", True)]
+    config = SubnetConfig.from_dict(card["config"])
     lines = [
         f"# {card['name']}: a SAM {card['model_type']} subnet",
         "",
@@ -427,8 +429,8 @@ def render_card(card: dict) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| input resolution | {card['config']['resolution']} px |",
-        f"| encoder blocks kept | {len(kept)} of {len(card['config']['blocks'])} |",
+        f"| input resolution | {config.resolution} px |",
+        f"| encoder blocks kept | {len(config.kept_blocks)} of {config.num_blocks} |",
         f"| precision | {_precision_summary(card)} |",
         f"| parameters | {card['params'] / 1e6:.2f} M (encoder {card['encoder_params'] / 1e6:.2f} M) |",
         f"| encoder FLOPs | {card['flops'] / 1e9:.2f} G ({card['flops_convention']}) |",

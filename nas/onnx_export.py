@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infra.fileio import new_file_mode
-from supernet.elastic.precision import int8_blocks
+from supernet.elastic.subnet_config import SubnetConfig
 from supernet.elastic.quantize import is_quantized
 from supernet.modeling.sam import Sam
 
@@ -100,7 +100,7 @@ def int8_matmul_nodes(onnx_path: str | Path, blocks: list[int]) -> list[str]:
     return wanted
 
 
-def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: dict, reduce_range: bool = True) -> Path:
+def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: SubnetConfig, reduce_range: bool = True) -> Path:
     """Write ``out_path``: the fp32 encoder at ``fp32_path`` with the int8 blocks of ``config``
     dynamically quantized by ONNX Runtime (weights int8 per tensor, activations uint8 per call).
 
@@ -108,7 +108,7 @@ def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: d
     CPUs without VNNI, where ONNX Runtime's AVX2 kernel adds pairs of them in 16 bits
     (``benchmarks/int8.py`` compares both).
     """
-    return quantize_onnx_blocks(fp32_path, out_path, int8_blocks(config), reduce_range)
+    return quantize_onnx_blocks(fp32_path, out_path, config.int8_blocks(), reduce_range)
 
 
 def quantize_onnx_blocks(fp32_path: str | Path, out_path: str | Path, blocks: list[int],

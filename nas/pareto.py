@@ -11,7 +11,7 @@ import optuna
 
 from infra.errors import UserError
 from infra.fileio import atomic_write_bytes
-from supernet.elastic.precision import config_precision, precision_label
+from search_spaces.config import SubnetConfig, is_config_mapping
 
 from .hypervolume import front_indices
 from .record import TrialRecord
@@ -43,7 +43,7 @@ class TrialPoint:
     predicted_ms: float
     params: int
     flops: int
-    config: str  # JSON
+    config: str  # canonical JSON: a SubnetConfig's key (a policy's JSON in segment-everything studies)
     measured_ms: float | None = None  # median ms measured on the device after the search (nas.verify), if it was
 
     @property
@@ -52,17 +52,23 @@ class TrialPoint:
         return self.predicted_ms <= self.budget_ms and (self.measured_ms is None or self.measured_ms <= self.budget_ms)
 
     @property
+    def subnet(self) -> SubnetConfig | None:
+        """The subnet config; None for a config without encoder blocks (a segment-everything policy)."""
+        data = json.loads(self.config)
+        return SubnetConfig.from_dict(data) if is_config_mapping(data) else None
+
+    @property
     def precision(self) -> str:
-        """``fp32``, ``int8`` or ``mixed (k/n int8)`` (kept blocks; see ``supernet.elastic.precision``);
-        ``n/a`` for a config without encoder blocks (a segment-everything policy)."""
-        config = json.loads(self.config)
-        return precision_label(config) if "blocks" in config else "n/a"
+        """``fp32``, ``int8`` or ``mixed (k/n int8)`` (kept blocks; :attr:`SubnetConfig.precision_label`);
+        ``n/a`` for a segment-everything policy."""
+        subnet = self.subnet
+        return subnet.precision_label if subnet is not None else "n/a"
 
     @property
     def precision_kind(self) -> str:
         """``fp32``, ``int8`` or ``mixed``: what ``pareto --precision`` filters on (``n/a`` as above)."""
-        config = json.loads(self.config)
-        return config_precision(config) if "blocks" in config else "n/a"
+        subnet = self.subnet
+        return subnet.precision_kind if subnet is not None else "n/a"
 
 
 def load_studies(storage: str | None, include_everything: bool = False,

@@ -2,10 +2,11 @@
 
 Architecture searches (``nas.search``) and segment-everything policy studies
 (``nas.everything.tune``) store the same record, each filling the fields it has. Every field
-is one Optuna user attribute of the same name; ``config`` is stored as canonical JSON
-(:func:`search_spaces.config.config_to_json`). Readers go through :meth:`TrialRecord.read`,
-which also reads studies written before this record existed (``config`` was then JSON with
-spaces; fields a study never wrote come back as None).
+is one Optuna user attribute of the same name; ``config`` is stored as canonical JSON (a subnet
+config's :attr:`~search_spaces.SubnetConfig.key`, a policy's sorted compact JSON). Readers go
+through :meth:`TrialRecord.read`, which also reads studies written before this record existed
+(``config`` was then JSON with spaces; fields a study never wrote come back as None) and returns
+an encoder study's config as a :class:`~search_spaces.SubnetConfig`.
 """
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
-from search_spaces.config import config_to_json
+from infra.fileio import canonical_json
+from search_spaces.config import SubnetConfig, is_config_mapping
 
 
 @dataclass
 class TrialRecord:
     """One trial's attributes. None means "not recorded" and is never written."""
 
-    config: dict | None = None  # the subnet config, or the policy (policy studies)
+    config: SubnetConfig | dict | None = None  # the subnet config, or the policy (policy studies)
     quality: float | None = None  # the first objective, in [0, 1]
     predicted_ms: float | None = None  # the second objective: latency (or time per image) in ms
     predicted_raw_ms: float | None = None  # before a drift probe's recalibration (nas.latency.probe)
@@ -46,7 +48,7 @@ class TrialRecord:
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                out[f.name] = config_to_json(value) if f.name == "config" else value
+                out[f.name] = _config_json(value) if f.name == "config" else value
         return out
 
     def write(self, trial) -> None:
@@ -67,9 +69,16 @@ class TrialRecord:
         values = {k: v for k, v in attrs.items() if k in known}
         if isinstance(values.get("config"), str):
             values["config"] = json.loads(values["config"])
+        if is_config_mapping(values.get("config")):
+            values["config"] = SubnetConfig.from_dict(values["config"])
         return cls(**values)
 
     @property
     def config_json(self) -> str:
         """``config`` as canonical JSON (``"{}"`` when none was recorded)."""
-        return config_to_json(self.config or {})
+        return _config_json(self.config or {})
+
+
+def _config_json(config: SubnetConfig | dict) -> str:
+    """The canonical JSON of a subnet config (its key) or of a policy's mapping."""
+    return config.key if isinstance(config, SubnetConfig) else canonical_json(config)

@@ -26,16 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.activation import active_subnet
 from infra.fileio import atomic_write_text
 
 from .hypervolume import front_2d
 from .samplers.design import mutate, uniform_shrinks
-from .samplers.proposal import config_key
 
 
-def predictor_digest(latency, configs: list[dict]) -> str:
+def predictor_digest(latency, configs: list[SubnetConfig]) -> str:
     """A digest of what the predictor says about ``configs`` (its behaviour, whatever its file)."""
     values = np.round(np.asarray(latency.predict_many(configs), dtype=float), 6)
     return hashlib.sha256(values.tobytes()).hexdigest()[:16]
@@ -45,14 +45,14 @@ def cache_key(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def evaluate_config(model, evaluator, config: dict) -> float:
+def evaluate_config(model, evaluator, config: SubnetConfig) -> float:
     """Quality of ``config`` as the search's objective measures it."""
     with active_subnet(model, config):
         return float(evaluator.evaluate(model, config).score)
 
 
 class QualityMemo:
-    """Qualities already measured, by :func:`config_key`, kept in a JSON file written every ``every`` new ones.
+    """Qualities already measured, by the config's key, kept in a JSON file written every ``every`` new ones.
 
     Quality depends on the weights, the evaluator and the space only (not on the budget or the
     latency predictor), so a memo keyed by those lets a larger or interrupted pool reuse the work.
@@ -62,8 +62,8 @@ class QualityMemo:
         self.path, self.every, self._new = path, every, 0
         self.values: dict[str, float] = json.loads(path.read_text()) if path and path.is_file() else {}
 
-    def quality(self, model, evaluator, config: dict) -> float:
-        key = config_key(config)
+    def quality(self, model, evaluator, config: SubnetConfig) -> float:
+        key = config.key
         if key not in self.values:
             self.values[key] = evaluate_config(model, evaluator, config)
             self._new += 1
@@ -87,14 +87,14 @@ def build_pool(space: SearchSpace, model, evaluator, latency, budget_ms: float, 
     memo = memo or QualityMemo(None)
     rng = np.random.default_rng([0xF0E7, seed])
     rows: list[dict] = []
-    seen: set[str] = {config_key(x["config"]) for x in known}
+    seen: set[SubnetConfig] = {space.validate(x["config"]) for x in known}
 
-    def run(configs: list[dict], what: str) -> None:
+    def run(configs: list[SubnetConfig], what: str) -> None:
         fresh = []
         for c in configs:
-            if (k := config_key(c)) not in seen:
-                seen.add(k)
-                fresh.append(space.validate(c))
+            if (c := space.validate(c)) not in seen:
+                seen.add(c)
+                fresh.append(c)
         if not fresh:
             return
         ms = np.asarray(latency.predict_many(fresh), dtype=float)
@@ -120,15 +120,18 @@ def build_pool(space: SearchSpace, model, evaluator, latency, budget_ms: float, 
 
 
 def load_or_build(path_dir: Path, key_fields: dict, build) -> tuple[list[dict], Path, bool]:
-    """The cached pool for ``key_fields`` under ``path_dir``, or ``build()`` saved there; ``(rows, path, cached)``."""
+    """The cached pool for ``key_fields`` under ``path_dir``, or ``build()`` saved there; ``(rows, path, cached)``.
+
+    Rows' ``config`` is a :class:`SubnetConfig` in memory and its dict form in the file."""
     key_fields = json.loads(json.dumps(key_fields, sort_keys=True))  # as stored: lists, not tuples
     path = Path(path_dir) / f"reference_pool_{cache_key(key_fields)}.json"
     if path.is_file():
         data = json.loads(path.read_text())
         if data.get("key") == key_fields:
-            return data["rows"], path, True
+            return [{**r, "config": SubnetConfig.from_dict(r["config"])} for r in data["rows"]], path, True
     start = time.perf_counter()
     rows = build()
+    stored = [{**r, "config": r["config"].to_dict()} for r in rows]
     atomic_write_text(path, json.dumps({"key": key_fields, "build_s": round(time.perf_counter() - start, 1),
-                                        "rows": rows}))
+                                        "rows": stored}))
     return rows, path, False

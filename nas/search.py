@@ -22,10 +22,10 @@ import torch
 
 from nas.latency.store import device_spec
 from search_spaces.counting import count
+from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.activation import active_subnet
 from supernet.elastic.extract import extract
-from supernet.elastic.precision import int8_blocks
 from supernet.modeling.sam import Sam
 
 from . import driver
@@ -38,13 +38,13 @@ CONSTRAINT = "latency_over_budget_ms"  # Optuna constraint: predicted_ms - budge
 
 
 class LatencyModel(Protocol):
-    def predict_ms(self, config: dict) -> float: ...
+    def predict_ms(self, config: SubnetConfig) -> float: ...
 
 
 class QualityEvaluator(Protocol):
     name: str
 
-    def evaluate(self, model: Sam, config: dict): ...
+    def evaluate(self, model: Sam, config: SubnetConfig | None): ...
 
 
 @dataclass
@@ -66,7 +66,7 @@ class SearchSettings:
         return study_name(self.space, self.device, self.budget_ms)
 
 
-def suggest_config(trial: optuna.Trial, space: SearchSpace) -> dict:
+def suggest_config(trial: optuna.Trial, space: SearchSpace) -> SubnetConfig:
     """A config drawn through ``trial``'s suggestions; always valid for ``space``.
 
     Conditional parameters: heads and mlp (and precision, where a block may be int8) are asked
@@ -92,11 +92,11 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> dict:
                 if len(b.precisions) > 1 else b.precisions[0]
             blocks.append(b.kept(heads, mlp, precision))
         else:
-            blocks.append({"keep": False})
-    return space.validate({"space": space.name, "resolution": resolution, "blocks": blocks})
+            blocks.append(BlockChoice.skipped())
+    return space.validate(SubnetConfig(space.name, resolution, tuple(blocks)))
 
 
-def evaluate_config(evaluator: QualityEvaluator, model: Sam, config: dict, precision: str = "fp32"):
+def evaluate_config(evaluator: QualityEvaluator, model: Sam, config: SubnetConfig, precision: str = "fp32"):
     """Quality of ``config`` as it would run: on the supernet for an fp32 config; for one with int8
     blocks, on the subnet extracted and quantized (the weight-sharing supernet runs fp32 only).
 
@@ -104,7 +104,7 @@ def evaluate_config(evaluator: QualityEvaluator, model: Sam, config: dict, preci
     bf16 masks, as the device computes them up to its own rounding (the references stay the fp32 full model's).
     """
     with torch.autocast(next(model.parameters()).device.type, torch.bfloat16, enabled=precision == "bf16"):
-        if int8_blocks(config):
+        if config.int8_blocks():
             return evaluator.evaluate(extract(model, config), None)
         with active_subnet(model, config):
             return evaluator.evaluate(model, config)

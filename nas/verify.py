@@ -23,7 +23,6 @@ within the budget when measured again that way, 171 of 174 by raw medians).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 
@@ -32,6 +31,7 @@ import optuna
 from infra.errors import UserError
 from nas.latency.probe import speed_factor
 from nas.latency.profile import ProfileSettings, device_problem, profile
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
 from .pareto import MEASURED_ATTR, TrialPoint, pareto_front, study_points
@@ -65,7 +65,7 @@ class FrontCheck:
                 f"dropped as over the budget when measured: {over}")
 
 
-def measure_configs(space: SearchSpace, device: str, configs: list[dict], threads: int,
+def measure_configs(space: SearchSpace, device: str, configs: list[SubnetConfig], threads: int,
                     progress: bool = False, seed: int = 0, root=None) -> tuple[list[dict], float | None]:
     """Each config's image encoder timed on this machine as ``device``, and the machine's speed factor meanwhile.
 
@@ -97,7 +97,7 @@ def verify_front(study: optuna.Study, space: SearchSpace, device: str, threads: 
         todo = [p for p in check.front if p.measured_ms is None]
         if not todo:
             break
-        rows, factor = measure_configs(space, device, [json.loads(p.config) for p in todo], threads,
+        rows, factor = measure_configs(space, device, [p.subnet for p in todo], threads,
                                        progress=progress, root=root)
         check.factors.append(factor)
         stored = dict(study.user_attrs.get(MEASURED_ATTR) or {})

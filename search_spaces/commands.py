@@ -108,8 +108,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise UserError(f"--out {args.out}: the suffix does not match --format {args.format} "
                             "(use .json for JSON, .yaml for YAML)")
         save_config(config, args.out)
-        print(f"wrote {args.out} ({space.name}, resolution {config['resolution']}, "
-              f"{sum(b['keep'] for b in config['blocks'])} of {len(config['blocks'])} blocks kept)")
+        print(f"wrote {args.out} ({space.name}, resolution {config.resolution}, "
+              f"{len(config.kept_blocks)} of {config.num_blocks} blocks kept)")
     else:
         print(dump_config(versioned(config), args.format or "yaml"), end="")
     return 0

@@ -1,6 +1,9 @@
-"""Reading and writing subnet configs (and other small YAML/JSON mappings).
+"""Reading and writing subnet configs (and other small YAML/JSON mappings) as files.
 
-A subnet config is a plain dict, stored as YAML or JSON (the suffix decides)::
+A subnet config in memory is a :class:`SubnetConfig` (``supernet.elastic.subnet_config``, which
+owns its dict form, canonical key and format versions; it sits below this package in the layer
+order because activation and extraction read configs too). Its file, YAML or JSON (the suffix
+decides)::
 
     space: sam_vit_b           # the search space it belongs to
     resolution: 1024           # input side in pixels
@@ -14,39 +17,34 @@ A file may name its version in a top-level ``format`` field (``samnas-config/2``
 :func:`save_config` writes it for configs that use precision, and leaves it out of all-fp32
 configs, whose files stay exactly as version 1 wrote them. A file without ``format`` is read
 as whatever fields it holds (blocks without ``precision`` are fp32), so every older file reads
-as all-fp32; an unknown ``format`` is refused. :func:`load_config` drops the field, so the
-config in memory and its canonical JSON (:func:`config_to_json`, the key studies and latency
-stores use) do not change with the file's version.
+as all-fp32; an unknown ``format`` is refused. The record in memory and its canonical key
+(:attr:`SubnetConfig.key`, what studies and latency stores use) do not change with the file's version.
 
 Whether a config is *allowed* is checked by :meth:`search_spaces.SearchSpace.validate`;
-this module only moves mappings between files and memory.
+this module only moves configs between files and memory.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
 from infra.errors import ConfigError
 from infra.fileio import atomic_write_text
+from supernet.elastic.subnet_config import (
+    CONFIG_FORMAT,
+    CONFIG_FORMATS,
+    BlockChoice,
+    SubnetConfig,
+    check_config_format,
+    is_config_mapping,
+)
 
 JSON_SUFFIXES = (".json",)
-CONFIG_FORMAT = "samnas-config/2"  # 2: blocks may carry `precision` (fp32 | int8)
-CONFIG_FORMATS = ("samnas-config/1", CONFIG_FORMAT)  # versions this samnas reads
-
-
-def check_config_format(config: dict) -> None:
-    """Raise ConfigError when ``config`` names a ``format`` this samnas cannot read (absent is fine)."""
-    fmt = config.get("format")
-    if fmt is not None and fmt not in CONFIG_FORMATS:
-        raise ConfigError(f"format: {fmt!r} not in {list(CONFIG_FORMATS)} (written by a newer samnas?)")
-
-
-def uses_precision(config: dict) -> bool:
-    """Whether any block of a subnet config has a ``precision`` field (needs format version 2)."""
-    blocks = config.get("blocks")
-    return isinstance(blocks, list) and any(isinstance(b, dict) and "precision" in b for b in blocks)
+__all__ = ["CONFIG_FORMAT", "CONFIG_FORMATS", "JSON_SUFFIXES", "BlockChoice", "SubnetConfig", "check_config_format",
+           "dump_config", "is_config_mapping", "load_config", "read_mapping", "save_config", "versioned"]
 
 
 def read_mapping(path: str | Path, what: str = "config") -> dict:
@@ -76,8 +74,9 @@ def read_mapping(path: str | Path, what: str = "config") -> dict:
     return data
 
 
-def load_config(path: str | Path) -> dict:
-    """Read a subnet config from ``path`` (YAML, or JSON for ``.json``). Not validated here.
+def load_config(path: str | Path) -> SubnetConfig:
+    """Read a subnet config from ``path`` (YAML, or JSON for ``.json``); checked for structure (fields,
+    types, format version) with errors naming the file, not yet against a search space.
 
     Besides a plain config, the files samnas writes that hold one are accepted: ``subnet.json``
     (extract/export), ``card.json`` (export) and a ``samnas pareto --format json`` row (or a
@@ -96,22 +95,13 @@ def load_config(path: str | Path) -> dict:
             data = data[0]
             if not isinstance(data, dict):
                 raise ConfigError(f"{path}: expected a config object in the list, got {type(data).__name__}")
-            return _without_format(_inner_config(data, path), path)
-    return _without_format(_inner_config(read_mapping(path, "config"), path), path)
-
-
-def _without_format(config: dict, path: Path) -> dict:
-    """``config`` less its ``format`` field, after checking that this samnas reads that version."""
-    try:
-        check_config_format(config)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return {k: v for k, v in config.items() if k != "format"}
+            return SubnetConfig.from_dict(_inner_config(data, path), source=str(path))
+    return SubnetConfig.from_dict(_inner_config(read_mapping(path, "config"), path), source=str(path))
 
 
 def _inner_config(data: dict, path: Path) -> dict:
     """The config itself: ``data``, or its ``config`` field (subnet.json, card.json, pareto rows)."""
-    if "blocks" not in data and "config" in data:
+    if not is_config_mapping(data) and "config" in data:
         inner = data["config"]
         if isinstance(inner, str):
             try:
@@ -128,33 +118,31 @@ def _inner_config(data: dict, path: Path) -> dict:
     return data
 
 
-def dump_config(config: dict, fmt: str = "yaml") -> str:
-    """Text of ``config`` as ``"yaml"`` (one flow-style line per block) or ``"json"`` (indented)."""
+def dump_config(data: dict, fmt: str = "yaml") -> str:
+    """Text of a mapping (a config's file form, :func:`versioned`, or a space file) as ``"yaml"`` (one
+    flow-style line per block) or ``"json"`` (indented)."""
     if fmt == "json":
-        return json.dumps(config, indent=2) + "\n"
+        return json.dumps(data, indent=2) + "\n"
     if fmt == "yaml":
         # default_flow_style=None writes scalar-only mappings/lists on one line: `- {keep: true, ...}`.
-        return yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=1000)
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=1000)
     raise ValueError(f"format {fmt!r} unknown; expected 'yaml' or 'json'")
 
 
-def save_config(config: dict, path: str | Path) -> Path:
+def save_config(config: SubnetConfig | Mapping, path: str | Path) -> Path:
     """Write ``config`` atomically to ``path``: JSON for ``.json``, YAML otherwise. Returns the path.
 
-    A subnet config with ``precision`` fields is written with ``format: samnas-config/2`` first.
+    A :class:`SubnetConfig` is written in its file form (:func:`versioned`); any other mapping (a
+    space file, say) as it is.
     """
     path = Path(path)
     fmt = "json" if path.suffix.lower() in JSON_SUFFIXES else "yaml"
-    return atomic_write_text(path, dump_config(versioned(config), fmt))
+    data = versioned(config) if isinstance(config, SubnetConfig) else dict(config)
+    return atomic_write_text(path, dump_config(data, fmt))
 
 
-def versioned(config: dict) -> dict:
-    """``config`` as a file holds it: with ``format: samnas-config/2`` first when it uses precision."""
-    if not uses_precision(config):
-        return config
-    return {"format": CONFIG_FORMAT, **{k: v for k, v in config.items() if k != "format"}}
-
-
-def config_to_json(config: dict) -> str:
-    """Canonical one-line JSON (sorted keys, no spaces): a stable key for caches and databases."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+def versioned(config: SubnetConfig) -> dict:
+    """``config`` as a file holds it: its dict form, with ``format: samnas-config/2`` first when it uses
+    precision (all-fp32 files stay exactly as version 1 wrote them)."""
+    data = config.to_dict()
+    return {"format": CONFIG_FORMAT, **data} if config.uses_precision else data

@@ -20,6 +20,7 @@ import torch
 
 from supernet.elastic.activation import check_fits
 from supernet.elastic.extract import extract
+from supernet.elastic.subnet_config import SubnetConfig
 from supernet.modeling.sam import Sam
 
 
@@ -56,12 +57,12 @@ def _einsum_flop_handle(inputs, outputs) -> int:
     return math.prod(sizes.values())
 
 
-def count_flops_fvcore(model: Sam, config: dict) -> int:
+def count_flops_fvcore(model: Sam, config: SubnetConfig) -> int:
     """Encoder multiply-adds of ``config`` traced by fvcore on the extracted subnet."""
     from fvcore.nn import FlopCountAnalysis
 
     sub = extract(model, config, quantize=False)  # counts the same, whatever the precision
-    res = config["resolution"]
+    res = config.resolution
     analysis = FlopCountAnalysis(sub.image_encoder, torch.zeros(1, 3, res, res))
     analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_handle)
     analysis.set_op_handle("aten::einsum", _einsum_flop_handle)
@@ -70,19 +71,19 @@ def count_flops_fvcore(model: Sam, config: dict) -> int:
     return int(analysis.total())
 
 
-def count_flops(model: Sam, config: dict) -> int:
+def count_flops(model: Sam, config: SubnetConfig) -> int:
     """Encoder multiply-adds of ``config``, closed form (equal to :func:`count_flops_fvcore`)."""
     check_fits(model, config)
     enc = model.image_encoder
     c, p = enc.pos_embed.shape[-1], enc.patch_size
     out = enc.neck[0].out_channels
-    g = config["resolution"] // p
+    g = config.resolution // p
     tokens = g * g
     flops = tokens * c * 3 * p * p  # patch embedding
-    for spec, block in zip(config["blocks"], enc.blocks):
-        if not spec.get("keep", True):
+    for spec, block in zip(config.blocks, enc.blocks):
+        if not spec.keep:
             continue
-        h, m, hd = spec["heads"], spec["mlp"], block.attn.head_dim
+        h, m, hd = spec.heads, spec.mlp, block.attn.head_dim
         side = block.window_size or g
         windows = math.ceil(g / side) ** 2 if block.window_size else 1
         padded = windows * side * side  # tokens after window padding
@@ -95,19 +96,19 @@ def count_flops(model: Sam, config: dict) -> int:
     return int(flops)
 
 
-def count_params(model: Sam, config: dict) -> tuple[int, int]:
+def count_params(model: Sam, config: SubnetConfig) -> tuple[int, int]:
     """``(encoder, whole model)`` parameter counts of the standalone subnet, closed form."""
     check_fits(model, config)
     enc = model.image_encoder
-    g = config["resolution"] // enc.patch_size
+    g = config.resolution // enc.patch_size
     fixed_enc = sum(x.numel() for x in enc.patch_embed.parameters()) + sum(x.numel() for x in enc.neck.parameters())
     fixed_enc += g * g * enc.pos_embed.shape[-1]
     c = enc.pos_embed.shape[-1]
     blocks = 0
-    for spec, block in zip(config["blocks"], enc.blocks):
-        if not spec.get("keep", True):
+    for spec, block in zip(config.blocks, enc.blocks):
+        if not spec.keep:
             continue
-        h, m, hd = spec["heads"], spec["mlp"], block.attn.head_dim
+        h, m, hd = spec.heads, spec.mlp, block.attn.head_dim
         side = block.window_size or g
         blocks += 4 * c  # two layer norms
         blocks += (c + 1) * 3 * h * hd + h * hd * c + c  # qkv, proj
@@ -119,7 +120,7 @@ def count_params(model: Sam, config: dict) -> tuple[int, int]:
     return encoder, encoder + rest
 
 
-def count(model: Sam, config: dict) -> Counts:
+def count(model: Sam, config: SubnetConfig) -> Counts:
     """Parameters and FLOPs of ``config``."""
     enc_params, total = count_params(model, config)
     return Counts(enc_params, total, count_flops(model, config))

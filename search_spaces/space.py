@@ -33,7 +33,6 @@ Parameter and FLOP counts need the model and live outside this module: they take
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -43,10 +42,12 @@ from pathlib import Path
 import numpy as np
 
 from supernet.elastic.precision import DEFAULT_PRECISION, PRECISIONS
+from supernet.elastic.subnet_config import BlockChoice, SubnetConfig, reject_unknown, show_value
+from supernet.elastic.subnet_config import is_int as _is_int
 from supernet.modeling.arch import ARCHS, SamArch, get_arch
 from infra.errors import ConfigError
 
-from .config import check_config_format, read_mapping
+from .config import read_mapping
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SPACE_FIELDS = (
@@ -62,11 +63,8 @@ SPACE_FIELDS = (
 )
 REQUIRED_SPACE_FIELDS = ("name", "model_type", "num_blocks", "resolutions", "global_blocks", "defaults")
 CHOICE_FIELDS = ("heads", "mlp", "skippable", "precisions")
-CONFIG_FIELDS = ("space", "resolution", "blocks", "format")
-BLOCK_FIELDS = ("keep", "heads", "mlp", "precision")
 FP32_ONLY = (DEFAULT_PRECISION,)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")  # names end up in study names and file names
-_MISSING = object()
 
 
 class _Invalid(Exception):
@@ -105,13 +103,9 @@ class BlockChoices:
         return {"heads": list(self.heads), "mlp": list(self.mlp), "skippable": self.skippable,
                 "precisions": list(self.precisions)}
 
-    def kept(self, heads: int, mlp: int, precision: str) -> dict:
-        """The normalised config entry of this block kept at ``heads``, ``mlp`` and ``precision``
-        (fp32 leaves the field out, so fp32 configs read as they did before precision existed)."""
-        entry = {"keep": True, "heads": heads, "mlp": mlp}
-        if precision != DEFAULT_PRECISION:
-            entry["precision"] = precision
-        return entry
+    def kept(self, heads: int, mlp: int, precision: str = DEFAULT_PRECISION) -> BlockChoice:
+        """This block kept at ``heads``, ``mlp`` and ``precision``."""
+        return BlockChoice(True, int(heads), int(mlp), precision)
 
 
 @dataclass(frozen=True)
@@ -154,7 +148,7 @@ class SearchSpace:
         """Parse and check the space-file mapping ``data``; errors read ``<source>: <field>: <problem>``."""
         try:
             return _parse_space(data, source)
-        except _Invalid as exc:
+        except (_Invalid, ConfigError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
     def to_dict(self) -> dict:
@@ -211,82 +205,68 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ validation
 
-    def validate(self, config: Mapping, source: str | None = None) -> dict:
-        """Check ``config`` against this space and return it normalised.
+    def validate(self, config: Mapping | SubnetConfig, source: str | None = None) -> SubnetConfig:
+        """Check ``config`` (a :class:`SubnetConfig` or its dict form) against this space; return it
+        with ``space`` filled in.
 
-        The normalised form has ``space`` filled in, plain ``int``/``bool`` values,
-        ``{"keep": True, "heads": h, "mlp": m}`` for kept fp32 blocks (``precision`` defaults
-        to fp32 and is left out), ``{"keep": True, "heads": h, "mlp": m, "precision": "int8"}``
-        for kept int8 blocks and ``{"keep": False}`` for skipped ones (anything else on a
-        skipped block is dropped). ``keep`` defaults to true. A ``format`` field (config
-        files' version, :data:`search_spaces.config.CONFIG_FORMATS`) is checked and dropped.
-        Raises ConfigError whose message names the field, e.g.
+        The dict form is read by :meth:`SubnetConfig.from_dict` (fields, types and the ``format``
+        version; ``keep`` defaults to true, ``precision`` to fp32, a skipped block's other fields
+        are dropped). Raises ConfigError whose message names the field, e.g.
         ``blocks[5].heads: 7 not in [4, 8, 12]`` or ``blocks[3].precision: 'int4' not in
         ['fp32', 'int8']``, prefixed by ``source`` when given.
         """
         try:
+            if not isinstance(config, SubnetConfig):
+                config = SubnetConfig.from_dict(config)
             return self._validate(config)
-        except _Invalid as exc:
+        except (_Invalid, ConfigError) as exc:
             raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
 
-    def _validate(self, config: Mapping) -> dict:
-        if not isinstance(config, Mapping):
-            raise _Invalid(f"config: expected a mapping with fields {', '.join(CONFIG_FIELDS)}, got {type(config).__name__}")
-        _reject_unknown(config, CONFIG_FIELDS, "")
-        try:
-            check_config_format(config)
-        except ConfigError as exc:
-            raise _Invalid(str(exc)) from None
-        space = config.get("space")
-        if space is not None and space != self.name:
-            raise _Invalid(f"space: {space!r} does not match search space {self.name!r}")
-        resolution = _pick("resolution", config.get("resolution", _MISSING), self.resolutions)
-        entries = config.get("blocks", _MISSING)
-        if entries is _MISSING:
-            raise _Invalid(f"blocks: missing; expected a list of {self.num_blocks} entries (one per encoder block)")
-        if not isinstance(entries, (list, tuple)) or len(entries) != self.num_blocks:
-            got = f"{len(entries)} entries" if isinstance(entries, (list, tuple)) else type(entries).__name__
-            raise _Invalid(f"blocks: expected a list of {self.num_blocks} entries (one per encoder block), got {got}")
-        blocks = [self._validate_block(entry, spec) for entry, spec in zip(entries, self.blocks)]
-        kept_global = [i for i in self.global_blocks if blocks[i]["keep"]]
+    def _validate(self, config: SubnetConfig) -> SubnetConfig:
+        if config.space is not None and config.space != self.name:
+            raise _Invalid(f"space: {config.space!r} does not match search space {self.name!r}")
+        if config.resolution not in self.resolutions:
+            raise _Invalid(f"resolution: {config.resolution} not in {list(self.resolutions)}")
+        if config.num_blocks != self.num_blocks:
+            raise _Invalid(f"blocks: expected a list of {self.num_blocks} entries (one per encoder block), "
+                           f"got {config.num_blocks} entries")
+        for block, spec in zip(config.blocks, self.blocks):
+            self._validate_block(block, spec)
+        kept_global = [i for i in self.global_blocks if config.blocks[i].keep]
         if len(kept_global) < self.min_global_blocks:
             raise _Invalid(
                 f"blocks: keeps {len(kept_global)} of the global-attention blocks {list(self.global_blocks)}, "
                 f"at least {self.min_global_blocks} required (min_global_blocks)"
             )
-        return {"space": self.name, "resolution": resolution, "blocks": blocks}
+        return config if config.space == self.name else config.replace(space=self.name)
 
-    def _validate_block(self, entry, spec: BlockChoices) -> dict:
+    def _validate_block(self, block: BlockChoice, spec: BlockChoices) -> None:
         where = f"blocks[{spec.index}]"
-        if not isinstance(entry, Mapping):
-            raise _Invalid(f"{where}: expected a mapping like {{keep: true, heads: H, mlp: M}}, got {entry!r}")
-        _reject_unknown(entry, BLOCK_FIELDS, where + ".")
-        keep = entry.get("keep", True)
-        if not isinstance(keep, (bool, np.bool_)):
-            raise _Invalid(f"{where}.keep: {keep!r} not in [true, false]")
-        if not keep:
+        if block.stage != 0:
+            raise _Invalid(f"{where}.stage: {block.stage} not in [0] (a SAM 1 encoder has one stage)")
+        if not block.keep:
             if not spec.skippable:
                 raise _Invalid(
                     f"{where}.keep: false not allowed, block {spec.index} cannot be skipped "
                     f"(skippable blocks: {list(self.skippable_blocks)})"
                 )
-            return {"keep": False}
-        heads = _pick(f"{where}.heads", entry.get("heads", _MISSING), spec.heads)
-        mlp = _pick(f"{where}.mlp", entry.get("mlp", _MISSING), spec.mlp)
-        precision = entry.get("precision", DEFAULT_PRECISION)
-        if not isinstance(precision, str) or precision not in spec.precisions:
-            raise _Invalid(f"{where}.precision: {precision!r} not in {list(spec.precisions)}")
-        return spec.kept(heads, mlp, precision)
+            return
+        if block.heads not in spec.heads:
+            raise _Invalid(f"{where}.heads: {block.heads} not in {list(spec.heads)}")
+        if block.mlp not in spec.mlp:
+            raise _Invalid(f"{where}.mlp: {block.mlp} not in {list(spec.mlp)}")
+        if block.precision not in spec.precisions:
+            raise _Invalid(f"{where}.precision: {block.precision!r} not in {list(spec.precisions)}")
 
     # ------------------------------------------------------------------ sampling
 
-    def largest(self) -> dict:
+    def largest(self) -> SubnetConfig:
         """Every block kept at its most heads, widest MLP and first precision (fp32 when allowed),
         at the largest resolution."""
         blocks = [b.kept(b.heads[-1], b.mlp[-1], b.precisions[0]) for b in self.blocks]
-        return {"space": self.name, "resolution": self.resolutions[0], "blocks": blocks}
+        return SubnetConfig(self.name, self.resolutions[0], tuple(blocks))
 
-    def smallest(self) -> dict:
+    def smallest(self) -> SubnetConfig:
         """Every skippable block skipped, the rest at fewest heads, narrowest MLP and last precision
         (int8 when allowed), at the smallest resolution.
 
@@ -295,12 +275,12 @@ class SearchSpace:
         keep = [not b.skippable for b in self.blocks]
         self._keep_globals(keep)
         blocks = [
-            b.kept(b.heads[0], b.mlp[0], b.precisions[-1]) if k else {"keep": False}
+            b.kept(b.heads[0], b.mlp[0], b.precisions[-1]) if k else BlockChoice.skipped()
             for b, k in zip(self.blocks, keep)
         ]
-        return {"space": self.name, "resolution": self.resolutions[-1], "blocks": blocks}
+        return SubnetConfig(self.name, self.resolutions[-1], tuple(blocks))
 
-    def sample(self, rng: np.random.Generator | int | None = None) -> dict:
+    def sample(self, rng: np.random.Generator | int | None = None) -> SubnetConfig:
         """A random valid config; ``rng`` is a numpy Generator or a seed (same seed, same config).
 
         Each draw is uniform over its own choices: the resolution; keep-or-skip (a fair coin)
@@ -323,8 +303,8 @@ class SearchSpace:
                     else b.precisions[0]
                 blocks.append(b.kept(heads, mlp, precision))
             else:
-                blocks.append({"keep": False})
-        return {"space": self.name, "resolution": resolution, "blocks": blocks}
+                blocks.append(BlockChoice.skipped())
+        return SubnetConfig(self.name, resolution, tuple(blocks))
 
     def _keep_globals(self, keep: list[bool], rng: np.random.Generator | None = None) -> None:
         """Set ``keep`` for the skippable global blocks (in place).
@@ -355,7 +335,7 @@ class SearchSpace:
             names += [f"blocks[{i}].int8" for i in range(self.num_blocks)]
         return names
 
-    def encode(self, config: Mapping) -> np.ndarray:
+    def encode(self, config: Mapping | SubnetConfig) -> np.ndarray:
         """Fixed-length float64 features of a (validated) config, every value in [0, 1].
 
         Layout, length ``1 + 3 * num_blocks``: ``resolution / arch.img_size``, then per block
@@ -369,11 +349,11 @@ class SearchSpace:
         arch = self.arch
         with_int8 = "int8" in self.precisions
         features = np.zeros((1 + 4 * self.num_blocks) if with_int8 else (1 + 3 * self.num_blocks), dtype=np.float64)
-        features[0] = config["resolution"] / arch.img_size
-        for i, block in enumerate(config["blocks"]):
-            if block["keep"]:
-                features[1 + 3 * i : 4 + 3 * i] = (1.0, block["heads"] / arch.num_heads, block["mlp"] / arch.mlp_dim)
-                if with_int8 and block.get("precision") == "int8":
+        features[0] = config.resolution / arch.img_size
+        for i, block in enumerate(config.blocks):
+            if block.keep:
+                features[1 + 3 * i : 4 + 3 * i] = (1.0, block.heads / arch.num_heads, block.mlp / arch.mlp_dim)
+                if with_int8 and block.precision == "int8":
                     features[1 + 3 * self.num_blocks + i] = 1.0
         return features
 
@@ -437,33 +417,6 @@ def format_table(rows: list[tuple[str, ...]]) -> list[str]:
 # ---------------------------------------------------------------------- helpers
 
 
-def _show(value) -> str:
-    """A value as a message shows it: plain ints for numpy ints, repr otherwise."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    return repr(value)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _pick(where: str, value, allowed: tuple[int, ...]) -> int:
-    """``value`` as an int when it is one of ``allowed``; else _Invalid listing them."""
-    allowed_text = list(allowed)
-    if value is _MISSING:
-        raise _Invalid(f"{where}: missing; allowed values {allowed_text}")
-    if not _is_int(value) or int(value) not in allowed:
-        raise _Invalid(f"{where}: {_show(value)} not in {allowed_text}")
-    return int(value)
-
-
-def _reject_unknown(mapping: Mapping, allowed: tuple[str, ...], prefix: str) -> None:
-    for key in mapping:
-        if key not in allowed:
-            raise _Invalid(f"{prefix}{key}: unknown field; allowed fields: {', '.join(allowed)}")
-
-
 def _hashable(value):
     return tuple(value) if isinstance(value, list) else value
 
@@ -478,7 +431,7 @@ def _int_choices(where: str, value, upper: int, what: str) -> tuple[int, ...]:
         raise _Invalid(f"{where}: expected a non-empty list of integers, got {value!r}")
     for v in value:
         if not _is_int(v) or v < 1:
-            raise _Invalid(f"{where}: {_show(v)} is not a positive integer")
+            raise _Invalid(f"{where}: {show_value(v)} is not a positive integer")
         if v > upper:
             raise _Invalid(f"{where}: {v} exceeds {what} {upper}")
     if len(set(value)) != len(value):
@@ -490,7 +443,7 @@ def _parse_choices(where: str, data, arch: SamArch, partial: bool) -> dict:
     """Parse a ``defaults`` or ``overrides`` entry; ``partial`` allows leaving fields out."""
     if not isinstance(data, Mapping):
         raise _Invalid(f"{where}: expected a mapping with fields {', '.join(CHOICE_FIELDS)}, got {data!r}")
-    _reject_unknown(data, CHOICE_FIELDS, where + ".")
+    reject_unknown(data, CHOICE_FIELDS, where + ".")
     out = {}
     for key in ("heads", "mlp"):
         if key in data:
@@ -527,7 +480,7 @@ def _parse_space(data: Mapping, source: str) -> SearchSpace:
     """Build a SearchSpace from a space-file mapping, checking it against the model's architecture."""
     if not isinstance(data, Mapping):
         raise _Invalid(f"expected a mapping with fields {', '.join(SPACE_FIELDS)}")
-    _reject_unknown(data, SPACE_FIELDS, "")
+    reject_unknown(data, SPACE_FIELDS, "")
     for key in REQUIRED_SPACE_FIELDS:
         if key not in data:
             raise _Invalid(f"{key}: missing (required)")

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_extract(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    space_name = config.get("space")
+    space_name = config.space
     if not space_name:
         raise UserError(f"{args.config}: field 'space' is required (one of the names from `samnas spaces list`)")
     space = SearchSpace.load(space_name)
@@ -55,6 +55,6 @@ def run_extract(args: argparse.Namespace) -> int:
                            ranking_method=(ranking or {}).get("method"), **counts.as_dict())
     out = save_subnet(sub, meta, args.out)
     print(f"subnet: {counts.total_params / 1e6:.2f} M params, encoder {counts.encoder_flops / 1e9:.2f} GFLOPs "
-          f"(multiply-adds) at {config['resolution']} px")
+          f"(multiply-adds) at {config.resolution} px")
     print(f"wrote {out / 'subnet.pt'} and {out / 'subnet.json'}")
     return 0

@@ -52,7 +52,7 @@ def test_rank_then_extract(tmp_path, micro_checkpoint, image_dir, capsys):
     space = SearchSpace.load("sam_micro")
     cfg = space.sample(4)
     cfg_path = tmp_path / "subnet.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
+    cfg_path.write_text(yaml.safe_dump(cfg.to_dict()))
     code, out, err = run(["extract", "--checkpoint", ranked, "--config", cfg_path, "--out", tmp_path / "sub"], capsys)
     assert code == 0, err
     sub = load_subnet(tmp_path / "sub")
@@ -62,7 +62,7 @@ def test_rank_then_extract(tmp_path, micro_checkpoint, image_dir, capsys):
     from supernet.elastic.ranked import load_ranked
 
     supernet, _ = load_ranked(ranked)
-    res = cfg["resolution"]
+    res = cfg.resolution
     x = torch.randn(1, 3, res, res)
     with torch.no_grad(), active_subnet(supernet, cfg):
         torch.testing.assert_close(sub.image_encoder(x), supernet.image_encoder(x), rtol=0, atol=1e-5)
@@ -88,7 +88,7 @@ def test_errors_are_one_line(tmp_path, micro_checkpoint, capsys, argv, message):
 
 
 def test_extract_rejects_a_bad_config(tmp_path, micro_checkpoint, capsys):
-    cfg = SearchSpace.load("sam_micro").largest()
+    cfg = SearchSpace.load("sam_micro").largest().to_dict()
     cfg["blocks"][1]["heads"] = 7
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))

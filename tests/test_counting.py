@@ -8,16 +8,16 @@ from search_spaces.counting import count, count_flops, count_flops_fvcore, count
 from supernet.modeling.build import build_sam
 from supernet.elastic.activation import full_config
 from supernet.elastic.extract import extract
+from supernet.elastic.subnet_config import SubnetConfig
 
 
-CONFIGS = [
-    None,  # full model
+CONFIGS = [None] + [SubnetConfig.from_dict(c) for c in (  # None: the full model
     {"resolution": 192, "blocks": [{"keep": True, "heads": 2, "mlp": 256}, {"keep": False},
                                    {"keep": True, "heads": 3, "mlp": 384}, {"keep": True, "heads": 4, "mlp": 128},
                                    {"keep": False}, {"keep": True, "heads": 1, "mlp": 512}]},
     {"resolution": 128, "blocks": [{"keep": True, "heads": 1, "mlp": 64}] * 6},
     {"resolution": 208, "blocks": [{"keep": True, "heads": 4, "mlp": 512}] * 6},  # windows need padding
-]
+)]
 
 
 @pytest.fixture(scope="module")

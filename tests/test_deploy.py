@@ -19,6 +19,7 @@ from nas.export import export_subnet
 from nas.models import load_model
 from nas.onnx_export import DECODER_OUTPUTS, onnx_session
 from search_spaces import SearchSpace
+from search_spaces.config import BlockChoice, SubnetConfig
 from supernet.elastic.extract import load_subnet
 from supernet.modeling.build import build_sam
 from supernet.modeling.predictor import SamPredictor
@@ -27,12 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("dog", "groceries", "truck")
 
 
-def _config(resolution: int, drop: int | None = 3) -> dict:
+def _config(resolution: int, drop: int | None = 3) -> SubnetConfig:
     space = SearchSpace.load("sam_micro")
-    config = space.largest()
-    config["resolution"] = resolution
+    config = space.largest().replace(resolution=resolution)
     if drop is not None:
-        config["blocks"][drop] = {"keep": False}
+        config = config.with_block(drop, BlockChoice.skipped())
     return space.validate(config)
 
 

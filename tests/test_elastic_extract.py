@@ -12,11 +12,12 @@ from supernet.modeling.build import build_from_spec, build_sam
 from supernet.elastic.activation import active_config, active_subnet, full_config, set_active_subnet
 from infra.errors import CheckpointError, ConfigError
 from supernet.elastic.extract import extract, load_subnet, save_subnet, subnet_blocks_spec, subnet_metadata
+from supernet.elastic.subnet_config import BlockChoice, SubnetConfig
 
 
 def micro_config(resolution=192):
     # micro: 6 blocks, 4 heads, mlp 512, global blocks 2 and 5
-    return {
+    return SubnetConfig.from_dict({
         "space": "sam_micro",
         "resolution": resolution,
         "blocks": [
@@ -27,7 +28,7 @@ def micro_config(resolution=192):
             {"keep": False},
             {"keep": True, "heads": 1, "mlp": 512},
         ],
-    }
+    })
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +57,10 @@ def test_subnet_differs_and_context_restores(model):
     x = images(256)
     full = model.image_encoder(x)
     with active_subnet(model, cfg):
-        assert active_config(model)["blocks"][1] == {"keep": False}
+        assert active_config(model).blocks[1] == BlockChoice.skipped()
         sub = model.image_encoder(x)
     assert not torch.allclose(sub, full)
-    assert active_config(model) == {k: v for k, v in full_config(model).items() if k != "space"}
+    assert active_config(model) == full_config(model).replace(space=None)
 
 
 @pytest.mark.parametrize("resolution", [256, 192, 128])
@@ -86,7 +87,7 @@ def test_save_load_round_trip(model, tmp_path):
     cfg = micro_config(192)
     sub = extract(model, cfg)
     save_subnet(sub, subnet_metadata(model, cfg), tmp_path / "sub")
-    assert json.loads((tmp_path / "sub" / "subnet.json").read_text())["config"] == cfg
+    assert json.loads((tmp_path / "sub" / "subnet.json").read_text())["config"] == cfg.to_dict()
     loaded = load_subnet(tmp_path / "sub")
     x = images(192)
     assert torch.equal(loaded.image_encoder(x), sub.image_encoder(x))
@@ -98,14 +99,14 @@ ELASTIC_ATTRIBUTES = ("active_heads", "active_hidden", "active_blocks", "qkv_sli
 def test_extracted_subnet_is_plain(model):
     cfg = micro_config(192)
     sub = extract(model, cfg)
-    kept = [b for b in cfg["blocks"] if b.get("keep", True)]
+    kept = cfg.kept_blocks
     for module in sub.modules():
         assert "Elastic" not in type(module).__name__, type(module)
         assert not [a for a in ELASTIC_ATTRIBUTES if hasattr(module, a)], type(module)
     for spec, block in zip(kept, sub.image_encoder.blocks):
-        assert block.attn.qkv.out_features == 3 * spec["heads"] * block.attn.head_dim
-        assert block.attn.proj.in_features == spec["heads"] * block.attn.head_dim
-        assert block.mlp.lin1.out_features == block.mlp.lin2.in_features == spec["mlp"]
+        assert block.attn.qkv.out_features == 3 * spec.heads * block.attn.head_dim
+        assert block.attn.proj.in_features == spec.heads * block.attn.head_dim
+        assert block.mlp.lin1.out_features == block.mlp.lin2.in_features == spec.mlp
     linears = [m for m in sub.image_encoder.modules() if isinstance(m, nn.Linear)]
     assert all(m.weight.shape == (m.out_features, m.in_features) for m in linears)
     # Every Linear runs as a module with its whole weight, so tools that swap modules see all the compute.
@@ -164,7 +165,7 @@ def test_subnet_state_dict_layout(model):
     cfg = micro_config(192)
     got = {k: tuple(v.shape) for k, v in extract(model, cfg).state_dict().items()}
     full = model.state_dict()
-    kept = [i for i, b in enumerate(cfg["blocks"]) if b.get("keep", True)]
+    kept = [i for i, b in enumerate(cfg.blocks) if b.keep]
     expected_keys = set()
     for key in full:
         parts = key.split(".")
@@ -203,14 +204,13 @@ def test_load_subnet_errors(tmp_path):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda c: c["blocks"].pop(), r"blocks: expected a list of 6"),
-        (lambda c: c["blocks"][0].update(heads=9), r"blocks\[0\]\.heads: 9 must be an integer in \[1, 4\]"),
-        (lambda c: c["blocks"][2].update(mlp=0), r"blocks\[2\]\.mlp: 0 must be"),
-        (lambda c: c.update(resolution=200), r"resolution: 200 must be a multiple of 16"),
+        (lambda c: c.replace(blocks=c.blocks[:-1]), r"blocks: expected a list of 6"),
+        (lambda c: c.with_block(0, BlockChoice(True, 9, 256)), r"blocks\[0\]\.heads: 9 must be an integer in \[1, 4\]"),
+        (lambda c: c.with_block(2, BlockChoice(True, 3, 0)), r"blocks\[2\]\.mlp: 0 must be"),
+        (lambda c: c.replace(resolution=200), r"resolution: 200 must be a multiple of 16"),
     ],
 )
 def test_config_that_does_not_fit(model, mutate, message):
-    cfg = micro_config()
-    mutate(cfg)
+    cfg = mutate(micro_config())
     with pytest.raises(ConfigError, match=message):
         set_active_subnet(model, cfg)

@@ -20,9 +20,10 @@ from nas.latency.predictor import (PREDICTOR_FORMAT, SUMMARY_COLUMNS, Features, 
 from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_bf16_matches, check_onnx_matches, make_backend,
                                  network_module, sample_configs)
 from nas.fingerprint import bf16_problem, cpu_features
+from nas.latency.report import PredictorReport
 from nas.latency.store import DeviceStore, device_spec, parse_device, read_profile_file
 from nas.onnx_export import compare_embeddings
-from search_spaces.config import config_to_json
+from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
 from infra.errors import ConfigError, UserError
@@ -81,9 +82,9 @@ def test_profile_writes_the_device_files(profiled, space):
     networks = read_rows(folder / "networks.csv")
     assert len(networks) == 20 and {r["part"] for r in networks} == {"encoder", "encoder+decoder"}
     for r in networks:
-        cfg = space.validate(json.loads(r["config"]))
+        cfg = space.validate(SubnetConfig.from_json(r["config"]))
         # one timed run per visit; both rounds count unless the machine's speed moved between them
-        assert cfg["resolution"] == 128 and int(r["repeats"]) == len(run.kept) and run.kept in ([0, 1], [0], [1])
+        assert cfg.resolution == 128 and int(r["repeats"]) == len(run.kept) and run.kept in ([0, 1], [0], [1])
         assert float(r["p10_ms"]) <= float(r["median_ms"]) <= float(r["p90_ms"])
     report = json.loads((folder / "report.json").read_text())
     enc = report["spaces"]["sam_micro"]["parts"]["encoder"]
@@ -98,7 +99,7 @@ def test_block_kinds_and_samples(space):
     assert {(k["window"], k["kind"]) for k in kinds if k["kind"] == "block"} == {(0, "block"), (8, "block")}
     configs = sample_configs(space, 12, seed=3)
     assert configs[0] == space.largest() and configs[1] == space.validate(space.smallest())
-    assert len({json.dumps(c, sort_keys=True) for c in configs}) == 12
+    assert len(set(configs)) == 12
     assert sample_configs(space, 12, seed=3) == configs  # fixed seed
 
 
@@ -106,8 +107,8 @@ def test_timed_network_is_the_extracted_subnet(space):
     model = build_sam("micro", seed=0)
     cfg = space.sample(1)
     module, (x,) = network_module(model, cfg, 0, torch.Generator().manual_seed(0))
-    kept = sum(b["keep"] for b in cfg["blocks"])
-    assert len(module.blocks) == kept and x.shape[-1] == cfg["resolution"]
+    kept = len(cfg.kept_blocks)
+    assert len(module.blocks) == kept and x.shape[-1] == cfg.resolution
 
 
 # ---------------------------------------------------------------------- lookup table
@@ -119,13 +120,13 @@ def test_lookup_table_sum_equals_its_parts(root, space):
     for r in read_rows(root / "cpu-torch" / "blocks.csv"):
         table[(r["kind"], int(r["window"]), int(r["heads"]), int(r["mlp"]))] = float(r["median_ms"])
     for seed in range(5):
-        cfg = {**space.sample(seed), "resolution": 128}
+        cfg = space.sample(seed).replace(resolution=128)
         expected = table[("fixed", -1, 0, 0)]
-        for b, spec in zip(cfg["blocks"], space.blocks):
-            if b["keep"]:
-                expected += table[("block", 0 if spec.is_global else 8, b["heads"], b["mlp"])]
+        for b, spec in zip(cfg.blocks, space.blocks):
+            if b.keep:
+                expected += table[("block", 0 if spec.is_global else 8, b.heads, b.mlp)]
         parts = predictor.lut_parts(cfg)
-        assert len(parts) == 1 + sum(b["keep"] for b in cfg["blocks"])
+        assert len(parts) == 1 + len(cfg.kept_blocks)
         assert predictor.lut_ms(cfg) == pytest.approx(sum(ms for _, ms in parts), rel=1e-12)
         assert predictor.lut_ms(cfg) == pytest.approx(expected, rel=1e-5)
         with_decoder = predictor.lut_ms(cfg, prompts=1)
@@ -141,14 +142,15 @@ def test_fit_save_load_round_trip(root, space):
     loaded = load_predictor("cpu-torch", space="sam_micro", root=root)
     assert loaded.space == "sam_micro" and loaded.device == "cpu-torch"
     assert loaded.parts == ["encoder", "encoder+decoder@1"]
-    configs = [{**space.sample(s), "resolution": 128} for s in range(20)]
+    configs = [space.sample(s).replace(resolution=128) for s in range(20)]
     np.testing.assert_array_equal(fitted.predict_many(configs), loaded.predict_many(configs))
     np.testing.assert_array_equal(fitted.predict_many(configs, prompts=1), loaded.predict_many(configs, prompts=1))
     assert all(np.isfinite(loaded.predict_many(configs))) and all(loaded.predict_many(configs) > 0)
     assert loaded.predict_ms(configs[0]) == pytest.approx(loaded.predict_many(configs[:1])[0])
     data = joblib.load(root / "cpu-torch" / "predictor.joblib")
     assert data["format"] == PREDICTOR_FORMAT and data["sklearn"] and set(data["spaces"]) == {"sam_micro"}
-    assert loaded.report == json.loads((root / "cpu-torch" / "report.json").read_text())["spaces"]["sam_micro"]
+    stored = json.loads((root / "cpu-torch" / "report.json").read_text())["spaces"]["sam_micro"]
+    assert loaded.report.to_dict() == stored and PredictorReport.from_dict(stored) == loaded.report
 
 
 def test_lut_linear_recovers_a_per_block_cost(root, space, tmp_path):
@@ -156,7 +158,7 @@ def test_lut_linear_recovers_a_per_block_cost(root, space, tmp_path):
     linear candidate finds exactly that, CV picks it, and it survives a save and load."""
     store = DeviceStore("cpu-torch", root)
     lut = lut_index(store.blocks())
-    configs = [{**space.sample(s), "resolution": 128} for s in range(40)]
+    configs = [space.sample(s).replace(resolution=128) for s in range(40)]
 
     def truth(cfg):
         parts = lut_parts(space, lut, space.validate(cfg))
@@ -166,11 +168,11 @@ def test_lut_linear_recovers_a_per_block_cost(root, space, tmp_path):
             ms += (0.8 if is_global else 1.3) * part_ms + 0.4
         return ms
 
-    rows = [{"space": "sam_micro", "part": "encoder", "prompts": 0, "resolution": 128, "config": config_to_json(c),
+    rows = [{"space": "sam_micro", "part": "encoder", "prompts": 0, "resolution": 128, "config": c.key,
              "median_ms": truth(c), "p10_ms": truth(c), "p90_ms": truth(c), "seconds": 0.1} for c in configs[:30]]
     predictor = fit_space("cpu-torch", space, store.blocks(), rows)
-    report = predictor.report["parts"]["encoder"]
-    assert report["method"] == "lut_linear" and report["mape_pct"] < 1e-6 < report["cv"]["lut_scaled"]["mape_pct"]
+    report = predictor.report.part("encoder")
+    assert report.method == "lut_linear" and report.mape_pct < 1e-6 < report.cv["lut_scaled"]["mape_pct"]
     held_out = configs[30:]
     np.testing.assert_allclose(predictor.predict_many(held_out), [truth(c) for c in held_out], rtol=1e-9)
     save_states(tmp_path / "predictor.joblib", "cpu-torch", {"sam_micro": predictor.state()})
@@ -215,7 +217,7 @@ def test_feature_groups_keep_the_fitted_column_order(root, space):
     """The regressors' matrix is [log LUT ms, fixed, window, global, decoder shares] then SearchSpace.encode."""
     store = DeviceStore("cpu-torch", root)
     predictor = fit_space("cpu-torch", space, store.blocks(), store.networks())
-    cfg = {**space.largest(), "resolution": 128}
+    cfg = space.largest().replace(resolution=128)
     feats, log_lut = predictor.features(predictor.search_space.validate(cfg), 0)
     parts = predictor.lut_parts(cfg)
     total = sum(ms for _, ms in parts)
@@ -225,14 +227,14 @@ def test_feature_groups_keep_the_fitted_column_order(root, space):
     assert feats.column("log_lut_ms")[0] == log_lut == pytest.approx(np.log(total))
     assert feats.column("window_share")[0] == pytest.approx(window / total)
     np.testing.assert_array_equal(feats.matrix[0, len(SUMMARY_COLUMNS):], space.encode(cfg))
-    assert feats.kept_blocks[0] == sum(b["keep"] for b in cfg["blocks"])
+    assert feats.kept_blocks[0] == len(cfg.kept_blocks)
 
 
 def test_refit_is_deterministic(root, space):
     store = DeviceStore("cpu-torch", root)
     a = fit_space("cpu-torch", space, store.blocks(), store.networks(), seed=0)
     b = fit_space("cpu-torch", space, store.blocks(), store.networks(), seed=0)
-    configs = [{**space.sample(s), "resolution": 128} for s in range(10)]
+    configs = [space.sample(s).replace(resolution=128) for s in range(10)]
     np.testing.assert_array_equal(a.predict_many(configs), b.predict_many(configs))
     assert a.report == b.report
 
@@ -262,7 +264,7 @@ def test_predictions_are_fast(root, space, monkeypatch):
         return real()
 
     predictor = load_predictor("cpu-torch", root=root)
-    cfg = {**space.sample(0), "resolution": 128}
+    cfg = space.sample(0).replace(resolution=128)
     monkeypatch.setattr(nn.Module, "__call__", counted_module_call)
     monkeypatch.setattr(timing.time, "perf_counter", counted_perf_counter)
     predictions = {predictor.predict_ms(cfg) for _ in range(50)}
@@ -292,14 +294,14 @@ def test_unknown_device_says_what_to_run(root):
 
 def test_config_outside_the_space(root, space):
     predictor = load_predictor("cpu-torch", root=root)
-    cfg = {**space.sample(0), "resolution": 128}
-    cfg["blocks"][0] = {"keep": True, "heads": 7, "mlp": 128}
+    cfg = space.sample(0).replace(resolution=128)
+    cfg = cfg.with_block(0, BlockChoice(True, 7, 128))
     with pytest.raises(ConfigError, match=r"outside the space 'sam_micro'.*blocks\[0\]\.heads: 7 not in \[1, 2, 3, 4\]"):
         predictor.predict_ms(cfg)
     with pytest.raises(ConfigError, match=r"resolution: 256 not in \[128\].*not profiled.*--resolutions"):
-        predictor.predict_ms({**space.sample(0), "resolution": 256})
+        predictor.predict_ms(space.sample(0).replace(resolution=256))
     with pytest.raises(UserError, match="no 'encoder\\+decoder@3' model.*--prompts 3"):
-        predictor.predict_ms({**space.sample(0), "resolution": 128}, prompts=3)
+        predictor.predict_ms(space.sample(0).replace(resolution=128), prompts=3)
 
 
 def test_malformed_import_files(tmp_path, root):
@@ -405,7 +407,7 @@ def test_cuda_profile_on_gpu(tmp_path):
 
 def test_onnxruntime_backend_matches_torch(space):
     model = build_sam("micro", seed=0)
-    cfg = {**space.sample(2), "resolution": 128}
+    cfg = space.sample(2).replace(resolution=128)
     module, inputs = network_module(model, cfg, 0, torch.Generator().manual_seed(0))
     backend = make_backend("cpu-onnxruntime", threads=1)
     assert isinstance(backend, OrtBackend) and isinstance(make_backend("cpu-torch", 1), TorchBackend)
@@ -462,8 +464,8 @@ def test_cli_profile_out_import_fit_list(tmp_path, capsys, monkeypatch):
 
 def test_cli_predict_and_errors(root, space, tmp_path, capsys, monkeypatch):
     cfg_path = tmp_path / "subnet.yaml"
-    cfg = {**space.sample(4), "resolution": 128}
-    cfg_path.write_text(yaml.safe_dump(cfg))
+    cfg = space.sample(4).replace(resolution=128)
+    cfg_path.write_text(yaml.safe_dump(cfg.to_dict()))
     code, out, err = run_cli(["latency", "predict", "--device", "cpu-torch", "--config", cfg_path, "--parts",
                               "--root", root], capsys, monkeypatch)
     assert code == 0, err
@@ -474,8 +476,8 @@ def test_cli_predict_and_errors(root, space, tmp_path, capsys, monkeypatch):
                               tmp_path / "empty"], capsys, monkeypatch)
     assert code == 2 and err.startswith("samnas: error: no predictor for device cpu-torch") and err.count("\n") == 1
 
-    cfg["blocks"][1] = {"keep": True, "heads": 9, "mlp": 128}
-    cfg_path.write_text(yaml.safe_dump(cfg))
+    cfg = cfg.with_block(1, BlockChoice(True, 9, 128))
+    cfg_path.write_text(yaml.safe_dump(cfg.to_dict()))
     code, out, err = run_cli(["latency", "predict", "--device", "cpu-torch", "--config", cfg_path, "--root", root],
                              capsys, monkeypatch)
     assert code == 2 and f"{cfg_path}: config outside the space" in err and "blocks[1].heads: 9" in err
@@ -503,7 +505,7 @@ def test_without_block_table_the_features_model_is_used(tmp_path, space):
     report = fit_device("cpu-torch", root=tmp_path)["spaces"]["sam_micro"]
     assert not report["lookup_table"] and report["parts"]["encoder"]["method"] == "gbr"
     predictor = load_predictor("cpu-torch", root=tmp_path)
-    cfg = {**space.sample(0), "resolution": 128}
+    cfg = space.sample(0).replace(resolution=128)
     assert predictor.predict_ms(cfg) > 0
     with pytest.raises(UserError, match="no block timing.*--blocks"):
         predictor.lut_ms(cfg)
@@ -515,8 +517,8 @@ def test_profile_and_fit_quick(tmp_path):
     predictor = profile_and_fit_quick("sam_micro", "cpu-torch", root=tmp_path, samples=6, repeats=1, threads=1,
                                       progress=False)
     space = SearchSpace.load("sam_micro")
-    assert predictor.space == "sam_micro" and predictor.report["lookup_table"]
-    assert {256, 128} <= set(predictor.report["resolutions"]) <= {256, 192, 128}
+    assert predictor.space == "sam_micro" and predictor.report.lookup_table
+    assert {256, 128} <= set(predictor.report.resolutions) <= {256, 192, 128}
     assert predictor.predict_ms(space.largest()) > predictor.predict_ms(space.smallest()) > 0
 
 
@@ -599,7 +601,7 @@ def test_steady_rounds_picks_the_largest_group():
 def test_profile_reports_rounds_and_drift(space):
     from nas.latency.profile import profile
 
-    configs = [{**space.smallest(), "resolution": 128}, {**space.largest(), "resolution": 128}]
+    configs = [space.smallest().replace(resolution=128), space.largest().replace(resolution=128)]
     run = profile(space, "cpu-torch", ProfileSettings(blocks=False, configs=configs, repeats=4, warmup=0, min_seconds=0,
                                                       rounds=4, threads=1, resolutions=[128], progress=False))
     assert run.rounds == 4 and len(run.speed) == 4 + run.extra_rounds <= 8 and set(run.kept) <= set(range(8))
@@ -649,13 +651,13 @@ def test_int8_spaces_time_int8_block_kinds_and_the_lut_uses_them(tmp_path):
     rows = read_rows(root / "cpu-torch" / "blocks.csv")
     assert {r["precision"] for r in rows if r["kind"] == "block"} == {"fp32", "int8"}
     lut = lut_index(DeviceStore("cpu-torch", root).blocks())
-    config = {**space8.largest(), "resolution": 128}
-    config["blocks"][0]["precision"] = "int8"
-    config = space8.validate(config)
+    config = space8.largest().replace(resolution=128)
+    b = config.blocks[0]
+    config = space8.validate(config.with_block(0, BlockChoice(True, b.heads, b.mlp, "int8")))
     parts = dict(lut_parts(space8, lut, config))
     b0 = space8.blocks[0]
-    key = ("micro", "block", 128, 0 if b0.is_global else space8.arch.window_size, config["blocks"][0]["heads"],
-           config["blocks"][0]["mlp"], 0)
+    key = ("micro", "block", 128, 0 if b0.is_global else space8.arch.window_size, config.blocks[0].heads,
+           config.blocks[0].mlp, 0)
     assert parts["blocks[0]"] == lut[key + ("int8",)] != lut[key + ("fp32",)]
 
 
@@ -678,7 +680,7 @@ def test_block_files_from_before_precision_read_as_fp32(tmp_path, root, space):
     state = predictor.state()
     state["lut"] = {k[:7]: v for k, v in state["lut"].items()}
     reloaded = LatencyPredictor.from_state(state)
-    configs = [{**space.sample(s), "resolution": 128} for s in range(8)]
+    configs = [space.sample(s).replace(resolution=128) for s in range(8)]
     np.testing.assert_array_equal(reloaded.predict_many(configs), predictor.predict_many(configs))
 
 
@@ -717,7 +719,7 @@ def test_bf16_device_refused_here_when_the_cpu_lacks_it(monkeypatch):
 
 def test_openvino_backend_matches_torch(space):
     model = build_sam("micro", seed=0)
-    cfg = {**space.sample(2), "resolution": 128}
+    cfg = space.sample(2).replace(resolution=128)
     module, inputs = network_module(model, cfg, 0, torch.Generator().manual_seed(0))
     backend = make_backend("cpu-openvino", threads=1)
     assert backend.info()["openvino"] and backend.info()["precision"] == "fp32"
@@ -732,7 +734,7 @@ def test_openvino_backend_matches_torch(space):
 
 
 def test_openvino_bf16_check_catches_a_wrong_output(space):
-    module, inputs = network_module(build_sam("micro", seed=0), {**space.sample(3), "resolution": 128}, 0,
+    module, inputs = network_module(build_sam("micro", seed=0), space.sample(3).replace(resolution=128), 0,
                                     torch.Generator().manual_seed(0))
     with torch.inference_mode():
         want = module(*inputs).numpy()
@@ -786,7 +788,7 @@ def test_device_folder_from_before_precision_keeps_working(tmp_path):
     profile_device("sam_micro", "cpu-torch", ProfileSettings(**{**FAST, "blocks": False, "samples": 6, "seed": 1}),
                    root=tmp_path)
     fit_device("cpu-torch", root=tmp_path)
-    largest = {**SearchSpace.load("sam_micro").largest(), "resolution": 128}
+    largest = SearchSpace.load("sam_micro").largest().replace(resolution=128)
     assert load_predictor("cpu-torch", root=tmp_path).predict_ms(largest) > 0
 
 
@@ -806,8 +808,7 @@ def test_subnet_runtimes_time_the_config_as_it_is(space):
     from nas.latency.runtimes import subnet_runtimes
 
     int8_space = SearchSpace.load("sam_micro_int8")
-    cfg = int8_space.validate({**int8_space.largest(), "resolution": 128,
-                               "blocks": [{**b, "precision": "int8"} for b in int8_space.largest()["blocks"]]})
+    cfg = int8_space.validate(int8_space.largest().replace(resolution=128).with_precision("int8"))
     rows = {r.case.label: r for r in subnet_runtimes(build_sam("micro", seed=0), cfg, rounds=1, repeats=1)}
     assert {"cpu-torch", "cpu-torch (int8 blocks)", "cpu-onnxruntime (int8 blocks)"} <= set(rows)
     assert not any(label.startswith("cpu-openvino-bf16") for label in rows)  # int8 blocks take fp32 activations

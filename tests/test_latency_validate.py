@@ -1,6 +1,7 @@
 """Drift probe, recalibration and `samnas latency validate` on sam_micro: fake clocks and real fresh processes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -15,9 +16,9 @@ from nas.latency.predictor import lut_index, lut_parts
 from nas.latency.probe import probe_configs, run_probe
 from nas.latency.profile import block_kinds, restrict_resolutions, sample_configs
 from nas.latency.store import DeviceStore
-from search_spaces.config import config_to_json
 from nas.latency.validate import (KEEP_PROBABILITY, VALIDATION_FILE, prepare_subnet, time_in_fresh_process,
                                   validation_configs)
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
 
@@ -37,8 +38,8 @@ def synthetic_rows(space, n=12):
 
     def row(cfg):
         ms = 1.1 * sum(v for _, v in lut_parts(space, lut, cfg))
-        return {"space": space.name, "part": "encoder", "prompts": 0, "resolution": cfg["resolution"],
-                "config": config_to_json(cfg), "median_ms": ms, "p10_ms": ms, "p90_ms": ms, "min_ms": ms, "max_ms": ms,
+        return {"space": space.name, "part": "encoder", "prompts": 0, "resolution": cfg.resolution,
+                "config": cfg.key, "median_ms": ms, "p10_ms": ms, "p90_ms": ms, "min_ms": ms, "max_ms": ms,
                 "repeats": 1, "seconds": 0.1}
 
     networks = [row(c) for c in sample_configs(space, n, seed=0)]
@@ -63,7 +64,7 @@ def fake_clock(monkeypatch, slowdown, baseline):
 
     def backend_build(device, space, threads, seed=0):
         def build(cfg):
-            ms = baseline[config_to_json(cfg)]
+            ms = baseline[cfg.key]
 
             def run():
                 clock[0] += ms * slowdown[0] / 1000
@@ -86,25 +87,25 @@ def test_validation_sampler_is_seeded_independent_and_disjoint(space):
     configs = validation_configs(full, 300, seed=0, exclude=profiled)
     assert len(configs) == 300 and configs == validation_configs(full, 300, seed=0, exclude=profiled)
     assert validation_configs(full, 20, seed=1) != validation_configs(full, 20, seed=0)
-    keys = {config_to_json(c) for c in configs}
-    assert len(keys) == 300 and not keys & {config_to_json(c) for c in profiled}
+    keys = {c.key for c in configs}
+    assert len(keys) == 300 and not keys & {c.key for c in profiled}
     # another distribution than profiling's: blocks 1-5 kept with p=0.7 (profiling: a fair coin for window blocks)
-    kept = np.mean([b["keep"] for c in configs for b in c["blocks"][1:]])
+    kept = np.mean([b.keep for c in configs for b in c.blocks[1:]])
     assert abs(kept - KEEP_PROBABILITY) < 0.05
     window = [i for i, b in enumerate(full.blocks) if b.skippable and not b.is_global]
     drawn = sample_configs(full, 300, seed=5)[2:]  # after the largest and the smallest
-    prof_kept = np.mean([c["blocks"][i]["keep"] for c in drawn for i in window])
+    prof_kept = np.mean([c.blocks[i].keep for c in drawn for i in window])
     assert abs(prof_kept - 0.5) < 0.05
-    assert {c["resolution"] for c in configs} == set(full.resolutions)
-    assert all(sum(c["blocks"][i]["keep"] for i in full.global_blocks) >= full.min_global_blocks for c in configs)
+    assert {c.resolution for c in configs} == set(full.resolutions)
+    assert all(sum(c.blocks[i].keep for i in full.global_blocks) >= full.min_global_blocks for c in configs)
     # same seed as profiling, yet not the profiling sampler's draws
-    assert config_to_json(validation_configs(full, 1, seed=0)[0]) != config_to_json(full.sample(np.random.default_rng(0)))
+    assert validation_configs(full, 1, seed=0)[0] != full.sample(np.random.default_rng(0))
     # a restricted space gives configs at its resolutions only; exclusions by JSON text work too
-    small = validation_configs(space, 10, seed=0, exclude=[config_to_json(c) for c in configs])
-    assert {c["resolution"] for c in small} == {128}
+    small = validation_configs(space, 10, seed=0, exclude=[c.key for c in configs])
+    assert {c.resolution for c in small} == {128}
     # an int8 space draws each kept block's precision as well (mixed-precision held-out subnets)
     mixed = validation_configs(SearchSpace.load("sam_micro_int8"), 200, seed=0)
-    share = np.mean([b.get("precision", "fp32") == "int8" for c in mixed for b in c["blocks"] if b["keep"]])
+    share = np.mean([b.precision == "int8" for c in mixed for b in c.kept_blocks])
     assert abs(share - 0.5) < 0.06
 
 
@@ -161,9 +162,16 @@ def test_recalibration_scales_predictions_exactly_by_the_probe_factor(fake_root,
         predictor.recalibrated(0.0)
 
 
+def set_stated_error(predictor, mape_pct: float) -> None:
+    """Give ``predictor``'s encoder part a CV MAPE of ``mape_pct`` (%): the error a drift warning compares with."""
+    report = predictor.report
+    predictor.report = dataclasses.replace(
+        report, parts={**report.parts, "encoder": dataclasses.replace(report.encoder, mape_pct=mape_pct)})
+
+
 def test_drift_warning_fires_when_the_clock_runs_slower(fake_root, monkeypatch, capsys):
     predictor = load_predictor("cpu-torch", root=fake_root)
-    predictor.report["parts"]["encoder"]["mape_pct"] = 5.0
+    set_stated_error(predictor, 5.0)
     slowdown = [1.0]
     fake_clock(monkeypatch, slowdown, baseline_ms(fake_root))
     steady = run_probe(predictor, fake_root, seconds=0.05)
@@ -190,7 +198,7 @@ def test_drift_warning_fires_when_the_clock_runs_slower(fake_root, monkeypatch, 
 
 def test_drift_within_the_floor_says_nothing_even_beyond_a_small_stated_error(fake_root, monkeypatch):
     predictor = load_predictor("cpu-torch", root=fake_root)
-    predictor.report["parts"]["encoder"]["mape_pct"] = 3.0
+    set_stated_error(predictor, 3.0)
     slowdown = [1.06]  # 6% drift: beyond the 3% CV MAPE, but within the machine's usual wobble
     fake_clock(monkeypatch, slowdown, baseline_ms(fake_root))
     drift = run_probe(predictor, fake_root, seconds=0.05)
@@ -198,7 +206,7 @@ def test_drift_within_the_floor_says_nothing_even_beyond_a_small_stated_error(fa
     slowdown[0] = 1.0 + (probe_mod.DRIFT_FLOOR_PCT + 2) / 100  # beyond both: it matters
     drift = run_probe(predictor, fake_root, seconds=0.05)
     assert drift.matters and f"{probe_mod.DRIFT_FLOOR_PCT + 2:.0f}% slower" in drift.warning()
-    predictor.report["parts"]["encoder"]["mape_pct"] = probe_mod.DRIFT_FLOOR_PCT + 5  # beyond the floor only
+    set_stated_error(predictor, probe_mod.DRIFT_FLOOR_PCT + 5)  # beyond the floor only
     assert run_probe(predictor, fake_root, seconds=0.05).warning() is None
 
 
@@ -212,7 +220,7 @@ def test_probe_without_a_baseline(fake_root, space, monkeypatch):
     result = run_probe(predictor, fake_root, seconds=0.05)
     assert result.source == "networks.csv" and len(result.ratios) == 2  # profiling always timed these two
     assert result.factor == pytest.approx(2.0) and "baseline from networks.csv" in result.summary()
-    networks = [r for r in store.networks() if json.loads(r["config"]) not in (space.smallest(), space.largest())]
+    networks = [r for r in store.networks() if SubnetConfig.from_json(r["config"]) not in (space.smallest(), space.largest())]
     store.add_measurements(FINGERPRINT, {}, [], networks, replace=True)
     result = run_probe(predictor, fake_root, seconds=0.05)
     assert result.factor is None and "profiled before probes existed" in result.note
@@ -260,7 +268,7 @@ def test_profile_validate_and_list(tmp_path, capsys, monkeypatch):
                                                              rounds=2, max_rounds=2, threads=1, resolutions=[128],
                                                              progress=False), root=root)
     probes = DeviceStore("cpu-torch", root).probes()["sam_micro"]["probes"]
-    assert [json.loads(p["config"]) for p in probes] == probe_configs(restrict_resolutions(
+    assert [SubnetConfig.from_json(p["config"]) for p in probes] == probe_configs(restrict_resolutions(
         SearchSpace.load("sam_micro"), [128]))
     fit_device("cpu-torch", root=root)
     code, out, err = run_cli(["latency", "validate", "--device", "cpu-torch", "--samples", 2, "--min-seconds", 0.02,

@@ -57,7 +57,7 @@ def results(tmp_path_factory):
     for i, (q, ms) in enumerate([(0.5, 10.0), (0.7, 20.0), (0.6, 30.0)]):
         t = study.ask()
         cfg = space.sample(i)
-        t.set_user_attr("config", json.dumps(cfg))
+        t.set_user_attr("config", json.dumps(cfg.to_dict()))  # as searches wrote it before TrialRecord
         t.set_user_attr("params", 1000)
         t.set_user_attr("flops", 2000)
         study.tell(t, [q, ms])
@@ -102,7 +102,7 @@ def test_pareto_with_no_options_shows_every_front_grouped_by_study(results, monk
                                 directions=["maximize", "minimize"], load_if_exists=True)
     if not other.trials:
         t = other.ask()
-        t.set_user_attr("config", json.dumps(SearchSpace.load("sam_micro").largest()))
+        t.set_user_attr("config", json.dumps(SearchSpace.load("sam_micro").largest().to_dict()))
         other.tell(t, [0.9, 70.0])
     monkeypatch.setenv("SAMNAS_RESULTS", str(results))
     assert cli.main(["pareto"]) == 0
@@ -127,7 +127,7 @@ def test_pareto_json_and_csv_carry_the_config_as_an_object(results, monkeypatch,
     assert cli.main(["pareto", "--study", STUDY, "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["trial"] for r in rows] == [0, 1] and isinstance(rows[0]["config"], dict)
-    assert rows[0]["config"] == SearchSpace.load("sam_micro").sample(0)
+    assert rows[0]["config"] == SearchSpace.load("sam_micro").sample(0).to_dict()
     assert cli.main(["pareto", "--study", STUDY, "--format", "csv"]) == 0
     table = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert json.loads(table[1]["config"]) == rows[1]["config"]

@@ -1,6 +1,7 @@
 """Per-block int8 precision: quantized subnets in PyTorch (extract, save/load) and the int8 ONNX export."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from nas.onnx_export import compare_embeddings, embedding_error, int8_matmul_nod
 from search_spaces import SearchSpace, save_config
 from supernet.elastic.activation import active_subnet, check_fits
 from supernet.elastic.extract import extract, load_subnet, save_subnet, subnet_metadata
-from supernet.elastic.precision import int8_blocks
+from supernet.elastic.subnet_config import BlockChoice, SubnetConfig
 from supernet.elastic.quantize import is_quantized, quantize_subnet
 from supernet.modeling.build import build_sam
 
@@ -39,14 +40,14 @@ def model():
     return build_sam("micro", seed=3)
 
 
-def mixed_config(space: SearchSpace, resolution: int = 192) -> dict:
+def mixed_config(space: SearchSpace, resolution: int = 192) -> SubnetConfig:
     """Blocks 1 and 4 skipped; 0 and 3 int8, 2 and 5 fp32 (kept blocks 0, 2 of the subnet are int8)."""
-    config = space.largest()
-    config["resolution"] = resolution
-    config["blocks"][1] = config["blocks"][4] = {"keep": False}
-    config["blocks"][0]["precision"] = config["blocks"][3]["precision"] = "int8"
-    config["blocks"][2]["heads"], config["blocks"][3]["mlp"] = 2, 256
-    return space.validate(config)
+    blocks = list(space.largest().blocks)
+    blocks[1] = blocks[4] = BlockChoice.skipped()
+    blocks[0] = dataclasses.replace(blocks[0], precision="int8")
+    blocks[2] = dataclasses.replace(blocks[2], heads=2)
+    blocks[3] = dataclasses.replace(blocks[3], mlp=256, precision="int8")
+    return space.validate(space.largest().replace(resolution=resolution, blocks=tuple(blocks)))
 
 
 def images(res: int, n: int = 1, seed: int = 0) -> torch.Tensor:
@@ -61,7 +62,7 @@ def errors(got: torch.Tensor, ref: torch.Tensor) -> dict:
 @torch.no_grad()
 def test_quantized_subnet_runs_close_to_fp32(model, space, resolution):
     config = mixed_config(space, resolution)
-    assert int8_blocks(config) == [0, 2]
+    assert config.int8_blocks() == [0, 2]
     fp32 = extract(model, config, quantize=False)
     int8 = extract(model, config)
     assert not is_quantized(fp32) and is_quantized(int8)
@@ -72,8 +73,7 @@ def test_quantized_subnet_runs_close_to_fp32(model, space, resolution):
     for part in (int8.prompt_encoder, int8.mask_decoder, int8.image_encoder.neck, int8.image_encoder.patch_embed):
         assert not is_quantized(part)
     x = images(resolution, n=2)
-    with active_subnet(model, {**config, "blocks": [{k: v for k, v in b.items() if k != "precision"}
-                                                    for b in config["blocks"]]}):
+    with active_subnet(model, config.with_precision("fp32")):
         supernet_fp32 = model.image_encoder(x)
     torch.testing.assert_close(fp32.image_encoder(x), supernet_fp32, rtol=0, atol=1e-5)
     got = int8.image_encoder(x)
@@ -95,9 +95,7 @@ def test_quantize_subnet_refuses_a_mismatched_or_elastic_model(model, space):
     config = mixed_config(space)
     with pytest.raises(ValueError, match="the subnet has 6 encoder blocks but the config keeps 4"):
         quantize_subnet(extract(model, space.largest(), quantize=False), config)
-    all_int8 = space.largest()
-    for b in all_int8["blocks"]:
-        b["precision"] = "int8"
+    all_int8 = space.largest().with_precision("int8")
     with pytest.raises(ValueError, match="weight-sharing supernet .* runs fp32 only"):
         quantize_subnet(model, all_int8)
 
@@ -140,14 +138,19 @@ def test_subnet_json_format_1_reads_as_fp32(model, space, tmp_path):
 
 
 def test_bad_precision_is_a_one_line_error_naming_the_field(model, space, tmp_path, capsys):
-    config = space.largest()
+    config = space.largest().to_dict()
     config["blocks"][3]["precision"] = "int4"
     expected = "blocks[3].precision: 'int4' not in ['fp32', 'int8']"
     with pytest.raises(ConfigError) as info:
         space.validate(config)
     assert str(info.value) == expected
-    with pytest.raises(ConfigError) as info:  # without a space: the supernet's own check
-        extract(model, config)
+    with pytest.raises(ConfigError) as info:  # without a space: reading the config's dict form checks it
+        SubnetConfig.from_dict(config)
+    assert str(info.value) == expected
+    bad = SubnetConfig.from_dict(space.largest().to_dict())
+    bad = bad.with_block(3, dataclasses.replace(bad.blocks[3], precision="int4"))
+    with pytest.raises(ConfigError) as info:  # a record built in code: the supernet's own check
+        extract(model, bad)
     assert str(info.value) == expected
     path = tmp_path / "bad.yaml"
     save_config(config, path)
@@ -204,7 +207,7 @@ def test_exported_int8_onnx_matches_quantized_pytorch(model, space, tmp_path):
 def test_int8_matmul_nodes_must_all_exist(model, space, tmp_path):
     from nas.onnx_export import export_encoder_onnx
 
-    path = export_encoder_onnx(extract(model, {**space.largest(), "resolution": 128}), tmp_path / "e.onnx")
+    path = export_encoder_onnx(extract(model, space.largest().replace(resolution=128)), tmp_path / "e.onnx")
     assert int8_matmul_nodes(path, [5]) == [f"/blocks.5/{l}/MatMul" for l in ("attn/qkv", "attn/proj", "mlp/lin1", "mlp/lin2")]
     with pytest.raises(ValueError, match=r"no MatMul node named /blocks\.6/attn/qkv/MatMul \(and 3 more\)"):
         int8_matmul_nodes(path, [6])
@@ -239,7 +242,7 @@ def test_fresh_process_validation_prepares_int8_subnets_quantized(model, space, 
     path = prepare_subnet(model, config, "onnxruntime", tmp_path / "ort")
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
-    fp32_path = prepare_subnet(model, {**space.largest(), "resolution": 128}, "onnxruntime", tmp_path / "ort32")
+    fp32_path = prepare_subnet(model, space.largest().replace(resolution=128), "onnxruntime", tmp_path / "ort32")
     assert fp32_path.name == "encoder.onnx" and "MatMulInteger" not in {n.op_type for n in onnx.load(str(fp32_path)).graph.node}
 
 
@@ -275,5 +278,5 @@ def test_profiling_times_int8_subnets_quantized_in_both_runtimes(model, space, d
     assert out.shape == (1, 64, 8, 8) and np.isfinite(out).all()
     if device == "cpu-onnxruntime":
         assert "MatMulInteger" in seen or "DynamicQuantizeMatMul" in seen
-    fp32 = network_module(model, {**space.largest(), "resolution": 128}, 0, torch.Generator())[0]
+    fp32 = network_module(model, space.largest().replace(resolution=128), 0, torch.Generator())[0]
     assert not isinstance(fp32, Int8Module) and not is_quantized(fp32)

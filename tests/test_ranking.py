@@ -8,6 +8,7 @@ from supernet.modeling.build import build_sam
 from supernet.elastic.activation import active_subnet
 from supernet.elastic.ranked import load_ranked, read_ranking, save_ranked
 from supernet.elastic.ranking import METHODS, compute_scores, permute_by_importance, rank_model, magnitude_scores
+from supernet.elastic.subnet_config import BlockChoice, SubnetConfig
 
 
 def calibration(n=2, res=256, seed=0):
@@ -16,7 +17,7 @@ def calibration(n=2, res=256, seed=0):
 
 
 def small_config(model, heads=2, mlp=128):
-    return {"resolution": 256, "blocks": [{"keep": True, "heads": heads, "mlp": mlp}] * len(model.image_encoder.blocks)}
+    return SubnetConfig(None, 256, (BlockChoice(True, heads, mlp),) * len(model.image_encoder.blocks))
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -8,6 +8,7 @@ import pytest
 
 from nas import driver
 from nas.record import TrialRecord
+from search_spaces import SubnetConfig
 
 
 def test_record_reads_studies_written_before_it_and_writes_canonical_config():
@@ -15,7 +16,7 @@ def test_record_reads_studies_written_before_it_and_writes_canonical_config():
     old = {"config": json.dumps(config, sort_keys=True), "quality": 0.5, "params": 10, "host": "h", "pid": 3,
            "some_future_key": 1}  # search.py wrote the config with spaces; unknown keys are left alone
     record = TrialRecord.read(old)
-    assert record.config == config and record.quality == 0.5 and record.params == 10 and record.flops is None
+    assert record.config == SubnetConfig.from_dict(config) and record.quality == 0.5 and record.params == 10 and record.flops is None
     attrs = record.attrs()
     assert attrs["config"] == json.dumps(config, sort_keys=True, separators=(",", ":"))
     assert "flops" not in attrs and "some_future_key" not in attrs

@@ -17,8 +17,8 @@ from nas.hypervolume import expected_improvement, front_2d, hypervolume_2d, impr
 from nas.reference_front import QualityMemo, load_or_build
 from nas.samplers import PROPOSAL_ATTR, SeededNSGAIISampler, SurrogateSampler
 from nas.samplers.design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
-from nas.samplers.proposal import config_key
 from nas.search import suggest_config
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
 SPACE = SearchSpace.load("sam_micro")
@@ -122,7 +122,7 @@ def test_encode_many_agrees_with_the_space():
 def test_designs_give_valid_configs():
     rng = np.random.default_rng(1)
     shrinks = uniform_shrinks(SPACE)
-    assert SPACE.validate(SPACE.largest()) in shrinks and len({config_key(c) for c in shrinks}) == len(shrinks)
+    assert SPACE.validate(SPACE.largest()) in shrinks and len(set(shrinks)) == len(shrinks)
     for _ in range(200):
         a, b = SPACE.sample(rng), SPACE.sample(rng)
         for child in (mutate(SPACE, a, rng, genes=3), crossover(SPACE, a, b, rng)):
@@ -135,7 +135,7 @@ def test_initial_design_spreads_over_the_latency_range():
     design = spread_over_latency(SPACE, latency, budget, 8, seed=0)
     ms = np.sort(latency.predict_many(design))
     low = latency.predict_ms(SPACE.smallest())
-    assert len(design) == 8 and ms.max() <= budget and len({config_key(c) for c in design}) == 8
+    assert len(design) == 8 and ms.max() <= budget and len(set(design)) == 8
     # from the fastest eighth of [fastest, budget] to the slowest, no gap wider than a quarter of it
     width = (budget - low) / 8
     assert ms.min() <= low + width and ms.max() >= budget - width
@@ -151,7 +151,7 @@ def _run(sampler, trials: int, storage=None, name="s") -> optuna.Study:
 
     def objective(trial):
         config = suggest_config(trial, SPACE)
-        trial.set_user_attr("config", json.dumps(config, sort_keys=True))
+        trial.set_user_attr("config", config.key)
         trial.set_user_attr("eval_s", 0.0)
         trial.set_user_attr("sample_s", trial.study.sampler.seconds(trial._trial_id))
         return fake_quality(config), latency.predict_ms(config)
@@ -205,9 +205,9 @@ def test_surrogate_workers_on_one_storage_spread_out(tmp_path):
     for _ in range(8):
         ta, tb = a.ask(), b.ask()  # both RUNNING at once
         ca, cb = suggest_config(ta, SPACE), suggest_config(tb, SPACE)
-        assert config_key(ca) != config_key(cb)  # b saw a's proposal and chose another config
+        assert ca != cb  # b saw a's proposal and chose another config
         for study, trial, config in ((a, ta, ca), (b, tb, cb)):
-            trial.set_user_attr("config", json.dumps(config, sort_keys=True))
+            trial.set_user_attr("config", config.key)
             study.tell(trial, [fake_quality(config), FakeLatency().predict_ms(config)])
     assert len({t.user_attrs["config"] for t in a.trials}) == 16
 
@@ -216,7 +216,7 @@ def test_seeded_nsga2_first_generation_is_the_latency_spread():
     budget = 12.0
     study = _run(SeededNSGAIISampler(SPACE, FakeLatency(), budget, population_size=8, seed=0), 10)
     design = spread_over_latency(SPACE, FakeLatency(), budget, 8, seed=0)
-    assert [json.loads(c) for c in _configs(study)[:8]] == design
+    assert [SubnetConfig.from_json(c) for c in _configs(study)[:8]] == design
 
 
 # ------------------------------------------------------------------------------------------ reference pool
@@ -226,7 +226,7 @@ def test_reference_pool_is_cached_by_key(tmp_path):
 
     def build():
         calls.append(1)
-        return [{"config": {}, "quality": 0.5, "predicted_ms": 3.0}]
+        return [{"config": SPACE.smallest(), "quality": 0.5, "predicted_ms": 3.0}]
 
     key = {"space": "sam_micro", "weights": "abc", "levels": (1, 2)}  # tuples are stored as lists
     rows, path, cached = load_or_build(tmp_path, key, build)

@@ -24,6 +24,7 @@ from nas.quality import make_evaluator
 from nas.search import SearchSettings, run_search, suggest_config
 from nas.samplers import PROPOSAL_ATTR
 from nas.study import DEFAULT_SAMPLER, parse_study_name, study_name
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.modeling.build import build_sam
 from infra.errors import UserError
@@ -67,7 +68,7 @@ def test_suggested_configs_are_always_valid():
     for _ in range(60):
         trial = study.ask()
         cfg = suggest_config(trial, space)  # validates, raising on any invalid config
-        globals_kept.append(sum(cfg["blocks"][i]["keep"] for i in space.global_blocks))
+        globals_kept.append(sum(cfg.blocks[i].keep for i in space.global_blocks))
         study.tell(trial, [0.0, 0.0])
     assert min(globals_kept) >= space.min_global_blocks and max(globals_kept) == len(space.global_blocks)
 
@@ -263,7 +264,7 @@ def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
     assert "predicted for `cpu-torch`" in md and "measured here, torch" in md
     assert "recalibrated by the drift probe" in md and "Latency check (torch" in md
     sub = load_subnet(out_dir)
-    assert sub.resolution == card["config"]["resolution"]
+    assert sub.resolution == SubnetConfig.from_dict(card["config"]).resolution
 
     import mlflow
 
@@ -344,8 +345,6 @@ def test_search_over_precision_scores_int8_configs_quantized(tmp_path, sampler):
     subnet extracted and quantized (the supernet refuses int8), fp32 trials on the supernet."""
     from nas.search import evaluate_config
     from supernet.elastic.extract import extract
-    from supernet.elastic.precision import int8_blocks
-
     from nas.latency.profile import restrict_resolutions
 
     space = restrict_resolutions(SearchSpace.load("sam_micro_int8"), [128])  # what is profiled below
@@ -359,9 +358,10 @@ def test_search_over_precision_scores_int8_configs_quantized(tmp_path, sampler):
     settings = SearchSettings(space=space.name, device="cpu-torch", budget_ms=1e6, trials=8, sampler=sampler,
                               seed=3, storage=f"sqlite:///{tmp_path / 'studies.db'}")
     study = run_search(settings, model, space, evaluator, latency, progress=False)
-    configs = [json.loads(t.user_attrs["config"]) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
-    assert len(configs) == 8 and any(int8_blocks(c) for c in configs)
-    int8 = next(c for c in configs if int8_blocks(c))
+    configs = [SubnetConfig.from_json(t.user_attrs["config"])
+               for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    assert len(configs) == 8 and any(c.int8_blocks() for c in configs)
+    int8 = next(c for c in configs if c.int8_blocks())
     direct = evaluator.evaluate(extract(model, int8), None).score
     assert evaluate_config(evaluator, model, int8).score == pytest.approx(direct)
     params = {name for t in study.trials for name in t.params}

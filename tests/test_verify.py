@@ -13,7 +13,6 @@ from nas.latency.profile import device_problem
 from nas.latency.store import DeviceStore
 from nas.pareto import MEASURED_ATTR, load_points, pareto_front, render, study_points
 from nas.record import TrialRecord
-from search_spaces.config import config_to_json
 from search_spaces.space import SearchSpace
 
 BUDGET = 10.0
@@ -26,7 +25,7 @@ def make_study(tmp_path, trials: list[tuple[float, float, int]]) -> optuna.Study
                                 directions=["maximize", "minimize"])
     space = SearchSpace.load("sam_micro")
     for quality, ms, resolution in trials:
-        config = {**space.largest(), "resolution": resolution}
+        config = space.largest().replace(resolution=resolution)
         record = TrialRecord(config=config, quality=quality, predicted_ms=ms, feasible=ms <= BUDGET)
         study.add_trial(optuna.trial.create_trial(values=[quality, ms], user_attrs=record.attrs()))
     return study
@@ -36,8 +35,8 @@ def fake_clock(measured: dict[int, float], calls: list, factor: float | None = 1
     """``measure_configs`` on a fake clock: a subnet (told apart by its resolution) measures ``measured[res]`` ms
     while the machine runs at ``factor`` times its profiled latency."""
     def measure(space, device, configs, threads, progress=False, seed=0, root=None):
-        calls.append([c["resolution"] for c in configs])
-        rows = [{"median_ms": measured[c["resolution"]], "p10_ms": 0.0, "p90_ms": 0.0, "repeats": 3} for c in configs]
+        calls.append([c.resolution for c in configs])
+        rows = [{"median_ms": measured[c.resolution], "p10_ms": 0.0, "p90_ms": 0.0, "repeats": 3} for c in configs]
         return rows, factor
     return measure
 
@@ -101,9 +100,9 @@ def test_speed_factor_is_the_median_probe_ratio_against_the_stored_baseline(tmp_
     probes = probe_configs(space)
     store = DeviceStore("cpu-torch", tmp_path)
     store.folder.mkdir(parents=True)
-    store.write_probes([{"space": space.name, "config": config_to_json(c), "median_ms": ms, "p10_ms": ms,
+    store.write_probes([{"space": space.name, "config": c.key, "median_ms": ms, "p10_ms": ms,
                          "p90_ms": ms, "repeats": 3} for c, ms in zip(probes, (2.0, 4.0, 8.0))])
-    now = [{"config": config_to_json(c), "median_ms": ms} for c, ms in zip(probes, (3.0, 4.4, 8.0))]
+    now = [{"config": c.key, "median_ms": ms} for c, ms in zip(probes, (3.0, 4.4, 8.0))]
     assert speed_factor(now, "cpu-torch", space, tmp_path) == pytest.approx(1.1)  # median of 1.5, 1.1, 1.0
     assert speed_factor(now, "cpu-torch", space, tmp_path / "none") is None
 
@@ -127,6 +126,6 @@ def test_measure_configs_times_real_subnets_in_the_order_given():
     small, large = space.smallest(), space.largest()
     rows, factor = verify.measure_configs(space, "cpu-torch", [large, small], threads=1, root=Path("/nonexistent"))
     assert factor is None  # no stored probe baseline to compare with
-    assert [r["resolution"] for r in rows] == [large["resolution"], small["resolution"]]
+    assert [r["resolution"] for r in rows] == [large.resolution, small.resolution]
     assert all(r["median_ms"] > 0 and r["repeats"] >= 1 for r in rows)
     assert rows[0]["median_ms"] > rows[1]["median_ms"]  # the full model at its largest side is the slower

@@ -7,7 +7,7 @@ Stable API for the search and the export (other modules are internals)::
     predictor = load_predictor("cpu-torch", space="sam_micro")   # root=None: results/latency
     ms = predictor.predict_ms(config)          # image encoder, ms; no model is run (~0.1 ms)
     ms = predictor.predict_ms(config, prompts=1)  # encoder + decoder, if profiled with --prompts 1
-    predictor.report["parts"]["encoder"]["mape_pct"]   # cross-validated error, see below
+    predictor.report.part("encoder").mape_pct   # cross-validated error, see below
     predictor.space, predictor.device           # names
 
 ``load_predictor(device, space=None, root=None) -> LatencyPredictor`` raises a one-line
@@ -16,15 +16,16 @@ fitted predictor; ``predict_ms`` raises :class:`infra.errors.ConfigError` (a Use
 for a config outside the space the predictor was fitted on (including a resolution that
 was not profiled).
 
-``LatencyPredictor.report`` (also in ``report.json``)::
+``LatencyPredictor.report`` is a :class:`~nas.latency.report.PredictorReport` (``report.py``; its
+``to_dict()`` is one space's entry of ``report.json``, ``PredictorReport.from_dict`` reads it)::
 
-    {"space", "resolutions", "lookup_table": bool, "block_timings", "networks",
-     "profiling_seconds",
-     "parts": {"encoder" | "encoder+decoder@K": {
-         "method": "lut" | "lut_scaled" | "lut_linear" | "lut_gbr" | "gbr",   # the candidate in use
-         "mape_pct", "rmse_ms", "within_10_pct",                 # its k-fold CV figures
-         "cv": {candidate: {...same keys, "max_ape_pct", "n"}},
-         "networks", "folds", "noise_spread_pct", "profiling_seconds"}}}
+    PredictorReport(space, resolutions, lookup_table: bool, block_timings, block_profiling_seconds,
+                    networks, profiling_seconds,
+                    parts={"encoder" | "encoder+decoder@K": PartReport(
+                        method="lut" | "lut_scaled" | "lut_linear" | "lut_gbr" | "gbr",   # the candidate in use
+                        mape_pct, rmse_ms, within_10_pct,               # its k-fold CV figures
+                        cv={candidate: {...same keys, "max_ape_pct", "n"}},
+                        networks, folds, noise_spread_pct, profiling_seconds)})
 
 Producing a predictor (what ``samnas latency profile`` and ``fit`` run)::
 
@@ -50,12 +51,15 @@ from __future__ import annotations
 
 from .predictor import PREDICTOR_FORMAT, LatencyPredictor, fit_device, load_predictor
 from .profile import ProfileRun, ProfileSettings, profile, profile_and_fit_quick, profile_device
+from .report import PartReport, PredictorReport
 from .store import PROFILE_FORMAT, import_profile_file, list_devices, resolve_root, validate_device
 
 __all__ = [
     "LatencyPredictor",
     "PREDICTOR_FORMAT",
     "PROFILE_FORMAT",
+    "PartReport",
+    "PredictorReport",
     "ProfileRun",
     "ProfileSettings",
     "fit_device",

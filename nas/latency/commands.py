@@ -4,12 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nas.timing import MIN_SECONDS, ROUNDS
 from infra.cliargs import default_of, non_negative_int, positive_int
 from nas.latency.profile import ProfileSettings
 from infra.errors import UserError
 from infra.wording import plural
+
+if TYPE_CHECKING:  # the CLI imports the predictor (scikit-learn) only for the commands that need it
+    from .report import PartReport
 
 MAPE_WARN_PCT = 10.0  # above this cross-validated error, `latency fit` and `search` warn
 
@@ -221,15 +225,16 @@ def run_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _part_line(key: str, part: dict) -> str:
-    noise = part.get("noise_spread_pct")
-    return (f"  {key:<20} {part['method']:<10} n={part['networks']:<4} CV MAPE {part['mape_pct']:.1f}%  "
-            f"RMSE {part['rmse_ms']:.3g} ms  within +-10% {part['within_10_pct']:.0f}%"
+def _part_line(key: str, part: PartReport) -> str:
+    noise = part.noise_spread_pct
+    return (f"  {key:<20} {part.method:<10} n={part.networks:<4} CV MAPE {part.mape_pct:.1f}%  "
+            f"RMSE {part.rmse_ms:.3g} ms  within +-10% {part.within_10_pct:.0f}%"
             + (f"  (noise p10-p90 {noise:.1f}%)" if noise is not None else ""))
 
 
 def run_fit(args: argparse.Namespace) -> int:
     from .predictor import fit_device
+    from .report import PredictorReport
     from .store import DeviceStore
 
     if args.folds < 2:
@@ -237,14 +242,14 @@ def run_fit(args: argparse.Namespace) -> int:
     report = fit_device(args.device, root=args.root, space=args.space, folds=args.folds, seed=args.seed)
     names = [args.space] if args.space else sorted(report["spaces"])
     for name in names:
-        rep = report["spaces"][name]
-        table = "lookup table + " if rep["lookup_table"] else "no block table (profile --blocks adds one); "
-        print(f"{name} on {args.device} ({table}{rep['networks']} subnets, resolutions "
-              f"{', '.join(map(str, rep['resolutions']))}):")
-        for key, part in sorted(rep["parts"].items()):
+        rep = PredictorReport.from_dict(report["spaces"][name], f"report.json: spaces.{name}")
+        table = "lookup table + " if rep.lookup_table else "no block table (profile --blocks adds one); "
+        print(f"{name} on {args.device} ({table}{rep.networks} subnets, resolutions "
+              f"{', '.join(map(str, rep.resolutions))}):")
+        for key, part in sorted(rep.parts.items()):
             print(_part_line(key, part))
         threads = (DeviceStore(args.device, args.root).fingerprint() or {}).get("threads")
-        worst = max(part["mape_pct"] for part in rep["parts"].values())
+        worst = max(part.mape_pct for part in rep.parts.values())
         warning = predictor_warning(worst, threads, args.device, name)
         if warning:
             print(warning, file=sys.stderr)
@@ -258,15 +263,15 @@ def run_predict(args: argparse.Namespace) -> int:
     from .predictor import load_predictor
 
     config = load_config(args.config)
-    predictor = load_predictor(args.device, space=config.get("space"), root=args.root)
+    predictor = load_predictor(args.device, space=config.space, root=args.root)
     try:
         ms = predictor.predict_ms(config, prompts=args.prompts)
     except UserError as exc:
         raise type(exc)(f"{args.config}: {exc}") from None
     key = f"encoder+decoder@{args.prompts}" if args.prompts else "encoder"
-    part = predictor.report["parts"][key]
+    part = predictor.report.part(key)
     print(f"{ms:.3f} ms predicted for {Path(args.config).name} ({key}, {predictor.space}) on {args.device}; "
-          f"CV MAPE {part['mape_pct']:.1f}%, {part['within_10_pct']:.0f}% of held-out subnets within +-10%")
+          f"CV MAPE {part.mape_pct:.1f}%, {part.within_10_pct:.0f}% of held-out subnets within +-10%")
     if args.parts and predictor.lut:
         parts = predictor.lut_parts(config, prompts=args.prompts)
         for name, part_ms in parts:
@@ -323,6 +328,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def list_rows(root=None) -> list[dict]:
     """One row per (device, space, part): counts, the chosen method, CV error, latest validation, refit status."""
+    from .report import PredictorReport
     from .store import DeviceStore, list_devices
     from .validate import read_validations
 
@@ -331,7 +337,8 @@ def list_rows(root=None) -> list[dict]:
         store = DeviceStore(device, root)
         fp = store.fingerprint() or {}
         networks = store.networks()
-        report = (store.report() or {}).get("spaces", {})
+        report = {name: PredictorReport.from_dict(rep, f"{store.path('report.json')}: spaces.{name}")
+                  for name, rep in ((store.report() or {}).get("spaces") or {}).items()}
         counts: dict[tuple[str, str], int] = {}
         for r in networks:
             key = (r["space"], r["part"] if r["part"] == "encoder" else f"{r['part']}@{r['prompts']}")
@@ -343,16 +350,16 @@ def list_rows(root=None) -> list[dict]:
             validations = {}
         where = f"{fp.get('backend', '?')}, {plural(fp.get('threads'), 'thread')}, {fp.get('cpu', '?')}"
         for (space, part), n in sorted(counts.items()) or [(("-", "-"), 0)]:
-            fitted = report.get(space, {}).get("parts", {}).get(part)
-            status = "not fitted" if not fitted else ("refit due" if fitted["networks"] != n else "fitted")
+            fitted = report[space].parts.get(part) if space in report else None
+            status = "not fitted" if not fitted else ("refit due" if fitted.networks != n else "fitted")
             val = validations.get(space) if part == "encoder" else None
-            if val and fitted and val.get("cv_mape_pct") != fitted["mape_pct"]:
+            if val and fitted and val.get("cv_mape_pct") != fitted.mape_pct:
                 val = None  # validated an earlier fit
             rows.append({
                 "device": device, "space": space, "part": part, "subnets": n, "blocks": blocks,
-                "method": fitted["method"] if fitted else "-",
-                "cv_mape_pct": f"{fitted['mape_pct']:.1f}" if fitted else "-",
-                "within_10_pct": f"{fitted['within_10_pct']:.0f}" if fitted else "-",
+                "method": fitted.method if fitted else "-",
+                "cv_mape_pct": f"{fitted.mape_pct:.1f}" if fitted else "-",
+                "within_10_pct": f"{fitted.within_10_pct:.0f}" if fitted else "-",
                 "validated_mape_pct": (f"{val['raw']['mape_pct']:.1f}/{val['recalibrated']['mape_pct']:.1f}"
                                        if val else "-"),
                 "validated_within_10_pct": (f"{val['raw']['within_10_pct']:.0f}/{val['recalibrated']['within_10_pct']:.0f}"

@@ -30,7 +30,6 @@ travel as JSON (``samnas latency import``).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -42,11 +41,12 @@ import sklearn
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.model_selection import KFold
 
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from infra.errors import ConfigError, UserError
 from infra.fileio import atomic_write_bytes
-from supernet.elastic.precision import block_precision
 
+from .report import PartReport, PredictorReport
 from .store import DeviceStore, write_json
 
 PREDICTOR_FORMAT = "samnas-latency-predictor/1"
@@ -81,10 +81,10 @@ def upgrade_lut_keys(lut: Mapping[tuple, float]) -> dict[tuple, float]:
 LUT_GROUPS = ("fixed", "window", "global", "decoder")  # what each lookup-table part times
 
 
-def _lut_entries(space: SearchSpace, lut: Mapping[tuple, float], config: dict,
+def _lut_entries(space: SearchSpace, lut: Mapping[tuple, float], config: SubnetConfig,
                  prompts: int) -> list[tuple[str, str, float]]:
     """``[(part name, group, ms)]`` of a validated config; the group is one of :data:`LUT_GROUPS`."""
-    arch, res, mt = space.arch, config["resolution"], space.model_type
+    arch, res, mt = space.arch, config.resolution, space.model_type
 
     def get(key: tuple) -> float:
         try:
@@ -93,18 +93,17 @@ def _lut_entries(space: SearchSpace, lut: Mapping[tuple, float], config: dict,
             raise MissingTiming(key) from None
 
     entries = [("fixed", "fixed", get((mt, "fixed", res, -1, 0, 0, 0, "fp32")))]
-    for i, (entry, spec) in enumerate(zip(config["blocks"], space.blocks)):
-        if entry["keep"]:
+    for i, (entry, spec) in enumerate(zip(config.blocks, space.blocks)):
+        if entry.keep:
             window = 0 if spec.is_global else arch.window_size
             entries.append((f"blocks[{i}]", "global" if spec.is_global else "window",
-                            get((mt, "block", res, window, entry["heads"], entry["mlp"], 0,
-                                 block_precision(entry)))))
+                            get((mt, "block", res, window, entry.heads, entry.mlp, 0, entry.precision))))
     if prompts:
         entries.append(("decoder", "decoder", get((mt, "decoder", res, -1, 0, 0, prompts, "fp32"))))
     return entries
 
 
-def lut_parts(space: SearchSpace, lut: Mapping[tuple, float], config: dict, prompts: int = 0) -> list[tuple[str, float]]:
+def lut_parts(space: SearchSpace, lut: Mapping[tuple, float], config: SubnetConfig, prompts: int = 0) -> list[tuple[str, float]]:
     """``[(part name, ms), ...]`` of a validated config: ``fixed``, each kept ``blocks[i]``, ``decoder`` if ``prompts``.
 
     Their sum is the lookup-table prediction. Raises :class:`MissingTiming` when an entry is absent.
@@ -294,7 +293,7 @@ class LatencyPredictor:
     """
 
     def __init__(self, device: str, space: SearchSpace, lut: dict[tuple, float], models: dict[str, PartModel],
-                 report: dict, speed_factor: float = 1.0) -> None:
+                 report: PredictorReport | None, speed_factor: float = 1.0) -> None:
         self.device = device
         self.search_space = space
         self.lut = lut
@@ -321,7 +320,7 @@ class LatencyPredictor:
         """Fitted parts: ``"encoder"`` and/or ``"encoder+decoder@K"``."""
         return sorted(self.models)
 
-    def _check(self, config: Mapping) -> dict:
+    def _check(self, config: SubnetConfig | Mapping) -> SubnetConfig:
         try:
             return self.search_space.validate(config)
         except ConfigError as exc:
@@ -343,7 +342,7 @@ class LatencyPredictor:
             )
         return key, self.models[key]
 
-    def lut_parts(self, config: Mapping, prompts: int | None = None) -> list[tuple[str, float]]:
+    def lut_parts(self, config: SubnetConfig | Mapping, prompts: int | None = None) -> list[tuple[str, float]]:
         """The lookup table's parts ``[(name, ms)]`` for ``config``; their sum is :meth:`lut_ms`."""
         config = self._check(config)
         try:
@@ -357,11 +356,11 @@ class LatencyPredictor:
             f"{self.space} --device {self.device} --blocks` then `samnas latency fit --device {self.device}`"
         )
 
-    def lut_ms(self, config: Mapping, prompts: int | None = None) -> float:
+    def lut_ms(self, config: SubnetConfig | Mapping, prompts: int | None = None) -> float:
         """The plain lookup-table prediction: the sum of :meth:`lut_parts`."""
         return float(sum(ms for _, ms in self.lut_parts(config, prompts)))
 
-    def features(self, config: dict, prompts: int) -> tuple[Features, float | None]:
+    def features(self, config: SubnetConfig, prompts: int) -> tuple[Features, float | None]:
         """The regressors' features of a validated config and its log LUT ms (None without a LUT)."""
         enc = self.search_space.encode(config)
         if not self.lut:
@@ -369,7 +368,7 @@ class LatencyPredictor:
         summary = _lut_summary(_lut_entries(self.search_space, self.lut, config, prompts))
         return Features(enc, summary), float(summary[0])
 
-    def predict_many(self, configs: list[Mapping], prompts: int | None = None, raw: bool = False) -> np.ndarray:
+    def predict_many(self, configs: Sequence[SubnetConfig | Mapping], prompts: int | None = None, raw: bool = False) -> np.ndarray:
         """Predicted ms of each config, ``(n,)``; times :attr:`speed_factor` unless ``raw``."""
         _, model = self._model(prompts)
         rows, luts = [], []
@@ -385,7 +384,7 @@ class LatencyPredictor:
         predicted = np.exp(model.predict_log(Features.stack(rows), log_lut))
         return predicted if raw or self.speed_factor == 1.0 else predicted * self.speed_factor
 
-    def predict_ms(self, config: Mapping, prompts: int | None = None, raw: bool = False) -> float:
+    def predict_ms(self, config: SubnetConfig | Mapping, prompts: int | None = None, raw: bool = False) -> float:
         """Predicted latency in ms of ``config`` (encoder; plus decoder for ``prompts`` single-point prompts).
 
         Scaled by :attr:`speed_factor` unless ``raw``.
@@ -403,7 +402,7 @@ class LatencyPredictor:
             "models": {k: {"method": m.method, "seed": m.seed, "log_scale": m.log_scale, "gbr": m.gbr,
                            "linear": m.linear}
                        for k, m in self.models.items()},
-            "report": self.report,
+            "report": None if self.report is None else self.report.to_dict(),
         }
 
     @classmethod
@@ -414,16 +413,18 @@ class LatencyPredictor:
             model.log_scale, model.gbr, model.linear = m["log_scale"], m["gbr"], m.get("linear", {})
             models[key] = model
         space = SearchSpace.from_dict(state["space"], source=f"predictor for {state['device']}")
-        return cls(state["device"], space, upgrade_lut_keys(state["lut"]), models, state["report"])
+        report = PredictorReport.from_dict(state["report"], f"predictor for {state['device']}") \
+            if state.get("report") else None
+        return cls(state["device"], space, upgrade_lut_keys(state["lut"]), models, report)
 
 
 # ---------------------------------------------------------------------- fitting
 
 
-def _fit_part(predictor: LatencyPredictor, rows: list[dict], folds: int, seed: int) -> tuple[PartModel, dict]:
+def _fit_part(predictor: LatencyPredictor, rows: list[dict], folds: int, seed: int) -> tuple[PartModel, PartReport]:
     """Cross-validate every candidate on ``rows`` (one part), pick the lowest MAPE, refit it on all rows."""
     prompts = rows[0]["prompts"]
-    feats, luts = zip(*(predictor.features(predictor.search_space.validate(json.loads(r["config"])), prompts)
+    feats, luts = zip(*(predictor.features(predictor.search_space.validate(SubnetConfig.from_json(r["config"])), prompts)
                         for r in rows))
     X = Features.stack(feats)
     log_y = np.log(np.asarray([r["median_ms"] for r in rows]))
@@ -434,15 +435,12 @@ def _fit_part(predictor: LatencyPredictor, rows: list[dict], folds: int, seed: i
     chosen = min(methods, key=lambda m: (cv[m]["mape_pct"], methods.index(m)))
     model = PartModel(chosen, seed).fit(X, log_lut, log_y)
     spread = [100 * (r["p90_ms"] - r["p10_ms"]) / r["median_ms"] for r in rows if r["median_ms"] > 0]
-    report = {
-        "method": chosen,
-        "networks": len(rows),
-        "folds": k,
-        "cv": cv,
+    report = PartReport(
+        method=chosen, networks=len(rows), folds=k, cv=cv,
         **{key: cv[chosen][key] for key in ("mape_pct", "rmse_ms", "within_10_pct")},
-        "noise_spread_pct": float(np.median(spread)) if spread else None,
-        "profiling_seconds": float(sum(r["seconds"] for r in rows)),
-    }
+        noise_spread_pct=float(np.median(spread)) if spread else None,
+        profiling_seconds=float(sum(r["seconds"] for r in rows)),
+    )
     return model, report
 
 
@@ -460,34 +458,26 @@ def fit_space(device: str, space: SearchSpace, blocks: list[dict], networks: lis
     data["resolutions"] = resolutions or list(space.resolutions)
     space = SearchSpace.from_dict(data, source=space.source)
     lut = {k: v for k, v in lut_index(blocks).items() if k[0] == space.model_type}
-    predictor = LatencyPredictor(device, space, lut, {}, {})
+    predictor = LatencyPredictor(device, space, lut, {}, None)
     by_part: dict[str, list[dict]] = {}
     for r in rows:
         by_part.setdefault(part_key(r["part"], r["prompts"]), []).append(r)
     if lut and not _lut_covers(predictor, rows):
         predictor.lut = {}
     block_rows = [r for r in blocks if r["model_type"] == space.model_type and r["resolution"] in resolutions]
-    report = {
-        "space": space.name,
-        "resolutions": resolutions,
-        "lookup_table": bool(predictor.lut),
-        "block_timings": len(block_rows),
-        "block_profiling_seconds": float(sum(r["seconds"] for r in block_rows)),
-        "parts": {},
-    }
+    parts: dict[str, PartReport] = {}
     for key, part_rows in sorted(by_part.items()):
         if len(part_rows) < MIN_NETWORKS:
             raise UserError(
                 f"only {len(part_rows)} timed {key} subnets of {space.name} on {device}, at least {MIN_NETWORKS} "
                 f"needed: run `samnas latency profile --space {space.name} --device {device} --samples 30`"
             )
-        model, part_report = _fit_part(predictor, part_rows, folds, seed)
-        predictor.models[key] = model
-        report["parts"][key] = part_report
-    report["networks"] = len(rows)
-    report["profiling_seconds"] = report["block_profiling_seconds"] + sum(
-        p["profiling_seconds"] for p in report["parts"].values())
-    predictor.report = report
+        predictor.models[key], parts[key] = _fit_part(predictor, part_rows, folds, seed)
+    block_seconds = float(sum(r["seconds"] for r in block_rows))
+    predictor.report = PredictorReport(
+        space=space.name, resolutions=resolutions, lookup_table=bool(predictor.lut), block_timings=len(block_rows),
+        block_profiling_seconds=block_seconds, parts=parts, networks=len(rows),
+        profiling_seconds=block_seconds + sum(p.profiling_seconds for p in parts.values()))
     return predictor
 
 
@@ -495,8 +485,8 @@ def _lut_covers(predictor: LatencyPredictor, rows: list[dict]) -> bool:
     """Whether every timed subnet's lookup-table entries were timed."""
     for r in rows:
         try:
-            lut_parts(predictor.search_space, predictor.lut, predictor.search_space.validate(json.loads(r["config"])),
-                      r["prompts"])
+            lut_parts(predictor.search_space, predictor.lut,
+                      predictor.search_space.validate(SubnetConfig.from_json(r["config"])), r["prompts"])
         except MissingTiming:
             return False
     return True
@@ -539,7 +529,7 @@ def fit_device(device: str, root=None, space: str | None = None, folds: int = 5,
         sp = SearchSpace.from_dict(spaces[name], source=f"{store.path('spaces.json')}[{name}]")
         predictor = fit_space(device, sp, blocks, networks, folds, seed)
         states[name] = predictor.state()
-        reports[name] = predictor.report
+        reports[name] = predictor.report.to_dict()
     save_states(store.path("predictor.joblib"), device, states)
     report = {
         "format": PREDICTOR_FORMAT,

@@ -22,7 +22,6 @@ configs (profiling always times them), and says so; without those rows it skips.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from nas.timing import time_rounds
-from search_spaces.config import config_to_json
+from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
 from infra.errors import UserError
 
@@ -48,46 +47,45 @@ DRIFT_FLOOR_PCT = 10.0
 _warned: set[tuple[str, str]] = set()  # (latency folder, device) already warned about in this process
 
 
-def probe_configs(space: SearchSpace) -> list[dict]:
+def probe_configs(space: SearchSpace) -> list[SubnetConfig]:
     """The probe subnets of ``space``: its smallest config, a middle one and its largest (3, or fewer if equal).
 
     The middle one keeps every block at its middle heads and MLP choice, at the middle
     resolution. Deterministic: the same space gives the same probes.
     """
-    blocks = [{"keep": True, "heads": b.heads[len(b.heads) // 2], "mlp": b.mlp[len(b.mlp) // 2]}
-              for b in space.blocks]
-    middle = {"space": space.name, "resolution": space.resolutions[len(space.resolutions) // 2], "blocks": blocks}
-    out, seen = [], set()
+    blocks = tuple(BlockChoice(True, b.heads[len(b.heads) // 2], b.mlp[len(b.mlp) // 2]) for b in space.blocks)
+    middle = SubnetConfig(space.name, space.resolutions[len(space.resolutions) // 2], blocks)
+    out = []
     for cfg in (space.smallest(), middle, space.largest()):
         cfg = space.validate(cfg)
-        if config_to_json(cfg) not in seen:
-            seen.add(config_to_json(cfg))
+        if cfg not in out:
             out.append(cfg)
     return out
 
 
 def baseline(store: DeviceStore, space: SearchSpace) -> tuple[list[dict], str]:
-    """``([{"config": dict, "median_ms": float}], source)`` for ``space``; ``[]`` when there is none.
+    """``([{"config": SubnetConfig, "median_ms": float}], source)`` for ``space``; ``[]`` when there is none.
 
     Only probes at ``space``'s resolutions (a space restricted after profiling drops the others).
     ``source`` is ``"probes.json"``, or ``"networks.csv"`` for a folder that predates probes.
     """
     entry = store.probes().get(space.name)
     if entry and entry.get("probes"):
-        probes = [{"config": json.loads(p["config"]), "median_ms": float(p["median_ms"])} for p in entry["probes"]]
-        return [p for p in probes if p["config"]["resolution"] in space.resolutions], PROBES_FILE
+        probes = [{"config": SubnetConfig.from_json(p["config"]), "median_ms": float(p["median_ms"])}
+                  for p in entry["probes"]]
+        return [p for p in probes if p["config"].resolution in space.resolutions], PROBES_FILE
     rows = {r["config"]: r["median_ms"] for r in store.networks() if r["space"] == space.name and r["part"] == "encoder"}
     found = []
     for cfg in probe_configs(space):
-        if config_to_json(cfg) in rows:
-            found.append({"config": cfg, "median_ms": rows[config_to_json(cfg)]})
+        if cfg.key in rows:
+            found.append({"config": cfg, "median_ms": rows[cfg.key]})
     return found, "networks.csv"
 
 
 def speed_factor(probe_rows: list[dict], device: str, space: SearchSpace, root=None) -> float | None:
     """Median over the probe subnets of measured / profiled ms, from profile rows (``config`` as JSON text,
     ``median_ms``) timed now; None when the device has no stored baseline for them."""
-    profiled = {config_to_json(b["config"]): b["median_ms"] for b in baseline(DeviceStore(device, root), space)[0]}
+    profiled = {b["config"].key: b["median_ms"] for b in baseline(DeviceStore(device, root), space)[0]}
     ratios = [r["median_ms"] / profiled[r["config"]] for r in probe_rows if r["config"] in profiled]
     return float(statistics.median(ratios)) if ratios else None
 
@@ -174,14 +172,14 @@ def warn_once(result: ProbeResult, root=None, out=None) -> bool:
 
 def stated_error(predictor) -> float | None:
     """The predictor's stated error: the cross-validated MAPE (%) of its encoder part."""
-    part = (predictor.report or {}).get("parts", {}).get("encoder")
-    return float(part["mape_pct"]) if part else None
+    part = predictor.report.encoder if predictor.report is not None else None
+    return float(part.mape_pct) if part else None
 
 
-Build = Callable[[dict], Callable[[], object]]
+Build = Callable[[SubnetConfig], Callable[[], object]]
 
 
-def time_probes(configs: list[dict], build: Build, seconds: float = PROBE_SECONDS, rounds: int = PROBE_ROUNDS,
+def time_probes(configs: list[SubnetConfig], build: Build, seconds: float = PROBE_SECONDS, rounds: int = PROBE_ROUNDS,
                 sync=None) -> list[float]:
     """Median ms of each config, timed in ``rounds`` interleaved rounds for about ``seconds`` in all.
 
@@ -207,7 +205,7 @@ def backend_build(device: str, space: SearchSpace, threads: int, seed: int = 0):
     supernet = build_sam(space.model_type, seed=seed)
     gen = torch.Generator().manual_seed(seed)
 
-    def build(cfg: dict):
+    def build(cfg: SubnetConfig):
         module, inputs = network_module(supernet, cfg, 0, gen)
         return backend.prepare(module, inputs)
 

@@ -42,14 +42,13 @@ from tqdm import tqdm
 from deploy.engines import openvino_config, ort_session_options
 from nas.fingerprint import bf16_problem, cpu_features, cpu_model, machine_fingerprint
 from nas.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, time_rounds
-from search_spaces.config import config_to_json
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.modeling.arch import SamArch
 from supernet.modeling.build import build_from_spec, build_sam
 from infra.errors import UserError
 from infra.threads import torch_threads
 from supernet.elastic.extract import extract
-from supernet.elastic.precision import int8_blocks
 from supernet.elastic.quantize import quantize_modules, quantize_subnet
 from supernet.modeling.image_encoder import EncoderBlock, ImageEncoderViT
 from supernet.modeling.sam import Sam
@@ -417,23 +416,23 @@ class OneBlock(nn.Module):
         return self.blocks[0](x)
 
 
-def network_module(supernet: Sam, config: dict, prompts: int, gen: torch.Generator):
+def network_module(supernet: Sam, config: SubnetConfig, prompts: int, gen: torch.Generator):
     """The extracted subnet as the module to time (encoder, or encoder + decoder if ``prompts``), with inputs.
 
     int8 blocks run quantized (an :class:`Int8Module` for the encoder alone).
     """
-    res = config["resolution"]
+    res = config.resolution
     images = torch.randn(1, 3, res, res, generator=gen)
     if prompts:
         return EncoderDecoderCall(extract(supernet, config)).eval(), (images, *prompt_inputs(res, prompts, gen))
-    if int8_blocks(config):
+    if config.int8_blocks():
         fp32 = extract(supernet, config, quantize=False)
         return Int8Module(fp32.image_encoder, quantize_subnet(fp32, config).image_encoder,
-                          int8_blocks(config)), (images,)
+                          config.int8_blocks()), (images,)
     return extract(supernet, config).image_encoder.eval(), (images,)
 
 
-def sample_configs(space: SearchSpace, n: int, seed: int = 0) -> list[dict]:
+def sample_configs(space: SearchSpace, n: int, seed: int = 0) -> list[SubnetConfig]:
     """``n`` distinct valid configs: the largest, the smallest, then random samples (fixed ``seed``).
 
     Returns fewer when the space has fewer distinct configs than asked for.
@@ -445,9 +444,8 @@ def sample_configs(space: SearchSpace, n: int, seed: int = 0) -> list[dict]:
     while len(out) < n and attempts < 50 * n + 10:
         cfg = space.validate(candidates.pop(0) if candidates else space.sample(rng))
         attempts += 1
-        key = config_to_json(cfg)
-        if key not in seen:
-            seen.add(key)
+        if cfg not in seen:
+            seen.add(cfg)
             out.append(cfg)
     return out
 
@@ -617,7 +615,7 @@ class ProfileSettings:
     threads: int | None = None
     seed: int = 0
     resolutions: list[int] | None = None
-    configs: list[dict] | None = None
+    configs: list[SubnetConfig] | None = None
     probes: bool = True
     progress: bool = True
 
@@ -655,15 +653,15 @@ def profile(space: SearchSpace | str, device: str, settings: ProfileSettings | N
         jobs = [_Job(kind, lambda kind=kind: kind_module(space.arch, kind, gen), run.blocks) for kind in kinds]
         if configs:
             supernet = build_sam(space.model_type, seed=seed)
-            jobs += [_Job({"space": space.name, "part": part, "prompts": k, "resolution": cfg["resolution"],
-                           "config": config_to_json(cfg)},
+            jobs += [_Job({"space": space.name, "part": part, "prompts": k, "resolution": cfg.resolution,
+                           "config": cfg.key},
                           lambda cfg=cfg, k=k: network_module(supernet, cfg, k, gen), run.networks)
                      for cfg in configs for part, k in parts]
         if s.probes:
             from .probe import probe_configs
 
             supernet = supernet if configs else build_sam(space.model_type, seed=seed)
-            jobs += [_Job({"space": space.name, "config": config_to_json(cfg)},
+            jobs += [_Job({"space": space.name, "config": cfg.key},
                           lambda cfg=cfg: network_module(supernet, cfg, 0, gen), run.probes)
                      for cfg in probe_configs(space)]
         bar = tqdm(total=len(jobs) * rounds, desc=f"profiling {space.name} on {device}", unit="timing",

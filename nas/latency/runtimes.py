@@ -22,6 +22,7 @@ from infra.errors import UserError
 from nas.fingerprint import bf16_problem, cpu_features, cpu_model
 from nas.onnx_export import compare_embeddings
 from nas.timing import Timing, time_rounds
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
 from supernet.modeling.build import build_sam
@@ -96,18 +97,17 @@ def first_output(out) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def full_config(space: SearchSpace, resolution: int | None, blocks: str) -> dict:
+def full_config(space: SearchSpace, resolution: int | None, blocks: str) -> SubnetConfig:
     """The space's largest config at ``resolution`` (default the space's largest), every kept block ``blocks``
     (int8 whether or not the space itself offers int8: the row shows what an int8 space would gain)."""
     config = space.largest()
     if resolution is not None:
         if resolution not in space.resolutions:
             raise UserError(f"--resolution {resolution}: space {space.name} offers {list(space.resolutions)}")
-        config["resolution"] = resolution
+        config = config.replace(resolution=resolution)
     config = space.validate(config)
-    if blocks == "int8":  # (ptq quantizes the fp32 export itself)
-        config["blocks"] = [{**b, "precision": "int8"} if b.get("keep", True) else b for b in config["blocks"]]
-    return config
+    # (ptq quantizes the fp32 export itself)
+    return config.with_precision("int8") if blocks == "int8" else config
 
 
 def compare_runtimes(space: SearchSpace, cases: list[RuntimeCase], threads: int = 1, resolution: int | None = None,
@@ -171,15 +171,15 @@ def decoder_runtimes(space: SearchSpace, cases: list[RuntimeCase], threads: int 
     return compare_modules(lambda case: (decoder, inputs), fp32_cases, threads, rounds, repeats, seed=seed)
 
 
-def subnet_runtimes(supernet, config: dict, threads: int = 1, rounds: int = 3, repeats: int = 5) -> list[RuntimeRow]:
+def subnet_runtimes(supernet, config: SubnetConfig, threads: int = 1, rounds: int = 3, repeats: int = 5) -> list[RuntimeRow]:
     """``config``'s image encoder (its own weights and block precisions) on every runtime of this machine's CPU
     that runs it: bf16 devices only for configs without int8 blocks. Rows fastest first; errors against
     PyTorch fp32 of the same subnet with every block fp32."""
-    int8 = any(b.get("precision") == "int8" for b in config["blocks"] if b.get("keep", True))
+    int8 = bool(config.int8_blocks())
     cases = installed_cases(int8=False)
     if int8:  # the reference, then the config's own int8 blocks on every fp32 runtime
         cases = cases[:1] + [RuntimeCase(c.device, "int8") for c in cases if not c.device.endswith("-bf16")]
-    fp32 = {**config, "blocks": [{k: v for k, v in b.items() if k != "precision"} for b in config["blocks"]]}
+    fp32 = config.with_precision("fp32")
 
     def build(case: RuntimeCase):
         return network_module(supernet, config if case.blocks == "int8" else fp32, 0, torch.Generator().manual_seed(0))

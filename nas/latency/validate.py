@@ -44,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 from nas.timing import MIN_SECONDS
-from search_spaces.config import config_to_json
+from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
 from infra.errors import UserError
 
@@ -64,7 +64,7 @@ FRESH_SCRIPT = Path(__file__).resolve().parent / "fresh.py"
 # ---------------------------------------------------------------------- the independent sampler
 
 
-def draw_validation_config(space: SearchSpace, rng: np.random.Generator) -> dict | None:
+def draw_validation_config(space: SearchSpace, rng: np.random.Generator) -> SubnetConfig | None:
     """One config: each skippable block kept with :data:`KEEP_PROBABILITY`, heads, MLP width (and precision,
     where a block has a choice) uniform; None if it keeps too few global blocks."""
     resolution = space.resolutions[int(rng.integers(len(space.resolutions)))]
@@ -73,32 +73,31 @@ def draw_validation_config(space: SearchSpace, rng: np.random.Generator) -> dict
         keep = not b.skippable or bool(rng.random() < KEEP_PROBABILITY)
         if keep:
             globals_kept += b.is_global
-            block = {"keep": True, "heads": b.heads[int(rng.integers(len(b.heads)))],
-                     "mlp": b.mlp[int(rng.integers(len(b.mlp)))]}
-            if len(b.precisions) > 1:  # an int8 space: precision uniform too (fp32-only spaces draw as before)
-                block["precision"] = b.precisions[int(rng.integers(len(b.precisions)))]
-            blocks.append(block)
+            heads, mlp = b.heads[int(rng.integers(len(b.heads)))], b.mlp[int(rng.integers(len(b.mlp)))]
+            # an int8 space: precision uniform too (fp32-only spaces draw as before)
+            precision = b.precisions[int(rng.integers(len(b.precisions)))] if len(b.precisions) > 1 else b.precisions[0]
+            blocks.append(b.kept(heads, mlp, precision))
         else:
-            blocks.append({"keep": False})
+            blocks.append(BlockChoice.skipped())
     if globals_kept < space.min_global_blocks:
         return None  # rejected: the draw is conditioned on a valid config
-    return space.validate({"space": space.name, "resolution": resolution, "blocks": blocks})
+    return space.validate(SubnetConfig(space.name, resolution, tuple(blocks)))
 
 
-def validation_configs(space: SearchSpace, n: int, seed: int = 0, exclude=()) -> list[dict]:
-    """``n`` distinct configs from the validation sampler, none of them in ``exclude`` (configs or their JSON).
+def validation_configs(space: SearchSpace, n: int, seed: int = 0, exclude=()) -> list[SubnetConfig]:
+    """``n`` distinct configs from the validation sampler, none of them in ``exclude`` (configs or their keys).
 
     Returns fewer when the space has too few such configs.
     """
     rng = np.random.default_rng([VALIDATION_STREAM, seed])
-    seen = {c if isinstance(c, str) else config_to_json(space.validate(c)) for c in exclude}
+    seen = {c if isinstance(c, str) else space.validate(c).key for c in exclude}
     out = []
     for _ in range(200 * n + 100):
         if len(out) == n:
             break
         cfg = draw_validation_config(space, rng)
-        if cfg is not None and config_to_json(cfg) not in seen:
-            seen.add(config_to_json(cfg))
+        if cfg is not None and cfg.key not in seen:
+            seen.add(cfg.key)
             out.append(cfg)
     return out
 
@@ -143,7 +142,7 @@ def time_in_fresh_process(backend: str, path: str | Path, resolution: int, threa
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def prepare_subnet(supernet, config: dict, backend: str, folder: Path) -> Path:
+def prepare_subnet(supernet, config: SubnetConfig, backend: str, folder: Path) -> Path:
     """Extract ``config`` and write what the fresh process loads: a subnet folder, or ``encoder.onnx`` in it.
 
     int8 blocks run quantized in both: ``load_subnet`` quantizes them, and the ONNX encoder is
@@ -151,12 +150,11 @@ def prepare_subnet(supernet, config: dict, backend: str, folder: Path) -> Path:
     """
     from nas.onnx_export import export_encoder_onnx, quantize_encoder_onnx
     from supernet.elastic.extract import extract, save_subnet, subnet_metadata
-    from supernet.elastic.precision import int8_blocks
 
     sub = extract(supernet, config, quantize=False)
     if backend in ONNX_BACKENDS:
         path = export_encoder_onnx(sub, folder / "encoder.onnx")
-        return quantize_encoder_onnx(path, folder / "encoder.int8.onnx", config) if int8_blocks(config) else path
+        return quantize_encoder_onnx(path, folder / "encoder.int8.onnx", config) if config.int8_blocks() else path
     return save_subnet(sub, subnet_metadata(supernet, config), folder)
 
 
@@ -250,10 +248,10 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
         probe = None
         if reference:
             probe = (prepare_subnet(supernet, reference["config"], backend_name, Path(tmp) / "probe"),
-                     reference["config"]["resolution"])
+                     reference["config"].resolution)
         for i, cfg in enumerate(bar):
             path = prepare_subnet(supernet, cfg, backend_name, Path(tmp) / str(i))
-            measured.append(time_in_fresh_process(backend_name, path, cfg["resolution"], threads, repeats, warmup,
+            measured.append(time_in_fresh_process(backend_name, path, cfg.resolution, threads, repeats, warmup,
                                                   min_seconds, seed, probe=probe, precision=spec.precision))
             shutil.rmtree(Path(tmp) / str(i), ignore_errors=True)
     del supernet
@@ -263,7 +261,7 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
     raw = predictor.predict_many(configs, raw=True)
     recal = raw * (factor or 1.0)
     ms = np.array([m["median_ms"] for m in measured])
-    part = predictor.report["parts"]["encoder"]
+    part = predictor.report.part("encoder")
     report = {
         "device": device,
         "space": sp.name,
@@ -276,15 +274,15 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
         "timing": {"where": f"fresh process per subnet ({FRESH_WHERE[backend_name]}, {spec.precision})",
                    "threads": threads, "repeats": repeats, "warmup": warmup, "min_seconds": min_seconds,
                    "allocator": measured[0].get("allocator")},
-        "cv_mape_pct": part["mape_pct"],
-        "cv_within_10_pct": part["within_10_pct"],
-        "method": part["method"],
+        "cv_mape_pct": part.mape_pct,
+        "cv_within_10_pct": part.within_10_pct,
+        "method": part.method,
         "probe_factor": factor,
         "probe": {"before": before.as_dict(), "after": after.as_dict()},
         "raw": {**error_metrics(ms, raw), "signed_median_pct": signed_median_pct(ms, raw)},
         "recalibrated": {**error_metrics(ms, recal), "signed_median_pct": signed_median_pct(ms, recal)},
         "within_band_pct": 100 * WITHIN,
-        "subnets": [{"config": config_to_json(c), "predicted_raw_ms": float(r), "predicted_ms": float(p),
+        "subnets": [{"config": c.key, "predicted_raw_ms": float(r), "predicted_ms": float(p),
                      "measured_ms": m["median_ms"], "p10_ms": m["p10_ms"], "p90_ms": m["p90_ms"],
                      "repeats": m["repeats"]}
                     for c, r, p, m in zip(configs, raw, recal, measured)],
@@ -294,7 +292,7 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
         per = np.array([m["probe_median_ms"] / reference["median_ms"] for m in measured])
         inter = raw * per
         report["interleaved"] = {**error_metrics(ms, inter), "signed_median_pct": signed_median_pct(ms, inter)}
-        report["interleaved_probe"] = {"config": config_to_json(reference["config"]),
+        report["interleaved_probe"] = {"config": reference["config"].key,
                                        "baseline_ms": reference["median_ms"],
                                        "factor_median": float(np.median(per)), "factor_min": float(per.min()),
                                        "factor_max": float(per.max())}
@@ -308,7 +306,7 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
 def interleave_reference(store: DeviceStore, space: SearchSpace) -> dict | None:
     """The probe subnet timed beside each held-out subnet: the middle (by profiled ms) of the probe baseline.
 
-    ``{"config": dict, "median_ms": float}``, or None when the device folder has no probe baseline.
+    ``{"config": SubnetConfig, "median_ms": float}``, or None when the device folder has no probe baseline.
     """
     from .probe import baseline
 

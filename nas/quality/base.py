@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from supernet.elastic.activation import active_subnet, full_config
+from supernet.elastic.subnet_config import SubnetConfig
 from supernet.modeling.sam import Sam
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class Evaluator(ABC):
     def measure(self, model: Sam) -> QualityResult:
         """Score the subnet currently active on ``model`` (called under ``torch.inference_mode``)."""
 
-    def evaluate(self, model: Sam, config: dict | None = None) -> QualityResult:
+    def evaluate(self, model: Sam, config: SubnetConfig | None = None) -> QualityResult:
         """Score ``config`` on the supernet ``model`` (restoring the previous subnet after).
 
         ``config=None`` scores ``model`` as it is, such as an extracted standalone subnet.

@@ -2,11 +2,12 @@
 design spread over the latency range by the (cheap) latency predictor."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
-
-from .proposal import config_key
 
 
 def _skip_order(space: SearchSpace) -> list[int]:
@@ -17,7 +18,7 @@ def _skip_order(space: SearchSpace) -> list[int]:
     return local + glob
 
 
-def uniform_shrinks(space: SearchSpace) -> list[dict]:
+def uniform_shrinks(space: SearchSpace) -> list[SubnetConfig]:
     """Every "uniform shrink": one resolution, one heads level and one MLP level for all kept blocks
     (the same position in each block's choices), and the first ``k`` blocks of :func:`_skip_order` skipped."""
     order = _skip_order(space)
@@ -32,31 +33,31 @@ def uniform_shrinks(space: SearchSpace) -> list[dict]:
                     blocks = []
                     for b in space.blocks:
                         if b.index in skipped:
-                            blocks.append({"keep": False})
+                            blocks.append(BlockChoice.skipped())
                         else:
                             hi = round(h * (len(b.heads) - 1) / max(1, levels_h - 1))
                             mi = round(m * (len(b.mlp) - 1) / max(1, levels_m - 1))
-                            blocks.append({"keep": True, "heads": b.heads[hi], "mlp": b.mlp[mi]})
-                    config = {"space": space.name, "resolution": res, "blocks": blocks}
+                            blocks.append(b.kept(b.heads[hi], b.mlp[mi]))
+                    config = SubnetConfig(space.name, res, tuple(blocks))
                     try:
                         config = space.validate(config)
                     except Exception:  # too few global blocks left
                         continue
-                    if (key := config_key(config)) not in seen:
-                        seen.add(key)
+                    if config not in seen:
+                        seen.add(config)
                         out.append(config)
     return out
 
 
-def valid(space: SearchSpace, config: dict) -> bool:
+def valid(space: SearchSpace, config: SubnetConfig) -> bool:
     """Whether a config built from ``space``'s own choices (as here) is valid: only skipping too many
     global blocks can break one. Much cheaper than ``space.validate``, which the samplers' tens of
     thousands of candidates per trial cannot afford; proposals are still validated in full."""
-    kept = sum(config["blocks"][i]["keep"] for i in space.global_blocks)
+    kept = sum(config.blocks[i].keep for i in space.global_blocks)
     return kept >= space.min_global_blocks
 
 
-def encode_many(space: SearchSpace, configs: list[dict]) -> np.ndarray:
+def encode_many(space: SearchSpace, configs: list[SubnetConfig]) -> np.ndarray:
     """``space.encode`` of many configs built from the space's own choices, without validating each.
 
     Same layout and scale as :meth:`SearchSpace.encode` (a test checks they agree).
@@ -66,58 +67,56 @@ def encode_many(space: SearchSpace, configs: list[dict]) -> np.ndarray:
     n = space.num_blocks
     out = np.zeros((len(configs), 1 + (4 if with_int8 else 3) * n))
     for row, config in zip(out, configs):
-        row[0] = config["resolution"] / arch.img_size
-        for i, block in enumerate(config["blocks"]):
-            if block["keep"]:
-                row[1 + 3 * i: 4 + 3 * i] = (1.0, block["heads"] / arch.num_heads, block["mlp"] / arch.mlp_dim)
-                if with_int8 and block.get("precision") == "int8":
+        row[0] = config.resolution / arch.img_size
+        for i, block in enumerate(config.blocks):
+            if block.keep:
+                row[1 + 3 * i: 4 + 3 * i] = (1.0, block.heads / arch.num_heads, block.mlp / arch.mlp_dim)
+                if with_int8 and block.precision == "int8":
                     row[1 + 3 * n + i] = 1.0
     return out
 
 
-def _copy(config: dict) -> dict:
-    return {**config, "blocks": [dict(b) for b in config["blocks"]]}
-
-
-def mutate(space: SearchSpace, config: dict, rng: np.random.Generator, genes: int = 1) -> dict | None:
+def mutate(space: SearchSpace, config: SubnetConfig, rng: np.random.Generator,
+           genes: int = 1) -> SubnetConfig | None:
     """``config`` with ``genes`` random changes: the resolution, a block kept or skipped, or a block's heads
     or MLP moved one step; None if the result is invalid (too few global blocks)."""
-    cfg = _copy(config)
+    cfg = config
     for _ in range(genes):
         i = int(rng.integers(len(space.blocks) + 1)) - 1
         if i < 0:
-            cfg["resolution"] = space.resolutions[int(rng.integers(len(space.resolutions)))]
+            cfg = cfg.replace(resolution=space.resolutions[int(rng.integers(len(space.resolutions)))])
             continue
-        b, entry = space.blocks[i], cfg["blocks"][i]
+        b, entry = space.blocks[i], cfg.blocks[i]
         fields = 3 if len(b.precisions) > 1 else 2  # heads, mlp and, where there is a choice, precision
         what = int(rng.integers(fields + 1)) if b.skippable else 1 + int(rng.integers(fields))
-        if what == 0 or not entry["keep"]:
-            if entry["keep"]:
-                cfg["blocks"][i] = {"keep": False}
+        if what == 0 or not entry.keep:
+            if entry.keep:
+                cfg = cfg.with_block(i, BlockChoice.skipped())
             else:
                 heads, mlp = b.heads[int(rng.integers(len(b.heads)))], b.mlp[int(rng.integers(len(b.mlp)))]
                 precision = b.precisions[int(rng.integers(len(b.precisions)))] if fields == 3 else b.precisions[0]
-                cfg["blocks"][i] = b.kept(heads, mlp, precision)
+                cfg = cfg.with_block(i, b.kept(heads, mlp, precision))
             continue
         if what == 3:  # flip the block's precision
-            others = [q for q in b.precisions if q != entry.get("precision", "fp32")]
-            cfg["blocks"][i] = b.kept(entry["heads"], entry["mlp"], others[int(rng.integers(len(others)))])
+            others = [q for q in b.precisions if q != entry.precision]
+            cfg = cfg.with_block(i, b.kept(entry.heads, entry.mlp, others[int(rng.integers(len(others)))]))
             continue
         field, choices = ("heads", b.heads) if what == 1 else ("mlp", b.mlp)
-        j = choices.index(entry[field]) + (1 if rng.random() < 0.5 else -1)
-        entry[field] = choices[min(max(j, 0), len(choices) - 1)]
+        j = choices.index(getattr(entry, field)) + (1 if rng.random() < 0.5 else -1)
+        cfg = cfg.with_block(i, dataclasses.replace(entry, **{field: choices[min(max(j, 0), len(choices) - 1)]}))
     return cfg if valid(space, cfg) else None
 
 
-def crossover(space: SearchSpace, a: dict, b: dict, rng: np.random.Generator) -> dict | None:
+def crossover(space: SearchSpace, a: SubnetConfig, b: SubnetConfig, rng: np.random.Generator) -> SubnetConfig | None:
     """Each block (and the resolution) from ``a`` or ``b`` at random; None if invalid."""
-    cfg = {"space": space.name, "resolution": (a if rng.random() < 0.5 else b)["resolution"],
-           "blocks": [dict(x if rng.random() < 0.5 else y) for x, y in zip(a["blocks"], b["blocks"])]}
+    resolution = (a if rng.random() < 0.5 else b).resolution
+    blocks = tuple(x if rng.random() < 0.5 else y for x, y in zip(a.blocks, b.blocks))
+    cfg = SubnetConfig(space.name, resolution, blocks)
     return cfg if valid(space, cfg) else None
 
 
 def spread_over_latency(space: SearchSpace, latency, budget_ms: float, n: int, seed: int,
-                        random_pool: int = 2000) -> list[dict]:
+                        random_pool: int = 2000) -> list[SubnetConfig]:
     """``n`` configs whose predicted latencies spread evenly from the fastest config to ``budget_ms``.
 
     Candidates: every uniform shrink (:func:`uniform_shrinks`) and ``random_pool`` random draws. The
@@ -143,22 +142,22 @@ def spread_over_latency(space: SearchSpace, latency, budget_ms: float, n: int, s
         mid = (lo + hi) / 2
         for prefer in (True, False):
             ok = feasible & (ms >= lo) & (ms <= hi) & (structured == prefer)
-            ok &= np.array([config_key(c) not in used for c in pool]) if used else True
+            ok &= np.array([c not in used for c in pool]) if used else True
             if ok.any():
                 idx = int(np.flatnonzero(ok)[np.argmin(np.abs(ms[ok] - mid))])
                 chosen.append(pool[idx])
-                used.add(config_key(pool[idx]))
+                used.add(pool[idx])
                 break
     # slices that no candidate falls in give their places to the unused configs nearest to points
     # spread evenly over the range
     missing = n - len(chosen)
     for k in range(missing):
-        unused = feasible & np.array([config_key(c) not in used for c in pool])
+        unused = feasible & np.array([c not in used for c in pool])
         if not unused.any():
             break
         target = low + (k + 0.5) * (budget_ms - low) / missing
         idx = int(np.flatnonzero(unused)[np.argmin(np.abs(ms[unused] - target))])
         chosen.append(pool[idx])
-        used.add(config_key(pool[idx]))
+        used.add(pool[idx])
     order = rng.permutation(len(chosen))
     return [chosen[i] for i in order]

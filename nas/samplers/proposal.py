@@ -18,36 +18,30 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
 PROPOSAL_ATTR = "samnas:proposal"
 
 
-def param_value(config: dict, name: str):
-    """The value of the parameter ``name`` (as ``suggest_config`` names them) in ``config``; KeyError if none."""
+def param_value(config: SubnetConfig, name: str):
+    """The value of the parameter ``name`` (as ``suggest_config`` names them) in ``config``; KeyError if none
+    (also for a skipped block's heads, mlp or precision)."""
     if name == "resolution":
-        return config["resolution"]
+        return config.resolution
     block, _, field = name.partition(".")
     if not block.startswith("b") or field not in ("keep", "heads", "mlp", "precision"):
         raise KeyError(name)
-    entry = config["blocks"][int(block[1:])]
-    if field == "precision":
-        return entry.get("precision", "fp32") if entry["keep"] else entry["precision"]
-    return entry["keep"] if field == "keep" else entry[field]
+    entry = config.blocks[int(block[1:])]
+    if field != "keep" and not entry.keep:
+        raise KeyError(name)
+    return getattr(entry, field)
 
 
-def config_key(config: dict) -> str:
-    """A canonical string for a config: skipped blocks compare equal whatever else they say; an fp32
-    block reads as it did before precision existed."""
-    blocks = [([b["heads"], b["mlp"]] + ([b["precision"]] if b.get("precision", "fp32") != "fp32" else []))
-              if b["keep"] else None for b in config["blocks"]]
-    return json.dumps([config["resolution"], blocks], separators=(",", ":"))
-
-
-def trial_config(trial: FrozenTrial) -> dict | None:
+def trial_config(trial: FrozenTrial) -> SubnetConfig | None:
     """The config a trial evaluated (its ``config`` user attribute) or, while RUNNING, its proposal."""
     text = trial.user_attrs.get("config") or trial.system_attrs.get(PROPOSAL_ATTR)
-    return json.loads(text) if text else None
+    return SubnetConfig.from_json(text) if text else None
 
 
 class ProposalSampler(optuna.samplers.BaseSampler):
@@ -57,10 +51,10 @@ class ProposalSampler(optuna.samplers.BaseSampler):
         self.space = space
         self.seed = seed
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
-        self._proposals: dict[int, dict] = {}  # trial id -> config, in this process
+        self._proposals: dict[int, SubnetConfig] = {}  # trial id -> config, in this process
 
     @abstractmethod
-    def propose(self, study: optuna.Study, trial: FrozenTrial) -> dict | None:
+    def propose(self, study: optuna.Study, trial: FrozenTrial) -> SubnetConfig | None:
         """A valid config for ``trial``, or None to let random sampling answer."""
 
     # Optuna's hooks ------------------------------------------------------------------------
@@ -77,8 +71,9 @@ class ProposalSampler(optuna.samplers.BaseSampler):
             return
         config = self.space.validate(config)
         self._proposals[trial._trial_id] = config
+        # the config's dict form as sorted JSON with spaces, as proposals were always stored
         study._storage.set_trial_system_attr(trial._trial_id, PROPOSAL_ATTR,  # Optuna has no public call for this
-                                             json.dumps(config, sort_keys=True))
+                                             json.dumps(config.to_dict(), sort_keys=True))
 
     def sample_independent(self, study, trial, param_name: str, param_distribution: BaseDistribution):
         config = self._proposals.get(trial._trial_id)
@@ -99,15 +94,16 @@ class ProposalSampler(optuna.samplers.BaseSampler):
         self._fallback.reseed_rng()
 
 
-def seen_trials(study: optuna.Study, trial: FrozenTrial) -> tuple[list[tuple[dict, float, float]], list[dict], set[str]]:
+def seen_trials(study: optuna.Study, trial: FrozenTrial) -> tuple[list[tuple[SubnetConfig, float, float]],
+                                                                  list[SubnetConfig], set[SubnetConfig]]:
     """``(done, pending, tried)``: completed trials as ``(config, quality, predicted_ms)`` by trial
-    number; the configs other workers are evaluating now (RUNNING trials with a proposal); and the
-    :func:`config_key` of every config any trial holds, failed ones included (not worth proposing again)."""
+    number; the configs other workers are evaluating now (RUNNING trials with a proposal); and every
+    config any trial holds, failed ones included (not worth proposing again)."""
     done, pending, tried = [], [], set()
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         if t.number == trial.number or (cfg := trial_config(t)) is None:
             continue
-        tried.add(config_key(cfg))
+        tried.add(cfg)
         if t.state == TrialState.COMPLETE and t.values:
             done.append((cfg, float(t.values[0]), float(t.values[1])))
         elif t.state == TrialState.RUNNING:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
 from .design import spread_over_latency
@@ -24,7 +25,7 @@ class SeededNSGAIISampler(optuna.samplers.NSGAIISampler):
                  seed: int | None = 0) -> None:
         super().__init__(seed=seed, population_size=population_size)
         self._space, self._latency, self._budget_ms, self._seed0 = space, latency, budget_ms, seed or 0
-        self._initial: list[dict] | None = None
+        self._initial: list[SubnetConfig] | None = None
 
     def sample_independent(self, study, trial: FrozenTrial, param_name, param_distribution):
         if trial.number < self._population_size:

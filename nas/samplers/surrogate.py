@@ -30,11 +30,12 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
 from ..hypervolume import expected_improvement, front_2d
 from .design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
-from .proposal import ProposalSampler, config_key, seen_trials
+from .proposal import ProposalSampler, seen_trials
 
 
 class SurrogateSampler(ProposalSampler):
@@ -47,22 +48,21 @@ class SurrogateSampler(ProposalSampler):
         self.n_init, self.n_random, self.n_mutants, self.n_refine = n_init, n_random, n_mutants, n_refine
         self.ref_quality = ref_quality
         self._seed = 0 if seed is None else int(seed)
-        self._initial: list[dict] | None = None
-        self._shrinks: list[dict] | None = None
-        self._ms_cache: dict[str, float] = {}
+        self._initial: list[SubnetConfig] | None = None
+        self._shrinks: list[SubnetConfig] | None = None
+        self._ms_cache: dict[SubnetConfig, float] = {}
         self._theta: np.ndarray | None = None  # kernel hyperparameters last optimised
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _predict_ms(self, configs: list[dict]) -> np.ndarray:
-        keys = [config_key(c) for c in configs]
-        missing = {k: c for k, c in zip(keys, configs) if k not in self._ms_cache}
+    def _predict_ms(self, configs: list[SubnetConfig]) -> np.ndarray:
+        missing = list(dict.fromkeys(c for c in configs if c not in self._ms_cache))
         if missing:
-            values = self.latency.predict_many(list(missing.values()))
+            values = self.latency.predict_many(missing)
             self._ms_cache.update(zip(missing, map(float, values)))
-        return np.array([self._ms_cache[k] for k in keys])
+        return np.array([self._ms_cache[c] for c in configs])
 
-    def _features(self, configs: list[dict], ms: np.ndarray) -> np.ndarray:
+    def _features(self, configs: list[SubnetConfig], ms: np.ndarray) -> np.ndarray:
         enc = encode_many(self.space, configs)
         return np.column_stack([enc, np.asarray(ms) / self.budget_ms])
 
@@ -84,7 +84,7 @@ class SurrogateSampler(ProposalSampler):
             self._theta = gp.kernel_.theta.copy()
         return gp
 
-    def _candidates(self, rng: np.random.Generator, parents: list[dict]) -> list[dict]:
+    def _candidates(self, rng: np.random.Generator, parents: list[SubnetConfig]) -> list[SubnetConfig]:
         out = [self.space.sample(rng) for _ in range(self.n_random)]
         out += self._shrinks
         if parents:
@@ -101,14 +101,14 @@ class SurrogateSampler(ProposalSampler):
 
     # -- the proposal -----------------------------------------------------------------------
 
-    def propose(self, study: optuna.Study, trial: FrozenTrial) -> dict | None:
+    def propose(self, study: optuna.Study, trial: FrozenTrial) -> SubnetConfig | None:
         if self._initial is None:  # before reading the study, so that what other workers run now is seen
             self._initial = spread_over_latency(self.space, self.latency, self.budget_ms, self.n_init, self._seed)
             self._shrinks = uniform_shrinks(self.space)
         done, pending, tried = seen_trials(study, trial)
         if len(done) < self.n_init or len(done) < 3:
             for config in self._initial:
-                if config_key(config) not in tried:
+                if config not in tried:
                     return config
             if len(done) < 3:
                 return None  # too little to fit a model: random sampling answers
@@ -138,8 +138,8 @@ class SurrogateSampler(ProposalSampler):
                 if (child := mutate(self.space, p, rng, genes=1 + int(rng.integers(2)))) is not None]
             fresh = []
             for c in cands:
-                if (k := config_key(c)) not in keys:
-                    keys.add(k)
+                if c not in keys:
+                    keys.add(c)
                     fresh.append(c)
             if not fresh:
                 break

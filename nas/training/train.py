@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from search_spaces.config import SubnetConfig
 from supernet.elastic.activation import active_subnet
 from infra.errors import UserError
 from infra.fileio import atomic_torch_save
@@ -362,7 +363,7 @@ def sandwich_weights(n: int, largest_weight: float) -> list[float]:
     return [w / sum(raw) for w in raw]
 
 
-def sandwich_configs(space, step: int, seed: int, k: int) -> list[dict]:
+def sandwich_configs(space, step: int, seed: int, k: int) -> list[SubnetConfig]:
     """Largest, smallest and ``k`` random configs; the same on every rank (drawn from the step)."""
     rng = np.random.default_rng([seed, step, 10_007])
     return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(k)]

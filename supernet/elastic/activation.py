@@ -1,9 +1,7 @@
 """Activating a subnet of the weight-sharing supernet.
 
-A subnet config (see ``search_spaces``) is a dict::
-
-    {"space": "sam_vit_b", "resolution": 1024,
-     "blocks": [{"keep": True, "heads": 12, "mlp": 3072}, {"keep": False}, ...]}
+A subnet config is a :class:`supernet.elastic.subnet_config.SubnetConfig`: a resolution and one
+``BlockChoice(keep, heads, mlp, precision)`` per encoder block.
 
 Activating it slices weights at run time: block ``i`` runs its first ``heads`` heads and
 first ``mlp`` hidden units, or is skipped; the input side becomes ``resolution`` pixels.
@@ -17,74 +15,65 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from infra.errors import ConfigError
-from supernet.elastic.precision import block_precision, check_precision
+from supernet.elastic.precision import DEFAULT_PRECISION, check_precision
+from supernet.elastic.subnet_config import BlockChoice, SubnetConfig
 from supernet.modeling.sam import Sam
 
 
-def full_config(model: Sam, space: str | None = None) -> dict:
+def full_config(model: Sam, space: str | None = None) -> SubnetConfig:
     """The config that runs the whole model: every block at full width, the largest resolution."""
-    return {
-        "space": space,
-        "resolution": model.image_encoder.img_size,
-        "blocks": [
-            {"keep": True, "heads": b.attn.num_heads, "mlp": b.mlp.hidden} for b in model.image_encoder.blocks
-        ],
-    }
+    blocks = tuple(BlockChoice(True, b.attn.num_heads, b.mlp.hidden) for b in model.image_encoder.blocks)
+    return SubnetConfig(space, model.image_encoder.img_size, blocks)
 
 
-def active_config(model: Sam) -> dict:
-    """The config currently active on ``model``."""
+def active_config(model: Sam) -> SubnetConfig:
+    """The config currently active on ``model`` (``space`` None)."""
     enc = model.image_encoder
-    blocks = [
-        {"keep": True, "heads": b.attn.active_heads, "mlp": b.mlp.active_hidden} if on else {"keep": False}
-        for b, on in zip(enc.blocks, enc.active_blocks)
-    ]
-    return {"resolution": model.resolution, "blocks": blocks}
+    blocks = tuple(BlockChoice(True, b.attn.active_heads, b.mlp.active_hidden) if on else BlockChoice.skipped()
+                   for b, on in zip(enc.blocks, enc.active_blocks))
+    return SubnetConfig(None, model.resolution, blocks)
 
 
-def check_fits(model: Sam, config: dict) -> None:
+def check_fits(model: Sam, config: SubnetConfig) -> None:
     """Raise ConfigError naming the field when ``config`` does not fit the model's shapes."""
-    blocks = config.get("blocks")
     enc = model.image_encoder
-    if not isinstance(blocks, list) or len(blocks) != len(enc.blocks):
+    if config.num_blocks != len(enc.blocks):
         raise ConfigError(f"blocks: expected a list of {len(enc.blocks)} entries for this model")
-    res = config.get("resolution")
-    if not isinstance(res, int) or res % enc.patch_size or not 0 < res <= enc.img_size:
+    res = config.resolution
+    if res % enc.patch_size or not 0 < res <= enc.img_size:
         raise ConfigError(f"resolution: {res!r} must be a multiple of {enc.patch_size} in (0, {enc.img_size}]")
-    for i, (spec, block) in enumerate(zip(blocks, enc.blocks)):
-        if not spec.get("keep", True):
+    for i, (spec, block) in enumerate(zip(config.blocks, enc.blocks)):
+        if not spec.keep:
             continue
-        heads, mlp = spec.get("heads"), spec.get("mlp")
-        if not isinstance(heads, int) or not 1 <= heads <= block.attn.num_heads:
-            raise ConfigError(f"blocks[{i}].heads: {heads!r} must be an integer in [1, {block.attn.num_heads}]")
-        if not isinstance(mlp, int) or not 1 <= mlp <= block.mlp.hidden:
-            raise ConfigError(f"blocks[{i}].mlp: {mlp!r} must be an integer in [1, {block.mlp.hidden}]")
-        check_precision(block_precision(spec), f"blocks[{i}].precision")
+        if not 1 <= spec.heads <= block.attn.num_heads:
+            raise ConfigError(f"blocks[{i}].heads: {spec.heads!r} must be an integer in [1, {block.attn.num_heads}]")
+        if not 1 <= spec.mlp <= block.mlp.hidden:
+            raise ConfigError(f"blocks[{i}].mlp: {spec.mlp!r} must be an integer in [1, {block.mlp.hidden}]")
+        check_precision(spec.precision, f"blocks[{i}].precision")
 
 
-def set_active_subnet(model: Sam, config: dict) -> Sam:
+def set_active_subnet(model: Sam, config: SubnetConfig) -> Sam:
     """Make ``config`` the active subnet of ``model`` (in place) and return the model.
 
     Raises ConfigError for a config with an int8 block: the supernet would silently run it fp32.
     """
     check_fits(model, config)
-    for i, spec in enumerate(config["blocks"]):
-        if spec.get("keep", True) and block_precision(spec) != "fp32":
-            raise ConfigError(f"blocks[{i}].precision: {block_precision(spec)} runs only on an extracted subnet "
+    for i, spec in enumerate(config.blocks):
+        if spec.keep and spec.precision != DEFAULT_PRECISION:
+            raise ConfigError(f"blocks[{i}].precision: {spec.precision} runs only on an extracted subnet "
                               "(supernet.elastic.extract.extract quantizes it); the weight-sharing supernet runs fp32")
     enc = model.image_encoder
-    for i, (spec, block) in enumerate(zip(config["blocks"], enc.blocks)):
-        keep = bool(spec.get("keep", True))
-        enc.active_blocks[i] = keep
-        if keep:
-            block.attn.active_heads = spec["heads"]
-            block.mlp.active_hidden = spec["mlp"]
-    model.set_resolution(config["resolution"])
+    for i, (spec, block) in enumerate(zip(config.blocks, enc.blocks)):
+        enc.active_blocks[i] = spec.keep
+        if spec.keep:
+            block.attn.active_heads = spec.heads
+            block.mlp.active_hidden = spec.mlp
+    model.set_resolution(config.resolution)
     return model
 
 
 @contextmanager
-def active_subnet(model: Sam, config: dict):
+def active_subnet(model: Sam, config: SubnetConfig):
     """Context manager: run ``config`` inside the block, restore the previous subnet after."""
     previous = active_config(model)
     set_active_subnet(model, config)

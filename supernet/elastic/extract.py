@@ -26,9 +26,9 @@ from supernet.modeling.arch import SamArch
 from supernet.modeling.build import build_from_spec
 from supernet.checkpoint import load_state_dict_exact, read_state_dict
 from supernet.elastic.activation import check_fits
-from supernet.elastic.precision import block_precision, check_precision
 from supernet.elastic.quantize import is_quantized, quantize_subnet
-from infra.errors import CheckpointError
+from supernet.elastic.subnet_config import SubnetConfig
+from infra.errors import CheckpointError, ConfigError
 from supernet.modeling.image_encoder import resize_pos_embed, resize_rel_pos
 from infra.fileio import atomic_torch_save, atomic_write_text, read_format_json
 from supernet.modeling.sam import Sam
@@ -37,17 +37,17 @@ SUBNET_FORMAT = "samnas-subnet/2"  # 2: the config's blocks may carry `precision
 SUBNET_FORMATS_READ = ("samnas-subnet/1", SUBNET_FORMAT)  # 1 predates precision: every block fp32
 
 
-def subnet_blocks_spec(model: Sam, config: dict) -> list[tuple[int, int, int]]:
+def subnet_blocks_spec(model: Sam, config: SubnetConfig) -> list[tuple[int, int, int]]:
     """``(heads, mlp, window)`` of each kept block, in order."""
     return [
-        (spec["heads"], spec["mlp"], block.window_size)
-        for spec, block in zip(config["blocks"], model.image_encoder.blocks)
-        if spec.get("keep", True)
+        (spec.heads, spec.mlp, block.window_size)
+        for spec, block in zip(config.blocks, model.image_encoder.blocks)
+        if spec.keep
     ]
 
 
 @torch.no_grad()
-def extract(model: Sam, config: dict, quantize: bool = True) -> Sam:
+def extract(model: Sam, config: SubnetConfig, quantize: bool = True) -> Sam:
     """A standalone, plain :class:`Sam` holding only ``config``'s weights (nothing sliced at run time).
 
     With ``quantize`` (the default) the config's int8 blocks come dynamically quantized, as the
@@ -55,16 +55,16 @@ def extract(model: Sam, config: dict, quantize: bool = True) -> Sam:
     ONNX exporter traces).
     """
     check_fits(model, config)
-    res = config["resolution"]
+    res = config.resolution
     grid = res // model.image_encoder.patch_size
     sub = build_from_spec(model.arch, subnet_blocks_spec(model, config), img_size=res)
     src_enc, dst_enc = model.image_encoder, sub.image_encoder
     dst_enc.patch_embed.load_state_dict(src_enc.patch_embed.state_dict())
     dst_enc.pos_embed.copy_(resize_pos_embed(src_enc.pos_embed, grid))
     dst_enc.neck.load_state_dict(src_enc.neck.state_dict())
-    kept = [(spec, blk) for spec, blk in zip(config["blocks"], src_enc.blocks) if spec.get("keep", True)]
+    kept = [(spec, blk) for spec, blk in zip(config.blocks, src_enc.blocks) if spec.keep]
     for (spec, src), dst in zip(kept, dst_enc.blocks):
-        _copy_block(src, dst, spec["heads"], spec["mlp"], grid)
+        _copy_block(src, dst, spec.heads, spec.mlp, grid)
     sub.prompt_encoder.load_state_dict(model.prompt_encoder.state_dict())
     sub.mask_decoder.load_state_dict(model.mask_decoder.state_dict())
     sub.eval()
@@ -89,13 +89,13 @@ def _copy_block(src, dst, heads: int, mlp: int, grid: int) -> None:
     dst.mlp.lin2.bias.copy_(src.mlp.lin2.bias)
 
 
-def subnet_metadata(model: Sam, config: dict, **extra) -> dict:
+def subnet_metadata(model: Sam, config: SubnetConfig, **extra) -> dict:
     """What ``subnet.json`` holds: format, config, the base architecture and each kept block's shape."""
     return {
         "format": SUBNET_FORMAT,
         "model_type": model.arch.name,
-        "config": config,
-        "resolution": config["resolution"],
+        "config": config.to_dict(),
+        "resolution": config.resolution,
         "arch": model.arch.to_dict(),
         "blocks_spec": [list(s) for s in subnet_blocks_spec(model, config)],
         **extra,
@@ -136,13 +136,11 @@ def load_subnet(folder: str | Path, quantize: bool = True) -> Sam:
         arch = SamArch(**arch_fields)
         spec = [tuple(int(v) for v in s) for s in meta["blocks_spec"]]
         res = int(meta["resolution"])
-        config = meta["config"]
-        blocks = config["blocks"]
-        kept = [b for b in blocks if b.get("keep", True)]
-        if len(kept) != len(spec):
-            raise ValueError(f"config keeps {len(kept)} blocks, blocks_spec has {len(spec)}")
-        for i, block in enumerate(blocks):
-            check_precision(block_precision(block), f"config.blocks[{i}].precision")
+        config = SubnetConfig.from_dict(meta["config"])
+        if len(config.kept_blocks) != len(spec):
+            raise ValueError(f"config keeps {len(config.kept_blocks)} blocks, blocks_spec has {len(spec)}")
+    except ConfigError as exc:
+        raise CheckpointError(f"{meta_path}: missing or malformed field (config.{exc})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{meta_path}: missing or malformed field ({exc})") from None
     model = build_from_spec(arch, spec, img_size=res)

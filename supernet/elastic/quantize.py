@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from supernet.elastic.precision import int8_blocks
+from supernet.elastic.subnet_config import SubnetConfig
 from supernet.modeling.sam import Sam
 
 def is_quantized(model: nn.Module) -> bool:
@@ -26,7 +25,7 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
 
 
-def quantize_subnet(sub: Sam, config: Mapping, inplace: bool = False) -> Sam:
+def quantize_subnet(sub: Sam, config: SubnetConfig, inplace: bool = False) -> Sam:
     """``sub`` (extracted from ``config``) with its int8 blocks' linear layers dynamically quantized.
 
     Returns ``sub`` itself when ``config`` has no int8 block; otherwise a copy (or ``sub``,
@@ -34,11 +33,11 @@ def quantize_subnet(sub: Sam, config: Mapping, inplace: bool = False) -> Sam:
     the config's kept blocks, or when ``sub`` still slices weights at run time (the supernet).
     """
     blocks = sub.image_encoder.blocks
-    kept = sum(bool(spec.get("keep", True)) for spec in config["blocks"])
+    kept = len(config.kept_blocks)
     if len(blocks) != kept:
         raise ValueError(f"the subnet has {len(blocks)} encoder blocks but the config keeps {kept}; "
                          "quantize the subnet extracted from this config")
-    chosen = int8_blocks(config)
+    chosen = config.int8_blocks()
     if not chosen:
         return sub
     if any("Elastic" in type(m).__name__ for m in sub.image_encoder.modules()):
