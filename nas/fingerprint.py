@@ -53,6 +53,11 @@ def bf16_problem(fingerprint: dict) -> str | None:
     return None
 
 
+def bf16_problem_here() -> str | None:
+    """:func:`bf16_problem` for this machine's CPU."""
+    return bf16_problem({"cpu": cpu_model(), "cpu_features": cpu_features()})
+
+
 def machine_fingerprint() -> dict:
     """A JSON-ready description of this machine and the libraries that time the models."""
     import torch

@@ -711,7 +711,7 @@ def test_bf16_refused_on_a_fingerprint_without_bf16():
 def test_bf16_device_refused_here_when_the_cpu_lacks_it(monkeypatch):
     import sys
 
-    monkeypatch.setattr(sys.modules["nas.latency.profile"], "cpu_features", lambda: ["avx2"])
+    monkeypatch.setattr(sys.modules["nas.fingerprint"], "cpu_features", lambda: ["avx2"])
     with pytest.raises(UserError, match=r"device cpu-openvino-bf16: bf16 is not offered here: CPU .* lacks "
                                         r"AVX512-BF16 and AMX-BF16 .*; use cpu-openvino"):
         make_backend("cpu-openvino-bf16", threads=1)

@@ -40,7 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from deploy.engines import openvino_config, ort_session_options
-from nas.fingerprint import bf16_problem, cpu_features, cpu_model, machine_fingerprint
+from nas.fingerprint import bf16_problem_here, machine_fingerprint
 from nas.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, time_rounds
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
@@ -209,10 +209,11 @@ class OpenVinoBackend(Backend):
     def info(self):
         return {**super().info(), "openvino": self.ov.get_version().split("-")[0]}
 
-    def compile(self, model: bytes):
-        """A compiled model for ONNX bytes, with the properties a fresh-process validation timing uses."""
-        return self.core.compile_model(self.core.read_model(model, b""), "CPU",
-                                       openvino_config(self.precision, self.threads))
+    def compile(self, model):
+        """A compiled model for ONNX bytes (or a model already read), with the properties a fresh-process
+        validation timing uses."""
+        model = self.core.read_model(model, b"") if isinstance(model, bytes) else model
+        return self.core.compile_model(model, "CPU", openvino_config(self.precision, self.threads))
 
     def prepare(self, module, inputs):
         int8 = isinstance(module, Int8Module)
@@ -244,8 +245,7 @@ class OpenVinoBackend(Backend):
             warnings.simplefilter("ignore")
             model = nncf.quantize(model, nncf.Dataset(calib), model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=samples)
-        compiled = self.core.compile_model(model, "CPU", openvino_config(self.precision, self.threads))
-        request = compiled.create_infer_request()
+        request = self.compile(model).create_infer_request()
         feeds = {i: x.numpy() for i, x in enumerate(inputs)}
         return lambda: request.infer(feeds)
 
@@ -306,7 +306,7 @@ def make_backend(device: str, threads: int | None = None) -> Backend:
             f"machine with `samnas latency profile --device {device} --out FILE`, then `samnas latency import FILE`"
         )
     if spec.precision == "bf16" and spec.hardware == "cpu":
-        problem = bf16_problem({"cpu": cpu_model(), "cpu_features": cpu_features()})
+        problem = bf16_problem_here()
         if problem:
             raise UserError(f"device {device}: bf16 is not offered here: {problem}; use {spec.hardware}-{spec.backend}")
     threads = int(threads or torch.get_num_threads())

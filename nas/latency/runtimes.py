@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from infra.errors import UserError
-from nas.fingerprint import bf16_problem, cpu_features, cpu_model
+from nas.fingerprint import bf16_problem_here
 from nas.onnx_export import compare_embeddings
 from nas.timing import Timing, time_rounds
 from search_spaces.config import SubnetConfig
@@ -70,7 +70,7 @@ class RuntimeRow:
 def installed_cases(hardware: str = "cpu", int8: bool = True) -> list[RuntimeCase]:
     """Every (runtime, precision) this machine can time: backends whose package imports, bf16 where the
     CPU has native bf16 (:func:`nas.fingerprint.bf16_problem`), int8 blocks on each backend when ``int8``."""
-    bf16 = bf16_problem({"cpu": cpu_model(), "cpu_features": cpu_features()}) is None
+    bf16 = bf16_problem_here() is None
     cases = []
     for backend, module in BACKEND_MODULES.items():
         if importlib.util.find_spec(module) is None:
