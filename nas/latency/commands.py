@@ -106,6 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int,
                    help="intra-op threads (default: torch's current count); on a small or busy machine 1 thread "
                         "repeats far better than 2 (see docs/results.md); profile the count you deploy with")
+    p.add_argument("--processes", type=positive_int,
+                   help="profile this many times, each in a new process, and keep the median (default: 3 for "
+                        "OpenVINO, whose speed differs from process to process; else 1)")
     p.add_argument("--seed", type=int, default=default_of(ProfileSettings, "seed"),
                    help="seed for the sampled subnets and inputs (default: %(default)s)")
     p.add_argument("--out", help="write a portable JSON file instead of storing the measurements here")
@@ -202,7 +205,7 @@ def run_profile(args: argparse.Namespace) -> int:
     settings = ProfileSettings(blocks=args.blocks, samples=args.samples, prompts=args.prompts, repeats=args.repeats,
                                warmup=args.warmup, min_seconds=args.min_seconds, rounds=args.rounds,
                                max_rounds=args.max_rounds, threads=args.threads, seed=args.seed,
-                               resolutions=args.resolutions)
+                               resolutions=args.resolutions, processes=args.processes)
     run = profile_device(args.space, args.device, settings, root=args.root, out=args.out, replace=args.replace)
     fp = run.fingerprint
     print(f"profiled {', '.join(run.spaces)} on {args.device}: {len(run.blocks)} block timings, "
@@ -211,6 +214,9 @@ def run_profile(args: argparse.Namespace) -> int:
     hint = bf16_hint(args.device, next(iter(run.spaces)), fp)
     if hint:
         print(hint)
+    if len(run.process_speed) > 1:
+        print(f"profiled in {len(run.process_speed)} processes, one after another; the slowest ran "
+              f"{run.process_spread_pct:.0f}% slower than the fastest; stored: the median over them")
     if run.extra_rounds:
         print(f"the machine's speed moved by up to {run.machine_drift_pct:.0f}% between rounds: ran "
               f"{run.extra_rounds} more round(s) and kept the {len(run.kept)} that ran at one speed")

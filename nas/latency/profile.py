@@ -483,6 +483,12 @@ class ProfileRun:
     speed: list[float] = field(default_factory=list)
     kept: list[int] = field(default_factory=list)
     probes: list[dict] = field(default_factory=list)  # the drift probe's baseline (nas.latency.probe)
+    process_speed: list[float] = field(default_factory=list)  # per profiling process, with processes > 1
+
+    @property
+    def process_spread_pct(self) -> float:
+        """How much slower the slowest profiling process ran than the fastest, in percent (0 with one process)."""
+        return drift_pct(self.process_speed)
 
     def document(self) -> dict:
         return profile_document(self.device, self.fingerprint, self.spaces, self.blocks, self.networks, self.probes)
@@ -505,6 +511,10 @@ class ProfileRun:
 
 BURN_IN_S = 0.5  # untimed running before the first measurement of a run: caches, clocks, thread pools
 KEEP_BYTES = 2 * 1024**3  # weights of prepared modules kept between rounds; the rest are rebuilt at each visit
+# OpenVINO runs the same compiled model at a speed that is steady within a process but differs from one process to
+# the next (on this project's AMD VM sd 4-5% for sam_micro subnets of 1 ms and more, one factor for every model of
+# the process); a deployment is a fresh process, so its profile is the median over this many processes.
+OPENVINO_PROCESSES = 3
 
 
 @dataclass
@@ -601,7 +611,10 @@ class ProfileSettings:
     and ONNX Runtime; default torch's current count); ``resolutions``: profile only these
     input sides; ``configs``: time these subnets instead of ``samples`` sampled ones; ``probes``:
     also time the drift probe's subnets (:func:`nas.latency.probe.probe_configs`, image encoder)
-    in the same rounds, as ``run.probes`` (the baseline ``samnas latency probe`` compares with).
+    in the same rounds, as ``run.probes`` (the baseline ``samnas latency probe`` compares with);
+    ``processes``: run the whole profile this many times, each in a new process, one after another, and store
+    the median over them (:func:`nas.latency.processes.profile_in_processes`; default
+    :func:`default_processes`); ``process_index``: which of them this is (it moves the visiting order).
     """
 
     blocks: bool = True
@@ -618,11 +631,23 @@ class ProfileSettings:
     configs: list[SubnetConfig] | None = None
     probes: bool = True
     progress: bool = True
+    processes: int | None = None
+    process_index: int = 0
+
+
+def default_processes(backend: str) -> int:
+    """Profiling processes a backend needs by default: :data:`OPENVINO_PROCESSES` for OpenVINO, else 1."""
+    return OPENVINO_PROCESSES if backend == "openvino" else 1
 
 
 def profile(space: SearchSpace | str, device: str, settings: ProfileSettings | None = None) -> ProfileRun:
     """Measure ``space`` on this machine as ``device`` as ``settings`` say (:class:`ProfileSettings`); nothing is written."""
     s = settings or ProfileSettings()
+    processes = s.processes or default_processes(device_spec(device).backend)
+    if processes > 1:
+        from .processes import profile_in_processes
+
+        return profile_in_processes(space, device, s, processes)
     blocks, samples, prompts, repeats, warmup = s.blocks, s.samples, s.prompts, s.repeats, s.warmup
     rounds, max_rounds, seed, configs = s.rounds, s.max_rounds, s.seed, s.configs
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
@@ -668,7 +693,7 @@ def profile(space: SearchSpace | str, device: str, settings: ProfileSettings | N
                    disable=not s.progress, dynamic_ncols=True)
         with bar:
             timed = _run_jobs(backend, jobs, rounds, max_rounds or 2 * rounds, repeats, warmup, s.min_seconds,
-                              seed, bar)
+                              seed + 7919 * s.process_index, bar)
             run.speed, run.kept = timed.factors, timed.kept
     run.seconds = time.perf_counter() - start
     return run
