@@ -63,7 +63,8 @@ def profile_and_validate(space: str, device: str, root: Path, args) -> dict:
           f"{first['recalibrated']['mape_pct']:.1f}% factor {first['probe_factor']}", flush=True)
     return {"space": space, "device": device, "profiled_at": t0 + profiled_s, "profiling_s": profiled_s,
             "first_minutes": first_minutes,
-            "machine_drift_pct": run.machine_drift_pct, "first": first, "first_done": time.perf_counter()}
+            "machine_drift_pct": run.machine_drift_pct, "processes": len(run.process_speed) or 1,
+            "process_spread_pct": run.process_spread_pct, "first": first, "first_done": time.perf_counter()}
 
 
 def validate_pass(device: str, space: str, root: Path, args) -> dict:
@@ -152,6 +153,8 @@ def spread_row(state: dict) -> dict:
         "within10_of_each_other_pct": round(float(100 * np.mean(np.abs(ratio - 1) <= 0.10))),
         "profiling_s": round(state["profiling_s"]),
         "profiling_drift_pct": round(state["machine_drift_pct"]),
+        "profiling_processes": state["processes"],
+        "process_spread_pct": round(state["process_spread_pct"], 1),
     }
 
 
@@ -233,7 +236,7 @@ def main(argv=None) -> int:
                  "validate_s"]
     spread_cols = ["space", "device", "n", "median_subnet_ms", "later_over_first_median", "probe_later_over_first",
                    "abs_diff_median_pct", "abs_diff_max_pct", "within10_of_each_other_pct", "profiling_s",
-                   "profiling_drift_pct"]
+                   "profiling_drift_pct", "profiling_processes", "process_spread_pct"]
     parts = [
         "Held-out subnets from the independent validation sampler (each block kept with p=0.7, heads and MLP "
         "(and precision, in an int8 space) uniform; none of the profiled configs), each timed in a fresh process, against the predictor: raw, and "
@@ -253,7 +256,10 @@ def main(argv=None) -> int:
         markdown_table(spreads, spread_cols),
         "- `later_over_first_median`: median over subnets of later / first measured ms; `probe_later_over_first`: "
         "the same ratio of the passes' probe factors (a uniform drift moves both alike).\n"
-        "- `abs_diff_*`: |later / first - 1| per subnet.",
+        "- `abs_diff_*`: |later / first - 1| per subnet.\n"
+        "- `profiling_processes`: profiling ran this many times, each in a new process, one after another, and "
+        "stored each measurement's median over them (OpenVINO's default, see `nas/latency/processes.py`); "
+        "`process_spread_pct`: how much slower the slowest of those processes ran than the fastest.",
     ]
     if search:
         ratio = 100 * search["probe_s"] / search["wall_s"]
