@@ -40,6 +40,7 @@ def test_openvino_profiles_in_several_processes_by_default():
     assert default_processes("openvino") == 3 and default_processes("torch") == default_processes("onnxruntime") == 1
 
 
+@pytest.mark.slow  # two profiling processes: about 25 s
 def test_two_real_processes_time_the_same_subnets():
     pytest.importorskip("openvino")
     settings = ProfileSettings(blocks=False, samples=2, threads=1, repeats=2, warmup=1, min_seconds=0.0, rounds=1,
@@ -50,3 +51,23 @@ def test_two_real_processes_time_the_same_subnets():
     assert len(merged.process_speed) == 2 and len(merged.speed) == 2
     assert all(r["repeats"] >= 2 * a["repeats"] for r, a in zip(merged.networks, alone.networks))
     assert merged.fingerprint["backend"] == "openvino" and merged.fingerprint["threads"] == 1
+
+
+@pytest.mark.slow  # three probe processes: about 30 s
+def test_openvino_probe_runs_in_fresh_processes(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    import nas.latency.processes as processes
+    from nas.latency import fit_device, load_predictor, profile_device
+    from nas.latency.probe import run_probe
+
+    launched = []
+    real = processes._run_processes
+    monkeypatch.setattr(processes, "_run_processes", lambda *a: launched.append(len(a[2])) or real(*a))
+    settings = ProfileSettings(blocks=False, samples=6, threads=1, repeats=2, warmup=1, min_seconds=0.0, rounds=1,
+                               progress=False, processes=1)
+    profile_device("sam_micro", "cpu-openvino", settings, root=tmp_path)
+    fit_device("cpu-openvino", root=tmp_path, space="sam_micro")
+    result = run_probe(load_predictor("cpu-openvino", space="sam_micro", root=tmp_path), tmp_path, seconds=0.05)
+    assert result.factor is not None and len(result.current_ms) == 3, result.note
+    assert 0.5 < result.factor < 2.0  # the same machine, seconds later
+    assert launched == [3]  # one probe run of three processes

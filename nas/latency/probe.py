@@ -215,10 +215,15 @@ def backend_build(device: str, space: SearchSpace, threads: int, seed: int = 0):
 def run_probe(predictor, root=None, seconds: float = PROBE_SECONDS) -> ProbeResult:
     """Time the probe subnets of ``predictor``'s space on its device now; the speed factor against profiling.
 
-    Runs with the device's thread count and backend (:func:`backend_build`). Never raises for a missing baseline or another machine: the result
+    Runs with the device's thread count and backend (:func:`backend_build`); for a backend that profiles in
+    several processes (:func:`nas.latency.profile.default_processes`), in as many new processes, each probe's
+    median over them. Never raises for a missing baseline or another machine: the result
     then has ``factor`` None and a ``note``.
     """
     from infra.threads import torch_threads
+
+    from .profile import default_processes
+    from .store import device_spec
 
     start = time.perf_counter()
     store = DeviceStore(predictor.device, root)
@@ -240,7 +245,13 @@ def run_probe(predictor, root=None, seconds: float = PROBE_SECONDS) -> ProbeResu
         except UserError as exc:
             result.note = f"cannot probe {predictor.device} here: {exc}"
             return result
-        current = time_probes(configs, build, seconds, sync=sync)
+        processes = default_processes(device_spec(predictor.device).backend)
+        if processes > 1:  # a runtime whose speed is a property of the process: as profiling, several processes
+            from .processes import probe_in_processes
+
+            current = probe_in_processes(space, predictor.device, configs, threads, seconds, processes)
+        else:
+            current = time_probes(configs, build, seconds, sync=sync)
     result.current_ms = current
     result.baseline_ms = [p["median_ms"] for p in probes]
     result.ratios = [c / b for c, b in zip(current, result.baseline_ms)]

@@ -10,8 +10,12 @@ kinds, same seeds) in ``processes`` new processes, one after another so that the
 for the CPU, and keeps each measurement's median over them: an estimate of what a fresh process,
 which is what a deployment is, will see.
 
+The drift probe (:func:`nas.latency.probe.run_probe`) is timed the same way, for the same reason:
+:func:`probe_in_processes`.
+
 Each process is ``python -m nas.latency.processes JOB.json``: the job holds the space file's
-mapping and the settings, the process writes its run as JSON next to it.
+mapping and the settings (or, for the probe, its subnets), the process writes its result as JSON
+next to it.
 """
 from __future__ import annotations
 
@@ -44,21 +48,35 @@ def profile_in_processes(space: SearchSpace | str, device: str, settings: Profil
     merged medians (median over its measurements).
     """
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
+    jobs = [{"settings": settings_json(replace(settings, processes=1, process_index=k))} for k in range(processes)]
+    return merge_runs([ProfileRun(**out) for out in _run_processes(space, device, jobs, "profiling")])
+
+
+def probe_in_processes(space: SearchSpace, device: str, configs: list, threads: int, seconds: float,
+                       processes: int) -> list[float]:
+    """The drift probe's ``configs`` timed as :func:`nas.latency.probe.time_probes` does, in each of ``processes``
+    new processes one after another; each config's median ms over the processes."""
+    job = {"probe": [c.key for c in configs], "threads": threads, "seconds": seconds}
+    outs = _run_processes(space, device, [job] * processes, "probe")
+    return [statistics.median(ms) for ms in zip(*(out["current_ms"] for out in outs))]
+
+
+def _run_processes(space: SearchSpace, device: str, jobs: list[dict], what: str) -> list[dict]:
+    """Run each job in its own ``python -m nas.latency.processes``, one after another; their JSON results."""
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="samnas-profile-") as tmp:
-        for k in range(processes):
-            one = replace(settings, processes=1, process_index=k)
-            job = Path(tmp) / f"job{k}.json"
-            job.write_text(json.dumps({"space": space.to_dict(), "source": space.source, "device": device,
-                                       "settings": settings_json(one), "out": str(Path(tmp) / f"run{k}.json")}))
-            done = subprocess.run([sys.executable, "-m", "nas.latency.processes", str(job)], env=env)
+    outs = []
+    with tempfile.TemporaryDirectory(prefix="samnas-processes-") as tmp:
+        for k, job in enumerate(jobs):
+            path, out = Path(tmp) / f"job{k}.json", Path(tmp) / f"out{k}.json"
+            path.write_text(json.dumps({**job, "space": space.to_dict(), "source": space.source, "device": device,
+                                        "out": str(out)}), encoding="utf-8")
+            done = subprocess.run([sys.executable, "-m", "nas.latency.processes", str(path)], env=env)
             if done.returncode != 0:
-                raise UserError(f"profiling process {k + 1} of {processes} failed (exit {done.returncode}); "
+                raise UserError(f"{what} process {k + 1} of {len(jobs)} failed (exit {done.returncode}); "
                                 "its error is printed above")
-            runs.append(ProfileRun(**json.loads((Path(tmp) / f"run{k}.json").read_text())))
-    return merge_runs(runs)
+            outs.append(json.loads(out.read_text(encoding="utf-8")))
+    return outs
 
 
 def settings_json(settings: ProfileSettings) -> dict:
@@ -109,9 +127,25 @@ def merge_runs(runs: list[ProfileRun]) -> ProfileRun:
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     space = SearchSpace.from_dict(job["space"], source=job["source"])
-    run = profile(space, job["device"], settings_from_json(job["settings"], space))
-    Path(job["out"]).write_text(json.dumps(asdict(run)), encoding="utf-8")
+    if "probe" in job:
+        result = {"current_ms": _probe_here(space, job)}
+    else:
+        result = asdict(profile(space, job["device"], settings_from_json(job["settings"], space)))
+    Path(job["out"]).write_text(json.dumps(result), encoding="utf-8")
     return 0
+
+
+def _probe_here(space: SearchSpace, job: dict) -> list[float]:
+    import torch
+
+    from infra.threads import torch_threads
+
+    from .probe import backend_build, time_probes
+
+    configs = [space.validate(json.loads(c)) for c in job["probe"]]
+    with torch_threads(int(job["threads"])), torch.random.fork_rng(devices=[]):
+        build, sync, _ = backend_build(job["device"], space, int(job["threads"]))
+        return time_probes(configs, build, float(job["seconds"]), sync=sync)
 
 
 if __name__ == "__main__":
