@@ -103,11 +103,11 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     assert set(meta["metrics"]) >= {"AR@10", "AR@100", "AR@1000"} and 0.0 <= meta["quality"] <= 1.0
     assert policy.points_per_side <= 8
 
-    # the study driver (nas.driver) records study attributes, trial records and one MLflow run with a child per trial
+    # the study driver (nas.studies.driver) records study attributes, trial records and one MLflow run with a child per trial
     import mlflow
     import optuna
 
-    from nas.record import TrialRecord
+    from nas.studies.record import TrialRecord
 
     study = optuna.load_study(study_name=meta["study"], storage=storage)
     assert study.user_attrs["model"] == meta["model"] and study.user_attrs["evaluator"] == "mask_ar"

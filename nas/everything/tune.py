@@ -5,7 +5,7 @@ a constraint. Quality is mask AR@K with COCO annotations, else agreement with th
 dense grid (:mod:`.quality`); time is predicted by a cost model or measured (:mod:`.cost`,
 :mod:`.evaluator`); the policies tried are those of :mod:`.policy_space`.
 
-The study is run by :mod:`nas.driver`, as architecture searches are: the same storage, resuming,
+The study is run by :mod:`nas.studies.driver`, as architecture searches are: the same storage, resuming,
 failed-trial handling, trial count (finished trials), worker records, study attributes, MLflow
 runs and progress bar. This module supplies the objective and the baseline trials, and picks
 the policy to write. The chosen policy can be scored on other photos than it was tuned on
@@ -21,7 +21,7 @@ import optuna
 
 from infra.errors import UserError
 
-from nas.record import TrialRecord
+from nas.studies.record import TrialRecord
 
 from .evaluator import PolicyEvaluator, score_policy
 from .policies import Policy, policy_from_dict, save_policy
@@ -72,9 +72,9 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
     ``eval_annotations``. ``settings.model_meta`` is stored in the policy's meta so that it is not
     used with another model. ``progress`` shows a bar; without it, one line per trial goes to ``log``.
     """
-    from nas import driver
-    from nas.study import make_sampler
-    from nas.tracking import SearchTracker
+    from nas.studies import driver
+    from nas.search.samplers import make_sampler
+    from nas.studies.tracking import SearchTracker
 
     from .calibrate import model_defaults
 

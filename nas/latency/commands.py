@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nas.timing import MIN_SECONDS, ROUNDS
+from nas.measure.timing import MIN_SECONDS, ROUNDS
 from infra.cliargs import default_of, non_negative_int, positive_int
 from nas.latency.profile import ProfileSettings
 from infra.errors import UserError
@@ -179,7 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def bf16_hint(device: str, space: str, fingerprint: dict) -> str | None:
     """A note when an fp32 device's backend also offers bf16 and this CPU runs bf16 natively (else None)."""
-    from nas.fingerprint import bf16_problem
+    from nas.measure.fingerprint import bf16_problem
 
     from .store import RUNTIME_PRECISIONS, device_spec
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nas.timing import MIN_SECONDS
+from nas.measure.timing import MIN_SECONDS
 from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
 from infra.errors import UserError
@@ -148,7 +148,7 @@ def prepare_subnet(supernet, config: SubnetConfig, backend: str, folder: Path) -
     int8 blocks run quantized in both: ``load_subnet`` quantizes them, and the ONNX encoder is
     quantized as ``samnas export`` does it.
     """
-    from nas.onnx_export import export_encoder_onnx, quantize_encoder_onnx
+    from nas.export.onnx_export import export_encoder_onnx, quantize_encoder_onnx
     from supernet.elastic.extract import extract, save_subnet, subnet_metadata
 
     sub = extract(supernet, config, quantize=False)

@@ -16,9 +16,10 @@ from infra.wording import plural
 from infra.fileio import results_origin, tracking_uri
 from supernet.elastic.precision import PRECISION_KINDS
 
-from .pareto import FORMATS, export_hint, load_points, pareto_front, plot_front, render, render_fronts
-from .record import TrialRecord
-from .study import DEFAULT_SAMPLER, SAMPLERS, default_storage, open_storage, predictor_line, study_name
+from nas.search.pareto import FORMATS, export_hint, load_points, pareto_front, plot_front, render, render_fronts
+from nas.studies.record import TrialRecord
+from nas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
+from nas.studies.study import default_storage, open_storage, predictor_line, study_name
 
 SEARCH_EXAMPLES = """examples:
   samnas search                                   # demo: sam_micro, built-in weights, generated images
@@ -142,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _load_model(checkpoint: str | None, space: SearchSpace):
     """``(model, checkpoint path or None)`` for a search or export on ``space``."""
-    from nas.models import load_model
+    from supernet.model_source import load_model
 
     model, source = load_model(checkpoint, model_type=None if checkpoint else space.model_type, log=print)
     if model.arch.name != space.model_type:
@@ -232,10 +233,10 @@ def probe_latency(predictor, recalibrate: bool, root=None):
 
 
 def _verify_front(study, space: SearchSpace, device: str, threads: int | None, root: Path):
-    """:func:`nas.verify.verify_front` when this machine is ``device`` as profiled (latency folder ``root``);
+    """:func:`nas.search.verify.verify_front` when this machine is ``device`` as profiled (latency folder ``root``);
     else a note and None."""
     from nas.latency.profile import device_problem
-    from .verify import verify_front
+    from nas.search.verify import verify_front
 
     problem = device_problem(device, threads, root)
     if problem:
@@ -249,11 +250,11 @@ def run_search_command(args: argparse.Namespace) -> int:
     from nas.latency.commands import predictor_warning
     from nas.latency.profile import check_space_on_device
 
-    from .cost import cost_line
-    from .quality import make_evaluator
-    from .driver import HEARTBEAT_GRACE_S, other_hosts_running
-    from .search import SearchSettings, run_search
-    from .tracking import SearchTracker
+    from nas.studies.cost import cost_line
+    from nas.quality import make_evaluator
+    from nas.studies.driver import HEARTBEAT_GRACE_S, other_hosts_running
+    from nas.search.run import SearchSettings, run_search
+    from nas.studies.tracking import SearchTracker
 
     space = SearchSpace.load(args.space)
     if args.budget_ms is not None:
@@ -357,7 +358,7 @@ def _choose(kind: str, value: str | None, valid: list[str], where: str) -> None:
 
 
 def run_pareto_command(args: argparse.Namespace) -> int:
-    from .pareto import load_studies
+    from nas.search.pareto import load_studies
 
     where = args.storage or f"{default_storage(args.results)} (results folder {results_origin(args.results)})"
     points, studies = load_studies(args.storage, results=args.results)
@@ -443,7 +444,7 @@ def run_export_command(args: argparse.Namespace) -> int:
 
     from infra.threads import torch_threads
 
-    from .export import export_subnet
+    from nas.export.subnet import export_subnet
 
     if args.study:
         config, info, study = _trial_config(args.storage, args.study, args.trial, args.results)
