@@ -105,7 +105,7 @@ def ranked_model(model_type: str):
     from scenes.images import generated_images
     from supernet.checkpoint import load_sam
     from supernet.elastic.ranking import rank_model
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
     from supernet.modeling.predictor import image_to_model_input
     from supernet.reference import reference_checkpoint
 

@@ -41,7 +41,7 @@ from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
 from supernet.elastic.quantize import quantize_subnet
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 TARGET_ORT_SPEEDUP = 1.4
 FULL_RANGE = "int8, 8-bit weights"  # the variant without reduce_range (not what samnas export writes)

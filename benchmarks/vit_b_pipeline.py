@@ -58,7 +58,7 @@ from common import ROOT, machine_header, markdown_table, shown_path, write_resul
 
 from nas.measure.timing import time_callable
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 PHOTOS = ROOT.parent / "shared" / "data" / "coco128" / "images"
 DEVICE = "cpu-torch@pipeline"

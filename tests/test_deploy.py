@@ -21,7 +21,7 @@ from nas.export.onnx_export import DECODER_OUTPUTS, onnx_session
 from search_spaces import SearchSpace
 from search_spaces.config import BlockChoice, SubnetConfig
 from supernet.elastic.extract import load_subnet
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.modeling.predictor import SamPredictor
 
 ROOT = Path(__file__).resolve().parents[1]

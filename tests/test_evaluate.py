@@ -11,7 +11,7 @@ from PIL import Image
 from nas.commands import evaluate
 from nas.everything.masks import encode_rles
 from nas.quality.coco import CocoEvaluator, box_fill_mask
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from cli_parse import run_with
 
 

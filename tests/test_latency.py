@@ -25,7 +25,7 @@ from nas.latency.store import DeviceStore, device_spec, parse_device, read_profi
 from nas.export.onnx_export import compare_embeddings
 from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from infra.errors import ConfigError, UserError
 
 # max_rounds == rounds: no round is run again (re-running is tested with a fake clock below)

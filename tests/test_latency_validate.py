@@ -20,7 +20,7 @@ from nas.latency.validate import (KEEP_PROBABILITY, VALIDATION_FILE, prepare_sub
                                   validation_configs)
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 FINGERPRINT = {"cpu": "fake", "threads": 1, "backend": "torch", "allocator": "fake"}
 

@@ -16,8 +16,9 @@ LAYERS = [
     ("infra",),                                   # errors, atomic files, results root, argument types
     ("scenes",),                                  # image folders, COCO, synthetic scenes, training sources
     ("supernet.modeling",),                       # the plain SAM model and its builders
+    ("supernet.elastic.modules", "supernet.elastic.build"),  # the supernet: elastic encoder modules, build_sam
     ("supernet", "supernet.checkpoint", "supernet.reference"),  # checkpoint loading, packaged weights
-    ("supernet.elastic",),                        # elastic activation, ranking, extraction
+    ("supernet.elastic",),                        # elastic activation, ranking, extraction (over the supernet)
     ("supernet.commands", "supernet.model_source"),  # rank command; the model a command runs on
     ("search_spaces",),                           # spaces: validate, sample, encode, count
     # shared nas tools: timing and fingerprints, the Optuna studies (storage, trial record, the one driver),
@@ -94,7 +95,8 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("module", ["infra.errors", "scenes.annotations", "supernet.modeling.sam",
-                                    "supernet.elastic.extract", "nas.training.train", "nas.search.run"])
+                                    "supernet.elastic.extract", "supernet.elastic.modules", "nas.training.train",
+                                    "nas.search.run"])
 def test_every_layer_name_is_a_real_module(module):
     assert (ROOT / Path(*module.split("."))).with_suffix(".py").exists()
 

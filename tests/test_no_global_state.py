@@ -24,7 +24,7 @@ from nas.studies import driver
 from nas.studies.record import TrialRecord
 from nas.studies.study import default_storage, study_name
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "sam_micro@cpu-torch@30ms"

@@ -19,7 +19,7 @@ from supernet.elastic.activation import active_subnet, check_fits
 from supernet.elastic.extract import extract, load_subnet, save_subnet, subnet_metadata
 from supernet.elastic.subnet_config import BlockChoice, SubnetConfig
 from supernet.elastic.quantize import is_quantized, quantize_subnet
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 DynamicLinear = torch.ao.nn.quantized.dynamic.Linear
 

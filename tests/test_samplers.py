@@ -245,7 +245,7 @@ def test_quality_memo_measures_a_config_once(tmp_path):
             Counting.calls += 1
             return type("R", (), {"score": 0.25})()
 
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
 
     model = build_sam("micro", seed=0)
     memo = QualityMemo(tmp_path / "memo.json", every=1)

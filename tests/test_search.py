@@ -27,7 +27,7 @@ from nas.search.samplers import DEFAULT_SAMPLER
 from nas.studies.study import parse_study_name, study_name
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from infra.errors import UserError
 from supernet.elastic.extract import load_subnet
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.checkpoint import load_sam
 from infra.cliargs import non_negative_int, open_fraction, positive_float, positive_int
 from infra.fileio import atomic_torch_save, atomic_write_text

@@ -197,7 +197,7 @@ def backend_build(device: str, space: SearchSpace, threads: int, seed: int = 0):
 
     Call it with ``threads`` torch threads set; ``fingerprint`` is this machine's, as profiling records it.
     """
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
 
     from .profile import device_fingerprint, make_backend, network_module
 

@@ -45,7 +45,8 @@ from nas.measure.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, tim
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.modeling.arch import SamArch
-from supernet.modeling.build import build_from_spec, build_sam
+from supernet.elastic.build import build_sam
+from supernet.modeling.build import build_from_spec
 from infra.errors import UserError
 from infra.threads import torch_threads
 from supernet.elastic.extract import extract

@@ -25,7 +25,7 @@ from nas.measure.timing import Timing, time_rounds
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 from infra.threads import torch_threads
 

@@ -211,7 +211,7 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
     predictions scaled per subnet by that probe's factor at that very time. Raises a one-line UserError (before any timing) for an
     unknown device or space, a device profiled on another machine, or a CUDA device.
     """
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
 
     from .probe import PROBE_SECONDS, run_probe
     from infra.threads import torch_threads
