@@ -13,13 +13,13 @@ from infra.cliargs import positive_float, positive_int
 from infra.errors import UserError
 from infra.wording import plural
 
-from infra.fileio import results_origin, tracking_uri
+from infra.fileio import results_origin
 from supernet.elastic.precision import PRECISION_KINDS
 
-from nas.search.pareto import FORMATS, export_hint, load_points, pareto_front, plot_front, render, render_fronts
+from nas.search.pareto import FORMATS, export_hint, pareto_front, plot_front, render, render_fronts
 from nas.studies.record import TrialRecord
 from nas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
-from nas.studies.study import default_storage, open_storage, predictor_line, study_name
+from nas.studies.study import default_storage, open_storage, predictor_line
 
 SEARCH_EXAMPLES = """examples:
   samnas search                                   # demo: sam_micro, built-in weights, generated images
@@ -141,198 +141,54 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------- search
 
-def _load_model(checkpoint: str | None, space: SearchSpace):
-    """``(model, checkpoint path or None)`` for a search or export on ``space``."""
-    from supernet.model_source import load_model
-
-    model, source = load_model(checkpoint, model_type=None if checkpoint else space.model_type, log=print)
-    if model.arch.name != space.model_type:
-        raise UserError(f"--checkpoint {checkpoint} is a {model.arch.name} model, but space {space.name} "
-                        f"is for {space.model_type}")
-    return model, source.path
-
-
-def _load_images(folder: str | None, max_images: int, size: int):
-    from scenes.images import generated_images, list_images
-
-    if folder is None:
-        print(f"NOTE: no --images: using {max_images} generated synthetic images")
-        return generated_images(max_images, size=size, seed=0)
-    list_images(folder)  # a clear error now for a missing or empty folder
-    return folder
-
-
-def _latency_for(device: str, space: SearchSpace, auto_profile: bool, root: Path):
-    """The ``device`` predictor for ``space`` from the latency folder ``root``, profiled first when allowed."""
-    from nas.latency import load_predictor, profile_and_fit_quick
-
-    try:
-        return load_predictor(device, space=space.name, root=root)
-    except UserError:
-        if not auto_profile or not device.startswith("cpu-torch"):
-            raise
-        print(f"NOTE: no latency predictor for {device} and {space.name} yet: profiling this machine first, "
-              f"with {DEMO_THREADS} thread (on a small or busy machine 1 thread repeats far better than 2; "
-              f"see README). Deploying with more threads? Profile that count: samnas latency profile "
-              f"--space {space.name} --device {device}@t4 --blocks --threads 4", flush=True)
-        return profile_and_fit_quick(space, device, root=root, threads=DEMO_THREADS)
-
-
-DEMO_THREADS = 1  # threads of the search's automatic first profile (README: 1 thread repeats on a small VM)
-
-
-def predictor_facts(latency, root=None) -> dict:
-    """What to say about a latency predictor next to its numbers: CV error, threads, where it was measured
-    (its fingerprint, read from the latency folder ``root``)."""
-    from nas.latency.store import DeviceStore
-
-    part = latency.report.part("encoder")
-    fp = DeviceStore(latency.device, root).fingerprint() or {}
-    return {"device": latency.device, "space": latency.space, "method": part.method,
-            "cv_mape_pct": round(float(part.mape_pct), 2), "within_10_pct": round(float(part.within_10_pct), 1),
-            "subnets": part.networks, "threads": fp.get("threads"), "cpu": fp.get("cpu")}
-
-
-def quality_definition(evaluator, images: str | None, annotations: str | None) -> str:
-    """What "quality" means for this search: evaluator, metric and images, in one line."""
-    if evaluator.name == "coco":
-        n = len(getattr(evaluator, "items", ()))
-        return (f"coco: mean of box- and point-prompt mask IoU against the ground truth of {annotations} "
-                f"({plural(n, 'annotated image')} from {images})")
-    n = len(getattr(evaluator, "references", ()))
-    where = f"from {images}" if images else "generated synthetic images"
-    return (f"fidelity: mean mask IoU of the subnet's point-prompt masks against the full model's, on "
-            f"{plural(n, 'image')} ({where}); 1.0 = the full model's masks")
-
-
-def _check_budget(budget: float, latency, space: SearchSpace, device: str) -> None:
-    import math
-
-    smallest = float(latency.predict_ms(space.smallest()))
-    if budget < smallest:
-        raise UserError(f"--budget-ms {budget:g}: below the smallest {space.name} subnet's predicted latency on "
-                        f"{device}, {smallest:.2f} ms; no subnet can meet it (give --budget-ms "
-                        f"{math.ceil(smallest * 10) / 10:g} or more)")
-
-
-def probe_latency(predictor, recalibrate: bool, root=None):
-    """Run the drift probe for ``predictor`` (printing its line and any warning); ``(predictor, record)``.
-
-    With ``recalibrate`` and a factor, the predictor returned scales its predictions by it.
-    ``record`` is the probe's JSON-ready result plus ``recalibrated``, for study attributes and cards.
-    """
-    from nas.latency.probe import run_probe, warn_once
-
-    result = run_probe(predictor, root)
-    print(result.summary())
-    warn_once(result, root)
-    if recalibrate and result.factor is not None:
-        predictor = predictor.recalibrated(result.factor)
-        print(f"NOTE: --recalibrate: predicted latencies are scaled by {result.factor:.3f}")
-    return predictor, {**result.as_dict(), "recalibrated": predictor.speed_factor != 1.0}
-
-
-def _verify_front(study, space: SearchSpace, device: str, threads: int | None, root: Path):
-    """:func:`nas.search.verify.verify_front` when this machine is ``device`` as profiled (latency folder ``root``);
-    else a note and None."""
-    from nas.latency.profile import device_problem
-    from nas.search.verify import verify_front
-
-    problem = device_problem(device, threads, root)
-    if problem:
-        print(f"NOTE: the front is not measured here: {problem}")
-        return None
-    print("measuring the front subnets on this machine (--no-verify skips this)", flush=True)
-    return verify_front(study, space, device, threads, progress=True, root=root)
-
-
 def run_search_command(args: argparse.Namespace) -> int:
-    from nas.latency.commands import predictor_warning
-    from nas.latency.profile import check_space_on_device
+    from nas.search.session import SearchRequest, run_search_session
 
+    request = SearchRequest(
+        space=args.space, device=args.device, budget_ms=args.budget_ms, trials=args.trials, sampler=args.sampler,
+        seed=args.seed, checkpoint=args.checkpoint, images=args.images, annotations=args.annotations,
+        max_images=args.max_images, storage=args.storage, results=args.results, tracking_uri=args.tracking_uri,
+        auto_profile=not args.no_auto_profile, recalibrate=args.recalibrate, verify=not args.no_verify)
+    return report_search(run_search_session(request), demo=request.is_demo)
+
+
+def report_search(outcome, demo: bool) -> int:
+    """Print a finished search (:class:`nas.search.session.SearchOutcome`): its front, counts, the measured
+    front, what quality means, the trials' cost, the predictor, where it is stored, and the trial to export;
+    exit status 1 when no trial met the budget."""
     from nas.studies.cost import cost_line
-    from nas.quality import make_evaluator
     from nas.studies.driver import HEARTBEAT_GRACE_S, other_hosts_running
-    from nas.search.run import SearchSettings, run_search
-    from nas.studies.tracking import SearchTracker
 
-    space = SearchSpace.load(args.space)
-    if args.budget_ms is not None:
-        study_name(space.name, args.device, args.budget_ms)  # a bad device name fails before any work
-    check_space_on_device(space, args.device)
-    latency_root = args.results / "latency"
-    latency = _latency_for(args.device, space, not args.no_auto_profile, latency_root)
-    facts = predictor_facts(latency, latency_root)
-    print(predictor_line(facts))
-    warning = predictor_warning(facts["cv_mape_pct"], facts.get("threads"), args.device, space.name)
-    if warning:
-        print(warning, file=sys.stderr, flush=True)
-    latency, probe = probe_latency(latency, args.recalibrate, latency_root)
-    budget = args.budget_ms
-    if budget is None:
-        budget = round(0.7 * latency.predict_ms(space.largest()), 1)
-        print(f"NOTE: no --budget-ms: using 70% of the full model's predicted latency, {budget:g} ms")
-    _check_budget(budget, latency, space, args.device)
-    model, checkpoint = _load_model(args.checkpoint, space)
-    if args.annotations:  # the COCO evaluator picks annotated images from the folder itself
-        evaluator = make_evaluator("coco", model, images=args.images, annotations=args.annotations,
-                                   max_images=args.max_images)
-    else:
-        images = _load_images(args.images, args.max_images, space.resolutions[0])
-        evaluator = make_evaluator("fidelity", model, images=images, max_images=args.max_images)
-    quality = quality_definition(evaluator, args.images, args.annotations)
-    storage = args.storage or default_storage(args.results, create=True)
-    settings = SearchSettings(space=space.name, device=args.device, budget_ms=budget, trials=args.trials,
-                              sampler=args.sampler, seed=args.seed, storage=storage,
-                              extra_attrs={"checkpoint": checkpoint, "space_definition": space.to_dict(),
-                                           "evaluator": evaluator.name,
-                                           "quality_definition": quality, "predictor": facts,
-                                           "latency_probe": probe})
-    tracker = SearchTracker(settings.study_name, tracking_uri(args.tracking_uri, args.results),
-                            run_name=f"search-{args.sampler}-seed{args.seed}",
-                            params={"space": space.name, "device": args.device, "budget_ms": budget,
-                                    "sampler": args.sampler, "seed": args.seed, "trials": args.trials,
-                                    "checkpoint": checkpoint, "evaluator": evaluator.name,
-                                    "predictor_cv_mape_pct": facts["cv_mape_pct"],
-                                    "predictor_threads": facts.get("threads")})
-
-    with tracker:
-        study = run_search(settings, model, space, evaluator, latency, tracker=tracker)
-        check = None if args.no_verify else _verify_front(study, space, args.device, facts.get("threads"), latency_root)
-        points = [p for p in load_points(storage, device=args.device, space=space.name) if p.study == study.study_name]
-        front = pareto_front(points)
-        plot = args.results / "scratch" / f"{study.study_name.replace('@', '_')}.png"
-        plot_front(points, front, plot, title=study.study_name, quality_label=evaluator.name)
-        tracker.log_front(render(front, "json"), plot)
-    failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
+    plan, study, front, points = outcome.plan, outcome.study, outcome.front, outcome.points
+    evaluator = plan.evaluator
     print()
     if evaluator.skipped:
         print(f"skipped {len(evaluator.skipped)} unreadable items: "
               + ", ".join(name for name, _ in evaluator.skipped[:5]) + (" ..." if len(evaluator.skipped) > 5 else ""))
     print(render(front, "table"), end="")
-    print(f"\nstudy {study.study_name}: {len(points)} completed trials, {failed} failed, "
+    print(f"\nstudy {study.study_name}: {len(points)} completed trials, {outcome.failed} failed, "
           f"{len(front)} on the front")
-    if check is not None:
-        print(check.summary())
-    print(f"quality = {quality}")
+    if outcome.check is not None:
+        print(outcome.check.summary())
+    print(f"quality = {plan.quality}")
     print(cost_line(study.get_trials(deepcopy=False),
                     len(getattr(evaluator, "references", None) or getattr(evaluator, "items", ()))))
-    print(predictor_line(facts))
-    if warning:
-        print(warning, file=sys.stderr)
+    print(predictor_line(plan.facts))
+    if plan.warning:
+        print(plan.warning, file=sys.stderr)
     others = other_hosts_running(study)
     if others:
         print("still RUNNING on other hosts: " + ", ".join(f"trial {n} ({host})" for n, host in others)
               + f"; Optuna fails each {HEARTBEAT_GRACE_S} s after its worker's last heartbeat if that worker is gone")
-    print(f"stored in {storage}; MLflow runs in {tracker.uri}; plot {plot}")
+    print(f"stored in {plan.settings.storage}; MLflow runs in {outcome.tracking_uri}; plot {outcome.plot}")
     if not front:
         fastest = min((p.predicted_ms for p in points), default=None)
         hint = (f"the fastest completed trial was predicted at {fastest:.2f} ms: --budget-ms {fastest:.2f} or more "
                 "would have been feasible" if fastest is not None else "no trial completed")
-        print(f"samnas: error: no trial met the budget of {budget:g} ms; {hint}", file=sys.stderr)
+        print(f"samnas: error: no trial met the budget of {plan.settings.budget_ms:g} ms; {hint}", file=sys.stderr)
         return 1
     print(export_hint(study.study_name, front))
-    if args.checkpoint is None and args.images is None:
+    if demo:
         print(demo_epilogue(front[-1].quality))
     return 0
 
@@ -445,6 +301,7 @@ def run_export_command(args: argparse.Namespace) -> int:
     from infra.threads import torch_threads
 
     from nas.export.subnet import export_subnet
+    from nas.search.session import load_space_model, predictor_facts, probe_latency
 
     if args.study:
         config, info, study = _trial_config(args.storage, args.study, args.trial, args.results)
@@ -455,7 +312,7 @@ def run_export_command(args: argparse.Namespace) -> int:
         default_out = args.results / "exports" / Path(args.config).stem
     space = _space_of(config, study if args.study else None)
     config = space.validate(config, source=args.config or f"trial {args.trial}")
-    model, checkpoint = _load_model(checkpoint, space)
+    model, checkpoint = load_space_model(checkpoint, space)
     device = args.device or info.get("device")
     latency_root = args.results / "latency"
     latency_check = None
@@ -506,8 +363,6 @@ def run_export_command(args: argparse.Namespace) -> int:
                 f"{plural(check['threads'], 'thread')}): gap {check['gap_pct']:+.1f}%")
         print(line)
         if check["flag"]:
-            import sys
-
             print(f"warning: the gap is beyond the predictor's stated error (CV MAPE {check['stated_error_pct']:.1f}%)",
                   file=sys.stderr)
     return 0
