@@ -23,7 +23,7 @@ COMMANDS = {
     "latency": ("nas.latency.commands", "profile devices and fit latency predictors"),
     "search": ("nas.commands.search", "search Pareto-optimal subnets under a device latency budget"),
     "pareto": ("nas.commands.search", "list the Pareto fronts of stored studies"),
-    "export": ("nas.commands.search", "export a subnet: checkpoint, ONNX encoder and decoder (OpenVINO IR for OpenVINO devices), model card"),
+    "export": ("nas.commands.export", "export a subnet: checkpoint, ONNX encoder and decoder (OpenVINO IR for OpenVINO devices), model card"),
     "train-reference": ("nas.commands.train_reference", "train the small reference SAM (sam_micro) on photos and synthetic scenes"),
     "tune-everything": ("nas.everything.commands",
                         "tune the segment-everything policy for a model, device and budget"),
