@@ -21,16 +21,16 @@ COMMANDS = {
                 "write a standalone subnet (sliced weights + config) from a supernet checkpoint"),
     "train-supernet": ("nas.training.commands", "train the supernet so that all its subnets work (sandwich rule)"),
     "latency": ("nas.latency.commands", "profile devices and fit latency predictors"),
-    "search": ("nas.commands", "search Pareto-optimal subnets under a device latency budget"),
-    "pareto": ("nas.commands", "list the Pareto fronts of stored studies"),
-    "export": ("nas.commands", "export a subnet: checkpoint, ONNX encoder and decoder (OpenVINO IR for OpenVINO devices), model card"),
-    "train-reference": ("nas.reference", "train the small reference SAM (sam_micro) on photos and synthetic scenes"),
+    "search": ("nas.commands.search", "search Pareto-optimal subnets under a device latency budget"),
+    "pareto": ("nas.commands.search", "list the Pareto fronts of stored studies"),
+    "export": ("nas.commands.export", "export a subnet: checkpoint, ONNX encoder and decoder (OpenVINO IR for OpenVINO devices), model card"),
+    "train-reference": ("nas.commands.train_reference", "train the small reference SAM (sam_micro) on photos and synthetic scenes"),
     "tune-everything": ("nas.everything.commands",
                         "tune the segment-everything policy for a model, device and budget"),
     "everything": ("nas.everything.commands", "segment everything in a folder of images with a policy file"),
     "calibrate-everything": ("nas.everything.commands", "calibrate a model's default segment-everything thresholds"),
     "everything-front": ("nas.everything.commands", "Pareto front (quality vs. ms per image) of policy studies"),
-    "evaluate": ("nas.evaluate", "measure a checkpoint or subnet on a COCO-style folder (mIoU, mask AR)"),
+    "evaluate": ("nas.commands.evaluate", "measure a checkpoint or subnet on a COCO-style folder (mIoU, mask AR)"),
 }
 COMMAND_MODULES = list(dict.fromkeys(module for module, _ in COMMANDS.values()))
 

@@ -15,7 +15,7 @@ RESULTS = Path(os.environ.get("SAMNAS_BENCH_RESULTS") or ROOT / "results")
 # The repository first (Python puts benchmarks/ itself first), so that no script name can shadow a package.
 sys.path.insert(0, str(ROOT))
 
-from nas.fingerprint import machine_fingerprint  # noqa: E402
+from nas.measure.fingerprint import machine_fingerprint  # noqa: E402
 from infra.fileio import atomic_write_text  # noqa: E402
 
 
@@ -105,7 +105,7 @@ def ranked_model(model_type: str):
     from scenes.images import generated_images
     from supernet.checkpoint import load_sam
     from supernet.elastic.ranking import rank_model
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
     from supernet.modeling.predictor import image_to_model_input
     from supernet.reference import reference_checkpoint
 

@@ -31,7 +31,7 @@ from common import ROOT, machine_header, markdown_table, reproduce_command, writ
 
 from nas.everything.calibrate import calibrate_thresholds, model_defaults
 from nas.everything.commands import model_digest
-from nas.models import load_model
+from supernet.model_source import load_model
 from nas.everything.generator import MaskGenerator
 from nas.everything.policies import Policy, policy_from_dict
 from nas.everything.quality import agreement, mask_ar

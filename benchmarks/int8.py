@@ -3,7 +3,7 @@
 On ``--space`` (default ``sam_vit_b_int8``: the full ViT-B) at ``--resolution`` (default 512 px),
 extract the largest config twice, all fp32 and with every block ``precision: int8``, and time
 the image encoder in PyTorch eager (int8: ``supernet.elastic.quantize.quantize_subnet``) and in
-ONNX Runtime (int8: ``nas.onnx_export.quantize_encoder_onnx`` on the fp32 export, exactly what
+ONNX Runtime (int8: ``nas.export.onnx_export.quantize_encoder_onnx`` on the fp32 export, exactly what
 ``samnas export`` writes), with ``--threads`` threads (default 1). The four variants are
 interleaved: each round runs each of them once, in turn, after ``--warmup`` untimed runs each,
 so a change in the shared machine's speed hits them alike. Reported: median and p10-p90 per
@@ -35,13 +35,13 @@ import torch
 from common import load_averages, machine_header, markdown_table, reproduce_command, write_results
 
 from deploy.engines import ort_session_options
-from nas.onnx_export import compare_embeddings, export_encoder_onnx, quantize_encoder_onnx
-from nas.timing import steady_allocator, summarize
+from nas.export.onnx_export import compare_embeddings, export_encoder_onnx, quantize_encoder_onnx
+from nas.measure.timing import steady_allocator, summarize
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
 from supernet.elastic.quantize import quantize_subnet
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 TARGET_ORT_SPEEDUP = 1.4
 FULL_RANGE = "int8, 8-bit weights"  # the variant without reduce_range (not what samnas export writes)

@@ -44,11 +44,11 @@ from nas.latency import ProfileSettings, fit_device, load_predictor, profile_dev
 from nas.latency.probe import backend_build
 from infra.threads import torch_threads
 from nas.latency.profile import restrict_resolutions
-from nas.pareto import load_points, pareto_front
+from nas.search.pareto import load_points, pareto_front
 from nas.quality import make_evaluator
-from nas.search import SearchSettings, evaluate_config, run_search
-from nas.study import DEFAULT_SAMPLER
-from nas.timing import time_rounds
+from nas.search.run import SearchSettings, evaluate_config, run_search
+from nas.search.samplers import DEFAULT_SAMPLER
+from nas.measure.timing import time_rounds
 from search_spaces.space import SearchSpace
 
 TARGET_SPEEDUP = 1.3

@@ -41,7 +41,7 @@ from common import machine_header, markdown_table, reproduce_command, write_resu
 from nas.latency.predictor import error_metrics, fit_space
 from nas.latency.profile import ProfileSettings, profile, restrict_resolutions, sample_configs
 from search_spaces.config import SubnetConfig
-from nas.timing import MIN_SECONDS, ROUNDS, visit_runs
+from nas.measure.timing import MIN_SECONDS, ROUNDS, visit_runs
 from search_spaces.space import SearchSpace
 
 DEFAULT_RESOLUTIONS = {"sam_vit_b": [512]}
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
         f"\n- profiling: {args.threads} threads; each round visits every measurement of the run in a fresh random "
         "order; a round at another speed than the others (beyond about +-5%) is run again, up to twice the rounds, "
         "and only the largest group of rounds at one steady speed is stored; 0.5 s burn-in first; fixed seeds; "
-        "glibc malloc's mmap and trim thresholds fixed (`nas.timing.steady_allocator`)")
+        "glibc malloc's mmap and trim thresholds fixed (`nas.measure.timing.steady_allocator`)")
     main_cols = ["space", "device", "threads", "resolutions", "method", "heldout_n", "heldout_within10_pct",
                  "heldout_mape_pct", "cv_mape_pct", "lut_only_mape_pct", "meets_target", "noise_remeasure_within10_pct",
                  "noise_remeasure_mape_pct", "noise_spread_p10_p90_pct", "drift_pct", "rounds_run", "rounds_kept",

@@ -43,7 +43,7 @@ from nas.latency import ProfileSettings, fit_device, load_predictor, profile_dev
 from nas.latency.probe import PROBE_SECONDS, run_probe
 from nas.latency.store import DeviceStore
 from nas.latency.validate import WARMUP, read_validations
-from nas.timing import MIN_SECONDS, ROUNDS, visit_runs
+from nas.measure.timing import MIN_SECONDS, ROUNDS, visit_runs
 
 DEFAULT_RESOLUTIONS = {"sam_vit_b": [512]}
 

@@ -21,7 +21,7 @@ import torch
 from common import ROOT, machine_header, markdown_table, reproduce_command, shown_path, write_results
 
 from nas.quality.coco import CocoEvaluator, size_range_means
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.reference import reference_checkpoint
 
 DATA = ROOT.parent / "shared" / "data"

@@ -34,10 +34,10 @@ from nas.latency.probe import backend_build
 from infra.threads import torch_threads
 from nas.latency.profile import restrict_resolutions
 from nas.latency.runtimes import compare_runtimes, decoder_runtimes, installed_cases
-from nas.pareto import load_points, pareto_front
+from nas.search.pareto import load_points, pareto_front
 from nas.quality import make_evaluator
-from nas.search import SearchSettings, run_search
-from nas.timing import time_rounds
+from nas.search.run import SearchSettings, run_search
+from nas.measure.timing import time_rounds
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 

@@ -8,7 +8,7 @@ Each sampler runs once per seed for the largest trial count; its hypervolume at 
 is that of its first trials (no sampler here reads the trial budget, so the first N trials of a
 longer run are exactly an N-trial run).
 
-The reference front: a pool of a few thousand evaluated configs (``nas.reference_front``,
+The reference front: a pool of a few thousand evaluated configs (``nas.search.pool_front``,
 cached under results/scratch/), pooled with every run's trials.
 
     OMP_NUM_THREADS=1 python benchmarks/search.py --threads 1 --seeds 0 1 2 3 4 --fresh
@@ -31,18 +31,18 @@ import torch
 
 from common import RESULTS, machine_header, markdown_table, ranked_model, shown_path, write_results
 
-from nas.cost import PARTS, mean_costs, trial_costs
-from nas.hypervolume import hypervolume_2d
+from nas.studies.cost import PARTS, mean_costs, trial_costs
+from nas.search.hypervolume import hypervolume_2d
 from infra.errors import UserError
 from nas.latency import load_predictor, profile_and_fit_quick
-from nas.pareto import load_points, pareto_front, study_points
+from nas.search.pareto import load_points, pareto_front, study_points
 from nas.quality import make_evaluator
-from nas.reference_front import QualityMemo, build_pool, cache_key, load_or_build, predictor_digest
+from nas.search.pool_front import QualityMemo, build_pool, cache_key, load_or_build, predictor_digest
 from supernet.checkpoint import state_digest
-from nas.search import SearchSettings, run_search
-from nas.study import DEFAULT_SAMPLER, SAMPLERS
-from nas.timing import MIN_SECONDS, time_callable
-from nas.verify import ROUNDS as VERIFY_ROUNDS, measure_configs, verify_front
+from nas.search.run import SearchSettings, run_search
+from nas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
+from nas.measure.timing import MIN_SECONDS, time_callable
+from nas.search.verify import ROUNDS as VERIFY_ROUNDS, measure_configs, verify_front
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     if args.runs_only:
         return 0
 
-    # The default search's front verified on this machine, as `samnas search` does (nas.verify): its front
+    # The default search's front verified on this machine, as `samnas search` does (nas.search.verify): its front
     # subnets are timed and those over the budget leave the front; the acceptance (d) below measures the
     # verified fronts again afterwards. Its hypervolumes at every trial count are those of the verified runs.
     d = DEFAULT_SAMPLER
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
         checks.append(f"{'PASS' if d128 >= 0.97 else 'FAIL'} (c) {d}@128 mean HV {d128:.4f} of the reference "
                       f"front's over {len(ratios(d, 128))} seeds (target >= 0.97)")
 
-    # The verified fronts measured again, later, by the same method (nas.verify.measure_configs, the drift probe in
+    # The verified fronts measured again, later, by the same method (nas.search.verify.measure_configs, the drift probe in
     # the same rounds): the acceptance (d) counts raw medians within the budget, as the verification judges them.
     front_rows = []
     for seed in args.seeds:
@@ -312,7 +312,7 @@ feasible region, reference point (quality 0, {budget} ms).
 
 A pool of {len(pool)} evaluated configs within the budget (every uniform shrink, {args.pool_random} random draws,
 {args.pool_rounds} rounds of local search around the front of the pool and the runs together, 6 mutants per front
-config a round; `nas/reference_front.py`, cached in `{shown_path(pool_path)}`), pooled with the {len(every)}
+config a round; `nas/search/pool_front.py`, cached in `{shown_path(pool_path)}`), pooled with the {len(every)}
 trials ({len(known)} distinct configs) of every run below. Hypervolume of the pool
 alone {pool_hv:.4f}; pooled with the runs {reference_hv:.4f}, the denominator of every ratio below. The pool
 cost {len(pool)} evaluations, about {len(pool) / top:.0f} times a whole search of {top} trials.
@@ -323,9 +323,9 @@ Best mean ratio among the samplers measured on every seed ({', '.join(full) or '
 Samplers or counts with fewer seeds (column `seeds`) were cut short for time and are not compared on equal terms. Time per trial is the mean wall
 time of a trial (sampler included), split into quality evaluation, latency prediction, the sampler, and
 the rest (FLOP counting, storage). Samplers: surrogate = GP quality model + expected hypervolume improvement
-over candidates the latency predictor keeps within the budget (`nas/samplers/surrogate.py`); nsga2 = Optuna
+over candidates the latency predictor keeps within the budget (`nas/search/samplers/surrogate.py`); nsga2 = Optuna
 NSGA-II, population 16 (2, 4 and 8 generations at 32, 64 and 128 trials); nsga2-seeded = the same NSGA-II
-whose first generation is spread over the predicted-latency range (`nas/samplers/seeded_nsga2.py`); tpe =
+whose first generation is spread over the predicted-latency range (`nas/search/samplers/seeded_nsga2.py`); tpe =
 Optuna TPE, multivariate, grouped, constant liar; random = Optuna random sampling.
 
 {markdown_table(summary, columns)}
@@ -334,7 +334,7 @@ Per seed (also in `results/search.csv`):
 
 {markdown_table(seed_rows, ['sampler', 'trials', 'seed', 'hv', 'hv_ratio', 'front', 'wall_s', *PARTS])}
 
-## The default search's front, verified on this machine (`nas/verify.py`, as `samnas search` does)
+## The default search's front, verified on this machine (`nas/search/verify.py`, as `samnas search` does)
 
 After each {d} run, its front subnets were timed as profiling times subnets ({VERIFY_ROUNDS} interleaved rounds,
 {args.threads} thread(s), the drift probe in the same rounds, its speed factor shown); those whose median was

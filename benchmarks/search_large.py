@@ -29,15 +29,15 @@ import torch
 
 from common import PHOTOS, held_out_photos, load_averages, machine_header, markdown_table, ranked_model, reproduce_command, write_results
 
-from nas.cost import PARTS, mean_costs, trial_costs
-from nas.hypervolume import hypervolume_2d
+from nas.studies.cost import PARTS, mean_costs, trial_costs
+from nas.search.hypervolume import hypervolume_2d
 from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency.profile import restrict_resolutions
-from nas.pareto import load_points, pareto_front
+from nas.search.pareto import load_points, pareto_front
 from nas.quality import make_evaluator
-from nas.search import SearchSettings, run_search
-from nas.study import DEFAULT_SAMPLER, SAMPLERS
-from nas.timing import time_callable
+from nas.search.run import SearchSettings, run_search
+from nas.search.samplers import DEFAULT_SAMPLER, SAMPLERS
+from nas.measure.timing import time_callable
 from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
 

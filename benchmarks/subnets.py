@@ -15,11 +15,11 @@ import torch
 
 from common import machine_header, markdown_table, reproduce_command, write_results
 
-from nas.timing import time_callable
+from nas.measure.timing import time_callable
 from search_spaces.counting import count
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.elastic.extract import extract
 
 

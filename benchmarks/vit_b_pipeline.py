@@ -56,9 +56,9 @@ import yaml
 
 from common import ROOT, machine_header, markdown_table, shown_path, write_results
 
-from nas.timing import time_callable
+from nas.measure.timing import time_callable
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 PHOTOS = ROOT.parent / "shared" / "data" / "coco128" / "images"
 DEVICE = "cpu-torch@pipeline"
@@ -184,7 +184,7 @@ def full_encoder_seconds(model_type: str, resolution: int, repeats: int) -> floa
 
 def bf16_check(model_type: str, resolution: int, photo: Path, repeats: int) -> dict:
     """bf16 autocast against fp32 for the full encoder on one photo: error and time (interleaved runs)."""
-    from nas.onnx_export import compare_embeddings
+    from nas.export.onnx_export import compare_embeddings
     from scenes.images import load_image
     from supernet.modeling.transforms import ResizeLongestSide
 
@@ -210,7 +210,7 @@ def trial_seconds(results: Path, study: str | None = None) -> list[float]:
     """Seconds of every finished search trial (sampling + prediction + evaluation) from the study."""
     import optuna
 
-    from nas.record import TrialRecord
+    from nas.studies.record import TrialRecord
 
     storage = f"sqlite:///{results / 'studies.db'}"
     out = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from supernet.modeling.arch import ARCHS
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from infra.errors import CheckpointError
 from supernet.modeling.sam import Sam
 

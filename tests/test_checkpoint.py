@@ -7,7 +7,7 @@ import torch
 from conftest import oracle
 from sam_oracle import official_sam
 from supernet.modeling.arch import get_arch
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.checkpoint import load_sam
 from infra.errors import CheckpointError
 

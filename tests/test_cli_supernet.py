@@ -11,7 +11,7 @@ from PIL import Image
 
 import cli
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.elastic.activation import active_subnet
 from supernet.elastic.extract import load_subnet
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from search_spaces.counting import count, count_flops, count_flops_fvcore, count_params
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.elastic.activation import full_config
 from supernet.elastic.extract import extract
 from supernet.elastic.subnet_config import SubnetConfig

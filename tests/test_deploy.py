@@ -15,13 +15,13 @@ from PIL import Image
 
 from deploy import DeployError, Runner
 from infra.fileio import new_file_mode
-from nas.export import export_subnet
-from nas.models import load_model
-from nas.onnx_export import DECODER_OUTPUTS, onnx_session
+from nas.export.subnet import export_subnet
+from supernet.model_source import load_model
+from nas.export.onnx_export import DECODER_OUTPUTS, onnx_session
 from search_spaces import SearchSpace
 from search_spaces.config import BlockChoice, SubnetConfig
 from supernet.elastic.extract import load_subnet
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.modeling.predictor import SamPredictor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from supernet.modeling.build import build_from_spec, build_sam
+from supernet.elastic.build import build_sam
+from supernet.elastic.modules import ElasticImageEncoderViT
+from supernet.modeling.build import build_from_spec
 from supernet.elastic.activation import active_config, active_subnet, full_config, set_active_subnet
 from infra.errors import CheckpointError, ConfigError
 from supernet.elastic.extract import extract, load_subnet, save_subnet, subnet_blocks_spec, subnet_metadata
@@ -185,7 +187,8 @@ def test_subnet_saved_by_the_elastic_extractor_loads(model, tmp_path):
     """Subnets saved before extraction gave plain models were elastic-class models of the subnet's widths."""
     cfg = micro_config(192)
     sub = extract(model, cfg)
-    old = build_from_spec(model.arch, subnet_blocks_spec(model, cfg), img_size=192, elastic=True)
+    old = build_from_spec(model.arch, subnet_blocks_spec(model, cfg), img_size=192,
+                          encoder_cls=ElasticImageEncoderViT)
     old.load_state_dict(sub.state_dict(), strict=True)
     save_subnet(old, subnet_metadata(model, cfg), tmp_path / "old")
     loaded = load_subnet(tmp_path / "old")

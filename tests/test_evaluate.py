@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nas import evaluate
+from nas.commands import evaluate
 from nas.everything.masks import encode_rles
 from nas.quality.coco import CocoEvaluator, box_fill_mask
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from cli_parse import run_with
 
 
@@ -124,7 +124,7 @@ def test_by_size_matches_the_overall_numbers(fixture):
 
 
 def test_reference_card_shows_fit_and_sizes_apart_from_held_out():
-    from nas.reference import render_reference_card
+    from nas.commands.train_reference import render_reference_card
 
     sizes = {"instances_small": 2, "instances_medium": 0, "instances_large": 1, "box_miou_small": 0.25,
              "box_miou_medium": None, "box_miou_large": 0.5, "point_miou_small": 0.125, "point_miou_medium": None,

@@ -16,7 +16,7 @@ from nas.everything import masks as M
 from nas.everything.generator import DecoderCache, MaskGenerator, TimedPredictor, image_key
 from nas.everything.policies import Policy
 from supernet.modeling.arch import get_arch
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.checkpoint import load_sam
 from infra.errors import ConfigError
 from scenes.images import generated_images

@@ -7,7 +7,7 @@ import pytest
 from nas.everything import masks as M
 from nas.everything.generator import MaskGenerator
 from nas.everything.policies import Policy, coarse_to_fine_order, policy_from_dict
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.checkpoint import load_sam
 from infra.errors import ConfigError
 from supernet.modeling.predictor import SamPredictor

@@ -71,7 +71,7 @@ def test_agreement_metric_known_answers():
 def test_empty_reference_is_an_error_never_quality_one(dataset):
     from nas.everything.evaluator import PolicyEvaluator
     from scenes.images import read_image_folder
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
     from supernet.modeling.predictor import SamPredictor
 
     with pytest.raises(UserError, match="found no mask on any of the 2 image"):
@@ -103,11 +103,11 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
     assert set(meta["metrics"]) >= {"AR@10", "AR@100", "AR@1000"} and 0.0 <= meta["quality"] <= 1.0
     assert policy.points_per_side <= 8
 
-    # the study driver (nas.driver) records study attributes, trial records and one MLflow run with a child per trial
+    # the study driver (nas.studies.driver) records study attributes, trial records and one MLflow run with a child per trial
     import mlflow
     import optuna
 
-    from nas.record import TrialRecord
+    from nas.studies.record import TrialRecord
 
     study = optuna.load_study(study_name=meta["study"], storage=storage)
     assert study.user_attrs["model"] == meta["model"] and study.user_attrs["evaluator"] == "mask_ar"
@@ -148,7 +148,7 @@ def test_tune_then_everything_with_the_policy(dataset, tmp_path, capsys):
 def test_agreement_tuning_reference_scores_itself_one(dataset):
     from nas.everything.evaluator import PolicyEvaluator
     from scenes.images import read_image_folder
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
     from supernet.modeling.predictor import SamPredictor
 
     images, _ = read_image_folder(dataset[0])
@@ -321,7 +321,7 @@ def test_calibration_finds_the_largest_threshold_with_target_masks(tmp_path):
 
 
 def build_sam_seeded():
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
 
     return build_sam("micro", seed=0).eval()
 
@@ -352,7 +352,7 @@ def test_speedup_sets_the_budget_from_the_reference_grid(dataset, tmp_path, monk
     same time mode as the trials; the policy goes to results/everything/<study>.yaml by default."""
     from nas.everything.tune import TuneSettings, tune_everything
     from scenes.images import read_image_folder
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
     from supernet.modeling.predictor import SamPredictor
 
     images, _ = read_image_folder(dataset[0])

@@ -19,13 +19,13 @@ from nas.latency.predictor import (PREDICTOR_FORMAT, SUMMARY_COLUMNS, Features, 
                                    error_metrics, fit_space, lut_index, lut_parts, save_states)
 from nas.latency.profile import (OrtBackend, TorchBackend, block_kinds, check_bf16_matches, check_onnx_matches, make_backend,
                                  network_module, sample_configs)
-from nas.fingerprint import bf16_problem, cpu_features
+from nas.measure.fingerprint import bf16_problem, cpu_features
 from nas.latency.report import PredictorReport
 from nas.latency.store import DeviceStore, device_spec, parse_device, read_profile_file
-from nas.onnx_export import compare_embeddings
+from nas.export.onnx_export import compare_embeddings
 from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from infra.errors import ConfigError, UserError
 
 # max_rounds == rounds: no round is run again (re-running is tested with a fake clock below)
@@ -250,7 +250,7 @@ def test_predictions_are_fast(root, space, monkeypatch):
     """A prediction runs no model and times nothing (counted, so a busy machine cannot fail it)."""
     from torch import nn
 
-    from nas import timing
+    from nas.measure import timing
 
     calls = {"module": 0, "timing": 0}
     module_call = nn.Module.__call__
@@ -376,8 +376,8 @@ def test_measurements_from_another_machine_are_not_mixed(tmp_path):
 def test_timings_run_with_a_fixed_allocator():
     import platform
 
-    from nas import timing
-    from nas.fingerprint import machine_fingerprint
+    from nas.measure import timing
+    from nas.measure.fingerprint import machine_fingerprint
 
     described = timing.allocator_setup()
     with timing.steady_allocator() as inside:
@@ -523,7 +523,7 @@ def test_profile_and_fit_quick(tmp_path):
 
 
 def test_time_callable_runs_until_min_seconds_and_at_least_repeats(monkeypatch):
-    from nas import timing
+    from nas.measure import timing
 
     clock = [0.0]  # a fake perf_counter: every call of fn takes exactly 2 ms
     monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
@@ -542,7 +542,7 @@ def test_time_callable_runs_until_min_seconds_and_at_least_repeats(monkeypatch):
 
 
 def test_time_rounds_interleaves_and_runs_a_slow_round_again(monkeypatch):
-    from nas import timing
+    from nas.measure import timing
 
     clock = [0.0]
     monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
@@ -590,7 +590,7 @@ def test_time_rounds_interleaves_and_runs_a_slow_round_again(monkeypatch):
 
 
 def test_steady_rounds_picks_the_largest_group():
-    from nas.timing import steady_rounds
+    from nas.measure.timing import steady_rounds
 
     assert steady_rounds([1.0, 1.02, 1.4, 0.99]) == [0, 1, 3]
     assert steady_rounds([1.0, 1.4, 1.41, 1.0]) == [0, 3]  # a tie goes to the faster group
@@ -612,7 +612,7 @@ def test_profile_reports_rounds_and_drift(space):
 
 
 def test_cli_profile_warns_when_the_machine_drifted(tmp_path, capsys, monkeypatch):
-    from nas import timing
+    from nas.measure import timing
 
     monkeypatch.setattr(timing, "steady_rounds", lambda factors, tolerance=0: [0])  # no two rounds ever agree
     code, out, err = run_cli(["latency", "profile", "--space", "sam_micro", "--device", "cpu-torch", "--samples", 5,
@@ -711,7 +711,7 @@ def test_bf16_refused_on_a_fingerprint_without_bf16():
 def test_bf16_device_refused_here_when_the_cpu_lacks_it(monkeypatch):
     import sys
 
-    monkeypatch.setattr(sys.modules["nas.fingerprint"], "cpu_features", lambda: ["avx2"])
+    monkeypatch.setattr(sys.modules["nas.measure.fingerprint"], "cpu_features", lambda: ["avx2"])
     with pytest.raises(UserError, match=r"device cpu-openvino-bf16: bf16 is not offered here: CPU .* lacks "
                                         r"AVX512-BF16 and AMX-BF16 .*; use cpu-openvino"):
         make_backend("cpu-openvino-bf16", threads=1)
@@ -762,7 +762,7 @@ def test_runtimes_command_times_every_installed_runtime(capsys, monkeypatch):
 
 def test_runtimes_table_names_the_device_to_profile():
     from nas.latency.runtimes import RuntimeCase, RuntimeRow, recommendation, render_rows
-    from nas.timing import summarize
+    from nas.measure.timing import summarize
 
     rows = [RuntimeRow(RuntimeCase("cpu-onnxruntime", "int8"), summarize([5.0]), 4.0, 0.99, 0.1),
             RuntimeRow(RuntimeCase("cpu-openvino-bf16"), summarize([7.0]), 3.0, 0.99996, 0.008),

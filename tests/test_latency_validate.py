@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cli
-from nas import timing
+from nas.measure import timing
 from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
 from nas.latency import probe as probe_mod
 from nas.latency.predictor import lut_index, lut_parts
@@ -20,7 +20,7 @@ from nas.latency.validate import (KEEP_PROBABILITY, VALIDATION_FILE, prepare_sub
                                   validation_configs)
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 FINGERPRINT = {"cpu": "fake", "threads": 1, "backend": "torch", "allocator": "fake"}
 
@@ -127,7 +127,7 @@ def test_fresh_process_times_a_tiny_subnet(tmp_path, space, backend):
 def test_fresh_process_times_a_probe_beside_the_subnet(tmp_path, space):
     """With a probe, one process times both, interleaved; the larger probe takes longer than the smallest subnet.
 
-    Only the rounds run at one steady speed count (nas.timing.time_rounds), so on a noisy machine
+    Only the rounds run at one steady speed count (nas.measure.timing.time_rounds), so on a noisy machine
     either may keep fewer timed runs than asked; each keeps at least one."""
     supernet = build_sam("micro", seed=0)
     small = prepare_subnet(supernet, space.validate(space.smallest()), "torch", tmp_path / "small")

@@ -148,7 +148,7 @@ def test_pareto_plot_names_quality_and_keeps_the_budget_label_clear(results, tmp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nas.pareto import load_points, pareto_front, plot_front
+    from nas.search.pareto import load_points, pareto_front, plot_front
 
     points = load_points(f"sqlite:///{results / 'studies.db'}")
     saved = {}
@@ -222,7 +222,7 @@ def test_resumed_search_names_running_trials_of_other_hosts(results, tmp_path):
     assert tail[0].startswith("next: samnas export --study 'sam_micro@cpu-torch@1000ms' --trial ")
     assert tail[1].startswith("what the demo's quality means: ") and "not SAM" in tail[1] and "IoU" in tail[1]
     assert "samnas train-supernet" in tail[2] and "--checkpoint" in tail[2]
-    # this machine profiled the device, so the front was timed here after the search (nas.verify)
+    # this machine profiled the device, so the front was timed here after the search (nas.search.verify)
     assert "front measured on this machine:" in out and "meas. ms" in out
     running = optuna.load_study(study_name=name, storage=storage).get_trials(
         states=(optuna.trial.TrialState.RUNNING,))
@@ -346,7 +346,7 @@ def test_optuna_dashboard_lists_the_studies_with_named_objectives(tmp_path):
     exe = shutil.which("optuna-dashboard")
     if exe is None:
         pytest.skip("optuna-dashboard not installed (pip install -e '.[dashboard]' -c constraints.txt)")
-    from nas.search import METRIC_NAMES, SearchSettings, open_study
+    from nas.search.run import METRIC_NAMES, SearchSettings, open_study
 
     storage = f"sqlite:///{tmp_path / 'd.db'}"
     study = open_study(SearchSettings(space="sam_micro", device="cpu-torch", budget_ms=5, storage=storage))

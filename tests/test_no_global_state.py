@@ -20,11 +20,11 @@ import torch
 import cli
 from infra.threads import torch_threads
 from infra.wording import plural
-from nas import driver
-from nas.record import TrialRecord
-from nas.study import default_storage, study_name
+from nas.studies import driver
+from nas.studies.record import TrialRecord
+from nas.studies.study import default_storage, study_name
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "sam_micro@cpu-torch@30ms"
@@ -82,8 +82,8 @@ def test_pareto_names_the_trial_to_export_as_search_does(tmp_path, capsys):
 ALLOCATOR_PROBE = textwrap.dedent("""
     import ctypes, json, sys
     sys.path.insert(0, sys.argv[1])
-    from nas import timing
-    from nas.fingerprint import machine_fingerprint
+    from nas.measure import timing
+    from nas.measure.fingerprint import machine_fingerprint
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(name, ctypes.c_size_t) for name in
@@ -266,7 +266,7 @@ def test_no_parser_accepts_abbreviated_options(capsys):
 
 def test_wording_plurals_and_the_pareto_budget_help():
     assert (plural(1, "thread"), plural(2, "thread"), plural(None, "thread")) == ("1 thread", "2 threads", "? threads")
-    from nas.study import predictor_line
+    from nas.studies.study import predictor_line
 
     facts = {"device": "cpu-torch", "cv_mape_pct": 4.0, "within_10_pct": 95.0}
     assert predictor_line({**facts, "threads": 1}).endswith("profiled with 1 thread")

@@ -14,7 +14,7 @@ from nas.quality.base import mask_iou
 from nas.quality.coco import farthest_point, gt_box, load_coco
 from nas.quality.fidelity import embedding_distances
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.elastic.activation import active_config
 from infra.errors import UserError
 from supernet.modeling.predictor import SamPredictor

@@ -11,15 +11,15 @@ from torch import nn
 
 import cli
 from infra.errors import CheckpointError, ConfigError
-from nas.export import export_subnet
-from nas.onnx_export import ONNX_INT8_TOLERANCE
-from nas.onnx_export import compare_embeddings, embedding_error, int8_matmul_nodes, onnx_session
+from nas.export.subnet import export_subnet
+from nas.export.onnx_export import ONNX_INT8_TOLERANCE
+from nas.export.onnx_export import compare_embeddings, embedding_error, int8_matmul_nodes, onnx_session
 from search_spaces import SearchSpace, save_config
 from supernet.elastic.activation import active_subnet, check_fits
 from supernet.elastic.extract import extract, load_subnet, save_subnet, subnet_metadata
 from supernet.elastic.subnet_config import BlockChoice, SubnetConfig
 from supernet.elastic.quantize import is_quantized, quantize_subnet
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 DynamicLinear = torch.ao.nn.quantized.dynamic.Linear
 
@@ -205,7 +205,7 @@ def test_exported_int8_onnx_matches_quantized_pytorch(model, space, tmp_path):
 
 
 def test_int8_matmul_nodes_must_all_exist(model, space, tmp_path):
-    from nas.onnx_export import export_encoder_onnx
+    from nas.export.onnx_export import export_encoder_onnx
 
     path = export_encoder_onnx(extract(model, space.largest().replace(resolution=128)), tmp_path / "e.onnx")
     assert int8_matmul_nodes(path, [5]) == [f"/blocks.5/{l}/MatMul" for l in ("attn/qkv", "attn/proj", "mlp/lin1", "mlp/lin2")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.elastic.activation import active_subnet
 from supernet.elastic.ranked import load_ranked, read_ranking, save_ranked
 from supernet.elastic.ranking import METHODS, compute_scores, permute_by_importance, rank_model, magnitude_scores

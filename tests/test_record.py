@@ -6,8 +6,8 @@ import json
 import optuna
 import pytest
 
-from nas import driver
-from nas.record import TrialRecord
+from nas.studies import driver
+from nas.studies.record import TrialRecord
 from search_spaces import SubnetConfig
 
 
@@ -69,6 +69,6 @@ def test_stale_trials_of_a_gone_worker_are_failed(tmp_path):
 
 
 def test_tracker_metric_names_are_valid_for_mlflow():
-    from nas.tracking import _NOT_IN_NAMES
+    from nas.studies.tracking import _NOT_IN_NAMES
 
     assert _NOT_IN_NAMES.sub("_", "AR@100") == "AR_100" and _NOT_IN_NAMES.sub("_", "mean_iou/x.y") == "mean_iou/x.y"

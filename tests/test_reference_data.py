@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas import reference
+from nas.commands import train_reference
 from infra.errors import UserError
 from scenes.sources import Augment, CocoScenes, MixedScenes, SyntheticScenes
 from scenes.synthetic import write_coco_dataset
@@ -117,7 +117,7 @@ def test_box_jitter_is_capped_at_sams_20_px_per_1024(res, cap):
 
 
 def _parse(argv):
-    return parse_with(reference, ["train-reference", *argv])
+    return parse_with(train_reference, ["train-reference", *argv])
 
 
 @pytest.mark.slow
@@ -164,7 +164,7 @@ def test_train_reference_unpaired_annotations_is_an_error(tmp_path, coco_fixture
 def test_stage_commands_spell_out_the_defaults_of_their_time():
     """A stage run before --loss-points and --focal-alpha existed computed its losses at every pixel
     with alpha 0.25; its reproducing command must say so, whatever today's defaults are."""
-    from nas.reference import _stage_command
+    from nas.commands.train_reference import _stage_command
 
     old = _stage_command({"command": "samnas train-reference --steps 5"})
     assert old == "samnas train-reference --steps 5 --loss-points 0 --focal-alpha 0.25"

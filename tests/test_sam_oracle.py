@@ -7,7 +7,7 @@ import torch
 
 from sam_oracle import official_sam
 from supernet.modeling.arch import get_arch
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.modeling.predictor import SamPredictor
 
 

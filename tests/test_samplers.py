@@ -12,12 +12,12 @@ import numpy as np
 import optuna
 import pytest
 
-from nas.cost import TimedSampler, mean_costs, trial_costs
-from nas.hypervolume import expected_improvement, front_2d, hypervolume_2d, improvement
-from nas.reference_front import QualityMemo, load_or_build
-from nas.samplers import PROPOSAL_ATTR, SeededNSGAIISampler, SurrogateSampler
-from nas.samplers.design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
-from nas.search import suggest_config
+from nas.studies.cost import TimedSampler, mean_costs, trial_costs
+from nas.search.hypervolume import expected_improvement, front_2d, hypervolume_2d, improvement
+from nas.search.pool_front import QualityMemo, load_or_build
+from nas.search.samplers import PROPOSAL_ATTR, SeededNSGAIISampler, SurrogateSampler
+from nas.search.samplers.design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
+from nas.search.run import suggest_config
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
@@ -245,7 +245,7 @@ def test_quality_memo_measures_a_config_once(tmp_path):
             Counting.calls += 1
             return type("R", (), {"score": 0.25})()
 
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
 
     model = build_sam("micro", seed=0)
     memo = QualityMemo(tmp_path / "memo.json", every=1)

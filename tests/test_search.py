@@ -19,14 +19,15 @@ import pytest
 import sqlalchemy.exc
 import cli
 from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
-from nas.pareto import TrialPoint, pareto_front, render
+from nas.search.pareto import TrialPoint, pareto_front, render
 from nas.quality import make_evaluator
-from nas.search import SearchSettings, run_search, suggest_config
-from nas.samplers import PROPOSAL_ATTR
-from nas.study import DEFAULT_SAMPLER, parse_study_name, study_name
+from nas.search.run import SearchSettings, run_search, suggest_config
+from nas.search.samplers import PROPOSAL_ATTR
+from nas.search.samplers import DEFAULT_SAMPLER
+from nas.studies.study import parse_study_name, study_name
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from infra.errors import UserError
 from supernet.elastic.extract import load_subnet
 
@@ -199,7 +200,7 @@ def test_two_workers_share_one_postgres_study(results):
 
 _OPEN_AT = """import sys, time, warnings
 warnings.simplefilter("ignore")
-from nas.study import open_storage
+from nas.studies.study import open_storage
 start = float(sys.argv[2])
 while time.time() < start:
     pass
@@ -321,7 +322,7 @@ def test_pareto_precision_column_and_filter():
 def test_pareto_front_is_the_array_front_of_its_feasible_points():
     """`pareto_front` (trial points) and `front_2d` (arrays) are one front: same points on fixed data,
     ties in both objectives keep the lowest (study, trial), and the hypervolume over either agrees."""
-    from nas.hypervolume import front_2d, hypervolume_2d
+    from nas.search.hypervolume import front_2d, hypervolume_2d
 
     def p(q, ms, n, study="s@cpu-torch@100ms"):
         return TrialPoint(study, n, "s", "cpu-torch", 100.0, q, ms, 1, 1, "{}")
@@ -343,7 +344,7 @@ def test_pareto_front_is_the_array_front_of_its_feasible_points():
 def test_search_over_precision_scores_int8_configs_quantized(tmp_path, sampler):
     """An int8 space is searched over precision too; an int8 trial's quality is measured on the
     subnet extracted and quantized (the supernet refuses int8), fp32 trials on the supernet."""
-    from nas.search import evaluate_config
+    from nas.search.run import evaluate_config
     from supernet.elastic.extract import extract
     from nas.latency.profile import restrict_resolutions
 

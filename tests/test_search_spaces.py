@@ -124,7 +124,7 @@ def test_largest_smallest_sample_validate(name):
 
 
 def test_micro_largest_is_the_full_model_and_samples_fit_it(micro):
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
     from supernet.elastic.activation import check_fits, full_config
 
     model = build_sam("micro", seed=0)

@@ -63,7 +63,7 @@ def test_key_is_byte_identical_to_the_old_canonical_json(name):
 
 def test_mutated_and_mixed_configs_keep_the_old_key():
     """Configs the samplers build (mutations, crossovers) and the int8 ones key as the old dicts did."""
-    from nas.samplers.design import crossover, mutate
+    from nas.search.samplers.design import crossover, mutate
 
     rng = np.random.default_rng(0)
     for name in ("sam_micro_int8", "sam_vit_b_int8"):

@@ -10,7 +10,7 @@ from nas.training.teacher_cache import TeacherCache
 from nas.training.train import TrainSettings, train
 from search_spaces.space import SearchSpace
 from supernet.elastic.activation import active_subnet
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.modeling.transforms import ResizeLongestSide
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from search_spaces.space import SearchSpace
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from nas.training.losses import dice_loss, focal_loss, mask_iou, mask_loss, sam_loss
 from scenes.sources import Scene
 from nas.training.train import (LossFrame, SubnetLoss, TrainSettings, corrective_points, load_training_state,

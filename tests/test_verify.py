@@ -1,4 +1,4 @@
-"""The front measured after a search (nas.verify): over-budget subnets leave the front, the rest stay."""
+"""The front measured after a search (nas.search.verify): over-budget subnets leave the front, the rest stay."""
 from __future__ import annotations
 
 import json
@@ -7,12 +7,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-import nas.verify as verify
+import nas.search.verify as verify
 from infra.errors import UserError
 from nas.latency.profile import device_problem
 from nas.latency.store import DeviceStore
-from nas.pareto import MEASURED_ATTR, load_points, pareto_front, render, study_points
-from nas.record import TrialRecord
+from nas.search.pareto import MEASURED_ATTR, load_points, pareto_front, render, study_points
+from nas.studies.record import TrialRecord
 from search_spaces.space import SearchSpace
 
 BUDGET = 10.0

@@ -31,7 +31,7 @@ from infra.fileio import atomic_write_text
 from .policies import Policy, policy_from_dict
 
 SAM_DEFAULTS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
-REFERENCE_TAG = "sam_micro"  # the tag nas.models.load_model gives the packaged micro reference
+REFERENCE_TAG = "sam_micro"  # the tag supernet.model_source.load_model gives the packaged micro reference
 CARD_KEY = "everything_defaults"
 DEFAULT_TARGET_MASKS = 12.0
 

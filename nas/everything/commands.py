@@ -8,7 +8,7 @@ from pathlib import Path
 
 from infra.cliargs import default_of, positive_float, positive_int
 from infra.errors import UserError
-from nas.models import load_model
+from supernet.model_source import load_model
 
 from .settings import TuneSettings
 
@@ -174,7 +174,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
     from infra.fileio import tracking_uri
     from nas.latency.store import torch_device
-    from nas.study import default_storage
+    from nas.studies.study import default_storage
     from scenes.images import read_image_folder
     from supernet.modeling.predictor import SamPredictor
 
@@ -349,7 +349,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run_front(args: argparse.Namespace) -> int:
-    from nas.pareto import load_points, pareto_front, plot_front, render
+    from nas.search.pareto import load_points, pareto_front, plot_front, render
 
     points = [p for p in load_points(args.storage, device=args.device, include_everything=True,
                                      results=args.results)

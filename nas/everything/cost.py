@@ -32,7 +32,7 @@ def fit_cost_model(predictor, image: np.ndarray, batch: int = 64, repeats: int =
     The decoder calls are the generator's: low-res logits only where the predictor offers it
     (upscaling the kept candidates is filtering work, measured in every trial).
     """
-    from nas.timing import time_callable
+    from nas.measure.timing import time_callable
 
     enc = time_callable(lambda: predictor.set_image(image), repeats=repeats, warmup=1).median_ms
     h, w = image.shape[:2]

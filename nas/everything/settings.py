@@ -37,6 +37,6 @@ class TuneSettings:
 
     @property
     def study_name(self) -> str:
-        from nas.study import study_name
+        from nas.studies.study import study_name
 
         return study_name(self.model_tag, self.device, self.budget_ms, suffix="everything")

@@ -5,7 +5,7 @@ a constraint. Quality is mask AR@K with COCO annotations, else agreement with th
 dense grid (:mod:`.quality`); time is predicted by a cost model or measured (:mod:`.cost`,
 :mod:`.evaluator`); the policies tried are those of :mod:`.policy_space`.
 
-The study is run by :mod:`nas.driver`, as architecture searches are: the same storage, resuming,
+The study is run by :mod:`nas.studies.driver`, as architecture searches are: the same storage, resuming,
 failed-trial handling, trial count (finished trials), worker records, study attributes, MLflow
 runs and progress bar. This module supplies the objective and the baseline trials, and picks
 the policy to write. The chosen policy can be scored on other photos than it was tuned on
@@ -21,7 +21,7 @@ import optuna
 
 from infra.errors import UserError
 
-from nas.record import TrialRecord
+from nas.studies.record import TrialRecord
 
 from .evaluator import PolicyEvaluator, score_policy
 from .policies import Policy, policy_from_dict, save_policy
@@ -72,10 +72,6 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
     ``eval_annotations``. ``settings.model_meta`` is stored in the policy's meta so that it is not
     used with another model. ``progress`` shows a bar; without it, one line per trial goes to ``log``.
     """
-    from nas import driver
-    from nas.study import make_sampler
-    from nas.tracking import SearchTracker
-
     from .calibrate import model_defaults
 
     s = settings
@@ -89,6 +85,29 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
     if s.budget_ms is None and not (s.speedup and s.speedup > 0):
         raise UserError("give a time budget per image (--budget-ms) or a speedup over the reference grid (--speedup)")
     evaluator = PolicyEvaluator(predictor, images, annotations, reference_policy, s.time_mode, progress=progress)
+    s, budget_source, reference_ms = _settle_budget(s, evaluator, reference_policy, log)
+    model_defaults_attr = {**defaults, "source": source}
+    study = _run_tuning(s, evaluator, defaults, model_defaults_attr, reference_policy, reference_ms, log, progress)
+    best = best_trial(study, s.budget_ms)
+    policy = policy_from_dict(TrialRecord.read(best).config)
+    meta = _policy_meta(s, best, evaluator, budget_source, reference_ms, model_defaults_attr)
+    if eval_images:
+        held = score_policy(predictor, policy, eval_images, eval_annotations, reference_policy, s.time_mode,
+                            cost=evaluator.cost, progress=progress)
+        meta["held_out"] = {"images": len(eval_images), "evaluator": "mask_ar" if eval_annotations else "agreement",
+                            "quality": held.quality, "time_ms": held.time_ms, "metrics": held.metrics}
+    if s.out is not None:
+        save_policy(policy, s.out, meta)
+    return {"study": s.study_name, "best": meta, "policy": policy, "trials": len(study.trials),
+            "out": str(s.out) if s.out else None, "cost_model": evaluator.cost.__dict__ if evaluator.cost else None}
+
+
+def _settle_budget(s: TuneSettings, evaluator: PolicyEvaluator, reference_policy: Policy,
+                   log) -> tuple[TuneSettings, str, float | None]:
+    """``(settings with budget_ms and out set, where the budget came from, the reference's ms or None)``.
+
+    Without ``budget_ms`` the budget is the reference policy's time here / ``speedup``; without ``out``
+    and with ``out_dir``, the policy is written to ``out_dir/<study>.yaml``."""
     budget_source, reference_ms = "given", None
     if s.budget_ms is None:
         reference_ms = evaluator.evaluate(reference_policy).time_ms  # decoded already: the cache serves it
@@ -98,65 +117,92 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
         log(f"budget {s.budget_ms} ms/image: {budget_source}")
     if s.out is None and s.out_dir is not None:
         s = dataclasses.replace(s, out=Path(s.out_dir) / f"{s.study_name}.yaml")
-    name = s.study_name
-    evaluator_name = "mask_ar" if evaluator.gt is not None else "agreement"
-    plan = driver.StudyPlan(
-        name=name, sampler=make_sampler(s.sampler, s.seed), trials=s.trials, storage=s.storage, label="tuning",
-        attrs={"model": s.model_tag, **(s.model_meta or {}), "device": s.device, "budget_ms": s.budget_ms,
-               "evaluator": evaluator_name, "time_mode": s.time_mode, "images": len(evaluator.images),
-               "model_defaults": {**defaults, "source": source}})
+    return s, budget_source, reference_ms
+
+
+def _evaluator_name(evaluator: PolicyEvaluator) -> str:
+    return "mask_ar" if evaluator.gt is not None else "agreement"
+
+
+def _objective(s: TuneSettings, evaluator: PolicyEvaluator, defaults: dict):
+    """The study's objective: a suggested policy's ``(quality, ms per image)`` and its trial record."""
+    evaluator_name = _evaluator_name(evaluator)
 
     def objective(trial: optuna.Trial):
         policy = suggest_policy(trial, s.max_points_per_side, s.max_crop_layers, defaults)
         ev = evaluator.evaluate(policy)
         trial.set_constraint(CONSTRAINT, ev.time_ms - s.budget_ms)
         record = TrialRecord(config=policy.to_dict(), quality=ev.quality, predicted_ms=ev.time_ms,
-                                    metrics=ev.metrics, stats=ev.stats, evaluator=evaluator_name,
-                                    feasible=ev.time_ms <= s.budget_ms)
+                             metrics=ev.metrics, stats=ev.stats, evaluator=evaluator_name,
+                             feasible=ev.time_ms <= s.budget_ms)
         return (ev.quality, ev.time_ms), record
 
-    def line(trial: optuna.trial.FrozenTrial) -> str:
-        stats = trial.user_attrs["stats"]
-        return (f"trial {trial.number}: {trial.params['kind']} pps={trial.params['points_per_side']} "
-                f"quality={trial.values[0]:.4f} time={trial.values[1]:.1f} ms "
-                f"prompts/img={stats['prompts_requested']:.0f}")
+    return objective
 
+
+def _trial_line(trial: optuna.trial.FrozenTrial) -> str:
+    stats = trial.user_attrs["stats"]
+    return (f"trial {trial.number}: {trial.params['kind']} pps={trial.params['points_per_side']} "
+            f"quality={trial.values[0]:.4f} time={trial.values[1]:.1f} ms "
+            f"prompts/img={stats['prompts_requested']:.0f}")
+
+
+def _queue_baselines(study: optuna.Study, s: TuneSettings, evaluator: PolicyEvaluator, defaults: dict,
+                     reference_policy: Policy, reference_ms: float | None) -> None:
+    """A new study's first trials (:func:`_baseline_trials`); the densest grid expected to fit only when
+    the reference's time is at hand without another timed pass."""
+    if study.trials:
+        return
+    side = None
+    if reference_ms is not None or s.time_mode == "predicted":  # predicted: the cache makes it cheap
+        ref_ms = reference_ms if reference_ms is not None else evaluator.evaluate(reference_policy).time_ms
+        side = fitting_grid_side(ref_ms, reference_policy.points_per_side,
+                                 evaluator.cost.encoder_ms if evaluator.cost else 0.0, s.budget_ms,
+                                 s.max_points_per_side)
+    for params in _baseline_trials(defaults, s.max_points_per_side, s.trials, side):
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
+def _run_tuning(s: TuneSettings, evaluator: PolicyEvaluator, defaults: dict, model_defaults_attr: dict,
+                reference_policy: Policy, reference_ms: float | None, log, progress: bool) -> optuna.Study:
+    """Open (or resume) the policy study, queue its baselines and run it to ``s.trials`` finished trials."""
+    from nas.search.samplers import make_sampler
+    from nas.studies import driver
+    from nas.studies.tracking import SearchTracker
+
+    evaluator_name = _evaluator_name(evaluator)
+    plan = driver.StudyPlan(
+        name=s.study_name, sampler=make_sampler(s.sampler, s.seed), trials=s.trials, storage=s.storage,
+        label="tuning",
+        attrs={"model": s.model_tag, **(s.model_meta or {}), "device": s.device, "budget_ms": s.budget_ms,
+               "evaluator": evaluator_name, "time_mode": s.time_mode, "images": len(evaluator.images),
+               "model_defaults": model_defaults_attr})
     study = driver.open_study(plan)
-    if not study.trials:
-        side = None
-        if reference_ms is not None or s.time_mode == "predicted":  # predicted: the cache makes it cheap
-            ref_ms = reference_ms if reference_ms is not None else evaluator.evaluate(reference_policy).time_ms
-            side = fitting_grid_side(ref_ms, reference_policy.points_per_side,
-                                     evaluator.cost.encoder_ms if evaluator.cost else 0.0, s.budget_ms,
-                                     s.max_points_per_side)
-        for params in _baseline_trials(defaults, s.max_points_per_side, s.trials, side):
-            study.enqueue_trial(params, skip_if_exists=True)
-    tracker = SearchTracker(name, s.tracking_uri, run_name=f"tune-{s.sampler}-seed{s.seed}",
+    _queue_baselines(study, s, evaluator, defaults, reference_policy, reference_ms)
+    tracker = SearchTracker(s.study_name, s.tracking_uri, run_name=f"tune-{s.sampler}-seed{s.seed}",
                             params={"model": s.model_tag, "device": s.device, "budget_ms": s.budget_ms,
                                     "sampler": s.sampler, "seed": s.seed, "trials": s.trials,
                                     "time_mode": s.time_mode, "evaluator": evaluator_name})
     with tracker:
-        driver.run_study(study, plan, objective, progress=progress, tracker=tracker, log=log,
-                         postfix=lambda t: f"last {t.values[0]:.3f} @ {t.values[1]:.0f} ms", log_line=line)
-    best = best_trial(study, s.budget_ms)
+        driver.run_study(study, plan, _objective(s, evaluator, defaults), progress=progress, tracker=tracker,
+                         log=log, postfix=lambda t: f"last {t.values[0]:.3f} @ {t.values[1]:.0f} ms",
+                         log_line=_trial_line)
+    return study
+
+
+def _policy_meta(s: TuneSettings, best: optuna.trial.FrozenTrial, evaluator: PolicyEvaluator, budget_source: str,
+                 reference_ms: float | None, model_defaults_attr: dict) -> dict:
+    """The chosen trial's provenance, written beside its policy."""
     record = TrialRecord.read(best)
-    policy = policy_from_dict(record.config)
-    meta = {"study": name, "trial": best.number, "model": s.model_tag, **(s.model_meta or {}), "device": s.device,
-            "budget_ms": s.budget_ms, "budget_source": budget_source, "reference_ms": reference_ms, "quality": best.values[0], "time_ms": best.values[1], "time_mode": s.time_mode,
-            "evaluator": record.evaluator, "metrics": record.metrics,
+    meta = {"study": s.study_name, "trial": best.number, "model": s.model_tag, **(s.model_meta or {}),
+            "device": s.device, "budget_ms": s.budget_ms, "budget_source": budget_source,
+            "reference_ms": reference_ms, "quality": best.values[0], "time_ms": best.values[1],
+            "time_mode": s.time_mode, "evaluator": record.evaluator, "metrics": record.metrics,
             "images": len(evaluator.images), "within_budget": best.values[1] <= s.budget_ms,
-            "model_defaults": {**defaults, "source": source}}
+            "model_defaults": model_defaults_attr}
     if evaluator.reference_policy is not None:
         meta["reference_policy"] = evaluator.reference_policy.to_dict()
-    if eval_images:
-        held = score_policy(predictor, policy, eval_images, eval_annotations, reference_policy, s.time_mode,
-                            cost=evaluator.cost, progress=progress)
-        meta["held_out"] = {"images": len(eval_images), "evaluator": "mask_ar" if eval_annotations else "agreement",
-                            "quality": held.quality, "time_ms": held.time_ms, "metrics": held.metrics}
-    if s.out is not None:
-        save_policy(policy, s.out, meta)
-    return {"study": name, "best": meta, "policy": policy, "trials": len(study.trials),
-            "out": str(s.out) if s.out else None, "cost_model": evaluator.cost.__dict__ if evaluator.cost else None}
+    return meta
 
 
 def best_trial(study: optuna.Study, budget_ms: float) -> optuna.trial.FrozenTrial:

@@ -42,7 +42,7 @@ Checking a predictor later (``samnas latency probe`` / ``validate``)::
     result = run_probe(predictor)              # the drift probe: result.factor (None if no baseline), .warning()
     predictor.recalibrated(result.factor)      # predictions times the factor; predict_ms(cfg, raw=True) unscaled
     from nas.latency.validate import validate_predictor
-    validate_predictor(device, space=None, root=None, samples=20) -> dict   # also <device>/validation.json
+    validate_predictor(device, space=None, root=None, ValidateSettings(samples=20)) -> dict  # + validation.json
 
 Devices are named ``<cpu|cuda>-<torch|onnxruntime>[@tag]``; files live in
 ``<root>/<device>/`` (see :mod:`nas.latency.store` for the layout).

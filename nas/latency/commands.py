@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nas.timing import MIN_SECONDS, ROUNDS
+from nas.measure.timing import MIN_SECONDS, ROUNDS
 from infra.cliargs import default_of, non_negative_int, positive_int
 from nas.latency.profile import ProfileSettings
 from infra.errors import UserError
@@ -74,7 +74,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
     cmds = group.add_subparsers(dest="latency_command", metavar="ACTION")
+    _register_profile(cmds)
+    _register_fit(cmds)
+    _register_predict(cmds)
+    _register_list(cmds)
+    _register_probe(cmds)
+    _register_validate(cmds)
+    _register_runtimes(cmds)
+    _register_import(cmds)
 
+
+def _register_profile(cmds) -> None:
+    """``samnas latency profile``: time block kinds and sampled subnets on this machine."""
     p = cmds.add_parser("profile", help="time block kinds and sampled subnets on this machine",
                         description="Time the lookup table's block kinds (--blocks) and --samples subnets end to end "
                         "(warm-up runs, then --repeats timed runs; median and p10-p90 spread). Stores the "
@@ -115,6 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replace", action="store_true", help="drop the device's earlier measurements")
     _add_root(p, run_profile)
 
+
+def _register_fit(cmds) -> None:
+    """``samnas latency fit``: fit the device's predictors with k-fold cross-validation."""
     p = cmds.add_parser("fit", help="fit the device's predictors with k-fold cross-validation",
                         description="Fit a predictor per search space measured on the device, report the "
                         "cross-validated MAPE, RMSE and share within +-10%%, save predictor.joblib and report.json. "
@@ -126,6 +140,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the boosting (default: 0)")
     _add_root(p, run_fit)
 
+
+def _register_predict(cmds) -> None:
+    """``samnas latency predict``: a subnet config's predicted latency."""
     p = cmds.add_parser("predict", help="predicted latency of a subnet config on a device",
                         description="Predicted latency of a subnet config (YAML/JSON config, subnet.json, card.json "
                         "or a `pareto --format json` row) on a device, with the predictor's CV error.",
@@ -137,11 +154,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parts", action="store_true", help="also print the lookup table's parts")
     _add_root(p, run_predict)
 
+
+def _register_list(cmds) -> None:
+    """``samnas latency list``: devices with their sample counts and validation error."""
     p = cmds.add_parser("list", help="devices with their sample counts and validation error",
                         description="One row per device, space and part: timed subnets, method, CV error, status.",
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_root(p, run_list)
 
+
+def _register_probe(cmds) -> None:
+    """``samnas latency probe``: the device's speed now against profiling time."""
     p = cmds.add_parser("probe", help="re-time the probe subnets: the device's speed now against profiling time",
                         description="Time the few probe subnets stored at profiling (smallest, middle, largest) for "
                         "about a second, with the device's backend and threads, and print the speed factor (current "
@@ -152,6 +175,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, help="timed seconds over all probe subnets (default: the probe's, under a second)")
     _add_root(p, run_probe_command)
 
+
+def _register_validate(cmds) -> None:
+    """``samnas latency validate``: the predictor on held-out subnets timed in fresh processes."""
     p = cmds.add_parser("validate", help="check the predictor on held-out subnets timed in fresh processes",
                         description="Draw held-out subnets with a sampler independent of profiling's (each block kept "
                         "with probability 0.7, heads and MLP uniform, configs the device never timed), time each in a "
@@ -169,8 +195,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_root(p, run_validate)
 
-    _register_runtimes(cmds)
 
+def _register_import(cmds) -> None:
+    """``samnas latency import``: store another machine's portable profile file."""
     p = cmds.add_parser("import", help="store measurements written by `samnas latency profile --out FILE`",
                         description="Store another machine's measurements (a portable profile file) here.",
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,7 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def bf16_hint(device: str, space: str, fingerprint: dict) -> str | None:
     """A note when an fp32 device's backend also offers bf16 and this CPU runs bf16 natively (else None)."""
-    from nas.fingerprint import bf16_problem
+    from nas.measure.fingerprint import bf16_problem
 
     from .store import RUNTIME_PRECISIONS, device_spec
 
@@ -306,10 +333,11 @@ def _metrics(m: dict) -> str:
 def run_validate(args: argparse.Namespace) -> int:
     from .probe import ProbeResult, warn_once
     from .store import DeviceStore
-    from .validate import VALIDATION_FILE, validate_predictor
+    from .validate import VALIDATION_FILE, ValidateSettings, validate_predictor
 
-    report = validate_predictor(args.device, args.space, args.root, samples=args.samples, seed=args.seed,
-                                repeats=args.repeats, min_seconds=args.min_seconds, progress=not args.quiet)
+    settings = ValidateSettings(samples=args.samples, seed=args.seed, repeats=args.repeats,
+                                min_seconds=args.min_seconds)
+    report = validate_predictor(args.device, args.space, args.root, settings, progress=not args.quiet)
     probe = report["probe"]
     factor = report["probe_factor"]
     print(f"validated {report['space']} on {args.device}: {report['samples']} held-out subnets, each timed in a fresh "

@@ -75,7 +75,7 @@ def time_job(job: dict) -> dict:
     (:func:`nas.timing.time_rounds`, each with ``repeats``, ``warmup`` and ``min_seconds`` of
     its own): ``probe_median_ms`` is then the probe's speed at the very time the subnet ran.
     """
-    from nas.timing import steady_allocator, time_callable, time_rounds
+    from nas.measure.timing import steady_allocator, time_callable, time_rounds
 
     with steady_allocator() as allocator:  # from before any model memory is allocated
         threads, seed = int(job["threads"]), int(job.get("seed", 0))

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from nas.timing import time_rounds
+from nas.measure.timing import time_rounds
 from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
 from infra.errors import UserError
@@ -39,7 +39,7 @@ from .store import PROBES_FILE, DeviceStore
 PROBE_SECONDS = 0.25  # timed wall time of one probe, over all probe subnets (warm-up and building come on top)
 # 0.45 s cost 2.6% of a 40-trial demo search on a machine where the search took 23 s (2026-12-01);
 # at 0.25 s five probes in fresh processes on an idle machine read factors 1.015-1.033.
-PROBE_ROUNDS = 2  # interleaved rounds per probe subnet (nas.timing.time_rounds)
+PROBE_ROUNDS = 2  # interleaved rounds per probe subnet (nas.measure.timing.time_rounds)
 # A drift is warned about only beyond the predictor's stated error and this floor: on this project's VMs the
 # probe reads 0.99-1.05 from one fresh process to the next on an idle machine, and any subnet's timing moves
 # 20-30% minute to minute, so a few percent says nothing about the numbers shown.
@@ -197,7 +197,7 @@ def backend_build(device: str, space: SearchSpace, threads: int, seed: int = 0):
 
     Call it with ``threads`` torch threads set; ``fingerprint`` is this machine's, as profiling records it.
     """
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
 
     from .profile import device_fingerprint, make_backend, network_module
 

@@ -40,12 +40,13 @@ from torch import nn
 from tqdm import tqdm
 
 from deploy.engines import openvino_config, ort_session_options
-from nas.fingerprint import bf16_problem_here, machine_fingerprint
-from nas.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, time_rounds
+from nas.measure.fingerprint import bf16_problem_here, machine_fingerprint
+from nas.measure.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, time_rounds
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.modeling.arch import SamArch
-from supernet.modeling.build import build_from_spec, build_sam
+from supernet.elastic.build import build_sam
+from supernet.modeling.build import build_from_spec
 from infra.errors import UserError
 from infra.threads import torch_threads
 from supernet.elastic.extract import extract
@@ -114,7 +115,7 @@ class TorchBackend(Backend):
 
 def export_onnx_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> bytes:
     """``module`` as ONNX (opset :data:`nas.onnx_export.OPSET`, inputs ``input0``, ``input1``, ...)."""
-    from nas.onnx_export import OPSET
+    from nas.export.onnx_export import OPSET
 
     buf = io.BytesIO()
     names = [f"input{i}" for i in range(len(inputs))]
@@ -130,7 +131,7 @@ def int8_onnx_bytes(module: "Int8Module", inputs: tuple[torch.Tensor, ...]) -> b
     linear layers quantized by ONNX Runtime (dynamic int8)."""
     import tempfile
 
-    from nas.onnx_export import quantize_onnx_blocks
+    from nas.export.onnx_export import quantize_onnx_blocks
 
     with tempfile.TemporaryDirectory(prefix="samnas-int8-") as tmp:
         fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -141,7 +142,7 @@ def int8_onnx_bytes(module: "Int8Module", inputs: tuple[torch.Tensor, ...]) -> b
 
 def check_int8_matches(module: "Int8Module", inputs: tuple[torch.Tensor, ...], got: np.ndarray, runtime: str) -> None:
     """RuntimeError when a runtime's int8 output is further from PyTorch's int8 one than export accepts."""
-    from nas.onnx_export import ONNX_INT8_TOLERANCE, compare_embeddings, int8_within_tolerance
+    from nas.export.onnx_export import ONNX_INT8_TOLERANCE, compare_embeddings, int8_within_tolerance
 
     with torch.inference_mode():
         want = module(*inputs).numpy()
@@ -252,7 +253,7 @@ class OpenVinoBackend(Backend):
 
 def check_bf16_matches(module: nn.Module, inputs: tuple[torch.Tensor, ...], outputs: list[np.ndarray]) -> float:
     """Lowest cosine of a bf16 runtime's outputs to fp32 torch; RuntimeError below :data:`BF16_MIN_COSINE`."""
-    from nas.onnx_export import compare_embeddings
+    from nas.export.onnx_export import compare_embeddings
 
     with torch.inference_mode():
         ref = module.cpu()(*inputs)

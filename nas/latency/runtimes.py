@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from infra.errors import UserError
-from nas.fingerprint import bf16_problem_here
-from nas.onnx_export import compare_embeddings
-from nas.timing import Timing, time_rounds
+from nas.measure.fingerprint import bf16_problem_here
+from nas.export.onnx_export import compare_embeddings
+from nas.measure.timing import Timing, time_rounds
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 
 from infra.threads import torch_threads
 
@@ -159,7 +159,7 @@ def decoder_runtimes(space: SearchSpace, cases: list[RuntimeCase], threads: int 
     (:class:`nas.onnx_export.PromptDecoderOnnx`: ``prompt_sets`` sets of one point plus SAM's padding point, a
     mask input, masks upscaled to a 300 x 400 photo). Only fp32-block cases apply: int8 is encoder-only.
     The error columns compare the upscaled mask logits."""
-    from nas.onnx_export import DECODER_INPUTS, PromptDecoderOnnx, decoder_example
+    from nas.export.onnx_export import DECODER_INPUTS, PromptDecoderOnnx, decoder_example
 
     model = build_sam(space.model_type, seed=seed)
     config = full_config(space, resolution, "fp32")

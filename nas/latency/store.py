@@ -45,7 +45,7 @@ DEVICE_PRECISIONS = ("fp32", "bf16")
 DEVICE_PATTERN = re.compile(r"^(?P<hw>[a-z]+)-(?P<backend>[a-z]+)(?:-(?P<precision>[a-z0-9]+))?"
                             r"(?:@(?P<tag>[A-Za-z0-9][A-Za-z0-9_.-]{0,63}))?$")
 # (hardware, backend) pairs samnas can time, with the precisions each runs; bf16 needs CPU support as well
-# (nas.fingerprint.bf16_problem). ONNX Runtime's CPU provider has no bf16 kernels for these models, and the
+# (nas.measure.fingerprint.bf16_problem). ONNX Runtime's CPU provider has no bf16 kernels for these models, and the
 # OpenVINO runtime measured here is its CPU plugin.
 RUNTIME_PRECISIONS = {
     ("cpu", "torch"): ("fp32", "bf16"),

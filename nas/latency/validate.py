@@ -37,19 +37,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from nas.timing import MIN_SECONDS
+from nas.measure.timing import MIN_SECONDS
 from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
 from infra.errors import UserError
 
-from .predictor import WITHIN, error_metrics, load_predictor
-from .store import DeviceStore, device_spec, list_devices, parse_device, read_json, resolve_root, write_json
+from .predictor import WITHIN, LatencyPredictor, error_metrics, load_predictor
+from .store import (DeviceSpec, DeviceStore, device_spec, list_devices, parse_device, read_json, resolve_root,
+                    write_json)
 
 VALIDATION_FORMAT = "samnas-latency-validation/1"
 VALIDATION_FILE = "validation.json"
@@ -148,7 +150,7 @@ def prepare_subnet(supernet, config: SubnetConfig, backend: str, folder: Path) -
     int8 blocks run quantized in both: ``load_subnet`` quantizes them, and the ONNX encoder is
     quantized as ``samnas export`` does it.
     """
-    from nas.onnx_export import export_encoder_onnx, quantize_encoder_onnx
+    from nas.export.onnx_export import export_encoder_onnx, quantize_encoder_onnx
     from supernet.elastic.extract import extract, save_subnet, subnet_metadata
 
     sub = extract(supernet, config, quantize=False)
@@ -200,32 +202,76 @@ def check_device_and_space(device: str, space: str | None, root=None):
     return load_predictor(device, space=space, root=root)
 
 
-def validate_predictor(device: str, space: str | None = None, root=None, samples: int = 20, seed: int = 0,
-                       repeats: int = 5, warmup: int = WARMUP, min_seconds: float = MIN_SECONDS,
-                       probe_seconds: float | None = None, progress: bool = True, write: bool = True,
-                       interleave_probe: bool = True) -> dict:
+@dataclass(frozen=True)
+class ValidateSettings:
+    """How a validation pass draws and times its held-out subnets (``samnas latency validate``'s options).
+
+    ``samples`` held-out subnets drawn with ``seed`` (which also seeds the supernet's random weights and
+    the inputs); each timed in a fresh process for at least ``repeats`` runs and ``min_seconds`` seconds
+    after ``warmup`` untimed runs. ``probe_seconds``: the drift probe's timed seconds before and after
+    (None: the probe's own default). ``interleave_probe``: each fresh process also times the middle
+    probe subnet, interleaved with its subnet.
+    """
+
+    samples: int = 20
+    seed: int = 0
+    repeats: int = 5
+    warmup: int = WARMUP
+    min_seconds: float = MIN_SECONDS
+    probe_seconds: float | None = None
+    interleave_probe: bool = True
+
+
+@dataclass
+class _HeldOut:
+    """A validation pass's subnets and where they run: the device's predictor, folder, spec and threads."""
+
+    predictor: LatencyPredictor
+    store: DeviceStore
+    spec: DeviceSpec
+    threads: int
+    configs: list[SubnetConfig]
+    profiled: int  # configs the device folder timed, none of which is drawn
+
+
+def validate_predictor(device: str, space: str | None = None, root=None, settings: ValidateSettings | None = None,
+                       progress: bool = True, write: bool = True) -> dict:
     """Validate ``device``'s predictor for ``space`` on held-out subnets timed in fresh processes; the report.
 
-    See the module docstring. ``interleave_probe``: each fresh process also times the middle
-    probe subnet, interleaved with its subnet, and the report adds ``interleaved``: the raw
-    predictions scaled per subnet by that probe's factor at that very time. Raises a one-line UserError (before any timing) for an
-    unknown device or space, a device profiled on another machine, or a CUDA device.
+    See the module docstring. With ``settings.interleave_probe`` the report adds ``interleaved``: the raw
+    predictions scaled per subnet by the factor of the probe subnet timed beside it at that very time.
+    Raises a one-line UserError (before any timing) for an unknown device or space, a device profiled on
+    another machine, or a CUDA device. ``write``: store the report in ``<device>/validation.json``.
     """
-    from supernet.modeling.build import build_sam
-
     from .probe import PROBE_SECONDS, run_probe
+
+    s = settings or ValidateSettings()
+    held = _held_out(device, space, root, s)
+    start = time.perf_counter()
+    seconds = PROBE_SECONDS if s.probe_seconds is None else s.probe_seconds
+    before = run_probe(held.predictor, root, seconds)
+    reference = interleave_reference(held.store, held.predictor.search_space) if s.interleave_probe else None
+    measured = _time_held_out(held, s, reference, progress)
+    after = run_probe(held.predictor, root, seconds)
+    report = _report(held, s, measured, before, after, reference, seconds=time.perf_counter() - start)
+    if write:
+        write_validation(held.store, report)
+    return report
+
+
+def _held_out(device: str, space: str | None, root, s: ValidateSettings) -> _HeldOut:
+    """Check the device (known, a CPU, profiled on this machine) and draw the held-out configs."""
     from infra.threads import torch_threads
 
     from .profile import device_fingerprint, make_backend
 
-    if samples < 1:
-        raise UserError(f"--samples must be at least 1, got {samples}")
+    if s.samples < 1:
+        raise UserError(f"--samples must be at least 1, got {s.samples}")
     predictor = check_device_and_space(device, space, root)
     store = DeviceStore(device, root)
     spec = device_spec(device)
-    hardware, backend_name = spec.hardware, spec.backend
-    if hardware != "cpu":
-        raise UserError(f"validate times subnets on this machine's CPU; {device} is a {hardware} device")
+    if spec.hardware != "cpu":
+        raise UserError(f"validate times subnets on this machine's CPU; {device} is a {spec.hardware} device")
     fp = store.fingerprint() or {}
     threads = int(fp.get("threads") or torch.get_num_threads())
     with torch_threads(threads):
@@ -233,17 +279,22 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
     sp = predictor.search_space
     profiled = [r["config"] for r in store.networks() if r["space"] == sp.name]
     profiled += [p["config"] for p in store.probes().get(sp.name, {}).get("probes", [])]
-    configs = validation_configs(sp, samples, seed, exclude=profiled)
+    configs = validation_configs(sp, s.samples, s.seed, exclude=profiled)
     if not configs:
         raise UserError(f"no config of {sp.name} left that the device folder has not timed")
-    start = time.perf_counter()
-    seconds = PROBE_SECONDS if probe_seconds is None else probe_seconds
-    before = run_probe(predictor, root, seconds)
-    supernet = build_sam(sp.model_type, seed=seed)
+    return _HeldOut(predictor, store, spec, threads, configs, len(profiled))
+
+
+def _time_held_out(held: _HeldOut, s: ValidateSettings, reference: dict | None, progress: bool) -> list[dict]:
+    """Each held-out subnet's timing (:func:`time_in_fresh_process`), with the probe subnet beside it when
+    ``reference`` is given; extracted from a supernet of random weights seeded with ``s.seed``."""
+    from supernet.elastic.build import build_sam
+
+    sp, backend_name = held.predictor.search_space, held.spec.backend
+    supernet = build_sam(sp.model_type, seed=s.seed)
     measured = []
-    bar = tqdm(configs, desc=f"validating {sp.name} on {device} (fresh processes)", unit="subnet",
+    bar = tqdm(held.configs, desc=f"validating {sp.name} on {held.store.device} (fresh processes)", unit="subnet",
                disable=not progress, dynamic_ncols=True)
-    reference = interleave_reference(store, sp) if interleave_probe else None
     with tempfile.TemporaryDirectory(prefix="samnas-validate-") as tmp:
         probe = None
         if reference:
@@ -251,28 +302,35 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
                      reference["config"].resolution)
         for i, cfg in enumerate(bar):
             path = prepare_subnet(supernet, cfg, backend_name, Path(tmp) / str(i))
-            measured.append(time_in_fresh_process(backend_name, path, cfg.resolution, threads, repeats, warmup,
-                                                  min_seconds, seed, probe=probe, precision=spec.precision))
+            measured.append(time_in_fresh_process(backend_name, path, cfg.resolution, held.threads, s.repeats,
+                                                  s.warmup, s.min_seconds, s.seed, probe=probe,
+                                                  precision=held.spec.precision))
             shutil.rmtree(Path(tmp) / str(i), ignore_errors=True)
-    del supernet
-    after = run_probe(predictor, root, seconds)
+    return measured
+
+
+def _report(held: _HeldOut, s: ValidateSettings, measured: list[dict], before, after, reference: dict | None,
+            seconds: float) -> dict:
+    """The validation report (see the module docstring) from the timings and the probes before and after;
+    ``seconds``: the pass's wall time."""
+    sp, spec, configs = held.predictor.search_space, held.spec, held.configs
     factors = [p.factor for p in (before, after) if p.factor is not None]
     factor = math.exp(sum(math.log(f) for f in factors) / len(factors)) if factors else None
-    raw = predictor.predict_many(configs, raw=True)
+    raw = held.predictor.predict_many(configs, raw=True)
     recal = raw * (factor or 1.0)
     ms = np.array([m["median_ms"] for m in measured])
-    part = predictor.report.part("encoder")
+    part = held.predictor.report.part("encoder")
     report = {
-        "device": device,
+        "device": held.store.device,
         "space": sp.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "samples": len(configs),
-        "seed": seed,
+        "seed": s.seed,
         "sampler": f"validation sampler: each skippable block kept with p={KEEP_PROBABILITY}, heads, MLP "
                    f"(and precision) uniform, resolution uniform over {list(sp.resolutions)}; configs disjoint from the "
-                   f"{len(profiled)} the device folder timed",
-        "timing": {"where": f"fresh process per subnet ({FRESH_WHERE[backend_name]}, {spec.precision})",
-                   "threads": threads, "repeats": repeats, "warmup": warmup, "min_seconds": min_seconds,
+                   f"{held.profiled} the device folder timed",
+        "timing": {"where": f"fresh process per subnet ({FRESH_WHERE[spec.backend]}, {spec.precision})",
+                   "threads": held.threads, "repeats": s.repeats, "warmup": s.warmup, "min_seconds": s.min_seconds,
                    "allocator": measured[0].get("allocator")},
         "cv_mape_pct": part.mape_pct,
         "cv_within_10_pct": part.within_10_pct,
@@ -286,21 +344,24 @@ def validate_predictor(device: str, space: str | None = None, root=None, samples
                      "measured_ms": m["median_ms"], "p10_ms": m["p10_ms"], "p90_ms": m["p90_ms"],
                      "repeats": m["repeats"]}
                     for c, r, p, m in zip(configs, raw, recal, measured)],
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
     }
     if reference:
-        per = np.array([m["probe_median_ms"] / reference["median_ms"] for m in measured])
-        inter = raw * per
-        report["interleaved"] = {**error_metrics(ms, inter), "signed_median_pct": signed_median_pct(ms, inter)}
-        report["interleaved_probe"] = {"config": reference["config"].key,
-                                       "baseline_ms": reference["median_ms"],
-                                       "factor_median": float(np.median(per)), "factor_min": float(per.min()),
-                                       "factor_max": float(per.max())}
-        for sub, m, f, p in zip(report["subnets"], measured, per, inter):
-            sub.update(probe_ms=m["probe_median_ms"], interleaved_factor=float(f), predicted_interleaved_ms=float(p))
-    if write:
-        write_validation(store, report)
+        _add_interleaved(report, raw, ms, measured, reference)
     return report
+
+
+def _add_interleaved(report: dict, raw: np.ndarray, ms: np.ndarray, measured: list[dict], reference: dict) -> None:
+    """The ``interleaved`` column: raw predictions scaled per subnet by its own probe timing's factor."""
+    per = np.array([m["probe_median_ms"] / reference["median_ms"] for m in measured])
+    inter = raw * per
+    report["interleaved"] = {**error_metrics(ms, inter), "signed_median_pct": signed_median_pct(ms, inter)}
+    report["interleaved_probe"] = {"config": reference["config"].key,
+                                   "baseline_ms": reference["median_ms"],
+                                   "factor_median": float(np.median(per)), "factor_min": float(per.min()),
+                                   "factor_max": float(per.max())}
+    for sub, m, f, p in zip(report["subnets"], measured, per, inter):
+        sub.update(probe_ms=m["probe_median_ms"], interleaved_factor=float(f), predicted_interleaved_ms=float(p))
 
 
 def interleave_reference(store: DeviceStore, space: SearchSpace) -> dict | None:

@@ -27,7 +27,7 @@ mask. A model whose ``box_miou`` is below it does worse than not running at all.
 
 By object size (COCO's area ranges, in original-image pixels of the GT mask: small below
 32², medium up to 96², large above), :meth:`CocoEvaluator.by_size` gives the same three mIoUs
-per range after a measurement; :func:`nas.evaluate.evaluate_model` and the reference card report
+per range after a measurement; :func:`nas.commands.evaluate.evaluate_model` and the reference card report
 them (a range without instances is ``None``). They are not part of ``metrics`` (always floats).
 
 ``mask_ceiling_miou`` bounds what any SAM at the model's input size can score on the same

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 import torch
 from tqdm import tqdm
 
-from supernet.modeling.image_encoder import ElasticEncoderBlock
+from supernet.elastic.modules import ElasticEncoderBlock
 from supernet.modeling.sam import Sam
 
 METHODS = ("magnitude", "wanda", "taylor")

@@ -1,8 +1,8 @@
-"""Builders: a registry from model type to a randomly initialised :class:`Sam`.
+"""Builders of a plain :class:`Sam`, randomly initialised; the encoder class is a parameter.
 
-``build_sam("vit_b")`` gives the original architecture (every block full width), which is
-also the supernet (``elastic=True``). Extracted subnets call :func:`build_from_spec` with
-their own widths and get a plain model.
+:func:`build_full` gives the original architecture (every block full width); the supernet's
+builder (``supernet.elastic.build.build_sam``) calls it with the elastic encoder. Extracted
+subnets call :func:`build_from_spec` with their own widths and get a plain model.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 
 from supernet.modeling.arch import SamArch, get_arch
 from supernet.modeling.common import LayerNorm2d
-from supernet.modeling.image_encoder import ElasticImageEncoderViT, ImageEncoderViT
+from supernet.modeling.image_encoder import ImageEncoderViT
 from supernet.modeling.mask_decoder import MaskDecoder
 from supernet.modeling.prompt_encoder import PromptEncoder, RandomFourierPositions
 from supernet.modeling.sam import Sam
@@ -30,13 +30,13 @@ def full_blocks_spec(arch: SamArch) -> list[tuple[int, int, int]]:
 
 
 def build_from_spec(arch: SamArch, blocks_spec: list[tuple[int, int, int]], img_size: int | None = None,
-                    elastic: bool = False) -> Sam:
+                    encoder_cls: type[ImageEncoderViT] = ImageEncoderViT) -> Sam:
     """A SAM whose encoder blocks have the given ``(heads, mlp_dim, window_size)``; ``img_size`` in pixels.
 
-    ``elastic``: the supernet's encoder (run-time slicing, depth skipping), else plain ``nn.Linear`` layers.
+    ``encoder_cls``: plain ``nn.Linear`` layers by default; the supernet passes its elastic encoder
+    (``supernet.elastic.modules.ElasticImageEncoderViT``: run-time slicing, depth skipping).
     """
     img_size = img_size or arch.img_size
-    encoder_cls = ElasticImageEncoderViT if elastic else ImageEncoderViT
     encoder = encoder_cls(
         img_size=img_size,
         patch_size=arch.patch_size,
@@ -58,8 +58,9 @@ def build_from_spec(arch: SamArch, blocks_spec: list[tuple[int, int, int]], img_
     return Sam(replace(arch, img_size=img_size), encoder, prompt_encoder, decoder).eval()
 
 
-def build_sam(model_type: str | SamArch, seed: int | None = None) -> Sam:
-    """The full model of ``model_type`` (vit_b, vit_l, vit_h, micro) as an elastic supernet, random weights.
+def build_full(model_type: str | SamArch, seed: int | None = None,
+               encoder_cls: type[ImageEncoderViT] = ImageEncoderViT) -> Sam:
+    """The full model of ``model_type`` (vit_b, vit_l, vit_h, micro), random weights, encoder ``encoder_cls``.
 
     Random initialisation follows PyTorch defaults; position embeddings and relative
     positions get small random values (not zeros) so that tests exercise them. With ``seed``,
@@ -69,10 +70,10 @@ def build_sam(model_type: str | SamArch, seed: int | None = None) -> Sam:
     arch = get_arch(model_type) if isinstance(model_type, str) else model_type
     gen = None
     if seed is None:
-        model = build_from_spec(arch, full_blocks_spec(arch), elastic=True)
+        model = build_from_spec(arch, full_blocks_spec(arch), encoder_cls=encoder_cls)
     else:
         with torch.device("meta"):  # shapes only: no global random draws, no memory
-            model = build_from_spec(arch, full_blocks_spec(arch), elastic=True)
+            model = build_from_spec(arch, full_blocks_spec(arch), encoder_cls=encoder_cls)
         model = model.to_empty(device="cpu")
         gen = torch.Generator().manual_seed(seed)
         _initialise(model, gen)
@@ -84,7 +85,7 @@ def build_sam(model_type: str | SamArch, seed: int | None = None) -> Sam:
     return model
 
 
-_SET_BY_BUILD_SAM = ("pos_embed", "rel_pos_h", "rel_pos_w")  # small random values drawn in build_sam
+_SET_BY_BUILD_FULL = ("pos_embed", "rel_pos_h", "rel_pos_w")  # small random values drawn in build_full
 
 
 @torch.no_grad()
@@ -94,7 +95,7 @@ def _initialise(model: Sam, gen: torch.Generator) -> None:
     PyTorch's defaults: Linear and (transposed) convolutions Kaiming-uniform with a = sqrt(5)
     and biases uniform in +-1/sqrt(fan_in); norms 1 and 0; embeddings and the prompt encoder's
     Fourier frequencies standard normal; the pixel mean and std from the architecture. The
-    position embeddings and relative positions are left to :func:`build_sam`. A tensor no rule
+    position embeddings and relative positions are left to :func:`build_full`. A tensor no rule
     covers is an error, so a new module type cannot silently keep uninitialised memory.
     """
     done: set[int] = set()
@@ -116,14 +117,12 @@ def _initialise(model: Sam, gen: torch.Generator) -> None:
         elif isinstance(module, Sam):
             module.pixel_mean.copy_(torch.tensor(module.arch.pixel_mean).view(-1, 1, 1))
             module.pixel_std.copy_(torch.tensor(module.arch.pixel_std).view(-1, 1, 1))
-        elif any(name not in _SET_BY_BUILD_SAM for name in own):
-            raise TypeError(f"build_sam(seed=...): no initialisation rule for {type(module).__name__} "
+        elif any(name not in _SET_BY_BUILD_FULL for name in own):
+            raise TypeError(f"build_full(seed=...): no initialisation rule for {type(module).__name__} "
                             f"({', '.join(own)})")
         done.update(id(t) for t in own.values())
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
-            if id(t) not in done and name.rsplit(".", 1)[-1] not in _SET_BY_BUILD_SAM]
+            if id(t) not in done and name.rsplit(".", 1)[-1] not in _SET_BY_BUILD_FULL]
     if left:
-        raise TypeError(f"build_sam(seed=...): uninitialised tensors {left[:5]}")
+        raise TypeError(f"build_full(seed=...): uninitialised tensors {left[:5]}")
 
-
-MODEL_REGISTRY = {name: (lambda name=name: build_sam(name)) for name in ("vit_b", "vit_l", "vit_h", "micro")}

@@ -1,18 +1,11 @@
-"""SAM's ViT image encoder, plain and elastic.
+"""SAM's ViT image encoder, plain.
 
 :class:`ImageEncoderViT` is a plain model: ``nn.Linear`` layers of the widths it was built
 with, every block run. Extracted subnets are built from it, so quantizers, compilers and
-exporters see an ordinary network.
+exporters see an ordinary network. The supernet's elastic encoder subclasses it
+(``supernet.elastic.modules``), with the same parameter names, so their state dicts agree.
 
-:class:`ElasticImageEncoderViT` is the weight-sharing supernet (and, at full width, the
-original SAM encoder): every block keeps its full weights and runs the *active*
-sub-network by slicing them at run time. Heads are sliced head-major (the first ``k``
-heads), MLP neurons the first ``k`` hidden units, so importance ranking
-(``supernet.elastic.ranking``) permutes the weights to put the best first. With every
-block active at full width and the input at ``img_size``, its forward pass is exactly
-the original SAM encoder. Both share parameter names, so their state dicts agree.
-
-Both take inputs smaller than ``img_size`` (elastic resolution): the position embedding
+It takes inputs smaller than ``img_size`` (elastic resolution): the position embedding
 and relative positions are resampled to the input's grid.
 
 Shapes: images ``(B, 3, R, R)`` with ``R`` a multiple of ``patch_size`` -> embeddings
@@ -97,46 +90,6 @@ class Attention(nn.Module):
         return out.view(b, heads, h, w, hd).permute(0, 2, 3, 1, 4).reshape(b, h, w, heads * hd)
 
 
-class ElasticAttention(Attention):
-    """:class:`Attention` of the supernet: only the first ``active_heads`` heads run, by slicing the weights."""
-
-    def __init__(self, dim: int, num_heads: int, head_dim: int, rel_pos_size: int) -> None:
-        super().__init__(dim, num_heads, head_dim, rel_pos_size)
-        self.active_heads = num_heads
-        # Parameter-free probe on the input of ``proj``: forward hooks here see the
-        # per-head attention output (importance ranking records it).
-        self.proj_input = nn.Identity()
-
-    def qkv_slice(self, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weight ``(3*heads*hd, dim)`` and bias ``(3*heads*hd,)`` of the first ``heads`` heads."""
-        hd = self.head_dim
-        weight = self.qkv.weight.view(3, self.num_heads, hd, -1)[:, :heads].reshape(3 * heads * hd, -1)
-        bias = self.qkv.bias.view(3, self.num_heads, hd)[:, :heads].reshape(-1)
-        return weight, bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        heads = self.active_heads
-        weight, bias = self.qkv_slice(heads)
-        out = self.proj_input(self.attend(F.linear(x, weight, bias), heads))
-        return F.linear(out, self.proj.weight[:, : heads * self.head_dim], self.proj.bias)
-
-
-class ElasticMLP(FeedForward):
-    """``lin2(GELU(lin1(x)))`` of the supernet, with only the first ``active_hidden`` hidden units."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__(dim, hidden)
-        self.hidden = hidden
-        self.active_hidden = hidden
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.active_hidden
-        if m == self.hidden:
-            return super().forward(x)
-        hidden = self.act(F.linear(x, self.lin1.weight[:m], self.lin1.bias[:m]))
-        return F.linear(hidden, self.lin2.weight[:, :m], self.lin2.bias)
-
-
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """``(B, H, W, C)`` -> ``(B * nWindows, window, window, C)`` with zero padding; also the padded size."""
     b, h, w, c = x.shape
@@ -189,13 +142,6 @@ class EncoderBlock(nn.Module):
             x = self.attn(x)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
-
-
-class ElasticEncoderBlock(EncoderBlock):
-    """:class:`EncoderBlock` of the supernet: elastic in heads and MLP width."""
-
-    attention_cls = ElasticAttention
-    mlp_cls = ElasticMLP
 
 
 class PatchEmbed(nn.Module):
@@ -275,20 +221,3 @@ class ImageEncoderViT(nn.Module):
         if self.checkpoint_blocks and torch.is_grad_enabled():
             return checkpoint(block, x, use_reentrant=False)
         return block(x)
-
-
-class ElasticImageEncoderViT(ImageEncoderViT):
-    """The supernet's encoder: elastic blocks, and depth elasticity through ``active_blocks``."""
-
-    block_cls = ElasticEncoderBlock
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        # Depth elasticity: False skips the block (identity).
-        self.active_blocks: list[bool] = [True] * len(self.blocks)
-
-    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        for block, active in zip(self.blocks, self.active_blocks):
-            if active:
-                x = self.run_block(block, x)
-        return x

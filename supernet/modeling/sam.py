@@ -24,7 +24,8 @@ def upscale_mask_logits(masks: torch.Tensor, resolution: int, input_size: tuple[
 class Sam(nn.Module):
     """Segment Anything; ``resolution`` is the active input side in pixels.
 
-    The encoder is elastic in the supernet (:class:`ElasticImageEncoderViT`), plain in an extracted subnet.
+    The encoder is elastic in the supernet (``supernet.elastic.modules.ElasticImageEncoderViT``), plain in an
+    extracted subnet.
     """
 
     mask_threshold: float = 0.0

@@ -12,7 +12,7 @@ Per trial (:meth:`SurrogateSampler.propose`):
    best candidates by expected hypervolume improvement are mutated again and joined to the pool.
 4. Propose the candidate of highest *expected hypervolume improvement* over the front of
    completed trials, quality from the GP, latency known from the predictor
-   (:func:`nas.hypervolume.expected_improvement`, exact in 2-D). Configs other workers are
+   (:func:`nas.search.hypervolume.expected_improvement`, exact in 2-D). Configs other workers are
    evaluating (RUNNING trials' proposals) join the front at their predicted mean quality
    ("kriging believer"), so parallel workers spread out instead of proposing the same config.
 
@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
-from ..hypervolume import expected_improvement, front_2d
+from nas.search.hypervolume import expected_improvement, front_2d
 from .design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
 from .proposal import ProposalSampler, seen_trials
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from supernet.modeling.build import build_sam
+from supernet.elastic.build import build_sam
 from supernet.checkpoint import load_sam
 from infra.cliargs import non_negative_int, open_fraction, positive_float, positive_int
 from infra.fileio import atomic_torch_save, atomic_write_text
@@ -28,8 +28,8 @@ from scenes.synthetic import write_coco_dataset
 from nas.training.settings import FOCAL_ALPHA
 from nas.training.train import TrainSettings, train
 
-from .fingerprint import machine_fingerprint
-from .quality import make_evaluator
+from nas.measure.fingerprint import machine_fingerprint
+from nas.quality import make_evaluator
 
 EXAMPLES = """examples:
   # the packaged model: real COCO photos (train splits) plus synthetic scenes, on a GPU
@@ -319,7 +319,7 @@ def _metric_table(rows: list[dict], first: str) -> str:
 
 def _size_table(rows: list[dict]) -> str:
     """Box mIoU, box-fill, mask ceiling and point mIoU per COCO object size, for every row that has ``by_size``."""
-    from .quality.coco import SIZE_RANGES
+    from nas.quality.coco import SIZE_RANGES
 
     def show(value) -> str:
         return "-" if value is None else f"{value:.4f}"

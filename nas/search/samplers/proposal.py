@@ -1,6 +1,6 @@
 """Samplers that propose a whole subnet config per trial, as Optuna ``BaseSampler`` subclasses.
 
-The search asks Optuna conditionally (``nas.search.suggest_config``: heads and MLP only for
+The search asks Optuna conditionally (``nas.search.run.suggest_config``: heads and MLP only for
 kept blocks), so a sampler that reasons about whole configs decides one in ``before_trial``
 and then answers each ``suggest_categorical`` from it. The proposal is also written to the
 trial's system attributes (:data:`PROPOSAL_ATTR`), so that workers sharing an RDB study see

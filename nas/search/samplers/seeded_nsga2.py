@@ -4,7 +4,7 @@ Optuna's NSGA-II draws its first generation at random. Here the first ``populati
 take configs spread evenly over the predicted-latency range up to the budget
 (:func:`.design.spread_over_latency`: uniform shrinks of heads, MLP width and depth, else random
 draws), and later generations are NSGA-II's own, honouring the budget constraint that the
-objective sets. The population is ``nas.study.POPULATION_SIZE`` (16, not Optuna's 50) as for
+objective sets. The population is ``nas.search.samplers.POPULATION_SIZE`` (16, not Optuna's 50) as for
 plain ``nsga2``, already sized so that 32 to 128 trials run 2 to 8 generations; keeping it equal
 isolates what the seeding adds, and keeps the sampler independent of the trial budget.
 """

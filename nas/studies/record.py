@@ -1,6 +1,6 @@
 """What one trial of a samnas study stores: the one place that writes and reads Optuna trial attributes.
 
-Architecture searches (``nas.search``) and segment-everything policy studies
+Architecture searches (``nas.search.run``) and segment-everything policy studies
 (``nas.everything.tune``) store the same record, each filling the fields it has. Every field
 is one Optuna user attribute of the same name; ``config`` is stored as canonical JSON (a subnet
 config's :attr:`~search_spaces.SubnetConfig.key`, a policy's sorted compact JSON). Readers go
@@ -35,7 +35,7 @@ class TrialRecord:
     stats: dict | None = None  # policy studies: the generator's counts per image
     eval_s: float | None = None  # seconds spent evaluating quality
     predict_s: float | None = None  # seconds spent predicting latency
-    sample_s: float | None = None  # seconds the sampler spent proposing it (nas.cost.TimedSampler)
+    sample_s: float | None = None  # seconds the sampler spent proposing it (nas.studies.cost.TimedSampler)
     host: str | None = None  # the worker that ran it (written when the trial starts)
     pid: int | None = None
     pid_start: str | None = None  # the worker's process start time, to tell a reused pid apart

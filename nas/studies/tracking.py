@@ -13,7 +13,7 @@ from pathlib import Path
 
 from infra.fileio import tracking_uri as resolve_tracking_uri
 
-from .record import TrialRecord
+from nas.studies.record import TrialRecord
 
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_\-. :/]")
 

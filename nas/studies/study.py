@@ -1,4 +1,4 @@
-"""Optuna studies: names, storage, samplers.
+"""Optuna studies: names and storage (the samplers are the search's: ``nas.search.samplers``).
 
 One study per (search space, device, latency budget), named ``<space>@<device>@<budget>ms``
 (``@everything`` appended for segment-everything policy studies). Storage defaults to
@@ -16,8 +16,6 @@ from infra.errors import UserError
 from infra.wording import plural
 from infra.fileio import results_dir, results_origin
 
-SAMPLERS = ("surrogate", "nsga2", "nsga2-seeded", "tpe", "random")
-DEFAULT_SAMPLER = "surrogate"  # best measured on sam_micro (benchmarks/search.py, results/search.md)
 _SLUG = re.compile(r"^[A-Za-z0-9_.+-]+(@[A-Za-z0-9_.+-]+)?$")
 
 
@@ -119,36 +117,6 @@ def open_storage(url: str | None, attempts: int = 6, create: bool = True,
         except Exception as exc:  # bad URL, unreachable server, missing driver
             raise UserError(f"--storage {url}: cannot open ({str(exc).splitlines()[0][:200]})") from None
     raise AssertionError("unreachable")
-
-
-POPULATION_SIZE = 16  # NSGA-II generation size: small, so that tens of trials still make several generations
-
-
-def make_sampler(name: str, seed: int, space=None, latency=None,
-                 budget_ms: float | None = None) -> optuna.samplers.BaseSampler:
-    """A seeded sampler by name (see :data:`SAMPLERS`).
-
-    ``surrogate`` and ``nsga2-seeded`` (``nas.samplers``) also need the search ``space``, the
-    ``latency`` predictor and ``budget_ms``. NSGA-II and TPE
-    honour the constraints that objectives set with ``Trial.set_constraint`` (the latency
-    budget); the surrogate proposes only configs predicted within it; random search ignores
-    it, and the fronts filter afterwards. TPE is multivariate over groups of parameters asked
-    together (the search asks conditionally), with constant liar for parallel workers.
-    """
-    if name in ("surrogate", "nsga2-seeded"):
-        if space is None or latency is None or budget_ms is None:
-            raise UserError(f"--sampler {name}: needs a search space, latency predictor and budget "
-                            "(only `samnas search` has them)")
-        from nas.samplers import make_own_sampler
-
-        return make_own_sampler(name, seed, space, latency, budget_ms, POPULATION_SIZE)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=POPULATION_SIZE)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise UserError(f"--sampler {name!r}: expected one of {list(SAMPLERS)}")
 
 
 def predictor_line(facts: dict | None) -> str:

@@ -1,6 +1,6 @@
 """What a search trial costs: wall time split into evaluation, latency prediction, sampler and the rest.
 
-Each completed trial records (``nas.search.Objective``) ``eval_s`` (quality evaluation),
+Each completed trial records (``nas.search.run.Objective``) ``eval_s`` (quality evaluation),
 ``predict_s`` (latency predictor) and ``sample_s`` (the sampler's own work for the trial, as
 :class:`TimedSampler` adds it up: relative sampling, ``before_trial``, answering suggestions). Its wall time is ``datetime_complete - datetime_start``;
 the rest ("other") is FLOP/parameter counting and storage writes. Trials of studies made before
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from .record import TrialRecord
+from nas.studies.record import TrialRecord
 
 PARTS = ("eval_s", "predict_s", "sample_s", "other_s")
 

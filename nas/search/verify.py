@@ -6,9 +6,9 @@ subnet predicted just inside the budget can run over it. After the search, when 
 is the device the predictor was profiled on, :func:`verify_front` times every front subnet
 as profiling times subnets (:func:`nas.latency.profile.profile` with the subnets' configs:
 the predictor's thread count, interleaved rounds, median of the steady rounds), stores the
-timings in the study (:data:`nas.pareto.MEASURED_ATTR`), and repeats with the new front
+timings in the study (:data:`nas.search.pareto.MEASURED_ATTR`), and repeats with the new front
 until every subnet on it was measured. A subnet measured over the study's budget is no
-longer feasible (:attr:`nas.pareto.TrialPoint.feasible`), so ``samnas pareto`` and
+longer feasible (:attr:`nas.search.pareto.TrialPoint.feasible`), so ``samnas pareto`` and
 ``samnas export`` never offer it; the next subnet that it dominated takes its place and is
 measured in turn.
 
@@ -34,7 +34,7 @@ from nas.latency.profile import ProfileSettings, device_problem, profile
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
-from .pareto import MEASURED_ATTR, TrialPoint, pareto_front, study_points
+from nas.search.pareto import MEASURED_ATTR, TrialPoint, pareto_front, study_points
 
 ROUNDS = 3  # interleaved rounds per measurement (as profiling)
 REPEATS = 5  # timed runs per measurement, shared out over the rounds

@@ -62,7 +62,7 @@ def machine_fingerprint() -> dict:
     """A JSON-ready description of this machine and the libraries that time the models."""
     import torch
 
-    from .timing import allocator_setup
+    from nas.measure.timing import allocator_setup
 
     info = {
         "cpu": cpu_model(),
@@ -75,7 +75,7 @@ def machine_fingerprint() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "host": socket.gethostname(),
         "cpu_features": cpu_features(),
-        "allocator": allocator_setup(),  # timings here run with this malloc set-up (see nas.timing); unchanged here
+        "allocator": allocator_setup(),  # timings here run with this malloc set-up (see nas.measure.timing); unchanged here
     }
     try:
         import onnxruntime

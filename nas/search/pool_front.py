@@ -1,4 +1,5 @@
-"""A reference front to measure searches against: a large pool of evaluated configs, cached on disk.
+"""The pool front, which the search benchmark measures searches against (its "reference front" in
+results/search.md): the front of a large pool of evaluated configs, cached on disk.
 
 The pool (:func:`build_pool`), all within the budget where the predictor can tell:
 
@@ -31,8 +32,8 @@ from search_spaces.space import SearchSpace
 from supernet.elastic.activation import active_subnet
 from infra.fileio import atomic_write_text
 
-from .hypervolume import front_2d
-from .samplers.design import mutate, uniform_shrinks
+from nas.search.hypervolume import front_2d
+from nas.search.samplers.design import mutate, uniform_shrinks
 
 
 def predictor_digest(latency, configs: list[SubnetConfig]) -> str:

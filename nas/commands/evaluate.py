@@ -58,9 +58,9 @@ def everything_ar(model, images_dir: str | Path, annotations: str | Path, policy
     from scenes.images import load_image
     from supernet.modeling.predictor import SamPredictor
 
-    from .everything.generator import MaskGenerator
-    from .everything.policies import policy_from_dict
-    from .everything.quality import mask_ar
+    from nas.everything.generator import MaskGenerator
+    from nas.everything.policies import policy_from_dict
+    from nas.everything.quality import mask_ar
 
     coco = load_coco(annotations)
     folder = Path(images_dir)
@@ -104,7 +104,7 @@ def evaluate_model(model, images_dir: str | Path, annotations: str | Path, polic
     policy also ``AR@10``, ``AR@100``, ``AR@1000``, ``everything_images``, ``segments``,
     ``masks_per_image``, ``ms_per_image``.
     """
-    from .quality.coco import CocoEvaluator
+    from nas.quality.coco import CocoEvaluator
 
     began = time.perf_counter()
     evaluator = CocoEvaluator(model, images_dir, annotations, max_images=max_images)
@@ -154,11 +154,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .everything.calibrate import default_policy
-    from .everything.commands import check_policy_model, model_digest
-    from .latency.store import torch_device
-    from .models import load_model
-    from .everything.policies import load_policy
+    from nas.everything.calibrate import default_policy
+    from nas.everything.commands import check_policy_model, model_digest
+    from nas.latency.store import torch_device
+    from supernet.model_source import load_model
+    from nas.everything.policies import load_policy
 
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images must be at least 1, got {args.max_images}")

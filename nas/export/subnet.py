@@ -8,7 +8,7 @@ Layout of the output folder (``results/exports/<name>/`` by default)::
     image_encoder.onnx   the image encoder, checked against PyTorch with ONNX Runtime; with int8
                          blocks, ONNX Runtime's dynamic int8 quantization of them
     prompt_decoder.onnx  prompt encoder + mask decoder + mask upscaling on SAM's ONNX contract
-                         (``nas.onnx_export.PromptDecoderOnnx``), checked against PyTorch
+                         (``nas.export.onnx_export.PromptDecoderOnnx``), checked against PyTorch
     image_encoder.xml/.bin, prompt_decoder.xml/.bin
                          OpenVINO IR of both halves (fp32 weights), for an OpenVINO device only; the
                          card's ``openvino`` entry names the precision to compile them with
@@ -18,7 +18,7 @@ Layout of the output folder (``results/exports/<name>/`` by default)::
 ``deploy.Runner.from_folder`` runs the folder without PyTorch.
 
 A config with int8 blocks is exported fp32, checked (:data:`ONNX_TOLERANCE`), quantized by ONNX
-Runtime (``nas.onnx_export.quantize_encoder_onnx``), and the int8 encoder is checked against the
+Runtime (``nas.export.onnx_export.quantize_encoder_onnx``), and the int8 encoder is checked against the
 subnet quantized in PyTorch (:data:`ONNX_INT8_TOLERANCE`); its error against fp32 goes on the card.
 """
 from __future__ import annotations
@@ -41,13 +41,13 @@ from supernet.elastic.quantize import quantize_subnet
 from supernet.elastic.ranked import file_sha256
 from supernet.modeling.sam import Sam
 
-from .fingerprint import machine_fingerprint
-from .latency.store import device_spec
-from .onnx_export import (DECODER_INPUTS, DECODER_OUTPUTS, DECODER_TOLERANCE, ONNX_INT8_TOLERANCE, decoder_error, decoder_shapes,
+from nas.measure.fingerprint import machine_fingerprint
+from nas.latency.store import device_spec
+from nas.export.onnx_export import (DECODER_INPUTS, DECODER_OUTPUTS, DECODER_TOLERANCE, ONNX_INT8_TOLERANCE, decoder_error, decoder_shapes,
                           decoder_within_tolerance, embedding_error, export_decoder_onnx, export_encoder_onnx,
                           int8_within_tolerance, onnx_max_abs_diff, quantize_encoder_onnx)
-from .study import predictor_line
-from .timing import MIN_SECONDS, time_callable
+from nas.studies.study import predictor_line
+from nas.measure.timing import MIN_SECONDS, time_callable
 
 ONNX_TOLERANCE = 1e-3  # max |ORT - torch| on the embeddings accepted for an export
 # The int8 encoder in ONNX Runtime against the same subnet quantized in PyTorch: both quantize the
@@ -61,7 +61,7 @@ ONNX_TOLERANCE = 1e-3  # max |ORT - torch| on the embeddings accepted for an exp
 def measure_encoder_ms(sub: Sam, repeats: int = 5) -> dict:
     """Median and spread (ms) of the subnet's torch encoder on this machine (torch's current threads).
 
-    At least ``repeats`` timed runs and :data:`nas.timing.MIN_SECONDS` of them, after 2 warm-up runs.
+    At least ``repeats`` timed runs and :data:`nas.measure.timing.MIN_SECONDS` of them, after 2 warm-up runs.
     """
     res = sub.resolution
     x = torch.randn(1, 3, res, res)
@@ -349,7 +349,7 @@ def _use_lines(card: dict) -> list[str]:
 
 
 def predictor_sentence(pred: dict | None) -> str:
-    """The predictor's error and thread count (``nas.study.predictor_line``), for the card."""
+    """The predictor's error and thread count (``nas.studies.study.predictor_line``), for the card."""
     if not pred:
         return "The latency predictor's error was not recorded."
     return f"{predictor_line(pred)[0].upper()}{predictor_line(pred)[1:]}; the measurements above used that thread count."

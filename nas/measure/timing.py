@@ -99,7 +99,7 @@ def steady_allocator():
     Fixing the mmap threshold at :data:`MMAP_THRESHOLD_BYTES` and trimming only above
     :data:`TRIM_THRESHOLD_BYTES` keeps freed memory for reuse; a deployment gets the same with
     ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647`` in its environment
-    (or with jemalloc/tcmalloc). Every timing in :mod:`nas.timing` runs inside this block.
+    (or with jemalloc/tcmalloc). Every timing in :mod:`nas.measure.timing` runs inside this block.
 
     On leaving the outermost block both thresholds go back to glibc's defaults (128 KiB, or the
     ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` values the process started with) and

@@ -13,15 +13,15 @@ from infra.errors import UserError
 from infra.fileio import atomic_write_bytes
 from search_spaces.config import SubnetConfig, is_config_mapping
 
-from .hypervolume import front_indices
-from .record import TrialRecord
-from .study import open_storage, parse_study_name, predictor_line
+from nas.search.hypervolume import front_indices
+from nas.studies.record import TrialRecord
+from nas.studies.study import open_storage, parse_study_name, predictor_line
 
 FORMATS = ("table", "json", "csv")
-# Study attribute holding the front subnets measured on the device after the search (nas.verify):
+# Study attribute holding the front subnets measured on the device after the search (nas.search.verify):
 # {"device", "threads", "budget_ms", "measured_at", "trials": {"<trial number>": {"median_ms", "p10_ms", "p90_ms",
 # "repeats", "speed_factor"}}}: speed_factor is the drift probe's current / profiled latency in the same rounds
-# (nas.verify). A trial whose measured median is over its study budget is not feasible, so it leaves the front.
+# (nas.search.verify). A trial whose measured median is over its study budget is not feasible, so it leaves the front.
 MEASURED_ATTR = "measured_front"
 # Short y-axis labels per evaluator (the table and the card carry the full definition).
 QUALITY_LABELS = {
@@ -44,7 +44,7 @@ class TrialPoint:
     params: int
     flops: int
     config: str  # canonical JSON: a SubnetConfig's key (a policy's JSON in segment-everything studies)
-    measured_ms: float | None = None  # median ms measured on the device after the search (nas.verify), if it was
+    measured_ms: float | None = None  # median ms measured on the device after the search (nas.search.verify), if it was
 
     @property
     def feasible(self) -> bool:

@@ -12,7 +12,7 @@ objective that returns ``(values, TrialRecord)``; this module owns the rest:
 - the trial count: a study runs until it holds ``trials`` *finished* trials (complete or
   failed), whoever ran them (``MaxTrialsCallback``); with several workers at once the total
   can overshoot by at most one trial per worker;
-- MLflow logging of each finished trial (:class:`nas.tracking.SearchTracker`), and the
+- MLflow logging of each finished trial (:class:`nas.studies.tracking.SearchTracker`), and the
   progress bar.
 
 Trials are committed to the storage one by one, so an interrupted study resumes where it stopped.
@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from .record import TrialRecord
-from .study import open_storage
+from nas.studies.record import TrialRecord
+from nas.studies.study import open_storage
 
 METRIC_NAMES = ("quality", "predicted_ms")  # the two objectives, by name
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-HEARTBEAT_GRACE_S = 90  # Optuna fails a RUNNING trial whose heartbeat is this old (nas.study.open_storage)
+HEARTBEAT_GRACE_S = 90  # Optuna fails a RUNNING trial whose heartbeat is this old (nas.studies.study.open_storage)
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -167,7 +167,7 @@ def run_study(study: optuna.Study, plan: StudyPlan, objective: Objective, progre
               log: Callable[[str], None] = print) -> optuna.Study:
     """Run ``study`` until it holds ``plan.trials`` finished trials; return it.
 
-    ``tracker`` (a :class:`nas.tracking.SearchTracker` whose run is open) gets a nested run per
+    ``tracker`` (a :class:`nas.studies.tracking.SearchTracker` whose run is open) gets a nested run per
     finished trial. With ``progress``, a bar whose postfix is ``postfix(trial)``; without,
     ``log(log_line(trial))`` per finished trial when ``log_line`` is given. ``callbacks`` are
     further Optuna callbacks.

@@ -4,11 +4,11 @@ Objectives: quality (maximise, from a ``nas.quality`` evaluator) and predicted l
 the device (minimise, from a ``nas.latency`` predictor). The budget is a constraint
 (``predicted_ms - budget_ms <= 0``) set with ``Trial.set_constraint``, which NSGA-II and TPE
 honour (Optuna 5 replaced the samplers' ``constraints_func`` by it). Each trial stores a
-:class:`nas.record.TrialRecord`: the config, parameters and FLOPs, the evaluator's name and
+:class:`nas.studies.record.TrialRecord`: the config, parameters and FLOPs, the evaluator's name and
 its per-metric values, and the time spent evaluating and predicting.
 
 The study itself (storage, resuming, failed trials, the trial count, workers, MLflow, the
-progress bar) is run by :mod:`nas.driver`, as policy tuning is; this module supplies the
+progress bar) is run by :mod:`nas.studies.driver`, as policy tuning is; this module supplies the
 search space (:func:`suggest_config`) and the objective.
 """
 from __future__ import annotations
@@ -28,11 +28,12 @@ from supernet.elastic.activation import active_subnet
 from supernet.elastic.extract import extract
 from supernet.modeling.sam import Sam
 
-from . import driver
-from .driver import METRIC_NAMES  # noqa: F401 (re-exported: callers import it from here)
-from .record import TrialRecord
-from .cost import TimedSampler
-from .study import DEFAULT_SAMPLER, make_sampler, study_name
+from nas.studies import driver
+from nas.studies.driver import METRIC_NAMES  # noqa: F401 (re-exported: callers import it from here)
+from nas.studies.record import TrialRecord
+from nas.studies.cost import TimedSampler
+from nas.search.samplers import DEFAULT_SAMPLER, make_sampler
+from nas.studies.study import study_name
 
 CONSTRAINT = "latency_over_budget_ms"  # Optuna constraint: predicted_ms - budget_ms, feasible when <= 0
 
@@ -111,7 +112,7 @@ def evaluate_config(evaluator: QualityEvaluator, model: Sam, config: SubnetConfi
 
 
 class Objective:
-    """Callable objective for :mod:`nas.driver`: suggest a config, predict latency, evaluate quality.
+    """Callable objective for :mod:`nas.studies.driver`: suggest a config, predict latency, evaluate quality.
 
     Returns ``((quality, predicted_ms), TrialRecord)``; the config is recorded as soon as it is
     drawn, so a trial that fails later still shows what it tried.
@@ -124,7 +125,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> tuple[tuple[float, float], TrialRecord]:
         config = suggest_config(trial, self.space)
-        # the sampler's own seconds for this trial (nas.cost.TimedSampler; plan() wraps it)
+        # the sampler's own seconds for this trial (nas.studies.cost.TimedSampler; plan() wraps it)
         sample_s = getattr(trial.study.sampler, "seconds", lambda _id: 0.0)(trial._trial_id)
         TrialRecord(config=config).write(trial)
         counts = count(self.model, config)
@@ -150,8 +151,8 @@ def plan(settings: SearchSettings, space: SearchSpace | None = None,
          latency: LatencyModel | None = None) -> driver.StudyPlan:
     """The driver's view of a search: its study name, sampler, trial count and study attributes.
 
-    ``space`` and ``latency`` go to samplers that use them (``nas.samplers``); the sampler is
-    wrapped so that each trial records the sampler's own seconds (``nas.cost``).
+    ``space`` and ``latency`` go to samplers that use them (``nas.search.samplers``); the sampler is
+    wrapped so that each trial records the sampler's own seconds (``nas.studies.cost``).
     """
     if space is None or latency is None:
         # Opening a study outside a search (to read it, serve a dashboard, add trials by hand):
@@ -182,9 +183,9 @@ def _postfix(trial: optuna.trial.FrozenTrial) -> str:
 
 def run_search(settings: SearchSettings, model: Sam, space: SearchSpace, evaluator: QualityEvaluator,
                latency: LatencyModel, progress: bool = True, callbacks=(), tracker=None) -> optuna.Study:
-    """Run (or resume) the study until it holds ``settings.trials`` finished trials (see :mod:`nas.driver`).
+    """Run (or resume) the study until it holds ``settings.trials`` finished trials (see :mod:`nas.studies.driver`).
 
-    ``tracker``: an open :class:`nas.tracking.SearchTracker`, which gets a nested run per trial.
+    ``tracker``: an open :class:`nas.studies.tracking.SearchTracker`, which gets a nested run per trial.
     """
     objective = Objective(model, space, evaluator, latency, settings.budget_ms, device_spec(settings.device).precision)
     return driver.drive(plan(settings, space, latency), objective, progress=progress, tracker=tracker, callbacks=callbacks,

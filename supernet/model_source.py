@@ -59,7 +59,7 @@ def load_model(checkpoint: str | None = None, subnet: str | None = None, model_t
             log(f"NOTE: no --checkpoint: using the packaged {fallback} reference weights ({reference})")
         model, ranking = load_ranked(reference, model_type)
         return model.eval(), ModelSource(f"sam_{fallback}", str(reference), ranking)
-    from supernet.modeling.build import build_sam
+    from supernet.elastic.build import build_sam
 
     log(f"NOTE: no --checkpoint and no packaged reference weights for {fallback}: using RANDOMLY "
         f"INITIALISED weights, so quality numbers show the mechanics only")
