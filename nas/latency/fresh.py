@@ -7,15 +7,15 @@ folder written by :func:`supernet.elastic.extract.save_subnet` (backend ``torch`
 (backend ``onnxruntime``: a new ONNX Runtime CPU session with :func:`ort_session_options`,
 as profiling uses); only that backend's libraries are imported (not ``nas.latency``,
 scikit-learn or, for ONNX Runtime, torch). Set-up as in profiling: the thread count of the
-device, glibc malloc's thresholds fixed first (:func:`nas.timing.steady_allocator`), warm-up
+device, glibc malloc's thresholds fixed first (:func:`nas.measure.timing.steady_allocator`), warm-up
 runs, then at least ``repeats`` timed runs and ``min_seconds`` of them
-(:func:`nas.timing.time_callable`).
+(:func:`nas.measure.timing.time_callable`).
 
 Job fields: ``backend`` (``torch``, ``onnxruntime`` or ``openvino``: the ONNX file read by OpenVINO's CPU
 plugin), ``precision`` (``fp32`` or ``bf16``; absent: fp32), ``path``, ``resolution``, ``threads``, ``repeats``, ``warmup``,
 ``min_seconds``, ``seed``; optionally ``probe_path`` and ``probe_resolution`` (a drift probe
 subnet, saved the same way, timed interleaved with the subnet). Output: the
-:class:`nas.timing.Timing` fields plus ``pid``, ``threads`` and ``allocator`` (and
+:class:`nas.measure.timing.Timing` fields plus ``pid``, ``threads`` and ``allocator`` (and
 ``probe_median_ms`` with a probe).
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def time_job(job: dict) -> dict:
 
     With ``probe_path`` (and ``probe_resolution``) in the job, the drift probe's subnet is
     loaded too and the two are timed in :data:`PROBE_ROUNDS` interleaved rounds
-    (:func:`nas.timing.time_rounds`, each with ``repeats``, ``warmup`` and ``min_seconds`` of
+    (:func:`nas.measure.timing.time_rounds`, each with ``repeats``, ``warmup`` and ``min_seconds`` of
     its own): ``probe_median_ms`` is then the probe's speed at the very time the subnet ran.
     """
     from nas.measure.timing import steady_allocator, time_callable, time_rounds

@@ -2,7 +2,7 @@
 
 Two levels, both with warm-up runs first and then ``repeats`` timed runs (median and
 p10/p90 spread). The runs of each measurement are split into ``rounds`` rounds that
-interleave over every measurement of the run (:func:`nas.timing.time_rounds`), so that a
+interleave over every measurement of the run (:func:`nas.measure.timing.time_rounds`), so that a
 slow spell of the machine lands on all of them alike, and a round in which the whole
 machine ran slower or faster than in the others is run again (up to ``max_rounds``); the
 run reports how much the machine's speed moved (:class:`ProfileRun`):
@@ -114,7 +114,7 @@ class TorchBackend(Backend):
 
 
 def export_onnx_bytes(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> bytes:
-    """``module`` as ONNX (opset :data:`nas.onnx_export.OPSET`, inputs ``input0``, ``input1``, ...)."""
+    """``module`` as ONNX (opset :data:`nas.export.onnx_export.OPSET`, inputs ``input0``, ``input1``, ...)."""
     from nas.export.onnx_export import OPSET
 
     buf = io.BytesIO()
@@ -470,8 +470,8 @@ def restrict_resolutions(space: SearchSpace, resolutions: list[int] | None) -> S
 class ProfileRun:
     """What one profiling run measured, ready for a device folder or a portable file.
 
-    ``speed``: the machine's relative slowness in each round run (:func:`nas.timing.speed_factors`);
-    ``kept``: the rounds whose timings were stored (:func:`nas.timing.steady_rounds`).
+    ``speed``: the machine's relative slowness in each round run (:func:`nas.measure.timing.speed_factors`);
+    ``kept``: the rounds whose timings were stored (:func:`nas.measure.timing.steady_rounds`).
     """
 
     device: str
@@ -533,7 +533,7 @@ def module_bytes(module: nn.Module) -> int:
 
 
 class _Prepared(Sequence):
-    """The jobs' prepared callables, for :func:`nas.timing.time_rounds`.
+    """The jobs' prepared callables, for :func:`nas.measure.timing.time_rounds`.
 
     Looking one up builds it unless it is kept: jobs are kept for the whole run, in the
     order they are first looked up, while their weights fit in ``keep_bytes``; the others
@@ -563,7 +563,7 @@ class _Prepared(Sequence):
 
 def _run_jobs(backend: Backend, jobs: list[_Job], rounds: int, max_rounds: int, repeats: int, warmup: int,
               min_seconds: float, seed: int, bar, keep_bytes: int = KEEP_BYTES) -> RoundTimings:
-    """Time ``jobs`` in interleaved rounds (:func:`nas.timing.time_rounds`) and append their rows."""
+    """Time ``jobs`` in interleaved rounds (:func:`nas.measure.timing.time_rounds`) and append their rows."""
     fns = _Prepared(backend, jobs, keep_bytes)
     first = fns[0]
     until = time.perf_counter() + BURN_IN_S
@@ -589,7 +589,7 @@ def _run_jobs(backend: Backend, jobs: list[_Job], rounds: int, max_rounds: int, 
 
 
 def device_fingerprint(backend: Backend) -> dict:
-    """:func:`nas.fingerprint.machine_fingerprint` plus the backend, hardware and threads used."""
+    """:func:`nas.measure.fingerprint.machine_fingerprint` plus the backend, hardware and threads used."""
     return {**machine_fingerprint(), **backend.info()}
 
 
@@ -605,7 +605,7 @@ class ProfileSettings:
     to this long (tiny models get hundreds of runs, large ones just ``repeats``);
     ``rounds``: split each measurement's runs into this many rounds, interleaved over every
     measurement of the run in a fresh random order each round (see
-    :func:`nas.timing.time_rounds`; modules up to :data:`KEEP_BYTES` of weights stay prepared,
+    :func:`nas.measure.timing.time_rounds`; modules up to :data:`KEEP_BYTES` of weights stay prepared,
     the others are rebuilt at each visit); ``max_rounds``: when the machine's speed moved
     between rounds, run more rounds, up to this many in all (default ``2 * rounds``), until
     ``rounds`` of them ran at one steady speed; only those are stored; ``threads``: intra-op threads (torch

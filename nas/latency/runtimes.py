@@ -2,7 +2,7 @@
 
 Every installed runtime and precision this machine offers times the same extracted full model (its
 image encoder, random weights: latency does not depend on their values) in interleaved rounds
-(:func:`nas.timing.time_rounds`), so a slow spell of the machine touches them all alike. Each row also
+(:func:`nas.measure.timing.time_rounds`), so a slow spell of the machine touches them all alike. Each row also
 gives its output's error against PyTorch fp32 on the same input, since a faster runtime is only worth
 profiling when its embeddings stay close to what the model computes.
 
@@ -69,7 +69,7 @@ class RuntimeRow:
 
 def installed_cases(hardware: str = "cpu", int8: bool = True) -> list[RuntimeCase]:
     """Every (runtime, precision) this machine can time: backends whose package imports, bf16 where the
-    CPU has native bf16 (:func:`nas.fingerprint.bf16_problem`), int8 blocks on each backend when ``int8``."""
+    CPU has native bf16 (:func:`nas.measure.fingerprint.bf16_problem`), int8 blocks on each backend when ``int8``."""
     bf16 = bf16_problem_here() is None
     cases = []
     for backend, module in BACKEND_MODULES.items():
@@ -156,7 +156,7 @@ def compare_modules(build, cases: list[RuntimeCase], threads: int = 1, rounds: i
 def decoder_runtimes(space: SearchSpace, cases: list[RuntimeCase], threads: int = 1, resolution: int | None = None,
                      prompt_sets: int = 1, rounds: int = 3, repeats: int = 6, seed: int = 0) -> list[RuntimeRow]:
     """Like :func:`compare_runtimes` for the prompt encoder + mask decoder on SAM's ONNX contract
-    (:class:`nas.onnx_export.PromptDecoderOnnx`: ``prompt_sets`` sets of one point plus SAM's padding point, a
+    (:class:`nas.export.onnx_export.PromptDecoderOnnx`: ``prompt_sets`` sets of one point plus SAM's padding point, a
     mask input, masks upscaled to a 300 x 400 photo). Only fp32-block cases apply: int8 is encoder-only.
     The error columns compare the upscaled mask logits."""
     from nas.export.onnx_export import DECODER_INPUTS, PromptDecoderOnnx, decoder_example
