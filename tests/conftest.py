@@ -1,6 +1,7 @@
 """Shared test fixtures.
 
-The official ``segment-anything==1.0`` package is our oracle. It imports torchvision,
+The official ``segment-anything==1.0`` package is SAM's oracle, and ``sam2==1.1.0`` (imported
+with a hydra stand-in, :func:`sam2_oracle`) SAM 2's. Both import torchvision,
 whose 0.28.0 wheel is a CUDA build whose C++ ops do not load on the CPU torch we pin.
 Before anything imports torchvision we register the two ops it needs
 (``torchvision::nms`` and ``torchvision::qnms``) with a plain-torch greedy NMS written
@@ -69,6 +70,43 @@ def oracle():
     if not HAVE_TORCHVISION:
         pytest.skip("official segment-anything oracle needs torchvision (pip install -e '.[dev]' -c constraints.txt)")
     return pytest.importorskip("segment_anything")
+
+
+def _install_hydra_stand_in() -> None:
+    """Make ``import sam2`` work without hydra-core, which the oracle installs without (``--no-deps``).
+
+    ``sam2/__init__.py`` only registers its YAML configs with hydra; the tests build the official
+    models from their classes, so a hydra whose config search path is already "initialised"
+    is all the import needs. A real hydra, when installed, is used instead.
+    """
+    import importlib.util
+
+    if "hydra" in sys.modules or importlib.util.find_spec("hydra") is not None:
+        return
+
+    class GlobalHydra:
+        @classmethod
+        def instance(cls):
+            return cls()
+
+        def is_initialized(self) -> bool:
+            return True
+
+    def initialize_config_module(*args, **kwargs):
+        raise RuntimeError("hydra stand-in (tests/conftest.py): SAM 2 configs are not composed in tests")
+
+    modules = {name: types.ModuleType(name) for name in ("hydra", "hydra.core", "hydra.core.global_hydra")}
+    modules["hydra"].initialize_config_module = initialize_config_module
+    modules["hydra"].core = modules["hydra.core"]
+    modules["hydra.core"].global_hydra = modules["hydra.core.global_hydra"]
+    modules["hydra.core.global_hydra"].GlobalHydra = GlobalHydra
+    sys.modules.update(modules)
+
+
+def sam2_oracle():
+    """Import and return the official ``sam2`` package (SAM 2's code only, no weights), or skip the test."""
+    _install_hydra_stand_in()
+    return pytest.importorskip("sam2", reason="official sam2 oracle not installed (see .ci/run: SAM2_BUILD_CUDA=0)")
 
 
 @pytest.fixture(scope="session")
