@@ -5,7 +5,10 @@ written out here (hydra is not used), random weights.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
+from torch import nn
 
 from conftest import sam2_oracle
 from supernet.modeling.sam2.arch import Sam2Arch
@@ -97,9 +100,61 @@ def official_sam2(arch: Sam2Arch, img_size: int | None = None, with_memory: bool
 
 
 @torch.no_grad()
-def randomise(model: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
-    """Every parameter drawn from N(0, std^2) with a local generator (norm weights around 1)."""
+def randomise(model: nn.Module, seed: int, std: float = 0.05) -> nn.Module:
+    """Every parameter drawn from N(0, std^2) with a local generator; layer-norm weights from N(1, std^2).
+
+    Layer-norm weights and biases are drawn too, so that a norm wired to the wrong tensor shows.
+    """
     gen = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        p.copy_(torch.randn(p.shape, generator=gen) * std + (1.0 if name.endswith("norm1.weight") else 0.0))
+    for module in model.modules():
+        is_norm = "LayerNorm" in type(module).__name__
+        for name, p in module.named_parameters(recurse=False):
+            p.copy_(torch.randn(p.shape, generator=gen) * std + (1.0 if is_norm and name == "weight" else 0.0))
     return model
+
+
+@contextmanager
+def parameters_on_meta():
+    """Every parameter and buffer registered inside goes to the meta device as it is registered.
+
+    sam2's ``Hiera`` calls ``.item()`` while it is built, which a ``torch.device("meta")`` block
+    refuses; this is the same "empty weights" idea applied one tensor at a time (each is created
+    on the CPU, at most one layer's worth, and replaced at once).
+    """
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(module, name, param):
+        register_parameter(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    def buffer(module, name, tensor, persistent=True):
+        register_buffer(module, name, None if tensor is None else tensor.to("meta"), persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
+
+
+def hf_sam2(arch: Sam2Arch, img_size: int | None = None):
+    """transformers' ``Sam2Model`` with ``arch``'s sizes at ``img_size`` px (random weights, eval mode)."""
+    sam2_oracle()  # the same torchvision stand-in: transformers' image utilities import torchvision
+    transformers = __import__("pytest").importorskip("transformers")
+    size = img_size or arch.img_size
+    backbone = dict(
+        model_type="sam2_hiera_det_model", hidden_size=arch.embed_dim, num_attention_heads=arch.num_heads,
+        blocks_per_stage=list(arch.stages), embed_dim_per_stage=list(arch.stage_dims),
+        num_attention_heads_per_stage=list(arch.stage_heads), window_size_per_stage=list(arch.window_spec),
+        global_attention_blocks=list(arch.global_att_blocks),
+        window_positional_embedding_background_size=list(arch.window_pos_embed_bkg), image_size=[size, size])
+    config = transformers.Sam2Config(
+        vision_config=dict(backbone_config=backbone, backbone_channel_list=list(arch.stage_dims[::-1]),
+                           backbone_feature_sizes=[[size // s] * 2 for s in (4, 8, 16)], fpn_hidden_size=arch.d_model,
+                           fpn_top_down_levels=list(arch.fpn_top_down_levels)),
+        prompt_encoder_config=dict(hidden_size=arch.d_model, image_size=size, mask_input_channels=arch.mask_in_chans),
+        mask_decoder_config=dict(hidden_size=arch.d_model, mlp_dim=arch.decoder_mlp_dim,
+                                 num_attention_heads=arch.decoder_heads, iou_head_hidden_dim=arch.iou_head_hidden_dim,
+                                 iou_head_depth=arch.iou_head_depth))
+    return transformers.Sam2Model(config).eval()

@@ -38,7 +38,7 @@ class Sam2Predictor:
     @torch.no_grad()
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output: bool = True,
                 return_logits: bool = False, normalize_coords: bool = True):
-        """Masks ``(M, H, W)`` (bool, or logits), IoU ``(M,)`` and low-res logits ``(M, R/4, R/4)`` as numpy.
+        """Masks ``(M, H, W)`` (0/1 float32 as the official predictor's, or logits), IoU ``(M,)`` and low-res logits ``(M, R/4, R/4)`` as numpy.
 
         ``point_coords`` ``(N, 2)`` pixel ``(x, y)``, ``point_labels`` ``(N,)``, ``box`` ``(4,)`` XYXY, in
         the original image (``normalize_coords``) or already in the ``R x R`` frame; ``mask_input``
@@ -64,4 +64,4 @@ class Sam2Predictor:
         low_res = torch.clamp(low_res, -32.0, 32.0)
         if not return_logits:
             full = full > self.model.mask_threshold
-        return full[0].cpu().numpy(), iou[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
+        return full[0].float().cpu().numpy(), iou[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
