@@ -160,3 +160,15 @@ def test_seeded_build_is_reproducible_and_leaves_global_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a.image_encoder.trunk.pos_embed, build_sam2("sam2_micro", seed=4).image_encoder.trunk.pos_embed)
+
+
+def test_the_package_imports_no_torchvision_timm_hydra_or_sam2():
+    """Transitively, in a fresh interpreter: SAM 2's modeling and loading run on torch alone."""
+    import subprocess
+    import sys
+
+    code = ("import sys, supernet.modeling.sam2.build, supernet.modeling.sam2.predictor, supernet.checkpoint_sam2; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torchvision', 'timm', 'hydra', 'sam2'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("conftest").ROOT))
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
