@@ -4,7 +4,7 @@ Meta's files hold ``{"model": state_dict}`` of the whole video model; its image 
 exactly, and the video modules' keys are passed over only when they start with one of
 :data:`VIDEO_KEY_PREFIXES` (any other unexpected key is an error). The model type is inferred
 from the trunk's shapes. Hugging Face names are converted to Meta's (and back, for export)
-with :func:`hf_key_to_meta` / :func:`meta_state_dict_to_hf`.
+with :func:`hf_state_dict_to_meta` and :func:`meta_state_dict_to_hf`.
 """
 from __future__ import annotations
 
