@@ -103,7 +103,7 @@ def hf_state_dict_to_meta(state_dict: dict[str, torch.Tensor], meta_keys) -> dic
     A key with no Meta counterpart keeps a name the model lacks, so the exact-load check reports it.
     """
     shared, prompt_pe = state_dict.get(_HF_SHARED_PE), state_dict.get("prompt_encoder.shared_embedding.positional_embedding")
-    if shared is not None and prompt_pe is not None and not torch.equal(shared, prompt_pe):
+    if shared is not None and prompt_pe is not None and not shared.is_meta and not torch.equal(shared, prompt_pe):
         raise CheckpointError(f"{_HF_SHARED_PE} differs from prompt_encoder.shared_embedding.positional_embedding; "
                               f"SAM 2 has one Fourier matrix for both")
     depths = _mlp_depths(meta_keys)

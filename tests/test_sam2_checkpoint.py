@@ -8,7 +8,8 @@ from infra.errors import CheckpointError
 from sam2_oracle import hf_sam2, official_sam2, parameters_on_meta, randomise
 from supernet.checkpoint import load_sam
 from supernet.checkpoint_sam2 import (
-    VIDEO_KEY_PREFIXES, image_state_dict, infer_sam2_model_type, load_sam2, meta_state_dict_to_hf,
+    VIDEO_KEY_PREFIXES, hf_state_dict_to_meta, image_state_dict, infer_sam2_model_type, load_sam2,
+    meta_state_dict_to_hf,
 )
 from supernet.modeling.build import build_sam
 from supernet.modeling.sam2.arch import SAM2_ARCHS, get_sam2_arch
@@ -30,6 +31,17 @@ def test_image_keys_and_shapes_equal_the_official_ones(name):
     assert set(image_state_dict(official)) == set(ours)
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(official[k].shape) for k in ours}
     assert infer_sam2_model_type(official) == name
+
+
+@pytest.mark.parametrize("name", ["sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b_plus", "sam2_hiera_l"])
+def test_hugging_face_names_map_onto_ours_at_every_size(name):
+    """transformers' Sam2Model at each official size (meta device): its keys convert to ours and back."""
+    with torch.device("meta"):
+        theirs = hf_sam2(get_sam2_arch(name)).state_dict()
+        ours = build_sam2(name).state_dict()
+    converted = hf_state_dict_to_meta(theirs, list(ours))
+    assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in ours.items()}
+    assert set(meta_state_dict_to_hf(ours)) == set(theirs)
 
 
 @pytest.fixture(scope="module")
