@@ -72,17 +72,17 @@ def oracle():
     return pytest.importorskip("segment_anything")
 
 
-def _install_hydra_stand_in() -> None:
-    """Make ``import sam2`` work without hydra-core, which the oracle installs without (``--no-deps``).
+def _hydra_stand_in() -> dict[str, types.ModuleType]:
+    """Modules that let ``import sam2`` run without hydra-core, which the oracle is installed without.
 
     ``sam2/__init__.py`` only registers its YAML configs with hydra; the tests build the official
-    models from their classes, so a hydra whose config search path is already "initialised"
-    is all the import needs. A real hydra, when installed, is used instead.
+    models from their classes, so a hydra whose config search path is already "initialised" is
+    all the import needs. Empty when a real hydra is installed.
     """
     import importlib.util
 
     if "hydra" in sys.modules or importlib.util.find_spec("hydra") is not None:
-        return
+        return {}
 
     class GlobalHydra:
         @classmethod
@@ -100,13 +100,26 @@ def _install_hydra_stand_in() -> None:
     modules["hydra"].core = modules["hydra.core"]
     modules["hydra.core"].global_hydra = modules["hydra.core.global_hydra"]
     modules["hydra.core.global_hydra"].GlobalHydra = GlobalHydra
-    sys.modules.update(modules)
+    return modules
 
 
 def sam2_oracle():
-    """Import and return the official ``sam2`` package (SAM 2's code only, no weights), or skip the test."""
-    _install_hydra_stand_in()
-    return pytest.importorskip("sam2", reason="official sam2 oracle not installed (see .ci/run: SAM2_BUILD_CUDA=0)")
+    """Import and return the official ``sam2`` package (SAM 2's code only, no weights), or skip the test.
+
+    The hydra stand-in is in ``sys.modules`` only while ``sam2`` itself is imported, so no other
+    library sees a hydra that is not there; the sam2 modules the tests use do not import hydra.
+    """
+    if "sam2" in sys.modules:
+        return sys.modules["sam2"]
+    if not HAVE_TORCHVISION:
+        pytest.skip("official sam2 oracle needs torchvision (pip install -e '.[dev]' -c constraints.txt)")
+    stand_in = _hydra_stand_in()
+    sys.modules.update(stand_in)
+    try:
+        return pytest.importorskip("sam2", reason="official sam2 oracle not installed (see .ci/run: SAM2_BUILD_CUDA=0)")
+    finally:
+        for name in stand_in:
+            sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import pytest
 import torch
 from torch import nn
 
-from conftest import sam2_oracle
+from conftest import HAVE_TORCHVISION, sam2_oracle
 from supernet.modeling.sam2.arch import Sam2Arch
 
 # model-level flags of every sam2.1_hiera_*.yaml, plus build_sam2's dynamic multimask overrides
@@ -140,8 +141,9 @@ def parameters_on_meta():
 
 def hf_sam2(arch: Sam2Arch, img_size: int | None = None):
     """transformers' ``Sam2Model`` with ``arch``'s sizes at ``img_size`` px (random weights, eval mode)."""
-    sam2_oracle()  # the same torchvision stand-in: transformers' image utilities import torchvision
-    transformers = __import__("pytest").importorskip("transformers")
+    if not HAVE_TORCHVISION:  # transformers' image utilities import torchvision (conftest's stand-in)
+        pytest.skip("transformers' Sam2Model needs torchvision (pip install -e '.[dev]' -c constraints.txt)")
+    transformers = pytest.importorskip("transformers")
     size = img_size or arch.img_size
     backbone = dict(
         model_type="sam2_hiera_det_model", hidden_size=arch.embed_dim, num_attention_heads=arch.num_heads,

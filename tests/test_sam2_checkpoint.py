@@ -91,8 +91,8 @@ def test_model_type_is_inferred_and_checked(tmp_path, official_micro):
     assert set(SAM2_ARCHS) >= {"sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b_plus", "sam2_hiera_l", "sam2_micro"}
 
 
-def test_sam2_checkpoint_given_as_sam1_names_the_file(tmp_path, official_micro):
-    path = _save(tmp_path, official_micro.state_dict(), "sam2.1_hiera_micro.pt")
+def test_sam2_checkpoint_given_as_sam1_names_the_file(tmp_path):
+    path = _save(tmp_path, build_sam2("sam2_micro", seed=0).state_dict(), "sam2.1_hiera_micro.pt")
     with pytest.raises(CheckpointError, match=r"a SAM 2 checkpoint .*expected SAM 1") as info:
         load_sam(path, model_type="vit_b")
     assert str(path) in str(info.value) and "\n" not in str(info.value)
