@@ -39,7 +39,6 @@ class Sam2(nn.Module):
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, arch.d_model))
         self.register_buffer("pixel_mean", torch.tensor(arch.pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(arch.pixel_std).view(-1, 1, 1), False)
-        self.resolution = arch.img_size
         self.set_resolution(arch.img_size)
 
     def set_resolution(self, resolution: int) -> None:
