@@ -153,6 +153,12 @@ def test_hugging_face_forward_parity(tmp_path, hf_micro):
         low_res, iou = ours.decode(feats, points=(points[0], labels[0]), multimask_output=multimask)
         torch.testing.assert_close(low_res, out.pred_masks[0], atol=1e-5, rtol=0)
         torch.testing.assert_close(iou, out.iou_scores[0], atol=1e-6, rtol=0)
+    previous = low_res[:, :1]  # a mask prompt, as from an earlier click
+    out = hf_micro(pixel_values=x, input_points=points, input_labels=labels, input_masks=previous,
+                   multimask_output=False)
+    low_res, iou = ours.decode(feats, points=(points[0], labels[0]), masks=previous, multimask_output=False)
+    torch.testing.assert_close(low_res, out.pred_masks[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(iou, out.iou_scores[0], atol=1e-6, rtol=0)
 
 
 def test_hugging_face_fourier_copies_must_agree(tmp_path, hf_micro):
