@@ -105,7 +105,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def detect_layout(state_dict: dict[str, torch.Tensor]) -> str:
-    """'meta' for ``image_encoder.*`` keys, 'hf' for ``vision_encoder.*`` keys."""
+    """'meta' for ``image_encoder.*`` keys, 'hf' for ``vision_encoder.*`` keys; a SAM 2 checkpoint is an error."""
+    if any(k.startswith(("image_encoder.trunk.", "vision_encoder.backbone.")) for k in state_dict):
+        raise CheckpointError(f"a SAM 2 checkpoint (Hiera trunk keys image_encoder.trunk.*); expected SAM 1 "
+                              f"(ViT encoder keys image_encoder.blocks.*, model types {sorted(ARCHS)})")
     if any(k.startswith("image_encoder.") for k in state_dict):
         return "meta"
     if any(k.startswith("vision_encoder.") for k in state_dict):

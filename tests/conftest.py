@@ -1,6 +1,7 @@
 """Shared test fixtures.
 
-The official ``segment-anything==1.0`` package is our oracle. It imports torchvision,
+The official ``segment-anything==1.0`` package is SAM's oracle, and ``sam2==1.1.0`` (imported
+with a hydra stand-in, :func:`sam2_oracle`) SAM 2's. Both import torchvision,
 whose 0.28.0 wheel is a CUDA build whose C++ ops do not load on the CPU torch we pin.
 Before anything imports torchvision we register the two ops it needs
 (``torchvision::nms`` and ``torchvision::qnms``) with a plain-torch greedy NMS written
@@ -69,6 +70,56 @@ def oracle():
     if not HAVE_TORCHVISION:
         pytest.skip("official segment-anything oracle needs torchvision (pip install -e '.[dev]' -c constraints.txt)")
     return pytest.importorskip("segment_anything")
+
+
+def _hydra_stand_in() -> dict[str, types.ModuleType]:
+    """Modules that let ``import sam2`` run without hydra-core, which the oracle is installed without.
+
+    ``sam2/__init__.py`` only registers its YAML configs with hydra; the tests build the official
+    models from their classes, so a hydra whose config search path is already "initialised" is
+    all the import needs. Empty when a real hydra is installed.
+    """
+    import importlib.util
+
+    if "hydra" in sys.modules or importlib.util.find_spec("hydra") is not None:
+        return {}
+
+    class GlobalHydra:
+        @classmethod
+        def instance(cls):
+            return cls()
+
+        def is_initialized(self) -> bool:
+            return True
+
+    def initialize_config_module(*args, **kwargs):
+        raise RuntimeError("hydra stand-in (tests/conftest.py): SAM 2 configs are not composed in tests")
+
+    modules = {name: types.ModuleType(name) for name in ("hydra", "hydra.core", "hydra.core.global_hydra")}
+    modules["hydra"].initialize_config_module = initialize_config_module
+    modules["hydra"].core = modules["hydra.core"]
+    modules["hydra.core"].global_hydra = modules["hydra.core.global_hydra"]
+    modules["hydra.core.global_hydra"].GlobalHydra = GlobalHydra
+    return modules
+
+
+def sam2_oracle():
+    """Import and return the official ``sam2`` package (SAM 2's code only, no weights), or skip the test.
+
+    The hydra stand-in is in ``sys.modules`` only while ``sam2`` itself is imported, so no other
+    library sees a hydra that is not there; the sam2 modules the tests use do not import hydra.
+    """
+    if "sam2" in sys.modules:
+        return sys.modules["sam2"]
+    if not HAVE_TORCHVISION:
+        pytest.skip("official sam2 oracle needs torchvision (pip install -e '.[dev]' -c constraints.txt)")
+    stand_in = _hydra_stand_in()
+    sys.modules.update(stand_in)
+    try:
+        return pytest.importorskip("sam2", reason="official sam2 oracle not installed (see .ci/run: SAM2_BUILD_CUDA=0)")
+    finally:
+        for name in stand_in:
+            sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="session")
