@@ -21,6 +21,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+# One intra-op thread in the tests and the processes they start: the models are small, and on a 2-core machine
+# that is doing anything else two spinning OpenMP threads slowed single tests 5x (a search test: 143 s -> 26 s).
+# Tests about thread counts set their own. SAMNAS_TEST_THREADS overrides.
+TEST_THREADS = int(os.environ.get("SAMNAS_TEST_THREADS", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
+torch.set_num_threads(TEST_THREADS)
+
 
 def _reference_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS over XYXY boxes; returns kept indices in descending score order."""

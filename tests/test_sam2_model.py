@@ -95,7 +95,7 @@ def _predictors(official, ours):
     return theirs, Sam2Predictor(ours)
 
 
-@pytest.mark.parametrize("name, side", [("sam2_micro", 256), ("sam2_hiera_t", 512)])
+@pytest.mark.parametrize("name, side", [("sam2_micro", 256), _slow("sam2_hiera_t", 512)])
 @pytest.mark.parametrize("stability_thresh", [0.98, 0.0])  # 0.0: the single mask is always "stable"
 @torch.no_grad()
 def test_decoder_matches_official(pair, name, side, stability_thresh):
@@ -123,7 +123,7 @@ def test_decoder_matches_official(pair, name, side, stability_thresh):
     np.testing.assert_allclose(b[1], a[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("name, side", [("sam2_micro", 256), ("sam2_hiera_t", 512)])
+@pytest.mark.parametrize("name, side", [("sam2_micro", 256), _slow("sam2_hiera_t", 512)])
 @torch.no_grad()
 def test_end_to_end_from_pixels(pair, name, side):
     """Pixels in, masks out, both predictors on the same photo-sized image: < 1e-3 of mask pixels differ."""

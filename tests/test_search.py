@@ -40,7 +40,7 @@ def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     old = os.environ.get("SAMNAS_RESULTS")
     os.environ["SAMNAS_RESULTS"] = str(root)
-    profile_device("sam_micro", "cpu-torch", ProfileSettings(samples=12, repeats=2, warmup=1, min_seconds=0),
+    profile_device("sam_micro", "cpu-torch", ProfileSettings(samples=12, repeats=2, warmup=1, min_seconds=0, threads=1),
                    root=root / "latency")
     fit_device("cpu-torch", root=root / "latency", folds=3)
     yield root
@@ -252,7 +252,7 @@ def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
     trial = front[-1]["trial"]
     out_dir = tmp_path / "export"
     assert cli.main(["export", "--study", name, "--trial", str(trial), "--out", str(out_dir), "--storage", storage,
-                     "--repeats", "2"]) == 0
+                     "--repeats", "2", "--no-runtimes"]) == 0  # the card's runtime table: tests/test_deploy.py
     card = json.loads((out_dir / "card.json").read_text())
     assert card["predicted_ms"] == pytest.approx(front[-1]["predicted_ms"], rel=1e-3)
     assert card["measured_ms"]["torch"] > 0 and card["onnx_max_abs_diff"] < 1e-3
