@@ -27,11 +27,13 @@ from supernet.modeling.build import build_from_spec
 from supernet.checkpoint import load_state_dict_exact, read_state_dict
 from supernet.elastic.activation import check_fits
 from supernet.elastic.quantize import is_quantized, quantize_subnet
+from supernet.elastic.sam2_extract import extract_sam2
 from supernet.elastic.subnet_config import SubnetConfig
 from infra.errors import CheckpointError, ConfigError
 from supernet.modeling.image_encoder import resize_pos_embed, resize_rel_pos
 from infra.fileio import atomic_torch_save, atomic_write_text, read_format_json
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
 
 SUBNET_FORMAT = "samnas-subnet/2"  # 2: the config's blocks may carry `precision`
 SUBNET_FORMATS_READ = ("samnas-subnet/1", SUBNET_FORMAT)  # 1 predates precision: every block fp32
@@ -47,13 +49,17 @@ def subnet_blocks_spec(model: Sam, config: SubnetConfig) -> list[tuple[int, int,
 
 
 @torch.no_grad()
-def extract(model: Sam, config: SubnetConfig, quantize: bool = True) -> Sam:
-    """A standalone, plain :class:`Sam` holding only ``config``'s weights (nothing sliced at run time).
+def extract(model: Sam | Sam2, config: SubnetConfig, quantize: bool = True) -> Sam | Sam2:
+    """A standalone, plain :class:`Sam` holding only ``config``'s weights (nothing sliced at run time);
+    for a SAM 2 supernet a plain :class:`Sam2` (:func:`supernet.elastic.sam2_extract.extract_sam2`).
 
     With ``quantize`` (the default) the config's int8 blocks come dynamically quantized, as the
     subnet runs; ``quantize=False`` returns the fp32 weights (what ``save_subnet`` stores and the
     ONNX exporter traces).
     """
+    if isinstance(model, Sam2):
+        sub2 = extract_sam2(model, config)
+        return quantize_subnet(sub2, config, inplace=True) if quantize else sub2
     check_fits(model, config)
     res = config.resolution
     grid = res // model.image_encoder.patch_size
