@@ -23,6 +23,22 @@ from supernet.modeling.common import FeedForward
 from supernet.modeling.image_encoder import Attention, EncoderBlock, ImageEncoderViT
 
 
+def first_heads(qkv: nn.Linear, num_heads: int, head_dim: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight ``(3*heads*head_dim, dim)`` and bias of a head-major ``qkv`` layer's first ``heads`` heads.
+
+    ``qkv``'s outputs are laid out ``(3, num_heads, head_dim)``: q, k and v, each head after head.
+    """
+    weight = qkv.weight.view(3, num_heads, head_dim, -1)[:, :heads].reshape(3 * heads * head_dim, -1)
+    bias = qkv.bias.view(3, num_heads, head_dim)[:, :heads].reshape(-1)
+    return weight, bias
+
+
+def first_hidden(x: torch.Tensor, first: nn.Linear, second: nn.Linear, act: nn.Module, hidden: int) -> torch.Tensor:
+    """``second(act(first(x)))`` through the first ``hidden`` hidden units only."""
+    out = act(F.linear(x, first.weight[:hidden], first.bias[:hidden]))
+    return F.linear(out, second.weight[:, :hidden], second.bias)
+
+
 class ElasticAttention(Attention):
     """:class:`Attention` of the supernet: only the first ``active_heads`` heads run, by slicing the weights."""
 
@@ -35,10 +51,7 @@ class ElasticAttention(Attention):
 
     def qkv_slice(self, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight ``(3*heads*hd, dim)`` and bias ``(3*heads*hd,)`` of the first ``heads`` heads."""
-        hd = self.head_dim
-        weight = self.qkv.weight.view(3, self.num_heads, hd, -1)[:, :heads].reshape(3 * heads * hd, -1)
-        bias = self.qkv.bias.view(3, self.num_heads, hd)[:, :heads].reshape(-1)
-        return weight, bias
+        return first_heads(self.qkv, self.num_heads, self.head_dim, heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         heads = self.active_heads
@@ -59,8 +72,7 @@ class ElasticMLP(FeedForward):
         m = self.active_hidden
         if m == self.hidden:
             return super().forward(x)
-        hidden = self.act(F.linear(x, self.lin1.weight[:m], self.lin1.bias[:m]))
-        return F.linear(hidden, self.lin2.weight[:, :m], self.lin2.bias)
+        return first_hidden(x, self.lin1, self.lin2, self.act, m)
 
 
 class ElasticEncoderBlock(EncoderBlock):

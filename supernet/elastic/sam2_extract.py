@@ -12,7 +12,6 @@ and renumbers the global-attention blocks, so that a depth-only subnet is exactl
 """
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import torch
@@ -23,7 +22,7 @@ from supernet.modeling.sam2.arch import Sam2Arch, Sam2BlockSpec
 from supernet.modeling.sam2.build import build_sam2_from_spec
 from supernet.modeling.sam2.model import Sam2
 
-_BLOCK_KEY = re.compile(r"^image_encoder\.trunk\.blocks\.(\d+)\.(.+)$")
+_BLOCKS = "image_encoder.trunk.blocks."
 
 
 def sam2_subnet_blocks(model: Sam2, config: SubnetConfig) -> list[Sam2BlockSpec]:
@@ -42,20 +41,15 @@ def sam2_subnet_arch(model: Sam2, config: SubnetConfig) -> Sam2Arch:
     return replace(arch, stages=stages, global_att_blocks=global_blocks, img_size=config.resolution)
 
 
-def _sliced(name: str, tensor: torch.Tensor, spec: Sam2BlockSpec, heads: int, mlp: int) -> torch.Tensor:
-    """One block tensor (``name`` inside the block) cut to the first ``heads`` heads and ``mlp`` neurons."""
-    hd = spec.head_dim
-    if name == "attn.qkv.weight":
-        return tensor.view(3, spec.heads, hd, -1)[:, :heads].reshape(3 * heads * hd, -1)
-    if name == "attn.qkv.bias":
-        return tensor.view(3, spec.heads, hd)[:, :heads].reshape(-1)
-    if name == "attn.proj.weight":
-        return tensor[:, : heads * hd]
-    if name.startswith("mlp.layers.0."):
-        return tensor[:mlp]
-    if name == "mlp.layers.1.weight":
-        return tensor[:, :mlp]
-    return tensor
+def _block_state(block, heads: int, mlp: int) -> dict[str, torch.Tensor]:
+    """A supernet block's state dict cut to its first ``heads`` heads and ``mlp`` neurons (names inside the block)."""
+    state = dict(block.state_dict())
+    state["attn.qkv.weight"], state["attn.qkv.bias"] = block.attn.qkv_slice(heads)
+    state["attn.proj.weight"] = block.attn.proj.weight[:, : heads * block.spec.head_dim]
+    first, second = block.mlp.layers
+    state["mlp.layers.0.weight"], state["mlp.layers.0.bias"] = first.weight[:mlp], first.bias[:mlp]
+    state["mlp.layers.1.weight"] = second.weight[:, :mlp]
+    return state
 
 
 @torch.no_grad()
@@ -63,22 +57,17 @@ def extract_sam2(model: Sam2, config: SubnetConfig) -> Sam2:
     """A standalone plain :class:`Sam2` of ``config``'s size, fp32; its outputs equal ``model``'s with
     ``config`` active. ``config`` is checked to fit first (a one-line ConfigError naming the field)."""
     sam2_check_fits(model, config)
-    specs = block_specs(model)
     kept = [i for i, choice in enumerate(config.blocks) if choice.keep]
     with torch.device("meta"):
         sub = build_sam2_from_spec(sam2_subnet_arch(model, config), sam2_subnet_blocks(model, config),
                                    config.resolution)
-    source = model.state_dict()
-    state = {}
-    for key in sub.state_dict():
-        match = _BLOCK_KEY.match(key)
-        if match is None:
-            state[key] = source[key].clone()
-            continue
-        i = kept[int(match.group(1))]
-        name, choice = match.group(2), config.blocks[i]
-        state[key] = _sliced(name, source[f"image_encoder.trunk.blocks.{i}.{name}"], specs[i], choice.heads,
-                             choice.mlp).clone()
+    state = {key: value for key, value in model.state_dict().items() if not key.startswith(_BLOCKS)}
+    blocks = model.image_encoder.trunk.blocks
+    for j, i in enumerate(kept):
+        choice = config.blocks[i]
+        state.update({f"{_BLOCKS}{j}.{name}": value
+                      for name, value in _block_state(blocks[i], choice.heads, choice.mlp).items()})
+    state = {key: value.clone() for key, value in state.items()}
     sub.load_state_dict(state, strict=True, assign=True)
     # non-persistent buffers were built on the meta device
     sub.pixel_mean, sub.pixel_std = model.pixel_mean.clone(), model.pixel_std.clone()

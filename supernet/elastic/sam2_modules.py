@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernet.elastic.modules import first_heads, first_hidden
 from supernet.modeling.sam2.arch import Sam2BlockSpec
 from supernet.modeling.sam2.hiera import Hiera, HieraMLP, MultiScaleAttention, MultiScaleBlock
 
@@ -33,10 +34,7 @@ class ElasticMultiScaleAttention(MultiScaleAttention):
 
     def qkv_slice(self, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight ``(3 * heads * head_dim, dim)`` and bias of the first ``heads`` heads."""
-        hd = self.head_dim
-        weight = self.qkv.weight.view(3, self.heads, hd, -1)[:, :heads].reshape(3 * heads * hd, -1)
-        bias = self.qkv.bias.view(3, self.heads, hd)[:, :heads].reshape(-1)
-        return weight, bias
+        return first_heads(self.qkv, self.heads, self.head_dim, heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         heads = self.active_heads
@@ -57,8 +55,7 @@ class ElasticHieraMLP(HieraMLP):
         m = self.active_hidden
         if m == self.hidden:
             return super().forward(x)
-        first, second = self.layers
-        return F.linear(self.act(F.linear(x, first.weight[:m], first.bias[:m])), second.weight[:, :m], second.bias)
+        return first_hidden(x, self.layers[0], self.layers[1], self.act, m)
 
 
 class ElasticMultiScaleBlock(MultiScaleBlock):
