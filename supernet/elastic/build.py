@@ -29,4 +29,9 @@ def build_sam2_supernet(model_type: str | Sam2Arch, seed: int | None = None, img
     return build_sam2(model_type, seed, img_size, trunk_cls=ElasticHiera)
 
 
+def encoder_blocks(model: Sam | Sam2):
+    """The searched encoder blocks (an ``nn.ModuleList``): SAM's ViT blocks, or SAM 2's Hiera trunk blocks."""
+    return model.image_encoder.trunk.blocks if isinstance(model, Sam2) else model.image_encoder.blocks
+
+
 MODEL_REGISTRY = {name: (lambda name=name: build_sam(name)) for name in ("vit_b", "vit_l", "vit_h", "micro")}

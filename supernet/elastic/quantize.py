@@ -19,14 +19,9 @@ import torch
 from torch import nn
 
 from supernet.elastic.subnet_config import SubnetConfig
+from supernet.elastic.build import encoder_blocks
 from supernet.modeling.sam import Sam
 from supernet.modeling.sam2.model import Sam2
-
-
-def encoder_blocks(model: Sam | Sam2) -> nn.ModuleList:
-    """The searched encoder blocks: SAM's ViT blocks, or SAM 2's Hiera trunk blocks."""
-    return model.image_encoder.trunk.blocks if isinstance(model, Sam2) else model.image_encoder.blocks
-
 
 def is_quantized(model: nn.Module) -> bool:
     """Whether any layer of ``model`` is a dynamically quantized linear layer."""
@@ -66,4 +61,4 @@ def quantize_modules(module: nn.Module) -> nn.Module:
     return module
 
 
-__all__ = ["encoder_blocks", "is_quantized", "quantize_modules", "quantize_subnet"]
+__all__ = ["is_quantized", "quantize_modules", "quantize_subnet"]

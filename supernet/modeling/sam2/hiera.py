@@ -59,6 +59,16 @@ class HieraMLP(nn.Module):
         self.layers = nn.ModuleList([nn.Linear(dim, hidden), nn.Linear(hidden, dim)])
         self.act = nn.GELU()
 
+    @property
+    def lin1(self) -> nn.Linear:
+        """``layers.0`` under SAM's name (ranking and slicing treat both MLPs alike)."""
+        return self.layers[0]
+
+    @property
+    def lin2(self) -> nn.Linear:
+        """``layers.1`` under SAM's name."""
+        return self.layers[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers[1](self.act(self.layers[0](x)))
 
@@ -75,6 +85,11 @@ class MultiScaleAttention(nn.Module):
         self.heads, self.head_dim, self.q_pool = heads, head_dim, q_pool
         self.qkv = nn.Linear(dim, 3 * heads * head_dim)
         self.proj = nn.Linear(heads * head_dim, dim_out)
+
+    @property
+    def num_heads(self) -> int:
+        """``heads`` under SAM's name (ranking treats both attentions alike)."""
+        return self.heads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.attend(self.qkv(x), self.heads))
