@@ -204,7 +204,13 @@ def load_sam2(path: str | Path, model_type: str | None = None, img_size: int | N
         raise CheckpointError(f"{path}: model type {model_type} given, but the weights are a {found} model")
     with torch.device("meta"):
         model = build_sam2(found, img_size=img_size, trunk_cls=ElasticHiera if elastic else Hiera)
-    check_exact(model.state_dict(), state, str(path))
+    return assign_exact(model, state, str(path))
+
+
+def assign_exact(model: Sam2, state: dict[str, torch.Tensor], source: str) -> Sam2:
+    """``model``, built on the meta device, holding exactly ``state`` (fp32); a one-line CheckpointError
+    naming ``source`` when the key sets or shapes differ."""
+    check_exact(model.state_dict(), state, source)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     # non-persistent buffers were built on the meta device: rebuild them on the weights' device
     model.pixel_mean = torch.tensor(model.arch.pixel_mean).view(-1, 1, 1)

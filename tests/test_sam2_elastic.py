@@ -6,16 +6,18 @@ Fast tier: ``sam2_micro`` (256 px) and ``sam2_hiera_t`` at 512 px; larger models
 from __future__ import annotations
 
 
+import json
+
 import pytest
 import torch
 
-from infra.errors import ConfigError
+from infra.errors import CheckpointError, ConfigError
 from sam2_oracle import official_image_encoder, randomise
 from search_spaces import SearchSpace, SubnetConfig
 from supernet.checkpoint_sam2 import load_sam2
 from supernet.elastic.activation import active_config, active_subnet, check_fits, full_config, set_active_subnet
 from supernet.elastic.build import build_sam2_supernet
-from supernet.elastic.extract import extract
+from supernet.elastic.extract import extract, load_subnet, save_subnet, subnet_metadata
 from supernet.elastic.quantize import is_quantized
 from supernet.elastic.sam2_extract import sam2_subnet_arch
 from supernet.elastic.sam2_modules import ElasticHiera
@@ -202,3 +204,21 @@ def test_configs_that_do_not_fit_get_one_line(supernet, change, message):
     with pytest.raises(ConfigError) as info:
         check_fits(model, change(full_config(model)))
     assert str(info.value) == message
+
+
+def test_saved_subnet_loads_without_the_supernet(supernet, tmp_path):
+    model = supernet("sam2_micro")
+    config = SearchSpace.load("sam2_micro").sample(5).with_block(4, BlockChoice(True, 6, 768, "int8", stage=3))
+    sub = extract(model, config, quantize=False)
+    folder = save_subnet(sub, subnet_metadata(model, config), tmp_path / "sub")
+    loaded = load_subnet(folder)
+    assert type(loaded) is type(sub) and loaded.resolution == config.resolution
+    assert is_quantized(loaded.image_encoder.trunk.blocks[-1]) and not is_quantized(loaded.image_encoder.trunk.blocks[0])
+    x = _images(config.resolution)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(_encode(extract(model, config), x), _encode(loaded, x)))
+    meta = json.loads((folder / "subnet.json").read_text())
+    meta["blocks_spec"].pop()
+    (folder / "subnet.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"subnet.json: missing or malformed field \(config keeps 5 blocks"):
+        load_subnet(folder)

@@ -12,10 +12,11 @@ and renumbers the global-attention blocks, so that a depth-only subnet is exactl
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import torch
 
+from supernet.checkpoint_sam2 import assign_exact
 from supernet.elastic.sam2_activation import block_specs, sam2_check_fits
 from supernet.elastic.subnet_config import SubnetConfig
 from supernet.modeling.sam2.arch import Sam2Arch, Sam2BlockSpec
@@ -23,6 +24,9 @@ from supernet.modeling.sam2.build import build_sam2_from_spec
 from supernet.modeling.sam2.model import Sam2
 
 _BLOCKS = "image_encoder.trunk.blocks."
+FAMILY = "sam2"  # subnet.json's `family` for a SAM 2 subnet (SAM 1 files have none)
+_TUPLE_FIELDS = ("stages", "global_att_blocks", "window_spec", "window_pos_embed_bkg", "fpn_top_down_levels",
+                 "pixel_mean", "pixel_std")
 
 
 def sam2_subnet_blocks(model: Sam2, config: SubnetConfig) -> list[Sam2BlockSpec]:
@@ -72,3 +76,33 @@ def extract_sam2(model: Sam2, config: SubnetConfig) -> Sam2:
     # non-persistent buffers were built on the meta device
     sub.pixel_mean, sub.pixel_std = model.pixel_mean.clone(), model.pixel_std.clone()
     return sub.eval()
+
+
+def sam2_subnet_metadata(model: Sam2, config: SubnetConfig) -> dict:
+    """The SAM 2 part of ``subnet.json``: ``family``, the base ``model_type``, the subnet's ``arch``
+    (:func:`sam2_subnet_arch`) and each kept block's spec (field -> value)."""
+    return {"family": FAMILY, "model_type": model.arch.name, "arch": sam2_subnet_arch(model, config).to_dict(),
+            "blocks_spec": [asdict(spec) for spec in sam2_subnet_blocks(model, config)]}
+
+
+def read_sam2_subnet_shape(meta: dict) -> tuple[Sam2Arch, list[Sam2BlockSpec]]:
+    """The subnet architecture and block specs :func:`sam2_subnet_metadata` wrote.
+
+    Malformed metadata raises KeyError, TypeError or ValueError (the caller names the file).
+    """
+    fields = dict(meta["arch"])
+    fields.update({key: tuple(fields[key]) for key in _TUPLE_FIELDS})
+    arch = Sam2Arch(**fields)
+    specs = [Sam2BlockSpec(**spec) for spec in meta["blocks_spec"]]
+    if len(specs) != arch.depth:
+        raise ValueError(f"blocks_spec has {len(specs)} blocks, arch.stages {list(arch.stages)}")
+    return arch, specs
+
+
+def build_sam2_subnet(arch: Sam2Arch, specs: list[Sam2BlockSpec], resolution: int,
+                      state: dict[str, torch.Tensor], source: str) -> Sam2:
+    """The plain :class:`Sam2` of ``arch`` and ``specs`` at ``resolution`` px holding exactly ``state``
+    (a one-line CheckpointError naming ``source`` otherwise)."""
+    with torch.device("meta"):
+        model = build_sam2_from_spec(arch, specs, resolution)
+    return assign_exact(model, state, source)
