@@ -114,6 +114,7 @@ def _official_subnet(model, config: SubnetConfig):
     ("sam2_micro", (3,), 192),
     ("sam2_hiera_t", (2, 5, 8, 11), 512),  # a global block, a stage's last block
     pytest.param("sam2_hiera_t", (4, 6, 7, 9), 384, marks=pytest.mark.slow),
+    pytest.param("sam2_hiera_b_plus", (1, 4, 12, 23), 512, marks=pytest.mark.slow),  # stage 0 has two blocks
 ])
 @torch.no_grad()
 def test_depth_only_subnet_matches_the_official_hiera_with_fewer_blocks(supernet, name, skip, resolution):
@@ -141,12 +142,13 @@ def test_depth_only_subnet_matches_the_official_hiera_with_fewer_blocks(supernet
 
 def _configs(name: str, n: int) -> list[SubnetConfig]:
     space = SearchSpace.load(name)
-    top = SIZES[name]
+    top = SIZES.get(name, 512)
     configs = [space.smallest()] + [space.sample(seed) for seed in range(n)]
     return [c if c.resolution <= top else c.replace(resolution=top) for c in configs]
 
 
-@pytest.mark.parametrize("name, n", [("sam2_micro", 4), ("sam2_hiera_t", 1)])
+@pytest.mark.parametrize("name, n", [("sam2_micro", 4), ("sam2_hiera_t", 1),
+                                     pytest.param("sam2_hiera_b_plus", 1, marks=pytest.mark.slow)])
 @torch.no_grad()
 def test_extracted_subnet_equals_the_supernet_with_the_config_active(supernet, name, n):
     model = supernet(name)
