@@ -56,11 +56,10 @@ from pathlib import Path
 import numpy as np
 
 from supernet.elastic.precision import DEFAULT_PRECISION, PRECISIONS
-from supernet.elastic.sam2_activation import fixed_reason
 from supernet.elastic.subnet_config import BlockChoice, SubnetConfig, reject_unknown, show_value
 from supernet.elastic.subnet_config import is_int as _is_int
 from supernet.modeling.arch import ARCHS, SamArch, get_arch
-from supernet.modeling.sam2.arch import SAM2_ARCHS, SIDE_MULTIPLE, Sam2Arch, get_sam2_arch
+from supernet.modeling.sam2.arch import SAM2_ARCHS, SIDE_MULTIPLE, Sam2Arch, fixed_reason, get_sam2_arch
 from infra.errors import ConfigError
 
 from .config import read_mapping

@@ -13,22 +13,13 @@ from infra.errors import ConfigError
 from supernet.elastic.precision import check_precision
 from supernet.elastic.sam2_modules import ElasticHiera
 from supernet.elastic.subnet_config import BlockChoice, SubnetConfig
-from supernet.modeling.sam2.arch import SIDE_MULTIPLE, Sam2BlockSpec
+from supernet.modeling.sam2.arch import SIDE_MULTIPLE, Sam2BlockSpec, fixed_reason
 from supernet.modeling.sam2.model import Sam2
 
 
 def block_specs(model: Sam2) -> list[Sam2BlockSpec]:
     """The full-size spec of each trunk block of ``model``, in order."""
     return [block.spec for block in model.image_encoder.trunk.blocks]
-
-
-def fixed_reason(index: int, spec: Sam2BlockSpec) -> str | None:
-    """Why trunk block ``index`` cannot be skipped, or None when it can."""
-    if index == 0:
-        return "it is the trunk's first block"
-    if spec.q_pool:
-        return f"it opens stage {spec.stage} (a q-pool transition: width {spec.dim} -> {spec.dim_out})"
-    return None
 
 
 def sam2_full_config(model: Sam2, space: str | None = None) -> SubnetConfig:
