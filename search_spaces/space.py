@@ -281,8 +281,9 @@ class SearchSpace:
         if block.stage != spec.stage:
             if not self.is_sam2:
                 raise _Invalid(f"{where}.stage: {block.stage} not in [0] (a SAM 1 encoder has one stage)")
+            hint = " (a block without `stage` is in stage 0)" if block.stage == 0 else ""
             raise _Invalid(f"{where}.stage: {block.stage} does not match {self.model_type}, whose block "
-                           f"{spec.index} is in stage {spec.stage}")
+                           f"{spec.index} is in stage {spec.stage}{hint}")
         if not block.keep:
             reason = fixed_reasons(self.arch).get(spec.index)
             if reason:

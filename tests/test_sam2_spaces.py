@@ -89,6 +89,9 @@ BAD_CONFIGS = [
     (lambda c: c["blocks"][11].update(mlp=3000), "blocks[11].mlp: 3000 not in [768, 1536, 2304, 3072]"),
     (lambda c: c["blocks"][3].update(stage=1), "blocks[3].stage: 1 does not match sam2_hiera_t, whose block 3 is "
                                                "in stage 2"),
+    (lambda c: [b.pop("stage", None) for b in c["blocks"]],
+     "blocks[1].stage: 0 does not match sam2_hiera_t, whose block 1 is in stage 1 (a block without `stage` is "
+     "in stage 0)"),
     (lambda c: c["blocks"][4].update(precision="int8"), "blocks[4].precision: 'int8' not in ['fp32']"),
     (lambda c: [c["blocks"].__setitem__(i, {"keep": False, "stage": 2}) for i in (5, 7)],
      "blocks: keeps 1 of the global-attention blocks [5, 7, 9], at least 2 required (min_global_blocks)"),
