@@ -23,35 +23,27 @@ from supernet.modeling.common import FeedForward
 from supernet.modeling.image_encoder import Attention, EncoderBlock, ImageEncoderViT
 
 
-def first_heads(qkv: nn.Linear, num_heads: int, head_dim: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight ``(3*heads*head_dim, dim)`` and bias of a head-major ``qkv`` layer's first ``heads`` heads.
+class HeadSlicing(nn.Module):
+    """Mixin (first base) making an attention module elastic: only the first ``active_heads`` heads run.
 
-    ``qkv``'s outputs are laid out ``(3, num_heads, head_dim)``: q, k and v, each head after head.
+    The attention (SAM's :class:`Attention`, SAM 2's ``MultiScaleAttention``) provides ``qkv``
+    (outputs laid out ``(3, num_heads, head_dim)``: q, k and v, head after head), ``proj``,
+    ``num_heads``, ``head_dim`` and ``attend(qkv_output, heads)``. Adds no parameters.
     """
-    weight = qkv.weight.view(3, num_heads, head_dim, -1)[:, :heads].reshape(3 * heads * head_dim, -1)
-    bias = qkv.bias.view(3, num_heads, head_dim)[:, :heads].reshape(-1)
-    return weight, bias
 
-
-def first_hidden(x: torch.Tensor, first: nn.Linear, second: nn.Linear, act: nn.Module, hidden: int) -> torch.Tensor:
-    """``second(act(first(x)))`` through the first ``hidden`` hidden units only."""
-    out = act(F.linear(x, first.weight[:hidden], first.bias[:hidden]))
-    return F.linear(out, second.weight[:, :hidden], second.bias)
-
-
-class ElasticAttention(Attention):
-    """:class:`Attention` of the supernet: only the first ``active_heads`` heads run, by slicing the weights."""
-
-    def __init__(self, dim: int, num_heads: int, head_dim: int, rel_pos_size: int) -> None:
-        super().__init__(dim, num_heads, head_dim, rel_pos_size)
-        self.active_heads = num_heads
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.active_heads = self.num_heads
         # Parameter-free probe on the input of ``proj``: forward hooks here see the
         # per-head attention output (importance ranking records it).
         self.proj_input = nn.Identity()
 
     def qkv_slice(self, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight ``(3*heads*hd, dim)`` and bias ``(3*heads*hd,)`` of the first ``heads`` heads."""
-        return first_heads(self.qkv, self.num_heads, self.head_dim, heads)
+        hd = self.head_dim
+        weight = self.qkv.weight.view(3, self.num_heads, hd, -1)[:, :heads].reshape(3 * heads * hd, -1)
+        bias = self.qkv.bias.view(3, self.num_heads, hd)[:, :heads].reshape(-1)
+        return weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         heads = self.active_heads
@@ -60,8 +52,11 @@ class ElasticAttention(Attention):
         return F.linear(out, self.proj.weight[:, : heads * self.head_dim], self.proj.bias)
 
 
-class ElasticMLP(FeedForward):
-    """``lin2(GELU(lin1(x)))`` of the supernet, with only the first ``active_hidden`` hidden units."""
+class NeuronSlicing(nn.Module):
+    """Mixin (first base) making ``lin2(act(lin1(x)))`` elastic: only the first ``active_hidden`` hidden units run.
+
+    The MLP's constructor takes ``(dim, hidden)``. Adds no parameters.
+    """
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__(dim, hidden)
@@ -72,7 +67,16 @@ class ElasticMLP(FeedForward):
         m = self.active_hidden
         if m == self.hidden:
             return super().forward(x)
-        return first_hidden(x, self.lin1, self.lin2, self.act, m)
+        hidden = self.act(F.linear(x, self.lin1.weight[:m], self.lin1.bias[:m]))
+        return F.linear(hidden, self.lin2.weight[:, :m], self.lin2.bias)
+
+
+class ElasticAttention(HeadSlicing, Attention):
+    """:class:`Attention` of the supernet: only the first ``active_heads`` heads run, by slicing the weights."""
+
+
+class ElasticMLP(NeuronSlicing, FeedForward):
+    """``lin2(GELU(lin1(x)))`` of the supernet, with only the first ``active_hidden`` hidden units."""
 
 
 class ElasticEncoderBlock(EncoderBlock):

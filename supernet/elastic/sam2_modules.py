@@ -14,48 +14,18 @@ Which sub-network is active is set by ``supernet.elastic.activation``.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from supernet.elastic.modules import first_heads, first_hidden
+from supernet.elastic.modules import HeadSlicing, NeuronSlicing
 from supernet.modeling.sam2.arch import Sam2BlockSpec
 from supernet.modeling.sam2.hiera import Hiera, HieraMLP, MultiScaleAttention, MultiScaleBlock
 
 
-class ElasticMultiScaleAttention(MultiScaleAttention):
+class ElasticMultiScaleAttention(HeadSlicing, MultiScaleAttention):
     """:class:`MultiScaleAttention` of the supernet: only the first ``active_heads`` heads run."""
 
-    def __init__(self, dim: int, dim_out: int, heads: int, head_dim: int, q_pool: bool) -> None:
-        super().__init__(dim, dim_out, heads, head_dim, q_pool)
-        self.active_heads = heads
-        # parameter-free probe on the input of ``proj``: forward hooks see the per-head outputs (ranking)
-        self.proj_input = nn.Identity()
 
-    def qkv_slice(self, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weight ``(3 * heads * head_dim, dim)`` and bias of the first ``heads`` heads."""
-        return first_heads(self.qkv, self.heads, self.head_dim, heads)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        heads = self.active_heads
-        weight, bias = self.qkv_slice(heads)
-        out = self.proj_input(self.attend(F.linear(x, weight, bias), heads))
-        return F.linear(out, self.proj.weight[:, : heads * self.head_dim], self.proj.bias)
-
-
-class ElasticHieraMLP(HieraMLP):
+class ElasticHieraMLP(NeuronSlicing, HieraMLP):
     """:class:`HieraMLP` of the supernet: only the first ``active_hidden`` hidden units run."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__(dim, hidden)
-        self.hidden = hidden
-        self.active_hidden = hidden
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.active_hidden
-        if m == self.hidden:
-            return super().forward(x)
-        return first_hidden(x, self.layers[0], self.layers[1], self.act, m)
 
 
 class ElasticMultiScaleBlock(MultiScaleBlock):
