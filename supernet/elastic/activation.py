@@ -19,7 +19,8 @@ from contextlib import contextmanager
 
 from infra.errors import ConfigError
 from supernet.elastic.precision import DEFAULT_PRECISION, check_precision
-from supernet.elastic.sam2_activation import sam2_active_config, sam2_check_fits, sam2_full_config, sam2_set_active
+from supernet.elastic.build import encoder_blocks
+from supernet.elastic.sam2_activation import elastic_trunk, sam2_active_config, sam2_check_fits, sam2_full_config
 from supernet.elastic.subnet_config import BlockChoice, SubnetConfig
 from supernet.modeling.sam import Sam
 from supernet.modeling.sam2.model import Sam2
@@ -73,12 +74,10 @@ def set_active_subnet(model: Sam | Sam2, config: SubnetConfig) -> Sam | Sam2:
         if spec.keep and spec.precision != DEFAULT_PRECISION:
             raise ConfigError(f"blocks[{i}].precision: {spec.precision} runs only on an extracted subnet "
                               "(supernet.elastic.extract.extract quantizes it); the weight-sharing supernet runs fp32")
-    if isinstance(model, Sam2):
-        sam2_set_active(model, config)
-        return model
-    enc = model.image_encoder
-    for i, (spec, block) in enumerate(zip(config.blocks, enc.blocks)):
-        enc.active_blocks[i] = spec.keep
+    # the module that holds the depth switches: SAM's encoder, SAM 2's trunk
+    switches = elastic_trunk(model) if isinstance(model, Sam2) else model.image_encoder
+    for i, (spec, block) in enumerate(zip(config.blocks, encoder_blocks(model))):
+        switches.active_blocks[i] = spec.keep
         if spec.keep:
             block.attn.active_heads = spec.heads
             block.mlp.active_hidden = spec.mlp

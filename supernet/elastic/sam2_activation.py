@@ -28,7 +28,8 @@ def sam2_full_config(model: Sam2, space: str | None = None) -> SubnetConfig:
     return SubnetConfig(space, model.arch.img_size, blocks)
 
 
-def _elastic_trunk(model: Sam2) -> ElasticHiera:
+def elastic_trunk(model: Sam2) -> ElasticHiera:
+    """``model``'s trunk when it is the supernet's; TypeError for a plain :class:`Sam2`."""
     trunk = model.image_encoder.trunk
     if not isinstance(trunk, ElasticHiera):
         raise TypeError("a plain Sam2 runs one architecture; activate subnets on the supernet "
@@ -38,7 +39,7 @@ def _elastic_trunk(model: Sam2) -> ElasticHiera:
 
 def sam2_active_config(model: Sam2) -> SubnetConfig:
     """The config currently active on the SAM 2 supernet ``model`` (``space`` None)."""
-    trunk = _elastic_trunk(model)
+    trunk = elastic_trunk(model)
     blocks = tuple(
         BlockChoice(True, b.attn.active_heads, b.mlp.active_hidden, stage=b.spec.stage) if on
         else BlockChoice.skipped(b.spec.stage)
@@ -71,13 +72,3 @@ def sam2_check_fits(model: Sam2, config: SubnetConfig) -> None:
             raise ConfigError(f"{where}.mlp: {choice.mlp!r} must be an integer in [1, {spec.mlp_dim}]")
         check_precision(choice.precision, f"{where}.precision")
 
-
-def sam2_set_active(model: Sam2, config: SubnetConfig) -> None:
-    """Set ``config`` (already checked to fit, fp32 only) as the active subnet of the SAM 2 supernet."""
-    trunk = _elastic_trunk(model)
-    for i, (choice, block) in enumerate(zip(config.blocks, trunk.blocks)):
-        trunk.active_blocks[i] = choice.keep
-        if choice.keep:
-            block.attn.active_heads = choice.heads
-            block.mlp.active_hidden = choice.mlp
-    model.set_resolution(config.resolution)
