@@ -10,6 +10,12 @@ microseconds, for use inside a search. A test checks the two agree exactly.
 
 Counts cover the image encoder (the searched part) at the config's resolution.
 Parameters are reported both for the encoder and for the whole standalone subnet.
+
+SAM 2 (a :class:`Sam2` supernet) counts its image encoder likewise: the Hiera trunk (patch
+embedding, blocks on zero-padded windows, pooled queries at transitions, the transition
+shortcuts) and the FPN neck (its four lateral convolutions and the one nearest upsampling);
+the bicubic resampling of the position embedding and the max-pools are not counted (fvcore
+has no rule for them), nor are the decoder's ``conv_s0``/``conv_s1``.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from supernet.elastic.activation import check_fits
 from supernet.elastic.extract import extract
 from supernet.elastic.subnet_config import SubnetConfig
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.arch import Sam2BlockSpec
+from supernet.modeling.sam2.model import Sam2
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ def _einsum_flop_handle(inputs, outputs) -> int:
     return math.prod(sizes.values())
 
 
-def count_flops_fvcore(model: Sam, config: SubnetConfig) -> int:
+def count_flops_fvcore(model: Sam | Sam2, config: SubnetConfig) -> int:
     """Encoder multiply-adds of ``config`` traced by fvcore on the extracted subnet."""
     from fvcore.nn import FlopCountAnalysis
 
@@ -71,9 +79,11 @@ def count_flops_fvcore(model: Sam, config: SubnetConfig) -> int:
     return int(analysis.total())
 
 
-def count_flops(model: Sam, config: SubnetConfig) -> int:
+def count_flops(model: Sam | Sam2, config: SubnetConfig) -> int:
     """Encoder multiply-adds of ``config``, closed form (equal to :func:`count_flops_fvcore`)."""
     check_fits(model, config)
+    if isinstance(model, Sam2):
+        return _sam2_flops(model, config)
     enc = model.image_encoder
     c, p = enc.pos_embed.shape[-1], enc.patch_size
     out = enc.neck[0].out_channels
@@ -96,9 +106,11 @@ def count_flops(model: Sam, config: SubnetConfig) -> int:
     return int(flops)
 
 
-def count_params(model: Sam, config: SubnetConfig) -> tuple[int, int]:
+def count_params(model: Sam | Sam2, config: SubnetConfig) -> tuple[int, int]:
     """``(encoder, whole model)`` parameter counts of the standalone subnet, closed form."""
     check_fits(model, config)
+    if isinstance(model, Sam2):
+        return _sam2_params(model, config)
     enc = model.image_encoder
     g = config.resolution // enc.patch_size
     fixed_enc = sum(x.numel() for x in enc.patch_embed.parameters()) + sum(x.numel() for x in enc.neck.parameters())
@@ -120,7 +132,67 @@ def count_params(model: Sam, config: SubnetConfig) -> tuple[int, int]:
     return encoder, encoder + rest
 
 
-def count(model: Sam, config: SubnetConfig) -> Counts:
+def _hiera_block_flops(spec: Sam2BlockSpec, heads: int, mlp: int, side: int) -> int:
+    """Multiply-adds of one Hiera block at ``heads`` and ``mlp`` on a ``side`` x ``side`` input grid (tokens)."""
+    dim, out, hd, window = spec.dim, spec.dim_out, spec.head_dim, spec.window
+    tokens = side * side
+    side_out = side // 2 if spec.q_pool else side
+    flops = 5 * tokens * dim + 5 * side_out * side_out * out  # two layer norms
+    if dim != out:
+        flops += tokens * dim * out  # the transition's shortcut projection, before pooling
+    if window:
+        windows, keys = math.ceil(side / window) ** 2, window * window  # zero-padded windows
+        queries = (window // 2) ** 2 if spec.q_pool else keys
+    else:
+        windows, keys, queries = 1, tokens, side_out * side_out
+    width = heads * hd
+    flops += windows * keys * dim * 3 * width  # qkv
+    flops += 2 * windows * heads * queries * keys * hd  # attention: QK^T and AV
+    flops += windows * queries * width * out  # proj
+    return flops + 2 * side_out * side_out * out * mlp  # MLP
+
+
+def _sam2_flops(model: Sam2, config: SubnetConfig) -> int:
+    """Image-encoder multiply-adds of a SAM 2 config (trunk and neck), fvcore's convention."""
+    trunk, neck = model.image_encoder.trunk, model.image_encoder.neck
+    side = config.resolution // 4  # the patch embedding's stride
+    flops = side * side * trunk.patch_embed.proj.out_channels * 3 * 7 * 7
+    sides = []
+    for choice, block in zip(config.blocks, trunk.blocks):
+        if choice.keep:
+            flops += _hiera_block_flops(block.spec, choice.heads, choice.mlp, side)
+        side = side // 2 if block.spec.q_pool else side
+        if len(sides) == block.spec.stage:
+            sides.append(side)  # each stage's output grid (a stage's first block is always kept)
+    widths = trunk.channel_list[::-1]  # stage widths, stride 4 first
+    flops += sum(s * s * c * neck.d_model for s, c in zip(sides, widths))  # lateral 1x1 convolutions
+    top_down = [i for i in neck.fpn_top_down_levels if i < len(sides) - 1]  # the coarsest has none above it
+    return int(flops + sum(sides[i] ** 2 * neck.d_model for i in top_down))  # nearest 2x upsampling
+
+
+def _sam2_params(model: Sam2, config: SubnetConfig) -> tuple[int, int]:
+    """``(image encoder, whole model)`` parameters of a SAM 2 subnet, closed form."""
+    enc = model.image_encoder
+    trunk = enc.trunk
+    fixed = sum(p.numel() for p in [*trunk.patch_embed.parameters(), trunk.pos_embed, trunk.pos_embed_window,
+                                    *enc.neck.parameters()])
+    blocks = 0
+    for choice, block in zip(config.blocks, trunk.blocks):
+        if not choice.keep:
+            continue
+        spec, width, m = block.spec, choice.heads * block.spec.head_dim, choice.mlp
+        dim, out = spec.dim, spec.dim_out
+        blocks += 2 * dim + 2 * out  # layer norms
+        blocks += (dim + 1) * 3 * width + width * out + out  # qkv, proj
+        blocks += (out + 1) * m + m * out + out  # MLP
+        if dim != out:
+            blocks += dim * out + out  # the transition's shortcut projection
+    encoder = fixed + blocks
+    rest = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("image_encoder."))
+    return encoder, encoder + rest
+
+
+def count(model: Sam | Sam2, config: SubnetConfig) -> Counts:
     """Parameters and FLOPs of ``config``."""
     enc_params, total = count_params(model, config)
     return Counts(enc_params, total, count_flops(model, config))

@@ -22,6 +22,20 @@ runs the block's attention and MLP linear layers dynamically quantized. A space 
 (every packaged fp32 space) offers fp32 only and samples, encodes and counts exactly as
 before; its configs carry no ``precision`` field.
 
+SAM 2 spaces (``model_type`` a :data:`supernet.modeling.sam2.arch.SAM2_ARCHS` type) add three fields
+and give each block its stage::
+
+    blocks_per_stage: [1, 2, 7, 2]  # Hiera blocks per stage (== the arch's stages)
+    fixed_blocks: [0, 1, 3, 10]     # blocks that always run: block 0 and each stage's q-pool
+                                    # transition (== the arch's); none of them may be skippable
+    stages:                         # per stage (0 first): choices over `defaults`, before `overrides`
+      - {heads: [1], mlp: [192, 288, 384]}
+      - ...
+
+Heads and MLP widths are bounded per block by its stage (heads double and MLP widths double at
+each transition), resolutions are multiples of 32 pixels, and a config's blocks carry
+``stage`` (checked against the architecture). Stage widths are fixed.
+
 Loading checks the file against the model's architecture (block count, global blocks,
 heads <= num_heads, mlp <= mlp_dim, resolutions <= img_size), so every config a space
 allows fits the supernet. A space may be narrower than the model (say, heads at most 8);
@@ -45,6 +59,7 @@ from supernet.elastic.precision import DEFAULT_PRECISION, PRECISIONS
 from supernet.elastic.subnet_config import BlockChoice, SubnetConfig, reject_unknown, show_value
 from supernet.elastic.subnet_config import is_int as _is_int
 from supernet.modeling.arch import ARCHS, SamArch, get_arch
+from supernet.modeling.sam2.arch import SAM2_ARCHS, SIDE_MULTIPLE, Sam2Arch, fixed_reason, get_sam2_arch
 from infra.errors import ConfigError
 
 from .config import read_mapping
@@ -60,7 +75,11 @@ SPACE_FIELDS = (
     "min_global_blocks",
     "defaults",
     "overrides",
+    "blocks_per_stage",
+    "fixed_blocks",
+    "stages",
 )
+SAM2_SPACE_FIELDS = ("blocks_per_stage", "fixed_blocks", "stages")  # required for SAM 2, refused for SAM 1
 REQUIRED_SPACE_FIELDS = ("name", "model_type", "num_blocks", "resolutions", "global_blocks", "defaults")
 CHOICE_FIELDS = ("heads", "mlp", "skippable", "precisions")
 FP32_ONLY = (DEFAULT_PRECISION,)
@@ -87,6 +106,7 @@ class BlockChoices:
     skippable: bool
     is_global: bool  # global attention (else windowed)
     precisions: tuple[str, ...] = FP32_ONLY  # allowed precisions, in PRECISIONS order
+    stage: int = 0  # the encoder stage (SAM 2's Hiera); 0 in SAM 1
 
     @property
     def num_options(self) -> int:
@@ -105,7 +125,11 @@ class BlockChoices:
 
     def kept(self, heads: int, mlp: int, precision: str = DEFAULT_PRECISION) -> BlockChoice:
         """This block kept at ``heads``, ``mlp`` and ``precision``."""
-        return BlockChoice(True, int(heads), int(mlp), precision)
+        return BlockChoice(True, int(heads), int(mlp), precision, self.stage)
+
+    def skipped(self) -> BlockChoice:
+        """This block skipped."""
+        return BlockChoice.skipped(self.stage)
 
 
 @dataclass(frozen=True)
@@ -152,15 +176,19 @@ class SearchSpace:
             raise ConfigError(f"{source}: {exc}") from None
 
     def to_dict(self) -> dict:
-        """The space-file form (compact ``defaults`` + ``overrides``); ``from_dict`` reads it back."""
+        """The space-file form (compact ``defaults`` [+ SAM 2's ``stages``] + ``overrides``); ``from_dict``
+        reads it back."""
         keys = CHOICE_FIELDS if self.precisions != FP32_ONLY else tuple(k for k in CHOICE_FIELDS if k != "precisions")
-        defaults = {}
-        for key in keys:
-            counts = Counter(_hashable(b.choices()[key]) for b in self.blocks)
-            defaults[key] = _plain(counts.most_common(1)[0][0])
+        defaults = _most_common(self.blocks, keys)
+        stages = []
+        if self.is_sam2:
+            for stage in range(len(self.arch.stages)):
+                common = _most_common([b for b in self.blocks if b.stage == stage], keys)
+                stages.append({k: v for k, v in common.items() if v != defaults[k]})
         overrides = {}
         for b in self.blocks:
-            diff = {k: v for k, v in b.choices().items() if k in keys and v != defaults[k]}
+            base = {**defaults, **stages[b.stage]} if stages else defaults
+            diff = {k: v for k, v in b.choices().items() if k in keys and v != base[k]}
             if diff:
                 overrides[b.index] = diff
         data = {
@@ -173,6 +201,9 @@ class SearchSpace:
             "min_global_blocks": self.min_global_blocks,
             "defaults": defaults,
         }
+        if self.is_sam2:
+            data.update(blocks_per_stage=list(self.arch.stages), fixed_blocks=sorted(fixed_reasons(self.arch)),
+                        stages=stages)
         if overrides:
             data["overrides"] = overrides
         return data
@@ -180,9 +211,14 @@ class SearchSpace:
     # ------------------------------------------------------------------ properties
 
     @property
-    def arch(self) -> SamArch:
+    def arch(self) -> SamArch | Sam2Arch:
         """The model architecture this space is a subset of."""
-        return get_arch(self.model_type)
+        return space_arch(self.model_type)
+
+    @property
+    def is_sam2(self) -> bool:
+        """Whether the space slices a SAM 2 (Hiera) model."""
+        return self.model_type in SAM2_ARCHS
 
     @property
     def num_blocks(self) -> int:
@@ -242,9 +278,16 @@ class SearchSpace:
 
     def _validate_block(self, block: BlockChoice, spec: BlockChoices) -> None:
         where = f"blocks[{spec.index}]"
-        if block.stage != 0:
-            raise _Invalid(f"{where}.stage: {block.stage} not in [0] (a SAM 1 encoder has one stage)")
+        if block.stage != spec.stage:
+            if not self.is_sam2:
+                raise _Invalid(f"{where}.stage: {block.stage} not in [0] (a SAM 1 encoder has one stage)")
+            hint = " (a block without `stage` is in stage 0)" if block.stage == 0 else ""
+            raise _Invalid(f"{where}.stage: {block.stage} does not match {self.model_type}, whose block "
+                           f"{spec.index} is in stage {spec.stage}{hint}")
         if not block.keep:
+            reason = fixed_reasons(self.arch).get(spec.index)
+            if reason:
+                raise _Invalid(f"{where}.keep: false not allowed, block {spec.index} cannot be skipped: {reason}")
             if not spec.skippable:
                 raise _Invalid(
                     f"{where}.keep: false not allowed, block {spec.index} cannot be skipped "
@@ -275,7 +318,7 @@ class SearchSpace:
         keep = [not b.skippable for b in self.blocks]
         self._keep_globals(keep)
         blocks = [
-            b.kept(b.heads[0], b.mlp[0], b.precisions[-1]) if k else BlockChoice.skipped()
+            b.kept(b.heads[0], b.mlp[0], b.precisions[-1]) if k else b.skipped()
             for b, k in zip(self.blocks, keep)
         ]
         return SubnetConfig(self.name, self.resolutions[-1], tuple(blocks))
@@ -303,7 +346,7 @@ class SearchSpace:
                     else b.precisions[0]
                 blocks.append(b.kept(heads, mlp, precision))
             else:
-                blocks.append(BlockChoice.skipped())
+                blocks.append(b.skipped())
         return SubnetConfig(self.name, resolution, tuple(blocks))
 
     def _keep_globals(self, keep: list[bool], rng: np.random.Generator | None = None) -> None:
@@ -340,19 +383,21 @@ class SearchSpace:
 
         Layout, length ``1 + 3 * num_blocks``: ``resolution / arch.img_size``, then per block
         ``keep`` (1 or 0), ``heads / arch.num_heads`` and ``mlp / arch.mlp_dim`` (both 0 when
-        skipped). Dividing by the model's sizes, not the space's, keeps features comparable
+        skipped; in SAM 2 the block's own full heads and MLP width, which grow by stage). Dividing by the model's sizes, not the space's, keeps features comparable
         across spaces of one model type. A space with int8 among its precisions appends one
         more entry per block, ``blocks[i].int8`` (1 for a kept int8 block, else 0), so the
         first ``1 + 3 * num_blocks`` entries mean the same in every space.
         """
         config = self.validate(config)
         arch = self.arch
+        limits = block_limits(arch)
         with_int8 = "int8" in self.precisions
         features = np.zeros((1 + 4 * self.num_blocks) if with_int8 else (1 + 3 * self.num_blocks), dtype=np.float64)
         features[0] = config.resolution / arch.img_size
         for i, block in enumerate(config.blocks):
             if block.keep:
-                features[1 + 3 * i : 4 + 3 * i] = (1.0, block.heads / arch.num_heads, block.mlp / arch.mlp_dim)
+                _, full_heads, full_mlp = limits[i]
+                features[1 + 3 * i : 4 + 3 * i] = (1.0, block.heads / full_heads, block.mlp / full_mlp)
                 if with_int8 and block.precision == "int8":
                     features[1 + 3 * self.num_blocks + i] = 1.0
         return features
@@ -388,11 +433,13 @@ class SearchSpace:
             "",
         ]
         with_precision = self.precisions != FP32_ONLY
-        rows = [("block", "attention", "skippable", "heads", "mlp") + (("precision",) if with_precision else ())]
+        stage = ("stage",) if self.is_sam2 else ()
+        rows = [("block",) + stage + ("attention", "skippable", "heads", "mlp")
+                + (("precision",) if with_precision else ())]
         for b in self.blocks:
             rows.append(
+                (str(b.index),) + ((str(b.stage),) if self.is_sam2 else ()) +
                 (
-                    str(b.index),
                     "global" if b.is_global else "window",
                     "yes" if b.skippable else "no",
                     ",".join(map(str, b.heads)),
@@ -417,6 +464,35 @@ def format_table(rows: list[tuple[str, ...]]) -> list[str]:
 # ---------------------------------------------------------------------- helpers
 
 
+def _most_common(blocks, keys) -> dict:
+    """Per field in ``keys``, the value most of ``blocks`` have (the first seen among ties)."""
+    return {key: _plain(Counter(_hashable(b.choices()[key]) for b in blocks).most_common(1)[0][0]) for key in keys}
+
+
+def space_arch(model_type: str) -> SamArch | Sam2Arch:
+    """The architecture of a SAM (``vit_b``, ...) or SAM 2 (``sam2_hiera_t``, ...) model type."""
+    return get_sam2_arch(model_type) if model_type in SAM2_ARCHS else get_arch(model_type)
+
+
+def block_limits(arch: SamArch | Sam2Arch) -> list[tuple[int, int, int]]:
+    """``(stage, heads, mlp)`` of each encoder block of the full model (stage 0 throughout in SAM 1)."""
+    if isinstance(arch, Sam2Arch):
+        return [(spec.stage, spec.heads, spec.mlp_dim) for spec in arch.block_specs()]
+    return [(0, arch.num_heads, arch.mlp_dim)] * arch.depth
+
+
+def fixed_reasons(arch: SamArch | Sam2Arch) -> dict[int, str]:
+    """The blocks the architecture needs (index -> why): SAM 2's block 0 and q-pool transitions; none in SAM 1."""
+    if not isinstance(arch, Sam2Arch):
+        return {}
+    reasons = {i: fixed_reason(i, spec) for i, spec in enumerate(arch.block_specs())}
+    return {i: why for i, why in reasons.items() if why}
+
+
+def _global_blocks(arch: SamArch | Sam2Arch) -> list[int]:
+    return list(arch.global_att_blocks if isinstance(arch, Sam2Arch) else arch.global_attn_indexes)
+
+
 def _hashable(value):
     return tuple(value) if isinstance(value, list) else value
 
@@ -439,16 +515,19 @@ def _int_choices(where: str, value, upper: int, what: str) -> tuple[int, ...]:
     return tuple(sorted(int(v) for v in value))
 
 
-def _parse_choices(where: str, data, arch: SamArch, partial: bool) -> dict:
-    """Parse a ``defaults`` or ``overrides`` entry; ``partial`` allows leaving fields out."""
+def _parse_choices(where: str, data, bounds: dict[str, tuple[int, str]], partial: bool) -> dict:
+    """Parse a ``defaults``, ``stages`` or ``overrides`` entry; ``partial`` allows leaving fields out.
+
+    ``bounds``: for ``heads`` and ``mlp``, the largest value allowed and how messages name it.
+    """
     if not isinstance(data, Mapping):
         raise _Invalid(f"{where}: expected a mapping with fields {', '.join(CHOICE_FIELDS)}, got {data!r}")
     reject_unknown(data, CHOICE_FIELDS, where + ".")
     out = {}
     for key in ("heads", "mlp"):
         if key in data:
-            upper, what = (arch.num_heads, "num_heads") if key == "heads" else (arch.mlp_dim, "mlp_dim")
-            out[key] = _int_choices(f"{where}.{key}", data[key], upper, f"{arch.name} {what}")
+            upper, what = bounds[key]
+            out[key] = _int_choices(f"{where}.{key}", data[key], upper, what)
         elif not partial:
             raise _Invalid(f"{where}.{key}: missing (required)")
     if "skippable" in data:
@@ -487,40 +566,26 @@ def _parse_space(data: Mapping, source: str) -> SearchSpace:
     name = data["name"]
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise _Invalid(f"name: {name!r} must be letters, digits, '_', '.' or '-'")
-    if data["model_type"] not in ARCHS:
-        raise _Invalid(f"model_type: {data['model_type']!r} not in {sorted(ARCHS)}")
-    arch = get_arch(data["model_type"])
+    if data["model_type"] not in ARCHS and data["model_type"] not in SAM2_ARCHS:
+        raise _Invalid(f"model_type: {data['model_type']!r} not in {sorted(ARCHS) + sorted(SAM2_ARCHS)}")
+    arch = space_arch(data["model_type"])
     description = data.get("description", "")
     if not isinstance(description, str):
         raise _Invalid(f"description: expected text, got {description!r}")
     if data["num_blocks"] != arch.depth or not _is_int(data["num_blocks"]):
         raise _Invalid(f"num_blocks: {data['num_blocks']!r} does not match {arch.name}'s {arch.depth} encoder blocks")
-    resolutions = _int_choices("resolutions", data["resolutions"], arch.img_size, f"{arch.name} img_size")
-    for r in resolutions:
-        if r % arch.patch_size:
-            raise _Invalid(f"resolutions: {r} is not a multiple of the patch size {arch.patch_size}")
+    resolutions = _parse_resolutions(data["resolutions"], arch)
     global_blocks = data["global_blocks"]
-    if global_blocks != list(arch.global_attn_indexes):
-        raise _Invalid(
-            f"global_blocks: {global_blocks!r} does not match {arch.name}'s global-attention blocks "
-            f"{list(arch.global_attn_indexes)}"
-        )
+    if global_blocks != _global_blocks(arch):
+        raise _Invalid(f"global_blocks: {global_blocks!r} does not match {arch.name}'s global-attention blocks "
+                       f"{_global_blocks(arch)}")
     min_global = data.get("min_global_blocks", 1)
     if not _is_int(min_global) or not 0 <= min_global <= len(global_blocks):
         raise _Invalid(f"min_global_blocks: {min_global!r} must be an integer in [0, {len(global_blocks)}]")
-    defaults = _parse_choices("defaults", data["defaults"], arch, partial=False)
-    overrides = data.get("overrides") or {}
-    if not isinstance(overrides, Mapping):
-        raise _Invalid(f"overrides: expected a mapping from block index to choices, got {overrides!r}")
-    per_block = [dict(defaults) for _ in range(arch.depth)]
-    for index, choices in overrides.items():
-        if isinstance(index, str) and index.isdigit():  # JSON object keys are strings
-            index = int(index)
-        if not _is_int(index) or not 0 <= index < arch.depth:
-            raise _Invalid(f"overrides: block index {index!r} not in 0..{arch.depth - 1}")
-        per_block[index].update(_parse_choices(f"overrides.{index}", choices, arch, partial=True))
+    per_block = _parse_sam2_blocks(data, arch) if isinstance(arch, Sam2Arch) else _parse_sam_blocks(data, arch)
+    limits = block_limits(arch)
     blocks = tuple(
-        BlockChoices(i, c["heads"], c["mlp"], c["skippable"], i in arch.global_attn_indexes, c["precisions"])
+        BlockChoices(i, c["heads"], c["mlp"], c["skippable"], i in global_blocks, c["precisions"], limits[i][0])
         for i, c in enumerate(per_block)
     )
     return SearchSpace(
@@ -534,4 +599,91 @@ def _parse_space(data: Mapping, source: str) -> SearchSpace:
     )
 
 
-__all__ = ["BlockChoices", "SearchSpace", "available_spaces", "format_count", "format_table"]
+def _parse_resolutions(value, arch: SamArch | Sam2Arch) -> tuple[int, ...]:
+    """Input sides: multiples of the patch size (SAM) or of 32 pixels (SAM 2), at most the model's."""
+    resolutions = _int_choices("resolutions", value, arch.img_size, f"{arch.name} img_size")
+    multiple, what = (SIDE_MULTIPLE, "32 pixels (SAM 2's stride-32 stage)") if isinstance(arch, Sam2Arch) \
+        else (arch.patch_size, f"the patch size {arch.patch_size}")
+    for r in resolutions:
+        if r % multiple:
+            raise _Invalid(f"resolutions: {r} is not a multiple of {what}")
+    return resolutions
+
+
+def _apply_overrides(data: Mapping, per_block: list[dict], bounds_of) -> None:
+    """Merge ``overrides`` (block index -> partial choices) into ``per_block``; ``bounds_of(i)`` bounds block i."""
+    overrides = data.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise _Invalid(f"overrides: expected a mapping from block index to choices, got {overrides!r}")
+    for index, choices in overrides.items():
+        if isinstance(index, str) and index.isdigit():  # JSON object keys are strings
+            index = int(index)
+        if not _is_int(index) or not 0 <= index < len(per_block):
+            raise _Invalid(f"overrides: block index {index!r} not in 0..{len(per_block) - 1}")
+        per_block[index].update(_parse_choices(f"overrides.{index}", choices, bounds_of(index), partial=True))
+
+
+def _parse_sam_blocks(data: Mapping, arch: SamArch) -> list[dict]:
+    """Each block's choices of a SAM 1 space: ``defaults`` then ``overrides``."""
+    for key in SAM2_SPACE_FIELDS:
+        if key in data:
+            raise _Invalid(f"{key}: only for SAM 2 model types ({', '.join(sorted(SAM2_ARCHS))}); "
+                           f"{arch.name} has one stage")
+    bounds = {"heads": (arch.num_heads, f"{arch.name} num_heads"), "mlp": (arch.mlp_dim, f"{arch.name} mlp_dim")}
+    defaults = _parse_choices("defaults", data["defaults"], bounds, partial=False)
+    per_block = [dict(defaults) for _ in range(arch.depth)]
+    _apply_overrides(data, per_block, lambda i: bounds)
+    return per_block
+
+
+def _override_of(data: Mapping, index: int) -> Mapping:
+    """Block ``index``'s entry in ``overrides`` (keyed by int, or by string in JSON), or ``{}``."""
+    overrides = data.get("overrides") or {}
+    entry = overrides.get(index, overrides.get(str(index), {}))
+    return entry if isinstance(entry, Mapping) else {}
+
+
+def _sam2_bounds(heads: int, mlp: int, what: str) -> dict[str, tuple[int, str]]:
+    return {"heads": (heads, f"{what} heads"), "mlp": (mlp, f"{what} MLP width")}
+
+
+def _parse_sam2_blocks(data: Mapping, arch: Sam2Arch) -> list[dict]:
+    """Each block's choices of a SAM 2 space: ``defaults``, its stage's entry in ``stages``, then ``overrides``;
+    the fixed blocks (block 0, the transitions) are never skippable."""
+    for key in SAM2_SPACE_FIELDS:
+        if key not in data:
+            raise _Invalid(f"{key}: missing (required for SAM 2 model types)")
+    if data["blocks_per_stage"] != list(arch.stages):
+        raise _Invalid(f"blocks_per_stage: {data['blocks_per_stage']!r} does not match {arch.name}'s {list(arch.stages)}")
+    fixed = fixed_reasons(arch)
+    if data["fixed_blocks"] != sorted(fixed):
+        raise _Invalid(f"fixed_blocks: {data['fixed_blocks']!r} does not match {arch.name}'s {sorted(fixed)} "
+                       "(block 0 and the first block of each later stage, a q-pool transition)")
+    limits = block_limits(arch)
+    top = _sam2_bounds(max(h for _, h, _ in limits), max(m for _, _, m in limits), f"{arch.name}'s largest")
+    defaults = {"skippable": False, "precisions": FP32_ONLY,
+                **_parse_choices("defaults", data["defaults"], top, partial=True)}
+    stages = data["stages"]
+    if not isinstance(stages, list) or len(stages) != len(arch.stages):
+        raise _Invalid(f"stages: expected a list of {len(arch.stages)} entries (choices per stage), got {stages!r}")
+    per_stage = [{**defaults, **_parse_choices(f"stages[{s}]", entry, _sam2_bounds(
+        arch.stage_heads[s], int(arch.stage_dims[s] * arch.mlp_ratio), f"{arch.name} stage {s}"), partial=True)}
+        for s, entry in enumerate(stages)]
+    per_block = [dict(per_stage[stage]) for stage, _, _ in limits]
+    _apply_overrides(data, per_block, lambda i: _sam2_bounds(limits[i][1], limits[i][2], f"block {i}'s"))
+    for i, (stage, heads, mlp) in enumerate(limits):
+        choices = per_block[i]
+        for key, upper in (("heads", heads), ("mlp", mlp)):
+            if key not in choices:
+                raise _Invalid(f"stages[{stage}].{key}: missing (required when defaults has no {key})")
+            if max(choices[key]) > upper:
+                raise _Invalid(f"defaults.{key}: {max(choices[key])} exceeds stage {stage}'s {upper} (block {i}); "
+                               f"give stage {stage} its own in stages[{stage}].{key}")
+        if i in fixed and choices["skippable"] and _override_of(data, i).get("skippable") is True:
+            raise _Invalid(f"overrides.{i}.skippable: true not allowed, block {i} cannot be skipped: {fixed[i]}")
+        choices["skippable"] = choices["skippable"] and i not in fixed
+    return per_block
+
+
+__all__ = ["BlockChoices", "SearchSpace", "available_spaces", "block_limits", "fixed_reasons", "format_count",
+           "format_table", "space_arch"]

@@ -16,7 +16,9 @@ import torch
 from infra.errors import CheckpointError
 from supernet.checkpoint import IGNORED_KEYS, check_exact, read_state_dict
 from supernet.modeling.sam2.arch import SAM2_ARCHS
+from supernet.elastic.sam2_modules import ElasticHiera
 from supernet.modeling.sam2.build import build_sam2
+from supernet.modeling.sam2.hiera import Hiera
 from supernet.modeling.sam2.model import Sam2
 
 # SAM 2's video modules (memory attention and encoder, object pointers, temporal encodings):
@@ -188,18 +190,27 @@ def sam2_state_dict_from_file(path: str | Path) -> tuple[dict[str, torch.Tensor]
     return state, layout, model_type
 
 
-def load_sam2(path: str | Path, model_type: str | None = None, img_size: int | None = None) -> Sam2:
+def load_sam2(path: str | Path, model_type: str | None = None, img_size: int | None = None,
+              elastic: bool = False) -> Sam2:
     """Build the SAM 2 image model a checkpoint describes and load it exactly.
 
     ``model_type`` (``sam2_hiera_t``, ...) is checked against the file when given, inferred
-    otherwise; ``img_size`` is the input side in pixels (default the model's, 1024).
+    otherwise; ``img_size`` is the input side in pixels (default the model's, 1024). With
+    ``elastic`` the trunk is the supernet's (``supernet.elastic.sam2_modules.ElasticHiera``;
+    same keys, and the same outputs until a subnet is activated).
     """
     state, _, found = sam2_state_dict_from_file(path)
     if model_type is not None and model_type != found:
         raise CheckpointError(f"{path}: model type {model_type} given, but the weights are a {found} model")
     with torch.device("meta"):
-        model = build_sam2(found, img_size=img_size)
-    check_exact(model.state_dict(), state, str(path))
+        model = build_sam2(found, img_size=img_size, trunk_cls=ElasticHiera if elastic else Hiera)
+    return assign_exact(model, state, str(path))
+
+
+def assign_exact(model: Sam2, state: dict[str, torch.Tensor], source: str) -> Sam2:
+    """``model``, built on the meta device, holding exactly ``state`` (fp32); a one-line CheckpointError
+    naming ``source`` when the key sets or shapes differ."""
+    check_exact(model.state_dict(), state, source)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     # non-persistent buffers were built on the meta device: rebuild them on the weights' device
     model.pixel_mean = torch.tensor(model.arch.pixel_mean).view(-1, 1, 1)

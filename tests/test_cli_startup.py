@@ -36,7 +36,8 @@ def run_cli_in_fresh_process(args: list[str]) -> dict:
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("args", [["--help"], ["spaces", "list"], ["spaces", "show", "sam_micro"], []])
+@pytest.mark.parametrize("args", [["--help"], ["spaces", "list"], ["spaces", "show", "sam_micro"],
+                                  ["spaces", "show", "sam2_micro"], []])
 def test_listing_imports_neither_torch_nor_optuna(args):
     report = run_cli_in_fresh_process(args)
     assert report["code"] in (0, 2)

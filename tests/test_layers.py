@@ -16,7 +16,8 @@ LAYERS = [
     ("infra",),                                   # errors, atomic files, results root, argument types
     ("scenes",),                                  # image folders, COCO, synthetic scenes, training sources
     ("supernet.modeling",),                       # the plain SAM model and its builders
-    ("supernet.elastic.modules", "supernet.elastic.build"),  # the supernet: elastic encoder modules, build_sam
+    ("supernet.elastic.modules", "supernet.elastic.sam2_modules", "supernet.elastic.build"),  # the supernet: elastic
+    # encoder modules (SAM, SAM 2), build_sam and build_sam2_supernet
     ("supernet", "supernet.checkpoint", "supernet.reference"),  # checkpoint loading, packaged weights
     ("supernet.elastic",),                        # elastic activation, ranking, extraction (over the supernet)
     ("supernet.commands", "supernet.model_source"),  # rank command; the model a command runs on

@@ -17,7 +17,9 @@ from supernet.modeling.arch import get_arch
 from infra.errors import ConfigError, UserError
 from cli_parse import run_with
 
-PACKAGED = ["sam_micro", "sam_micro_int8", "sam_vit_b", "sam_vit_b_int8", "sam_vit_h", "sam_vit_l"]
+SAM_PACKAGED = ["sam_micro", "sam_micro_int8", "sam_vit_b", "sam_vit_b_int8", "sam_vit_h", "sam_vit_l"]
+SAM2_PACKAGED = ["sam2_hiera_b_plus", "sam2_hiera_l", "sam2_hiera_s", "sam2_hiera_t", "sam2_micro"]  # tests/test_sam2_spaces.py
+PACKAGED = SAM2_PACKAGED + SAM_PACKAGED
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,7 @@ def test_packaged_names():
     assert SearchSpace.available_spaces() == PACKAGED
 
 
-@pytest.mark.parametrize("name", PACKAGED)
+@pytest.mark.parametrize("name", SAM_PACKAGED)
 def test_packaged_space_matches_its_arch(name):
     space = SearchSpace.load(name)
     arch = get_arch(space.model_type)
@@ -103,7 +105,7 @@ def test_packaged_space_matches_its_arch(name):
     assert space.description
 
 
-@pytest.mark.parametrize("name", PACKAGED)
+@pytest.mark.parametrize("name", SAM_PACKAGED)
 def test_largest_smallest_sample_validate(name):
     space = SearchSpace.load(name)
     arch = space.arch
@@ -334,13 +336,14 @@ def test_tiny_space_sample_and_smallest(tmp_path):
 def test_unknown_space_name_lists_available():
     with pytest.raises(ConfigError) as info:
         SearchSpace.load("sam_vit_x")
-    assert str(info.value).startswith("search space 'sam_vit_x' unknown; available: sam_micro, sam_micro_int8, sam_vit_b, sam_vit_b_int8, sam_vit_h, sam_vit_l")
+    assert str(info.value).startswith(f"search space 'sam_vit_x' unknown; available: {', '.join(PACKAGED)}")
 
 
 BAD_SPACES = [
     (lambda d: d.update(foo=1), "foo: unknown field; allowed fields: name, model_type, description, num_blocks"),
     (lambda d: d.pop("defaults"), "defaults: missing (required)"),
-    (lambda d: d.update(model_type="vit_x"), "model_type: 'vit_x' not in ['micro', 'vit_b', 'vit_h', 'vit_l']"),
+    (lambda d: d.update(model_type="vit_x"), "model_type: 'vit_x' not in ['micro', 'vit_b', 'vit_h', 'vit_l', 'sam2_hiera_b_plus', "
+     "'sam2_hiera_l', 'sam2_hiera_s', 'sam2_hiera_t', 'sam2_micro']"),
     (lambda d: d.update(num_blocks=5), "num_blocks: 5 does not match micro's 6 encoder blocks"),
     (lambda d: d.update(global_blocks=[2]), "global_blocks: [2] does not match micro's global-attention blocks [2, 5]"),
     (lambda d: d.update(resolutions=[256, 200]), "resolutions: 200 is not a multiple of the patch size 16"),

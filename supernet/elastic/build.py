@@ -1,10 +1,14 @@
-"""The supernet's builder: SAM of a model type with the elastic encoder, randomly initialised."""
+"""The supernet's builders: SAM (and SAM 2) of a model type with the elastic encoder, randomly initialised."""
 from __future__ import annotations
 
 from supernet.elastic.modules import ElasticImageEncoderViT
+from supernet.elastic.sam2_modules import ElasticHiera
 from supernet.modeling.arch import SamArch
 from supernet.modeling.build import build_full
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.arch import Sam2Arch
+from supernet.modeling.sam2.build import build_sam2
+from supernet.modeling.sam2.model import Sam2
 
 
 def build_sam(model_type: str | SamArch, seed: int | None = None) -> Sam:
@@ -14,6 +18,20 @@ def build_sam(model_type: str | SamArch, seed: int | None = None) -> Sam:
     (a local generator; torch's global one is neither read nor changed).
     """
     return build_full(model_type, seed, encoder_cls=ElasticImageEncoderViT)
+
+
+def build_sam2_supernet(model_type: str | Sam2Arch, seed: int | None = None, img_size: int | None = None) -> Sam2:
+    """The full SAM 2 of ``model_type`` (sam2_hiera_t, ..., sam2_micro) with the elastic Hiera trunk, random weights.
+
+    With everything active its forward pass is the plain :func:`supernet.modeling.sam2.build.build_sam2`
+    model's bit for bit (same ``seed``, same weights); ``img_size`` in pixels (default the model's).
+    """
+    return build_sam2(model_type, seed, img_size, trunk_cls=ElasticHiera)
+
+
+def encoder_blocks(model: Sam | Sam2):
+    """The searched encoder blocks (an ``nn.ModuleList``): SAM's ViT blocks, or SAM 2's Hiera trunk blocks."""
+    return model.image_encoder.trunk.blocks if isinstance(model, Sam2) else model.image_encoder.blocks
 
 
 MODEL_REGISTRY = {name: (lambda name=name: build_sam(name)) for name in ("vit_b", "vit_l", "vit_h", "micro")}

@@ -27,11 +27,14 @@ from supernet.modeling.build import build_from_spec
 from supernet.checkpoint import load_state_dict_exact, read_state_dict
 from supernet.elastic.activation import check_fits
 from supernet.elastic.quantize import is_quantized, quantize_subnet
+from supernet.elastic.sam2_extract import FAMILY as SAM2_FAMILY
+from supernet.elastic.sam2_extract import build_sam2_subnet, extract_sam2, read_sam2_subnet_shape, sam2_subnet_metadata
 from supernet.elastic.subnet_config import SubnetConfig
 from infra.errors import CheckpointError, ConfigError
 from supernet.modeling.image_encoder import resize_pos_embed, resize_rel_pos
 from infra.fileio import atomic_torch_save, atomic_write_text, read_format_json
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
 
 SUBNET_FORMAT = "samnas-subnet/2"  # 2: the config's blocks may carry `precision`
 SUBNET_FORMATS_READ = ("samnas-subnet/1", SUBNET_FORMAT)  # 1 predates precision: every block fp32
@@ -47,13 +50,17 @@ def subnet_blocks_spec(model: Sam, config: SubnetConfig) -> list[tuple[int, int,
 
 
 @torch.no_grad()
-def extract(model: Sam, config: SubnetConfig, quantize: bool = True) -> Sam:
-    """A standalone, plain :class:`Sam` holding only ``config``'s weights (nothing sliced at run time).
+def extract(model: Sam | Sam2, config: SubnetConfig, quantize: bool = True) -> Sam | Sam2:
+    """A standalone, plain :class:`Sam` holding only ``config``'s weights (nothing sliced at run time);
+    for a SAM 2 supernet a plain :class:`Sam2` (:func:`supernet.elastic.sam2_extract.extract_sam2`).
 
     With ``quantize`` (the default) the config's int8 blocks come dynamically quantized, as the
     subnet runs; ``quantize=False`` returns the fp32 weights (what ``save_subnet`` stores and the
     ONNX exporter traces).
     """
+    if isinstance(model, Sam2):
+        sub2 = extract_sam2(model, config)
+        return quantize_subnet(sub2, config, inplace=True) if quantize else sub2
     check_fits(model, config)
     res = config.resolution
     grid = res // model.image_encoder.patch_size
@@ -89,8 +96,14 @@ def _copy_block(src, dst, heads: int, mlp: int, grid: int) -> None:
     dst.mlp.lin2.bias.copy_(src.mlp.lin2.bias)
 
 
-def subnet_metadata(model: Sam, config: SubnetConfig, **extra) -> dict:
-    """What ``subnet.json`` holds: format, config, the base architecture and each kept block's shape."""
+def subnet_metadata(model: Sam | Sam2, config: SubnetConfig, **extra) -> dict:
+    """What ``subnet.json`` holds: format, config, the base architecture and each kept block's shape.
+
+    SAM 2 (``family: sam2``): the subnet's own architecture and each kept block's spec as a mapping.
+    """
+    if isinstance(model, Sam2):
+        return {"format": SUBNET_FORMAT, "config": config.to_dict(), "resolution": config.resolution,
+                **sam2_subnet_metadata(model, config), **extra}
     return {
         "format": SUBNET_FORMAT,
         "model_type": model.arch.name,
@@ -102,7 +115,7 @@ def subnet_metadata(model: Sam, config: SubnetConfig, **extra) -> dict:
     }
 
 
-def save_subnet(subnet: Sam, metadata: dict, out_dir: str | Path) -> Path:
+def save_subnet(subnet: Sam | Sam2, metadata: dict, out_dir: str | Path) -> Path:
     """Write ``subnet.pt`` and ``subnet.json`` into ``out_dir`` atomically; returns the folder.
 
     ``subnet`` must hold fp32 weights (``extract(..., quantize=False)``): ``metadata``'s config
@@ -118,7 +131,7 @@ def save_subnet(subnet: Sam, metadata: dict, out_dir: str | Path) -> Path:
     return out
 
 
-def load_subnet(folder: str | Path, quantize: bool = True) -> Sam:
+def load_subnet(folder: str | Path, quantize: bool = True) -> Sam | Sam2:
     """Rebuild an extracted subnet from ``subnet.json`` + ``subnet.pt`` without the supernet.
 
     With ``quantize`` (the default) the int8 blocks of ``subnet.json``'s config are quantized.
@@ -128,6 +141,8 @@ def load_subnet(folder: str | Path, quantize: bool = True) -> Sam:
     if not meta_path.is_file():
         raise CheckpointError(f"{meta_path}: not found; expected a folder written by `samnas extract`")
     meta = read_format_json(meta_path, SUBNET_FORMATS_READ)
+    if meta.get("family") == SAM2_FAMILY:
+        return _load_sam2_subnet(folder, meta, quantize)
     try:
         arch_fields = dict(meta["arch"])
         arch_fields["global_attn_indexes"] = tuple(arch_fields["global_attn_indexes"])
@@ -148,3 +163,21 @@ def load_subnet(folder: str | Path, quantize: bool = True) -> Sam:
     model.eval()
     return quantize_subnet(model, config, inplace=True) if quantize else model
 
+
+
+def _load_sam2_subnet(folder: Path, meta: dict, quantize: bool) -> Sam2:
+    """:func:`load_subnet` of a SAM 2 subnet folder (``subnet.json`` with ``family: sam2``)."""
+    meta_path, weights = folder / "subnet.json", folder / "subnet.pt"
+    try:
+        config = SubnetConfig.from_dict(meta["config"])
+        if len(config.kept_blocks) != len(meta["blocks_spec"]):
+            raise ValueError(f"config keeps {len(config.kept_blocks)} blocks, blocks_spec has "
+                             f"{len(meta['blocks_spec'])}")
+        arch, specs = read_sam2_subnet_shape(meta)
+        resolution = int(meta["resolution"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{meta_path}: missing or malformed field (config.{exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{meta_path}: missing or malformed field ({exc})") from None
+    model = build_sam2_subnet(arch, specs, resolution, read_state_dict(weights), str(weights))
+    return quantize_subnet(model, config, inplace=True) if quantize else model

@@ -23,12 +23,17 @@ from supernet.modeling.common import FeedForward
 from supernet.modeling.image_encoder import Attention, EncoderBlock, ImageEncoderViT
 
 
-class ElasticAttention(Attention):
-    """:class:`Attention` of the supernet: only the first ``active_heads`` heads run, by slicing the weights."""
+class HeadSlicing(nn.Module):
+    """Mixin (first base) making an attention module elastic: only the first ``active_heads`` heads run.
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int, rel_pos_size: int) -> None:
-        super().__init__(dim, num_heads, head_dim, rel_pos_size)
-        self.active_heads = num_heads
+    The attention (SAM's :class:`Attention`, SAM 2's ``MultiScaleAttention``) provides ``qkv``
+    (outputs laid out ``(3, num_heads, head_dim)``: q, k and v, head after head), ``proj``,
+    ``num_heads``, ``head_dim`` and ``attend(qkv_output, heads)``. Adds no parameters.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.active_heads = self.num_heads
         # Parameter-free probe on the input of ``proj``: forward hooks here see the
         # per-head attention output (importance ranking records it).
         self.proj_input = nn.Identity()
@@ -47,8 +52,11 @@ class ElasticAttention(Attention):
         return F.linear(out, self.proj.weight[:, : heads * self.head_dim], self.proj.bias)
 
 
-class ElasticMLP(FeedForward):
-    """``lin2(GELU(lin1(x)))`` of the supernet, with only the first ``active_hidden`` hidden units."""
+class NeuronSlicing(nn.Module):
+    """Mixin (first base) making ``lin2(act(lin1(x)))`` elastic: only the first ``active_hidden`` hidden units run.
+
+    The MLP's constructor takes ``(dim, hidden)``. Adds no parameters.
+    """
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__(dim, hidden)
@@ -61,6 +69,14 @@ class ElasticMLP(FeedForward):
             return super().forward(x)
         hidden = self.act(F.linear(x, self.lin1.weight[:m], self.lin1.bias[:m]))
         return F.linear(hidden, self.lin2.weight[:, :m], self.lin2.bias)
+
+
+class ElasticAttention(HeadSlicing, Attention):
+    """:class:`Attention` of the supernet: only the first ``active_heads`` heads run, by slicing the weights."""
+
+
+class ElasticMLP(NeuronSlicing, FeedForward):
+    """``lin2(GELU(lin1(x)))`` of the supernet, with only the first ``active_hidden`` hidden units."""
 
 
 class ElasticEncoderBlock(EncoderBlock):

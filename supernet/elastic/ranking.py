@@ -1,5 +1,11 @@
 """Importance ranking of attention heads and MLP neurons, and the weight permutation it drives.
 
+The same code ranks SAM 2's Hiera blocks (a :class:`Sam2` supernet): heads are scored on the
+output side of ``qkv`` (at a stage transition it maps ``dim`` to ``3 * heads * head_dim`` of the
+wider stage) and on ``proj``'s input columns; a transition's block-level shortcut ``proj``
+(``dim -> dim_out``) owns no head and is never permuted, so stage widths and the residual
+stream keep their order.
+
 Three scores per unit (a head of block ``i``, or a hidden neuron of its MLP), each summed
 over the weights the unit owns (its q/k/v rows and ``proj`` columns, or its ``lin1`` row
 and ``lin2`` column):
@@ -10,7 +16,8 @@ and ``lin2`` column):
 - ``taylor``: ``|sum(W * dL/dW)|`` per image, with ``L`` an embedding-distillation loss
   against the full model's embeddings disturbed by Gaussian noise (SlimSAM's disturbed
   Taylor importance: without the noise the full model's loss and gradient are zero).
-  No labels are needed.
+  No labels are needed. In SAM 2 the loss sums over all three decoder inputs (the image
+  embedding and both high-resolution features).
 
 :func:`permute_by_importance` then reorders each block's heads and neurons from most to
 least important, so every "first k" slice of the supernet keeps the best units. The
@@ -23,15 +30,19 @@ from collections.abc import Callable, Iterable
 import torch
 from tqdm import tqdm
 
+from supernet.elastic.build import encoder_blocks
 from supernet.elastic.modules import ElasticEncoderBlock
+from supernet.elastic.sam2_modules import ElasticMultiScaleBlock
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
 
 METHODS = ("magnitude", "wanda", "taylor")
 
 BlockScores = list[dict[str, torch.Tensor]]  # per block: {"heads": (H,), "mlp": (M,)}
+Block = ElasticEncoderBlock | ElasticMultiScaleBlock
 
 
-def _head_view(block: ElasticEncoderBlock) -> tuple[torch.Tensor, torch.Tensor]:
+def _head_view(block: Block) -> tuple[torch.Tensor, torch.Tensor]:
     """qkv weight as ``(3, H, hd, C)`` and proj weight as ``(C, H, hd)``."""
     attn = block.attn
     qkv = attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)
@@ -39,11 +50,19 @@ def _head_view(block: ElasticEncoderBlock) -> tuple[torch.Tensor, torch.Tensor]:
     return qkv, proj
 
 
-def magnitude_scores(model: Sam) -> BlockScores:
+def _decoder_inputs(model: Sam | Sam2, image: torch.Tensor) -> list[torch.Tensor]:
+    """What the mask decoder reads of ``image``: SAM's embedding, or SAM 2's embedding and high-resolution maps."""
+    if isinstance(model, Sam2):
+        features = model.embed_images(image)
+        return [features["image_embed"], *features["high_res_feats"]]
+    return [model.image_encoder(image)]
+
+
+def magnitude_scores(model: Sam | Sam2) -> BlockScores:
     """``sum |W|`` over each head's and each neuron's weights."""
     scores = []
     with torch.no_grad():
-        for block in model.image_encoder.blocks:
+        for block in encoder_blocks(model):
             qkv, proj = _head_view(block)
             heads = qkv.abs().sum(dim=(0, 2, 3)) + proj.abs().sum(dim=(0, 2))
             mlp = block.mlp.lin1.weight.abs().sum(dim=1) + block.mlp.lin2.weight.abs().sum(dim=0)
@@ -76,10 +95,10 @@ class _SquaredNorms:
             h.remove()
 
 
-def wanda_scores(model: Sam, images: Iterable[torch.Tensor]) -> BlockScores:
+def wanda_scores(model: Sam | Sam2, images: Iterable[torch.Tensor]) -> BlockScores:
     """``sum |W| * ||x||_2`` per unit from activations recorded on preprocessed ``(1, 3, R, R)`` images."""
     probes = _SquaredNorms()
-    blocks = model.image_encoder.blocks
+    blocks = encoder_blocks(model)
     for i, block in enumerate(blocks):
         probes.watch_input(block.attn, f"{i}.attn_in")
         probes.watch_output(block.attn.proj_input, f"{i}.proj_in")
@@ -106,13 +125,13 @@ def wanda_scores(model: Sam, images: Iterable[torch.Tensor]) -> BlockScores:
     return scores
 
 
-def taylor_scores(model: Sam, images: Iterable[torch.Tensor], noise_std: float = 0.1, seed: int = 0) -> BlockScores:
+def taylor_scores(model: Sam | Sam2, images: Iterable[torch.Tensor], noise_std: float = 0.1, seed: int = 0) -> BlockScores:
     """``|sum W * dL/dW|`` per unit and image, summed over images.
 
     ``L = MSE(f(x), f(x).detach() + eps)`` with ``eps ~ N(0, (noise_std * std(f(x)))^2)``.
     """
     gen = torch.Generator().manual_seed(seed)
-    blocks = model.image_encoder.blocks
+    blocks = encoder_blocks(model)
     totals = [{"heads": torch.zeros(b.attn.num_heads), "mlp": torch.zeros(b.mlp.hidden)} for b in blocks]
     was_training = model.training
     model.eval()
@@ -120,9 +139,11 @@ def taylor_scores(model: Sam, images: Iterable[torch.Tensor], noise_std: float =
     try:
         for image in images:
             model.zero_grad(set_to_none=True)
-            emb = model.image_encoder(image)
-            target = emb.detach() + torch.randn(emb.shape, generator=gen) * noise_std * emb.detach().std()
-            torch.nn.functional.mse_loss(emb, target).backward()
+            loss = 0.0
+            for out in _decoder_inputs(model, image):
+                target = out.detach() + torch.randn(out.shape, generator=gen) * noise_std * out.detach().std()
+                loss = loss + torch.nn.functional.mse_loss(out, target)
+            loss.backward()
             with torch.no_grad():
                 for block, total in zip(blocks, totals):
                     attn, mlp = block.attn, block.mlp
@@ -143,7 +164,7 @@ def taylor_scores(model: Sam, images: Iterable[torch.Tensor], noise_std: float =
     return totals
 
 
-def compute_scores(model: Sam, method: str, images: Callable[[], Iterable[torch.Tensor]] | None = None) -> BlockScores:
+def compute_scores(model: Sam | Sam2, method: str, images: Callable[[], Iterable[torch.Tensor]] | None = None) -> BlockScores:
     """Scores by ``method``; ``images`` returns an iterable of preprocessed ``(1, 3, R, R)`` images."""
     if method == "magnitude":
         return magnitude_scores(model)
@@ -154,7 +175,7 @@ def compute_scores(model: Sam, method: str, images: Callable[[], Iterable[torch.
     return wanda_scores(model, images()) if method == "wanda" else taylor_scores(model, images())
 
 
-def block_permutations(block: ElasticEncoderBlock, head_order: torch.Tensor, neuron_order: torch.Tensor) -> dict:
+def block_permutations(block: Block, head_order: torch.Tensor, neuron_order: torch.Tensor) -> dict:
     """For each parameter of a block that ranking reorders, a function reordering any tensor of its shape.
 
     ``order[k]`` is the old index of new unit ``k``. The same functions reorder optimizer
@@ -180,7 +201,7 @@ def block_permutations(block: ElasticEncoderBlock, head_order: torch.Tensor, neu
 
 
 @torch.no_grad()
-def permute_block(block: ElasticEncoderBlock, head_order: torch.Tensor, neuron_order: torch.Tensor,
+def permute_block(block: Block, head_order: torch.Tensor, neuron_order: torch.Tensor,
                   optimizer: torch.optim.Optimizer | None = None) -> None:
     """Reorder a block's heads and MLP neurons in place, and the matching optimizer state if given."""
     for param, reorder in block_permutations(block, head_order, neuron_order).items():
@@ -191,11 +212,11 @@ def permute_block(block: ElasticEncoderBlock, head_order: torch.Tensor, neuron_o
                 value.copy_(reorder(value))
 
 
-def permute_by_importance(model: Sam, scores: BlockScores,
+def permute_by_importance(model: Sam | Sam2, scores: BlockScores,
                           optimizer: torch.optim.Optimizer | None = None) -> list[dict[str, list[int]]]:
     """Sort every block's heads and neurons by descending score; returns the orders applied."""
     orders = []
-    for block, score in zip(model.image_encoder.blocks, scores):
+    for block, score in zip(encoder_blocks(model), scores):
         head_order = torch.argsort(score["heads"], descending=True, stable=True)
         neuron_order = torch.argsort(score["mlp"], descending=True, stable=True)
         permute_block(block, head_order, neuron_order, optimizer)
@@ -203,7 +224,7 @@ def permute_by_importance(model: Sam, scores: BlockScores,
     return orders
 
 
-def rank_model(model: Sam, method: str, images: Callable[[], Iterable[torch.Tensor]] | None = None,
+def rank_model(model: Sam | Sam2, method: str, images: Callable[[], Iterable[torch.Tensor]] | None = None,
                progress: bool = False) -> dict:
     """Score and permute ``model`` in place; returns JSON-ready ranking metadata (orders and sorted scores)."""
     scores = compute_scores(model, method, images)

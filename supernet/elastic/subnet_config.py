@@ -20,13 +20,12 @@ Format versions: 1 is the config without ``precision``; 2 added the per-block ``
 file may name its version in a top-level ``format`` field, which :meth:`from_dict` checks and
 drops (an unknown version is refused); ``search_spaces.config.save_config`` writes it.
 
-Stages (for SAM 2, not built): a Hiera encoder is a sequence of stages of blocks with a q-pool
-transition between stages. Each :class:`BlockChoice` carries its ``stage`` (0 for every SAM 1
-block, and then left out of the JSON form, so SAM 1 keys do not change); :attr:`SubnetConfig.stages`
-groups the blocks by stage, in order. A SAM 2 space would read and write ``stage`` per block,
-validate that its blocks' stages match the architecture's, and let its sampler, predictor and
-extractor walk ``stages`` (a skipped block still belongs to its stage). SAM 1 spaces refuse any
-stage other than 0.
+Stages (SAM 2): a Hiera encoder is a sequence of stages of blocks with a q-pool transition between
+stages. Each :class:`BlockChoice` carries its ``stage`` (0 for every SAM 1 block, and then left out
+of the JSON form, so SAM 1 keys do not change); :attr:`SubnetConfig.stages` groups the blocks by
+stage, in order. SAM 2 spaces read and write ``stage`` per block and check it against the
+architecture (a skipped block still belongs to its stage); activation and extraction check it too
+(``supernet.elastic.sam2_activation``). SAM 1 spaces refuse any stage other than 0.
 
 This module only checks structure (fields, types, the format version); whether a config is
 *allowed* by a search space is :meth:`search_spaces.SearchSpace.validate`. Plain Python (no

@@ -105,6 +105,19 @@ class Sam2Arch:
         return asdict(self)
 
 
+def fixed_reason(index: int, spec: Sam2BlockSpec) -> str | None:
+    """Why block ``index`` (``spec``) can never be skipped in a subnet, or None when it can.
+
+    Block 0 is the first to see the patch embeddings; a transition changes the grid, width and
+    heads, so skipping it would change every later block's shapes.
+    """
+    if index == 0:
+        return "it is the trunk's first block"
+    if spec.q_pool:
+        return f"it opens stage {spec.stage} (a q-pool transition: width {spec.dim} -> {spec.dim_out})"
+    return None
+
+
 def check_side(side: int, what: str = "input side") -> int:
     """``side`` if it is a positive multiple of 32 pixels, else a one-line :class:`ConfigError`."""
     if isinstance(side, bool) or not isinstance(side, int) or side <= 0 or side % SIDE_MULTIPLE:

@@ -23,10 +23,15 @@ from supernet.modeling.sam2.prompt_encoder import Sam2PromptEncoder
 from supernet.modeling.sam2.transformer import TwoWayTransformer
 
 
-def build_sam2_from_spec(arch: Sam2Arch, blocks_spec: list[Sam2BlockSpec], img_size: int | None = None) -> Sam2:
-    """A SAM 2 whose trunk has the given blocks; ``img_size`` in pixels (a multiple of 32)."""
+def build_sam2_from_spec(arch: Sam2Arch, blocks_spec: list[Sam2BlockSpec], img_size: int | None = None,
+                        trunk_cls: type[Hiera] = Hiera) -> Sam2:
+    """A SAM 2 whose trunk has the given blocks; ``img_size`` in pixels (a multiple of 32).
+
+    ``trunk_cls``: the plain :class:`Hiera` by default; the supernet passes its elastic trunk
+    (``supernet.elastic.sam2_modules.ElasticHiera``: run-time slicing, depth skipping).
+    """
     img_size = check_side(img_size or arch.img_size)
-    trunk = Hiera(blocks_spec, arch.window_pos_embed_bkg, arch.window_spec[0])
+    trunk = trunk_cls(blocks_spec, arch.window_pos_embed_bkg, arch.window_spec[0])
     neck = FpnNeck(arch.d_model, trunk.channel_list, arch.fpn_top_down_levels)
     grid = img_size // BACKBONE_STRIDE
     prompt_encoder = Sam2PromptEncoder(arch.d_model, (grid, grid), (img_size, img_size), arch.mask_in_chans)
@@ -42,8 +47,9 @@ def build_sam2_from_spec(arch: Sam2Arch, blocks_spec: list[Sam2BlockSpec], img_s
     return Sam2(replace(arch, img_size=img_size), Sam2ImageEncoder(trunk, neck), prompt_encoder, decoder).eval()
 
 
-def build_sam2(model_type: str | Sam2Arch, seed: int | None = None, img_size: int | None = None) -> Sam2:
-    """The full SAM 2 image model of ``model_type``, random weights.
+def build_sam2(model_type: str | Sam2Arch, seed: int | None = None, img_size: int | None = None,
+               trunk_cls: type[Hiera] = Hiera) -> Sam2:
+    """The full SAM 2 image model of ``model_type``, random weights, trunk ``trunk_cls``.
 
     With ``seed`` every value comes from a local ``torch.Generator`` (the global one is neither
     read nor changed); without, modules initialise as PyTorch does. Either way the position
@@ -52,11 +58,11 @@ def build_sam2(model_type: str | Sam2Arch, seed: int | None = None, img_size: in
     """
     arch = get_sam2_arch(model_type) if isinstance(model_type, str) else model_type
     if seed is None:
-        model = build_sam2_from_spec(arch, arch.block_specs(), img_size)
+        model = build_sam2_from_spec(arch, arch.block_specs(), img_size, trunk_cls)
         gen = None
     else:
         with torch.device("meta"):
-            model = build_sam2_from_spec(arch, arch.block_specs(), img_size)
+            model = build_sam2_from_spec(arch, arch.block_specs(), img_size, trunk_cls)
         model = model.to_empty(device="cpu")
         gen = torch.Generator().manual_seed(seed)
         _initialise(model, gen)

@@ -59,6 +59,16 @@ class HieraMLP(nn.Module):
         self.layers = nn.ModuleList([nn.Linear(dim, hidden), nn.Linear(hidden, dim)])
         self.act = nn.GELU()
 
+    @property
+    def lin1(self) -> nn.Linear:
+        """``layers.0`` under SAM's name (ranking and slicing treat both MLPs alike)."""
+        return self.layers[0]
+
+    @property
+    def lin2(self) -> nn.Linear:
+        """``layers.1`` under SAM's name."""
+        return self.layers[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers[1](self.act(self.layers[0](x)))
 
@@ -76,15 +86,24 @@ class MultiScaleAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * heads * head_dim)
         self.proj = nn.Linear(heads * head_dim, dim_out)
 
+    @property
+    def num_heads(self) -> int:
+        """``heads`` under SAM's name (ranking treats both attentions alike)."""
+        return self.heads
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.heads, self.head_dim).unbind(2)
+        return self.proj(self.attend(self.qkv(x), self.heads))
+
+    def attend(self, qkv: torch.Tensor, heads: int) -> torch.Tensor:
+        """``qkv`` ``(B, H, W, 3 * heads * head_dim)`` -> per-head outputs ``(B, H', W', heads * head_dim)``."""
+        b, h, w, _ = qkv.shape
+        q, k, v = qkv.reshape(b, h * w, 3, heads, self.head_dim).unbind(2)
         if self.q_pool:
             q = pool_2x2(q.reshape(b, h, w, -1))
             h, w = q.shape[1:3]
-            q = q.reshape(b, h * w, self.heads, self.head_dim)
+            q = q.reshape(b, h * w, heads, self.head_dim)
         x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.proj(x.transpose(1, 2).reshape(b, h, w, -1))
+        return x.transpose(1, 2).reshape(b, h, w, -1)
 
 
 class MultiScaleBlock(nn.Module):
@@ -92,16 +111,21 @@ class MultiScaleBlock(nn.Module):
 
     At a transition (``dim != dim_out``) the shortcut is ``pool(proj(norm1(x)))``, and the attention
     output, pooled inside each window, is unpartitioned with the halved window.
+    ``attention_cls`` and ``mlp_cls`` let the supernet (``supernet.elastic.sam2_modules``) swap in
+    elastic parts with the same parameters.
     """
+
+    attention_cls: type[MultiScaleAttention] = MultiScaleAttention
+    mlp_cls: type[HieraMLP] = HieraMLP
 
     def __init__(self, spec: Sam2BlockSpec) -> None:
         super().__init__()
         self.spec = spec
         self.dim, self.dim_out, self.window_size = spec.dim, spec.dim_out, spec.window
         self.norm1 = nn.LayerNorm(spec.dim, eps=1e-6)
-        self.attn = MultiScaleAttention(spec.dim, spec.dim_out, spec.heads, spec.head_dim, spec.q_pool)
+        self.attn = self.attention_cls(spec.dim, spec.dim_out, spec.heads, spec.head_dim, spec.q_pool)
         self.norm2 = nn.LayerNorm(spec.dim_out, eps=1e-6)
-        self.mlp = HieraMLP(spec.dim_out, spec.mlp_dim)
+        self.mlp = self.mlp_cls(spec.dim_out, spec.mlp_dim)
         if spec.dim != spec.dim_out:
             self.proj = nn.Linear(spec.dim, spec.dim_out)
 
@@ -132,7 +156,10 @@ class Hiera(nn.Module):
     ``blocks_spec`` lists the blocks in order (:meth:`Sam2Arch.block_specs` for the full model);
     a stage's output is its last block's. The position embedding is the background embedding
     interpolated (bicubic) to the token grid plus the first-stage window embedding tiled over it.
+    ``block_cls`` is :class:`MultiScaleBlock`, or the supernet's elastic block.
     """
+
+    block_cls: type[MultiScaleBlock] = MultiScaleBlock
 
     def __init__(self, blocks_spec: list[Sam2BlockSpec], window_pos_embed_bkg: tuple[int, int],
                  first_window: int) -> None:
@@ -141,7 +168,7 @@ class Hiera(nn.Module):
         self.patch_embed = PatchEmbed(embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, embed_dim, *window_pos_embed_bkg))
         self.pos_embed_window = nn.Parameter(torch.zeros(1, embed_dim, first_window, first_window))
-        self.blocks = nn.ModuleList(MultiScaleBlock(spec) for spec in blocks_spec)
+        self.blocks = nn.ModuleList(self.block_cls(spec) for spec in blocks_spec)
         self.stage_ends = [i for i, spec in enumerate(blocks_spec)
                            if i == len(blocks_spec) - 1 or blocks_spec[i + 1].stage != spec.stage]
         self.channel_list = [blocks_spec[i].dim_out for i in self.stage_ends[::-1]]
@@ -158,7 +185,12 @@ class Hiera(nn.Module):
         x = x + self._get_pos_embed(x.shape[1:3])
         outputs = []
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            if self.runs_block(i):
+                x = block(x)
             if i in self.stage_ends:
                 outputs.append(x.permute(0, 3, 1, 2))
         return outputs
+
+    def runs_block(self, index: int) -> bool:
+        """Whether block ``index`` runs (always here; the supernet skips blocks)."""
+        return True
