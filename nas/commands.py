@@ -252,6 +252,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     from .cost import cost_line
     from .quality import make_evaluator
     from .driver import HEARTBEAT_GRACE_S, other_hosts_running
+    from .samplers.stall import outlook
     from .search import SearchSettings, run_search
     from .tracking import SearchTracker
 
@@ -316,6 +317,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     print(f"quality = {quality}")
     print(cost_line(study.get_trials(deepcopy=False),
                     len(getattr(evaluator, "references", None) or getattr(evaluator, "items", ()))))
+    print(outlook(study, budget, study.sampler, name=args.sampler).line())  # may more trials help?
     print(predictor_line(facts))
     if warning:
         print(warning, file=sys.stderr)

@@ -16,6 +16,7 @@ from nas.cost import TimedSampler, mean_costs, trial_costs
 from nas.hypervolume import expected_improvement, front_2d, hypervolume_2d, improvement
 from nas.reference_front import QualityMemo, load_or_build
 from nas.samplers import PROPOSAL_ATTR, SeededNSGAIISampler, SurrogateSampler
+from nas.samplers.stall import GAIN_PCT, MOVE_PCT, hv_history, outlook
 from nas.samplers.design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
 from nas.search import suggest_config
 from search_spaces.config import SubnetConfig
@@ -253,3 +254,75 @@ def test_quality_memo_measures_a_config_once(tmp_path):
     assert memo.quality(model, Counting(), config) == 0.25
     assert QualityMemo(tmp_path / "memo.json").quality(model, Counting(), config) == 0.25
     assert Counting.calls == 1
+
+
+# ------------------------------------------------------------------------------------------ stall detector
+
+def _hand_made_study(qualities, configs) -> optuna.Study:
+    """A real in-memory study holding completed trials made by hand: ``configs[i]`` scored ``qualities[i]``
+    at FakeLatency's ms (what a search would have stored)."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for q, config in zip(qualities, configs):
+        study.add_trial(optuna.trial.create_trial(
+            values=[q, FakeLatency().predict_ms(config)], user_attrs={"config": config.key},
+            params={}, distributions={}))
+    return study
+
+
+def _feasible_draws(n, budget, seed):
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < n:
+        c = SPACE.sample(rng)
+        if FakeLatency().predict_ms(c) <= budget and c not in out:
+            out.append(c)
+    return out
+
+
+def test_hv_history_is_the_hypervolume_of_each_prefix():
+    q, ms = [0.3, 0.2, 0.5, 0.4], [4.0, 2.0, 6.0, 9.0]
+    history = hv_history(q, ms, 10.0)
+    assert history == pytest.approx([0.3 * 6, 0.2 * 2 + 0.3 * 6, 0.2 * 2 + 0.3 * 2 + 0.5 * 4, 0.2 * 2 + 0.3 * 2 + 0.5 * 4])
+
+
+def test_stall_detector_fires_when_the_front_stops_moving_and_the_model_expects_gains():
+    budget = 12.0
+    configs = _feasible_draws(24, budget, seed=7)
+    good = [fake_quality(c) for c in configs[:16]]
+    # the last 8 trials: real configs scored far below anything on the front (the front stops moving)
+    study = _hand_made_study(good + [0.0] * 8, configs)
+    sampler = SurrogateSampler(SPACE, FakeLatency(), budget, seed=0)
+    view = outlook(study, budget, TimedSampler(sampler), name="surrogate")
+    assert view.trials == 24 and view.window == 8 and view.moved_pct == 0.0
+    assert view.expected_pct >= GAIN_PCT and view.verdict == "stalled"
+    assert "stalled" in view.line() and "--trials 48" in view.line()
+
+
+def test_stall_detector_stays_quiet_while_the_front_keeps_improving():
+    budget = 12.0
+    configs = _feasible_draws(24, budget, seed=7)
+    # every trial beats the last at the same or lower latency budget share: the front keeps climbing
+    study = _hand_made_study(list(np.linspace(0.1, 0.9, 24)), configs)
+    view = outlook(study, budget, SurrogateSampler(SPACE, FakeLatency(), budget, seed=0), name="surrogate")
+    assert view.moved_pct >= MOVE_PCT and view.verdict == "moving"
+    assert "still climbing" in view.line() and "stalled" not in view.line()
+
+
+def test_outlook_without_a_model_and_with_too_few_trials():
+    budget = 12.0
+    configs = _feasible_draws(24, budget, seed=2)
+    flat = _hand_made_study([0.5] + [0.0] * 23, configs)  # one good trial first, nothing after it
+    view = outlook(flat, budget, optuna.samplers.RandomSampler(seed=0), name="random")
+    assert view.expected_pct is None and view.verdict == "settled"
+    assert "not available" in view.line() and "has settled" in view.line()
+    assert outlook(_hand_made_study([0.5] * 10, configs[:10]), budget).verdict == "too few"
+
+
+def test_expected_gain_of_one_candidate_is_its_expected_improvement():
+    """Oracle: the Monte Carlo gain of the single best candidate equals its closed-form expected improvement."""
+    budget = 12.0
+    configs = _feasible_draws(12, budget, seed=5)
+    study = _hand_made_study([fake_quality(c) for c in configs], configs)
+    next_gain, batch = SurrogateSampler(SPACE, FakeLatency(), budget, seed=0).expected_gain(study, 1, draws=20000)
+    assert next_gain > 0 and batch == pytest.approx(next_gain, rel=0.05)
+    _, batch8 = SurrogateSampler(SPACE, FakeLatency(), budget, seed=0).expected_gain(study, 8, draws=2000)
+    assert batch8 >= batch * 0.95  # eight candidates add at least about what the best one adds

@@ -25,6 +25,7 @@ not bit-for-bit the uninterrupted one, while two fresh runs with one seed are.
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -33,7 +34,7 @@ from optuna.trial import FrozenTrial
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
-from ..hypervolume import expected_improvement, front_2d
+from ..hypervolume import expected_improvement, front_2d, hypervolume_2d
 from .design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
 from .proposal import ProposalSampler, seen_trials
 
@@ -101,6 +102,54 @@ class SurrogateSampler(ProposalSampler):
 
     # -- the proposal -----------------------------------------------------------------------
 
+    def _model(self, done, pending):
+        """The GP fitted on ``done`` and the front to improve: ``(gp, front_q, front_ms, parents)``.
+
+        The front holds the completed trials plus other workers' running ones at predicted quality;
+        ``parents``: the completed configs on it (every completed config if none is).
+        """
+        configs = [c for c, _, _ in done]
+        quality = np.array([q for _, q, _ in done])
+        done_ms = np.array([m for _, _, m in done])
+        n = len(done)
+        gp = self._fit(self._features(configs, done_ms), quality, optimise=n < 24 or n % 4 == 0)
+        front_q, front_ms = quality, done_ms
+        if pending:
+            pend_ms = self._predict_ms(pending)
+            pend_q = gp.predict(self._features(pending, pend_ms))
+            front_q, front_ms = np.append(quality, pend_q), np.append(done_ms, pend_ms)
+        fq, fm = front_2d(front_q, front_ms, self.budget_ms, self.ref_quality)
+        on_front = {(q, m) for q, m in zip(fq, fm)}
+        parents = [c for c, q, m in done if (q, m) in on_front] or configs
+        return gp, front_q, front_ms, parents
+
+    def _scored_pool(self, rng, gp, parents, tried, front_q, front_ms):
+        """Per generation of candidates (two), those within the budget and not tried, with the GP's view:
+        yields ``(configs, mean, std, ms, expected HV improvement)``."""
+        keys = set(tried)
+        for generation in range(2):
+            cands = self._candidates(rng, parents) if generation == 0 else [
+                child for p in parents for _ in range(self.n_mutants // 2 // max(1, len(parents)))
+                if (child := mutate(self.space, p, rng, genes=1 + int(rng.integers(2)))) is not None]
+            fresh = []
+            for c in cands:
+                if c not in keys:
+                    keys.add(c)
+                    fresh.append(c)
+            if not fresh:
+                return
+            ms = self._predict_ms(fresh)
+            ok = ms <= self.budget_ms
+            fresh = [c for c, keep in zip(fresh, ok) if keep]
+            ms = ms[ok]
+            if not fresh:
+                continue
+            mean, std = gp.predict(self._features(fresh, ms), return_std=True)
+            score = expected_improvement(mean, std, ms, front_q, front_ms, self.budget_ms, self.ref_quality)
+            top = np.argsort(-score, kind="stable")[: self.n_refine]
+            yield fresh, mean, std, ms, score
+            parents = [fresh[int(i)] for i in top]  # the next generation mutates the most promising
+
     def propose(self, study: optuna.Study, trial: FrozenTrial) -> SubnetConfig | None:
         if self._initial is None:  # before reading the study, so that what other workers run now is seen
             self._initial = spread_over_latency(self.space, self.latency, self.budget_ms, self.n_init, self._seed)
@@ -113,46 +162,42 @@ class SurrogateSampler(ProposalSampler):
             if len(done) < 3:
                 return None  # too little to fit a model: random sampling answers
         rng = np.random.default_rng([self._seed, trial.number])
-        configs = [c for c, _, _ in done]
-        quality = np.array([q for _, q, _ in done])
-        done_ms = np.array([m for _, _, m in done])
-        X = self._features(configs, done_ms)
-        n = len(done)
-        gp = self._fit(X, quality, optimise=n < 24 or n % 4 == 0)
-
-        # the front to improve: completed trials, plus other workers' running ones at predicted quality
-        front_q, front_ms = quality, done_ms
-        if pending:
-            pend_ms = self._predict_ms(pending)
-            pend_q = gp.predict(self._features(pending, pend_ms))
-            front_q, front_ms = np.append(quality, pend_q), np.append(done_ms, pend_ms)
-        fq, fm = front_2d(front_q, front_ms, self.budget_ms, self.ref_quality)
-        on_front = {(q, m) for q, m in zip(fq, fm)}
-        parents = [c for c, q, m in done if (q, m) in on_front] or configs
-
-        keys = set(tried)
+        gp, front_q, front_ms, parents = self._model(done, pending)
         best_cfg, best_score = None, -np.inf
-        for generation in range(2):
-            cands = self._candidates(rng, parents) if generation == 0 else [
-                child for p in parents for _ in range(self.n_mutants // 2 // max(1, len(parents)))
-                if (child := mutate(self.space, p, rng, genes=1 + int(rng.integers(2)))) is not None]
-            fresh = []
-            for c in cands:
-                if c not in keys:
-                    keys.add(c)
-                    fresh.append(c)
-            if not fresh:
-                break
-            ms = self._predict_ms(fresh)
-            ok = ms <= self.budget_ms
-            fresh = [c for c, keep in zip(fresh, ok) if keep]
-            ms = ms[ok]
-            if not fresh:
-                continue
-            mean, std = gp.predict(self._features(fresh, ms), return_std=True)
-            score = expected_improvement(mean, std, ms, front_q, front_ms, self.budget_ms, self.ref_quality)
-            top = np.argsort(-score, kind="stable")[: self.n_refine]
-            if score[top[0]] > best_score:
-                best_cfg, best_score = fresh[int(top[0])], float(score[top[0]])
-            parents = [fresh[int(i)] for i in top]  # the next generation mutates the most promising
+        for fresh, _, _, _, score in self._scored_pool(rng, gp, parents, tried, front_q, front_ms):
+            i = int(np.argmax(score))  # the first of the highest, as a stable sort's first
+            if score[i] > best_score:
+                best_cfg, best_score = fresh[i], float(score[i])
         return best_cfg
+
+    # -- what more trials could add (nas.samplers.stall) ------------------------------------
+
+    def expected_gain(self, study: optuna.Study, count: int, draws: int = 256) -> tuple[float, float] | None:
+        """The model's own estimate of what more trials could add to the front's hypervolume (quality x ms).
+
+        ``(next, batch)``: ``next`` is the highest expected hypervolume improvement of one candidate (what the
+        next trial is expected to add); ``batch`` the expected gain of evaluating the ``count`` candidates of
+        highest expected improvement together, their qualities drawn jointly from the GP's posterior
+        (``draws`` Monte Carlo samples). Candidates: the pool a proposal would search now, seeded by the number
+        of completed trials. None with fewer than 3 completed trials (no model).
+        """
+        done, pending, tried = seen_trials(study, SimpleNamespace(number=-1))
+        if len(done) < 3:
+            return None
+        if self._shrinks is None:
+            self._shrinks = uniform_shrinks(self.space)
+        rng = np.random.default_rng([self._seed, len(done), 0x57A11])
+        gp, front_q, front_ms, parents = self._model(done, pending)
+        pools = list(self._scored_pool(rng, gp, parents, tried, front_q, front_ms))
+        if not pools:
+            return 0.0, 0.0
+        configs = [c for fresh, *_ in pools for c in fresh]
+        ms = np.concatenate([p[3] for p in pools])
+        score = np.concatenate([p[4] for p in pools])
+        top = np.argsort(-score, kind="stable")[:max(1, count)]
+        mean, cov = gp.predict(self._features([configs[i] for i in top], ms[top]), return_cov=True)
+        samples = rng.multivariate_normal(mean, cov, size=draws, method="eigh")
+        now = hypervolume_2d(front_q, front_ms, self.budget_ms, self.ref_quality)
+        gains = [hypervolume_2d(np.append(front_q, s), np.append(front_ms, ms[top]), self.budget_ms,
+                                self.ref_quality) - now for s in samples]
+        return float(score[top[0]]), float(np.mean(gains))
