@@ -17,7 +17,7 @@ from nas.hypervolume import expected_improvement, front_2d, hypervolume_2d, impr
 from nas.reference_front import QualityMemo, load_or_build
 from nas.samplers import PROPOSAL_ATTR, SeededNSGAIISampler, SurrogateSampler
 from nas.samplers.stall import GAIN_PCT, MOVE_PCT, hv_history, outlook
-from nas.samplers.design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
+from nas.samplers.design import crossover, encode_many, mutate, spread_over_latency, spread_per_resolution, uniform_shrinks
 from nas.search import suggest_config
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
@@ -326,3 +326,32 @@ def test_expected_gain_of_one_candidate_is_its_expected_improvement():
     assert next_gain > 0 and batch == pytest.approx(next_gain, rel=0.05)
     _, batch8 = SurrogateSampler(SPACE, FakeLatency(), budget, seed=0).expected_gain(study, 8, draws=2000)
     assert batch8 >= batch * 0.95  # eight candidates add at least about what the best one adds
+
+
+def test_design_per_resolution_covers_every_resolution_first():
+    latency, budget = FakeLatency(), 12.0
+    res = sorted(SPACE.resolutions)
+    feasible = [r for r in res if spread_over_latency(SPACE, latency, budget, 1, 0, resolution=r)]
+    assert len(feasible) == 2  # no candidate of the largest side meets this budget: its places go elsewhere
+    design = spread_per_resolution(SPACE, latency, budget, 8, seed=0)
+    assert len(design) == 8 and len(set(design)) == 8
+    assert all(latency.predict_ms(c) <= budget for c in design)
+    assert sorted(c.resolution for c in design[:2]) == feasible  # one of each before any second
+    assert sum(c.resolution == res[0] for c in design) >= 3
+    # each resolution's share spreads over its own feasible range: its slowest pick is near its slowest config
+    for r in feasible:
+        mine = sorted(latency.predict_ms(c) for c in design if c.resolution == r)
+        slowest = min(budget, latency.predict_ms(SPACE.largest().replace(resolution=r)))
+        assert mine[-1] >= mine[0] + 0.5 * (slowest - mine[0])
+    # with a budget every side meets, three resolutions share 8 places 3/3/2, one of each first
+    wide = spread_per_resolution(SPACE, latency, 40.0, 8, seed=0)
+    assert sorted(c.resolution for c in wide[:3]) == res
+    assert [sum(c.resolution == r for c in wide) for r in res] == [3, 3, 2]
+
+
+def test_surrogate_starts_from_the_design_it_is_given():
+    budget = 40.0
+    study = _run(SurrogateSampler(SPACE, FakeLatency(), budget, seed=0, n_init=6, design="per-resolution"), 6)
+    assert [SubnetConfig.from_json(c) for c in _configs(study)] == spread_per_resolution(SPACE, FakeLatency(), budget, 6, 0)
+    with pytest.raises(ValueError, match="design 'grid'"):
+        SurrogateSampler(SPACE, FakeLatency(), budget, design="grid")
