@@ -43,7 +43,7 @@ from nas.cost import PARTS, mean_costs, trial_costs
 from nas.hypervolume import hypervolume_2d
 from infra.errors import UserError
 from nas.latency import load_predictor, profile_and_fit_quick
-from nas.pareto import MEASURED_ATTR, load_points, pareto_front, study_points
+from nas.pareto import load_points, measured_ms_of, pareto_front, study_points
 from nas.quality import make_evaluator
 from nas.samplers import make_own_sampler
 from nas.samplers.stall import outlook
@@ -102,10 +102,8 @@ def outlook_at(study, n: int, budget: float, sampler: str, seed: int, space, lat
     had the run stopped there; the surrogate's estimate from a fresh sampler of the same seed."""
     copy = optuna.create_study(directions=["maximize", "minimize"])
     copy.add_trials([t for t in study.get_trials(deepcopy=False) if t.number < n and t.state.is_finished()])
-    if study.user_attrs.get(MEASURED_ATTR):
-        copy.set_user_attr(MEASURED_ATTR, study.user_attrs[MEASURED_ATTR])
     inner = make_own_sampler(sampler, seed, space, latency, budget) if sampler == "surrogate" else None
-    return outlook(copy, budget, inner, name=sampler)
+    return outlook(copy, budget, inner, sampler, measured_ms_of(study))
 
 
 def main(argv=None) -> int:

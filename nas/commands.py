@@ -16,7 +16,7 @@ from infra.wording import plural
 from infra.fileio import results_origin, tracking_uri
 from supernet.elastic.precision import PRECISION_KINDS
 
-from .pareto import FORMATS, export_hint, load_points, pareto_front, plot_front, render, render_fronts
+from .pareto import FORMATS, export_hint, load_points, measured_ms_of, pareto_front, plot_front, render, render_fronts
 from .record import TrialRecord
 from .study import DEFAULT_SAMPLER, SAMPLERS, default_storage, open_storage, predictor_line, study_name
 
@@ -317,7 +317,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     print(f"quality = {quality}")
     print(cost_line(study.get_trials(deepcopy=False),
                     len(getattr(evaluator, "references", None) or getattr(evaluator, "items", ()))))
-    print(outlook(study, budget, study.sampler, name=args.sampler).line())  # may more trials help?
+    print(outlook(study, budget, study.sampler, args.sampler, measured_ms_of(study)).line())  # more trials?
     print(predictor_line(facts))
     if warning:
         print(warning, file=sys.stderr)

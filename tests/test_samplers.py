@@ -315,6 +315,9 @@ def test_outlook_without_a_model_and_with_too_few_trials():
     assert view.expected_pct is None and view.verdict == "settled"
     assert "not available" in view.line() and "has settled" in view.line()
     assert outlook(_hand_made_study([0.5] * 10, configs[:10]), budget).verdict == "too few"
+    assert outlook(_hand_made_study([0.5] * 3, configs[:3]), 0.5).verdict == "empty"  # nothing within 0.5 ms
+    # the one good trial measured over the budget after the search (nas.verify) leaves the front: nothing is left
+    assert outlook(flat, budget, measured={0: budget + 1.0, 1: budget - 1.0}).hv_now == 0.0
 
 
 def test_expected_gain_of_one_candidate_is_its_expected_improvement():

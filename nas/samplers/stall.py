@@ -16,9 +16,11 @@ The verdict compares what the last ``k`` trials did with what the model expects 
 - ``stalled``: it moved less, but the model still expects :data:`GAIN_PCT` or more: the search has stopped
   finding what its model says is there (one seed can stall, issue 28), so more trials would likely help;
 - ``settled``: it moved less and the model expects less (or has no estimate);
-- ``too few``: fewer than ``2 k`` completed trials, too few to tell.
+- ``too few``: fewer than ``2 k`` completed trials, too few to tell;
+- ``empty``: no completed trial within the budget (no front).
 
-Trials measured over the budget after the search (``nas.verify``) do not count, as they leave the front.
+Trials measured over the budget after the search (``nas.verify``; given as ``measured``) do not count, as
+they leave the front.
 The thresholds are set by judgement, not tuned: 1% of the hypervolume is about the gap between two
 seeds' fronts at 64 trials on sam_micro (results/search.md).
 """
@@ -30,7 +32,6 @@ import numpy as np
 import optuna
 
 from ..hypervolume import hypervolume_2d
-from ..pareto import measured_ms_of
 
 MOVE_PCT = 1.0  # the front "moves" when its hypervolume grew by this much over the window
 GAIN_PCT = 1.0  # the model "expects gains" when k more trials should add this much
@@ -72,6 +73,8 @@ class Outlook:
 
     @property
     def verdict(self) -> str:
+        if self.hv_now <= 0:
+            return "empty"
         if self.trials < 2 * self.window:
             return "too few"
         if self.hv_now > 0 and self.moved_pct >= MOVE_PCT:
@@ -87,6 +90,8 @@ class Outlook:
                     "has no model of quality)") if self.expected_pct is None else (
             f"the surrogate expects {self.expected_pct:+.1f}% from {k} more")
         more = f"more trials would likely help (`--trials {2 * n}` resumes this study)"
+        if self.verdict == "empty":
+            return "outlook: no completed trial within the budget, so no front to judge"
         if self.verdict == "too few":
             return (f"outlook: {n} completed trials are too few to tell whether the front has settled "
                     f"(needs {2 * k}); {more}")
@@ -99,14 +104,15 @@ class Outlook:
 
 
 def outlook(study: optuna.Study, budget_ms: float, sampler=None, name: str | None = None,
-            ref_quality: float = 0.0) -> Outlook:
+            measured: dict[int, float] | None = None, ref_quality: float = 0.0) -> Outlook:
     """The :class:`Outlook` of ``study``'s completed trials under ``budget_ms``.
 
     ``sampler``: the search's sampler (a ``nas.cost.TimedSampler`` is unwrapped); its estimate is asked
     for when it has one (``expected_gain``), else ``expected_*`` stay None. ``name``: the sampler's name
-    as the user chose it (default: its class name).
+    as the user chose it (default: its class name). ``measured``: ``{trial number: ms}`` measured on the
+    device after the search (``nas.pareto.measured_ms_of``); those over the budget do not count.
     """
-    over = {t for t, m in measured_ms_of(study).items() if m > budget_ms}
+    over = {t for t, m in (measured or {}).items() if m > budget_ms}
     trials = sorted((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                      if t.values), key=lambda t: t.number)
     ms = [np.inf if t.number in over else t.values[1] for t in trials]  # measured over the budget: off the front
