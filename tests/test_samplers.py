@@ -16,7 +16,9 @@ from nas.studies.cost import TimedSampler, mean_costs, trial_costs
 from nas.search.hypervolume import expected_improvement, front_2d, hypervolume_2d, improvement
 from nas.search.pool_front import QualityMemo, load_or_build
 from nas.search.samplers import PROPOSAL_ATTR, SeededNSGAIISampler, SurrogateSampler
-from nas.search.samplers.design import crossover, encode_many, mutate, spread_over_latency, uniform_shrinks
+from nas.search.samplers.stall import GAIN_PCT, MOVE_PCT, hv_history, outlook
+from nas.search.samplers.design import (crossover, encode_many, mutate, spread_over_latency, spread_per_resolution,
+                                        uniform_shrinks)
 from nas.search.run import suggest_config
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
@@ -253,3 +255,107 @@ def test_quality_memo_measures_a_config_once(tmp_path):
     assert memo.quality(model, Counting(), config) == 0.25
     assert QualityMemo(tmp_path / "memo.json").quality(model, Counting(), config) == 0.25
     assert Counting.calls == 1
+
+
+# ------------------------------------------------------------------------------------------ stall detector
+
+def _hand_made_study(qualities, configs) -> optuna.Study:
+    """A real in-memory study holding completed trials made by hand: ``configs[i]`` scored ``qualities[i]``
+    at FakeLatency's ms (what a search would have stored)."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for q, config in zip(qualities, configs):
+        study.add_trial(optuna.trial.create_trial(
+            values=[q, FakeLatency().predict_ms(config)], user_attrs={"config": config.key},
+            params={}, distributions={}))
+    return study
+
+
+def _feasible_draws(n, budget, seed):
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < n:
+        c = SPACE.sample(rng)
+        if FakeLatency().predict_ms(c) <= budget and c not in out:
+            out.append(c)
+    return out
+
+
+def test_hv_history_is_the_hypervolume_of_each_prefix():
+    q, ms = [0.3, 0.2, 0.5, 0.4], [4.0, 2.0, 6.0, 9.0]
+    history = hv_history(q, ms, 10.0)
+    assert history == pytest.approx([0.3 * 6, 0.2 * 2 + 0.3 * 6, 0.2 * 2 + 0.3 * 2 + 0.5 * 4, 0.2 * 2 + 0.3 * 2 + 0.5 * 4])
+
+
+def test_stall_detector_fires_when_the_front_stops_moving_and_the_model_expects_gains():
+    budget = 12.0
+    configs = _feasible_draws(24, budget, seed=7)
+    good = [fake_quality(c) for c in configs[:16]]
+    # the last 8 trials: real configs scored far below anything on the front (the front stops moving)
+    study = _hand_made_study(good + [0.0] * 8, configs)
+    sampler = SurrogateSampler(SPACE, FakeLatency(), budget, seed=0)
+    view = outlook(study, budget, TimedSampler(sampler), name="surrogate")
+    assert view.trials == 24 and view.window == 8 and view.moved_pct == 0.0
+    assert view.expected_pct >= GAIN_PCT and view.verdict == "stalled"
+    assert "stalled" in view.line() and "--trials 48" in view.line()
+
+
+def test_stall_detector_stays_quiet_while_the_front_keeps_improving():
+    budget = 12.0
+    configs = _feasible_draws(24, budget, seed=7)
+    # every trial beats the last at the same or lower latency budget share: the front keeps climbing
+    study = _hand_made_study(list(np.linspace(0.1, 0.9, 24)), configs)
+    view = outlook(study, budget, SurrogateSampler(SPACE, FakeLatency(), budget, seed=0), name="surrogate")
+    assert view.moved_pct >= MOVE_PCT and view.verdict == "moving"
+    assert "still climbing" in view.line() and "stalled" not in view.line()
+
+
+def test_outlook_without_a_model_and_with_too_few_trials():
+    budget = 12.0
+    configs = _feasible_draws(24, budget, seed=2)
+    flat = _hand_made_study([0.5] + [0.0] * 23, configs)  # one good trial first, nothing after it
+    view = outlook(flat, budget, optuna.samplers.RandomSampler(seed=0), name="random")
+    assert view.expected_pct is None and view.verdict == "settled"
+    assert "not available" in view.line() and "has settled" in view.line()
+    assert outlook(_hand_made_study([0.5] * 10, configs[:10]), budget).verdict == "too few"
+    assert outlook(_hand_made_study([0.5] * 3, configs[:3]), 0.5).verdict == "empty"  # nothing within 0.5 ms
+    # the one good trial measured over the budget after the search (nas.search.verify) leaves the front: nothing is left
+    assert outlook(flat, budget, measured={0: budget + 1.0, 1: budget - 1.0}).hv_now == 0.0
+
+
+def test_expected_gain_of_one_candidate_is_its_expected_improvement():
+    """Oracle: the Monte Carlo gain of the single best candidate equals its closed-form expected improvement."""
+    budget = 12.0
+    configs = _feasible_draws(12, budget, seed=5)
+    study = _hand_made_study([fake_quality(c) for c in configs], configs)
+    next_gain, batch = SurrogateSampler(SPACE, FakeLatency(), budget, seed=0).expected_gain(study, 1, draws=20000)
+    assert next_gain > 0 and batch == pytest.approx(next_gain, rel=0.05)
+    _, batch8 = SurrogateSampler(SPACE, FakeLatency(), budget, seed=0).expected_gain(study, 8, draws=2000)
+    assert batch8 >= batch * 0.95  # eight candidates add at least about what the best one adds
+
+
+def test_design_per_resolution_covers_every_resolution_first():
+    latency, budget = FakeLatency(), 12.0
+    res = sorted(SPACE.resolutions)
+    feasible = [r for r in res if spread_over_latency(SPACE, latency, budget, 1, 0, resolution=r)]
+    assert len(feasible) == 2  # no candidate of the largest side meets this budget: its places go elsewhere
+    design = spread_per_resolution(SPACE, latency, budget, 8, seed=0)
+    assert len(design) == 8 and len(set(design)) == 8
+    assert all(latency.predict_ms(c) <= budget for c in design)
+    assert sorted(c.resolution for c in design[:2]) == feasible  # one of each before any second
+    assert sum(c.resolution == res[0] for c in design) >= 3
+    # each resolution's share spreads over its own feasible range: its slowest pick is near its slowest config
+    for r in feasible:
+        mine = sorted(latency.predict_ms(c) for c in design if c.resolution == r)
+        slowest = min(budget, latency.predict_ms(SPACE.largest().replace(resolution=r)))
+        assert mine[-1] >= mine[0] + 0.5 * (slowest - mine[0])
+    # with a budget every side meets, three resolutions share 8 places 3/3/2, one of each first
+    wide = spread_per_resolution(SPACE, latency, 40.0, 8, seed=0)
+    assert sorted(c.resolution for c in wide[:3]) == res
+    assert [sum(c.resolution == r for c in wide) for r in res] == [3, 3, 2]
+
+
+def test_surrogate_starts_from_the_design_it_is_given():
+    budget = 40.0
+    study = _run(SurrogateSampler(SPACE, FakeLatency(), budget, seed=0, n_init=6, design="per-resolution"), 6)
+    assert [SubnetConfig.from_json(c) for c in _configs(study)] == spread_per_resolution(SPACE, FakeLatency(), budget, 6, 0)
+    with pytest.raises(ValueError, match="design 'grid'"):
+        SurrogateSampler(SPACE, FakeLatency(), budget, design="grid")

@@ -233,6 +233,8 @@ def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
     assert code == 0 and "packaged micro reference weights" in out and "on the front" in out
     # the cost split: wall time per trial = evaluation + latency prediction + sampler + the rest
     assert "search cost:" in out and "evaluation" in out and "sampler" in out
+    # the outlook: 6 trials are too few to tell whether the front has settled
+    assert "outlook: 6 completed trials are too few to tell" in out and "`--trials 12` resumes" in out
     name = "sam_micro@cpu-torch@1000ms"
     probe = optuna.load_study(study_name=name, storage=storage).user_attrs["latency_probe"]
     assert "drift probe" in out and probe["factor"] > 0 and probe["recalibrated"] is False
@@ -277,6 +279,12 @@ def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
     assert len(parents) == 1 and len(children) == 6
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(parents[0].info.run_id)]
     assert "front.json" in artifacts
+
+    # resumed to 16 trials: the front's movement over the last 8, and the surrogate's own estimate of what more adds
+    assert cli.main(["search", "--trials", "16", "--max-images", "2", "--storage", storage, "--budget-ms", "1000",
+                     "--tracking-uri", tracking, "--no-verify"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("outlook:"))
+    assert "over the last 8 trials" in line and "the surrogate expects" in line and "% from 8 more" in line
 
 
 def test_pareto_front_logic():

@@ -112,6 +112,8 @@ def report_search(outcome, demo: bool) -> int:
     """Print a finished search (:class:`nas.search.session.SearchOutcome`): its front, counts, the measured
     front, what quality means, the trials' cost, the predictor, where it is stored, and the trial to export;
     exit status 1 when no trial met the budget."""
+    from nas.search.pareto import measured_ms_of
+    from nas.search.samplers.stall import outlook
     from nas.studies.cost import cost_line
     from nas.studies.driver import HEARTBEAT_GRACE_S, other_hosts_running
 
@@ -129,6 +131,8 @@ def report_search(outcome, demo: bool) -> int:
     print(f"quality = {plan.quality}")
     print(cost_line(study.get_trials(deepcopy=False),
                     len(getattr(evaluator, "references", None) or getattr(evaluator, "items", ()))))
+    settings = plan.settings
+    print(outlook(study, settings.budget_ms, study.sampler, settings.sampler, measured_ms_of(study)).line())
     print(predictor_line(plan.facts))
     if plan.warning:
         print(plan.warning, file=sys.stderr)

@@ -116,7 +116,7 @@ def crossover(space: SearchSpace, a: SubnetConfig, b: SubnetConfig, rng: np.rand
 
 
 def spread_over_latency(space: SearchSpace, latency, budget_ms: float, n: int, seed: int,
-                        random_pool: int = 2000) -> list[SubnetConfig]:
+                        random_pool: int = 2000, resolution: int | None = None) -> list[SubnetConfig]:
     """``n`` configs whose predicted latencies spread evenly from the fastest config to ``budget_ms``.
 
     Candidates: every uniform shrink (:func:`uniform_shrinks`) and ``random_pool`` random draws. The
@@ -124,10 +124,16 @@ def spread_over_latency(space: SearchSpace, latency, budget_ms: float, n: int, s
     middle if one lies in the slice, else the nearest random draw; the places of empty slices go to
     the unused configs nearest to points spread evenly over the range. The order is shuffled (seeded), so
     that a search cut short early still covers the range roughly.
+
+    ``resolution``: only configs at that input side (random draws moved to it), and the range ends at its
+    slowest feasible candidate (a low resolution may not reach the budget).
     """
     rng = np.random.default_rng([0x5EED, seed])
     shrinks = uniform_shrinks(space)
     draws = [space.sample(rng) for _ in range(random_pool)]
+    if resolution is not None:
+        shrinks = [c for c in shrinks if c.resolution == resolution]
+        draws = [c.replace(resolution=resolution) for c in draws]
     pool = shrinks + draws
     ms = np.asarray(latency.predict_many(pool), dtype=float)
     structured = np.arange(len(pool)) < len(shrinks)
@@ -135,7 +141,8 @@ def spread_over_latency(space: SearchSpace, latency, budget_ms: float, n: int, s
     if not feasible.any():
         return []
     low = float(ms[feasible].min())
-    width = (budget_ms - low) / n
+    high = budget_ms if resolution is None else float(ms[feasible].max())
+    width = (high - low) / n
     chosen, used = [], set()
     for k in range(n):
         lo, hi = low + k * width, low + (k + 1) * width
@@ -155,9 +162,26 @@ def spread_over_latency(space: SearchSpace, latency, budget_ms: float, n: int, s
         unused = feasible & np.array([c not in used for c in pool])
         if not unused.any():
             break
-        target = low + (k + 0.5) * (budget_ms - low) / missing
+        target = low + (k + 0.5) * (high - low) / missing
         idx = int(np.flatnonzero(unused)[np.argmin(np.abs(ms[unused] - target))])
         chosen.append(pool[idx])
         used.add(pool[idx])
     order = rng.permutation(len(chosen))
     return [chosen[i] for i in order]
+
+
+def spread_per_resolution(space: SearchSpace, latency, budget_ms: float, n: int, seed: int) -> list[SubnetConfig]:
+    """``n`` configs shared among the resolutions (the lower ones get the remainder), each resolution's
+    spread over its own feasible latency range (:func:`spread_over_latency`), taken in turns (one of each
+    resolution, then the next round), so that a search cut short early has seen every resolution. Places a
+    resolution cannot fill (too slow for the budget) go to the design over the whole range."""
+    res = sorted(space.resolutions)
+    counts = [n // len(res) + (i < n % len(res)) for i in range(len(res))]
+    designs = [spread_over_latency(space, latency, budget_ms, k, seed, resolution=r) if k else []
+               for r, k in zip(res, counts)]
+    out = []
+    for turn in range(max(counts)):
+        out += [d[turn] for d in designs if turn < len(d) and d[turn] not in out]
+    # places a resolution could not fill (none of its configs within the budget) go to the whole range's design
+    out += [c for c in spread_over_latency(space, latency, budget_ms, n, seed) if c not in out][:n - len(out)]
+    return out
