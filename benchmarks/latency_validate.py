@@ -53,7 +53,8 @@ def profile_and_validate(space: str, device: str, root: Path, args) -> dict:
     t0 = time.perf_counter()
     settings = ProfileSettings(blocks=True, samples=args.samples, repeats=args.repeats, warmup=args.warmup,
                                min_seconds=args.min_seconds, rounds=args.rounds, threads=args.threads, seed=args.seed,
-                               resolutions=args.resolutions or DEFAULT_RESOLUTIONS.get(space), progress=not args.quiet)
+                               resolutions=args.resolutions or DEFAULT_RESOLUTIONS.get(space), progress=not args.quiet,
+                               processes=args.processes)
     run = profile_device(space, device, settings, root=root)
     fit_device(device, root=root, space=space)
     profiled_s = time.perf_counter() - t0
@@ -178,6 +179,7 @@ def main(argv=None) -> int:
                         help="trials of the demo search timed between the passes (0: none; default: 40)")
     parser.add_argument("--probe-repeats", type=int, default=3, help="in-process probe timings for its cost")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, help="profiling processes (default: the backend's, 3 for OpenVINO)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--save-raw", metavar="DIR", help="also write both validation reports per device as JSON")
     parser.add_argument("--out-topic", default="latency_validate")
