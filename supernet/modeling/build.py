@@ -89,6 +89,28 @@ _SET_BY_BUILD_FULL = ("pos_embed", "rel_pos_h", "rel_pos_w")  # small random val
 
 
 @torch.no_grad()
+
+def init_layer(module: nn.Module, gen: torch.Generator) -> bool:
+    """Seeded initialisation of one standard layer (linear and conv layers as torch's defaults, norms to 1/0,
+    embeddings and Fourier positions normal), drawing from ``gen``; False when ``module`` is none of them.
+    SAM 1's and SAM 2's seeded builders share it, so equal modules draw equal weights."""
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=gen)
+        if module.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            nn.init.uniform_(module.bias, -bound, bound, generator=gen)
+    elif isinstance(module, (nn.LayerNorm, LayerNorm2d)):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, generator=gen)
+    elif isinstance(module, RandomFourierPositions):
+        module.positional_encoding_gaussian_matrix.normal_(generator=gen)
+    else:
+        return False
+    return True
+
 def _initialise(model: Sam, gen: torch.Generator) -> None:
     """Fill an uninitialised model (``to_empty``) as its constructors would, drawing from ``gen``.
 
@@ -101,19 +123,8 @@ def _initialise(model: Sam, gen: torch.Generator) -> None:
     done: set[int] = set()
     for module in model.modules():
         own = dict(module.named_parameters(recurse=False)) | dict(module.named_buffers(recurse=False))
-        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=gen)
-            if module.bias is not None:
-                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
-                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-                nn.init.uniform_(module.bias, -bound, bound, generator=gen)
-        elif isinstance(module, (nn.LayerNorm, LayerNorm2d)):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, generator=gen)
-        elif isinstance(module, RandomFourierPositions):
-            module.positional_encoding_gaussian_matrix.normal_(generator=gen)
+        if init_layer(module, gen):
+            pass
         elif isinstance(module, Sam):
             module.pixel_mean.copy_(torch.tensor(module.arch.pixel_mean).view(-1, 1, 1))
             module.pixel_std.copy_(torch.tensor(module.arch.pixel_std).view(-1, 1, 1))

@@ -6,14 +6,11 @@ built by the same code.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
-from torch import nn
 
-from supernet.modeling.common import LayerNorm2d
-from supernet.modeling.prompt_encoder import RandomFourierPositions
+from supernet.modeling.build import init_layer
 from supernet.modeling.sam2.arch import Sam2Arch, Sam2BlockSpec, check_side, get_sam2_arch
 from supernet.modeling.sam2.hiera import Hiera
 from supernet.modeling.sam2.mask_decoder import Sam2MaskDecoder
@@ -89,19 +86,8 @@ def _initialise(model: Sam2, gen: torch.Generator) -> None:
     """
     done = {id(t) for t in _small_random(model)}
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=gen)
-            if module.bias is not None:
-                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
-                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-                nn.init.uniform_(module.bias, -bound, bound, generator=gen)
-        elif isinstance(module, (nn.LayerNorm, LayerNorm2d)):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, generator=gen)
-        elif isinstance(module, RandomFourierPositions):
-            module.positional_encoding_gaussian_matrix.normal_(generator=gen)
+        if init_layer(module, gen):
+            pass
         elif isinstance(module, Sam2):
             module.pixel_mean.copy_(torch.tensor(module.arch.pixel_mean).view(-1, 1, 1))
             module.pixel_std.copy_(torch.tensor(module.arch.pixel_std).view(-1, 1, 1))
