@@ -20,7 +20,6 @@ next to it.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -63,8 +62,9 @@ def probe_in_processes(space: SearchSpace, device: str, configs: list, threads: 
 
 def _run_processes(space: SearchSpace, device: str, jobs: list[dict], what: str) -> list[dict]:
     """Run each job in its own ``python -m nas.latency.processes``, one after another; their JSON results."""
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    from .validate import fresh_env  # the environment every timing subprocess gets
+
+    env = fresh_env()
     outs = []
     with tempfile.TemporaryDirectory(prefix="samnas-processes-") as tmp:
         for k, job in enumerate(jobs):
