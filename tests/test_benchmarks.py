@@ -44,6 +44,8 @@ TINY = {
                            "--profile-samples", "5", "--search-trials", "2", "--extra-models", "micro",
                            "--threads", "1", "--encoder-repeats", "1", "--topic", "pipeline_smoke", "--quiet"],
                           "pipeline_smoke"),
+    "sam2.py": (["--spaces", "sam2_micro", "--reference", "sam_micro", "--resolutions", "256", "--seeds", "1",
+                 "--rounds", "1", "--repeats", "1", "--topic", "sam2_smoke"], "sam2_smoke"),
     "runtimes.py": (["--part", "runtimes", "--models", "sam_micro:128", "--decoders", "sam_micro:128", "--threads", "1",
                      "--rounds", "1",
                      "--repeats", "1", "--topic", "runtimes_smoke"], "runtimes_smoke"),
