@@ -89,7 +89,6 @@ _SET_BY_BUILD_FULL = ("pos_embed", "rel_pos_h", "rel_pos_w")  # small random val
 
 
 @torch.no_grad()
-
 def init_layer(module: nn.Module, gen: torch.Generator) -> bool:
     """Seeded initialisation of one standard layer (linear and conv layers as torch's defaults, norms to 1/0,
     embeddings and Fourier positions normal), drawing from ``gen``; False when ``module`` is none of them.
@@ -111,6 +110,8 @@ def init_layer(module: nn.Module, gen: torch.Generator) -> bool:
         return False
     return True
 
+
+@torch.no_grad()
 def _initialise(model: Sam, gen: torch.Generator) -> None:
     """Fill an uninitialised model (``to_empty``) as its constructors would, drawing from ``gen``.
 
@@ -123,14 +124,13 @@ def _initialise(model: Sam, gen: torch.Generator) -> None:
     done: set[int] = set()
     for module in model.modules():
         own = dict(module.named_parameters(recurse=False)) | dict(module.named_buffers(recurse=False))
-        if init_layer(module, gen):
-            pass
-        elif isinstance(module, Sam):
+        if isinstance(module, Sam):
             module.pixel_mean.copy_(torch.tensor(module.arch.pixel_mean).view(-1, 1, 1))
             module.pixel_std.copy_(torch.tensor(module.arch.pixel_std).view(-1, 1, 1))
         elif any(name not in _SET_BY_BUILD_FULL for name in own):
-            raise TypeError(f"build_full(seed=...): no initialisation rule for {type(module).__name__} "
-                            f"({', '.join(own)})")
+            if not init_layer(module, gen):
+                raise TypeError(f"build_full(seed=...): no initialisation rule for {type(module).__name__} "
+                                f"({', '.join(own)})")
         done.update(id(t) for t in own.values())
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
             if id(t) not in done and name.rsplit(".", 1)[-1] not in _SET_BY_BUILD_FULL]
