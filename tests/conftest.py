@@ -137,6 +137,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def micro_latency(tmp_path_factory) -> Path:
+    """A latency root holding a small real cpu-torch predictor for sam_micro (block table, 12 subnets, 1 thread),
+    profiled and fitted once per session. Read-only: a module that writes latency files copies it first."""
+    from nas.latency import ProfileSettings, fit_device, profile_device
+
+    root = tmp_path_factory.mktemp("micro_latency") / "latency"
+    profile_device("sam_micro", "cpu-torch", ProfileSettings(samples=12, repeats=2, warmup=1, min_seconds=0, threads=1,
+                                                             progress=False), root=root)
+    fit_device("cpu-torch", root=root, folds=3)
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

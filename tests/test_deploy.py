@@ -47,9 +47,10 @@ def reference_export(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def random_export(tmp_path_factory) -> Path:
-    """Random weights (seed 5), full depth, 128 px."""
+    """Random weights (seed 5), full depth, 128 px; no runtime table (reference_export's is checked)."""
     out = tmp_path_factory.mktemp("deploy") / "random128"
-    export_subnet(build_sam("micro", seed=5).eval(), _config(128, drop=None), out, source_checkpoint=None, repeats=1)
+    export_subnet(build_sam("micro", seed=5).eval(), _config(128, drop=None), out, source_checkpoint=None, repeats=1,
+                  measure_runtimes=False)
     return out
 
 
@@ -137,6 +138,11 @@ def test_card_states_real_shapes_and_files(reference_export):
     assert card["openvino"] is None and card["decoder_check"]["mask_agreement"] >= 0.999
     md = (reference_export / "card.md").read_text()
     assert "Output `embeddings` `(1, 64, 12, 12)`" in md and "`low_res_masks` `(B, 4, 48, 48)`" in md
+    runtimes = card["runtimes"]  # the encoder on every CPU runtime of this machine, fastest first, and named
+    labels = [r["runtime"] for r in runtimes["rows"]]
+    assert {"cpu-torch", "cpu-onnxruntime"} <= set(labels) and runtimes["fastest"] == labels[0]
+    medians = [r["median_ms"] for r in runtimes["rows"]]
+    assert medians == sorted(medians) and f"fastest: **{labels[0]}**" in md
 
 
 @pytest.mark.slow

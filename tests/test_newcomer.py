@@ -21,7 +21,7 @@ import optuna
 import pytest
 
 import cli
-from nas.latency import ProfileSettings, fit_device, load_predictor, profile_device
+from nas.latency import load_predictor
 from search_spaces.space import SearchSpace
 from infra.fileio import new_file_mode
 
@@ -40,12 +40,10 @@ def run(args, cwd=ROOT, env=None, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """A results folder with a small real cpu-torch predictor for sam_micro and one stored study."""
+def results(tmp_path_factory, micro_latency):
+    """A results folder with a small real cpu-torch predictor for sam_micro (conftest's, copied) and one stored study."""
     root = tmp_path_factory.mktemp("results")
-    profile_device("sam_micro", "cpu-torch", ProfileSettings(samples=12, repeats=2, warmup=1, min_seconds=0, threads=1,
-                                                             progress=False), root=root / "latency")
-    fit_device("cpu-torch", root=root / "latency", folds=3)
+    shutil.copytree(micro_latency, root / "latency")
     storage = f"sqlite:///{root / 'studies.db'}"
     study = optuna.create_study(study_name=STUDY, storage=storage, directions=["maximize", "minimize"])
     space = SearchSpace.load("sam_micro")

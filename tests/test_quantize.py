@@ -174,7 +174,8 @@ def test_supernet_refuses_to_run_an_int8_config(model, space):
 
 def test_exported_int8_onnx_matches_quantized_pytorch(model, space, tmp_path):
     config = mixed_config(space, 128)
-    card = export_subnet(model, config, tmp_path / "exp", source_checkpoint=None, repeats=1)
+    # the card's runtime table (int8 rows included) is checked on the CLI export below
+    card = export_subnet(model, config, tmp_path / "exp", source_checkpoint=None, repeats=1, measure_runtimes=False)
     onnx_path = tmp_path / "exp" / "image_encoder.onnx"
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["card.json", "card.md", "image_encoder.onnx",
                                                                      "prompt_decoder.onnx", "subnet.json", "subnet.pt"]
@@ -228,6 +229,11 @@ def test_cli_export_int8_config(space, tmp_path, capsys):
     sess = onnx_session(out / "image_encoder.onnx", threads=1)
     got = sess.run(None, {"images": np.zeros((1, 3, 128, 128), np.float32)})[0]
     assert got.shape == (1, 64, 8, 8) and np.isfinite(got).all()  # micro: 64 prompt channels, 128 px / 16
+    # the runtime table times the config's own int8 blocks on every fp32 runtime, fastest first
+    rows = card["runtimes"]["rows"]
+    labels = [r["runtime"] for r in rows]
+    assert {"cpu-torch", "cpu-torch (int8 blocks)", "cpu-onnxruntime (int8 blocks)"} <= set(labels)
+    assert card["runtimes"]["fastest"] == labels[0] and [r["median_ms"] for r in rows] == sorted(r["median_ms"] for r in rows)
 
 
 def test_fresh_process_validation_prepares_int8_subnets_quantized(model, space, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,14 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """A results root with a small real latency predictor for cpu-torch on sam_micro."""
+def results(tmp_path_factory, micro_latency):
+    """A results root with a small real latency predictor for cpu-torch on sam_micro (conftest's, copied)."""
     root = tmp_path_factory.mktemp("results")
     old = os.environ.get("SAMNAS_RESULTS")
     os.environ["SAMNAS_RESULTS"] = str(root)
-    profile_device("sam_micro", "cpu-torch", ProfileSettings(samples=12, repeats=2, warmup=1, min_seconds=0, threads=1),
-                   root=root / "latency")
-    fit_device("cpu-torch", root=root / "latency", folds=3)
+    shutil.copytree(micro_latency, root / "latency")
     yield root
     if old is None:
         os.environ.pop("SAMNAS_RESULTS", None)
@@ -348,21 +347,28 @@ def test_pareto_front_is_the_array_front_of_its_feasible_points():
     assert hypervolume_2d([x.quality for x in front], [x.predicted_ms for x in front], 100) == pytest.approx(66.0)
 
 
+@pytest.fixture(scope="module")
+def int8_latency(tmp_path_factory):
+    """sam_micro_int8 at 128 px and a small real cpu-torch predictor for it (fp32 and int8 blocks)."""
+    from nas.latency.profile import restrict_resolutions
+
+    space = restrict_resolutions(SearchSpace.load("sam_micro_int8"), [128])  # what is profiled below
+    root = tmp_path_factory.mktemp("int8_latency")
+    profile_device(space, "cpu-torch", ProfileSettings(samples=8, repeats=1, warmup=1, min_seconds=0, rounds=1,
+                                                       max_rounds=1, resolutions=[128], progress=False), root=root)
+    fit_device("cpu-torch", root=root, folds=2)
+    return space, load_predictor("cpu-torch", space=space.name, root=root)
+
+
 @pytest.mark.parametrize("sampler", ["random", DEFAULT_SAMPLER])
-def test_search_over_precision_scores_int8_configs_quantized(tmp_path, sampler):
+def test_search_over_precision_scores_int8_configs_quantized(tmp_path, sampler, int8_latency):
     """An int8 space is searched over precision too; an int8 trial's quality is measured on the
     subnet extracted and quantized (the supernet refuses int8), fp32 trials on the supernet."""
     from nas.search.run import evaluate_config
     from supernet.elastic.extract import extract
-    from nas.latency.profile import restrict_resolutions
 
-    space = restrict_resolutions(SearchSpace.load("sam_micro_int8"), [128])  # what is profiled below
+    space, latency = int8_latency
     model = build_sam("micro", seed=0)
-    root = tmp_path / "latency"
-    profile_device(space, "cpu-torch", ProfileSettings(samples=8, repeats=1, warmup=1, min_seconds=0, rounds=1,
-                                                       max_rounds=1, resolutions=[128], progress=False), root=root)
-    fit_device("cpu-torch", root=root, folds=2)
-    latency = load_predictor("cpu-torch", space=space.name, root=root)
     evaluator = make_evaluator("fidelity", model, images=images(), prompts_per_image=2)
     settings = SearchSettings(space=space.name, device="cpu-torch", budget_ms=1e6, trials=8, sampler=sampler,
                               seed=3, storage=f"sqlite:///{tmp_path / 'studies.db'}")
