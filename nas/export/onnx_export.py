@@ -134,6 +134,7 @@ def onnx_session(path: str | Path, threads: int | None = None):
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3  # errors only: shape-inference notes on traced graphs are not the user's concern
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
@@ -195,8 +196,13 @@ class PromptDecoderOnnx(nn.Module):
         self.model = model
         self.resolution = model.resolution
 
+    @property
+    def prompt_encoder(self):
+        """The model's prompt encoder (SAM 2's subclass names it differently)."""
+        return self.model.prompt_encoder
+
     def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        pe = self.model.prompt_encoder
+        pe = self.prompt_encoder
         emb = pe.pe_layer.encode((coords + 0.5) / self.resolution)  # square input frame: one scale for x and y
         labels = labels.unsqueeze(-1).expand_as(emb)
         emb = emb * (labels != -1) + pe.not_a_point_embed.weight * (labels == -1)
@@ -205,7 +211,7 @@ class PromptDecoderOnnx(nn.Module):
         return emb
 
     def _embed_mask(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
-        pe = self.model.prompt_encoder
+        pe = self.prompt_encoder
         return (has_mask_input * pe.mask_downscaling(mask_input)
                 + (1 - has_mask_input) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1))
 
