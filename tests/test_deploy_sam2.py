@@ -277,3 +277,14 @@ def test_card_times_the_sam2_encoder_on_every_runtime(sam2_export, tmp_path):
     ort_row = next(r for r in runtimes["rows"] if r["runtime"] == "cpu-onnxruntime")
     assert ort_row["cosine"] > 0.99999 and "image_embed" in runtimes["note"]
     assert f"fastest: **{labels[0]}**" in (tmp_path / "timed" / "card.md").read_text()
+
+
+@pytest.mark.slow
+def test_openvino_runs_the_sam2_export_as_onnx_runtime_does(sam2_export):
+    pytest.importorskip("openvino")
+    image = synthetic_photo(8, (200, 270))
+    ort_runner = Runner.from_folder(sam2_export, runtime="onnxruntime")
+    ov_runner = Runner.from_folder(sam2_export, runtime="openvino", precision="fp32")
+    for kwargs in ({"points": [[130, 90]], "labels": [1]}, {"boxes": [40, 30, 220, 170], "multimask": False}):
+        a, b = ort_runner.predict(image, **kwargs), ov_runner.predict(image, **kwargs)
+        assert (a[0] == b[0]).mean() >= 0.999 and np.abs(a[1] - b[1]).max() <= 1e-3, kwargs
