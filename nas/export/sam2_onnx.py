@@ -26,7 +26,8 @@ from torch import nn
 
 from supernet.modeling.sam2.model import BACKBONE_STRIDE, Sam2
 
-from nas.export.onnx_export import DECODER_OUTPUTS, OPSET, PromptDecoderOnnx, _temp_beside, onnx_session
+from nas.export.onnx_export import (OPSET, PromptDecoderOnnx, _temp_beside, decoder_cases_error,
+                                   onnx_session, write_decoder_onnx)
 
 SAM2_ENCODER_OUTPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
 SAM2_DECODER_INPUTS = SAM2_ENCODER_OUTPUTS + ("point_coords", "point_labels", "mask_input", "has_mask_input",
@@ -125,18 +126,7 @@ def sam2_decoder_example(model: Sam2, batch: int = 1, points: int = 2, orig_hw=(
 def export_sam2_decoder_onnx(model: Sam2, path: str | Path) -> Path:
     """Write ``model``'s :class:`Sam2PromptDecoderOnnx` as ONNX, atomically; ``B``, ``N`` and the original
     ``H, W`` are dynamic axes."""
-    path = Path(path)
-    feed = sam2_decoder_example(model)
-    example = tuple(torch.from_numpy(feed[name]) for name in SAM2_DECODER_INPUTS)
-    points = {0: "B", 1: "N"}
-    dynamic = {"point_coords": points, "point_labels": points, "masks": {0: "B", 2: "H", 3: "W"},
-               "iou_predictions": {0: "B"}, "low_res_masks": {0: "B"}}
-    with _temp_beside(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Sam2PromptDecoderOnnx(model).eval(), example, tmp, dynamo=False, opset_version=OPSET,
-                          input_names=list(SAM2_DECODER_INPUTS), output_names=list(DECODER_OUTPUTS),
-                          dynamic_axes=dynamic)
-    return path
+    return write_decoder_onnx(Sam2PromptDecoderOnnx(model), sam2_decoder_example(model), SAM2_DECODER_INPUTS, path)
 
 
 def sam2_contract_points(coords, labels, box) -> tuple[np.ndarray, np.ndarray]:
@@ -168,24 +158,10 @@ def sam2_decoder_error(model: Sam2, run, orig_hw=(300, 400), seed: int = 0) -> d
     :func:`nas.export.onnx_export.decoder_prompt_cases` (points, box, points + box, mask input), with
     features from the subnet's own encoder on a random image. ``run``: a path or a callable
     ``feed -> [masks, iou, low_res]``. Returns ``max_abs`` (IoU) and ``mask_agreement`` (the lowest share)."""
-    from nas.export.onnx_export import decoder_prompt_cases
-
-    if not callable(run):
-        sess = onnx_session(run)
-        run = lambda feed: sess.run(list(DECODER_OUTPUTS), feed)  # noqa: E731
     feed = sam2_decoder_example(model, orig_hw=orig_hw, seed=seed)
     x = torch.randn(1, 3, model.resolution, model.resolution, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         features = model.embed_images(x)
     feed.update(zip(SAM2_ENCODER_OUTPUTS, (t.numpy() for t in (features["image_embed"], *features["high_res_feats"]))))
-    worst = {"max_abs": 0.0, "mask_agreement": 1.0}
-    for case in decoder_prompt_cases(model.resolution, seed).values():
-        feed["point_coords"], feed["point_labels"] = sam2_contract_points(case["coords"], case["labels"], case["box"])
-        feed["has_mask_input"] = np.array([float(case["mask"])], np.float32)
-        mask = torch.from_numpy(feed["mask_input"]) if case["mask"] else None
-        ref_masks, ref_iou = _torch_sam2_outputs(model, features, case, mask, orig_hw)
-        masks, iou, _ = run(feed)
-        thr = model.mask_threshold
-        worst["max_abs"] = max(worst["max_abs"], float(np.abs(iou - ref_iou).max()))
-        worst["mask_agreement"] = min(worst["mask_agreement"], float(((masks > thr) == (ref_masks > thr)).mean()))
-    return worst
+    return decoder_cases_error(model, run, feed, sam2_contract_points,
+                               lambda case, mask: _torch_sam2_outputs(model, features, case, mask, orig_hw), seed)
