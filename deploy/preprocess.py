@@ -1,6 +1,10 @@
 """SAM's preprocessing in numpy, equal to samnas's PyTorch path (``supernet.modeling.transforms``,
 ``Sam.preprocess``): longest side resized with PIL's bilinear filter, ``(pixel - mean) / std`` in
-float32, zeros padded at the bottom and right; prompt coordinates scaled by the same factors."""
+float32, zeros padded at the bottom and right; prompt coordinates scaled by the same factors.
+
+SAM 2's (``Sam2.preprocess``): pixels / 255 resized to the square input whatever the aspect ratio,
+bilinear and antialiased (PIL's bilinear filter on float32 channels computes what torch's
+``interpolate(..., antialias=True)`` does), then ``(x - mean) / std``; prompts scaled per axis."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,6 +46,24 @@ def model_input(image: np.ndarray, side: int, mean, std) -> tuple[np.ndarray, tu
     out = np.zeros((1, 3, side, side), np.float32)
     out[0, :, :h, :w] = x
     return out, (h, w)
+
+
+def sam2_model_input(image: np.ndarray, side: int, mean, std) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> SAM 2's encoder input ``(1, 3, side, side)`` float32 (see the module)."""
+    x = image.astype(np.float32) / np.float32(255.0)
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(x[..., c])).resize((side, side), Image.BILINEAR))
+                for c in range(3)]
+    x = np.stack(channels).astype(np.float32)
+    x = (x - np.asarray(mean, np.float32).reshape(3, 1, 1)) / np.asarray(std, np.float32).reshape(3, 1, 1)
+    return x[None]
+
+
+def to_square_frame(coords, original_hw: tuple[int, int], side: int) -> np.ndarray:
+    """``(..., 2)`` pixel ``(x, y)`` in the original image -> SAM 2's ``side x side`` input frame (float64)."""
+    coords = np.array(coords, dtype=float, copy=True)
+    coords[..., 0] = coords[..., 0] / original_hw[1] * side
+    coords[..., 1] = coords[..., 1] / original_hw[0] * side
+    return coords
 
 
 def to_input_frame(coords, original_hw: tuple[int, int], side: int) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""The torch-free runner of an exported subnet: prompts and segment-everything on ONNX Runtime or OpenVINO."""
+"""The torch-free runner of an exported subnet: prompts and segment-everything on ONNX Runtime or OpenVINO.
+
+A SAM 2 export (``card.json`` ``family: sam2``) answers prompts with SAM 2's preprocessing (square
+resize, ImageNet mean and std) and its decoder contract (the encoder's three outputs in, box corners
+first, the padding point always); segment-everything is SAM's only (a one-line DeployError for SAM 2)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,16 +14,18 @@ import numpy as np
 
 from .engines import Engine, available_runtimes
 from .errors import DeployError
-from .preprocess import load_image, model_input, to_input_frame
+from .preprocess import load_image, model_input, sam2_model_input, to_input_frame, to_square_frame
 
 CARD = "card.json"
 ENCODER, DECODER = "image_encoder", "prompt_decoder"
+SAM2_FEATURES = ("image_embed", "high_res_feats_0", "high_res_feats_1")  # SAM 2's encoder outputs = decoder inputs
 
 
 @dataclass(frozen=True)
 class Contract:
     """What the runner reads from an export's ``card.json``: input side (px), normalisation, the
-    embedding grid ``(C, g, g)``, the mask threshold, and the OpenVINO precision the export was made for."""
+    embedding grid ``(C, g, g)``, the mask threshold, the OpenVINO precision the export was made for, and the
+    model family (``sam`` or ``sam2``)."""
 
     folder: Path
     resolution: int
@@ -28,6 +34,7 @@ class Contract:
     embedding: tuple
     mask_threshold: float
     openvino_precision: str | None
+    family: str = "sam"
 
     @classmethod
     def read(cls, folder: str | Path) -> "Contract":
@@ -41,9 +48,13 @@ class Contract:
             raise DeployError(f"{folder}: no {DECODER}.onnx: the export was made by an older samnas; re-export it "
                               f"with `{reexport_command(folder, card)}`")
         enc, dec = card["onnx_input"], card["onnx_decoder"]
+        family = card.get("family", "sam")
+        if family not in ("sam", "sam2"):
+            raise DeployError(f"{path}: family {family!r}: this runner runs 'sam' and 'sam2' exports")
+        embedding = dec["inputs"]["image_embed" if family == "sam2" else "image_embeddings"]
         return cls(folder, int(enc["shape"][-1]), tuple(enc["normalise"]["pixel_mean"]),
-                   tuple(enc["normalise"]["pixel_std"]), tuple(dec["inputs"]["image_embeddings"][1:]),
-                   float(dec.get("mask_threshold", 0.0)), (card.get("openvino") or {}).get("precision"))
+                   tuple(enc["normalise"]["pixel_std"]), tuple(embedding[1:]),
+                   float(dec.get("mask_threshold", 0.0)), (card.get("openvino") or {}).get("precision"), family)
 
 
 def reexport_command(folder: Path, card: dict) -> str:
@@ -97,25 +108,32 @@ class Runner:
         return cls(contract, engine(ENCODER), engine(DECODER))
 
     # ---- image ----------------------------------------------------------------------------------
-    def embed(self, image) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    def embed(self, image) -> tuple[np.ndarray | dict, tuple[int, int], tuple[int, int]]:
         """``(embedding (1, C, g, g), resized (h, w), original (H, W))`` of an image (path, PIL or uint8
-        array); the last image's embedding is kept, so prompting one image again costs no encoder call."""
+        array); the last image's embedding is kept, so prompting one image again costs no encoder call.
+        SAM 2: the embedding is ``{name: array}`` of the encoder's three outputs, resized ``(R, R)``."""
         image = load_image(image)
         key = hashlib.blake2b(image.tobytes() + str(image.shape).encode(), digest_size=16).hexdigest()
         if key != self._image_key:
             c = self.contract
-            x, resized = model_input(image, c.resolution, c.pixel_mean, c.pixel_std)
-            self._embedding = (self.encoder({"images": x})["embeddings"], resized, image.shape[:2])
+            if c.family == "sam2":
+                out = self.encoder({"images": sam2_model_input(image, c.resolution, c.pixel_mean, c.pixel_std)})
+                self._embedding = ({name: out[name] for name in SAM2_FEATURES}, (c.resolution,) * 2, image.shape[:2])
+            else:
+                x, resized = model_input(image, c.resolution, c.pixel_mean, c.pixel_std)
+                self._embedding = (self.encoder({"images": x})["embeddings"], resized, image.shape[:2])
             self._image_key = key
         return self._embedding
 
     def decode(self, embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray, original_hw,
                mask_input: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """One decoder call on SAM's ONNX contract: ``coords (B, N, 2)`` in the resized frame, ``labels (B, N)``
-        (padding and box corners included), optional ``mask_input (1, 1, 4g, 4g)``; all four mask tokens."""
+        (padding and box corners included), optional ``mask_input (1, 1, 4g, 4g)``; all four mask tokens.
+        ``embedding``: :meth:`embed`'s (SAM 2: the dict of the three encoder outputs)."""
         g = self.contract.embedding[-1]
         has_mask = mask_input is not None
-        feed = {"image_embeddings": embedding, "point_coords": np.asarray(coords, np.float32),
+        images = embedding if isinstance(embedding, dict) else {"image_embeddings": embedding}
+        feed = {**images, "point_coords": np.asarray(coords, np.float32),
                 "point_labels": np.asarray(labels, np.float32),
                 "mask_input": (np.asarray(mask_input, np.float32).reshape(1, 1, 4 * g, 4 * g) if has_mask
                                else np.zeros((1, 1, 4 * g, 4 * g), np.float32)),
@@ -133,7 +151,8 @@ class Runner:
         ``mask_input (1, 4g, 4g)``: low-res logits from an earlier call.
         """
         embedding, _, original = self.embed(image)
-        coords, labs = _prompt_sets(points, labels, boxes, original, self.contract.resolution)
+        prompt_sets = _sam2_prompt_sets if self.contract.family == "sam2" else _prompt_sets
+        coords, labs = prompt_sets(points, labels, boxes, original, self.contract.resolution)
         out = self.decode(embedding, coords, labs, original, mask_input)
         chosen = slice(1, None) if multimask else slice(0, 1)
         masks = out["masks"][:, chosen] > self.contract.mask_threshold
@@ -147,17 +166,42 @@ class Runner:
         mask records as ``samnas everything`` gives them in binary-mask mode, see :mod:`deploy.everything`."""
         from .everything import generate
 
+        if self.contract.family == "sam2":
+            raise DeployError(f"{self.contract.folder}: a SAM 2 export; the runner segments everything with SAM's "
+                              "automatic mask generator only: prompt it with predict(...)")
         return generate(self, load_image(image), policy)
 
 
-def _prompt_sets(points, labels, boxes, original_hw, side) -> tuple[np.ndarray, np.ndarray]:
-    """Prompts in original pixels -> contract ``coords (K, N, 2)`` and ``labels (K, N)`` in the resized frame."""
+def _clicks(points, labels, boxes) -> tuple[np.ndarray, np.ndarray]:
+    """The clicks ``(N, 2)`` and labels ``(N,)`` of a predict call (float, original pixels), checked."""
     if points is None and boxes is None:
         raise DeployError("predict: give points (with labels) or boxes")
     pts = np.zeros((0, 2)) if points is None else np.asarray(points, float).reshape(-1, 2)
     labs = np.zeros(0) if labels is None else np.asarray(labels, float).reshape(-1)
     if len(labs) != len(pts):
         raise DeployError(f"predict: {len(pts)} points but {len(labs)} labels (one label per point: 1 fg, 0 bg)")
+    return pts, labs
+
+
+def _sam2_prompt_sets(points, labels, boxes, original_hw, side) -> tuple[np.ndarray, np.ndarray]:
+    """Prompts in original pixels -> SAM 2 contract ``coords (K, N, 2)``, ``labels (K, N)`` in the square frame:
+    each box's corners (labels 2, 3), the clicks, then the padding point ``(0, 0)`` labelled -1."""
+    pts, labs = _clicks(points, labels, boxes)
+    pts = to_square_frame(pts, original_hw, side)
+    if boxes is None:
+        corners, corner_labels = np.zeros((1, 0, 2)), np.zeros((1, 0))
+    else:
+        corners = to_square_frame(np.asarray(boxes, float).reshape(-1, 2, 2), original_hw, side)
+        corner_labels = np.tile([2.0, 3.0], (len(corners), 1))
+    k = len(corners)
+    coords = np.concatenate([corners, np.broadcast_to(pts, (k,) + pts.shape), np.zeros((k, 1, 2))], axis=1)
+    labels = np.concatenate([corner_labels, np.broadcast_to(labs, (k, len(labs))), -np.ones((k, 1))], axis=1)
+    return coords.astype(np.float32), labels.astype(np.float32)
+
+
+def _prompt_sets(points, labels, boxes, original_hw, side) -> tuple[np.ndarray, np.ndarray]:
+    """Prompts in original pixels -> contract ``coords (K, N, 2)`` and ``labels (K, N)`` in the resized frame."""
+    pts, labs = _clicks(points, labels, boxes)
     pts = to_input_frame(pts, original_hw, side)
     if boxes is None:
         return (np.concatenate([pts, [[0.0, 0.0]]])[None].astype(np.float32),

@@ -198,7 +198,7 @@ def test_runner_rejects_bad_prompts_and_images(reference_export):
 
 
 # Runs the runner where `import torch` fails: a finder at the front of sys.meta_path refuses torch
-# before anything else is imported. Writes each result to an .npz file in argv[2].
+# before anything else is imported. Writes each result to an .npz file in argv[2]; policy "-": prompts only.
 NO_TORCH_SCRIPT = r'''
 import sys
 class _NoTorch:
@@ -218,6 +218,8 @@ for image in images:
     for name, case in cases[stem].items():
         masks, iou, low = runner.predict(image, **case)
         np.savez(out / f"{stem}-{name}.npz", masks=masks, iou=iou)
+    if policy == "-":  # prompts only
+        continue
     records = runner.everything(image, policy)
     np.savez(out / f"{stem}-everything.npz", masks=np.array([r["segmentation"] for r in records]),
              iou=np.array([r["predicted_iou"] for r in records]), bbox=np.array([r["bbox"] for r in records]))

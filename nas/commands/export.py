@@ -21,6 +21,7 @@ EXPORT_EXAMPLES = """examples:
   samnas export --study 'sam_micro@cpu-torch@30ms' --trial 17 --out my_subnet/   # after search --budget-ms 30
   samnas export --config subnet.yaml --checkpoint vit_b_ranked.pt --device cpu-torch --out my_subnet/
   samnas export --config front.json --out my_subnet/   # a config, subnet.json, card.json or pareto row
+  samnas export --subnet extracted/ --out my_subnet/   # a `samnas extract` folder as it is (SAM or SAM 2)
 
 Run the exported subnet without PyTorch (ONNX Runtime or OpenVINO):
   from deploy import Runner
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--study", help="study name (see `samnas pareto`)")
     src.add_argument("--config", help="subnet config instead of a study trial: YAML/JSON config, subnet.json, "
                      "card.json or a `pareto --format json` row")
+    src.add_argument("--subnet", help="an extracted subnet folder (subnet.pt + subnet.json from `samnas extract`), "
+                     "exported as it is: no supernet checkpoint needed; SAM and SAM 2 subnets")
     p.add_argument("--trial", type=int, help="trial number within --study")
     p.add_argument("--checkpoint", help="supernet checkpoint (default: the one the study was run with)")
     p.add_argument("--device", help="device whose predictor gives predicted_ms for --config (default with --study: "
@@ -107,61 +110,89 @@ def onnx_check_text(card: dict) -> str:
             f"vs fp32 cosine {f['cosine']:.5f}")
 
 
+def _export_source(args: argparse.Namespace) -> tuple[SubnetConfig, dict, str | None, optuna.Study | None, Path]:
+    """``(config, card facts, checkpoint, study or None, default output folder)`` of --study, --config or --subnet."""
+    if args.study:
+        config, info, study = _trial_config(args.storage, args.study, args.trial, args.results)
+        checkpoint = args.checkpoint or study.user_attrs.get("checkpoint")
+        out = args.results / "exports" / f"{args.study.replace('@', '_')}-trial{args.trial}"
+        return config, info, checkpoint, study, out
+    if args.subnet:
+        meta = Path(args.subnet) / "subnet.json"
+        if not meta.is_file():
+            raise UserError(f"--subnet {args.subnet}: no subnet.json; expected a folder written by `samnas extract`")
+        if args.checkpoint:
+            raise UserError("--checkpoint: not used with --subnet (the folder holds the subnet's own weights)")
+        return load_config(meta), {}, None, None, args.results / "exports" / Path(args.subnet).resolve().name
+    return load_config(args.config), {}, args.checkpoint, None, args.results / "exports" / Path(args.config).stem
+
+
+def _latency_check(args: argparse.Namespace, info: dict, space: SearchSpace, config: SubnetConfig) -> dict | None:
+    """The card's latency check for --device (or the study's device): its predictor's drift probe; fills
+    ``info``'s device, predictions and predictor facts. None without a device (or, for a study's device,
+    without its predictor: a note says so)."""
+    from nas.latency import load_predictor
+    from nas.search.session import predictor_facts, probe_latency
+
+    device = args.device or info.get("device")
+    if not device:
+        return None
+    latency_root = args.results / "latency"
+    try:
+        predictor = load_predictor(device, space=space.name, root=latency_root)
+    except UserError as exc:
+        if args.device:
+            raise
+        print(f"NOTE: no drift probe or recalibration on the card: {exc}")
+        return None
+    _, probe = probe_latency(predictor, recalibrate=False, root=latency_root)
+    info["device"] = device
+    if info.get("predicted_raw_ms") is None:  # a study from before predicted_raw_ms was recorded
+        info["predicted_raw_ms"] = info.get("predicted_ms") or predictor.predict_ms(config, raw=True)
+    if info.get("predicted_ms") is None:
+        info["predicted_ms"] = info["predicted_raw_ms"]
+    info.setdefault("predictor", predictor_facts(predictor, latency_root))
+    return {"probe": probe, "stated_error_pct": probe["stated_error_pct"],
+            "threads": predictor_threads(device, latency_root)}
+
+
 def run_export_command(args: argparse.Namespace) -> int:
     import torch
 
     from infra.threads import torch_threads
 
-    from nas.export.subnet import export_subnet
-    from nas.search.session import load_space_model, predictor_facts, probe_latency
+    from nas.export.subnet import export_subnet, export_subnet_folder
+    from nas.search.session import load_space_model
 
-    if args.study:
-        config, info, study = _trial_config(args.storage, args.study, args.trial, args.results)
-        checkpoint = args.checkpoint or study.user_attrs.get("checkpoint")
-        default_out = args.results / "exports" / f"{args.study.replace('@', '_')}-trial{args.trial}"
-    else:
-        config, info, checkpoint = load_config(args.config), {}, args.checkpoint
-        default_out = args.results / "exports" / Path(args.config).stem
-    space = _space_of(config, study if args.study else None)
-    config = space.validate(config, source=args.config or f"trial {args.trial}")
-    model, checkpoint = load_space_model(checkpoint, space)
-    device = args.device or info.get("device")
-    latency_root = args.results / "latency"
-    latency_check = None
-    if device:
-        from nas.latency import load_predictor
-
-        try:
-            predictor = load_predictor(device, space=space.name, root=latency_root)
-        except UserError as exc:
-            if args.device:
-                raise
-            print(f"NOTE: no drift probe or recalibration on the card: {exc}")
-        else:
-            _, probe = probe_latency(predictor, recalibrate=False, root=latency_root)
-            info["device"] = device
-            if info.get("predicted_raw_ms") is None:  # a study from before predicted_raw_ms was recorded
-                info["predicted_raw_ms"] = info.get("predicted_ms") or predictor.predict_ms(config, raw=True)
-            if info.get("predicted_ms") is None:
-                info["predicted_ms"] = info["predicted_raw_ms"]
-            info.setdefault("predictor", predictor_facts(predictor, latency_root))
-            latency_check = {"probe": probe, "stated_error_pct": probe["stated_error_pct"],
-                             "threads": predictor_threads(device, latency_root)}
+    config, info, checkpoint, study, default_out = _export_source(args)
+    space = _space_of(config, study)
+    config = space.validate(config, source=args.config or args.subnet or f"trial {args.trial}")
+    model = None
+    if not args.subnet:
+        model, checkpoint = load_space_model(checkpoint, space)
+    latency_check = _latency_check(args, info, space, config)
     threads = (info.get("predictor") or {}).get("threads")
     if threads and threads != torch.get_num_threads():
         print(f"NOTE: measuring with {plural(threads, 'thread')}, as the {info['device']} "
               f"predictor was profiled (this process had {torch.get_num_threads()})")
     out = Path(args.out) if args.out else default_out
+    options = dict(trial_info=info, repeats=args.repeats, latency_check=latency_check,
+                   measure_runtimes=not args.no_runtimes)
     with torch_threads(threads):  # the process's own count again afterwards
-        card = export_subnet(model, config, out, source_checkpoint=checkpoint, trial_info=info,
-                             repeats=args.repeats, latency_check=latency_check,
-                             measure_runtimes=not args.no_runtimes)
+        card = (export_subnet_folder(args.subnet, out, **options) if args.subnet
+                else export_subnet(model, config, out, source_checkpoint=checkpoint, **options))
+    print_export_summary(card, out, info)
+    return 0
+
+
+def print_export_summary(card: dict, out: Path, info: dict) -> None:
+    """What ``samnas export`` wrote and measured: files, ONNX checks, latency, the fastest runtime, the check."""
     pred = card["predicted_ms"]
     print(f"exported to {out}: {', '.join(card['files'])} (encoder: {onnx_check_text(card)}; prompt decoder: "
           f"masks agree with PyTorch on {100 * card['decoder_check']['mask_agreement']:.3f}% of pixels)")
     print(f"latency: predicted {pred:.2f} ms" if pred is not None else "latency: no prediction", end="")
     print(f", measured here {card['measured_ms']['torch']:.2f} ms (torch), {card['measured_ms']['onnxruntime']:.2f} ms (ORT)")
-    if card.get("runtimes"):
+    if card.get("runtimes") and card["runtimes"]["rows"]:
         best = card["runtimes"]["rows"][0]
         print(f"fastest runtime here: {best['runtime']}, {best['median_ms']:.2f} ms ({best['speedup']:.2f}x PyTorch fp32, "
               f"cosine {best['cosine']:.5f}); every runtime is in card.md")
@@ -177,7 +208,6 @@ def run_export_command(args: argparse.Namespace) -> int:
         if check["flag"]:
             print(f"warning: the gap is beyond the predictor's stated error (CV MAPE {check['stated_error_pct']:.1f}%)",
                   file=sys.stderr)
-    return 0
 
 
 def predictor_threads(device: str, root=None) -> int | None:

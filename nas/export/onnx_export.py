@@ -134,6 +134,7 @@ def onnx_session(path: str | Path, threads: int | None = None):
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3  # errors only: shape-inference notes on traced graphs are not the user's concern
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
@@ -195,8 +196,13 @@ class PromptDecoderOnnx(nn.Module):
         self.model = model
         self.resolution = model.resolution
 
+    @property
+    def prompt_encoder(self):
+        """The model's prompt encoder (SAM 2's subclass names it differently)."""
+        return self.model.prompt_encoder
+
     def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        pe = self.model.prompt_encoder
+        pe = self.prompt_encoder
         emb = pe.pe_layer.encode((coords + 0.5) / self.resolution)  # square input frame: one scale for x and y
         labels = labels.unsqueeze(-1).expand_as(emb)
         emb = emb * (labels != -1) + pe.not_a_point_embed.weight * (labels == -1)
@@ -205,7 +211,7 @@ class PromptDecoderOnnx(nn.Module):
         return emb
 
     def _embed_mask(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
-        pe = self.model.prompt_encoder
+        pe = self.prompt_encoder
         return (has_mask_input * pe.mask_downscaling(mask_input)
                 + (1 - has_mask_input) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1))
 
@@ -250,17 +256,22 @@ def decoder_example(model: Sam, batch: int = 1, points: int = 2, orig_hw=(300, 4
 def export_decoder_onnx(model: Sam, path: str | Path) -> Path:
     """Write ``model``'s :class:`PromptDecoderOnnx` as ONNX, atomically; axes ``B``, ``N`` (points) and
     the original ``H, W`` are dynamic (TorchScript-based exporter, as :func:`export_encoder_onnx`)."""
+    return write_decoder_onnx(PromptDecoderOnnx(model), decoder_example(model), DECODER_INPUTS, path)
+
+
+def write_decoder_onnx(decoder: nn.Module, feed: dict, input_names, path: str | Path) -> Path:
+    """Write a prompt decoder on SAM's contract (SAM's or SAM 2's) as ONNX, atomically, traced on ``feed``
+    (``input_names`` in order); ``B``, ``N`` and the original ``H, W`` are dynamic axes."""
     path = Path(path)
-    feed = decoder_example(model)
-    example = tuple(torch.from_numpy(feed[name]) for name in DECODER_INPUTS)
+    example = tuple(torch.from_numpy(feed[name]) for name in input_names)
     points = {0: "B", 1: "N"}
     dynamic = {"point_coords": points, "point_labels": points, "masks": {0: "B", 2: "H", 3: "W"},
                "iou_predictions": {0: "B"}, "low_res_masks": {0: "B"}}
     with _temp_beside(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(PromptDecoderOnnx(model).eval(), example, tmp, dynamo=False, opset_version=OPSET,
-                              input_names=list(DECODER_INPUTS), output_names=list(DECODER_OUTPUTS),
+            torch.onnx.export(decoder.eval(), example, tmp, dynamo=False, opset_version=OPSET,
+                              input_names=list(input_names), output_names=list(DECODER_OUTPUTS),
                               dynamic_axes=dynamic)
     return path
 
@@ -316,17 +327,27 @@ def decoder_error(model: Sam, run, orig_hw=(300, 400), seed: int = 0) -> dict:
     Returns ``max_abs`` (IoU predictions, the largest over cases) and ``mask_agreement`` (the lowest
     share of original-size pixels where both thresholded masks agree).
     """
+    feed = decoder_example(model, orig_hw=orig_hw, seed=seed)
+    emb = torch.from_numpy(feed["image_embeddings"])
+    return decoder_cases_error(model, run, feed, contract_points,
+                               lambda case, mask: _torch_decoder_outputs(model, emb, case, mask, orig_hw), seed)
+
+
+def decoder_cases_error(model, run, feed: dict, to_contract, reference, seed: int = 0) -> dict:
+    """The worst of an exported decoder against PyTorch over :func:`decoder_prompt_cases` (SAM's or SAM 2's).
+
+    ``run`` as :func:`decoder_error`; ``feed`` the decoder's inputs but the prompts, which
+    ``to_contract(coords, labels, box) -> (point_coords, point_labels)`` puts on the contract;
+    ``reference(case, mask or None) -> (masks, iou)`` PyTorch's, ordered as the graph's outputs.
+    """
     if not callable(run):
         sess = onnx_session(run)
         run = lambda feed: sess.run(list(DECODER_OUTPUTS), feed)  # noqa: E731
-    feed = decoder_example(model, orig_hw=orig_hw, seed=seed)
-    emb = torch.from_numpy(feed["image_embeddings"])
     worst = {"max_abs": 0.0, "mask_agreement": 1.0}
     for case in decoder_prompt_cases(model.resolution, seed).values():
-        feed["point_coords"], feed["point_labels"] = contract_points(case["coords"], case["labels"], case["box"])
+        feed["point_coords"], feed["point_labels"] = to_contract(case["coords"], case["labels"], case["box"])
         feed["has_mask_input"] = np.array([float(case["mask"])], np.float32)
-        mask = torch.from_numpy(feed["mask_input"]) if case["mask"] else None
-        ref_masks, ref_iou = _torch_decoder_outputs(model, emb, case, mask, orig_hw)
+        ref_masks, ref_iou = reference(case, torch.from_numpy(feed["mask_input"]) if case["mask"] else None)
         masks, iou, _ = run(feed)
         thr = model.mask_threshold
         worst["max_abs"] = max(worst["max_abs"], float(np.abs(iou - ref_iou).max()))

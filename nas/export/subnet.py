@@ -17,6 +17,14 @@ Layout of the output folder (``results/exports/<name>/`` by default)::
 
 ``deploy.Runner.from_folder`` runs the folder without PyTorch.
 
+A SAM 2 subnet (:class:`supernet.modeling.sam2.model.Sam2`) writes the same files: its encoder has three
+outputs (``image_embed``, ``high_res_feats_0``, ``high_res_feats_1``) and its decoder takes them
+(``nas.export.sam2_onnx``); the card's ``family`` is ``sam2`` and both contracts say so. SAM 2 exports are
+fp32 (no SAM 2 space has int8 blocks).
+
+:func:`export_subnet` extracts the subnet from a supernet; :func:`export_subnet_folder` exports an
+extracted subnet folder (``samnas extract``) as it is, with no supernet at hand.
+
 A config with int8 blocks is exported fp32, checked (:data:`ONNX_TOLERANCE`), quantized by ONNX
 Runtime (``nas.export.onnx_export.quantize_encoder_onnx``), and the int8 encoder is checked against the
 subnet quantized in PyTorch (:data:`ONNX_INT8_TOLERANCE`); its error against fp32 goes on the card.
@@ -33,19 +41,23 @@ import torch
 
 from search_spaces.counting import count
 from infra.errors import UserError
-from supernet.elastic.extract import extract, save_subnet, subnet_metadata
-from infra.fileio import atomic_write_text, new_file_mode
+from supernet.elastic.activation import full_config
+from supernet.elastic.extract import SUBNET_FORMATS_READ, extract, load_subnet, save_subnet, subnet_metadata
+from infra.fileio import atomic_write_text, new_file_mode, read_format_json
 from infra.wording import plural
 from supernet.elastic.subnet_config import SubnetConfig
 from supernet.elastic.quantize import quantize_subnet
 from supernet.elastic.ranked import file_sha256
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
 
 from nas.measure.fingerprint import machine_fingerprint
 from nas.latency.store import device_spec
 from nas.export.onnx_export import (DECODER_INPUTS, DECODER_OUTPUTS, DECODER_TOLERANCE, ONNX_INT8_TOLERANCE, decoder_error, decoder_shapes,
                           decoder_within_tolerance, embedding_error, export_decoder_onnx, export_encoder_onnx,
                           int8_within_tolerance, onnx_max_abs_diff, quantize_encoder_onnx)
+from nas.export.sam2_onnx import (SAM2_DECODER_INPUTS, SAM2_ENCODER_OUTPUTS, Sam2EncoderOnnx, export_sam2_decoder_onnx,
+                                  export_sam2_encoder_onnx, sam2_decoder_error, sam2_encoder_error, sam2_shapes)
 from nas.studies.study import predictor_line
 from nas.measure.timing import MIN_SECONDS, time_callable
 
@@ -58,15 +70,21 @@ ONNX_TOLERANCE = 1e-3  # max |ORT - torch| on the embeddings accepted for an exp
 # Limits on the relative L2 error ||ort - torch|| / ||torch|| and on the cosine:
 
 
-def measure_encoder_ms(sub: Sam, repeats: int = 5) -> dict:
+def encoder_module(sub: Sam | Sam2) -> torch.nn.Module:
+    """What ``image_encoder.onnx`` holds for ``sub``: SAM's image encoder, or SAM 2's :class:`Sam2EncoderOnnx`."""
+    return Sam2EncoderOnnx(sub).eval() if isinstance(sub, Sam2) else sub.image_encoder
+
+
+def measure_encoder_ms(sub: Sam | Sam2, repeats: int = 5) -> dict:
     """Median and spread (ms) of the subnet's torch encoder on this machine (torch's current threads).
 
     At least ``repeats`` timed runs and :data:`nas.measure.timing.MIN_SECONDS` of them, after 2 warm-up runs.
     """
     res = sub.resolution
     x = torch.randn(1, 3, res, res)
+    encoder = encoder_module(sub)
     with torch.inference_mode():
-        torch_t = time_callable(lambda: sub.image_encoder(x), repeats=repeats, warmup=2, min_seconds=MIN_SECONDS)
+        torch_t = time_callable(lambda: encoder(x), repeats=repeats, warmup=2, min_seconds=MIN_SECONDS)
     return {"torch": torch_t.as_dict()}
 
 
@@ -102,7 +120,8 @@ EXPORT_FILES = {
     "subnet.pt": "state dict of the standalone subnet (PyTorch, fp32 weights)",
     "subnet.json": "config + architecture; supernet.elastic.extract.load_subnet reads both",
     ENCODER_FILE: "image encoder, ONNX (int8 blocks quantized by ONNX Runtime when the config has them)",
-    DECODER_FILE: "prompt encoder + mask decoder + mask upscaling, ONNX, on SAM's ONNX contract",
+    DECODER_FILE: "prompt encoder + mask decoder + mask upscaling, ONNX, on SAM's ONNX contract (SAM 2: with "
+                  "the high-resolution features)",
     "image_encoder.xml": "image encoder, OpenVINO IR (weights in image_encoder.bin)",
     "image_encoder.bin": "weights of image_encoder.xml",
     "prompt_decoder.xml": "prompt decoder, OpenVINO IR (weights in prompt_decoder.bin)",
@@ -112,9 +131,11 @@ EXPORT_FILES = {
 }
 
 
-def write_onnx(sub: Sam, config: SubnetConfig, out: Path) -> tuple[Sam, dict]:
+def write_onnx(sub: Sam | Sam2, config: SubnetConfig, out: Path) -> tuple[Sam | Sam2, dict]:
     """Write both ONNX halves, each checked against PyTorch (UserError beyond tolerance); returns the
     subnet as the encoder was exported (int8 blocks quantized) and the card's check entries."""
+    if isinstance(sub, Sam2):
+        return sub, write_sam2_onnx(sub, out)
     int8 = bool(config.int8_blocks())
     onnx_path = out / ENCODER_FILE
     fp32_path = out / "image_encoder.fp32.onnx" if int8 else onnx_path
@@ -123,12 +144,7 @@ def write_onnx(sub: Sam, config: SubnetConfig, out: Path) -> tuple[Sam, dict]:
     if diff > ONNX_TOLERANCE:
         raise UserError(f"{fp32_path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE:g})")
     decoder_path = export_decoder_onnx(sub, out / DECODER_FILE)
-    decoder_check = decoder_error(sub, decoder_path)
-    if not decoder_within_tolerance(decoder_check):
-        raise UserError(f"{decoder_path}: ONNX Runtime differs from PyTorch: IoU predictions by "
-                        f"{decoder_check['max_abs']:.2e}, masks agree on {100 * decoder_check['mask_agreement']:.3f}% "
-                        f"of pixels (accepted: <= {DECODER_TOLERANCE['max_abs']:g}, >= "
-                        f"{100 * DECODER_TOLERANCE['min_mask_agreement']:g}%)")
+    decoder_check = checked_decoder(decoder_path, decoder_error(sub, decoder_path))
     int8_check = None
     if int8:
         try:
@@ -137,8 +153,30 @@ def write_onnx(sub: Sam, config: SubnetConfig, out: Path) -> tuple[Sam, dict]:
             fp32_path.unlink(missing_ok=True)
         sub_fp32, sub = sub, quantize_subnet(sub, config)
         int8_check = check_int8_onnx(sub, sub_fp32, onnx_path)
-    return sub, {"onnx_max_abs_diff": diff, "onnx_int8_check": int8_check,
-                 "decoder_check": {**decoder_check, "tolerance": dict(DECODER_TOLERANCE)}}
+    return sub, {"onnx_max_abs_diff": diff, "onnx_int8_check": int8_check, "decoder_check": decoder_check}
+
+
+def checked_decoder(path: Path, check: dict) -> dict:
+    """The card's ``decoder_check`` from a ``decoder_error`` result; UserError beyond :data:`DECODER_TOLERANCE`."""
+    if not decoder_within_tolerance(check):
+        raise UserError(f"{path}: ONNX Runtime differs from PyTorch: IoU predictions by {check['max_abs']:.2e}, masks "
+                        f"agree on {100 * check['mask_agreement']:.3f}% of pixels (accepted: <= "
+                        f"{DECODER_TOLERANCE['max_abs']:g}, >= {100 * DECODER_TOLERANCE['min_mask_agreement']:g}%)")
+    return {**check, "tolerance": dict(DECODER_TOLERANCE)}
+
+
+def write_sam2_onnx(sub: Sam2, out: Path) -> dict:
+    """Both ONNX halves of a SAM 2 subnet (fp32), each checked against PyTorch; the card's check entries
+    (``onnx_max_abs_diff`` is the largest over the encoder's three outputs, each in ``onnx_output_max_abs_diff``)."""
+    encoder_path = export_sam2_encoder_onnx(sub, out / ENCODER_FILE)
+    diffs = sam2_encoder_error(sub, encoder_path)
+    name = max(diffs, key=diffs.get)
+    if diffs[name] > ONNX_TOLERANCE:
+        raise UserError(f"{encoder_path}: ONNX Runtime differs from PyTorch by {diffs[name]:.2e} on {name} "
+                        f"(> {ONNX_TOLERANCE:g})")
+    decoder_path = export_sam2_decoder_onnx(sub, out / DECODER_FILE)
+    return {"onnx_max_abs_diff": diffs[name], "onnx_output_max_abs_diff": diffs, "onnx_int8_check": None,
+            "decoder_check": checked_decoder(decoder_path, sam2_decoder_error(sub, decoder_path))}
 
 
 def write_openvino(out: Path, device: str, precision: str) -> dict:
@@ -181,52 +219,102 @@ def measure_export(sub: Sam, out: Path, threads: int, repeats: int, openvino: di
         return measured, machine_fingerprint()
 
 
-def runtime_table(model: Sam, config: SubnetConfig, threads: int) -> dict:
+def runtime_table(supernet: Sam | Sam2 | None, config: SubnetConfig, sub_fp32: Sam | Sam2, threads: int) -> dict:
     """The card's ``runtimes`` entry: the subnet's encoder on every runtime and precision this CPU offers
-    (:func:`nas.latency.runtimes.subnet_runtimes`, interleaved), fastest first, and the fastest's name."""
-    from nas.latency.runtimes import subnet_runtimes
+    (interleaved, :mod:`nas.latency.runtimes`), fastest first, and the fastest's name.
 
-    rows = subnet_runtimes(model, config, threads=threads)
+    fp32 configs time ``sub_fp32``'s encoder as exported (:func:`encoder_module`); configs with int8 blocks
+    need the supernet (:func:`nas.latency.runtimes.subnet_runtimes` builds both precisions from it), and
+    without one (an extracted subnet folder) the entry only says why nothing was timed.
+    """
+    from nas.latency.runtimes import module_runtimes, subnet_runtimes
+
+    note = ("image encoder, interleaved rounds; x_torch_fp32 and the errors are against PyTorch fp32 of "
+            "the same subnet with every block fp32")
+    if not config.int8_blocks():
+        x = torch.randn(1, 3, sub_fp32.resolution, sub_fp32.resolution, generator=torch.Generator().manual_seed(0))
+        rows = module_runtimes(encoder_module(sub_fp32), (x,), threads=threads)
+    elif supernet is not None:
+        rows = subnet_runtimes(supernet, config, threads=threads)
+    else:
+        return {"threads": threads, "device_class": "cpu", "fastest": None, "rows": [],
+                "note": "not timed: a subnet with int8 blocks is timed per runtime from its supernet; export it "
+                        "with --config and --checkpoint for this table"}
+    if isinstance(sub_fp32, Sam2):
+        note += "; for SAM 2 the errors compare image_embed"
     return {"threads": threads, "device_class": "cpu", "fastest": rows[0].case.label,
-            "rows": [{"runtime": r.case.label, **r.as_dict()} for r in rows],
-            "note": "image encoder, interleaved rounds; x_torch_fp32 and the errors are against PyTorch fp32 of "
-                    "the same subnet with every block fp32"}
+            "rows": [{"runtime": r.case.label, **r.as_dict()} for r in rows], "note": note}
 
 
-def export_subnet(model: Sam, config: SubnetConfig, out_dir: str | Path, *, source_checkpoint: str | None,
+def export_subnet(model: Sam | Sam2, config: SubnetConfig, out_dir: str | Path, *, source_checkpoint: str | None,
                   trial_info: dict | None = None, repeats: int = 5, latency_check: dict | None = None,
                   measure_runtimes: bool = True) -> dict:
-    """Write the export folder for ``config``; returns the card (dict).
+    """Extract ``config`` from the supernet ``model`` and write its export folder; returns the card (dict).
 
     ``latency_check`` (``{"probe", "stated_error_pct", "threads"}``, from ``samnas export``): time
     with the device's thread count and add the card's latency check (:func:`latency_gap`).
     An OpenVINO device (``trial_info["device"]``) adds the OpenVINO IR of both halves. ``measure_runtimes``:
     time the encoder on every runtime and precision of this machine's CPU (:func:`runtime_table`).
     """
-    out = Path(out_dir)
-    info = dict(trial_info or {})
-    spec = device_spec(info["device"]) if info.get("device") else None
+    check_exportable(model, config)
     counts = count(model, config)
     sub_fp32 = extract(model, config, quantize=False)
     sha = file_sha256(source_checkpoint) if source_checkpoint and Path(source_checkpoint).is_file() else None
     meta = subnet_metadata(model, config, source_checkpoint=source_checkpoint, source_sha256=sha, **counts.as_dict())
+    runtimes = (lambda threads: runtime_table(model, config, sub_fp32, threads)) if measure_runtimes else None
+    return write_export(sub_fp32, config, meta, Path(out_dir), dict(trial_info or {}), repeats, latency_check,
+                        runtimes)
+
+
+def export_subnet_folder(folder: str | Path, out_dir: str | Path, *, trial_info: dict | None = None,
+                         repeats: int = 5, latency_check: dict | None = None, measure_runtimes: bool = True) -> dict:
+    """Write the export folder of an extracted subnet folder (``subnet.pt`` + ``subnet.json``, from
+    ``samnas extract`` or an earlier export) as it is, with no supernet; returns the card.
+    Options as :func:`export_subnet`; ``folder`` may be ``out_dir``."""
+    sub_fp32 = load_subnet(folder, quantize=False)  # a one-line CheckpointError for a bad folder
+    meta = read_format_json(Path(folder) / "subnet.json", SUBNET_FORMATS_READ)
+    config = SubnetConfig.from_dict(meta["config"], source=str(Path(folder) / "subnet.json"))
+    check_exportable(sub_fp32, config)
+    if not {"params", "encoder_params", "flops"} <= set(meta):  # subnet.json written without counts
+        meta.update(count(sub_fp32, full_config(sub_fp32).replace(resolution=config.resolution)).as_dict())
+    runtimes = (lambda threads: runtime_table(None, config, sub_fp32, threads)) if measure_runtimes else None
+    return write_export(sub_fp32, config, meta, Path(out_dir), dict(trial_info or {}), repeats, latency_check,
+                        runtimes)
+
+
+def check_exportable(model: Sam | Sam2, config: SubnetConfig) -> None:
+    """UserError, before any work, for what the export cannot write: int8 blocks in a SAM 2 subnet."""
+    if isinstance(model, Sam2) and config.int8_blocks():
+        raise UserError(f"config: int8 blocks {config.int8_blocks()}: SAM 2 subnets export fp32 only; set every "
+                        "block's precision to fp32")
+
+
+def family(model: Sam | Sam2) -> str:
+    """The card's ``family``: ``sam2`` for a SAM 2 subnet, else ``sam``."""
+    return "sam2" if isinstance(model, Sam2) else "sam"
+
+
+def write_export(sub_fp32: Sam | Sam2, config: SubnetConfig, meta: dict, out: Path, info: dict, repeats: int,
+                 latency_check: dict | None, runtimes) -> dict:
+    """Write subnet.pt/.json, both ONNX halves (checked), the OpenVINO IR for an OpenVINO device, and the
+    card; ``meta`` is subnet.json's (with the counts), ``runtimes`` ``threads -> card entry`` or None."""
+    spec = device_spec(info["device"]) if info.get("device") else None
     save_subnet(sub_fp32, meta, out)
     sub, checks = write_onnx(sub_fp32, config, out)
     openvino = write_openvino(out, spec.name, spec.precision) if spec and spec.backend == "openvino" else None
     threads = (latency_check or {}).get("threads") or torch.get_num_threads()
     measured, measured_on = measure_export(sub, out, threads, repeats, openvino)
-    runtimes = runtime_table(model, config, threads) if measure_runtimes else None
-
     card = {
         "name": out.name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "source_checkpoint": source_checkpoint,
-        "source_sha256": sha,
-        "model_type": model.arch.name,
+        "source_checkpoint": meta.get("source_checkpoint"),
+        "source_sha256": meta.get("source_sha256"),
+        "family": family(sub_fp32),
+        "model_type": meta["model_type"],
         "config": config.to_dict(),
-        "params": counts.total_params,
-        "encoder_params": counts.encoder_params,
-        "flops": counts.encoder_flops,
+        "params": meta["params"],
+        "encoder_params": meta["encoder_params"],
+        "flops": meta["flops"],
         "flops_convention": "fvcore: one multiply-add = one flop; image encoder at the config's resolution",
         "quality": info.get("quality"),
         "quality_evaluator": info.get("evaluator"),
@@ -243,7 +331,7 @@ def export_subnet(model: Sam, config: SubnetConfig, out_dir: str | Path, *, sour
         "measured_ms": {k: v["median_ms"] for k, v in measured.items()},
         "measured": measured,
         "measured_on": measured_on,
-        "runtimes": runtimes,
+        "runtimes": runtimes(threads) if runtimes else None,
         **checks,
         "precision": precision_per_block(config),
     }
@@ -273,8 +361,11 @@ def precision_per_block(config: SubnetConfig) -> list[str | None]:
     return [b.precision if b.keep else None for b in config.blocks]
 
 
-def onnx_input_contract(sub: Sam) -> dict:
-    """What ``image_encoder.onnx`` expects: the preprocessing of ``Sam.preprocess`` after a longest-side resize."""
+def onnx_input_contract(sub: Sam | Sam2) -> dict:
+    """What ``image_encoder.onnx`` expects: the preprocessing of ``Sam.preprocess`` after a longest-side resize
+    (SAM 2: :func:`sam2_input_contract`)."""
+    if isinstance(sub, Sam2):
+        return sam2_input_contract(sub)
     res = sub.resolution
     return {
         "name": "images", "shape": [1, 3, res, res], "dtype": "float32", "channels": "RGB",
@@ -288,8 +379,28 @@ def onnx_input_contract(sub: Sam) -> dict:
     }
 
 
-def onnx_decoder_contract(sub: Sam) -> dict:
+def sam2_input_contract(sub: Sam2) -> dict:
+    """What a SAM 2 ``image_encoder.onnx`` expects (``Sam2.preprocess``) and gives (``Sam2.embed_images``)."""
+    res, shapes = sub.resolution, sam2_shapes(sub)
+    return {
+        "name": "images", "shape": shapes["images"], "dtype": "float32", "channels": "RGB",
+        "resize": f"to {res} x {res} px whatever the aspect ratio (SAM 2's square resize: bilinear, antialiased, "
+                  "on pixels / 255)",
+        "normalise": {"pixel_mean": [round(float(v), 4) for v in sub.pixel_mean.flatten()],
+                      "pixel_std": [round(float(v), 4) for v in sub.pixel_std.flatten()],
+                      "formula": "(pixel / 255 - mean) / std, pixels in 0-255"},
+        "padding": "none",
+        "outputs": {name: shapes[name] for name in SAM2_ENCODER_OUTPUTS},
+        "output": ", ".join(f"{name} {tuple(shapes[name])}" for name in SAM2_ENCODER_OUTPUTS),
+        "output_shape": shapes["image_embed"],
+        "no_mem_embed": "added to image_embed inside the graph, as SAM 2 adds it to every image-only prediction",
+    }
+
+
+def onnx_decoder_contract(sub: Sam | Sam2) -> dict:
     """What ``prompt_decoder.onnx`` takes and gives for ``sub`` (SAM's ONNX contract; B, N, H, W dynamic)."""
+    if isinstance(sub, Sam2):
+        return sam2_decoder_contract(sub)
     shapes = decoder_shapes(sub)
     return {
         "contract": "segment_anything.utils.onnx.SamOnnxModel (return_single_mask=False), batch B dynamic",
@@ -307,9 +418,40 @@ def onnx_decoder_contract(sub: Sam) -> dict:
     }
 
 
+def sam2_decoder_contract(sub: Sam2) -> dict:
+    """What a SAM 2 ``prompt_decoder.onnx`` takes and gives (``nas.export.sam2_onnx.Sam2PromptDecoderOnnx``)."""
+    shapes = sam2_shapes(sub)
+    stability = sub.sam_mask_decoder.stability_thresh
+    return {
+        "contract": "SAM's ONNX contract (segment_anything.utils.onnx.SamOnnxModel, return_single_mask=False) with "
+                    "SAM 2's high-resolution features as inputs, batch B dynamic",
+        "inputs": {name: shapes[name] for name in SAM2_DECODER_INPUTS},
+        "outputs": {name: shapes[name] for name in DECODER_OUTPUTS},
+        "dtype": "float32",
+        "point_coords": f"(x, y) px in the {sub.resolution} x {sub.resolution} input frame: x * {sub.resolution} / W, "
+                        f"y * {sub.resolution} / H in original pixels",
+        "point_labels": "a box's corners first (2 top-left, 3 bottom-right), then the clicks (1 foreground, "
+                        "0 background), then always the padding point (0, 0) labelled -1 (SAM 2's prompt encoder "
+                        "appends it; here the caller does)",
+        "mask_input": "low-res logits of an earlier call (low_res_masks), used when has_mask_input is 1",
+        "orig_im_size": "(H, W) of the original image; masks come back at that size",
+        "outputs_order": "mask 0 is SAM 2's single-mask output (multimask_output=False: the single-mask token, or the "
+                         f"multimask output of highest IoU where its stability score is below {stability:g}), masks "
+                         "1-3 the multimask outputs",
+        "low_res_masks": "clamped to [-32, 32] as SAM2ImagePredictor returns them; masks are upscaled from the "
+                         "unclamped logits",
+        "mask_threshold": float(sub.mask_threshold),
+    }
+
+
 LOAD_SNIPPET = """from supernet.elastic.extract import load_subnet
 model = load_subnet("{folder}")            # subnet.pt + subnet.json, no supernet needed; int8 blocks quantized
 embeddings = model.image_encoder(model.preprocess(images))   # images: (1, 3, h, w) RGB 0-255"""
+SAM2_LOAD_SNIPPET = """from supernet.elastic.extract import load_subnet
+from supernet.modeling.sam2.predictor import Sam2Predictor
+model = load_subnet("{folder}")            # subnet.pt + subnet.json, no supernet needed
+predictor = Sam2Predictor(model)           # SAM2ImagePredictor's API: set_image, predict
+predictor.set_image(image)                 # (H, W, 3) uint8 RGB"""
 RUNNER_SNIPPET = """from deploy import Runner                    # numpy, pillow, onnxruntime or openvino: no torch
 runner = Runner.from_folder("{folder}")     # runtime="auto" | "onnxruntime" | "openvino"
 masks, iou, low_res = runner.predict("photo.jpg", points=[[320, 240]], labels=[1])"""
@@ -323,21 +465,32 @@ def _use_lines(card: dict) -> list[str]:
     """The card's Use section: the torch-free runner, PyTorch, both ONNX contracts, OpenVINO, the files."""
     enc = card["onnx_input"]
     config = SubnetConfig.from_dict(card["config"])
+    sam2 = card.get("family") == "sam2"
     lines = ["## Use", "", "Without PyTorch (see README, Deploying a subnet):", "", "```python",
-             RUNNER_SNIPPET.format(folder=card["name"]), "```", "",
-             "In PyTorch (`preprocess` normalises and pads; resize the longest side first):", "", "```python",
-             LOAD_SNIPPET.format(folder=card["name"]), "```", "",
-             "`image_encoder.onnx` input `images`: float32 `(1, 3, {r}, {r})`, RGB; resize the longest side to {r} px; "
-             "normalise `(pixel - mean) / std` with mean {m} and std {s} (pixels 0-255); pad with zeros at the bottom "
-             "and right to {r} × {r}. Output `embeddings` `{e}`."
-             .format(r=config.resolution, m=enc["normalise"]["pixel_mean"], s=enc["normalise"]["pixel_std"],
-                     e=_shape_text(enc.get("output_shape", []))), ""]
+             RUNNER_SNIPPET.format(folder=card["name"]), "```", ""]
+    if sam2:
+        outs = ", ".join(f"`{k}` `{_shape_text(v)}`" for k, v in enc["outputs"].items())
+        lines += ["In PyTorch:", "", "```python", SAM2_LOAD_SNIPPET.format(folder=card["name"]), "```", "",
+                  "`image_encoder.onnx` input `images`: float32 `(1, 3, {r}, {r})`, RGB; resize to {r} × {r} px "
+                  "whatever the aspect ratio (bilinear, antialiased); normalise `(pixel / 255 - mean) / std` with mean "
+                  "{m} and std {s}. Outputs {o}; `no_mem_embed` is already added to `image_embed`."
+                  .format(r=config.resolution, m=enc["normalise"]["pixel_mean"], s=enc["normalise"]["pixel_std"],
+                          o=outs), ""]
+    else:
+        lines += ["In PyTorch (`preprocess` normalises and pads; resize the longest side first):", "", "```python",
+                  LOAD_SNIPPET.format(folder=card["name"]), "```", "",
+                  "`image_encoder.onnx` input `images`: float32 `(1, 3, {r}, {r})`, RGB; resize the longest side to "
+                  "{r} px; normalise `(pixel - mean) / std` with mean {m} and std {s} (pixels 0-255); pad with zeros "
+                  "at the bottom and right to {r} × {r}. Output `embeddings` `{e}`."
+                  .format(r=config.resolution, m=enc["normalise"]["pixel_mean"], s=enc["normalise"]["pixel_std"],
+                          e=_shape_text(enc.get("output_shape", []))), ""]
     dec = card.get("onnx_decoder")
     if dec:
         ins = ", ".join(f"`{k}` `{_shape_text(v)}`" for k, v in dec["inputs"].items())
         outs = ", ".join(f"`{k}` `{_shape_text(v)}`" for k, v in dec["outputs"].items())
-        lines += [f"`prompt_decoder.onnx` (SAM's ONNX contract, B prompt sets of N points): inputs {ins}; outputs "
-                  f"{outs}. Points are in the resized input frame; {dec['point_labels']}. "
+        frame = dec["point_coords"] if sam2 else "Points are in the resized input frame"
+        lines += [f"`prompt_decoder.onnx` ({'SAM 2: ' if sam2 else ''}SAM's ONNX contract, B prompt sets of N points): "
+                  f"inputs {ins}; outputs {outs}. {frame[0].upper()}{frame[1:]}; {dec['point_labels']}. "
                   f"{dec['outputs_order'].capitalize()}; a mask is logits > {dec['mask_threshold']:g}.", ""]
     ov = card.get("openvino")
     if ov:
@@ -422,7 +575,7 @@ def render_card(card: dict) -> str:
     fp = card["measured_on"]
     config = SubnetConfig.from_dict(card["config"])
     lines = [
-        f"# {card['name']}: a SAM {card['model_type']} subnet",
+        f"# {card['name']}: a {'SAM 2' if card.get('family') == 'sam2' else 'SAM'} {card['model_type']} subnet",
         "",
         f"Exported by samnas on {card['created']} from `{card['source_checkpoint']}`"
         + (f" (sha256 `{card['source_sha256'][:16]}…`)." if card["source_sha256"] else "."),
@@ -459,7 +612,8 @@ def render_card(card: dict) -> str:
         "",
         f"Measured on: {fp['cpu']}, {plural(fp['torch_threads'], 'torch thread')}, torch {fp['torch']}, "
         f"onnxruntime {fp.get('onnxruntime')}" + (f", GPU {fp['gpu']}" if fp.get("gpu") else "") + ".",
-        "ONNX Runtime vs PyTorch max abs difference on the embeddings"
+        ("ONNX Runtime vs PyTorch max abs difference on the encoder's three outputs"
+         if card.get("family") == "sam2" else "ONNX Runtime vs PyTorch max abs difference on the embeddings")
         + (" (fp32 export, before quantizing)" if card.get("onnx_int8_check") else "")
         + f": {card['onnx_max_abs_diff']:.2e}.",
         *_decoder_check_lines(card.get("decoder_check")),
@@ -485,6 +639,8 @@ def _runtime_lines(runtimes: dict | None) -> list[str]:
     """The card's table of the encoder on each runtime of this CPU, fastest first (none for older cards)."""
     if not runtimes:
         return []
+    if not runtimes["rows"]:
+        return ["", f"On each runtime of this CPU: {runtimes['note']}."]
     lines = ["", f"### On each runtime of this CPU ({runtimes['threads']} thread"
              f"{'s' if runtimes['threads'] != 1 else ''}; fastest: **{runtimes['fastest']}**)", "",
              "| runtime | median ms | p10–p90 ms | x PyTorch fp32 | cosine to fp32 |", "|---|---|---|---|---|"]

@@ -187,6 +187,14 @@ def subnet_runtimes(supernet, config: SubnetConfig, threads: int = 1, rounds: in
     return compare_modules(build, cases, threads, rounds, repeats)
 
 
+def module_runtimes(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], threads: int = 1, rounds: int = 3,
+                    repeats: int = 5) -> list[RuntimeRow]:
+    """An fp32 module (an extracted subnet's encoder as exported, SAM's or SAM 2's) on every fp32 runtime and
+    float precision of this machine's CPU, as :func:`subnet_runtimes` times an fp32 config; rows fastest first,
+    errors on the module's first output."""
+    return compare_modules(lambda case: (module, inputs), installed_cases(int8=False), threads, rounds, repeats)
+
+
 MIN_COSINE = 0.999  # the fastest row at least this close to fp32 is the one to profile
 
 
