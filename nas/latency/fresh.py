@@ -106,6 +106,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    # Run as a script: make the repository importable without importing nas.latency's package.
+    # Run as a script: make the repository importable without importing nas.latency's package. Python put this
+    # file's folder first on sys.path, where profile.py would shadow the standard library's `profile` (which
+    # cProfile imports, e.g. torch._dynamo when a SAM 2 subnet is built on the meta device): replace it.
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(here)]
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     sys.exit(main(sys.argv[1:]))
