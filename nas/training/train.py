@@ -414,9 +414,7 @@ def train(model: Sam | Sam2, source: SceneSource, settings: TrainSettings, out_d
         for p in teacher.parameters():
             p.requires_grad_(False)
     model.train()
-    vit = None if isinstance(model, Sam2) else model.image_encoder  # SAM 2's Hiera blocks run without checkpointing
-    if vit is not None:
-        vit.checkpoint_blocks = settings.activation_checkpointing
+    _set_checkpointing(model, settings.activation_checkpointing)
     step_module = SubnetLoss(model, teacher, settings, teacher_cache)
     ddp = None
     if world > 1:
@@ -473,14 +471,19 @@ def train(model: Sam | Sam2, source: SceneSource, settings: TrainSettings, out_d
                 save_checkpoint(out / "checkpoint.pt", model, optimizer, scheduler, step + 1, settings,
                                 {**(extra or {}), "seconds": time.perf_counter() - began})
     prefetch.shutdown(wait=True)
-    if vit is not None:
-        vit.checkpoint_blocks = False
+    _set_checkpointing(model, False)
     if world > 1:
         ranks_in_sync(model)
         if rank == 0 and progress:
             print(f"data parallel over {world} processes: weights identical on every rank")
     model.eval()
     return model
+
+
+def _set_checkpointing(model: Sam | Sam2, on: bool) -> None:
+    """Activation checkpointing of SAM's ViT blocks; SAM 2's Hiera blocks run without it."""
+    if not isinstance(model, Sam2):
+        model.image_encoder.checkpoint_blocks = on
 
 
 def ranks_in_sync(model: nn.Module) -> None:
