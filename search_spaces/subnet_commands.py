@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from supernet.modeling.arch import ARCHS
 from infra.errors import UserError
+from supernet.elastic.build import MODEL_TYPES
 from supernet.elastic.extract import extract, save_subnet, subnet_metadata
 from supernet.elastic.ranked import file_sha256, load_ranked
 
@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXTRACT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="ranked (or plain) SAM checkpoint")
-    p.add_argument("--model-type", choices=sorted(ARCHS), help="checked against the weights; inferred if omitted")
+    p.add_argument("--checkpoint", required=True, help="ranked (or plain) SAM or SAM 2 checkpoint")
+    p.add_argument("--model-type", choices=MODEL_TYPES, help="checked against the weights; inferred if omitted")
     p.add_argument("--config", required=True,
                    help="subnet config, YAML or JSON (also subnet.json, card.json or a `pareto --format json` row)")
     p.add_argument("--out", required=True, help="output folder")

@@ -81,8 +81,12 @@ def _why_unreadable(path: Path, exc: Exception) -> str:
     return f"{type(exc).__name__}: {detail}" if len(detail) > 8 else "the file does not parse as a checkpoint"
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file (.pth/.pt/.bin via ``torch.load(weights_only=True)``, or .safetensors)."""
+def read_state_dict(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file (.pth/.pt/.bin via ``torch.load(weights_only=True)``, or .safetensors).
+
+    ``mmap``: map a zip-format PyTorch file instead of reading it (cheap when only the key names are
+    needed); an older, non-zip file then is a CheckpointError.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -92,7 +96,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             data = load_file(str(path), device="cpu")
         else:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
+            data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # unpickling refused, truncated file, not a checkpoint at all
         raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({_why_unreadable(path, exc)})") from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):

@@ -140,6 +140,19 @@ def sam2_layout(state_dict: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+def is_sam2_file(path: str | Path) -> bool:
+    """Whether the checkpoint at ``path`` holds SAM 2 weights (either layout), judged by its key names.
+
+    A zip-format PyTorch file is memory-mapped, not read; an unreadable file raises the same one-line
+    :class:`CheckpointError` as loading it would.
+    """
+    try:
+        keys = read_state_dict(path, mmap=True)
+    except CheckpointError:  # an older, non-zip file cannot be mapped: read it (or name why it is unreadable)
+        keys = read_state_dict(path)
+    return sam2_layout(keys) is not None
+
+
 def infer_sam2_model_type(state_dict: dict[str, torch.Tensor]) -> str:
     """The SAM 2 model type whose trunk width, blocks per stage and neck width match a Meta-layout state dict."""
     try:

@@ -8,17 +8,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from supernet.modeling.arch import ARCHS
 from infra.cliargs import positive_int
 from infra.errors import UserError
 from scenes.images import list_images, load_image
 from supernet.modeling.predictor import image_to_model_input
+from supernet.elastic.build import MODEL_TYPES
 from supernet.elastic.ranked import load_ranked, save_ranked
 from supernet.elastic.ranking import METHODS, rank_model
 
 RANK_EXAMPLES = """examples:
   samnas rank --checkpoint sam_vit_b_01ec64.pth --model-type vit_b --images photos/ --method wanda --out vit_b_ranked.pt
   samnas rank --checkpoint model.safetensors --images photos/ --method taylor --max-images 16 --out ranked.pt
+  samnas rank --checkpoint sam2.1_hiera_tiny.pt --images photos/ --out hiera_t_ranked.pt   # SAM 2.1: type inferred
 """
 
 
@@ -31,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=RANK_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="SAM weights: Meta .pth or Hugging Face .safetensors/.bin")
-    p.add_argument("--model-type", choices=sorted(ARCHS), help="checked against the weights; inferred if omitted")
+    p.add_argument("--checkpoint", required=True,
+                   help="SAM or SAM 2 / 2.1 weights: Meta .pth/.pt or Hugging Face .safetensors/.bin")
+    p.add_argument("--model-type", choices=MODEL_TYPES, help="checked against the weights; inferred if omitted")
     p.add_argument("--images", help="folder of calibration images (not needed for --method magnitude)")
     p.add_argument("--method", choices=METHODS, default="wanda", help="importance score (default: wanda)")
     p.add_argument("--max-images", type=positive_int, default=32, help="use at most this many images (default: 32)")

@@ -17,7 +17,8 @@ class ModelSource:
 
     ``tag`` names the model in studies, policies and cards: ``sam_<type>`` for the packaged
     reference, ``sam_<type>-<file stem>`` for a checkpoint, ``subnet-<folder>`` for an exported
-    subnet, ``sam_<type>-random`` for random weights. ``path`` is the file or folder read (None for
+    subnet, ``sam_<type>-random`` for random weights (``<type>`` for SAM 2 types, which already
+    say ``sam2_``: ``sam2_micro-random``). ``path`` is the file or folder read (None for
     random weights); ``ranking`` the checkpoint's ranking metadata (None when never ranked).
     """
 
@@ -30,22 +31,38 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-") or "model"
 
 
-def load_model(checkpoint: str | None = None, subnet: str | None = None, model_type: str | None = None,
-               log=None):
-    """``(Sam in eval mode, ModelSource)`` for a command's ``--checkpoint`` / ``--subnet`` options.
+def model_tag(model_type: str) -> str:
+    """``sam_<type>`` for SAM (``sam_vit_b``), the type itself for SAM 2's (``sam2_hiera_t``)."""
+    return model_type if model_type.startswith("sam2_") else f"sam_{model_type}"
 
-    ``model_type`` (micro, vit_b, ...) checks a checkpoint and picks which packaged reference to
-    fall back to (default micro). A checkpoint path that is the packaged reference is tagged as the
-    reference. Neither option and no packaged weights: seeded random weights and a warning through
-    ``log`` (default: print to stderr), since quality figures then show the mechanics only.
+
+def load_model(checkpoint: str | None = None, subnet: str | None = None, model_type: str | None = None,
+               log=None, sam1_only: str | None = None):
+    """``(Sam or Sam2 in eval mode, ModelSource)`` for a command's ``--checkpoint`` / ``--subnet`` options.
+
+    ``model_type`` (micro, vit_b, ..., sam2_hiera_t, sam2_micro, ...) checks a checkpoint and picks
+    which packaged reference to fall back to (default micro); SAM 2 has none, so its fallback is
+    seeded random weights. A SAM 2 checkpoint is recognised by its keys (Meta's or Hugging Face's).
+    A checkpoint path that is the packaged reference is tagged as the reference. Neither option and
+    no packaged weights: seeded random weights and a warning through ``log`` (default: print to
+    stderr), since quality figures then show the mechanics only.
+
+    ``sam1_only``: the command's name when it runs SAM 1 models only; a SAM 2 model type, checkpoint
+    or subnet is then a one-line UserError (before the weights are read, where the file tells).
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     if checkpoint and subnet:
         raise UserError("give --checkpoint or --subnet, not both")
+    if sam1_only:
+        _refuse_sam2(checkpoint, model_type, sam1_only)
     if subnet:
         from supernet.elastic.extract import load_subnet
+        from supernet.modeling.sam2.model import Sam2
 
-        return load_subnet(subnet).eval(), ModelSource(f"subnet-{_slug(Path(subnet).resolve().name)}", str(subnet))
+        model = load_subnet(subnet).eval()
+        if sam1_only and isinstance(model, Sam2):
+            raise UserError(f"{subnet}: a SAM 2 subnet; {sam1_only} runs SAM 1 models only so far")
+        return model, ModelSource(f"subnet-{_slug(Path(subnet).resolve().name)}", str(subnet))
     from supernet.elastic.ranked import load_ranked
     from supernet.reference import reference_checkpoint
 
@@ -53,14 +70,31 @@ def load_model(checkpoint: str | None = None, subnet: str | None = None, model_t
     reference = reference_checkpoint(fallback)
     if checkpoint and not (reference is not None and Path(checkpoint).resolve() == reference.resolve()):
         model, ranking = load_ranked(checkpoint, model_type)
-        return model.eval(), ModelSource(f"sam_{model.arch.name}-{_slug(Path(checkpoint).stem)}", str(checkpoint), ranking)
+        tag = f"{model_tag(model.arch.name)}-{_slug(Path(checkpoint).stem)}"
+        return model.eval(), ModelSource(tag, str(checkpoint), ranking)
     if reference is not None:
         if checkpoint is None:
             log(f"NOTE: no --checkpoint: using the packaged {fallback} reference weights ({reference})")
         model, ranking = load_ranked(reference, model_type)
-        return model.eval(), ModelSource(f"sam_{fallback}", str(reference), ranking)
-    from supernet.elastic.build import build_sam
+        return model.eval(), ModelSource(model_tag(fallback), str(reference), ranking)
+    from supernet.elastic.build import build_supernet
 
     log(f"NOTE: no --checkpoint and no packaged reference weights for {fallback}: using RANDOMLY "
         f"INITIALISED weights, so quality numbers show the mechanics only")
-    return build_sam(fallback, seed=0).eval(), ModelSource(f"sam_{fallback}-random", None)
+    return build_supernet(fallback, seed=0).eval(), ModelSource(f"{model_tag(fallback)}-random", None)
+
+
+def _refuse_sam2(checkpoint: str | None, model_type: str | None, command: str) -> None:
+    """A one-line UserError when ``model_type`` or ``checkpoint`` is SAM 2's (``command`` runs SAM 1 only)."""
+    from supernet.modeling.sam2.arch import SAM2_ARCHS
+
+    what = None
+    if model_type in SAM2_ARCHS:
+        what = f"--model-type {model_type}"
+    elif checkpoint and model_type is None:
+        from supernet.checkpoint_sam2 import is_sam2_file
+
+        what = f"{checkpoint}: a SAM 2 checkpoint" if is_sam2_file(checkpoint) else None
+    if what:
+        raise UserError(f"{what}; {command} runs SAM 1 models only so far (SAM 2 runs in samnas rank, extract, "
+                        f"search and pareto)")

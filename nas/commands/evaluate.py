@@ -166,7 +166,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     load_coco(args.annotations)  # a bad file is a one-line error before the model loads
     model, source = load_model(args.checkpoint, args.subnet, args.model_type,
-                               log=lambda m: print(m, file=sys.stderr))
+                               log=lambda m: print(m, file=sys.stderr), sam1_only="samnas evaluate")
     tag = source.tag
     policy = None
     if args.everything == "default":

@@ -185,7 +185,8 @@ def run_tune(args: argparse.Namespace) -> int:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
     if args.eval_annotations and not args.eval_images:
         raise UserError("--eval-annotations needs --eval-images")
-    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log,
+                               sam1_only="samnas tune-everything")
     tag = source.tag
     model.to(torch_device(args.device))
     images, skipped = read_image_folder(args.images, args.max_images, _log_skip)
@@ -268,7 +269,8 @@ def run_everything(args: argparse.Namespace) -> int:
     # bad input is a one-line error before the model loads
     policy, meta = load_policy(args.policy) if args.policy else (None, {})
     list_images(args.images)
-    model, model_source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    model, model_source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log,
+                                     sam1_only="samnas everything")
     tag = model_source.tag
     if policy is not None:
         check_policy_model(args.policy, meta, tag, model_digest(model))
@@ -325,7 +327,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from .calibrate import REFERENCE_TAG, calibrate_thresholds, reference_card, write_card_defaults
     from .policies import Policy, save_policy
 
-    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
+    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log,
+                               sam1_only="samnas calibrate-everything")
     tag = source.tag
     card = args.card or (reference_card() if tag == REFERENCE_TAG and not args.out else None)
     if card is None and not args.out:

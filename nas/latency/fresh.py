@@ -3,7 +3,8 @@
 ``samnas latency validate`` runs this file as a script (``python nas/latency/fresh.py JOB.json``),
 one process per subnet, and reads one JSON line from its stdout. The job names a subnet
 folder written by :func:`supernet.elastic.extract.save_subnet` (backend ``torch``: loaded with
-:func:`supernet.elastic.extract.load_subnet` and run under ``inference_mode``) or an ONNX file
+:func:`supernet.elastic.extract.load_subnet`, its image encoder run by ``embed_images`` under
+``inference_mode``: for SAM 2 with the decoder's high-resolution projections) or an ONNX file
 (backend ``onnxruntime``: a new ONNX Runtime CPU session with :func:`ort_session_options`,
 as profiling uses); only that backend's libraries are imported (not ``nas.latency``,
 scikit-learn or, for ONNX Runtime, torch). Set-up as in profiling: the thread count of the
@@ -44,12 +45,12 @@ def load_runner(backend: str, path: str, resolution: int, threads: int, seed: in
         from supernet.elastic.extract import load_subnet
 
         torch.set_num_threads(threads)
-        encoder = load_subnet(path).image_encoder.eval()
+        model = load_subnet(path).eval()
         x = torch.from_numpy(images)
 
-        def run():
+        def run():  # SAM's embeddings; SAM 2's image embedding and its two high-resolution features
             with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-                return encoder(x)
+                return model.embed_images(x)
         return run
     if backend == "openvino":
         import openvino as ov
@@ -105,6 +106,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    # Run as a script: make the repository importable without importing nas.latency's package.
+    # Run as a script: make the repository importable without importing nas.latency's package. Python put this
+    # file's folder first on sys.path, where profile.py would shadow the standard library's `profile` (which
+    # cProfile imports, e.g. torch._dynamo when a SAM 2 subnet is built on the meta device): replace it.
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(here)]
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     sys.exit(main(sys.argv[1:]))

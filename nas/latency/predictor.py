@@ -47,7 +47,7 @@ from infra.errors import ConfigError, UserError
 from infra.fileio import atomic_write_bytes
 
 from .report import PartReport, PredictorReport
-from .store import DeviceStore, write_json
+from .store import BLOCK_KEY, DeviceStore, encoder_block_kinds, write_json
 
 PREDICTOR_FORMAT = "samnas-latency-predictor/1"
 CANDIDATES = ("lut", "lut_scaled", "lut_linear", "lut_gbr", "gbr")
@@ -67,10 +67,20 @@ class MissingTiming(KeyError):
     """A lookup-table entry the config needs was never timed."""
 
 
+def lut_key(model_type: str, kind: str, resolution: int, window: int = -1, heads: int = 0, mlp: int = 0,
+            prompts: int = 0, precision: str = "fp32", stage: int = 0) -> tuple:
+    """A lookup-table key: the :data:`nas.latency.store.BLOCK_KEY` fields, ``stage`` only when it is not 0.
+
+    ``(model_type, kind, resolution, window, heads, mlp, prompts, precision[, stage])``: a SAM table's
+    keys (one stage) are those of every predictor saved before SAM 2's stages existed.
+    """
+    key = (model_type, kind, resolution, window, heads, mlp, prompts, precision)
+    return key + (stage,) if stage else key
+
+
 def lut_index(block_rows: list[dict]) -> dict[tuple, float]:
-    """``{(model_type, kind, resolution, window, heads, mlp, prompts, precision): median_ms}`` from blocks.csv rows."""
-    return {(r["model_type"], r["kind"], r["resolution"], r["window"], r["heads"], r["mlp"], r["prompts"],
-             r.get("precision", "fp32")): r["median_ms"] for r in block_rows}
+    """``{lut_key(...): median_ms}`` from blocks.csv rows (a row without ``precision`` or ``stage``: fp32, 0)."""
+    return {lut_key(**{f: r[f] for f in BLOCK_KEY if f in r}): r["median_ms"] for r in block_rows}
 
 
 def upgrade_lut_keys(lut: Mapping[tuple, float]) -> dict[tuple, float]:
@@ -83,8 +93,9 @@ LUT_GROUPS = ("fixed", "window", "global", "decoder")  # what each lookup-table 
 
 def _lut_entries(space: SearchSpace, lut: Mapping[tuple, float], config: SubnetConfig,
                  prompts: int) -> list[tuple[str, str, float]]:
-    """``[(part name, group, ms)]`` of a validated config; the group is one of :data:`LUT_GROUPS`."""
-    arch, res, mt = space.arch, config.resolution, space.model_type
+    """``[(part name, group, ms)]`` of a validated config; the group is one of :data:`LUT_GROUPS` (a block's by
+    its attention: a SAM 2 transition block is in ``window`` or ``global`` as its window says)."""
+    res, mt = config.resolution, space.model_type
 
     def get(key: tuple) -> float:
         try:
@@ -92,14 +103,13 @@ def _lut_entries(space: SearchSpace, lut: Mapping[tuple, float], config: SubnetC
         except KeyError:
             raise MissingTiming(key) from None
 
-    entries = [("fixed", "fixed", get((mt, "fixed", res, -1, 0, 0, 0, "fp32")))]
-    for i, (entry, spec) in enumerate(zip(config.blocks, space.blocks)):
+    entries = [("fixed", "fixed", get(lut_key(mt, "fixed", res)))]
+    for i, (entry, kind) in enumerate(zip(config.blocks, encoder_block_kinds(space))):
         if entry.keep:
-            window = 0 if spec.is_global else arch.window_size
-            entries.append((f"blocks[{i}]", "global" if spec.is_global else "window",
-                            get((mt, "block", res, window, entry.heads, entry.mlp, 0, entry.precision))))
+            key = lut_key(mt, kind.kind, res, kind.window, entry.heads, entry.mlp, 0, entry.precision, kind.stage)
+            entries.append((f"blocks[{i}]", "window" if kind.window else "global", get(key)))
     if prompts:
-        entries.append(("decoder", "decoder", get((mt, "decoder", res, -1, 0, 0, prompts, "fp32"))))
+        entries.append(("decoder", "decoder", get(lut_key(mt, "decoder", res, prompts=prompts))))
     return entries
 
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from nas.measure.timing import time_rounds
-from search_spaces.config import BlockChoice, SubnetConfig
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from infra.errors import UserError
 
@@ -53,7 +53,7 @@ def probe_configs(space: SearchSpace) -> list[SubnetConfig]:
     The middle one keeps every block at its middle heads and MLP choice, at the middle
     resolution. Deterministic: the same space gives the same probes.
     """
-    blocks = tuple(BlockChoice(True, b.heads[len(b.heads) // 2], b.mlp[len(b.mlp) // 2]) for b in space.blocks)
+    blocks = tuple(b.kept(b.heads[len(b.heads) // 2], b.mlp[len(b.mlp) // 2]) for b in space.blocks)
     middle = SubnetConfig(space.name, space.resolutions[len(space.resolutions) // 2], blocks)
     out = []
     for cfg in (space.smallest(), middle, space.largest()):
@@ -197,12 +197,10 @@ def backend_build(device: str, space: SearchSpace, threads: int, seed: int = 0):
 
     Call it with ``threads`` torch threads set; ``fingerprint`` is this machine's, as profiling records it.
     """
-    from supernet.elastic.build import build_sam
-
-    from .profile import device_fingerprint, make_backend, network_module
+    from .profile import build_supernet, device_fingerprint, make_backend, network_module
 
     backend = make_backend(device, threads)
-    supernet = build_sam(space.model_type, seed=seed)
+    supernet = build_supernet(space, seed)
     gen = torch.Generator().manual_seed(seed)
 
     def build(cfg: SubnetConfig):

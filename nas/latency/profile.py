@@ -9,13 +9,14 @@ run reports how much the machine's speed moved (:class:`ProfileRun`):
 
 * **blocks** (the lookup table): for every input resolution of the space, the encoder's
   fixed part (patch embedding + position embedding + neck, i.e. an encoder with no
-  blocks), and every block kind (window or global attention x heads x MLP width) as a
+  blocks), and every block kind (window or global attention x heads x MLP width; SAM 2's
+  windowed, global and stage-transition Hiera blocks per stage, :mod:`nas.latency.sam2`) as a
   standalone block with the shapes an extracted subnet has; with ``prompts`` > 0 also the
   prompt encoder + mask decoder for that many single-point prompts.
 * **networks**: sampled subnets (always including the space's largest and smallest),
   physically extracted with :func:`supernet.elastic.extract.extract` (what a user deploys, not the
-  masked supernet), timed as the image encoder alone and, with ``prompts`` > 0, as encoder
-  then decoder.
+  masked supernet), timed as the image encoder alone (:func:`encoder_module`) and, with ``prompts`` > 0,
+  as encoder then decoder.
 
 Backends, from the device name (see :mod:`nas.latency.store`): ``torch`` (eager, under
 ``inference_mode``) and ``onnxruntime`` (the module exported with the TorchScript-based
@@ -45,7 +46,7 @@ from nas.measure.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, tim
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.modeling.arch import SamArch
-from supernet.elastic.build import build_sam
+from supernet.elastic.build import build_sam, build_sam2_supernet
 from supernet.modeling.build import build_from_spec
 from infra.errors import UserError
 from infra.threads import torch_threads
@@ -53,8 +54,10 @@ from supernet.elastic.extract import extract
 from supernet.elastic.quantize import quantize_modules, quantize_subnet
 from supernet.modeling.image_encoder import EncoderBlock, ImageEncoderViT
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.arch import Sam2Arch
+from supernet.modeling.sam2.model import Sam2
 
-from .store import DeviceStore, device_spec, profile_document, write_json
+from .store import DeviceStore, device_spec, encoder_block_kinds, profile_document, write_json
 
 ONNX_ATOL = 1e-3  # |ORT - torch| allowed, relative to max(1, |torch output|)
 
@@ -293,6 +296,9 @@ def check_space_on_device(space: SearchSpace, device: str) -> None:
         raise UserError(f"space {space.name} has int8 blocks, which run with fp32 activations; on {device} search "
                         f"an fp32 space (e.g. {plain}), or search {space.name} on "
                         f"{spec.hardware}-{spec.backend}")
+    if space.is_sam2 and "int8" in space.precisions and spec.backend != "torch":
+        raise UserError(f"space {space.name} has int8 Hiera blocks, which samnas quantizes in PyTorch only so far; "
+                        f"profile it on {spec.hardware}-torch, or an fp32 SAM 2 space on {device}")
 
 
 BACKEND_CLASSES = {"torch": TorchBackend, "onnxruntime": OrtBackend, "openvino": OpenVinoBackend}
@@ -331,14 +337,14 @@ class DecoderCall(nn.Module):
 
 
 class EncoderDecoderCall(nn.Module):
-    """Image encoder then decoder: ``(images (1,3,R,R), coords (K,1,2), labels (K,1))``."""
+    """Image encoder then decoder (SAM's or SAM 2's): ``(images (1,3,R,R), coords (K,1,2), labels (K,1))``."""
 
-    def __init__(self, sam: Sam) -> None:
+    def __init__(self, sam: Sam | Sam2) -> None:
         super().__init__()
         self.sam = sam
 
     def forward(self, images, coords, labels):
-        return self.sam.decode(self.sam.image_encoder(images), points=(coords, labels), multimask_output=True)
+        return self.sam.decode(self.sam.embed_images(images), points=(coords, labels), multimask_output=True)
 
 
 def prompt_inputs(resolution: int, prompts: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,49 +353,59 @@ def prompt_inputs(resolution: int, prompts: int, gen: torch.Generator) -> tuple[
     return coords, torch.ones(prompts, 1, dtype=torch.int64)
 
 
-def block_window(arch: SamArch, is_global: bool) -> int:
-    """Window side of a block kind; 0 for global attention."""
-    return 0 if is_global else arch.window_size
-
-
 def block_kinds(space: SearchSpace, prompts: int = 0) -> list[dict]:
     """The lookup table's keys for ``space``: fixed part and block kinds per resolution, decoder if ``prompts``.
 
-    Each is a dict of :data:`nas.latency.store.BLOCK_KEY` fields.
+    Each is a dict of :data:`nas.latency.store.BLOCK_KEY` fields; the block kinds are every
+    :func:`nas.latency.store.encoder_block_kinds` entry of the space at each of its heads x MLP widths x precisions.
     """
-    arch = space.arch
-    shapes = sorted({(block_window(arch, b.is_global), h, m, q) for b in space.blocks for h in b.heads
-                     for m in b.mlp for q in b.precisions})
+    kinds_of = encoder_block_kinds(space)
+    shapes = sorted({(*kinds_of[b.index], h, m, q) for b in space.blocks for h in b.heads for m in b.mlp
+                     for q in b.precisions})
     kinds = []
     for res in space.resolutions:
         base = {"model_type": space.model_type, "resolution": res, "window": -1, "heads": 0, "mlp": 0, "prompts": 0,
-                "precision": "fp32"}
+                "precision": "fp32", "stage": 0}
         kinds.append({**base, "kind": "fixed"})
-        kinds += [{**base, "kind": "block", "window": w, "heads": h, "mlp": m, "precision": q}
-                  for w, h, m, q in shapes]
+        kinds += [{**base, "kind": k, "window": w, "stage": stage, "heads": h, "mlp": m, "precision": q}
+                  for k, w, stage, h, m, q in shapes]
         if prompts:
             kinds.append({**base, "kind": "decoder", "prompts": prompts})
     return kinds
 
 
-def kind_module(arch: SamArch, kind: dict, gen: torch.Generator) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    """A freshly built module for one lookup-table entry, and its example inputs (batch 1)."""
+def kind_module(arch: SamArch | Sam2Arch, kind: dict,
+                gen: torch.Generator) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """A freshly built module for one lookup-table entry, and its example inputs (batch 1).
+
+    An int8 block kind is an :class:`Int8Module` of the block (as ``blocks.0``) quantized as a subnet's is.
+    """
+    if isinstance(arch, Sam2Arch):
+        from .sam2 import sam2_kind_module
+
+        module, inputs = sam2_kind_module(arch, kind, gen)
+    else:
+        module, inputs = _sam_kind_module(arch, kind, gen)
+    if kind.get("precision", "fp32") == "int8":
+        fp32 = OneBlock(module).eval()
+        return Int8Module(fp32, quantize_modules(copy.deepcopy(fp32)), [0]), inputs
+    return module.eval(), inputs
+
+
+def _sam_kind_module(arch: SamArch, kind: dict, gen: torch.Generator) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """:func:`kind_module` of a SAM (ViT) entry, fp32."""
     res = kind["resolution"]
     grid = res // arch.patch_size
     if kind["kind"] == "fixed":
         module = ImageEncoderViT(res, arch.patch_size, arch.embed_dim, arch.head_dim, [], arch.prompt_embed_dim)
-        return module.eval(), (torch.randn(1, 3, res, res, generator=gen),)
+        return module, (torch.randn(1, 3, res, res, generator=gen),)
     if kind["kind"] == "block":
         module = EncoderBlock(arch.embed_dim, kind["heads"], arch.head_dim, kind["mlp"], kind["window"], grid)
-        x = torch.randn(1, grid, grid, arch.embed_dim, generator=gen)
-        if kind.get("precision", "fp32") == "int8":
-            fp32 = OneBlock(module).eval()
-            return Int8Module(fp32, quantize_modules(copy.deepcopy(fp32)), [0]), (x,)
-        return module.eval(), (x,)
+        return module, (torch.randn(1, grid, grid, arch.embed_dim, generator=gen),)
     if kind["kind"] == "decoder":
         module = DecoderCall(build_from_spec(arch, [], img_size=res))
         emb = torch.randn(1, arch.prompt_embed_dim, grid, grid, generator=gen)
-        return module.eval(), (emb, *prompt_inputs(res, kind["prompts"], gen))
+        return module, (emb, *prompt_inputs(res, kind["prompts"], gen))
     raise ValueError(f"unknown block kind {kind['kind']!r}")
 
 
@@ -409,7 +425,7 @@ class Int8Module(nn.Module):
 class OneBlock(nn.Module):
     """One encoder block as ``blocks.0``, so that it exports with the node names of an encoder's block."""
 
-    def __init__(self, block: EncoderBlock) -> None:
+    def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.blocks = nn.ModuleList([block])
 
@@ -417,7 +433,7 @@ class OneBlock(nn.Module):
         return self.blocks[0](x)
 
 
-def network_module(supernet: Sam, config: SubnetConfig, prompts: int, gen: torch.Generator):
+def network_module(supernet: Sam | Sam2, config: SubnetConfig, prompts: int, gen: torch.Generator):
     """The extracted subnet as the module to time (encoder, or encoder + decoder if ``prompts``), with inputs.
 
     int8 blocks run quantized (an :class:`Int8Module` for the encoder alone).
@@ -428,9 +444,28 @@ def network_module(supernet: Sam, config: SubnetConfig, prompts: int, gen: torch
         return EncoderDecoderCall(extract(supernet, config)).eval(), (images, *prompt_inputs(res, prompts, gen))
     if config.int8_blocks():
         fp32 = extract(supernet, config, quantize=False)
-        return Int8Module(fp32.image_encoder, quantize_subnet(fp32, config).image_encoder,
+        return Int8Module(encoder_module(fp32), encoder_module(quantize_subnet(fp32, config)),
                           config.int8_blocks()), (images,)
-    return extract(supernet, config).image_encoder.eval(), (images,)
+    return encoder_module(extract(supernet, config)).eval(), (images,)
+
+
+def encoder_module(subnet: Sam | Sam2) -> nn.Module:
+    """What an extracted subnet's image encoder runs as, ``(1, 3, R, R)`` images in: SAM's ``image_encoder``
+    (the embeddings out), SAM 2's :class:`nas.latency.sam2.Sam2EncoderCall` (the image embedding and the two
+    high-resolution features the decoder takes)."""
+    if isinstance(subnet, Sam2):
+        from .sam2 import Sam2EncoderCall
+
+        return Sam2EncoderCall(subnet)
+    return subnet.image_encoder
+
+
+def build_supernet(space: SearchSpace, seed: int) -> Sam | Sam2:
+    """The elastic supernet of ``space``'s model type (SAM's or SAM 2's), random weights from ``seed``:
+    latency does not depend on their values."""
+    if space.is_sam2:
+        return build_sam2_supernet(space.model_type, seed=seed)
+    return build_sam(space.model_type, seed=seed)
 
 
 def sample_configs(space: SearchSpace, n: int, seed: int = 0) -> list[SubnetConfig]:
@@ -678,7 +713,7 @@ def profile(space: SearchSpace | str, device: str, settings: ProfileSettings | N
         torch.manual_seed(seed)
         jobs = [_Job(kind, lambda kind=kind: kind_module(space.arch, kind, gen), run.blocks) for kind in kinds]
         if configs:
-            supernet = build_sam(space.model_type, seed=seed)
+            supernet = build_supernet(space, seed)
             jobs += [_Job({"space": space.name, "part": part, "prompts": k, "resolution": cfg.resolution,
                            "config": cfg.key},
                           lambda cfg=cfg, k=k: network_module(supernet, cfg, k, gen), run.networks)
@@ -686,7 +721,7 @@ def profile(space: SearchSpace | str, device: str, settings: ProfileSettings | N
         if s.probes:
             from .probe import probe_configs
 
-            supernet = supernet if configs else build_sam(space.model_type, seed=seed)
+            supernet = supernet if configs else build_supernet(space, seed)
             jobs += [_Job({"space": space.name, "config": cfg.key},
                           lambda cfg=cfg: network_module(supernet, cfg, 0, gen), run.probes)
                      for cfg in probe_configs(space)]

@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from infra.errors import UserError
 from infra.fileio import atomic_write_text, results_dir
@@ -57,20 +58,51 @@ RUNTIME_PRECISIONS = {
 
 TIMING_FIELDS = ("median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms", "repeats", "seconds")
 # kind: "fixed" (patch embedding + position embedding + neck, i.e. an encoder with no
-# blocks), "block" (one encoder block), or "decoder" (prompt encoder + mask decoder for
-# ``prompts`` single-point prompts). window: 0 = global attention; -1 where it does not apply.
-# precision: the block's linear layers, fp32 or int8 (dynamic); files from before it read as fp32.
-BLOCK_KEY = ("model_type", "kind", "resolution", "window", "heads", "mlp", "prompts", "precision")
+# blocks; SAM 2's also the decoder's high-resolution projections), "decoder" (prompt encoder +
+# mask decoder for ``prompts`` single-point prompts), or one encoder block (:func:`encoder_block_kinds`):
+# SAM's "block", SAM 2's "window", "global" or "transition". window: attention window side in
+# tokens, 0 = global attention; -1 where it does not apply. precision: the block's linear layers,
+# fp32 or int8 (dynamic); files from before it read as fp32. stage: the encoder stage of the block
+# (SAM 2's Hiera; 0 otherwise); files from before it read as 0.
+BLOCK_KEY = ("model_type", "kind", "resolution", "window", "heads", "mlp", "prompts", "precision", "stage")
 BLOCK_FIELDS = BLOCK_KEY + TIMING_FIELDS
 # part: "encoder" (image encoder alone) or "encoder+decoder" (then ``prompts`` > 0).
 NETWORK_KEY = ("space", "part", "prompts", "config")
 NETWORK_FIELDS = ("space", "part", "prompts", "resolution", "config") + TIMING_FIELDS
-INT_FIELDS = {"resolution", "window", "heads", "mlp", "prompts", "repeats"}
+INT_FIELDS = {"resolution", "window", "heads", "mlp", "prompts", "repeats", "stage"}
 FLOAT_FIELDS = {"median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms", "seconds"}
 # Fields added after files were first written: a file without them reads as this value.
-FIELD_DEFAULTS = {"precision": "fp32"}
+FIELD_DEFAULTS = {"precision": "fp32", "stage": 0}
 # Fingerprint fields that must agree for two measurement runs to describe one device.
 SAME_DEVICE_FIELDS = ("cpu", "threads", "backend", "torch", "onnxruntime", "gpu", "allocator")
+
+
+class BlockKind(NamedTuple):
+    """What an encoder block's lookup-table entry is, besides its heads, MLP width and precision
+    (fields of :data:`BLOCK_KEY`)."""
+
+    kind: str  # "block" (SAM's ViT), or SAM 2's "window", "global", "transition" (a q-pool stage opener)
+    window: int  # attention window side in tokens of the block's input grid; 0 = global attention
+    stage: int  # SAM 2's stage: with the resolution it fixes the block's grid and widths; 0 in SAM
+
+
+def encoder_block_kinds(space) -> list[BlockKind]:
+    """The :class:`BlockKind` of each encoder block of ``space`` (a ``SearchSpace``), in order.
+
+    SAM's blocks differ only by window (``space.arch.window_size``, or 0 for global attention). A
+    SAM 2 block costs what its stage's grid and widths, its window and whether it opens the stage
+    (pooling its queries, widening ``dim -> dim_out``) make it cost, so those are in its kind.
+    """
+    arch = space.arch
+    if not space.is_sam2:
+        return [BlockKind("block", 0 if b.is_global else arch.window_size, 0) for b in space.blocks]
+    return [sam2_block_kind(spec) for spec in arch.block_specs()]
+
+
+def sam2_block_kind(spec) -> BlockKind:
+    """The :class:`BlockKind` of a SAM 2 block (a ``supernet.modeling.sam2.arch.Sam2BlockSpec``)."""
+    return BlockKind("transition" if spec.q_pool else "global" if spec.window == 0 else "window", spec.window,
+                     spec.stage)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ import torch
 from tqdm import tqdm
 
 from nas.measure.timing import MIN_SECONDS
-from search_spaces.config import BlockChoice, SubnetConfig
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from infra.errors import UserError
 
@@ -80,7 +80,7 @@ def draw_validation_config(space: SearchSpace, rng: np.random.Generator) -> Subn
             precision = b.precisions[int(rng.integers(len(b.precisions)))] if len(b.precisions) > 1 else b.precisions[0]
             blocks.append(b.kept(heads, mlp, precision))
         else:
-            blocks.append(BlockChoice.skipped())
+            blocks.append(b.skipped())
     if globals_kept < space.min_global_blocks:
         return None  # rejected: the draw is conditioned on a valid config
     return space.validate(SubnetConfig(space.name, resolution, tuple(blocks)))
@@ -148,12 +148,18 @@ def prepare_subnet(supernet, config: SubnetConfig, backend: str, folder: Path) -
     """Extract ``config`` and write what the fresh process loads: a subnet folder, or ``encoder.onnx`` in it.
 
     int8 blocks run quantized in both: ``load_subnet`` quantizes them, and the ONNX encoder is
-    quantized as ``samnas export`` does it.
+    quantized as ``samnas export`` does it. A SAM 2 subnet's ONNX encoder is the module profiling timed
+    (:func:`nas.latency.sam2.export_sam2_encoder_onnx`: three outputs).
     """
     from nas.export.onnx_export import export_encoder_onnx, quantize_encoder_onnx
     from supernet.elastic.extract import extract, save_subnet, subnet_metadata
+    from supernet.modeling.sam2.model import Sam2
+
+    from .sam2 import export_sam2_encoder_onnx
 
     sub = extract(supernet, config, quantize=False)
+    if backend in ONNX_BACKENDS and isinstance(sub, Sam2):  # int8 SAM 2 spaces are profiled on torch only
+        return export_sam2_encoder_onnx(sub, folder / "encoder.onnx")
     if backend in ONNX_BACKENDS:
         path = export_encoder_onnx(sub, folder / "encoder.onnx")
         return quantize_encoder_onnx(path, folder / "encoder.int8.onnx", config) if config.int8_blocks() else path
@@ -288,10 +294,10 @@ def _held_out(device: str, space: str | None, root, s: ValidateSettings) -> _Hel
 def _time_held_out(held: _HeldOut, s: ValidateSettings, reference: dict | None, progress: bool) -> list[dict]:
     """Each held-out subnet's timing (:func:`time_in_fresh_process`), with the probe subnet beside it when
     ``reference`` is given; extracted from a supernet of random weights seeded with ``s.seed``."""
-    from supernet.elastic.build import build_sam
+    from .profile import build_supernet
 
     sp, backend_name = held.predictor.search_space, held.spec.backend
-    supernet = build_sam(sp.model_type, seed=s.seed)
+    supernet = build_supernet(sp, s.seed)
     measured = []
     bar = tqdm(held.configs, desc=f"validating {sp.name} on {held.store.device} (fresh processes)", unit="subnet",
                disable=not progress, dynamic_ncols=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from infra.errors import UserError
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
 
 from .base import Evaluator, QualityResult
 from .coco import CocoEvaluator
@@ -18,8 +19,8 @@ from .fidelity import FidelityEvaluator
 EVALUATORS: dict[str, type[Evaluator]] = {"fidelity": FidelityEvaluator, "coco": CocoEvaluator}
 
 
-def make_evaluator(kind: str, model: Sam, images=None, annotations=None, **kw) -> Evaluator:
-    """Build the evaluator ``kind`` ("fidelity" or "coco") for the full ``model``.
+def make_evaluator(kind: str, model: Sam | Sam2, images=None, annotations=None, **kw) -> Evaluator:
+    """Build the evaluator ``kind`` ("fidelity" or "coco") for the full ``model`` (SAM or SAM 2).
 
     ``images``: a folder, or a sequence of image paths (fidelity also takes ``(H, W, 3)``
     uint8 arrays). ``annotations``: the COCO JSON (coco only). ``kw`` goes to the

@@ -24,6 +24,7 @@ import torch
 from supernet.elastic.activation import active_subnet, full_config
 from supernet.elastic.subnet_config import SubnetConfig
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,14 @@ class Evaluator(ABC):
     def __init__(self) -> None:
         self.skipped: list[tuple[str, str]] = []
 
-    def prepare(self, model: Sam) -> None:
+    def prepare(self, model: Sam | Sam2) -> None:
         """Recompute whatever depends on the full model (default: nothing)."""
 
     @abstractmethod
-    def measure(self, model: Sam) -> QualityResult:
+    def measure(self, model: Sam | Sam2) -> QualityResult:
         """Score the subnet currently active on ``model`` (called under ``torch.inference_mode``)."""
 
-    def evaluate(self, model: Sam, config: SubnetConfig | None = None) -> QualityResult:
+    def evaluate(self, model: Sam | Sam2, config: SubnetConfig | None = None) -> QualityResult:
         """Score ``config`` on the supernet ``model`` (restoring the previous subnet after).
 
         ``config=None`` scores ``model`` as it is, such as an extracted standalone subnet.
@@ -94,7 +95,7 @@ class Evaluator(ABC):
         return QualityResult(float(score), {k: float(v) for k, v in metrics.items()}, list(self.skipped), num_items)
 
 
-def full_model(model: Sam):
+def full_model(model: Sam | Sam2):
     """Context manager: the full config active on ``model`` inside the block."""
     return active_subnet(model, full_config(model))
 

@@ -12,6 +12,8 @@ Every non-crowd annotation is one item, prompted two ways:
   to the maximal pixel nearest the maxima's mean position, then to the first in row-major
   order, so a rectangle gets its centre.
 
+SAM 2 models run through their own predictor path (``Sam2Predictor``), with the same prompts.
+
 A point asks for the three multimask outputs (a single point is ambiguous); a box asks for
 SAM's single output (``multimask_output=False``, as SAM's predictor advises for unambiguous
 prompts and as samnas trains box prompts). Each output's IoU with the GT mask is taken at the
@@ -32,7 +34,7 @@ them (a range without instances is ``None``). They are not part of ``metrics`` (
 
 ``mask_ceiling_miou`` bounds what any SAM at the model's input size can score on the same
 instances: the GT masks after a round trip through the model's low-res mask frame
-(:func:`mask_ceiling`). It depends on the input resolution and the labels only, not on the
+(:func:`mask_ceiling`; SAM 2's frame is the whole image squeezed to the square, without padding). It depends on the input resolution and the labels only, not on the
 weights, and tells a model's own errors from the detail its mask grid cannot hold.
 
 Crowd annotations (``iscrowd=1``) are left out by protocol and counted in ``num_crowd``,
@@ -54,8 +56,10 @@ from scipy.ndimage import distance_transform_edt
 
 from scenes.annotations import load_coco
 from infra.errors import UserError
-from supernet.modeling.predictor import SamPredictor
+from supernet.modeling.predictor import SamPredictor, predictor_for
 from supernet.modeling.sam import Sam, upscale_mask_logits
+from supernet.modeling.sam2.model import Sam2
+from supernet.modeling.sam2.predictor import Sam2Predictor
 from supernet.modeling.transforms import preprocess_shape
 
 from .base import Evaluator, QualityResult, batches, mask_iou, pick_by_score
@@ -129,7 +133,7 @@ def box_fill_mask(box: np.ndarray, height: int, width: int) -> np.ndarray:
     return rows[:, None] & cols[None, :]
 
 
-def mask_ceiling(gt: torch.Tensor, resolution: int) -> torch.Tensor:
+def mask_ceiling(gt: torch.Tensor, resolution: int, square: bool = False) -> torch.Tensor:
     """``(K, H, W)`` bool GT masks -> ``(K, H, W)`` bool: the same masks as a SAM at ``resolution`` px
     input can output them at best, up to the 0.5 rule below.
 
@@ -138,8 +142,14 @@ def mask_ceiling(gt: torch.Tensor, resolution: int) -> torch.Tensor:
     is the share of it the GT covers minus one half (area-averaged through the resized frame),
     upscaled the same way and cut at 0. Detail finer than a cell is lost: at 256 px input a
     640 px photo's cell is 10 px wide, so a small COCO object spans a few cells at most.
+
+    ``square``: SAM 2's frame, the whole image resized to ``resolution x resolution`` (no padding)
+    and its logits upscaled straight to the image (``Sam2.postprocess_masks``).
     """
     height, width = gt.shape[-2:]
+    if square:
+        cells = F.interpolate(gt.float()[:, None], (resolution // 4, resolution // 4), mode="area")
+        return F.interpolate(cells - 0.5, (height, width), mode="bilinear", align_corners=False)[:, 0] > 0
     h, w = preprocess_shape(height, width, resolution)
     frame = F.interpolate(gt.float()[:, None], (h, w), mode="area")
     frame = F.pad(frame, (0, resolution - w, 0, resolution - h))
@@ -147,7 +157,7 @@ def mask_ceiling(gt: torch.Tensor, resolution: int) -> torch.Tensor:
     return upscale_mask_logits(cells - 0.5, resolution, (h, w), (height, width))[:, 0] > 0
 
 
-def prompt_ious(predictor: SamPredictor, gt: torch.Tensor, points: np.ndarray | None = None,
+def prompt_ious(predictor: SamPredictor | Sam2Predictor, gt: torch.Tensor, points: np.ndarray | None = None,
                 boxes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """IoU vs GT of the best-scoring and of the oracle output, per prompt.
 
@@ -182,7 +192,8 @@ class CocoEvaluator(Evaluator):
     name = "coco"
     progress = False  # True: a progress bar over the images while measuring
 
-    def __init__(self, model: Sam, images_dir, annotations_json: str | Path, max_images: int | None = None) -> None:
+    def __init__(self, model: Sam | Sam2, images_dir, annotations_json: str | Path,
+                 max_images: int | None = None) -> None:
         super().__init__()
         self.annotations = Path(annotations_json)
         self._folder, self._chosen = _image_source(images_dir)
@@ -190,7 +201,7 @@ class CocoEvaluator(Evaluator):
         self.num_crowd = 0
         self.items: list[_Item] = []
         self._per_instance: dict[str, np.ndarray] = {}  # the last measurement's IoUs, for by_size()
-        self._ceilings: dict[int, np.ndarray] = {}  # per input resolution: each instance's mask_ceiling IoU
+        self._ceilings: dict[tuple[int, bool], np.ndarray] = {}  # per (input side, square): each instance's ceiling IoU
         for info in coco.dataset["images"]:
             if max_images is not None and len(self.items) >= max_images:
                 break
@@ -256,10 +267,10 @@ class CocoEvaluator(Evaluator):
         return _Item(name, image, np.stack(boxes), np.stack(points), gt, mask_iou(filled, gt).numpy(),
                      gt.flatten(1).sum(1).numpy())
 
-    def measure(self, model: Sam) -> QualityResult:
+    def measure(self, model: Sam | Sam2) -> QualityResult:
         from tqdm.auto import tqdm
 
-        predictor = SamPredictor(model)
+        predictor = predictor_for(model)
         scores = {"box": ([], []), "point": ([], [])}
         for item in tqdm(self.items, desc="box/point prompts", unit="image", disable=not self.progress, leave=False):
             predictor.set_image(item.image)
@@ -275,18 +286,20 @@ class CocoEvaluator(Evaluator):
             metrics[f"{kind}_miou"] = float(torch.cat(best).mean())
             metrics[f"{kind}_miou_oracle"] = float(torch.cat(oracle).mean())
         metrics["box_fill_miou"] = float(np.concatenate([item.box_fill for item in self.items]).mean())
-        self._per_instance["mask_ceiling_miou"] = self.ceiling_ious(model.resolution)
+        self._per_instance["mask_ceiling_miou"] = self.ceiling_ious(model.resolution, isinstance(model, Sam2))
         metrics["mask_ceiling_miou"] = float(self._per_instance["mask_ceiling_miou"].mean())
         score = (metrics["box_miou"] + metrics["point_miou"]) / 2
         return self.result(score, metrics, sum(len(item.masks) for item in self.items))
 
-    def ceiling_ious(self, resolution: int) -> np.ndarray:
-        """Each instance's IoU of :func:`mask_ceiling` at ``resolution`` px with its GT: ``(num instances,)``."""
-        if resolution not in self._ceilings:
-            self._ceilings[resolution] = np.concatenate([
-                mask_iou(mask_ceiling(item.masks[part], resolution), item.masks[part]).numpy()
+    def ceiling_ious(self, resolution: int, square: bool = False) -> np.ndarray:
+        """Each instance's IoU of :func:`mask_ceiling` at ``resolution`` px (``square``: SAM 2's frame) with
+        its GT: ``(num instances,)``."""
+        key = (resolution, square)
+        if key not in self._ceilings:
+            self._ceilings[key] = np.concatenate([
+                mask_iou(mask_ceiling(item.masks[part], resolution, square), item.masks[part]).numpy()
                 for item in self.items for part in batches(len(item.masks), PROMPT_BATCH)])
-        return self._ceilings[resolution]
+        return self._ceilings[key]
 
     def by_size(self) -> dict[str, int | float | None]:
         """The last measurement per COCO size range: ``instances_<range>`` and ``box_miou_<range>``,

@@ -11,9 +11,14 @@ points drawn uniformly over the image (seeded per image). A subnet is then compa
   predicted IoU of the multimask outputs) and the subnet's best mask chosen the same way,
   both at the original image size; averaged over all prompts of all images.
 
+SAM 2 runs the same way through its own predictor path (``Sam2Predictor``: prompts in its
+square input frame, masks at the original size); its embedding is the one the decoder reads
+(``no_mem_embed`` added).
+
 A subnet at a lower resolution has a smaller embedding grid (``resolution / 16`` cells a
 side). Because every resolution resizes the image's longest side to the input side and
-pads the same fraction of the square, grid cells line up proportionally: the subnet's
+pads the same fraction of the square (SAM 2: resizes the whole image to the square), grid
+cells line up proportionally: the subnet's
 embedding is resized to the full grid with bilinear interpolation (``align_corners=False``)
 before both distances, and the whole grid (padding cells included) is compared.
 
@@ -31,8 +36,10 @@ import torch.nn.functional as F
 
 from infra.errors import UserError
 from scenes.images import read_images
-from supernet.modeling.predictor import SamPredictor
+from supernet.modeling.predictor import SamPredictor, predictor_for
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
+from supernet.modeling.sam2.predictor import Sam2Predictor
 
 from .base import Evaluator, QualityResult, full_model, mask_iou
 
@@ -53,7 +60,7 @@ def sample_points(rng: np.random.Generator, height: int, width: int, count: int)
     return np.stack([rng.uniform(0, width, count), rng.uniform(0, height, count)], axis=1)
 
 
-def point_masks(predictor: SamPredictor, points: np.ndarray) -> torch.Tensor:
+def point_masks(predictor: SamPredictor | Sam2Predictor, points: np.ndarray) -> torch.Tensor:
     """Best mask (highest predicted IoU of the multimask outputs) per single positive point.
 
     ``points (P, 2)`` in original-image pixels -> ``(P, H, W)`` bool at the original size.
@@ -88,7 +95,7 @@ class FidelityEvaluator(Evaluator):
 
     name = "fidelity"
 
-    def __init__(self, model: Sam, images, prompts_per_image: int = 8, seed: int = 0,
+    def __init__(self, model: Sam | Sam2, images, prompts_per_image: int = 8, seed: int = 0,
                  max_images: int | None = None) -> None:
         super().__init__()
         if prompts_per_image < 1:
@@ -100,10 +107,10 @@ class FidelityEvaluator(Evaluator):
         self.references: list[_Reference] = []
         self.prepare(model)
 
-    def prepare(self, model: Sam) -> None:
+    def prepare(self, model: Sam | Sam2) -> None:
         """Run the full model once per image: embeddings, seeded points and reference masks."""
         self.references = []
-        predictor = SamPredictor(model)
+        predictor = predictor_for(model)
         with torch.inference_mode(), full_model(model):
             for index, (name, image) in enumerate(self._images):
                 rng = np.random.default_rng([self.seed, index])
@@ -112,8 +119,8 @@ class FidelityEvaluator(Evaluator):
                 masks = point_masks(predictor, points)
                 self.references.append(_Reference(name, image, points, predictor.get_image_embedding(), masks))
 
-    def measure(self, model: Sam) -> QualityResult:
-        predictor = SamPredictor(model)
+    def measure(self, model: Sam | Sam2) -> QualityResult:
+        predictor = predictor_for(model)
         cosines, mses, ious = [], [], []
         for ref in self.references:
             predictor.set_image(ref.image)

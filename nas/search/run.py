@@ -22,11 +22,12 @@ import torch
 
 from nas.latency.store import device_spec
 from search_spaces.counting import count
-from search_spaces.config import BlockChoice, SubnetConfig
+from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.activation import active_subnet
 from supernet.elastic.extract import extract
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
 
 from nas.studies import driver
 from nas.studies.driver import METRIC_NAMES  # noqa: F401 (re-exported: callers import it from here)
@@ -45,7 +46,7 @@ class LatencyModel(Protocol):
 class QualityEvaluator(Protocol):
     name: str
 
-    def evaluate(self, model: Sam, config: SubnetConfig | None): ...
+    def evaluate(self, model: Sam | Sam2, config: SubnetConfig | None): ...
 
 
 @dataclass
@@ -93,11 +94,11 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> SubnetConfig:
                 if len(b.precisions) > 1 else b.precisions[0]
             blocks.append(b.kept(heads, mlp, precision))
         else:
-            blocks.append(BlockChoice.skipped())
+            blocks.append(b.skipped())
     return space.validate(SubnetConfig(space.name, resolution, tuple(blocks)))
 
 
-def evaluate_config(evaluator: QualityEvaluator, model: Sam, config: SubnetConfig, precision: str = "fp32"):
+def evaluate_config(evaluator: QualityEvaluator, model: Sam | Sam2, config: SubnetConfig, precision: str = "fp32"):
     """Quality of ``config`` as it would run: on the supernet for an fp32 config; for one with int8
     blocks, on the subnet extracted and quantized (the weight-sharing supernet runs fp32 only).
 
@@ -118,7 +119,7 @@ class Objective:
     drawn, so a trial that fails later still shows what it tried.
     """
 
-    def __init__(self, model: Sam, space: SearchSpace, evaluator: QualityEvaluator, latency: LatencyModel,
+    def __init__(self, model: Sam | Sam2, space: SearchSpace, evaluator: QualityEvaluator, latency: LatencyModel,
                  budget_ms: float, precision: str = "fp32") -> None:
         self.model, self.space, self.evaluator, self.latency = model, space, evaluator, latency
         self.budget_ms, self.precision = budget_ms, precision
@@ -181,7 +182,7 @@ def _postfix(trial: optuna.trial.FrozenTrial) -> str:
     return f"quality={trial.values[0]:.3f}, ms={trial.values[1]:.1f}"
 
 
-def run_search(settings: SearchSettings, model: Sam, space: SearchSpace, evaluator: QualityEvaluator,
+def run_search(settings: SearchSettings, model: Sam | Sam2, space: SearchSpace, evaluator: QualityEvaluator,
                latency: LatencyModel, progress: bool = True, callbacks=(), tracker=None) -> optuna.Study:
     """Run (or resume) the study until it holds ``settings.trials`` finished trials (see :mod:`nas.studies.driver`).
 

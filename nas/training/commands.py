@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "plus a ground-truth loss when --annotations is given. Writes OUT/supernet.pt (a SAM "
                        "checkpoint, ranking kept) and OUT/checkpoint.pt (exact resume state).",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="ranked supernet checkpoint (from `samnas rank`)")
+    p.add_argument("--checkpoint", required=True, help="ranked SAM or SAM 2 supernet checkpoint (from `samnas rank`)")
     p.add_argument("--space", required=True, help="search space whose subnets are trained")
     p.add_argument("--images", required=True, help="training image folder")
     p.add_argument("--annotations", help="COCO instances JSON for the optional ground-truth loss")
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--activation-checkpointing", choices=("auto", "on", "off"), default="auto",
                    help="recompute each encoder block in the backward pass instead of keeping its activations: "
                         "about a third more compute for a fraction of the memory (default auto: on for "
-                        "ViT-B/L/H, off for micro)")
+                        "ViT-B/L/H, off for micro and SAM 2)")
     p.add_argument("--teacher-cache", default=None,
                    help="folder for the frozen teacher's image embeddings, computed once per (teacher weights, "
                         "photo, input side) and reused by later steps and runs (default: OUT/teacher-cache; "
@@ -76,6 +76,9 @@ def run_train_supernet(args: argparse.Namespace) -> int:
     if args.loss_points < 0:
         raise UserError(f"--loss-points must be 0 (every pixel) or a number of pixels per mask, got {args.loss_points}")
     space = SearchSpace.load(args.space)
+    if space.is_sam2 and args.activation_checkpointing == "on":
+        raise UserError(f"--activation-checkpointing on: only SAM 1's ViT blocks have it; space {space.name} is "
+                        f"SAM 2 (use auto or off)")
     source = FolderScenes(args.images, args.annotations, seed=args.seed)
     model, ranking = load_ranked(args.checkpoint)
     if model.arch.name != space.model_type:
@@ -86,8 +89,8 @@ def run_train_supernet(args: argparse.Namespace) -> int:
     if resume is not None and not resume.is_file():
         raise UserError(f"--resume: {resume} not found")
     teacher = copy.deepcopy(model)
-    checkpointing = args.activation_checkpointing == "on" or (
-        args.activation_checkpointing == "auto" and model.arch.name != "micro")
+    checkpointing = not space.is_sam2 and (args.activation_checkpointing == "on" or (
+        args.activation_checkpointing == "auto" and model.arch.name != "micro"))
     cache_dir = None if args.teacher_cache == "none" else Path(args.teacher_cache or out / "teacher-cache")
     settings = TrainSettings(steps=args.steps, batch_images=args.batch_images, lr=args.lr,
                              random_subnets=args.random_subnets, largest_weight=args.largest_weight,

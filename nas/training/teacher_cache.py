@@ -1,11 +1,13 @@
 """Teacher image embeddings, computed once per (teacher weights, image, input side) and reused.
 
-Supernet training distils every subnet from the frozen full model. Its image embedding is the
+Supernet training distils every subnet from the frozen full model. Its image embedding (SAM 2: the
+embedding and the two high-resolution maps, :func:`supernet.modeling.predictor.decoder_inputs`) is the
 expensive part of the teacher (the whole ViT at the student's input side) and does not change
 while the teacher is frozen, so each is computed once and kept:
 
 - in memory, up to ``max_memory_mb`` (least recently used dropped first);
-- on disk, when a folder is given, as one safetensors file per embedding, so that a resumed or
+- on disk, when a folder is given, as one safetensors file per image (tensor ``embedding``, and SAM 2's
+  ``high_res_0`` and ``high_res_1``), so that a resumed or
   repeated run on the same photos skips the teacher's encoder altogether.
 
 The key is a digest of everything the embedding depends on: the teacher's weights
@@ -27,18 +29,22 @@ import numpy as np
 import torch
 
 from supernet.checkpoint import state_digest
+from supernet.modeling.predictor import decoder_inputs
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
+
+PART_NAMES = ("embedding", "high_res_0", "high_res_1")  # the file's name of each decoder input, in order
 
 
 class TeacherCache:
     """Image embeddings of a frozen ``teacher``, keyed by weights, model type, input side and image."""
 
-    def __init__(self, teacher: Sam, folder: str | Path | None = None, max_memory_mb: float = 2048) -> None:
+    def __init__(self, teacher: Sam | Sam2, folder: str | Path | None = None, max_memory_mb: float = 2048) -> None:
         self.teacher = teacher
         self.weights = state_digest(teacher)
         self.folder = Path(folder) if folder is not None else None
         self.max_bytes = int(max_memory_mb * 2**20)
-        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._memory: OrderedDict[str, list[torch.Tensor]] = OrderedDict()  # key -> the image's decoder inputs
         self._bytes = 0
         self.hits = self.misses = 0
 
@@ -50,7 +56,13 @@ class TeacherCache:
         return h.hexdigest()
 
     def embeddings(self, images: list[np.ndarray], inputs: torch.Tensor) -> torch.Tensor:
-        """The teacher's embeddings ``(B, C, g, g)`` of ``inputs`` ``(B, 3, R, R)``, the preprocessed ``images``.
+        """The teacher's image embeddings ``(B, C, g, g)`` of ``inputs`` ``(B, 3, R, R)``, the preprocessed
+        ``images`` (the first of :meth:`features`)."""
+        return self.features(images, inputs)[0]
+
+    def features(self, images: list[np.ndarray], inputs: torch.Tensor) -> list[torch.Tensor]:
+        """The teacher's decoder inputs (:func:`~supernet.modeling.predictor.decoder_inputs`, each ``(B, ...)``)
+        of ``inputs`` ``(B, 3, R, R)``, the preprocessed ``images``.
 
         Only the images not cached are encoded, in one batch, at the teacher's active resolution
         (which must be ``R``).
@@ -63,13 +75,13 @@ class TeacherCache:
         self.misses += len(missing)
         if missing:
             with torch.no_grad():
-                computed = self.teacher.image_encoder(inputs[missing])
-            for i, emb in zip(missing, computed):
-                found[i] = emb
-                self._put(keys[i], emb)
-        return torch.stack([e.to(inputs.device) for e in found])
+                computed = decoder_inputs(self.teacher, inputs[missing])
+            for row, i in enumerate(missing):
+                found[i] = [part[row] for part in computed]
+                self._put(keys[i], found[i])
+        return [torch.stack([parts[k].to(inputs.device) for parts in found]) for k in range(len(found[0]))]
 
-    def _get(self, key: str) -> torch.Tensor | None:
+    def _get(self, key: str) -> list[torch.Tensor] | None:
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
@@ -79,15 +91,18 @@ class TeacherCache:
         try:
             from safetensors.torch import load_file
 
-            emb = load_file(str(path))["embedding"]
+            data = load_file(str(path))
+            parts = [data[name] for name in PART_NAMES if name in data]
         except Exception:  # a damaged file is recomputed, never trusted
             return None
-        self._remember(key, emb)
-        return emb
+        if not parts or len(parts) != len(data):
+            return None
+        self._remember(key, parts)
+        return parts
 
-    def _put(self, key: str, emb: torch.Tensor) -> None:
-        emb = emb.detach().cpu().contiguous()
-        self._remember(key, emb)
+    def _put(self, key: str, parts: list[torch.Tensor]) -> None:
+        parts = [part.detach().cpu().contiguous() for part in parts]
+        self._remember(key, parts)
         path = self._path(key)
         if path is None:
             return
@@ -97,24 +112,28 @@ class TeacherCache:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         try:
-            save_file({"embedding": emb}, tmp)
+            save_file(dict(zip(PART_NAMES, parts)), tmp)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def _remember(self, key: str, emb: torch.Tensor) -> None:
-        size = emb.numel() * emb.element_size()
+    def _remember(self, key: str, parts: list[torch.Tensor]) -> None:
+        size = _nbytes(parts)
         if size > self.max_bytes:
             return
-        self._memory[key] = emb
+        self._memory[key] = parts
         self._bytes += size
         while self._bytes > self.max_bytes:
             _, old = self._memory.popitem(last=False)
-            self._bytes -= old.numel() * old.element_size()
+            self._bytes -= _nbytes(old)
 
     def _path(self, key: str) -> Path | None:
         return None if self.folder is None else self.folder / f"{key}.safetensors"
 
 
-__all__ = ["TeacherCache"]
+def _nbytes(parts: list[torch.Tensor]) -> int:
+    return sum(part.numel() * part.element_size() for part in parts)
+
+
+__all__ = ["PART_NAMES", "TeacherCache"]

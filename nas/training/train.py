@@ -8,7 +8,9 @@ logits as a mask prompt).
 Supernet training (``sandwich``) runs, each step, the largest subnet, the smallest and
 ``k`` random ones, each distilled from the frozen full model (the checkpoint it started
 from): MSE on the image embeddings plus focal + dice against the teacher's masks for the
-same prompts; the ground-truth loss is added when annotations are given.
+same prompts; the ground-truth loss is added when annotations are given. A SAM 2 supernet trains
+the same way in its own input frame, its embedding loss summed over the three decoder inputs (the
+embedding and both high-resolution maps, each MSE scaled by the teacher's variance).
 
 Data parallel: run under ``torchrun``; each rank draws its own scenes, every rank trains
 the same subnets (drawn from the step number), and gradients are averaged by
@@ -39,9 +41,10 @@ from infra.fileio import atomic_torch_save
 from nas.training.losses import mask_loss, sam_loss
 from nas.training.settings import TrainSettings
 from nas.training.teacher_cache import TeacherCache
+from supernet.modeling.predictor import decode_parts, decoder_inputs, image_to_model_input
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
 from scenes.sources import Scene, SceneSource, step_rng
-from supernet.modeling.transforms import ResizeLongestSide
 
 CHECKPOINT_FORMAT = "samnas-train/1"
 
@@ -55,12 +58,12 @@ class PreparedScene:
     valid: tuple[int, int]  # resized (h, w) before padding
 
 
-def prepare_scene(model: Sam, scene: Scene, max_masks: int, rng: np.random.Generator) -> PreparedScene:
-    """Resize an image and its masks to the model's active resolution (longest side) and pad."""
+def prepare_scene(model: Sam | Sam2, scene: Scene, max_masks: int, rng: np.random.Generator) -> PreparedScene:
+    """Resize an image and its masks to the model's input frame at its active resolution: SAM's longest
+    side, then padded; SAM 2's whole image squeezed to the square (``valid`` is then ``(R, R)``)."""
     res = model.resolution
-    resized = ResizeLongestSide(res).apply_image(scene.image)
-    h, w = resized.shape[:2]
-    image = model.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float().to(model.device))[0]
+    image, (h, w) = image_to_model_input(model, scene.image)
+    image = image[0]
     masks = scene.masks
     if len(masks) > max_masks:
         masks = [masks[i] for i in sorted(rng.choice(len(masks), max_masks, replace=False))]
@@ -248,7 +251,7 @@ class SubnetLoss(nn.Module):
     each followed by one corrective round; unlabelled images get random points (distillation only).
     """
 
-    def __init__(self, model: Sam, teacher: Sam | None, settings: TrainSettings,
+    def __init__(self, model: Sam | Sam2, teacher: Sam | Sam2 | None, settings: TrainSettings,
                  teacher_cache: TeacherCache | None = None) -> None:
         super().__init__()
         self.model = model
@@ -264,18 +267,18 @@ class SubnetLoss(nn.Module):
         gen.manual_seed(int(rng.integers(2**62)))
         prepared = [prepare_scene(model, sc, s.prompts_per_image, rng) for sc in scenes]
         images = torch.stack([p.image for p in prepared]).to(device)
-        emb = model.image_encoder(images)
-        total = emb.new_zeros(())
+        emb = decoder_inputs(model, images)  # SAM: [embedding]; SAM 2: also the two high-resolution maps
+        total = emb[0].new_zeros(())
         stats: dict[str, list[float]] = {"iou": [], "embed_mse": []}
         t_emb = None
         if self.teacher is not None and s.distill:
             self.teacher.set_resolution(model.resolution)  # full width, the student's input size
             if self.teacher_cache is not None:
-                t_emb = self.teacher_cache.embeddings([sc.image for sc in scenes], images)
+                t_emb = self.teacher_cache.features([sc.image for sc in scenes], images)
             else:
                 with torch.no_grad():
-                    t_emb = self.teacher.image_encoder(images)
-            embed = F.mse_loss(emb, t_emb) / t_emb.var().clamp(min=1e-8)
+                    t_emb = decoder_inputs(self.teacher, images)
+            embed = sum(F.mse_loss(e, t) / t.var().clamp(min=1e-8) for e, t in zip(emb, t_emb))
             total = total + s.embed_weight * embed
             stats["embed_mse"].append(float(embed.detach()))
         res = model.resolution
@@ -291,9 +294,9 @@ class SubnetLoss(nn.Module):
             points = (torch.cat([c for c, _ in pts]).to(device), torch.cat([l for _, l in pts]).to(device))
             groups.append((unlabelled, points, None, None))
         for rows, points, boxes, gt in groups:
-            e = emb[rows]
+            e = [part[rows] for part in emb]
             multimask = boxes is None
-            low, iou = model.decode(e, points=points, boxes=boxes, multimask_output=multimask)
+            low, iou = decode_parts(model, e, points=points, boxes=boxes, multimask_output=multimask)
             if gt is not None:
                 frame = loss_frame(s, gt, gen)
                 first = sam_loss(frame.logits(low), iou, frame.targets(gt), frame.weights, s.focal_alpha)
@@ -307,8 +310,8 @@ class SubnetLoss(nn.Module):
                 frame = LossFrame(res)
             if t_emb is not None:
                 with torch.no_grad():
-                    t_low, _ = self.teacher.decode(t_emb[rows], points=points, boxes=boxes,
-                                                   multimask_output=multimask)
+                    t_low, _ = decode_parts(self.teacher, [part[rows] for part in t_emb], points=points,
+                                            boxes=boxes, multimask_output=multimask)
                 target = torch.sigmoid(frame.logits(t_low)).flatten(0, 1)
                 per = mask_loss(frame.logits(low).flatten(0, 1), target, frame.candidate_weights(low.shape[1]),
                                 s.focal_alpha)
@@ -327,8 +330,8 @@ class SubnetLoss(nn.Module):
             c, l = corrective_points(upscale(prev_low, targets.shape[-1])[:, 0], targets, gen)
         if points is not None:
             c, l = torch.cat([points[0], c], 1), torch.cat([points[1], l], 1)
-        low2, iou2 = self.model.decode(e, points=(c, l), boxes=boxes, masks=prev_low.detach(),
-                                       multimask_output=False)
+        low2, iou2 = decode_parts(self.model, e, points=(c, l), boxes=boxes, masks=prev_low.detach(),
+                                  multimask_output=False)
         return sam_loss(frame.logits(low2), iou2, frame.targets(targets), frame.weights,
                         self.settings.focal_alpha).loss
 
@@ -369,7 +372,7 @@ def sandwich_configs(space, step: int, seed: int, k: int) -> list[SubnetConfig]:
     return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(k)]
 
 
-def save_checkpoint(path: Path, model: Sam, optimizer, scheduler, step: int, settings: TrainSettings,
+def save_checkpoint(path: Path, model: Sam | Sam2, optimizer, scheduler, step: int, settings: TrainSettings,
                     extra: dict) -> Path:
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -395,10 +398,10 @@ def load_training_state(path: str | Path) -> dict:
     return state
 
 
-def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str | Path,
-          teacher: Sam | None = None, space=None, resume: str | Path | None = None,
+def train(model: Sam | Sam2, source: SceneSource, settings: TrainSettings, out_dir: str | Path,
+          teacher: Sam | Sam2 | None = None, space=None, resume: str | Path | None = None,
           log_metrics=None, progress: bool = True, extra: dict | None = None,
-          teacher_cache: TeacherCache | None = None) -> Sam:
+          teacher_cache: TeacherCache | None = None) -> Sam | Sam2:
     """Train ``model`` in place for ``settings.steps`` steps; checkpoints go to ``out_dir/checkpoint.pt``.
 
     ``teacher_cache`` (built on ``teacher``) serves the teacher's image embeddings computed before.
@@ -411,7 +414,7 @@ def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str
         for p in teacher.parameters():
             p.requires_grad_(False)
     model.train()
-    model.image_encoder.checkpoint_blocks = settings.activation_checkpointing
+    _set_checkpointing(model, settings.activation_checkpointing)
     step_module = SubnetLoss(model, teacher, settings, teacher_cache)
     ddp = None
     if world > 1:
@@ -468,13 +471,19 @@ def train(model: Sam, source: SceneSource, settings: TrainSettings, out_dir: str
                 save_checkpoint(out / "checkpoint.pt", model, optimizer, scheduler, step + 1, settings,
                                 {**(extra or {}), "seconds": time.perf_counter() - began})
     prefetch.shutdown(wait=True)
-    model.image_encoder.checkpoint_blocks = False
+    _set_checkpointing(model, False)
     if world > 1:
         ranks_in_sync(model)
         if rank == 0 and progress:
             print(f"data parallel over {world} processes: weights identical on every rank")
     model.eval()
     return model
+
+
+def _set_checkpointing(model: Sam | Sam2, on: bool) -> None:
+    """Activation checkpointing of SAM's ViT blocks; SAM 2's Hiera blocks run without it."""
+    if not isinstance(model, Sam2):
+        model.image_encoder.checkpoint_blocks = on
 
 
 def ranks_in_sync(model: nn.Module) -> None:

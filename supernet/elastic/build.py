@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from supernet.elastic.modules import ElasticImageEncoderViT
 from supernet.elastic.sam2_modules import ElasticHiera
-from supernet.modeling.arch import SamArch
+from supernet.modeling.arch import ARCHS, SamArch
 from supernet.modeling.build import build_full
 from supernet.modeling.sam import Sam
-from supernet.modeling.sam2.arch import Sam2Arch
+from supernet.modeling.sam2.arch import SAM2_ARCHS, Sam2Arch
 from supernet.modeling.sam2.build import build_sam2
 from supernet.modeling.sam2.model import Sam2
 
@@ -34,4 +34,12 @@ def encoder_blocks(model: Sam | Sam2):
     return model.image_encoder.trunk.blocks if isinstance(model, Sam2) else model.image_encoder.blocks
 
 
-MODEL_REGISTRY = {name: (lambda name=name: build_sam(name)) for name in ("vit_b", "vit_l", "vit_h", "micro")}
+MODEL_TYPES = tuple(ARCHS) + tuple(sorted(SAM2_ARCHS))  # every model type a command's --model-type takes
+
+
+def build_supernet(model_type: str, seed: int | None = None) -> Sam | Sam2:
+    """The elastic supernet of any model type: SAM's (:func:`build_sam`) or SAM 2's (:func:`build_sam2_supernet`)."""
+    return build_sam2_supernet(model_type, seed) if model_type in SAM2_ARCHS else build_sam(model_type, seed)
+
+
+MODEL_REGISTRY = {name: (lambda name=name: build_supernet(name)) for name in MODEL_TYPES}

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from supernet.elastic.build import encoder_blocks
 from supernet.elastic.modules import ElasticEncoderBlock
 from supernet.elastic.sam2_modules import ElasticMultiScaleBlock
+from supernet.modeling.predictor import decoder_inputs
 from supernet.modeling.sam import Sam
 from supernet.modeling.sam2.model import Sam2
 
@@ -48,14 +49,6 @@ def _head_view(block: Block) -> tuple[torch.Tensor, torch.Tensor]:
     qkv = attn.qkv.weight.view(3, attn.num_heads, attn.head_dim, -1)
     proj = attn.proj.weight.view(attn.proj.weight.shape[0], attn.num_heads, attn.head_dim)
     return qkv, proj
-
-
-def _decoder_inputs(model: Sam | Sam2, image: torch.Tensor) -> list[torch.Tensor]:
-    """What the mask decoder reads of ``image``: SAM's embedding, or SAM 2's embedding and high-resolution maps."""
-    if isinstance(model, Sam2):
-        features = model.embed_images(image)
-        return [features["image_embed"], *features["high_res_feats"]]
-    return [model.image_encoder(image)]
 
 
 def magnitude_scores(model: Sam | Sam2) -> BlockScores:
@@ -140,7 +133,7 @@ def taylor_scores(model: Sam | Sam2, images: Iterable[torch.Tensor], noise_std: 
         for image in images:
             model.zero_grad(set_to_none=True)
             loss = 0.0
-            for out in _decoder_inputs(model, image):
+            for out in decoder_inputs(model, image):
                 target = out.detach() + torch.randn(out.shape, generator=gen) * noise_std * out.detach().std()
                 loss = loss + torch.nn.functional.mse_loss(out, target)
             loss.backward()

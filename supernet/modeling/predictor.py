@@ -8,14 +8,40 @@ import numpy as np
 import torch
 
 from supernet.modeling.sam import Sam
+from supernet.modeling.sam2.model import Sam2
+from supernet.modeling.sam2.predictor import Sam2Predictor
 from supernet.modeling.transforms import ResizeLongestSide
 
 
-def image_to_model_input(model: Sam, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-    """``(H, W, 3)`` uint8 RGB -> the normalised, padded ``(1, 3, R, R)`` encoder input and the resized ``(h, w)``."""
+def image_to_model_input(model: Sam | Sam2, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(H, W, 3)`` uint8 RGB -> the normalised, padded ``(1, 3, R, R)`` encoder input and the resized ``(h, w)``.
+
+    SAM 2 resizes the whole image to ``R x R`` (no padding), so its ``(h, w)`` is ``(R, R)``.
+    """
+    if isinstance(model, Sam2):
+        pixels = torch.as_tensor(np.ascontiguousarray(image), device=model.device).permute(2, 0, 1)[None]
+        return model.preprocess(pixels), (model.resolution, model.resolution)
     resized = ResizeLongestSide(model.resolution).apply_image(np.ascontiguousarray(image))
     tensor = torch.as_tensor(resized, device=model.device).permute(2, 0, 1).contiguous()[None].float()
     return model.preprocess(tensor), (resized.shape[0], resized.shape[1])
+
+
+def decoder_inputs(model: Sam | Sam2, images: torch.Tensor) -> list[torch.Tensor]:
+    """What the mask decoder reads of preprocessed ``(B, 3, R, R)`` images: SAM's embedding
+    ``[(B, C, R/16, R/16)]``, or SAM 2's embedding and its two high-resolution maps
+    ``[(B, C, R/16, R/16), (B, C/8, R/4, R/4), (B, C/4, R/8, R/8)]``."""
+    if isinstance(model, Sam2):
+        features = model.embed_images(images)
+        return [features["image_embed"], *features["high_res_feats"]]
+    return [model.embed_images(images)]
+
+
+def decode_parts(model: Sam | Sam2, parts: list[torch.Tensor], **prompts) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.decode`` of :func:`decoder_inputs` ``parts`` (any rows of them) and ``prompts`` (``points``,
+    ``boxes``, ``masks``, ``multimask_output``) -> low-res mask logits and IoU predictions."""
+    if isinstance(model, Sam2):
+        return model.decode({"image_embed": parts[0], "high_res_feats": list(parts[1:])}, **prompts)
+    return model.decode(parts[0], **prompts)
 
 
 class SamPredictor:
@@ -120,3 +146,9 @@ class SamPredictor:
     def _require_image(self) -> None:
         if not self.is_image_set:
             raise RuntimeError("no image set: call set_image() before predicting")
+
+
+def predictor_for(model: Sam | Sam2) -> "SamPredictor | Sam2Predictor":
+    """The prompted-segmentation predictor of ``model``'s family: both answer ``set_image``, ``predict``,
+    ``predict_torch``, ``get_image_embedding`` and ``transform.apply_coords`` / ``apply_boxes`` alike."""
+    return Sam2Predictor(model) if isinstance(model, Sam2) else SamPredictor(model)

@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from search_spaces.config import BlockChoice, SubnetConfig
-from search_spaces.space import SearchSpace
+from search_spaces.config import SubnetConfig
+from search_spaces.space import SearchSpace, block_limits
 
 
 def _skip_order(space: SearchSpace) -> list[int]:
@@ -33,7 +33,7 @@ def uniform_shrinks(space: SearchSpace) -> list[SubnetConfig]:
                     blocks = []
                     for b in space.blocks:
                         if b.index in skipped:
-                            blocks.append(BlockChoice.skipped())
+                            blocks.append(b.skipped())
                         else:
                             hi = round(h * (len(b.heads) - 1) / max(1, levels_h - 1))
                             mi = round(m * (len(b.mlp) - 1) / max(1, levels_m - 1))
@@ -60,9 +60,11 @@ def valid(space: SearchSpace, config: SubnetConfig) -> bool:
 def encode_many(space: SearchSpace, configs: list[SubnetConfig]) -> np.ndarray:
     """``space.encode`` of many configs built from the space's own choices, without validating each.
 
-    Same layout and scale as :meth:`SearchSpace.encode` (a test checks they agree).
+    Same layout and scale as :meth:`SearchSpace.encode` (a test checks they agree): heads and MLP width
+    as shares of the block's own full size (in SAM 2 they grow by stage).
     """
     arch = space.arch
+    limits = block_limits(arch)
     with_int8 = "int8" in space.precisions
     n = space.num_blocks
     out = np.zeros((len(configs), 1 + (4 if with_int8 else 3) * n))
@@ -70,7 +72,8 @@ def encode_many(space: SearchSpace, configs: list[SubnetConfig]) -> np.ndarray:
         row[0] = config.resolution / arch.img_size
         for i, block in enumerate(config.blocks):
             if block.keep:
-                row[1 + 3 * i: 4 + 3 * i] = (1.0, block.heads / arch.num_heads, block.mlp / arch.mlp_dim)
+                _, full_heads, full_mlp = limits[i]
+                row[1 + 3 * i: 4 + 3 * i] = (1.0, block.heads / full_heads, block.mlp / full_mlp)
                 if with_int8 and block.precision == "int8":
                     row[1 + 3 * n + i] = 1.0
     return out
@@ -91,7 +94,7 @@ def mutate(space: SearchSpace, config: SubnetConfig, rng: np.random.Generator,
         what = int(rng.integers(fields + 1)) if b.skippable else 1 + int(rng.integers(fields))
         if what == 0 or not entry.keep:
             if entry.keep:
-                cfg = cfg.with_block(i, BlockChoice.skipped())
+                cfg = cfg.with_block(i, b.skipped())
             else:
                 heads, mlp = b.heads[int(rng.integers(len(b.heads)))], b.mlp[int(rng.integers(len(b.mlp)))]
                 precision = b.precisions[int(rng.integers(len(b.precisions)))] if fields == 3 else b.precisions[0]
