@@ -13,7 +13,8 @@ import yaml
 import cli
 from infra.errors import UserError
 from nas.latency.predictor import load_predictor, lut_index, lut_parts
-from nas.latency.profile import (Int8Module, OpenVinoBackend, OrtBackend, block_kinds, build_supernet,
+from supernet.elastic.build import build_supernet
+from nas.latency.profile import (Int8Module, OpenVinoBackend, OrtBackend, block_kinds,
                                  check_space_on_device, kind_module, network_module, restrict_resolutions,
                                  sample_configs)
 from nas.latency.sam2 import Sam2EncoderCall
@@ -87,7 +88,7 @@ def test_kind_modules_have_the_shapes_and_sizes_of_the_subnet_blocks(space):
     """Each block kind of the largest config is built as the extracted subnet's block is: same input and
     output shapes, same parameter count; the fixed part gives the encoder's three outputs."""
     cfg = space.largest()
-    subnet = extract(build_supernet(space, 0), cfg)
+    subnet = extract(build_supernet(space.model_type, 0), cfg)
     seen = []
     for block in subnet.image_encoder.trunk.blocks:
         block.register_forward_hook(lambda m, i, o: seen.append((tuple(i[0].shape), tuple(o.shape),
@@ -208,7 +209,7 @@ def test_onnx_runtimes_run_every_sam2_kind_and_subnet_as_torch_does(space, tmp_p
     largest = {(k["kind"], k["window"], k["stage"]): k for k in block_kinds(space)}  # sorted: the last is largest
     for kind in largest.values():
         backend.prepare(*kind_module(space.arch, kind, gen))()
-    supernet = build_supernet(space, 0)
+    supernet = build_supernet(space.model_type, 0)
     cfg = space.validate(space.smallest())
     assert len(backend.prepare(*network_module(supernet, cfg, 0, gen))()) == 3
     path = prepare_subnet(supernet, cfg, backend.name, tmp_path / "sub")
@@ -229,7 +230,7 @@ def test_int8_sam2_blocks_are_timed_quantized_on_torch_and_refused_on_onnx(full)
     assert isinstance(module, Int8Module) and is_quantized(module.int8) and not is_quantized(module.fp32)
     cfg = space8.largest()
     cfg = space8.validate(cfg.with_block(1, BlockChoice(True, cfg.blocks[1].heads, cfg.blocks[1].mlp, "int8", 1)))
-    module, (images,) = network_module(build_supernet(space8, 0), cfg, 0, gen)
+    module, (images,) = network_module(build_supernet(space8.model_type, 0), cfg, 0, gen)
     assert isinstance(module, Int8Module) and module.blocks == [1]
     with torch.inference_mode():
         assert [tuple(o.shape) for o in module(images)] == [(1, 64, 8, 8), (1, 8, 32, 32), (1, 16, 16, 16)]

@@ -197,10 +197,11 @@ def backend_build(device: str, space: SearchSpace, threads: int, seed: int = 0):
 
     Call it with ``threads`` torch threads set; ``fingerprint`` is this machine's, as profiling records it.
     """
-    from .profile import build_supernet, device_fingerprint, make_backend, network_module
+    from supernet.elastic.build import build_supernet
+    from .profile import device_fingerprint, make_backend, network_module
 
     backend = make_backend(device, threads)
-    supernet = build_supernet(space, seed)
+    supernet = build_supernet(space.model_type, seed)
     gen = torch.Generator().manual_seed(seed)
 
     def build(cfg: SubnetConfig):

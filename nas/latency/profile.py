@@ -46,7 +46,7 @@ from nas.measure.timing import MIN_SECONDS, ROUNDS, RoundTimings, drift_pct, tim
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.modeling.arch import SamArch
-from supernet.elastic.build import build_sam, build_sam2_supernet
+from supernet.elastic.build import build_supernet
 from supernet.modeling.build import build_from_spec
 from infra.errors import UserError
 from infra.threads import torch_threads
@@ -460,14 +460,6 @@ def encoder_module(subnet: Sam | Sam2) -> nn.Module:
     return subnet.image_encoder
 
 
-def build_supernet(space: SearchSpace, seed: int) -> Sam | Sam2:
-    """The elastic supernet of ``space``'s model type (SAM's or SAM 2's), random weights from ``seed``:
-    latency does not depend on their values."""
-    if space.is_sam2:
-        return build_sam2_supernet(space.model_type, seed=seed)
-    return build_sam(space.model_type, seed=seed)
-
-
 def sample_configs(space: SearchSpace, n: int, seed: int = 0) -> list[SubnetConfig]:
     """``n`` distinct valid configs: the largest, the smallest, then random samples (fixed ``seed``).
 
@@ -713,7 +705,7 @@ def profile(space: SearchSpace | str, device: str, settings: ProfileSettings | N
         torch.manual_seed(seed)
         jobs = [_Job(kind, lambda kind=kind: kind_module(space.arch, kind, gen), run.blocks) for kind in kinds]
         if configs:
-            supernet = build_supernet(space, seed)
+            supernet = build_supernet(space.model_type, seed)
             jobs += [_Job({"space": space.name, "part": part, "prompts": k, "resolution": cfg.resolution,
                            "config": cfg.key},
                           lambda cfg=cfg, k=k: network_module(supernet, cfg, k, gen), run.networks)
@@ -721,7 +713,7 @@ def profile(space: SearchSpace | str, device: str, settings: ProfileSettings | N
         if s.probes:
             from .probe import probe_configs
 
-            supernet = supernet if configs else build_supernet(space, seed)
+            supernet = supernet if configs else build_supernet(space.model_type, seed)
             jobs += [_Job({"space": space.name, "config": cfg.key},
                           lambda cfg=cfg: network_module(supernet, cfg, 0, gen), run.probes)
                      for cfg in probe_configs(space)]

@@ -294,10 +294,10 @@ def _held_out(device: str, space: str | None, root, s: ValidateSettings) -> _Hel
 def _time_held_out(held: _HeldOut, s: ValidateSettings, reference: dict | None, progress: bool) -> list[dict]:
     """Each held-out subnet's timing (:func:`time_in_fresh_process`), with the probe subnet beside it when
     ``reference`` is given; extracted from a supernet of random weights seeded with ``s.seed``."""
-    from .profile import build_supernet
+    from supernet.elastic.build import build_supernet
 
     sp, backend_name = held.predictor.search_space, held.spec.backend
-    supernet = build_supernet(sp, s.seed)
+    supernet = build_supernet(sp.model_type, s.seed)
     measured = []
     bar = tqdm(held.configs, desc=f"validating {sp.name} on {held.store.device} (fresh processes)", unit="subnet",
                disable=not progress, dynamic_ncols=True)
