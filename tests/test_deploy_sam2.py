@@ -20,7 +20,8 @@ import cli
 from deploy import DeployError, Runner
 from deploy.preprocess import sam2_model_input
 from nas.export.onnx_export import DECODER_OUTPUTS, onnx_session
-from nas.export.sam2_onnx import SAM2_ENCODER_OUTPUTS, Sam2EncoderOnnx, export_sam2_decoder_onnx, sam2_decoder_example
+from supernet.modeling.sam2.model import Sam2EncoderCall
+from nas.export.sam2_onnx import SAM2_ENCODER_OUTPUTS, export_sam2_decoder_onnx, sam2_decoder_example
 from nas.export.subnet import export_subnet
 from sam2_oracle import randomise
 from search_spaces import SearchSpace
@@ -97,7 +98,7 @@ def test_encoder_onnx_gives_the_three_outputs_of_pytorch(sam2_export):
     sub = load_subnet(sam2_export).eval()
     x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        ref = Sam2EncoderOnnx(sub)(x)
+        ref = Sam2EncoderCall(sub)(x)
     sess = onnx_session(sam2_export / "image_encoder.onnx")
     assert [o.name for o in sess.get_outputs()] == list(SAM2_ENCODER_OUTPUTS)
     got = sess.run(list(SAM2_ENCODER_OUTPUTS), {"images": x.numpy()})

@@ -17,7 +17,7 @@ from supernet.elastic.build import build_supernet
 from nas.latency.profile import (Int8Module, OpenVinoBackend, OrtBackend, block_kinds,
                                  check_space_on_device, kind_module, network_module, restrict_resolutions,
                                  sample_configs)
-from nas.latency.sam2 import Sam2EncoderCall
+from supernet.modeling.sam2.model import Sam2EncoderCall
 from nas.latency.store import DeviceStore
 from nas.latency.validate import VALIDATION_FILE, prepare_subnet, time_in_fresh_process, validation_configs
 from search_spaces.config import BlockChoice, SubnetConfig

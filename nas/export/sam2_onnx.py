@@ -1,6 +1,6 @@
 """ONNX export of a SAM 2 subnet: the image encoder with its three outputs, and the prompt decoder.
 
-The encoder (:class:`Sam2EncoderOnnx`) is ``Sam2.embed_images``: Hiera trunk, FPN neck, the decoder's
+The encoder (:class:`Sam2EncoderCall`) is ``Sam2.embed_images``: Hiera trunk, FPN neck, the decoder's
 ``conv_s0`` / ``conv_s1`` projections of the stride-4 and stride-8 levels, and ``no_mem_embed`` added to
 the image embedding. ``no_mem_embed`` lives in the encoder graph because every image-only prediction
 adds it (Meta's ``SAM2ImagePredictor.set_image`` does, and so does samexporter's SAM 2 encoder), so the
@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from supernet.modeling.sam2.model import BACKBONE_STRIDE, Sam2
+from supernet.modeling.sam2.model import BACKBONE_STRIDE, Sam2, Sam2EncoderCall
 
 from nas.export.onnx_export import (OPSET, PromptDecoderOnnx, _temp_beside, decoder_cases_error,
                                    onnx_session, write_decoder_onnx)
@@ -33,18 +32,6 @@ SAM2_ENCODER_OUTPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
 SAM2_DECODER_INPUTS = SAM2_ENCODER_OUTPUTS + ("point_coords", "point_labels", "mask_input", "has_mask_input",
                                               "orig_im_size")
 LOW_RES_CLAMP = 32.0  # SAM2ImagePredictor clamps the low-res logits it returns to +-32
-
-
-class Sam2EncoderOnnx(nn.Module):
-    """``images (1, 3, R, R)`` (preprocessed) -> ``image_embed``, ``high_res_feats_0``, ``high_res_feats_1``."""
-
-    def __init__(self, model: Sam2) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        features = self.model.embed_images(images)
-        return features["image_embed"], features["high_res_feats"][0], features["high_res_feats"][1]
 
 
 def sam2_shapes(model: Sam2) -> dict:
@@ -62,13 +49,13 @@ def sam2_shapes(model: Sam2) -> dict:
 
 
 def export_sam2_encoder_onnx(model: Sam2, path: str | Path) -> Path:
-    """Write :class:`Sam2EncoderOnnx` of ``model`` as ONNX (input ``images``), atomically (TorchScript-based
+    """Write :class:`Sam2EncoderCall` of ``model`` as ONNX (input ``images``), atomically (TorchScript-based
     exporter, as ``export_encoder_onnx``)."""
     path = Path(path)
     example = torch.zeros(1, 3, model.resolution, model.resolution)
     with _temp_beside(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Sam2EncoderOnnx(model).eval(), (example,), tmp, dynamo=False, opset_version=OPSET,
+        torch.onnx.export(Sam2EncoderCall(model).eval(), (example,), tmp, dynamo=False, opset_version=OPSET,
                           input_names=["images"], output_names=list(SAM2_ENCODER_OUTPUTS))
     return path
 
@@ -77,7 +64,7 @@ def export_sam2_encoder_onnx(model: Sam2, path: str | Path) -> Path:
 def sam2_encoder_error(model: Sam2, path: str | Path, seed: int = 0) -> dict[str, float]:
     """Largest ``|ONNX Runtime - PyTorch|`` of each encoder output on one random input (``seed``)."""
     x = torch.randn(1, 3, model.resolution, model.resolution, generator=torch.Generator().manual_seed(seed))
-    ref = Sam2EncoderOnnx(model).eval()(x)
+    ref = Sam2EncoderCall(model).eval()(x)
     got = onnx_session(path).run(list(SAM2_ENCODER_OUTPUTS), {"images": x.numpy()})
     return {name: float(np.abs(g - r.numpy()).max()) for name, g, r in zip(SAM2_ENCODER_OUTPUTS, got, ref)}
 

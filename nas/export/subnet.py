@@ -49,14 +49,14 @@ from supernet.elastic.subnet_config import SubnetConfig
 from supernet.elastic.quantize import quantize_subnet
 from supernet.elastic.ranked import file_sha256
 from supernet.modeling.sam import Sam
-from supernet.modeling.sam2.model import Sam2
+from supernet.modeling.sam2.model import Sam2, Sam2EncoderCall
 
 from nas.measure.fingerprint import machine_fingerprint
 from nas.latency.store import device_spec
 from nas.export.onnx_export import (DECODER_INPUTS, DECODER_OUTPUTS, DECODER_TOLERANCE, ONNX_INT8_TOLERANCE, decoder_error, decoder_shapes,
                           decoder_within_tolerance, embedding_error, export_decoder_onnx, export_encoder_onnx,
                           int8_within_tolerance, onnx_max_abs_diff, quantize_encoder_onnx)
-from nas.export.sam2_onnx import (SAM2_DECODER_INPUTS, SAM2_ENCODER_OUTPUTS, Sam2EncoderOnnx, export_sam2_decoder_onnx,
+from nas.export.sam2_onnx import (SAM2_DECODER_INPUTS, SAM2_ENCODER_OUTPUTS, export_sam2_decoder_onnx,
                                   export_sam2_encoder_onnx, sam2_decoder_error, sam2_encoder_error, sam2_shapes)
 from nas.studies.study import predictor_line
 from nas.measure.timing import MIN_SECONDS, time_callable
@@ -71,8 +71,8 @@ ONNX_TOLERANCE = 1e-3  # max |ORT - torch| on the embeddings accepted for an exp
 
 
 def encoder_module(sub: Sam | Sam2) -> torch.nn.Module:
-    """What ``image_encoder.onnx`` holds for ``sub``: SAM's image encoder, or SAM 2's :class:`Sam2EncoderOnnx`."""
-    return Sam2EncoderOnnx(sub).eval() if isinstance(sub, Sam2) else sub.image_encoder
+    """What ``image_encoder.onnx`` holds for ``sub``: SAM's image encoder, or SAM 2's :class:`Sam2EncoderCall`."""
+    return Sam2EncoderCall(sub).eval() if isinstance(sub, Sam2) else sub.image_encoder
 
 
 def measure_encoder_ms(sub: Sam | Sam2, repeats: int = 5) -> dict:

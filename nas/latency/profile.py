@@ -451,10 +451,10 @@ def network_module(supernet: Sam | Sam2, config: SubnetConfig, prompts: int, gen
 
 def encoder_module(subnet: Sam | Sam2) -> nn.Module:
     """What an extracted subnet's image encoder runs as, ``(1, 3, R, R)`` images in: SAM's ``image_encoder``
-    (the embeddings out), SAM 2's :class:`nas.latency.sam2.Sam2EncoderCall` (the image embedding and the two
+    (the embeddings out), SAM 2's :class:`supernet.modeling.sam2.model.Sam2EncoderCall` (the image embedding and the two
     high-resolution features the decoder takes)."""
     if isinstance(subnet, Sam2):
-        from .sam2 import Sam2EncoderCall
+        from supernet.modeling.sam2.model import Sam2EncoderCall
 
         return Sam2EncoderCall(subnet)
     return subnet.image_encoder

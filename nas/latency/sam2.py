@@ -27,29 +27,12 @@ from torch import nn
 from supernet.modeling.sam2.arch import Sam2Arch, Sam2BlockSpec, fixed_reason
 from supernet.modeling.sam2.build import build_sam2_from_spec
 from supernet.modeling.sam2.hiera import MultiScaleBlock
-from supernet.modeling.sam2.model import BACKBONE_STRIDE, Sam2
+from supernet.modeling.sam2.model import BACKBONE_STRIDE, Sam2, Sam2EncoderCall, feature_tuple
 
 from .profile import export_onnx_bytes, prompt_inputs
 from .store import BlockKind, sam2_block_kind
 
 PATCH_STRIDE = 4  # the Hiera patch embedding's stride: stage s runs on a grid of R / (4 * 2**s) tokens
-
-
-class Sam2EncoderCall(nn.Module):
-    """SAM 2's image encoder as deployed: ``(1, 3, R, R)`` images -> ``image_embed`` ``(1, C, R/16, R/16)``
-    and the high-resolution features ``(1, C/8, R/4, R/4)``, ``(1, C/4, R/8, R/8)`` (:meth:`Sam2.embed_images`)."""
-
-    def __init__(self, sam: Sam2) -> None:
-        super().__init__()
-        self.sam = sam
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return decoder_inputs(self.sam.embed_images(images))
-
-
-def decoder_inputs(features: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:meth:`Sam2.embed_images`'s dict as the tuple ``(image_embed, high_res_s0, high_res_s1)``."""
-    return features["image_embed"], *features["high_res_feats"]
 
 
 class Sam2FixedPart(nn.Module):
@@ -69,7 +52,7 @@ class Sam2FixedPart(nn.Module):
         x = encoder.trunk.patch_embed(images)
         x = x + encoder.trunk._get_pos_embed(x.shape[1:3])
         levels = encoder.neck([x.permute(0, 3, 1, 2), *later_stages])
-        return decoder_inputs(self.sam.features_from_levels(levels[: len(levels) - encoder.scalp]))
+        return feature_tuple(self.sam.features_from_levels(levels[: len(levels) - encoder.scalp]))
 
 
 class Sam2DecoderCall(nn.Module):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from supernet.modeling.sam import Sam
-from supernet.modeling.sam2.model import Sam2
+from supernet.modeling.sam2.model import Sam2, feature_tuple
 from supernet.modeling.sam2.predictor import Sam2Predictor
 from supernet.modeling.transforms import ResizeLongestSide
 
@@ -31,8 +31,7 @@ def decoder_inputs(model: Sam | Sam2, images: torch.Tensor) -> list[torch.Tensor
     ``[(B, C, R/16, R/16)]``, or SAM 2's embedding and its two high-resolution maps
     ``[(B, C, R/16, R/16), (B, C/8, R/4, R/4), (B, C/4, R/8, R/8)]``."""
     if isinstance(model, Sam2):
-        features = model.embed_images(images)
-        return [features["image_embed"], *features["high_res_feats"]]
+        return list(feature_tuple(model.embed_images(images)))
     return [model.embed_images(images)]
 
 

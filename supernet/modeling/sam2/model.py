@@ -102,3 +102,21 @@ class Sam2(nn.Module):
             high_res_features=features["high_res_feats"],
         )
         return low_res, iou
+
+
+def feature_tuple(features: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:meth:`Sam2.embed_images`'s dict as the tuple ``(image_embed, high_res_feats_0, high_res_feats_1)``."""
+    return features["image_embed"], *features["high_res_feats"]
+
+
+class Sam2EncoderCall(nn.Module):
+    """SAM 2's image path as deployed, timed and exported: preprocessed ``(1, 3, R, R)`` images ->
+    ``image_embed`` ``(1, C, R/16, R/16)`` and the high-resolution features ``(1, C/8, R/4, R/4)``,
+    ``(1, C/4, R/8, R/8)`` (:meth:`Sam2.embed_images`, as a tuple)."""
+
+    def __init__(self, sam: Sam2) -> None:
+        super().__init__()
+        self.sam = sam
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return feature_tuple(self.sam.embed_images(images))
