@@ -1,6 +1,7 @@
 """Segment-everything on the runner, in numpy: what ``nas.everything.generator.MaskGenerator`` does in
-PyTorch for a grid policy (SAM's automatic mask generator), step for step and in the same float32
-arithmetic, so that both give the same masks: a point grid per crop, decoded in batches; candidates
+PyTorch for a grid policy (SAM's automatic mask generator; SAM 2's on a SAM 2 export, whose prompts are in
+its square frame and whose masks are upscaled straight from the low-res logits), step for step and in the
+same float32 arithmetic, so that both give the same masks: a point grid per crop, decoded in batches; candidates
 kept above the predicted-IoU threshold, then by stability score; masks cut by a crop edge dropped;
 box NMS within each crop, then across crops (smaller crops first).
 
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DeployError
-from .preprocess import to_input_frame, upscale_logits
 
 POLICY_FORMAT = "samnas-everything-policy/1"
 # nas.everything.policies.Policy's fields and defaults (tests/test_deploy.py checks that they agree).
@@ -131,17 +131,22 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 def _decode_batches(runner, embedding, points: np.ndarray, crop_hw, batch: int):
     """Yield ``(points (P, 2), low_res (P, 3, 4g, 4g), iou (P, 3))``: the multimask outputs per point
-    (crop frame px), decoded ``batch`` points at a time, each point with SAM's padding point."""
+    (crop frame px), decoded ``batch`` points at a time, each point with the padding point (both contracts).
+
+    SAM 2's graph clamps ``low_res_masks`` to +-32, as its predictor returns them, while its automatic mask
+    generator upscales the unclamped logits; asked for masks at ``(4g, 4g)``, its ``masks`` output is those
+    (a bilinear resize to the same size is the identity)."""
     side, g = runner.contract.resolution, runner.contract.embedding[-1]
+    low_res = "masks" if runner.contract.family == "sam2" else "low_res_masks"
     # the graph also upscales every mask to side x side: bound that to 64 Mi floats per call
     batch = max(1, min(batch, (1 << 26) // (4 * side * side)))
     for start in range(0, len(points), batch):
         pts = points[start:start + batch]
         coords = np.zeros((len(pts), 2, 2))
-        coords[:, 0] = to_input_frame(pts, crop_hw, side)
+        coords[:, 0] = runner.to_frame(pts, crop_hw)
         labels = np.tile([1.0, -1.0], (len(pts), 1))
         out = runner.decode(embedding, coords, labels, (4 * g, 4 * g))
-        yield pts, out["low_res_masks"][:, 1:], out["iou_predictions"][:, 1:]
+        yield pts, out[low_res][:, 1:], out["iou_predictions"][:, 1:]
 
 
 def _crop_candidates(runner, image: np.ndarray, box, grid: np.ndarray, p: dict) -> dict:
@@ -151,7 +156,7 @@ def _crop_candidates(runner, image: np.ndarray, box, grid: np.ndarray, p: dict) 
     crop = image[y0:y1, x0:x1]
     hw = crop.shape[:2]
     embedding, input_hw, _ = runner.embed(crop)
-    side, thr = runner.contract.resolution, runner.contract.mask_threshold
+    thr = runner.contract.mask_threshold
     parts = []
     for pts, low, iou in _decode_batches(runner, embedding, grid * np.array(hw[::-1], float), hw,
                                          p["points_per_batch"]):
@@ -160,7 +165,7 @@ def _crop_candidates(runner, image: np.ndarray, box, grid: np.ndarray, p: dict) 
         low_k = low.reshape((-1,) + low.shape[2:])[keep]
         stab, boxes = [], []
         for s in range(0, len(keep), UPSCALE_CHUNK):
-            logits = upscale_logits(low_k[s:s + UPSCALE_CHUNK], side, input_hw, hw)
+            logits = runner.upscale(low_k[s:s + UPSCALE_CHUNK], input_hw, hw)
             stab.append(stability_scores(logits, thr, p["stability_score_offset"]))
             boxes.append(masks_to_boxes(logits > thr))
         cand = {"low": low_k, "iou": scores[keep], "points": np.repeat(pts, low.shape[1], axis=0)[keep],
@@ -204,7 +209,7 @@ def generate(runner, image: np.ndarray, policy) -> list[dict]:
 def _record(runner, data: dict, i: int, hw) -> dict:
     """Candidate ``i`` as a record, its mask upscaled again from the low-res logits and pasted into the image."""
     x0, y0, x1, y1, in_h, in_w = (int(v) for v in data["crop"][i])
-    logits = upscale_logits(data["low"][i:i + 1], runner.contract.resolution, (in_h, in_w), (y1 - y0, x1 - x0))
+    logits = runner.upscale(data["low"][i:i + 1], (in_h, in_w), (y1 - y0, x1 - x0))
     mask = np.zeros(hw, bool)
     mask[y0:y1, x0:x1] = logits[0] > runner.contract.mask_threshold
     b = data["boxes"][i].tolist()

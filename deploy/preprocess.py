@@ -83,6 +83,12 @@ def upscale_logits(low_res: np.ndarray, side: int, input_hw: tuple[int, int], ou
     return _resize_bilinear(x[:, : input_hw[0], : input_hw[1]], out_hw)
 
 
+def sam2_upscale_logits(low_res: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """SAM 2's mask upscaling (``Sam2.postprocess_masks``) in numpy: ``(N, r, r)`` low-res logits -> bilinear
+    straight to ``out_hw`` (the whole image was squeezed into the square input): ``(N, H, W)`` float32."""
+    return _resize_bilinear(np.asarray(low_res, np.float32), out_hw)
+
+
 def _resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``(N, h, w)`` -> ``(N, H, W)``: bilinear, ``align_corners=False``, no antialiasing (torch's ``interpolate``)."""
     (y0, y1, wy), (x0, x1, wx) = _taps(x.shape[1], size[0]), _taps(x.shape[2], size[1])

@@ -2,7 +2,8 @@
 
 A SAM 2 export (``card.json`` ``family: sam2``) answers prompts with SAM 2's preprocessing (square
 resize, ImageNet mean and std) and its decoder contract (the encoder's three outputs in, box corners
-first, the padding point always); segment-everything is SAM's only (a one-line DeployError for SAM 2)."""
+first, the padding point always), and segments everything as ``samnas everything`` does on SAM 2 (prompts in
+its square frame, masks upscaled straight from the low-res logits)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +15,8 @@ import numpy as np
 
 from .engines import Engine, available_runtimes
 from .errors import DeployError
-from .preprocess import load_image, model_input, sam2_model_input, to_input_frame, to_square_frame
+from .preprocess import (load_image, model_input, sam2_model_input, sam2_upscale_logits, to_input_frame,
+                         to_square_frame, upscale_logits)
 
 CARD = "card.json"
 ENCODER, DECODER = "image_encoder", "prompt_decoder"
@@ -166,10 +168,20 @@ class Runner:
         mask records as ``samnas everything`` gives them in binary-mask mode, see :mod:`deploy.everything`."""
         from .everything import generate
 
-        if self.contract.family == "sam2":
-            raise DeployError(f"{self.contract.folder}: a SAM 2 export; the runner segments everything with SAM's "
-                              "automatic mask generator only: prompt it with predict(...)")
         return generate(self, load_image(image), policy)
+
+    def to_frame(self, coords, original_hw: tuple[int, int]) -> np.ndarray:
+        """``(..., 2)`` pixel ``(x, y)`` of an ``(H, W)`` image -> the model's input frame (float64): SAM's
+        resized one, SAM 2's square one."""
+        c = self.contract
+        return (to_square_frame if c.family == "sam2" else to_input_frame)(coords, original_hw, c.resolution)
+
+    def upscale(self, low_res: np.ndarray, input_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+        """Low-res logits ``(N, 4g, 4g)`` of an image resized to ``input_hw`` -> logits at ``out_hw``
+        ``(N, H, W)`` float32, as the family's ``postprocess_masks`` (SAM 2's ignores ``input_hw``, its ``(R, R)``)."""
+        if self.contract.family == "sam2":
+            return sam2_upscale_logits(low_res, out_hw)
+        return upscale_logits(low_res, self.contract.resolution, input_hw, out_hw)
 
 
 def _clicks(points, labels, boxes) -> tuple[np.ndarray, np.ndarray]:

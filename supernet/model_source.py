@@ -10,6 +10,10 @@ from pathlib import Path
 
 from infra.errors import UserError
 
+# --model-type's help where a command takes it as free text (its values: supernet.elastic.build.MODEL_TYPES)
+MODEL_TYPE_HELP = ("vit_b | vit_l | vit_h | micro | sam2_hiera_t | sam2_hiera_s | sam2_hiera_b_plus | sam2_hiera_l | "
+                   "sam2_micro (checked against --checkpoint; without one, the model to fall back to)")
+
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -37,7 +41,7 @@ def model_tag(model_type: str) -> str:
 
 
 def load_model(checkpoint: str | None = None, subnet: str | None = None, model_type: str | None = None,
-               log=None, sam1_only: str | None = None):
+               log=None):
     """``(Sam or Sam2 in eval mode, ModelSource)`` for a command's ``--checkpoint`` / ``--subnet`` options.
 
     ``model_type`` (micro, vit_b, ..., sam2_hiera_t, sam2_micro, ...) checks a checkpoint and picks
@@ -46,22 +50,14 @@ def load_model(checkpoint: str | None = None, subnet: str | None = None, model_t
     A checkpoint path that is the packaged reference is tagged as the reference. Neither option and
     no packaged weights: seeded random weights and a warning through ``log`` (default: print to
     stderr), since quality figures then show the mechanics only.
-
-    ``sam1_only``: the command's name when it runs SAM 1 models only; a SAM 2 model type, checkpoint
-    or subnet is then a one-line UserError (before the weights are read, where the file tells).
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     if checkpoint and subnet:
         raise UserError("give --checkpoint or --subnet, not both")
-    if sam1_only:
-        _refuse_sam2(checkpoint, model_type, sam1_only)
     if subnet:
         from supernet.elastic.extract import load_subnet
-        from supernet.modeling.sam2.model import Sam2
 
         model = load_subnet(subnet).eval()
-        if sam1_only and isinstance(model, Sam2):
-            raise UserError(f"{subnet}: a SAM 2 subnet; {sam1_only} runs SAM 1 models only so far")
         return model, ModelSource(f"subnet-{_slug(Path(subnet).resolve().name)}", str(subnet))
     from supernet.elastic.ranked import load_ranked
     from supernet.reference import reference_checkpoint
@@ -83,18 +79,3 @@ def load_model(checkpoint: str | None = None, subnet: str | None = None, model_t
         f"INITIALISED weights, so quality numbers show the mechanics only")
     return build_supernet(fallback, seed=0).eval(), ModelSource(f"{model_tag(fallback)}-random", None)
 
-
-def _refuse_sam2(checkpoint: str | None, model_type: str | None, command: str) -> None:
-    """A one-line UserError when ``model_type`` or ``checkpoint`` is SAM 2's (``command`` runs SAM 1 only)."""
-    from supernet.modeling.sam2.arch import SAM2_ARCHS
-
-    what = None
-    if model_type in SAM2_ARCHS:
-        what = f"--model-type {model_type}"
-    elif checkpoint and model_type is None:
-        from supernet.checkpoint_sam2 import is_sam2_file
-
-        what = f"{checkpoint}: a SAM 2 checkpoint" if is_sam2_file(checkpoint) else None
-    if what:
-        raise UserError(f"{what}; {command} runs SAM 1 models only so far (SAM 2 runs in samnas rank, extract, "
-                        f"search and pareto)")

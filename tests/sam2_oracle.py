@@ -1,4 +1,5 @@
-"""Builders for the official sam2 oracle with the same shapes as our SAM 2 models (tests only).
+"""Builders for the official sam2 oracle with the same shapes as our SAM 2 models, and a comparison of
+segment-everything records (tests only).
 
 The models are built from sam2's classes with the values of ``sam2.1_hiera_{t,s,b+,l}.yaml``
 written out here (hydra is not used), random weights.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -100,6 +102,19 @@ def official_sam2(arch: Sam2Arch, img_size: int | None = None, with_memory: bool
     return model.eval()
 
 
+def official_and_ours(name: str, side: int, folder):
+    """``(official SAM2Base, ours)`` for the model type ``name`` at ``side`` px: the official one with random
+    weights (:func:`randomise`, seed 0, its video modules too), saved in Meta's checkpoint layout under
+    ``folder`` and loaded into ours with ``load_sam2``, so that loading is exercised as well."""
+    from supernet.checkpoint_sam2 import load_sam2
+    from supernet.modeling.sam2.arch import get_sam2_arch
+
+    official = randomise(official_sam2(get_sam2_arch(name), side, with_memory=True), seed=0)
+    path = folder / f"{name}_{side}.pt"
+    torch.save({"model": official.state_dict()}, path)
+    return official, load_sam2(path, img_size=side)
+
+
 @torch.no_grad()
 def randomise(model: nn.Module, seed: int, std: float = 0.05) -> nn.Module:
     """Every parameter drawn from N(0, std^2) with a local generator; layer-norm weights from N(1, std^2).
@@ -160,3 +175,25 @@ def hf_sam2(arch: Sam2Arch, img_size: int | None = None):
                                  num_attention_heads=arch.decoder_heads, iou_head_hidden_dim=arch.iou_head_hidden_dim,
                                  iou_head_depth=arch.iou_head_depth))
     return transformers.Sam2Model(config).eval()
+
+
+def assert_same_records(got: list[dict], want: list[dict], least: int = 1) -> None:
+    """Segment-everything records (binary masks) that agree: as many (at least ``least``), paired one to one by
+    mask IoU (the assignment of the largest total), each pair's masks equal on >= 99.9% of pixels, predicted
+    IoU and stability score within 1e-3, the same prompt point (within 1e-3 px) and crop box."""
+    from scipy.optimize import linear_sum_assignment
+
+    assert len(got) == len(want) >= least, (len(got), len(want))
+    if not want:
+        return
+    a = np.stack([r["segmentation"] for r in got]).reshape(len(got), -1).astype(np.float32)
+    b = np.stack([r["segmentation"] for r in want]).reshape(len(want), -1).astype(np.float32)
+    inter = a @ b.T
+    iou = inter / np.maximum(a.sum(1)[:, None] + b.sum(1)[None] - inter, 1)
+    for i, j in zip(*linear_sum_assignment(-iou)):
+        g, w = got[i], want[j]
+        assert (g["segmentation"] == w["segmentation"]).mean() >= 0.999, (i, j)
+        assert abs(g["predicted_iou"] - w["predicted_iou"]) <= 1e-3, (i, j)
+        assert abs(g["stability_score"] - w["stability_score"]) <= 1e-3, (i, j)
+        np.testing.assert_allclose(g["point_coords"], w["point_coords"], atol=1e-3)
+        assert list(g["crop_box"]) == list(w["crop_box"]), (i, j)

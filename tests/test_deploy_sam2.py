@@ -1,6 +1,6 @@
 """A SAM 2 subnet exported whole: the encoder's three ONNX outputs and the prompt decoder's ONNX against
-the PyTorch subnet (``Sam2Predictor``), the card, ``samnas export --subnet``, and the torch-free runner
-in a process where importing torch fails.
+the PyTorch subnet (``Sam2Predictor``), the card, ``samnas export --subnet``, the torch-free runner
+in a process where importing torch fails, and its segment-everything against ``MaskGenerator``.
 
 The subnet is ``sam2_micro`` with its skippable block skipped and fewer heads and MLP neurons in two
 stages, random weights N(0, 0.05^2) so that masks have structure.
@@ -17,13 +17,13 @@ import torch
 from PIL import Image
 
 import cli
-from deploy import DeployError, Runner
+from deploy import Runner
 from deploy.preprocess import sam2_model_input
 from nas.export.onnx_export import DECODER_OUTPUTS, onnx_session
 from supernet.modeling.sam2.model import Sam2EncoderCall
 from nas.export.sam2_onnx import SAM2_ENCODER_OUTPUTS, export_sam2_decoder_onnx, sam2_decoder_example
 from nas.export.subnet import export_subnet
-from sam2_oracle import randomise
+from sam2_oracle import assert_same_records, randomise
 from search_spaces import SearchSpace
 from search_spaces.config import SubnetConfig
 from search_spaces.counting import count
@@ -229,12 +229,24 @@ def shared_data_or_none():
     return SHARED_DATA if SHARED_DATA.is_dir() else None
 
 
-def test_runner_refuses_everything_on_sam2_in_one_line(sam2_export):
+@pytest.mark.parametrize("crop_n_layers", [0, 1])
+def test_runner_everything_on_sam2_matches_pytorch(sam2_export, crop_n_layers):
+    """The runner's grid segment-everything on the SAM 2 export against ``MaskGenerator`` on its PyTorch subnet."""
+    from nas.everything.generator import MaskGenerator
+    from nas.everything.policies import Policy
+
+    # thresholds for random weights' logits (within +-0.06) and IoUs (near 0.51); their masks are speckled over
+    # the whole image, so box NMS is off to compare every kept candidate (tests/test_everything_sam2.py)
+    policy = {"kind": "grid", "points_per_side": 6, "points_per_batch": 16, "pred_iou_thresh": 0.51,
+              "stability_score_thresh": 0.3, "stability_score_offset": 0.005, "box_nms_thresh": 1.0,
+              "crop_n_layers": crop_n_layers}
     runner = Runner.from_folder(sam2_export, runtime="onnxruntime")
     assert runner.contract.family == "sam2" and runner.contract.embedding == (64, 16, 16)
-    with pytest.raises(DeployError) as err:
-        runner.everything(synthetic_photo(), {"points_per_side": 4})
-    assert "\n" not in str(err.value) and "SAM 2 export" in str(err.value)
+    image = synthetic_photo(3, (180, 260))
+    got = runner.everything(image, policy)
+    with torch.no_grad():
+        ref = MaskGenerator(Sam2Predictor(load_subnet(sam2_export).eval()), Policy(**policy)).generate(image)
+    assert_same_records(got, ref, least=5 if crop_n_layers == 0 else 1)  # crop NMS keeps one speckled mask
 
 
 def test_export_command_takes_an_extracted_sam2_folder(supernet, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """SAM 2 through the command layer, on sam2_micro at 256 px: loading (Meta 2.1 and Hugging Face layouts, the
 type from the weights, the seeded random fallback), rank and extract on the command line, quality through
-SAM 2's own predictor path, the search's samplers and a search, and each bad input as one line."""
+SAM 2's own predictor path, segment-everything (everything, evaluate, tune-everything, calibrate-everything),
+the search's samplers and a search, and each bad input as one line."""
 from __future__ import annotations
 
 import json
@@ -194,8 +195,8 @@ def bad_inputs(tmp_path, space):
      r"--activation-checkpointing on: only SAM 1's ViT blocks have it; space sam2_micro is SAM 2"),
     (["train-supernet", "--checkpoint", "{sam1}", "--space", "sam2_micro", "--images", "{images}", "--steps", "1",
       "--out", "{tmp}/o"], r"--checkpoint {sam1} is a micro model, but space sam2_micro is for sam2_micro"),
-    (["everything", "--checkpoint", "{sam2}", "--images", "{images}", "--out", "{tmp}/o"],
-     r"{sam2}: a SAM 2 checkpoint; samnas everything runs SAM 1 models only"),
+    (["everything", "--checkpoint", "{sam1}", "--model-type", "sam2_micro", "--images", "{images}", "--out", "{tmp}/o"],
+     r"{sam1}: a SAM 1 checkpoint .*expected SAM 2"),
 ])
 def test_bad_input_is_one_line(tmp_path, sam2_file, sam1_file, image_dir, bad_inputs, capsys, argv, message):
     paths = {"tmp": tmp_path, "sam2": sam2_file, "sam1": sam1_file, "images": image_dir, **bad_inputs}
@@ -308,6 +309,112 @@ def test_mask_ceiling_in_sam2s_square_frame():
     thin = torch.zeros(1, 480, 640, dtype=torch.bool)
     thin[0, 100:300, 200:201] = True  # one pixel wide: far below a 10 x 7.5 px cell at 256 px
     assert not mask_ceiling(thin, 256, square=True).any()
+
+
+# ------------------------------------------------------------------------------------ segment-everything
+
+LOW = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "output_mode": "coco_rle"}
+TAG = "sam2_micro-sam2.1_hiera_micro"  # load_model's tag of the sam2_file fixture
+
+
+@pytest.fixture()
+def low_policy(tmp_path):
+    """A written 8 x 8 grid policy that keeps every candidate (random weights reach no default threshold)."""
+    from nas.everything.policies import Policy, save_policy
+
+    return save_policy(Policy(**LOW), tmp_path / "low.yaml")
+
+
+def _generator_records(checkpoint, images: list[np.ndarray]) -> list[list[dict]]:
+    """``MaskGenerator`` with the LOW policy on SAM 2's predictor of the model in ``checkpoint``, per image."""
+    from nas.everything.generator import MaskGenerator
+    from nas.everything.policies import Policy
+
+    model, _ = load_model(str(checkpoint))
+    with torch.no_grad():
+        return [MaskGenerator(Sam2Predictor(model), Policy(**LOW)).generate(image) for image in images]
+
+
+def test_everything_on_sam2_writes_its_masks_and_defaults_to_sam2s_thresholds(tmp_path, sam2_file, image_dir,
+                                                                               low_policy, capsys):
+    from nas.everything.calibrate import model_defaults
+
+    out = tmp_path / "masks"
+    code, _, err = run(["everything", "--checkpoint", sam2_file, "--images", image_dir, "--out", out, "--no-progress"],
+                       capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == TAG and summary["policy_source"] == "SAM 2's defaults"
+    assert summary["policy"]["pred_iou_thresh"] == 0.8 and summary["policy"]["stability_score_thresh"] == 0.95
+    assert sorted(p.name for p in out.glob("img*.json")) == ["img0.json", "img1.json"]
+    assert model_defaults("subnet-mine", sam2=True) == ({"pred_iou_thresh": 0.8, "stability_score_thresh": 0.95},
+                                                        "SAM 2's defaults")
+
+    code, printed, err = run(["everything", "--checkpoint", sam2_file, "--policy", low_policy, "--images", image_dir,
+                              "--out", tmp_path / "low", "--no-progress"], capsys)
+    assert code == 0, err
+    want = _generator_records(sam2_file, [_scene(0), _scene(1)])
+    for i, records in enumerate(want):
+        got = json.loads((tmp_path / "low" / f"img{i}.json").read_text())["annotations"]
+        assert records and len(got) == len(records)
+        assert [a["bbox"] for a in got] == [r["bbox"] for r in records]
+        assert [a["area"] for a in got] == [r["area"] for r in records]
+        assert [a["predicted_iou"] for a in got] == pytest.approx([r["predicted_iou"] for r in records], abs=1e-6)
+    assert f"{sum(len(r) for r in want)} masks" in printed
+
+
+def test_evaluate_on_sam2_gives_prompted_miou_and_mask_ar(tmp_path, sam2_file, low_policy, capsys):
+    from scenes.synthetic import write_coco_dataset
+
+    annotations = write_coco_dataset(tmp_path, num_images=2, size=64, seed=1, split="val")
+    code, printed, err = run(["evaluate", "--checkpoint", sam2_file, "--images", tmp_path / "val", "--annotations",
+                              annotations, "--everything", low_policy, "--format", "json", "--no-progress"], capsys)
+    assert code == 0, err
+    row = json.loads(printed)
+    assert row["model"] == TAG and row["images"] == 2 and row["everything_images"] == 2
+    assert 0.0 <= row["box_miou"] <= 1.0 and 0.0 <= row["point_miou"] <= 1.0
+    assert all(0.0 <= row[k] <= 1.0 for k in ("AR@10", "AR@100", "AR@1000"))
+    images = [np.array(Image.open(p).convert("RGB")) for p in sorted((tmp_path / "val").iterdir())]
+    assert row["masks_per_image"] == pytest.approx(np.mean([len(r) for r in _generator_records(sam2_file, images)]))
+
+
+def test_tune_everything_on_sam2_writes_a_policy_for_it(tmp_path, sam2_file, image_dir, low_policy, capsys):
+    from nas.everything.commands import model_digest
+    from nas.everything.policies import load_policy
+
+    out = tmp_path / "tuned.yaml"
+    code, printed, err = run(["tune-everything", "--checkpoint", sam2_file, "--images", image_dir, "--budget-ms",
+                              "60000", "--trials", "2", "--reference-policy", low_policy, "--max-points-per-side", "8",
+                              "--max-crop-layers", "0", "--sampler", "random", "--out", out, "--no-progress",
+                              "--storage", f"sqlite:///{tmp_path / 's.db'}", "--results", tmp_path / "results",
+                              "--tracking-uri", (tmp_path / "mlruns").as_uri()], capsys)
+    assert code == 0, err
+    assert f"study {TAG}@cpu-torch@60000ms@everything: 2 trials" in printed
+    policy, meta = load_policy(out)
+    assert meta["model"] == TAG and meta["model_digest"] == model_digest(load_model(str(sam2_file))[0])
+    # the first baseline is the reference grid itself, so the best agrees with the reference fully
+    assert meta["evaluator"] == "agreement" and meta["quality"] == 1.0 and policy.points_per_side <= 8
+
+
+def test_calibrate_everything_on_sam2_writes_a_policy(tmp_path, sam2_file, image_dir, capsys):
+    from nas.everything.calibrate import masks_per_image
+    from nas.everything.policies import load_policy
+    from scenes.images import read_image_folder
+
+    out = tmp_path / "calibrated.yaml"
+    code, printed, err = run(["calibrate-everything", "--checkpoint", sam2_file, "--images", image_dir,
+                              "--target-masks", "1", "--out", out], capsys)
+    assert code == 0, err
+    policy, meta = load_policy(out)
+    found = meta["calibration"]
+    assert meta["model"] == TAG and policy.pred_iou_thresh == policy.stability_score_thresh == found["pred_iou_thresh"]
+    assert f"{found['masks_per_image']:.1f} masks per image on 2 images" in printed
+    # what it found is what the dense grid keeps at that threshold (random weights may keep none at any)
+    model, _ = load_model(str(sam2_file))
+    with torch.no_grad():
+        images, _ = read_image_folder(image_dir)
+        kept = masks_per_image(Sam2Predictor(model), images, found["pred_iou_thresh"], None)
+    assert kept == pytest.approx(found["masks_per_image"], abs=0.01)
 
 
 # ------------------------------------------------------------------------------------------- search

@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from infra.errors import ConfigError
-from sam2_oracle import official_sam2, randomise
-from supernet.checkpoint_sam2 import load_sam2
-from supernet.modeling.sam2.arch import get_sam2_arch
+from sam2_oracle import official_and_ours
 from supernet.modeling.sam2.build import build_sam2
 from supernet.modeling.sam2.predictor import Sam2Predictor
 
@@ -26,10 +24,7 @@ def pair(tmp_path_factory):
 
     def get(name: str, side: int):
         if (name, side) not in cache:
-            official = randomise(official_sam2(get_sam2_arch(name), side, with_memory=True), seed=0)
-            path = tmp_path_factory.mktemp("sam2") / f"{name}_{side}.pt"
-            torch.save({"model": official.state_dict()}, path)
-            cache[(name, side)] = official, load_sam2(path, img_size=side)
+            cache[(name, side)] = official_and_ours(name, side, tmp_path_factory.mktemp("sam2"))
         return cache[(name, side)]
 
     return get

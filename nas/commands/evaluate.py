@@ -21,6 +21,7 @@ from pathlib import Path
 
 from infra.cliargs import positive_int
 from infra.errors import UserError
+from supernet.model_source import MODEL_TYPE_HELP
 
 EXAMPLES = """examples:
   samnas evaluate --images tiny_coco/val2017 --annotations tiny_coco/annotations/instances_val2017.json
@@ -56,7 +57,7 @@ def everything_ar(model, images_dir: str | Path, annotations: str | Path, policy
 
     from scenes.annotations import load_coco
     from scenes.images import load_image
-    from supernet.modeling.predictor import SamPredictor
+    from supernet.modeling.predictor import predictor_for
 
     from nas.everything.generator import MaskGenerator
     from nas.everything.policies import policy_from_dict
@@ -79,7 +80,7 @@ def everything_ar(model, images_dir: str | Path, annotations: str | Path, policy
             chosen.append((info["id"], image))
     if not chosen:
         raise UserError(f"{annotations}: no annotated image of it could be read from {folder}")
-    gen = MaskGenerator(SamPredictor(model), policy_from_dict({**policy.to_dict(), "output_mode": "coco_rle"}))
+    gen = MaskGenerator(predictor_for(model), policy_from_dict({**policy.to_dict(), "output_mode": "coco_rle"}))
     preds, ms = {}, []
     with torch.inference_mode():
         for image_id, image in tqdm(chosen, desc="segment-everything", unit="image", disable=not progress,
@@ -139,9 +140,10 @@ def render(row: dict, fmt: str) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="SAM checkpoint (Meta/HF layout; default: the packaged sam_micro reference)")
+    src.add_argument("--checkpoint", help="SAM or SAM 2 checkpoint (Meta/HF layout; default: the packaged sam_micro "
+                                          "reference)")
     src.add_argument("--subnet", help="folder written by `samnas extract` / `samnas export`")
-    p.add_argument("--model-type", help="vit_b | vit_l | vit_h | micro (checked against --checkpoint)")
+    p.add_argument("--model-type", help=MODEL_TYPE_HELP)
     p.add_argument("--device", default="cpu-torch", help="device slug (default: cpu-torch)")
     p.add_argument("--images", required=True, help="folder the annotations' file_name entries are in")
     p.add_argument("--annotations", required=True, help="COCO instances or panoptic JSON")
@@ -158,6 +160,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from nas.everything.commands import check_policy_model, model_digest
     from nas.latency.store import torch_device
     from supernet.model_source import load_model
+    from supernet.modeling.sam2.model import Sam2
     from nas.everything.policies import load_policy
 
     if args.max_images is not None and args.max_images < 1:
@@ -166,11 +169,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     load_coco(args.annotations)  # a bad file is a one-line error before the model loads
     model, source = load_model(args.checkpoint, args.subnet, args.model_type,
-                               log=lambda m: print(m, file=sys.stderr), sam1_only="samnas evaluate")
+                               log=lambda m: print(m, file=sys.stderr))
     tag = source.tag
     policy = None
     if args.everything == "default":
-        policy = default_policy(tag)
+        policy = default_policy(tag, sam2=isinstance(model, Sam2))
     elif args.everything:
         policy, meta = load_policy(args.everything)
         check_policy_model(args.everything, meta, tag, model_digest(model))

@@ -8,7 +8,8 @@ at all. So every model gets its own defaults:
 - the packaged ``sam_micro`` reference: ``everything_defaults`` in its card
   (``supernet/weights/sam_micro.card.json``), written by :func:`calibrate_thresholds` through
   ``samnas calibrate-everything`` (SAM's values while the card has none);
-- any other checkpoint or subnet: SAM's values, unless a policy file (``--policy``, from
+- any other checkpoint or subnet: SAM's values, SAM 2's for a SAM 2 model (its automatic mask
+  generator's ``pred_iou_thresh`` is 0.8), unless a policy file (``--policy``, from
   ``tune-everything`` or ``calibrate-everything --out``) says otherwise.
 
 **Calibration** (:func:`calibrate_thresholds`, no labels): both thresholds move together along
@@ -31,6 +32,7 @@ from infra.fileio import atomic_write_text
 from .policies import Policy, policy_from_dict
 
 SAM_DEFAULTS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+SAM2_DEFAULTS = {"pred_iou_thresh": 0.8, "stability_score_thresh": 0.95}  # SAM2AutomaticMaskGenerator's
 REFERENCE_TAG = "sam_micro"  # the tag supernet.model_source.load_model gives the packaged micro reference
 CARD_KEY = "everything_defaults"
 DEFAULT_TARGET_MASKS = 12.0
@@ -67,8 +69,11 @@ def read_card_defaults(card: str | Path) -> dict | None:
     return {**found, **values}
 
 
-def model_defaults(tag: str, card: str | Path | None = None) -> tuple[dict, str]:
-    """``({pred_iou_thresh, stability_score_thresh}, where they come from)`` for the model ``tag``."""
+def model_defaults(tag: str, card: str | Path | None = None, sam2: bool = False) -> tuple[dict, str]:
+    """``({pred_iou_thresh, stability_score_thresh}, where they come from)`` for the model ``tag``
+    (``sam2``: a SAM 2 model, whose tag may not say so, e.g. ``subnet-<folder>``)."""
+    if sam2:
+        return dict(SAM2_DEFAULTS), "SAM 2's defaults"
     if tag == REFERENCE_TAG:
         card = Path(card) if card else reference_card()
         found = read_card_defaults(card)
@@ -78,9 +83,9 @@ def model_defaults(tag: str, card: str | Path | None = None) -> tuple[dict, str]
     return dict(SAM_DEFAULTS), "SAM's defaults"
 
 
-def default_policy(tag: str, **overrides) -> Policy:
+def default_policy(tag: str, sam2: bool = False, **overrides) -> Policy:
     """The dense 32x32 grid at the model's default thresholds (what ``everything`` runs without --policy)."""
-    return policy_from_dict({**Policy().to_dict(), **model_defaults(tag)[0], **overrides})
+    return policy_from_dict({**Policy().to_dict(), **model_defaults(tag, sam2=sam2)[0], **overrides})
 
 
 def masks_per_image(predictor, images: list, thresh: float, cache, points_per_side: int = 32) -> float:

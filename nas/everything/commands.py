@@ -8,7 +8,7 @@ from pathlib import Path
 
 from infra.cliargs import default_of, positive_float, positive_int
 from infra.errors import UserError
-from supernet.model_source import load_model
+from supernet.model_source import MODEL_TYPE_HELP, load_model
 
 from .settings import TuneSettings
 
@@ -80,9 +80,9 @@ def check_policy_model(path: str | Path, meta: dict, tag: str, digest: str) -> N
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="SAM checkpoint (Meta/HF layout; default: packaged sam_micro)")
+    src.add_argument("--checkpoint", help="SAM or SAM 2 checkpoint (Meta/HF layout; default: packaged sam_micro)")
     src.add_argument("--subnet", help="folder written by `samnas extract` / `samnas export`")
-    p.add_argument("--model-type", help="vit_b | vit_l | vit_h | micro (checked against --checkpoint)")
+    p.add_argument("--model-type", help=MODEL_TYPE_HELP)
     p.add_argument("--device", default="cpu-torch", help="device slug (default: cpu-torch)")
 
 
@@ -176,7 +176,7 @@ def run_tune(args: argparse.Namespace) -> int:
     from nas.latency.store import torch_device
     from nas.studies.study import default_storage
     from scenes.images import read_image_folder
-    from supernet.modeling.predictor import SamPredictor
+    from supernet.modeling.predictor import predictor_for
 
     from .policies import load_policy
     from .tune import tune_everything
@@ -185,8 +185,7 @@ def run_tune(args: argparse.Namespace) -> int:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
     if args.eval_annotations and not args.eval_images:
         raise UserError("--eval-annotations needs --eval-images")
-    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log,
-                               sam1_only="samnas tune-everything")
+    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
     tag = source.tag
     model.to(torch_device(args.device))
     images, skipped = read_image_folder(args.images, args.max_images, _log_skip)
@@ -211,7 +210,7 @@ def run_tune(args: argparse.Namespace) -> int:
                                 max_crop_layers=args.max_crop_layers, reference_policy=reference,
                                 tracking_uri=tracking_uri(args.tracking_uri, args.results),
                                 model_meta={"model_digest": digest})
-        res = tune_everything(SamPredictor(model), images, settings, annotations=annotations, log=_log,
+        res = tune_everything(predictor_for(model), images, settings, annotations=annotations, log=_log,
                               progress=not args.no_progress, eval_images=eval_images,
                               eval_annotations=eval_annotations)
     best = res["best"]
@@ -258,7 +257,8 @@ def run_everything(args: argparse.Namespace) -> int:
     from infra.threads import torch_threads
     from nas.latency.store import torch_device
     from scenes.images import list_images, read_image_folder
-    from supernet.modeling.predictor import SamPredictor
+    from supernet.modeling.predictor import predictor_for
+    from supernet.modeling.sam2.model import Sam2
 
     from .calibrate import default_policy, model_defaults
     from .generator import MaskGenerator
@@ -269,21 +269,21 @@ def run_everything(args: argparse.Namespace) -> int:
     # bad input is a one-line error before the model loads
     policy, meta = load_policy(args.policy) if args.policy else (None, {})
     list_images(args.images)
-    model, model_source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log,
-                                     sam1_only="samnas everything")
+    model, model_source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
     tag = model_source.tag
     if policy is not None:
         check_policy_model(args.policy, meta, tag, model_digest(model))
         source = f"policy {args.policy}"
     else:
-        policy = default_policy(tag)
-        source = model_defaults(tag)[1]
+        sam2 = isinstance(model, Sam2)
+        policy = default_policy(tag, sam2=sam2)
+        source = model_defaults(tag, sam2=sam2)[1]
     if policy.output_mode == "binary_mask":  # files hold RLE; binary masks are for library callers
         policy = policy_from_dict({**policy.to_dict(), "output_mode": "coco_rle"})
     model.to(torch_device(args.device))
     images, skipped = read_image_folder(args.images, on_skip=_log_skip)
     ids = _image_ids(args.annotations, images) if args.single_json else {}
-    gen = MaskGenerator(SamPredictor(model), policy)
+    gen = MaskGenerator(predictor_for(model), policy)
     out = Path(args.out)
     rows, everything, warned = [], [], False
     with torch.inference_mode(), torch_threads(args.threads):
@@ -322,13 +322,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     from nas.latency.store import torch_device
     from scenes.images import read_image_folder
-    from supernet.modeling.predictor import SamPredictor
+    from supernet.modeling.predictor import predictor_for
 
     from .calibrate import REFERENCE_TAG, calibrate_thresholds, reference_card, write_card_defaults
     from .policies import Policy, save_policy
 
-    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log,
-                               sam1_only="samnas calibrate-everything")
+    model, source = load_model(args.checkpoint, args.subnet, args.model_type, log=_log)
     tag = source.tag
     card = args.card or (reference_card() if tag == REFERENCE_TAG and not args.out else None)
     if card is None and not args.out:
@@ -336,7 +335,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     model.to(torch_device(args.device))
     images, _ = read_image_folder(args.images, args.max_images, _log_skip)
     with torch.no_grad():
-        found = calibrate_thresholds(SamPredictor(model), images, args.target_masks, progress=True)
+        found = calibrate_thresholds(predictor_for(model), images, args.target_masks, progress=True)
     found["calibration_images"] = str(args.images)
     print(f"pred_iou_thresh = stability_score_thresh = {found['pred_iou_thresh']:.2f}: "
           f"{found['masks_per_image']:.1f} masks per image on {found['images']} images (target {args.target_masks:g})")

@@ -2,9 +2,29 @@
 
 ``MaskGenerator(predictor, policy)`` works with any predictor that has the official
 ``SamPredictor`` API (``set_image``, ``predict_torch``, ``transform.apply_coords``,
-``original_size``, ``input_size``, ``model.postprocess_masks``, ``model.mask_threshold``), so the
+``input_size``, ``device``, ``model.postprocess_masks``, ``model.mask_threshold``), so the
 same code runs on our predictor and on the official one. With ``Policy(kind="grid")`` it returns
 what ``segment_anything.SamAutomaticMaskGenerator`` returns for the same parameters.
+Two optional members, which both of samnas's predictors have, replace parts of that API:
+``predict_low_res`` (the decoder's low-res logits and IoU, no upscaling) and
+``upscale_logits(low_res, input_size, original_size)`` (the family's mask upscaling; without it
+``model.postprocess_masks(low_res, input_size, original_size)``, SAM's signature).
+
+SAM 2 runs through ``supernet.modeling.sam2.predictor.Sam2Predictor``, which has both: prompts in
+its square input frame, its decoder (the padding point always appended, the high-resolution
+features, the sigmoid IoU head) with ``multimask_output=True``, so a point gives the three multimask
+outputs, and masks upscaled straight from its low-res grid, unclamped, at ``mask_threshold`` 0.
+That is what ``sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator`` does with
+``use_m2m=False`` and ``multimask_output=True``, its defaults: with ``Policy(kind="grid")`` and the
+same parameters it returns the same masks (tests/test_everything_sam2.py). Where ours differs:
+
+- defaults: :class:`~.policies.Policy` keeps SAM's (``pred_iou_thresh`` 0.88); SAM 2's generator's is
+  0.8, which :func:`~.calibrate.model_defaults` gives SAM 2 models (``samnas everything`` without a policy);
+- ``min_mask_region_area > 0``: ours removes small holes and islands after NMS as SAM's generator does;
+  SAM 2's fills them in its predictor's upscaling with a CUDA kernel (skipped, with a warning, where
+  that kernel is missing) and never calls its own ``postprocess_small_regions``;
+- ``use_m2m`` (a second decoder pass with each mask as the mask prompt) is not offered;
+- ``point_coords`` in the records are float64 pixels; SAM 2's are the same points rounded to float32.
 
 Records (one dict per mask): ``segmentation`` (HxW bool, COCO RLE or uncompressed RLE; absent
 for output mode ``boxes``, the boxes-with-scores form), ``area`` (px), ``bbox`` (XYWH px, SAM's
@@ -325,7 +345,8 @@ class MaskGenerator:
         that a time predicted from them plus the measured rest stays right when outputs are cached.
         """
         input_size = crop.input_size or self.cache.input_size(crop.key, crop.box)
-        return self.predictor.model.postprocess_masks(low[:, None], input_size, crop.hw)[:, 0]
+        upscale = getattr(self.predictor, "upscale_logits", None) or self.predictor.model.postprocess_masks
+        return upscale(low[:, None], input_size, crop.hw)[:, 0]
 
     # ---- decoder + cache ------------------------------------------------------------------------
     def _embed(self, crop: _Crop) -> None:

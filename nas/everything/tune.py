@@ -72,10 +72,12 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
     ``eval_annotations``. ``settings.model_meta`` is stored in the policy's meta so that it is not
     used with another model. ``progress`` shows a bar; without it, one line per trial goes to ``log``.
     """
+    from supernet.modeling.sam2.model import Sam2
+
     from .calibrate import model_defaults
 
     s = settings
-    defaults, source = model_defaults(s.model_tag)
+    defaults, source = model_defaults(s.model_tag, sam2=isinstance(predictor.model, Sam2))
     reference_policy = s.reference_policy
     if reference_policy is None:
         reference_policy = Policy(points_per_side=32, **defaults)

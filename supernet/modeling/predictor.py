@@ -122,7 +122,7 @@ class SamPredictor:
         points = (point_coords, point_labels) if point_coords is not None else None
         low_res, iou = self.model.decode(self.features, points=points, boxes=boxes, masks=mask_input,
                                          multimask_output=multimask_output)
-        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        masks = self.upscale_logits(low_res, self.input_size, self.original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
@@ -131,11 +131,17 @@ class SamPredictor:
         """:meth:`predict_torch` without the upscaling: ``(low_res_logits (B, M, 4h, 4w), iou (B, M))``.
 
         Segment-everything upscales only the candidates that pass its predicted-IoU filter
-        (``model.postprocess_masks``), which on a 640x480 photo is most of the dense grid's time.
+        (:meth:`upscale_logits`), which on a 640x480 photo is most of the dense grid's time.
         """
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
         return self.model.decode(self.features, points=points, multimask_output=multimask_output)
+
+    def upscale_logits(self, low_res: torch.Tensor, input_size: tuple[int, int],
+                       original_size: tuple[int, int]) -> torch.Tensor:
+        """Low-res logits ``(B, M, 4h, 4w)`` of an image resized to ``input_size`` ``(h, w)`` px -> logits at
+        ``original_size`` ``(B, M, H, W)``: SAM's ``postprocess_masks`` (to the padded input, crop, resize)."""
+        return self.model.postprocess_masks(low_res, input_size, original_size)
 
     def get_image_embedding(self) -> torch.Tensor:
         """The current image's embedding ``(1, C, h, w)``."""

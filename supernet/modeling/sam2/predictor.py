@@ -33,8 +33,9 @@ class Sam2Predictor:
     """Wraps a :class:`Sam2` for repeated prompting of one image.
 
     Besides the official API it answers as SAM's ``SamPredictor`` does where samnas's quality
-    evaluators need it (``transform``, ``predict_torch``, ``get_image_embedding``), so they run
-    either family through its own predictor path.
+    evaluators and segment-everything need it (``transform``, ``input_size``, ``predict_torch``,
+    ``predict_low_res``, ``upscale_logits``, ``get_image_embedding``), so they run either family
+    through its own predictor path.
     """
 
     def __init__(self, model: Sam2) -> None:
@@ -57,6 +58,7 @@ class Sam2Predictor:
     def reset_image(self) -> None:
         self.features: dict | None = None
         self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None  # (R, R): SAM 2 resizes the whole image to the square
 
     def get_image_embedding(self) -> torch.Tensor:
         """The current image's embedding ``(1, C, R/16, R/16)`` (``no_mem_embed`` added, as the decoder reads it)."""
@@ -74,6 +76,7 @@ class Sam2Predictor:
         pixels = torch.as_tensor(np.ascontiguousarray(image), device=self.device).permute(2, 0, 1)[None]
         self.features = self.model.embed_images(self.model.preprocess(pixels))
         self.original_size = (image.shape[0], image.shape[1])
+        self.input_size = (self.model.resolution, self.model.resolution)
 
     @torch.no_grad()
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output: bool = True,
@@ -116,7 +119,23 @@ class Sam2Predictor:
         points = (point_coords, point_labels) if point_coords is not None else None
         low_res, iou = self.model.decode(self.features, points=points, boxes=boxes, masks=mask_input,
                                          multimask_output=multimask_output)
-        masks = self.model.postprocess_masks(low_res, self.original_size)
+        masks = self.upscale_logits(low_res, self.input_size, self.original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
+
+    @torch.no_grad()
+    def predict_low_res(self, point_coords, point_labels, multimask_output: bool = True):
+        """:meth:`predict_torch` of points without the upscaling: ``(low_res_logits (B, M, R/4, R/4), iou (B, M))``,
+        the logits unclamped (those ``SAM2ImagePredictor`` upscales); segment-everything upscales only the
+        candidates it keeps (:meth:`upscale_logits`)."""
+        self._require_image()
+        points = (point_coords, point_labels) if point_coords is not None else None
+        return self.model.decode(self.features, points=points, multimask_output=multimask_output)
+
+    def upscale_logits(self, low_res: torch.Tensor, input_size: tuple[int, int],
+                       original_size: tuple[int, int]) -> torch.Tensor:
+        """Low-res logits ``(B, M, R/4, R/4)`` -> logits at ``original_size`` ``(B, M, H, W)``: SAM 2 resizes
+        straight from the low-res grid (``Sam2.postprocess_masks``); ``input_size`` is always ``(R, R)``
+        (the whole square input), taken for the same call as :class:`SamPredictor`'s."""
+        return self.model.postprocess_masks(low_res, original_size)
