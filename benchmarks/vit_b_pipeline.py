@@ -43,18 +43,19 @@ import argparse
 import json
 import os
 import pstats
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import yaml
 
-from common import ROOT, machine_header, markdown_table, shown_path, write_results
+from common import ROOT, machine_header, markdown_table, reproduce_command, shown_path, write_results
 
 from nas.measure.timing import time_callable
 from search_spaces.space import SearchSpace
@@ -81,6 +82,7 @@ class Step:
     peak_gib: float = 0.0
     shares: dict = field(default_factory=dict)
     output: str = ""
+    status: str = ""  # "ok", or "failed: <its first error line>" (run_step with check=False)
 
 
 def cpu_shares(profile: Path) -> dict[str, float]:
@@ -98,22 +100,24 @@ def cpu_shares(profile: Path) -> dict[str, float]:
     return {k: v / total for k, v in buckets.items()}
 
 
-# Runs one CLI command under cProfile and writes the process's peak resident memory (KiB) to a file,
-# whatever the exit: VmHWM of its own address space, not ru_maxrss, which on Linux carries over the
-# high-water mark of the process it was forked from (here the benchmark, holding a model at times).
+# Runs one CLI command under cProfile (none when the profile path is "-") and writes the process's peak
+# resident memory (KiB) to a file, whatever the exit: VmHWM of its own address space, not ru_maxrss, which on
+# Linux carries over the high-water mark of the process it was forked from (here the benchmark, holding a
+# model at times).
 LAUNCHER = """
 import cProfile, resource, sys
 profile, rss, *argv = sys.argv[1:]
 sys.argv = ["samnas", *argv]
 import cli
 code = 0
-profiler = cProfile.Profile()
+profiler = cProfile.Profile() if profile != "-" else None
 try:
-    code = profiler.runcall(cli.main) or 0
+    code = (profiler.runcall(cli.main) if profiler else cli.main()) or 0
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 finally:
-    profiler.dump_stats(profile)
+    if profiler:
+        profiler.dump_stats(profile)
     own = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     open(rss, "w").write(str(max(own, children)))
@@ -128,25 +132,40 @@ def cumulative_seconds(profile: Path, file_suffix: str, function: str) -> float:
                if name == function and filename.endswith(file_suffix))
 
 
-def run_step(step: Step, work: Path, env: dict, quiet: bool) -> Step:
-    """Run ``samnas <argv>`` under cProfile in a child process; record wall time, peak RSS, shares."""
+def first_error_line(output: str) -> str:
+    """The line of a failed command's output that says why: samnas's one-line ``samnas: error:``, else the
+    last exception line of a traceback, else the last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("samnas: error:"):
+            return line
+    raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", line)]
+    return (raised or lines or ["no output"])[-1]
+
+
+def run_step(step: Step, work: Path, env: dict, quiet: bool, check: bool = True, profile: bool = True) -> Step:
+    """Run ``samnas <argv>`` in a child process (under cProfile with ``profile``); record wall time, peak RSS,
+    shares and ``status``. A failed step ends the benchmark, or with ``check=False`` is recorded as failed."""
     stem = work / step.name.replace(" ", "_").replace(":", "")
-    profile, rss = stem.with_suffix(".prof"), stem.with_suffix(".rss")
-    argv = [sys.executable, "-c", LAUNCHER, str(profile), str(rss), *step.argv]
+    prof, rss = stem.with_suffix(".prof"), stem.with_suffix(".rss")
+    argv = [sys.executable, "-c", LAUNCHER, str(prof) if profile else "-", str(rss), *step.argv]
     if not quiet:
         print(f"== {step.name}: samnas {' '.join(step.argv)}", flush=True)
     began = time.perf_counter()
     proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     step.wall_s = time.perf_counter() - began
     step.output = proc.stdout
-    if proc.returncode != 0:
+    if proc.returncode != 0 and check:
         raise SystemExit(f"step {step.name!r} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
-    step.peak_gib = int(rss.read_text()) / 2**20  # VmHWM and ru_maxrss are in KiB on Linux
-    step.shares = cpu_shares(profile)
-    if step.loop is not None:
-        step.fixed_s = max(0.0, step.wall_s - cumulative_seconds(profile, *step.loop))
+    step.status = "ok" if proc.returncode == 0 else f"failed: {first_error_line(proc.stdout)}"
+    # VmHWM and ru_maxrss are in KiB on Linux; no file when the process died before writing it
+    step.peak_gib = int(rss.read_text()) / 2**20 if rss.is_file() else float("nan")
+    if profile and prof.is_file():
+        step.shares = cpu_shares(prof)
+        if step.loop is not None:
+            step.fixed_s = max(0.0, step.wall_s - cumulative_seconds(prof, *step.loop))
     if not quiet:
-        print(f"   {step.wall_s:.1f} s, peak {step.peak_gib:.2f} GiB", flush=True)
+        print(f"   {step.wall_s:.1f} s, peak {step.peak_gib:.2f} GiB, {step.status}", flush=True)
     return step
 
 
@@ -206,6 +225,83 @@ def bf16_check(model_type: str, resolution: int, photo: Path, repeats: int) -> d
     return {**error, "fp32_s": median["fp32"], "bf16_s": median["bf16"]}
 
 
+def add_path_options(parser: argparse.ArgumentParser, threads: int, topic: str) -> None:
+    """The sizes of a user-path run (photos per step, training steps, profiled subnets, search trials), its
+    threads and table topic, and the work folder: the options both user-path benchmarks take."""
+    parser.add_argument("--rank-images", type=int, default=8)
+    parser.add_argument("--train-steps", type=int, default=2)
+    parser.add_argument("--batch-images", type=int, default=1)
+    parser.add_argument("--profile-samples", type=int, default=6)
+    parser.add_argument("--search-trials", type=int, default=4)
+    parser.add_argument("--eval-images", type=int, default=4)
+    parser.add_argument("--everything-images", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--topic", default=topic)
+    parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def rank_step(name: str, checkpoint: Path, model_type: str | None, photos: Path, count: int, threads: int,
+              out: Path) -> Step:
+    """``samnas rank`` by wanda on ``count`` photos of ``photos`` (``model_type`` None: read from the weights)."""
+    typed = ["--model-type", model_type] if model_type else []
+    return Step(name, ["rank", "--checkpoint", str(checkpoint), *typed, "--images", str(photos), "--method", "wanda",
+                       "--max-images", str(count), "--threads", str(threads), "--out", str(out)],
+                count, "photo", loop=RANK_LOOP)
+
+
+def train_step(name: str, checkpoint: Path, space_file: Path, photos: Path, args, out: Path, uri: str) -> Step:
+    """``samnas train-supernet`` for ``args.train_steps`` steps of ``args.batch_images`` photos of ``photos``."""
+    return Step(name, ["train-supernet", "--checkpoint", str(checkpoint), "--space", str(space_file), "--images",
+                       str(photos), "--steps", str(args.train_steps), "--batch-images", str(args.batch_images),
+                       "--out", str(out), "--tracking-uri", uri],
+                args.train_steps, "step", loop=TRAIN_LOOP)
+
+
+def latency_steps(space_file: Path, device: str, samples: int, threads: int) -> list[Step]:
+    """``samnas latency profile`` (block table + ``samples`` subnets, 3 runs each, 1 round) and ``latency fit``."""
+    return [Step("latency profile", ["latency", "profile", "--space", str(space_file), "--device", device, "--blocks",
+                                     "--samples", str(samples), "--repeats", "3", "--rounds", "1", "--warmup", "1",
+                                     "--min-seconds", "0", "--threads", str(threads)], samples, "subnet", samples),
+            Step("latency fit", ["latency", "fit", "--device", device])]
+
+
+def search_step(space_file: Path, device: str, checkpoint: Path, photos: Path, args, uri: str) -> Step:
+    """``samnas search`` of ``args.search_trials`` trials on ``args.eval_images`` photos, the device profiled."""
+    return Step("search", ["search", "--space", str(space_file), "--device", device, "--checkpoint", str(checkpoint),
+                           "--images", str(photos), "--max-images", str(args.eval_images), "--trials",
+                           str(args.search_trials), "--no-auto-profile", "--tracking-uri", uri],
+                args.search_trials, "trial")
+
+
+def tail_steps(best: dict | None, work: Path, photos: Path, count: int, threads: int) -> list[Step]:
+    """``samnas export`` of the front row ``best`` (to ``work/subnet``), then ``everything`` with it on ``count``
+    photos of ``photos`` (to ``work/masks``). ``best`` None: the export's study and trial stay placeholders."""
+    study, trial = (best["study"], str(best["trial"])) if best else ("STUDY", "N")
+    return [Step("export", ["export", "--study", study, "--trial", trial, "--out", str(work / "subnet"),
+                            "--repeats", "2"]),
+            Step("everything", ["everything", "--subnet", str(work / "subnet"), "--images", str(photos), "--out",
+                                str(work / "masks"), "--threads", str(threads), "--no-progress"], count, "photo")]
+
+
+def front_rows(pareto: Step) -> list[dict]:
+    """The rows ``samnas pareto --format json`` printed ([] when it printed none)."""
+    try:
+        return json.loads(pareto.output[pareto.output.index("["):])
+    except ValueError:
+        return []
+
+
+def path_header(script: str, argv, threads: int) -> str:
+    """A user-path table's machine header: each step runs once, at ``threads``; the reproducing command
+    without ``--keep`` (the work folder is this machine's)."""
+    shown = list(argv if argv is not None else sys.argv[1:])
+    if "--keep" in shown:
+        del shown[shown.index("--keep"):shown.index("--keep") + 2]
+    return machine_header(reproduce_command(script, shown), 1, threads=threads,
+                          repeats_line="- repeats: each step runs once (its wall time is one measurement)")
+
+
 def trial_seconds(results: Path, study: str | None = None) -> list[float]:
     """Seconds of every finished search trial (sampling + prediction + evaluation) from the study."""
     import optuna
@@ -231,23 +327,13 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, default=1024, help="input side of training, search and export")
     parser.add_argument("--extra-train-resolutions", type=int, nargs="*", default=[512])
     parser.add_argument("--photos", type=Path, default=PHOTOS, help="folder with train2017/ and val2017/")
-    parser.add_argument("--rank-images", type=int, default=8)
-    parser.add_argument("--train-steps", type=int, default=2)
-    parser.add_argument("--batch-images", type=int, default=1)
-    parser.add_argument("--profile-samples", type=int, default=6)
-    parser.add_argument("--search-trials", type=int, default=4)
-    parser.add_argument("--eval-images", type=int, default=4)
-    parser.add_argument("--everything-images", type=int, default=1)
+    add_path_options(parser, threads=2, topic="vit_b_pipeline")
     parser.add_argument("--extra-models", nargs="*", default=["vit_l", "vit_h"])
     parser.add_argument("--extra-rank-images", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--encoder-repeats", type=int, default=3)
     parser.add_argument("--project-trials", type=int, default=200)
     parser.add_argument("--project-steps", type=int, default=1000)
     parser.add_argument("--project-photos", type=int, default=100)
-    parser.add_argument("--topic", default="vit_b_pipeline")
-    parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
-    parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -267,51 +353,25 @@ def main(argv=None) -> int:
     space_file = space_at(space, res, work)
     space_name = f"{space.name}_{res}"
     uri = (work / "mlruns").as_uri()
-    steps = [
-        Step("rank", ["rank", "--checkpoint", str(checkpoint), "--model-type", args.model_type, "--images",
-                      str(rank_photos), "--method", "wanda", "--max-images", str(args.rank_images),
-                      "--threads", str(args.threads), "--out", str(work / "ranked.pt")],
-             args.rank_images, "photo", args.project_photos, RANK_LOOP),
-    ]
-
-    def train_step(side: int) -> Step:
-        """``train-supernet`` for ``--train-steps`` steps in the space restricted to ``side`` px."""
-        return Step(f"train-supernet {side}",
-                    ["train-supernet", "--checkpoint", str(work / "ranked.pt"), "--space", str(space_at(space, side, work)),
-                     "--images", str(rank_photos), "--steps", str(args.train_steps), "--batch-images",
-                     str(args.batch_images), "--out", str(work / f"train{side}"), "--tracking-uri", uri],
-                    args.train_steps, "step", args.project_steps, TRAIN_LOOP)
-
-    steps += [train_step(side) for side in [res, *args.extra_train_resolutions]]
-    steps += [
-        Step("latency profile", ["latency", "profile", "--space", str(space_file), "--device", DEVICE, "--blocks",
-                                 "--samples", str(args.profile_samples), "--repeats", "3", "--rounds", "1",
-                                 "--warmup", "1", "--min-seconds", "0", "--threads", str(args.threads)],
-             args.profile_samples, "subnet", args.profile_samples),
-        Step("latency fit", ["latency", "fit", "--device", DEVICE]),
-        Step("search", ["search", "--space", str(space_file), "--device", DEVICE, "--checkpoint",
-                        str(work / f"train{res}" / "supernet.pt"), "--images", str(eval_photos), "--max-images",
-                        str(args.eval_images), "--trials", str(args.search_trials), "--no-auto-profile",
-                        "--tracking-uri", uri],
-             args.search_trials, "trial", args.project_trials),
-        Step("pareto", ["pareto", "--space", space_name, "--format", "json"]),
-    ]
+    steps = [replace(rank_step("rank", checkpoint, args.model_type, rank_photos, args.rank_images, args.threads,
+                               work / "ranked.pt"), project_units=args.project_photos)]
+    # train-supernet in the space restricted to each side
+    steps += [replace(train_step(f"train-supernet {side}", work / "ranked.pt", space_at(space, side, work), rank_photos,
+                                 args, work / f"train{side}", uri), project_units=args.project_steps)
+              for side in [res, *args.extra_train_resolutions]]
+    steps += [*latency_steps(space_file, DEVICE, args.profile_samples, args.threads),
+              replace(search_step(space_file, DEVICE, work / f"train{res}" / "supernet.pt", eval_photos, args, uri),
+                      project_units=args.project_trials),
+              Step("pareto", ["pareto", "--space", space_name, "--format", "json"])]
     done: list[Step] = []
     for step in steps:
         done.append(run_step(step, work, env, args.quiet))
         if step.name == "search":  # timed straight after the trials, so the machine's speed is alike
             full_s = full_encoder_seconds(args.model_type, res, args.encoder_repeats)
             bf16 = bf16_check(args.model_type, res, sorted(eval_photos.iterdir())[0], args.encoder_repeats)
-    front = json.loads(done[-1].output[done[-1].output.index("["):])
-    best = max(front, key=lambda row: row["quality"])
-    tail = [
-        Step("export", ["export", "--study", best["study"], "--trial", str(best["trial"]), "--out",
-                        str(work / "subnet"), "--repeats", "2"]),
-        Step("everything", ["everything", "--subnet", str(work / "subnet"), "--images", str(every_photos),
-                            "--out", str(work / "masks"), "--no-progress"],
-             args.everything_images, "photo", args.project_photos),
-    ]
-    for step in tail:
+    best = max(front_rows(done[-1]), key=lambda row: row["quality"])
+    export, everything = tail_steps(best, work, every_photos, args.everything_images, args.threads)
+    for step in (export, replace(everything, project_units=args.project_photos)):
         done.append(run_step(step, work, env, args.quiet))
     everything = done[-1]
     per_image_ms = [row["ms"] for row in json.loads((work / "masks" / "summary.json").read_text())["images"]]
@@ -329,10 +389,8 @@ def main(argv=None) -> int:
         config = work / f"sam_{extra}_subnet.json"
         config.write_text(json.dumps(extra_space.sample(1).to_dict()))
         for step in (
-            Step(f"{extra}: rank", ["rank", "--checkpoint", str(ckpt), "--model-type", extra, "--images",
-                                    str(rank_photos), "--method", "wanda", "--max-images", str(args.extra_rank_images),
-                                    "--threads", str(args.threads), "--out", str(work / f"{extra}_ranked.pt")],
-                 args.extra_rank_images, "photo", args.project_photos, RANK_LOOP),
+            replace(rank_step(f"{extra}: rank", ckpt, extra, rank_photos, args.extra_rank_images, args.threads,
+                              work / f"{extra}_ranked.pt"), project_units=args.project_photos),
             Step(f"{extra}: extract", ["extract", "--checkpoint", str(work / f"{extra}_ranked.pt"), "--config",
                                        str(config), "--out", str(work / f"{extra}_subnet")]),
         ):
@@ -386,12 +444,7 @@ def main(argv=None) -> int:
            "fp32 for the teacher and evaluation" if bf16["max_abs"] > 1e-4 else
            "bf16's error is within the oracle tests' 1e-4"),
     ])
-    shown = list(argv if argv is not None else sys.argv[1:])
-    if "--keep" in shown:  # the work folder is this machine's, not part of what reproduces the table
-        del shown[shown.index("--keep"):shown.index("--keep") + 2]
-    header = machine_header(" ".join(["python", "benchmarks/vit_b_pipeline.py", *shown]),
-                            1, repeats_line="- repeats: each step runs once (its wall time is one measurement)",
-                            threads=args.threads)
+    header = path_header("vit_b_pipeline.py", argv, args.threads)
     csv_rows = [{**r, "model_type": args.model_type, "resolution": res} for r in rows]
     out = write_results(args.topic, f"The user path on {args.model_type} at {res} px: time and memory per step",
                         header, body, csv_rows)

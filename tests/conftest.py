@@ -137,6 +137,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture()
+def micro_checkpoint(tmp_path) -> Path:
+    """SAM 1's ``micro`` model (seed 0, random weights) saved as a plain state dict, the official SAM layout."""
+    from supernet.elastic.build import build_sam
+
+    path = tmp_path / "micro.pth"
+    torch.save(build_sam("micro", seed=0).state_dict(), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def micro_latency(tmp_path_factory) -> Path:
     """A latency root holding a small real cpu-torch predictor for sam_micro (block table, 12 subnets, 1 thread),

@@ -44,13 +44,16 @@ TINY = {
                            "--profile-samples", "5", "--search-trials", "2", "--extra-models", "micro",
                            "--threads", "1", "--encoder-repeats", "1", "--topic", "pipeline_smoke", "--quiet"],
                           "pipeline_smoke"),
+    "sam2_path.py": (["--space", "sam2_micro", "--resolution", "256", "--rank-images", "2", "--train-steps", "1",
+                      "--profile-samples", "5", "--search-trials", "2", "--eval-images", "2", "--quiet",
+                      "--topic", "sam2_path_smoke"], "sam2_path_smoke"),
     "sam2.py": (["--spaces", "sam2_micro", "--reference", "sam_micro", "--resolutions", "256", "--seeds", "1",
                  "--rounds", "1", "--repeats", "1", "--topic", "sam2_smoke"], "sam2_smoke"),
     "runtimes.py": (["--part", "runtimes", "--models", "sam_micro:128", "--decoders", "sam_micro:128", "--threads", "1",
                      "--rounds", "1",
                      "--repeats", "1", "--topic", "runtimes_smoke"], "runtimes_smoke"),
 }
-NEEDS_DATA = {"everything.py", "mask_ceiling.py", "vit_b_pipeline.py"}
+NEEDS_DATA = {"everything.py", "mask_ceiling.py", "vit_b_pipeline.py", "sam2_path.py"}
 # scripts with a second part, each run with its own tiny arguments
 MORE = [("runtimes.py", ["--part", "fronts", "--resolution", "128", "--trials", "3", "--images", "2", "--samples", "5",
                          "--rounds", "1", "--topic", "runtimes_fronts_smoke"], "runtimes_fronts_smoke")]

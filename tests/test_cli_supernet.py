@@ -11,16 +11,8 @@ from PIL import Image
 
 import cli
 from search_spaces.space import SearchSpace
-from supernet.elastic.build import build_sam
 from supernet.elastic.activation import active_subnet
 from supernet.elastic.extract import load_subnet
-
-
-@pytest.fixture()
-def micro_checkpoint(tmp_path):
-    path = tmp_path / "micro.pth"
-    torch.save(build_sam("micro", seed=0).state_dict(), path)
-    return path
 
 
 @pytest.fixture()

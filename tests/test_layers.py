@@ -23,8 +23,8 @@ LAYERS = [
     ("supernet.commands", "supernet.model_source"),  # rank command; the model a command runs on
     ("search_spaces",),                           # spaces: validate, sample, encode, count
     # shared nas tools: timing and fingerprints, the Optuna studies (storage, trial record, the one driver),
-    # and the ONNX conversion, which the latency profiler times as well as export writes
-    ("nas", "nas.measure", "nas.studies", "nas.export.onnx_export"),
+    # and the ONNX conversion of SAM's and SAM 2's encoders, which latency timing runs as well as export writes
+    ("nas", "nas.measure", "nas.studies", "nas.export.onnx_export", "nas.export.sam2_onnx"),
     ("nas.training", "nas.latency", "nas.quality"),  # training, latency predictors, quality evaluators
     ("nas.search",),                              # the architecture search, its samplers, fronts, the measured front
     ("nas.export", "nas.everything"),             # export and segment-everything

@@ -11,7 +11,6 @@ from supernet.checkpoint_sam2 import (
     VIDEO_KEY_PREFIXES, hf_state_dict_to_meta, image_state_dict, infer_sam2_model_type, load_sam2,
     meta_state_dict_to_hf,
 )
-from supernet.elastic.build import build_sam
 from supernet.modeling.sam2.arch import SAM2_ARCHS, get_sam2_arch
 from supernet.modeling.sam2.build import build_sam2
 
@@ -98,9 +97,8 @@ def test_sam2_checkpoint_given_as_sam1_names_the_file(tmp_path):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_sam1_checkpoint_given_to_sam2_names_the_file(tmp_path):
-    path = tmp_path / "sam_vit_micro.pth"
-    torch.save(build_sam("micro", seed=0).state_dict(), path)
+def test_sam1_checkpoint_given_to_sam2_names_the_file(tmp_path, micro_checkpoint):
+    path = micro_checkpoint
     with pytest.raises(CheckpointError, match=r"a SAM 1 checkpoint .*expected SAM 2") as info:
         load_sam2(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)

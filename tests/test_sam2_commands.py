@@ -25,7 +25,7 @@ from nas.search.samplers.design import crossover, encode_many, mutate, uniform_s
 from search_spaces.space import SearchSpace
 from supernet.checkpoint_sam2 import meta_state_dict_to_hf
 from supernet.elastic.activation import active_config, active_subnet
-from supernet.elastic.build import build_sam, build_sam2_supernet
+from supernet.elastic.build import build_sam2_supernet
 from supernet.elastic.extract import extract, load_subnet
 from supernet.elastic.ranked import load_ranked
 from supernet.elastic.sam2_modules import ElasticHiera
@@ -52,13 +52,6 @@ def sam2_file(tmp_path, supernet):
              "maskmem_tpos_enc": torch.zeros(7, 1, 1, 64)}
     path = tmp_path / "sam2.1_hiera_micro.pt"
     torch.save({"model": state}, path)
-    return path
-
-
-@pytest.fixture()
-def sam1_file(tmp_path):
-    path = tmp_path / "sam_micro.pth"
-    torch.save(build_sam("micro", seed=0).state_dict(), path)
     return path
 
 
@@ -198,8 +191,8 @@ def bad_inputs(tmp_path, space):
     (["everything", "--checkpoint", "{sam1}", "--model-type", "sam2_micro", "--images", "{images}", "--out", "{tmp}/o"],
      r"{sam1}: a SAM 1 checkpoint .*expected SAM 2"),
 ])
-def test_bad_input_is_one_line(tmp_path, sam2_file, sam1_file, image_dir, bad_inputs, capsys, argv, message):
-    paths = {"tmp": tmp_path, "sam2": sam2_file, "sam1": sam1_file, "images": image_dir, **bad_inputs}
+def test_bad_input_is_one_line(tmp_path, sam2_file, micro_checkpoint, image_dir, bad_inputs, capsys, argv, message):
+    paths = {"tmp": tmp_path, "sam2": sam2_file, "sam1": micro_checkpoint, "images": image_dir, **bad_inputs}
     code, out, err = run([a.format(**paths) for a in argv], capsys)
     pattern = message.format(**{k: re.escape(str(v)) for k, v in paths.items()})
     assert code == 2 and err.startswith("samnas: error: ") and err.count("\n") == 1, err

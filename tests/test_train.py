@@ -220,7 +220,7 @@ def test_train_supernet_cli_with_torchrun_two_processes(tmp_path):
     (["--checkpoint", "{tmp}/junk.pth"], "not a readable weights-only checkpoint"),
     (["--loss-points", "-4"], "--loss-points must be 0 (every pixel) or a number of pixels per mask, got -4"),
 ])
-def test_train_supernet_bad_input_fails_before_training(tmp_path, capsys, argv, message):
+def test_train_supernet_bad_input_fails_before_training(tmp_path, micro_checkpoint, capsys, argv, message):
     import cli
 
     (tmp_path / "empty").mkdir()
@@ -229,9 +229,7 @@ def test_train_supernet_bad_input_fails_before_training(tmp_path, capsys, argv, 
 
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    ckpt = tmp_path / "micro.pth"
-    torch.save(build_sam("micro", seed=0).state_dict(), ckpt)
-    args = {"--checkpoint": str(ckpt), "--space": "sam_micro", "--images": str(tmp_path / "imgs")}
+    args = {"--checkpoint": str(micro_checkpoint), "--space": "sam_micro", "--images": str(tmp_path / "imgs")}
     for key, value in zip(argv[::2], argv[1::2]):
         args[key] = value.format(tmp=tmp_path)
     full = ["train-supernet", "--steps", "1", "--out", str(tmp_path / "o")] + [x for kv in args.items() for x in kv]

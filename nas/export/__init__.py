@@ -1,2 +1,3 @@
 """Export of a chosen subnet: the folder and its model card (:mod:`.subnet`), and the ONNX conversion
-and checks (:mod:`.onnx_export`), which the latency profiler also uses to time ONNX Runtime."""
+and checks of SAM's (:mod:`.onnx_export`) and SAM 2's (:mod:`.sam2_onnx`) graphs, which latency timing
+also uses (profiling on ONNX Runtime, fresh-process validation of an exported encoder)."""

@@ -13,13 +13,13 @@ input side R:
   extracted subnet's block has;
 * with prompts, ``decoder``: SAM 2's prompt encoder and mask decoder (:class:`Sam2DecoderCall`).
 
-The subnet timed end to end is :class:`Sam2EncoderCall`: pixels to the three tensors SAM 2's
-decoder takes, as a deployed encoder produces them.
+The subnet timed end to end is :class:`supernet.modeling.sam2.model.Sam2EncoderCall`: pixels to the three
+tensors SAM 2's decoder takes, as a deployed encoder produces them; its ONNX file for a fresh-process timing
+is the one ``samnas export`` writes (:func:`nas.export.sam2_onnx.export_sam2_encoder_onnx`).
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,9 +27,9 @@ from torch import nn
 from supernet.modeling.sam2.arch import Sam2Arch, Sam2BlockSpec, fixed_reason
 from supernet.modeling.sam2.build import build_sam2_from_spec
 from supernet.modeling.sam2.hiera import MultiScaleBlock
-from supernet.modeling.sam2.model import BACKBONE_STRIDE, Sam2, Sam2EncoderCall, feature_tuple
+from supernet.modeling.sam2.model import BACKBONE_STRIDE, Sam2, feature_tuple
 
-from .profile import export_onnx_bytes, prompt_inputs
+from .profile import prompt_inputs
 from .store import BlockKind, sam2_block_kind
 
 PATCH_STRIDE = 4  # the Hiera patch embedding's stride: stage s runs on a grid of R / (4 * 2**s) tokens
@@ -106,13 +106,3 @@ def sam2_kind_module(arch: Sam2Arch, kind: dict, gen: torch.Generator) -> tuple[
     spec = kind_spec(arch, kind)
     grid = stage_grid(res, spec.stage - spec.q_pool)  # a transition takes the previous stage's grid
     return MultiScaleBlock(spec), (torch.randn(1, grid, grid, spec.dim, generator=gen),)
-
-
-def export_sam2_encoder_onnx(subnet: Sam2, path: str | Path) -> Path:
-    """Write the extracted fp32 ``subnet``'s :class:`Sam2EncoderCall` as ONNX (input ``input0`` ``(1, 3, R, R)``,
-    three outputs), exported as profiling exports it; returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, 3, subnet.resolution, subnet.resolution)
-    path.write_bytes(export_onnx_bytes(Sam2EncoderCall(subnet).eval(), (example,)))
-    return path

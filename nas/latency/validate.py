@@ -148,14 +148,13 @@ def prepare_subnet(supernet, config: SubnetConfig, backend: str, folder: Path) -
     """Extract ``config`` and write what the fresh process loads: a subnet folder, or ``encoder.onnx`` in it.
 
     int8 blocks run quantized in both: ``load_subnet`` quantizes them, and the ONNX encoder is
-    quantized as ``samnas export`` does it. A SAM 2 subnet's ONNX encoder is the module profiling timed
-    (:func:`nas.latency.sam2.export_sam2_encoder_onnx`: three outputs).
+    quantized as ``samnas export`` does it. A SAM 2 subnet's ONNX encoder is the one ``samnas export`` writes
+    (:func:`nas.export.sam2_onnx.export_sam2_encoder_onnx`: the module profiling timed, three outputs).
     """
     from nas.export.onnx_export import export_encoder_onnx, quantize_encoder_onnx
+    from nas.export.sam2_onnx import export_sam2_encoder_onnx
     from supernet.elastic.extract import extract, save_subnet, subnet_metadata
     from supernet.modeling.sam2.model import Sam2
-
-    from .sam2 import export_sam2_encoder_onnx
 
     sub = extract(supernet, config, quantize=False)
     if backend in ONNX_BACKENDS and isinstance(sub, Sam2):  # int8 SAM 2 spaces are profiled on torch only
