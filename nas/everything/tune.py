@@ -77,6 +77,8 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
     from .calibrate import model_defaults
 
     s = settings
+    if s.budget_ms is None and not (s.speedup and s.speedup > 0):
+        raise UserError("give a time budget per image (--budget-ms) or a speedup over the reference grid (--speedup)")
     defaults, source = model_defaults(s.model_tag, sam2=isinstance(predictor.model, Sam2))
     reference_policy = s.reference_policy
     if reference_policy is None:
@@ -84,8 +86,6 @@ def tune_everything(predictor, images: list, settings: TuneSettings, annotations
     else:  # the baseline trials use the reference's thresholds
         defaults = {k: getattr(reference_policy, k) for k in defaults}
         source = "the reference policy"
-    if s.budget_ms is None and not (s.speedup and s.speedup > 0):
-        raise UserError("give a time budget per image (--budget-ms) or a speedup over the reference grid (--speedup)")
     evaluator = PolicyEvaluator(predictor, images, annotations, reference_policy, s.time_mode, progress=progress)
     s, budget_source, reference_ms = _settle_budget(s, evaluator, reference_policy, log)
     model_defaults_attr = {**defaults, "source": source}
