@@ -389,6 +389,7 @@ def test_tune_everything_on_sam2_writes_a_policy_for_it(tmp_path, sam2_file, ima
     assert meta["evaluator"] == "agreement" and meta["quality"] == 1.0 and policy.points_per_side <= 8
 
 
+@pytest.mark.slow  # 35 s: calibration sweeps thresholds over a whole grid; everything on SAM 2 stays in the fast tier
 def test_calibrate_everything_on_sam2_writes_a_policy(tmp_path, sam2_file, image_dir, capsys):
     from nas.everything.calibrate import masks_per_image
     from nas.everything.policies import load_policy
