@@ -32,17 +32,14 @@ for the search; ``--everything-photos`` (default ``../shared/data/images``) for 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-from common import ROOT, markdown_table, shown_path, write_results
-from vit_b_pipeline import (Step, add_path_options, front_rows, latency_steps, path_header, photo_folder,
-                            rank_step, run_step, search_step, space_at, tail_steps, train_step)
+from common import ROOT, markdown_table, shown_path
+from vit_b_pipeline import (Step, add_path_options, front_rows, latency_steps, path_header, path_work, photo_folder,
+                            rank_step, run_step, search_step, space_at, tail_steps, train_step, write_path_table)
 
 from search_spaces.space import SearchSpace
 from supernet.modeling.sam2.build import build_sam2
@@ -163,20 +160,14 @@ def main(argv=None) -> int:
     space = SearchSpace.load(args.space)
     if not space.is_sam2:
         raise SystemExit(f"--space {args.space}: a SAM 1 space; benchmarks/vit_b_pipeline.py runs SAM 1's path")
-    work = args.keep or Path(tempfile.mkdtemp(prefix="samnas-sam2-path-"))
-    work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "SAMNAS_RESULTS": str(work / "results"), "MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONPATH": str(ROOT)}
+    work, env = path_work(args.keep, "samnas-sam2-path-", args.threads)
     steps = run_path(args, space, work, env)
     rows = table_rows(steps, work)
     header = path_header("sam2_path.py", argv, args.threads)
     csv_rows = [{**r, "space": space.name, "resolution": args.resolution, "weights": "random"} for r in rows]
-    out = write_results(args.topic, f"The user path on SAM 2.1 {space.model_type} at {args.resolution} px "
-                        "(random weights): time and memory per step", header, describe(args, space, steps, rows),
-                        csv_rows)
-    print(f"wrote {shown_path(out)}")
-    if args.keep is None:
-        shutil.rmtree(work, ignore_errors=True)
+    write_path_table(args.topic, f"The user path on SAM 2.1 {space.model_type} at {args.resolution} px "
+                     "(random weights): time and memory per step", header, describe(args, space, steps, rows),
+                     csv_rows, work, args.keep)
     return 0
 
 

@@ -320,6 +320,25 @@ def trial_seconds(results: Path, study: str | None = None) -> list[float]:
     return out
 
 
+def path_work(keep: Path | None, prefix: str, threads: int) -> tuple[Path, dict]:
+    """The work folder (``keep``, or a new temporary one) and the environment every step's command runs in:
+    ``threads`` OpenMP/MKL threads, results under ``WORK/results``, MLflow's file store allowed."""
+    work = keep or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "SAMNAS_RESULTS": str(work / "results"), "MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONPATH": str(ROOT)}
+    return work, env
+
+
+def write_path_table(topic: str, title: str, header: str, body: str, csv_rows: list[dict], work: Path,
+                     keep: Path | None) -> None:
+    """Write the path's table to ``results/<topic>.md`` and ``.csv``; remove ``work`` unless it was ``keep``."""
+    out = write_results(topic, title, header, body, csv_rows)
+    print(f"wrote {shown_path(out)}")
+    if keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-type", default="vit_b")
@@ -337,11 +356,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    work = args.keep or Path(tempfile.mkdtemp(prefix="samnas-pipeline-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work, env = path_work(args.keep, "samnas-pipeline-", args.threads)
     results = work / "results"
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "SAMNAS_RESULTS": str(results), "MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONPATH": str(ROOT)}
     space = SearchSpace.load(args.space)
     res = args.resolution
     rank_photos = photo_folder(args.photos / "train2017", args.rank_images, work / "photos_rank")
@@ -446,11 +462,8 @@ def main(argv=None) -> int:
     ])
     header = path_header("vit_b_pipeline.py", argv, args.threads)
     csv_rows = [{**r, "model_type": args.model_type, "resolution": res} for r in rows]
-    out = write_results(args.topic, f"The user path on {args.model_type} at {res} px: time and memory per step",
-                        header, body, csv_rows)
-    print(f"wrote {shown_path(out)}")
-    if args.keep is None:
-        shutil.rmtree(work, ignore_errors=True)
+    write_path_table(args.topic, f"The user path on {args.model_type} at {res} px: time and memory per step",
+                     header, body, csv_rows, work, args.keep)
     return 0
 
 
