@@ -249,6 +249,7 @@ def test_runner_everything_on_sam2_matches_pytorch(sam2_export, crop_n_layers):
     assert_same_records(got, ref, least=5 if crop_n_layers == 0 else 1)  # crop NMS keeps one speckled mask
 
 
+@pytest.mark.slow
 def test_export_command_takes_an_extracted_sam2_folder(supernet, tmp_path, capsys):
     config = subnet_config(192)
     folder = save_subnet(extract(supernet, config, quantize=False), subnet_metadata(supernet, config), tmp_path / "sub")

@@ -97,6 +97,7 @@ def test_policy_validation_names_the_field(field, value, needle):
         policy_from_dict({field: value})
 
 
+@pytest.mark.slow
 def test_real_photo_runs_all_policies(predictor, shared_data):
     from scenes.images import list_images, load_image
 

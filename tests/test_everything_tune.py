@@ -257,6 +257,7 @@ def test_policy_for_another_model_is_one_line_error(dataset, tmp_path):
     assert str(path) in msg and "sam_vit_h-x" in msg and "tune-everything" in msg and "\n" not in msg
 
 
+@pytest.mark.slow
 def test_tune_without_labels_on_some_images_scored_on_others(dataset, tmp_path, capsys):
     images, _ = dataset
     root = images.parent
@@ -347,6 +348,7 @@ def test_threshold_ranges_reach_the_models_defaults():
     assert all(p.pred_iou_thresh >= 0.22 - THRESHOLD_MARGIN - 1e-9 for p in drawn)
 
 
+@pytest.mark.slow
 def test_speedup_sets_the_budget_from_the_reference_grid(dataset, tmp_path, monkeypatch, capsys):
     """--speedup X: the budget is the reference policy's time on the tuning images / X, in the
     same time mode as the trials; the policy goes to results/everything/<study>.yaml by default."""

@@ -511,6 +511,7 @@ def test_without_block_table_the_features_model_is_used(tmp_path, space):
         predictor.lut_ms(cfg)
 
 
+@pytest.mark.slow
 def test_profile_and_fit_quick(tmp_path):
     from nas.latency import profile_and_fit_quick
 
@@ -804,6 +805,7 @@ def test_profile_notes_bf16_only_where_it_is_offered():
     assert bf16_hint("cpu-torch-bf16", "sam_micro", bf16_cpu) is None
 
 
+@pytest.mark.slow
 def test_subnet_runtimes_time_the_config_as_it_is(space):
     from nas.latency.runtimes import subnet_runtimes
 

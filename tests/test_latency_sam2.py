@@ -184,6 +184,7 @@ def test_profile_fit_predict_round_trip_through_the_cli(root, space, tmp_path):
     assert code == 0 and "(encoder+decoder@1, sam2_micro)" in out, err
 
 
+@pytest.mark.slow
 def test_validate_times_held_out_sam2_subnets_in_fresh_processes(root):
     code, out, err = cli_run(["latency", "validate", "--device", "cpu-torch", "--space", "sam2_micro", "--samples", 2,
                               "--min-seconds", 0.02, "--quiet", "--root", root])
@@ -200,7 +201,7 @@ def test_validate_times_held_out_sam2_subnets_in_fresh_processes(root):
 # ---------------------------------------------------------------------- ONNX runtimes and int8
 
 
-@pytest.mark.parametrize("backend_cls", [OrtBackend, OpenVinoBackend])
+@pytest.mark.parametrize("backend_cls", [OrtBackend, pytest.param(OpenVinoBackend, marks=pytest.mark.slow)])
 def test_onnx_runtimes_run_every_sam2_kind_and_subnet_as_torch_does(space, tmp_path, backend_cls):
     """Each kind (largest heads and MLP) and a subnet export, and the runtime's outputs match torch's
     (prepare checks them, RuntimeError otherwise); the subnet's ONNX file is timed in a fresh process."""

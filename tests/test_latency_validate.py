@@ -112,7 +112,7 @@ def test_validation_sampler_is_seeded_independent_and_disjoint(space):
 # ---------------------------------------------------------------------- fresh-process timing
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.slow), "onnxruntime"])
 def test_fresh_process_times_a_tiny_subnet(tmp_path, space, backend):
     cfg = space.validate(space.smallest())
     path = prepare_subnet(build_sam("micro", seed=0), cfg, backend, tmp_path / "sub")
@@ -124,6 +124,7 @@ def test_fresh_process_times_a_tiny_subnet(tmp_path, space, backend):
         time_in_fresh_process(backend, tmp_path / "missing", 128, threads=1, repeats=1, warmup=0, min_seconds=0)
 
 
+@pytest.mark.slow
 def test_fresh_process_times_a_probe_beside_the_subnet(tmp_path, space):
     """With a probe, one process times both, interleaved; the larger probe takes longer than the smallest subnet.
 
@@ -261,6 +262,7 @@ def test_validate_unknown_device_or_space_is_a_one_line_error(fake_root, capsys,
     assert not (fake_root / "cpu-torch" / VALIDATION_FILE).exists()
 
 
+@pytest.mark.slow
 def test_profile_validate_and_list(tmp_path, capsys, monkeypatch):
     """Real parts end to end: profiling stores the probe baseline; validate times 2 subnets in fresh processes."""
     root = tmp_path / "latency"

@@ -68,6 +68,7 @@ def _env(results):
 
 # ------------------------------------------------------------------------ 1. results location
 
+@pytest.mark.slow
 def test_read_only_commands_create_nothing_and_say_where_they_looked(tmp_path):
     code, out, err = run(["pareto"], cwd=tmp_path)
     assert code == 2 and err.count("\n") == 1, err
@@ -80,6 +81,7 @@ def test_read_only_commands_create_nothing_and_say_where_they_looked(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
+@pytest.mark.slow
 def test_results_flag_wins_over_environment_then_default(results, tmp_path):
     empty = tmp_path / "elsewhere"
     code, out, err = run(["pareto", "--results", results], cwd=tmp_path, env={"SAMNAS_RESULTS": str(empty)})
@@ -173,6 +175,7 @@ def test_pareto_plot_names_quality_and_keeps_the_budget_label_clear(results, tmp
 
 # ------------------------------------------------------------------------ 2 + 5 + 7 + 9: a real search
 
+@pytest.mark.slow
 def test_search_fails_fast_on_impossible_budgets_and_states_the_smallest_latency(results):
     smallest = load_predictor("cpu-torch", "sam_micro", root=results / "latency").predict_ms(
         SearchSpace.load("sam_micro").smallest())
@@ -185,6 +188,7 @@ def test_search_fails_fast_on_impossible_budgets_and_states_the_smallest_latency
     assert not (results / "mlruns").exists() and optuna.get_all_study_names(storage) == studies
 
 
+@pytest.mark.slow
 def test_search_summary_states_quality_and_predictor_error_and_fails_when_nothing_is_feasible(results, tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     tracking = tmp_path / "mlruns"
@@ -227,6 +231,7 @@ def test_resumed_search_names_running_trials_of_other_hosts(results, tmp_path):
     assert [t.number for t in running] == [elsewhere.number]  # left to the heartbeat
 
 
+@pytest.mark.slow
 def test_latency_fit_warns_about_a_noisy_predictor(results, tmp_path):
     root = tmp_path / "latency"
     shutil.copytree(results / "latency", root)
@@ -456,6 +461,7 @@ def test_bad_inputs_get_one_line_errors_naming_the_value(results, tmp_path, monk
     assert failures == []
 
 
+@pytest.mark.slow
 def test_bad_inputs_as_real_processes(tmp_path):
     """A few of the sweep's cases as real processes: the exit code, one line on stderr, no traceback."""
     for argv, expected in [(["search", "--trials", "-3"], "got -3"),

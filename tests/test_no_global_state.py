@@ -214,6 +214,7 @@ def test_torch_threads_restores_the_count_and_none_leaves_it():
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.slow
 def test_export_times_at_the_predictors_thread_count_then_restores_the_process_count(tmp_path, capsys):
     predictor = {"device": "cpu-torch", "cv_mape_pct": 5.0, "within_10_pct": 90.0, "threads": 1}
     _store_study(tmp_path, trials=((0.5, 10.0),), attrs={"device": "cpu-torch", "predictor": predictor})

@@ -216,6 +216,7 @@ def test_int8_matmul_nodes_must_all_exist(model, space, tmp_path):
         export_encoder_onnx(extract(model, mixed_config(space, 128)), tmp_path / "q.onnx")
 
 
+@pytest.mark.slow
 def test_cli_export_int8_config(space, tmp_path, capsys):
     config_path = save_config(mixed_config(space, 128), tmp_path / "mixed.yaml")
     assert config_path.read_text().startswith("format: samnas-config/2")

@@ -328,6 +328,7 @@ def _generator_records(checkpoint, images: list[np.ndarray]) -> list[list[dict]]
         return [MaskGenerator(Sam2Predictor(model), Policy(**LOW)).generate(image) for image in images]
 
 
+@pytest.mark.slow
 def test_everything_on_sam2_writes_its_masks_and_defaults_to_sam2s_thresholds(tmp_path, sam2_file, image_dir,
                                                                                low_policy, capsys):
     from nas.everything.calibrate import model_defaults
@@ -371,6 +372,7 @@ def test_evaluate_on_sam2_gives_prompted_miou_and_mask_ar(tmp_path, sam2_file, l
     assert row["masks_per_image"] == pytest.approx(np.mean([len(r) for r in _generator_records(sam2_file, images)]))
 
 
+@pytest.mark.slow
 def test_tune_everything_on_sam2_writes_a_policy_for_it(tmp_path, sam2_file, image_dir, low_policy, capsys):
     from nas.everything.commands import model_digest
     from nas.everything.policies import load_policy

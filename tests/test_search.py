@@ -223,6 +223,7 @@ def test_workers_opening_a_fresh_postgres_database_at_once_all_succeed():
         assert optuna.get_all_study_summaries(url) == []
 
 
+@pytest.mark.slow
 def test_cli_search_pareto_export_and_mlflow(results, tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     tracking = (tmp_path / "mlruns").as_uri()
@@ -360,7 +361,7 @@ def int8_latency(tmp_path_factory):
     return space, load_predictor("cpu-torch", space=space.name, root=root)
 
 
-@pytest.mark.parametrize("sampler", ["random", DEFAULT_SAMPLER])
+@pytest.mark.parametrize("sampler", ["random", pytest.param(DEFAULT_SAMPLER, marks=pytest.mark.slow)])
 def test_search_over_precision_scores_int8_configs_quantized(tmp_path, sampler, int8_latency):
     """An int8 space is searched over precision too; an int8 trial's quality is measured on the
     subnet extracted and quantized (the supernet refuses int8), fp32 trials on the supernet."""

@@ -114,6 +114,7 @@ def test_activation_checkpointing_gives_the_same_gradients(config):
         torch.testing.assert_close(checkpointed[k], plain[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
+@pytest.mark.slow
 def test_sandwich_training_with_cache_and_checkpointing_matches_without(tmp_path):
     """The cache and checkpointing change cost only: the trained weights come out the same."""
     from tests.test_train import Rectangles
