@@ -271,13 +271,18 @@ def test_export_command_takes_an_extracted_sam2_folder(supernet, tmp_path, capsy
     assert code != 0 and "no subnet.json" in capsys.readouterr().err
 
 
-def test_int8_sam2_config_is_refused_before_work(supernet, tmp_path):
+def test_int8_sam2_export_beyond_tolerance_is_refused_in_one_line(supernet, tmp_path):
+    """int8 SAM 2 subnets export (``test_sam2_int8_export``), checked as SAM's are: with every parameter
+    drawn from N(0, 0.05^2), int8 in every block costs the image embedding about 6% (relative L2, in PyTorch
+    alone), and ONNX Runtime's int8 differs from PyTorch's by about 9%, beyond the 5% the check accepts."""
     from infra.errors import UserError
 
-    config = subnet_config().with_precision("int8")
-    with pytest.raises(UserError, match="SAM 2 subnets export fp32 only"):
-        export_subnet(supernet, config, tmp_path / "x", source_checkpoint=None, repeats=1)
-    assert not (tmp_path / "x").exists()
+    config = subnet_config(128).with_precision("int8")
+    with pytest.raises(UserError, match=r"image_encoder\.onnx: the int8 encoder in ONNX Runtime differs from the "
+                                        r"subnet quantized in PyTorch on image_embed: relative L2 0\.0\d+") as err:
+        export_subnet(supernet, config, tmp_path / "x", source_checkpoint=None, repeats=1, measure_runtimes=False)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "x" / "image_encoder.fp32.onnx").exists() and not (tmp_path / "x" / "card.json").exists()
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ dynamic batch of prompt sets besides the dynamic number of points.
 
 A subnet with int8 blocks (``supernet.elastic.quantize``) is exported fp32 first and then
 quantized by ONNX Runtime's dynamic quantization (:func:`quantize_encoder_onnx`), restricted
-to the int8 blocks' four linear layers (attention qkv/proj, MLP lin1/lin2), the same layers
-``quantize_subnet`` quantizes in PyTorch.
+to the int8 blocks' linear layers (attention qkv/proj, the MLP's two, and a SAM 2 transition's
+shortcut proj: :data:`ENCODER_INT8_LAYERS`), the same layers ``quantize_subnet`` quantizes in PyTorch.
 """
 from __future__ import annotations
 
@@ -83,21 +83,40 @@ class _quiet_root_logger:
         self.logger.setLevel(self.level)
 
 
-INT8_LAYERS = ("attn/qkv", "attn/proj", "mlp/lin1", "mlp/lin2")  # what quantize_subnet quantizes per block
+# The ONNX names of the linear layers ``quantize_subnet`` quantizes in encoder block ``i`` (every
+# ``nn.Linear`` of the block), per model family: where the exported encoder holds its blocks, the layers
+# every block has, and the layers only some blocks have. SAM's ViT block has four; SAM 2's Hiera block
+# (exported inside ``Sam2EncoderCall``) names its MLP's layers ``layers.0`` / ``layers.1``, and a stage's
+# transition block adds the shortcut's ``proj`` (dim -> dim_out). Attention's own MatMuls (q k^T, the
+# weighted sum) are not linear layers and stay fp32 in both runtimes.
+ENCODER_INT8_LAYERS = {
+    "sam": ("/blocks.{i}/", ("attn/qkv", "attn/proj", "mlp/lin1", "mlp/lin2"), ()),
+    "sam2": ("/image_encoder/trunk/blocks.{i}/", ("attn/qkv", "attn/proj", "mlp/layers.0", "mlp/layers.1"), ("proj",)),
+}
+
+
+def encoder_family(node_names) -> str:
+    """``sam2`` when an exported graph's node names hold Hiera trunk blocks (SAM 2's encoder), else ``sam``."""
+    prefix = ENCODER_INT8_LAYERS["sam2"][0].split("{")[0]
+    return "sam2" if any(name.startswith(prefix) for name in node_names) else "sam"
 
 
 def int8_matmul_nodes(onnx_path: str | Path, blocks: list[int]) -> list[str]:
     """Names of the MatMul nodes of the linear layers of encoder ``blocks`` (subnet numbering) in the
-    exported encoder; ValueError when one is missing (the exporter named them otherwise)."""
+    exported encoder, SAM's or SAM 2's (:func:`encoder_family` reads which from the graph, and
+    :data:`ENCODER_INT8_LAYERS` names the layers); ValueError when a layer every block has is missing
+    (the exporter named them otherwise)."""
     import onnx
 
     names = {n.name for n in onnx.load(str(onnx_path), load_external_data=False).graph.node if n.op_type == "MatMul"}
-    wanted = [f"/blocks.{i}/{layer}/MatMul" for i in blocks for layer in INT8_LAYERS]
+    prefix, layers, optional = ENCODER_INT8_LAYERS[encoder_family(names)]
+    wanted = [f"{prefix.format(i=i)}{layer}/MatMul" for i in blocks for layer in layers]
     missing = [w for w in wanted if w not in names]
     if missing:
         raise ValueError(f"{onnx_path}: no MatMul node named {missing[0]} (and {len(missing) - 1} more); "
                          "the exporter's node names changed")
-    return wanted
+    extra = [f"{prefix.format(i=i)}{layer}/MatMul" for i in blocks for layer in optional]
+    return wanted + [name for name in extra if name in names]
 
 
 def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: SubnetConfig, reduce_range: bool = True) -> Path:
@@ -114,8 +133,8 @@ def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: S
 def quantize_onnx_blocks(fp32_path: str | Path, out_path: str | Path, blocks: list[int],
                          reduce_range: bool = True) -> Path:
     """Write ``out_path``: the ONNX model at ``fp32_path`` (any module whose encoder blocks are
-    ``blocks.<i>``) with the linear layers of ``blocks`` dynamically quantized, as
-    :func:`quantize_encoder_onnx` describes."""
+    ``blocks.<i>``, or SAM 2's encoder with its ``image_encoder/trunk/blocks.<i>``) with the linear layers of
+    ``blocks`` dynamically quantized, as :func:`quantize_encoder_onnx` describes."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_path = Path(out_path)
@@ -163,6 +182,14 @@ ONNX_INT8_TOLERANCE = {"max_rel_l2": 0.05, "min_cosine": 0.998}
 def int8_within_tolerance(error: dict) -> bool:
     """Whether a :func:`compare_embeddings` result is within :data:`ONNX_INT8_TOLERANCE`."""
     return error["rel_l2"] <= ONNX_INT8_TOLERANCE["max_rel_l2"] and error["cosine"] >= ONNX_INT8_TOLERANCE["min_cosine"]
+
+
+def worst_error(errors: dict[str, dict]) -> dict:
+    """The worst of several :func:`compare_embeddings` results (one per encoder output): the largest
+    ``max_abs`` and ``rel_l2``, the smallest ``cosine``; one result comes back as it is."""
+    values = list(errors.values())
+    return {"max_abs": max(e["max_abs"] for e in values), "rel_l2": max(e["rel_l2"] for e in values),
+            "cosine": min(e["cosine"] for e in values)}
 
 
 def compare_embeddings(got: np.ndarray, ref: np.ndarray) -> dict:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from supernet.modeling.sam2.model import BACKBONE_STRIDE, Sam2, Sam2EncoderCall
 
-from nas.export.onnx_export import (OPSET, PromptDecoderOnnx, _temp_beside, decoder_cases_error,
+from nas.export.onnx_export import (OPSET, PromptDecoderOnnx, _temp_beside, compare_embeddings, decoder_cases_error,
                                    onnx_session, write_decoder_onnx)
 
 SAM2_ENCODER_OUTPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
@@ -60,13 +60,19 @@ def export_sam2_encoder_onnx(model: Sam2, path: str | Path) -> Path:
     return path
 
 
-@torch.no_grad()
 def sam2_encoder_error(model: Sam2, path: str | Path, seed: int = 0) -> dict[str, float]:
     """Largest ``|ONNX Runtime - PyTorch|`` of each encoder output on one random input (``seed``)."""
+    return {name: error["max_abs"] for name, error in sam2_output_errors(model, path, seed).items()}
+
+
+@torch.no_grad()
+def sam2_output_errors(model: Sam2, path: str | Path, seed: int = 0) -> dict[str, dict]:
+    """Each encoder output of ONNX Runtime against ``model``'s in PyTorch on one random input (``seed``):
+    ``{output name: compare_embeddings result}`` (``max_abs``, ``rel_l2``, ``cosine``)."""
     x = torch.randn(1, 3, model.resolution, model.resolution, generator=torch.Generator().manual_seed(seed))
     ref = Sam2EncoderCall(model).eval()(x)
     got = onnx_session(path).run(list(SAM2_ENCODER_OUTPUTS), {"images": x.numpy()})
-    return {name: float(np.abs(g - r.numpy()).max()) for name, g, r in zip(SAM2_ENCODER_OUTPUTS, got, ref)}
+    return {name: compare_embeddings(g, r.numpy()) for name, g, r in zip(SAM2_ENCODER_OUTPUTS, got, ref)}
 
 
 class Sam2PromptDecoderOnnx(PromptDecoderOnnx):

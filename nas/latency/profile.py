@@ -144,11 +144,13 @@ def int8_onnx_bytes(module: "Int8Module", inputs: tuple[torch.Tensor, ...]) -> b
 
 
 def check_int8_matches(module: "Int8Module", inputs: tuple[torch.Tensor, ...], got: np.ndarray, runtime: str) -> None:
-    """RuntimeError when a runtime's int8 output is further from PyTorch's int8 one than export accepts."""
+    """RuntimeError when a runtime's int8 output is further from PyTorch's int8 one than export accepts
+    (``got``: the first output; a SAM 2 encoder's is the image embedding)."""
     from nas.export.onnx_export import ONNX_INT8_TOLERANCE, compare_embeddings, int8_within_tolerance
 
     with torch.inference_mode():
-        want = module(*inputs).numpy()
+        want = module(*inputs)
+        want = (want[0] if isinstance(want, (tuple, list)) else want).numpy()
     error = compare_embeddings(got, want)
     if not int8_within_tolerance(error):
         raise RuntimeError(f"int8 module on {runtime} differs from the PyTorch int8 one: relative L2 "
