@@ -271,6 +271,7 @@ def test_export_command_takes_an_extracted_sam2_folder(supernet, tmp_path, capsy
     assert code != 0 and "no subnet.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_int8_sam2_export_beyond_tolerance_is_refused_in_one_line(supernet, tmp_path):
     """int8 SAM 2 subnets export (``test_sam2_int8_export``), checked as SAM's are: with every parameter
     drawn from N(0, 0.05^2), int8 in every block costs the image embedding about 6% (relative L2, in PyTorch

@@ -116,6 +116,7 @@ def test_int8_matmul_nodes_read_the_hiera_names(supernet, tmp_path):
         int8_matmul_nodes(path, [4])
 
 
+@pytest.mark.slow
 def test_runner_without_torch_runs_the_int8_sam2_export(int8_export, tmp_path):
     """The torch-free runner loads the int8 encoder as it loads the fp32 one; its masks against
     ``Sam2Predictor`` on the subnet quantized in PyTorch (the two runtimes round int8 differently)."""
