@@ -88,28 +88,43 @@ class _quiet_root_logger:
 # every block has, and the layers only some blocks have. SAM's ViT block has four; SAM 2's Hiera block
 # (exported inside ``Sam2EncoderCall``) names its MLP's layers ``layers.0`` / ``layers.1``, and a stage's
 # transition block adds the shortcut's ``proj`` (dim -> dim_out). Attention's own MatMuls (q k^T, the
-# weighted sum) are not linear layers and stay fp32 in both runtimes.
+# weighted sum) are not linear layers and stay fp32 in both runtimes. A module holding a single block as
+# ``blocks.0`` (the latency profiler's block kinds) passes its own ``prefix`` with its family's layers.
 ENCODER_INT8_LAYERS = {
     "sam": ("/blocks.{i}/", ("attn/qkv", "attn/proj", "mlp/lin1", "mlp/lin2"), ()),
     "sam2": ("/image_encoder/trunk/blocks.{i}/", ("attn/qkv", "attn/proj", "mlp/layers.0", "mlp/layers.1"), ("proj",)),
 }
 
 
+def model_family(model: nn.Module) -> str:
+    """A subnet's model family, the key of :data:`ENCODER_INT8_LAYERS` and the card's ``family``: ``sam2``
+    for a SAM 2 model, else ``sam``."""
+    from supernet.modeling.sam2.model import Sam2
+
+    return "sam2" if isinstance(model, Sam2) else "sam"
+
+
 def encoder_family(node_names) -> str:
-    """``sam2`` when an exported graph's node names hold Hiera trunk blocks (SAM 2's encoder), else ``sam``."""
+    """``sam2`` when an exported graph's node names hold Hiera trunk blocks (SAM 2's encoder), else ``sam``:
+    for a whole exported encoder of unknown family only (a single block's names do not tell)."""
     prefix = ENCODER_INT8_LAYERS["sam2"][0].split("{")[0]
     return "sam2" if any(name.startswith(prefix) for name in node_names) else "sam"
 
 
-def int8_matmul_nodes(onnx_path: str | Path, blocks: list[int]) -> list[str]:
-    """Names of the MatMul nodes of the linear layers of encoder ``blocks`` (subnet numbering) in the
-    exported encoder, SAM's or SAM 2's (:func:`encoder_family` reads which from the graph, and
-    :data:`ENCODER_INT8_LAYERS` names the layers); ValueError when a layer every block has is missing
-    (the exporter named them otherwise)."""
+def int8_matmul_nodes(onnx_path: str | Path, blocks: list[int], family: str | None = None,
+                      prefix: str | None = None) -> list[str]:
+    """Names of the MatMul nodes of the linear layers of encoder ``blocks`` (subnet numbering) in an
+    exported graph; ValueError when a layer every block has is missing (the exporter named them otherwise).
+
+    ``family`` (``sam`` / ``sam2``) picks the layer names of :data:`ENCODER_INT8_LAYERS`; None reads it from
+    the graph (:func:`encoder_family`, a whole exported encoder only). ``prefix`` (e.g. ``/blocks.{i}/``) is
+    where the graph holds block ``i``; None: where the family's exported encoder holds it.
+    """
     import onnx
 
     names = {n.name for n in onnx.load(str(onnx_path), load_external_data=False).graph.node if n.op_type == "MatMul"}
-    prefix, layers, optional = ENCODER_INT8_LAYERS[encoder_family(names)]
+    encoder_prefix, layers, optional = ENCODER_INT8_LAYERS[family or encoder_family(names)]
+    prefix = prefix or encoder_prefix
     wanted = [f"{prefix.format(i=i)}{layer}/MatMul" for i in blocks for layer in layers]
     missing = [w for w in wanted if w not in names]
     if missing:
@@ -119,26 +134,28 @@ def int8_matmul_nodes(onnx_path: str | Path, blocks: list[int]) -> list[str]:
     return wanted + [name for name in extra if name in names]
 
 
-def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: SubnetConfig, reduce_range: bool = True) -> Path:
-    """Write ``out_path``: the fp32 encoder at ``fp32_path`` with the int8 blocks of ``config``
-    dynamically quantized by ONNX Runtime (weights int8 per tensor, activations uint8 per call).
+def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: SubnetConfig, reduce_range: bool = True,
+                          family: str | None = None) -> Path:
+    """Write ``out_path``: the fp32 encoder at ``fp32_path`` (of model ``family``, see
+    :func:`int8_matmul_nodes`) with the int8 blocks of ``config`` dynamically quantized by ONNX Runtime
+    (weights int8 per tensor, activations uint8 per call).
 
     ``reduce_range`` (7-bit weights, the default) keeps the u8 x s8 products from saturating on
     CPUs without VNNI, where ONNX Runtime's AVX2 kernel adds pairs of them in 16 bits
     (``benchmarks/int8.py`` compares both).
     """
-    return quantize_onnx_blocks(fp32_path, out_path, config.int8_blocks(), reduce_range)
+    return quantize_onnx_blocks(fp32_path, out_path, config.int8_blocks(), reduce_range, family)
 
 
-def quantize_onnx_blocks(fp32_path: str | Path, out_path: str | Path, blocks: list[int],
-                         reduce_range: bool = True) -> Path:
-    """Write ``out_path``: the ONNX model at ``fp32_path`` (any module whose encoder blocks are
-    ``blocks.<i>``, or SAM 2's encoder with its ``image_encoder/trunk/blocks.<i>``) with the linear layers of
-    ``blocks`` dynamically quantized, as :func:`quantize_encoder_onnx` describes."""
+def quantize_onnx_blocks(fp32_path: str | Path, out_path: str | Path, blocks: list[int], reduce_range: bool = True,
+                         family: str | None = None, prefix: str | None = None) -> Path:
+    """Write ``out_path``: the ONNX model at ``fp32_path`` with the linear layers of its encoder ``blocks``
+    dynamically quantized, as :func:`quantize_encoder_onnx` describes; ``family`` and ``prefix`` say where
+    the blocks' layers are (:func:`int8_matmul_nodes`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_path = Path(out_path)
-    nodes = int8_matmul_nodes(fp32_path, blocks)
+    nodes = int8_matmul_nodes(fp32_path, blocks, family, prefix)
     with _temp_beside(out_path) as tmp, warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")
         quantize_dynamic(str(fp32_path), tmp, op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,

@@ -55,7 +55,8 @@ from nas.measure.fingerprint import machine_fingerprint
 from nas.latency.store import device_spec
 from nas.export.onnx_export import (DECODER_INPUTS, DECODER_OUTPUTS, DECODER_TOLERANCE, ONNX_INT8_TOLERANCE, decoder_error, decoder_shapes,
                           decoder_within_tolerance, embedding_error, export_decoder_onnx, export_encoder_onnx,
-                          int8_within_tolerance, onnx_max_abs_diff, quantize_encoder_onnx, worst_error)
+                          int8_within_tolerance, model_family, onnx_max_abs_diff, quantize_encoder_onnx,
+                          worst_error)
 from nas.export.sam2_onnx import (SAM2_DECODER_INPUTS, SAM2_ENCODER_OUTPUTS, export_sam2_decoder_onnx,
                                   export_sam2_encoder_onnx, sam2_decoder_error, sam2_encoder_error, sam2_output_errors,
                                   sam2_shapes)
@@ -149,7 +150,7 @@ def write_onnx(sub: Sam | Sam2, config: SubnetConfig, out: Path) -> tuple[Sam | 
     try:
         checks = (write_sam2_onnx if isinstance(sub, Sam2) else write_sam_onnx)(sub, fp32_path, out)
         if int8:
-            quantize_encoder_onnx(fp32_path, onnx_path, config)
+            quantize_encoder_onnx(fp32_path, onnx_path, config, family=model_family(sub))
     finally:
         if int8:
             fp32_path.unlink(missing_ok=True)
@@ -297,11 +298,6 @@ def export_subnet_folder(folder: str | Path, out_dir: str | Path, *, trial_info:
                         runtimes)
 
 
-def family(model: Sam | Sam2) -> str:
-    """The card's ``family``: ``sam2`` for a SAM 2 subnet, else ``sam``."""
-    return "sam2" if isinstance(model, Sam2) else "sam"
-
-
 def write_export(sub_fp32: Sam | Sam2, config: SubnetConfig, meta: dict, out: Path, info: dict, repeats: int,
                  latency_check: dict | None, runtimes) -> dict:
     """Write subnet.pt/.json, both ONNX halves (checked), the OpenVINO IR for an OpenVINO device, and the
@@ -317,7 +313,7 @@ def write_export(sub_fp32: Sam | Sam2, config: SubnetConfig, meta: dict, out: Pa
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source_checkpoint": meta.get("source_checkpoint"),
         "source_sha256": meta.get("source_sha256"),
-        "family": family(sub_fp32),
+        "family": model_family(sub_fp32),
         "model_type": meta["model_type"],
         "config": config.to_dict(),
         "params": meta["params"],
