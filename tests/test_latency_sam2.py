@@ -3,9 +3,11 @@ profile -> fit -> predict through the CLI, held-out subnets timed in fresh proce
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 
+import onnx
 import pytest
 import torch
 import yaml
@@ -14,16 +16,17 @@ import cli
 from infra.errors import UserError
 from nas.latency.predictor import load_predictor, lut_index, lut_parts
 from supernet.elastic.build import build_supernet
-from nas.latency.profile import (Int8Module, OpenVinoBackend, OrtBackend, block_kinds,
-                                 check_space_on_device, kind_module, network_module, restrict_resolutions,
-                                 sample_configs)
+from nas.latency.profile import (Int8Module, OpenVinoBackend, OrtBackend, ProfileSettings, block_kinds,
+                                 check_space_on_device, int8_onnx_bytes, kind_module, network_module,
+                                 profile_device, restrict_resolutions, sample_configs)
 from supernet.modeling.sam2.model import Sam2EncoderCall
 from nas.latency.store import DeviceStore
 from nas.latency.validate import VALIDATION_FILE, prepare_subnet, time_in_fresh_process, validation_configs
 from search_spaces.config import BlockChoice, SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.elastic.extract import extract
-from supernet.elastic.quantize import is_quantized
+from supernet.elastic.quantize import is_quantized, quantize_subnet
+from test_sam2_int8_export import QUANTIZED_OPS, DynamicLinear, onnx_layer
 
 # sam2_micro's blocks, from its architecture (stages [1, 1, 2, 1], windows [8, 4, 6, 4], global block 3):
 # (kind, window, stage). A stage's first block is a transition attending in the previous stage's window.
@@ -218,20 +221,90 @@ def test_onnx_runtimes_run_every_sam2_kind_and_subnet_as_torch_does(space, tmp_p
     assert result["median_ms"] > 0
 
 
-def test_int8_sam2_blocks_are_timed_quantized_on_torch_and_refused_on_onnx(full):
+def int8_space(full, single: bool = False) -> SearchSpace:
+    """sam2_micro at 128 px with every block fp32 or int8 (``single``: only each stage's fewest heads and
+    narrowest MLP, so the lookup table holds one shape per block kind and precision)."""
     data = {**full.to_dict(), "name": "sam2_micro_int8"}
     data["defaults"] = {**data["defaults"], "precisions": ["fp32", "int8"]}
-    space8 = restrict_resolutions(SearchSpace.from_dict(data), [128])
-    check_space_on_device(space8, "cpu-torch")
-    with pytest.raises(UserError, match="int8 Hiera blocks.*profile it on cpu-torch"):
-        check_space_on_device(space8, "cpu-onnxruntime")
+    if single:
+        data["defaults"].update(heads=data["defaults"]["heads"][:1], mlp=data["defaults"]["mlp"][:1])
+        data["stages"] = [{key: choices[:1] for key, choices in stage.items()} for stage in data["stages"]]
+    return restrict_resolutions(SearchSpace.from_dict(data), [128])
+
+
+def with_int8_block(space8: SearchSpace, config: SubnetConfig, i: int) -> SubnetConfig:
+    """``config`` with block ``i`` int8 (its heads, MLP and stage kept)."""
+    return space8.validate(config.with_block(i, dataclasses.replace(config.blocks[i], precision="int8")))
+
+
+def quantized_layers(onnx_model) -> set[str]:
+    """The layers (node scopes) an ONNX graph runs as integer matrix products."""
+    return {n.name.rsplit("/", 1)[0] for n in onnx_model.graph.node if n.op_type in QUANTIZED_OPS}
+
+
+def test_int8_sam2_spaces_run_on_every_fp32_device_and_blocks_are_timed_quantized_on_torch(full):
+    space8 = int8_space(full)
+    for device in ("cpu-torch", "cpu-onnxruntime", "cpu-openvino"):
+        check_space_on_device(space8, device)
+    with pytest.raises(UserError, match="space sam2_micro_int8 has int8 blocks.*on cpu-openvino-bf16"):
+        check_space_on_device(space8, "cpu-openvino-bf16")  # int8 blocks take fp32 activations, as SAM's
     gen = torch.Generator().manual_seed(0)
     kind = next(k for k in block_kinds(space8) if k["kind"] == "transition" and k["precision"] == "int8")
     module, (x,) = kind_module(space8.arch, kind, gen)
     assert isinstance(module, Int8Module) and is_quantized(module.int8) and not is_quantized(module.fp32)
-    cfg = space8.largest()
-    cfg = space8.validate(cfg.with_block(1, BlockChoice(True, cfg.blocks[1].heads, cfg.blocks[1].mlp, "int8", 1)))
+    cfg = with_int8_block(space8, space8.largest(), 1)
     module, (images,) = network_module(build_supernet(space8.model_type, 0), cfg, 0, gen)
-    assert isinstance(module, Int8Module) and module.blocks == [1]
+    assert isinstance(module, Int8Module) and module.blocks == [1] and module.family == "sam2"
     with torch.inference_mode():
         assert [tuple(o.shape) for o in module(images)] == [(1, 64, 8, 8), (1, 8, 32, 32), (1, 16, 16, 16)]
+
+
+@pytest.mark.parametrize("backend_cls", [OrtBackend, pytest.param(OpenVinoBackend, marks=pytest.mark.slow)])
+def test_onnx_runtimes_time_int8_sam2_kinds_quantized_at_the_layers_torch_quantizes(full, backend_cls):
+    """Each int8 Hiera kind (windowed, transition, global; largest heads and MLP) exports with exactly the
+    linear layers PyTorch quantizes as integer products, and the runtime's output matches PyTorch's int8
+    one (prepare checks it, RuntimeError otherwise)."""
+    backend = backend_cls("cpu", 1)
+    gen = torch.Generator().manual_seed(0)
+    kinds = {(k["kind"], k["window"], k["stage"]): k for k in block_kinds(int8_space(full)) if k["precision"] == "int8"}
+    assert {key[0] for key in kinds} == {"window", "transition", "global"}
+    for (kind, _, _), entry in kinds.items():
+        module, inputs = kind_module(full.arch, entry, gen)
+        graph = onnx.load_from_string(int8_onnx_bytes(module, inputs))
+        torch_int8 = {onnx_layer(name) for name, m in module.int8.named_modules() if isinstance(m, DynamicLinear)}
+        assert len(torch_int8) == (5 if kind == "transition" else 4)  # a transition's shortcut proj as well
+        assert quantized_layers(graph) == torch_int8
+        assert "DynamicQuantizeLinear" in {n.op_type for n in graph.graph.node}
+        backend.prepare(module, inputs)()
+
+
+def test_int8_sam2_lookup_table_on_onnxruntime_times_the_int8_kinds_and_predicts_with_them(full, tmp_path):
+    space8 = int8_space(full, single=True)
+    settings = ProfileSettings(blocks=True, samples=0, repeats=1, warmup=1, min_seconds=0, rounds=1, threads=1,
+                               progress=False)
+    profile_device(space8, "cpu-onnxruntime", settings, root=tmp_path)
+    rows = DeviceStore("cpu-onnxruntime", tmp_path).blocks()
+    int8_rows = {(r["kind"], r["window"], r["stage"]) for r in rows if r["precision"] == "int8"}
+    assert int8_rows == {(r["kind"], r["window"], r["stage"]) for r in rows
+                         if r["precision"] == "fp32" and r["kind"] != "fixed"} == set(MICRO_KINDS)
+    lut = lut_index(rows)
+    cfg = space8.largest()
+    parts8 = dict(lut_parts(space8, lut, with_int8_block(space8, cfg, 1)))
+    parts32 = dict(lut_parts(space8, lut, cfg))
+    assert parts8["blocks[1]"] != parts32["blocks[1]"]
+    assert {k: v for k, v in parts8.items() if k != "blocks[1]"} == {k: v for k, v in parts32.items() if k != "blocks[1]"}
+
+
+def test_fresh_process_validation_times_the_int8_sam2_onnx_on_onnxruntime(full, tmp_path):
+    """prepare_subnet writes the int8 encoder ``samnas export`` writes (the subnet's int8 blocks' layers,
+    exactly those PyTorch quantizes, as integer products), and a fresh process times that file."""
+    space8 = int8_space(full)
+    supernet = build_supernet(space8.model_type, 0)
+    cfg = with_int8_block(space8, space8.validate(space8.smallest().with_precision("fp32")), 1)
+    path = prepare_subnet(supernet, cfg, "onnxruntime", tmp_path / "sub")
+    assert path.name == "encoder.int8.onnx"
+    sub8 = quantize_subnet(extract(supernet, cfg, quantize=False), cfg)
+    torch_int8 = {onnx_layer(name) for name, m in sub8.named_modules() if isinstance(m, DynamicLinear)}
+    assert len(torch_int8) == 5 and quantized_layers(onnx.load(str(path))) == torch_int8
+    result = time_in_fresh_process("onnxruntime", path, 128, threads=1, repeats=2, warmup=1, min_seconds=0.01)
+    assert result["median_ms"] > 0

@@ -139,7 +139,7 @@ def int8_onnx_bytes(module: "Int8Module", inputs: tuple[torch.Tensor, ...]) -> b
     with tempfile.TemporaryDirectory(prefix="samnas-int8-") as tmp:
         fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         fp32_path.write_bytes(export_onnx_bytes(module.fp32, inputs))
-        quantize_onnx_blocks(fp32_path, int8_path, module.blocks)
+        quantize_onnx_blocks(fp32_path, int8_path, module.blocks, family=module.family, prefix=module.prefix)
         return int8_path.read_bytes()
 
 
@@ -298,9 +298,6 @@ def check_space_on_device(space: SearchSpace, device: str) -> None:
         raise UserError(f"space {space.name} has int8 blocks, which run with fp32 activations; on {device} search "
                         f"an fp32 space (e.g. {plain}), or search {space.name} on "
                         f"{spec.hardware}-{spec.backend}")
-    if space.is_sam2 and "int8" in space.precisions and spec.backend != "torch":
-        raise UserError(f"space {space.name} has int8 Hiera blocks, which samnas quantizes in PyTorch only so far; "
-                        f"profile it on {spec.hardware}-torch, or an fp32 SAM 2 space on {device}")
 
 
 BACKEND_CLASSES = {"torch": TorchBackend, "onnxruntime": OrtBackend, "openvino": OpenVinoBackend}
@@ -380,9 +377,11 @@ def kind_module(arch: SamArch | Sam2Arch, kind: dict,
                 gen: torch.Generator) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """A freshly built module for one lookup-table entry, and its example inputs (batch 1).
 
-    An int8 block kind is an :class:`Int8Module` of the block (as ``blocks.0``) quantized as a subnet's is.
+    An int8 block kind is an :class:`Int8Module` of the block (as ``blocks.0``) quantized as a subnet's is,
+    its ONNX export quantized at its family's layers (SAM 2's Hiera MLP names them unlike SAM's).
     """
-    if isinstance(arch, Sam2Arch):
+    sam2 = isinstance(arch, Sam2Arch)
+    if sam2:
         from .sam2 import sam2_kind_module
 
         module, inputs = sam2_kind_module(arch, kind, gen)
@@ -390,7 +389,8 @@ def kind_module(arch: SamArch | Sam2Arch, kind: dict,
         module, inputs = _sam_kind_module(arch, kind, gen)
     if kind.get("precision", "fp32") == "int8":
         fp32 = OneBlock(module).eval()
-        return Int8Module(fp32, quantize_modules(copy.deepcopy(fp32)), [0]), inputs
+        return Int8Module(fp32, quantize_modules(copy.deepcopy(fp32)), [0], "sam2" if sam2 else "sam",
+                          OneBlock.PREFIX), inputs
     return module.eval(), inputs
 
 
@@ -412,20 +412,27 @@ def _sam_kind_module(arch: SamArch, kind: dict, gen: torch.Generator) -> tuple[n
 
 
 class Int8Module(nn.Module):
-    """A module whose encoder blocks ``blocks`` (its ``blocks.<i>``) run int8: as ``int8``, the module
-    quantized in PyTorch; ``fp32`` keeps the module before quantizing, from which ONNX Runtime's
-    backend builds its own int8 version (a quantized PyTorch module cannot be exported to ONNX)."""
+    """A module whose encoder blocks ``blocks`` run int8: as ``int8``, the module quantized in PyTorch;
+    ``fp32`` keeps the module before quantizing, from which the ONNX backends build their own int8 version
+    (a quantized PyTorch module cannot be exported to ONNX), quantizing the linear layers that ``family``
+    (``sam`` / ``sam2``) names in block ``i`` at ``prefix`` (None: where the family's encoder holds it; see
+    :func:`nas.export.onnx_export.int8_matmul_nodes`)."""
 
-    def __init__(self, fp32: nn.Module, int8: nn.Module, blocks: list[int]) -> None:
+    def __init__(self, fp32: nn.Module, int8: nn.Module, blocks: list[int], family: str,
+                 prefix: str | None = None) -> None:
         super().__init__()
         self.fp32, self.int8, self.blocks = fp32.eval(), int8.eval(), list(blocks)
+        self.family, self.prefix = family, prefix
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.int8(*inputs)
 
 
 class OneBlock(nn.Module):
-    """One encoder block as ``blocks.0``, so that it exports with the node names of an encoder's block."""
+    """One encoder block as ``blocks.0``, so that it exports with the node names of an encoder's block,
+    each under :data:`PREFIX` (with ``i`` = 0)."""
+
+    PREFIX = "/blocks.{i}/"
 
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
@@ -445,9 +452,11 @@ def network_module(supernet: Sam | Sam2, config: SubnetConfig, prompts: int, gen
     if prompts:
         return EncoderDecoderCall(extract(supernet, config)).eval(), (images, *prompt_inputs(res, prompts, gen))
     if config.int8_blocks():
+        from nas.export.onnx_export import model_family
+
         fp32 = extract(supernet, config, quantize=False)
         return Int8Module(encoder_module(fp32), encoder_module(quantize_subnet(fp32, config)),
-                          config.int8_blocks()), (images,)
+                          config.int8_blocks(), model_family(fp32)), (images,)
     return encoder_module(extract(supernet, config)).eval(), (images,)
 
 

@@ -147,22 +147,23 @@ def time_in_fresh_process(backend: str, path: str | Path, resolution: int, threa
 def prepare_subnet(supernet, config: SubnetConfig, backend: str, folder: Path) -> Path:
     """Extract ``config`` and write what the fresh process loads: a subnet folder, or ``encoder.onnx`` in it.
 
-    int8 blocks run quantized in both: ``load_subnet`` quantizes them, and the ONNX encoder is
-    quantized as ``samnas export`` does it. A SAM 2 subnet's ONNX encoder is the one ``samnas export`` writes
-    (:func:`nas.export.sam2_onnx.export_sam2_encoder_onnx`: the module profiling timed, three outputs).
+    int8 blocks run quantized in both: ``load_subnet`` quantizes them, and the ONNX encoder
+    (``encoder.int8.onnx`` then) is quantized as ``samnas export`` does it, SAM's or SAM 2's. A SAM 2 subnet's
+    ONNX encoder is the one ``samnas export`` writes (:func:`nas.export.sam2_onnx.export_sam2_encoder_onnx`: the
+    module profiling timed, three outputs).
     """
-    from nas.export.onnx_export import export_encoder_onnx, quantize_encoder_onnx
+    from nas.export.onnx_export import export_encoder_onnx, model_family, quantize_encoder_onnx
     from nas.export.sam2_onnx import export_sam2_encoder_onnx
     from supernet.elastic.extract import extract, save_subnet, subnet_metadata
-    from supernet.modeling.sam2.model import Sam2
 
     sub = extract(supernet, config, quantize=False)
-    if backend in ONNX_BACKENDS and isinstance(sub, Sam2):  # int8 SAM 2 spaces are profiled on torch only
-        return export_sam2_encoder_onnx(sub, folder / "encoder.onnx")
-    if backend in ONNX_BACKENDS:
-        path = export_encoder_onnx(sub, folder / "encoder.onnx")
-        return quantize_encoder_onnx(path, folder / "encoder.int8.onnx", config) if config.int8_blocks() else path
-    return save_subnet(sub, subnet_metadata(supernet, config), folder)
+    if backend not in ONNX_BACKENDS:
+        return save_subnet(sub, subnet_metadata(supernet, config), folder)
+    family = model_family(sub)
+    path = (export_sam2_encoder_onnx if family == "sam2" else export_encoder_onnx)(sub, folder / "encoder.onnx")
+    if not config.int8_blocks():
+        return path
+    return quantize_encoder_onnx(path, folder / "encoder.int8.onnx", config, family=family)
 
 
 # ---------------------------------------------------------------------- the report
