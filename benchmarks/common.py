@@ -120,13 +120,22 @@ def ranked_model(model_type: str):
     return model, None, "**random weights** (seed 0) standing in for a checkpoint, ranked by magnitude"
 
 
-def held_out_photos(folder: str | Path | None, n: int) -> tuple[list, str]:
+def held_out_photos(folder: str | Path | None, n: int, start: int = 0) -> tuple[list, str]:
     """``(images, what they are)``: the first ``n`` photos of ``folder`` (default :data:`PHOTOS`), or
-    ``n`` synthetic scenes when it holds none."""
+    ``n`` synthetic scenes when it holds none. ``start``: skip that many photos first (a tuning set kept apart
+    from the held-out first ones); UserError if the folder holds photos but not ``start + n``."""
     from scenes.images import generated_images
 
     path = Path(folder) if folder else PHOTOS
     files = sorted(p for p in path.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if path.is_dir() else []
+    if files and start:
+        if len(files) < start + n:
+            from infra.errors import UserError
+
+            raise UserError(f"{shown_path(path)}: {len(files)} photos, fewer than the {start + n} photos {start}-"
+                            f"{start + n - 1} of the sorted folder need")
+        return ([str(p) for p in files[start:start + n]],
+                f"photos {start}-{start + n - 1} of sorted `{shown_path(path)}`")
     if files:
         return ([str(p) for p in files[:n]],
                 f"the first {min(n, len(files))} photos of `{shown_path(path)}` (held out: never trained on)")

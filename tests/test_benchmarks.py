@@ -28,6 +28,9 @@ TINY = {
                              "--out-topic", "latency_validate_smoke"], "latency_validate_smoke"),
     "search.py": (["--trials", "4", "8", "--seeds", "0", "--samplers", "surrogate", "random", "--eval-images", "2",
                    "--repeats", "1", "--threads", "1", "--pool-random", "8", "--pool-rounds", "1", "--fresh"], "search"),
+    "search_models.py": (["--models", "gp", "per-resolution", "--seeds", "0", "--trials", "4", "10", "--budget-frac",
+                          "0.6", "--pool-random", "8", "--pool-rounds", "1", "--threads", "1", "--out",
+                          "search_models_smoke"], "search_models_smoke"),
     "supernet_training.py": (["--steps", "2", "--eval-images", "2", "--out-topic", "training_smoke"], "training_smoke"),
     "int8.py": (["--space", "sam_micro_int8", "--resolution", "128", "--repeats", "1", "--warmup", "1",
                  "--topic", "int8_smoke"], "int8_smoke"),
@@ -53,7 +56,7 @@ TINY = {
                      "--rounds", "1",
                      "--repeats", "1", "--topic", "runtimes_smoke"], "runtimes_smoke"),
 }
-NEEDS_DATA = {"everything.py", "mask_ceiling.py", "vit_b_pipeline.py", "sam2_path.py"}
+NEEDS_DATA = {"everything.py", "mask_ceiling.py", "vit_b_pipeline.py", "sam2_path.py", "search_models.py"}
 # scripts with a second part, each run with its own tiny arguments
 MORE = [("runtimes.py", ["--part", "fronts", "--resolution", "128", "--trials", "3", "--images", "2", "--samples", "5",
                          "--rounds", "1", "--topic", "runtimes_fronts_smoke"], "runtimes_fronts_smoke")]

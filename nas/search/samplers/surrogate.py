@@ -7,8 +7,10 @@ Per trial (:meth:`SurrogateSampler.propose`):
    over the predicted-latency range up to the budget (:func:`.design.spread_over_latency`); with
    ``design="per-resolution"``, each input side's share spread over its own range
    (:func:`.design.spread_per_resolution`).
-2. Then fit a Gaussian process (ARD Matern 5/2 plus noise) of quality on the config encoding
-   (``SearchSpace.encode``) and the predicted latency as a fraction of the budget.
+2. Then fit a quality model on the completed trials: by default (``model="gp"``) a Gaussian process (ARD
+   Matern 5/2 plus noise) of quality on the config encoding (``SearchSpace.encode``) and the predicted
+   latency as a fraction of the budget; the other models of :data:`.quality_model.MODELS` leave latency out,
+   add a linear trend, or give each input side its own offset.
 3. Candidates: random draws, every uniform shrink, and mutations and crossovers of the current
    front; the latency predictor (cheap) keeps only those within the budget. Two generations: the
    best candidates by expected hypervolume improvement are mutated again and joined to the pool.
@@ -26,7 +28,6 @@ not bit-for-bit the uninterrupted one, while two fresh runs with one seed are.
 """
 from __future__ import annotations
 
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,8 +38,9 @@ from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
 from nas.search.hypervolume import expected_improvement, front_2d, hypervolume_2d
-from .design import crossover, encode_many, mutate, spread_over_latency, spread_per_resolution, uniform_shrinks
+from .design import crossover, mutate, spread_over_latency, spread_per_resolution, uniform_shrinks
 from .proposal import ProposalSampler, seen_trials
+from .quality_model import QualityModel
 
 
 # initial designs by name: over the whole latency range (the default), or each resolution over its own range
@@ -52,11 +54,11 @@ class SurrogateSampler(ProposalSampler):
 
     def __init__(self, space: SearchSpace, latency, budget_ms: float, seed: int | None = 0, n_init: int = 8,
                  n_random: int = 300, n_mutants: int = 600, n_refine: int = 20, ref_quality: float = 0.0,
-                 design: str = "latency") -> None:
+                 design: str = "latency", model: str = "gp") -> None:
         super().__init__(space, seed)
         if design not in DESIGNS:
             raise ValueError(f"design {design!r}: expected one of {', '.join(DESIGNS)}")
-        self.design = design
+        self.design, self.model = design, model
         self.latency, self.budget_ms = latency, float(budget_ms)
         self.n_init, self.n_random, self.n_mutants, self.n_refine = n_init, n_random, n_mutants, n_refine
         self.ref_quality = ref_quality
@@ -64,7 +66,8 @@ class SurrogateSampler(ProposalSampler):
         self._initial: list[SubnetConfig] | None = None
         self._shrinks: list[SubnetConfig] | None = None
         self._ms_cache: dict[SubnetConfig, float] = {}
-        self._theta: np.ndarray | None = None  # kernel hyperparameters last optimised
+        # the quality model (ValueError for an unknown name); it keeps the kernel's last optimum between trials
+        self._quality = QualityModel(model, space, budget_ms, self._seed)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -74,28 +77,6 @@ class SurrogateSampler(ProposalSampler):
             values = self.latency.predict_many(missing)
             self._ms_cache.update(zip(missing, map(float, values)))
         return np.array([self._ms_cache[c] for c in configs])
-
-    def _features(self, configs: list[SubnetConfig], ms: np.ndarray) -> np.ndarray:
-        enc = encode_many(self.space, configs)
-        return np.column_stack([enc, np.asarray(ms) / self.budget_ms])
-
-    def _fit(self, X: np.ndarray, y: np.ndarray, optimise: bool):
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-
-        kernel = (ConstantKernel(1.0, (1e-3, 1e3)) * Matern(np.ones(X.shape[1]), (1e-2, 1e2), nu=2.5)
-                  + WhiteKernel(1e-3, (1e-6, 1e-1)))
-        if not optimise and self._theta is not None and len(self._theta) == len(kernel.theta):
-            kernel = kernel.clone_with_theta(self._theta)
-        gp = GaussianProcessRegressor(kernel, normalize_y=True, random_state=self._seed,
-                                      optimizer="fmin_l_bfgs_b" if optimise or self._theta is None else None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gp.fit(X, y)
-        if optimise or self._theta is None:
-            self._theta = gp.kernel_.theta.copy()
-        return gp
 
     def _candidates(self, rng: np.random.Generator, parents: list[SubnetConfig]) -> list[SubnetConfig]:
         out = [self.space.sample(rng) for _ in range(self.n_random)]
@@ -115,7 +96,7 @@ class SurrogateSampler(ProposalSampler):
     # -- the proposal -----------------------------------------------------------------------
 
     def _model(self, done, pending):
-        """The GP fitted on ``done`` and the front to improve: ``(gp, front_q, front_ms, parents)``.
+        """The quality model fitted on ``done`` and the front to improve: ``(model, front_q, front_ms, parents)``.
 
         The front holds the completed trials plus other workers' running ones at predicted quality;
         ``parents``: the completed configs on it (every completed config if none is).
@@ -124,18 +105,18 @@ class SurrogateSampler(ProposalSampler):
         quality = np.array([q for _, q, _ in done])
         done_ms = np.array([m for _, _, m in done])
         n = len(done)
-        gp = self._fit(self._features(configs, done_ms), quality, optimise=n < 24 or n % 4 == 0)
+        model = self._quality.fit(configs, done_ms, quality, optimise=n < 24 or n % 4 == 0)
         front_q, front_ms = quality, done_ms
         if pending:
             pend_ms = self._predict_ms(pending)
-            pend_q = gp.predict(self._features(pending, pend_ms))
+            pend_q = model.predict(pending, pend_ms)
             front_q, front_ms = np.append(quality, pend_q), np.append(done_ms, pend_ms)
         fq, fm = front_2d(front_q, front_ms, self.budget_ms, self.ref_quality)
         on_front = {(q, m) for q, m in zip(fq, fm)}
         parents = [c for c, q, m in done if (q, m) in on_front] or configs
-        return gp, front_q, front_ms, parents
+        return model, front_q, front_ms, parents
 
-    def _scored_pool(self, rng, gp, parents, tried, front_q, front_ms):
+    def _scored_pool(self, rng, model, parents, tried, front_q, front_ms):
         """Per generation of candidates (two), those within the budget and not tried, with the GP's view:
         yields ``(configs, mean, std, ms, expected HV improvement)``."""
         keys = set(tried)
@@ -156,7 +137,7 @@ class SurrogateSampler(ProposalSampler):
             ms = ms[ok]
             if not fresh:
                 continue
-            mean, std = gp.predict(self._features(fresh, ms), return_std=True)
+            mean, std = model.predict(fresh, ms, return_std=True)
             score = expected_improvement(mean, std, ms, front_q, front_ms, self.budget_ms, self.ref_quality)
             top = np.argsort(-score, kind="stable")[: self.n_refine]
             yield fresh, mean, std, ms, score
@@ -174,13 +155,19 @@ class SurrogateSampler(ProposalSampler):
             if len(done) < 3:
                 return None  # too little to fit a model: random sampling answers
         rng = np.random.default_rng([self._seed, trial.number])
-        gp, front_q, front_ms, parents = self._model(done, pending)
+        model, front_q, front_ms, parents = self._model(done, pending)
         best_cfg, best_score = None, -np.inf
-        for fresh, _, _, _, score in self._scored_pool(rng, gp, parents, tried, front_q, front_ms):
+        for fresh, _, _, _, score in self._scored_pool(rng, model, parents, tried, front_q, front_ms):
             i = int(np.argmax(score))  # the first of the highest, as a stable sort's first
             if score[i] > best_score:
                 best_cfg, best_score = fresh[i], float(score[i])
         return best_cfg
+
+    def quality_model(self, study: optuna.Study) -> QualityModel | None:
+        """The quality model fitted on ``study``'s completed trials, as the next proposal would fit it (to ask how
+        well it predicts configs it has not seen); None with fewer than 3 completed trials."""
+        done, _, _ = seen_trials(study, SimpleNamespace(number=-1))
+        return self._model(done, [])[0] if len(done) >= 3 else None
 
     # -- what more trials could add (nas.search.samplers.stall) ------------------------------------
 
@@ -199,15 +186,15 @@ class SurrogateSampler(ProposalSampler):
         if self._shrinks is None:
             self._shrinks = uniform_shrinks(self.space)
         rng = np.random.default_rng([self._seed, len(done), 0x57A11])
-        gp, front_q, front_ms, parents = self._model(done, pending)
-        pools = list(self._scored_pool(rng, gp, parents, tried, front_q, front_ms))
+        model, front_q, front_ms, parents = self._model(done, pending)
+        pools = list(self._scored_pool(rng, model, parents, tried, front_q, front_ms))
         if not pools:
             return 0.0, 0.0
         configs = [c for fresh, *_ in pools for c in fresh]
         ms = np.concatenate([p[3] for p in pools])
         score = np.concatenate([p[4] for p in pools])
         top = np.argsort(-score, kind="stable")[:max(1, count)]
-        mean, cov = gp.predict(self._features([configs[i] for i in top], ms[top]), return_cov=True)
+        mean, cov = model.predict([configs[i] for i in top], ms[top], return_cov=True)
         samples = rng.multivariate_normal(mean, cov, size=draws, method="eigh")
         now = hypervolume_2d(front_q, front_ms, self.budget_ms, self.ref_quality)
         gains = [hypervolume_2d(np.append(front_q, s), np.append(front_ms, ms[top]), self.budget_ms,
