@@ -395,6 +395,10 @@ def test_quality_model_features():
     assert np.array_equal(one_hot.sum(axis=1), np.ones(len(configs)))
     assert [sides[int(i)] for i in one_hot.argmax(axis=1)] == [c.resolution for c in configs]
     assert np.array_equal(features["per-resolution"][:, len(sides):], features["gp"][:, 1:])
+    # summary: the same one-hot sides, then the kept, heads and MLP shares averaged over the blocks, then ms / budget
+    n = SPACE.num_blocks
+    shares = enc[:, 1:1 + 3 * n].reshape(len(configs), n, 3).mean(axis=1)
+    assert np.allclose(features["summary"], np.column_stack([one_hot, shares, ms / 10.0]))
 
 
 def _linear_quality(configs, ms):

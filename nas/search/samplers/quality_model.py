@@ -12,7 +12,10 @@ regressed on them. Every model is a Gaussian process (ARD Matern 5/2 plus noise,
 - ``per-resolution``: as ``gp-trend``, with the input side as one-hot columns (one per side of the space)
   instead of one scalar, so that the trend gives each side its own offset, not one slope through all sides.
   An offset kernel (a GP term shared only within a side) would do the same as a random effect, but with a
-  zero mean it also shrinks a side seen once back to the mean, the failure this model is meant to avoid.
+  zero mean it also shrinks a side seen once back to the mean, the failure this model is meant to avoid;
+- ``summary``: as ``per-resolution``, with the blocks as three shares over all blocks (kept blocks, heads and MLP
+  width, each block's share of its full size, skipped blocks 0; plus the int8 share in an int8 space) instead of
+  three entries per block: a handful of features that 32 trials can fit, at the price of not telling blocks apart.
 
 :class:`QualityModel` is the one place that builds features and fits; its ``predict`` answers as sklearn's GP
 does (``return_std``, ``return_cov``), so the proposal and ``expected_gain`` use every model alike.
@@ -33,11 +36,13 @@ from .design import encode_many
 @dataclass(frozen=True)
 class ModelSpec:
     """How a quality model reads a config: ``ms``: the predicted-latency feature; ``trend``: a ridge trend under
-    the GP; ``one_hot``: the input side as one-hot columns instead of one scalar."""
+    the GP; ``one_hot``: the input side as one-hot columns instead of one scalar; ``summary``: the blocks as three
+    shares over all blocks (kept, heads, MLP) instead of three entries per block."""
 
     ms: bool = True
     trend: bool = False
     one_hot: bool = False
+    summary: bool = False
 
 
 MODELS = {
@@ -45,6 +50,7 @@ MODELS = {
     "gp-no-ms": ModelSpec(ms=False),
     "gp-trend": ModelSpec(trend=True),
     "per-resolution": ModelSpec(trend=True, one_hot=True),
+    "summary": ModelSpec(trend=True, one_hot=True, summary=True),
 }
 RIDGE_ALPHAS = np.logspace(-3, 2, 11)  # the trend's regularisation, chosen by leave-one-out among these
 
@@ -67,6 +73,11 @@ class QualityModel:
     def features(self, configs: list[SubnetConfig], ms: np.ndarray) -> np.ndarray:
         """``(len(configs), d)`` features: the encoding (input side as a scalar or one-hot), then ms / budget."""
         enc = encode_many(self.space, configs)
+        if self.spec.summary:  # 32 trials cannot pin down 3 lengthscales per block; 3 shares they can
+            n = self.space.num_blocks
+            shares = enc[:, 1:1 + 3 * n].reshape(len(enc), n, 3).mean(axis=1)
+            int8 = enc[:, 1 + 3 * n:].mean(axis=1, keepdims=True) if enc.shape[1] > 1 + 3 * n else enc[:, :0]
+            enc = np.column_stack([enc[:, :1], shares, int8])
         if self.spec.one_hot:
             res = np.array([c.resolution for c in configs], dtype=float)
             enc = np.column_stack([(res[:, None] == self.sides[None, :]).astype(float), enc[:, 1:]])
