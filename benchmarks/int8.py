@@ -83,8 +83,8 @@ def run_benchmark(args: argparse.Namespace, argv) -> int:
     with tempfile.TemporaryDirectory(prefix="samnas-int8-") as tmp:
         t0 = time.perf_counter()
         fp32_onnx = export_encoder_onnx(sub_fp32, Path(tmp) / "fp32.onnx")
-        int8_onnx = quantize_encoder_onnx(fp32_onnx, Path(tmp) / "int8.onnx", int8_cfg)
-        int8_full_onnx = quantize_encoder_onnx(fp32_onnx, Path(tmp) / "int8_8bit.onnx", int8_cfg, reduce_range=False)
+        int8_onnx = quantize_encoder_onnx(fp32_onnx, Path(tmp) / "int8.onnx", int8_cfg, family="sam")
+        int8_full_onnx = quantize_encoder_onnx(fp32_onnx, Path(tmp) / "int8_8bit.onnx", int8_cfg, reduce_range=False, family="sam")
         export_s = time.perf_counter() - t0
         sessions = {name: ort.InferenceSession(str(path), sess_options=ort_session_options(ort, args.threads),
                                                providers=["CPUExecutionProvider"])

@@ -209,9 +209,9 @@ def test_int8_matmul_nodes_must_all_exist(model, space, tmp_path):
     from nas.export.onnx_export import export_encoder_onnx
 
     path = export_encoder_onnx(extract(model, space.largest().replace(resolution=128)), tmp_path / "e.onnx")
-    assert int8_matmul_nodes(path, [5]) == [f"/blocks.5/{l}/MatMul" for l in ("attn/qkv", "attn/proj", "mlp/lin1", "mlp/lin2")]
+    assert int8_matmul_nodes(path, [5], family="sam") == [f"/blocks.5/{l}/MatMul" for l in ("attn/qkv", "attn/proj", "mlp/lin1", "mlp/lin2")]
     with pytest.raises(ValueError, match=r"no MatMul node named /blocks\.6/attn/qkv/MatMul \(and 3 more\)"):
-        int8_matmul_nodes(path, [6])
+        int8_matmul_nodes(path, [6], family="sam")
     with pytest.raises(ValueError, match="torch's dynamic int8 layers do not export to ONNX"):
         export_encoder_onnx(extract(model, mixed_config(space, 128)), tmp_path / "q.onnx")
 

@@ -107,13 +107,13 @@ def test_int8_sam2_onnx_quantizes_exactly_the_layers_pytorch_quantizes(int8_expo
 def test_int8_matmul_nodes_read_the_hiera_names(supernet, tmp_path):
     path = export_sam2_encoder_onnx(extract(supernet, subnet_config(128), quantize=False), tmp_path / "e.onnx")
     layers = ("attn/qkv", "attn/proj", "mlp/layers.0", "mlp/layers.1")
-    assert int8_matmul_nodes(path, [0]) == [f"/image_encoder/trunk/blocks.0/{layer}/MatMul" for layer in layers]
+    assert int8_matmul_nodes(path, [0], family="sam2") == [f"/image_encoder/trunk/blocks.0/{layer}/MatMul" for layer in layers]
     # block 1 starts a stage: its shortcut proj is a linear layer too
-    assert int8_matmul_nodes(path, [1]) == [f"/image_encoder/trunk/blocks.1/{layer}/MatMul"
+    assert int8_matmul_nodes(path, [1], family="sam2") == [f"/image_encoder/trunk/blocks.1/{layer}/MatMul"
                                             for layer in layers + ("proj",)]
     with pytest.raises(ValueError, match=r"no MatMul node named /image_encoder/trunk/blocks\.4/attn/qkv/MatMul "
                                          r"\(and 3 more\)"):
-        int8_matmul_nodes(path, [4])
+        int8_matmul_nodes(path, [4], family="sam2")
 
 
 @pytest.mark.slow

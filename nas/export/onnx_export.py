@@ -104,26 +104,20 @@ def model_family(model: nn.Module) -> str:
     return "sam2" if isinstance(model, Sam2) else "sam"
 
 
-def encoder_family(node_names) -> str:
-    """``sam2`` when an exported graph's node names hold Hiera trunk blocks (SAM 2's encoder), else ``sam``:
-    for a whole exported encoder of unknown family only (a single block's names do not tell)."""
-    prefix = ENCODER_INT8_LAYERS["sam2"][0].split("{")[0]
-    return "sam2" if any(name.startswith(prefix) for name in node_names) else "sam"
-
-
-def int8_matmul_nodes(onnx_path: str | Path, blocks: list[int], family: str | None = None,
+def int8_matmul_nodes(onnx_path: str | Path, blocks: list[int], *, family: str,
                       prefix: str | None = None) -> list[str]:
     """Names of the MatMul nodes of the linear layers of encoder ``blocks`` (subnet numbering) in an
     exported graph; ValueError when a layer every block has is missing (the exporter named them otherwise).
 
-    ``family`` (``sam`` / ``sam2``) picks the layer names of :data:`ENCODER_INT8_LAYERS`; None reads it from
-    the graph (:func:`encoder_family`, a whole exported encoder only). ``prefix`` (e.g. ``/blocks.{i}/``) is
-    where the graph holds block ``i``; None: where the family's exported encoder holds it.
+    ``family`` (``sam`` / ``sam2``, :func:`model_family`; the caller knows it, a graph's names do not always
+    tell: a single Hiera block exports as ``blocks.0`` like SAM's) picks the layer names of
+    :data:`ENCODER_INT8_LAYERS`. ``prefix`` (e.g. ``/blocks.{i}/``) is where the graph holds block ``i``; None:
+    where the family's exported encoder holds it.
     """
     import onnx
 
     names = {n.name for n in onnx.load(str(onnx_path), load_external_data=False).graph.node if n.op_type == "MatMul"}
-    encoder_prefix, layers, optional = ENCODER_INT8_LAYERS[family or encoder_family(names)]
+    encoder_prefix, layers, optional = ENCODER_INT8_LAYERS[family]
     prefix = prefix or encoder_prefix
     wanted = [f"{prefix.format(i=i)}{layer}/MatMul" for i in blocks for layer in layers]
     missing = [w for w in wanted if w not in names]
@@ -135,7 +129,7 @@ def int8_matmul_nodes(onnx_path: str | Path, blocks: list[int], family: str | No
 
 
 def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: SubnetConfig, reduce_range: bool = True,
-                          family: str | None = None) -> Path:
+                          *, family: str) -> Path:
     """Write ``out_path``: the fp32 encoder at ``fp32_path`` (of model ``family``, see
     :func:`int8_matmul_nodes`) with the int8 blocks of ``config`` dynamically quantized by ONNX Runtime
     (weights int8 per tensor, activations uint8 per call).
@@ -144,18 +138,18 @@ def quantize_encoder_onnx(fp32_path: str | Path, out_path: str | Path, config: S
     CPUs without VNNI, where ONNX Runtime's AVX2 kernel adds pairs of them in 16 bits
     (``benchmarks/int8.py`` compares both).
     """
-    return quantize_onnx_blocks(fp32_path, out_path, config.int8_blocks(), reduce_range, family)
+    return quantize_onnx_blocks(fp32_path, out_path, config.int8_blocks(), reduce_range, family=family)
 
 
 def quantize_onnx_blocks(fp32_path: str | Path, out_path: str | Path, blocks: list[int], reduce_range: bool = True,
-                         family: str | None = None, prefix: str | None = None) -> Path:
+                         *, family: str, prefix: str | None = None) -> Path:
     """Write ``out_path``: the ONNX model at ``fp32_path`` with the linear layers of its encoder ``blocks``
     dynamically quantized, as :func:`quantize_encoder_onnx` describes; ``family`` and ``prefix`` say where
     the blocks' layers are (:func:`int8_matmul_nodes`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_path = Path(out_path)
-    nodes = int8_matmul_nodes(fp32_path, blocks, family, prefix)
+    nodes = int8_matmul_nodes(fp32_path, blocks, family=family, prefix=prefix)
     with _temp_beside(out_path) as tmp, warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")
         quantize_dynamic(str(fp32_path), tmp, op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
