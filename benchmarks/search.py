@@ -125,6 +125,8 @@ def main(argv=None) -> int:
     parser.add_argument("--db", nargs="+", default=["bench_search.db"],
                         help="study databases under results/scratch/: runs are read from any, new ones go to the first")
     parser.add_argument("--fresh", action="store_true", help="delete the study databases first")
+    parser.add_argument("--out-topic", default="search",
+                        help="tables go to results/TOPIC.md and .csv (default: search)")
     parser.add_argument("--no-run", action="store_true",
                         help="only read the runs in --db, run nothing: tables from what is there (runs cut short "
                         "count for the trial counts they reached; the tables say how many seeds each cell has)")
@@ -161,7 +163,8 @@ def main(argv=None) -> int:
                f"{' '.join(map(str, args.seeds))} --trials {' '.join(map(str, args.trials))} --samplers "
                f"{' '.join(args.samplers)} --quality {' '.join(args.quality)} --pool-random {args.pool_random} "
                f"--pool-rounds {args.pool_rounds} --eval-images {args.eval_images} --budget-frac "
-               f"{' '.join(map(str, args.budget_frac))} --repeats {args.repeats} --fresh")
+               f"{' '.join(map(str, args.budget_frac))} --repeats {args.repeats} --fresh"
+               + (f" --out-topic {args.out_topic}" if args.out_topic != "search" else ""))
     header = machine_header(command, args.repeats, threads=args.threads)
     if args.no_run:
         header += (f"\n- made: the runs in several processes at once, each into its own study database "
@@ -175,7 +178,7 @@ def main(argv=None) -> int:
                f"- seeds: {' '.join(map(str, args.seeds))}; trial counts {', '.join(map(str, args.trials))}\n"
                "- tables: " + ", ".join(f"{kind} at {frac:.0%}" for kind in args.quality for frac in args.budget_frac)
                + "; the first is the main one")
-    write_results("search", "Search benchmark on sam_micro", header, "\n".join(sections), rows)
+    write_results(args.out_topic, "Search benchmark on sam_micro", header, "\n".join(sections), rows)
     return 0
 
 

@@ -14,7 +14,7 @@ from nas.quality.base import mask_iou
 from nas.quality.coco import farthest_point, gt_box, load_coco
 from nas.quality.fidelity import embedding_distances
 from search_spaces.space import SearchSpace
-from supernet.elastic.build import build_sam
+from supernet.elastic.build import build_sam, build_sam2_supernet
 from supernet.elastic.activation import active_config
 from infra.errors import UserError
 from supernet.modeling.predictor import SamPredictor
@@ -116,6 +116,30 @@ def test_fidelity_full_scores_one_and_subnet_lower(model, space):
     assert 0.0 <= small.score < 1.0
     assert small.metrics["embedding_cosine"] < 0.999 and small.metrics["embedding_mse"] > 0
     assert active_config(model) == before  # the previous subnet is active again
+
+
+@pytest.mark.parametrize("family", ["sam", "sam2"])
+def test_point_masks_equal_picking_after_upscaling_all(family, model, space):
+    """point_masks upscales only the best output; the masks must be those of upscaling all three and picking."""
+    from nas.quality.fidelity import point_masks, sample_points
+    from supernet.elastic.activation import active_subnet
+    from supernet.modeling.predictor import predictor_for
+
+    net = model if family == "sam" else build_sam2_supernet("sam2_micro", seed=0)
+    image = _scene(3, 72, 96)[0]
+    points = sample_points(np.random.default_rng(0), 72, 96, 6)
+    predictor = predictor_for(net)
+    config = space.smallest() if family == "sam" else None
+    scope = active_subnet(net, config) if config is not None else torch.inference_mode()
+    with torch.inference_mode(), scope:
+        predictor.set_image(image)
+        got = point_masks(predictor, points)
+        coords = predictor.transform.apply_coords(points, predictor.original_size)
+        coords_t = torch.as_tensor(coords, dtype=torch.float)[:, None, :]
+        masks, iou, _ = predictor.predict_torch(coords_t, torch.ones(coords_t.shape[:2], dtype=torch.int))
+    expected = masks[torch.arange(len(masks)), iou.argmax(dim=1)]
+    assert got.shape == (6, 72, 96) and got.dtype == torch.bool
+    assert torch.equal(got, expected)
 
 
 def test_fidelity_skips_unreadable_files_by_name(model, tmp_path):
