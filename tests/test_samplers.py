@@ -390,6 +390,7 @@ def test_quality_model_features():
     # the default reads the encoding and ms / budget, as the sampler always did
     assert np.array_equal(features["gp"], np.column_stack([enc, ms / 10.0]))
     assert np.array_equal(features["gp-no-ms"], enc) and np.array_equal(features["gp-trend"], features["gp"])
+    assert np.array_equal(features["gp-log"], features["gp"])
     sides = sorted(SPACE.resolutions)
     one_hot = features["per-resolution"][:, :len(sides)]
     assert np.array_equal(one_hot.sum(axis=1), np.ones(len(configs)))
@@ -424,3 +425,29 @@ def test_trend_models_extrapolate_a_linear_quality_across_input_sides():
     # the scalar-side trend extends the slope through the sides seen; the one-hot trend has no slope across
     # sides, and nothing tells it the unseen side's offset: only the scalar trend must beat the plain GP there
     assert errors["gp-trend"] < 0.5 * errors["gp"], errors
+
+
+def test_log_gap_model_fits_the_gap_to_one_and_answers_in_quality():
+    """gp-log regresses log(1 - quality + floor): its answers are back on the quality scale, its spread by the
+    delta method, and a gap that shrinks by factors (quality rising steeply towards the full model) fits better
+    than on the quality scale."""
+    from nas.search.samplers.quality_model import GAP_FLOOR
+
+    rng = np.random.default_rng(2)
+    configs = list(dict.fromkeys(SPACE.sample(rng) for _ in range(120)))
+    ms = FakeLatency().predict_many(configs)
+    enc = encode_many(SPACE, configs)
+    gap = np.exp(-3.0 * (enc[:, 0] - 0.5) - 0.5 * enc[:, 2::3].sum(axis=1))  # shrinking by a factor per part kept
+    quality = 1.0 + GAP_FLOOR - gap
+    train, test = slice(0, 60), slice(60, None)
+    fitted = {name: QualityModel(name, SPACE, 12.0).fit(configs[train], ms[train], quality[train], optimise=True)
+              for name in ("gp", "gp-log")}
+    log_model = fitted["gp-log"]
+    mean, std = log_model.predict(configs[test], ms[test], return_std=True)
+    inner_mean, inner_std = log_model.gp.predict(log_model.features(configs[test], ms[test]), return_std=True)
+    assert np.allclose(mean, 1.0 + GAP_FLOOR - np.exp(inner_mean))
+    assert np.allclose(std, inner_std * np.exp(inner_mean))
+    _, cov = log_model.predict(configs[test][:5], ms[test][:5], return_cov=True)
+    assert np.allclose(np.sqrt(np.diag(cov)), std[:5], rtol=1e-4)
+    errors = {name: np.abs(m.predict(configs[test], ms[test]) - quality[test]).mean() for name, m in fitted.items()}
+    assert errors["gp-log"] < errors["gp"], errors

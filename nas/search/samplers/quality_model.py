@@ -13,6 +13,11 @@ regressed on them. Every model is a Gaussian process (ARD Matern 5/2 plus noise,
   instead of one scalar, so that the trend gives each side its own offset, not one slope through all sides.
   An offset kernel (a GP term shared only within a side) would do the same as a random effect, but with a
   zero mean it also shrinks a side seen once back to the mean, the failure this model is meant to avoid;
+- ``gp-log``: the ``gp`` features, with the GP fitted to ``log(1 - quality + GAP_FLOOR)`` instead of quality.
+  Fidelity is 1 for the full model, and each pruned part adds to what is lost, so the gap to 1 shrinks by
+  factors as a config grows: on the log scale the steep rise near the full model is as easy to fit as the flat
+  middle, where on the quality scale a stationary GP flattens it. Predictions go back by the delta method
+  (mean ``1 - exp(m)``, sd ``exp(m) * s``);
 - ``summary``: as ``per-resolution``, with the blocks as three shares over all blocks (kept blocks, heads and MLP
   width, each block's share of its full size, skipped blocks 0; plus the int8 share in an int8 space) instead of
   three entries per block: a handful of features that 32 trials can fit, at the price of not telling blocks apart.
@@ -36,10 +41,11 @@ from .design import encode_many
 @dataclass(frozen=True)
 class ModelSpec:
     """How a quality model reads a config: ``ms``: the predicted-latency feature; ``trend``: a ridge trend under
-    the GP; ``one_hot``: the input side as one-hot columns instead of one scalar; ``summary``: the blocks as three
+    the GP; ``log_gap``: regress ``log(1 - quality + GAP_FLOOR)``; ``one_hot``: the input side as one-hot columns instead of one scalar; ``summary``: the blocks as three
     shares over all blocks (kept, heads, MLP) instead of three entries per block."""
 
     ms: bool = True
+    log_gap: bool = False
     trend: bool = False
     one_hot: bool = False
     summary: bool = False
@@ -48,11 +54,13 @@ class ModelSpec:
 MODELS = {
     "gp": ModelSpec(),
     "gp-no-ms": ModelSpec(ms=False),
+    "gp-log": ModelSpec(log_gap=True),
     "gp-trend": ModelSpec(trend=True),
     "per-resolution": ModelSpec(trend=True, one_hot=True),
     "summary": ModelSpec(trend=True, one_hot=True, summary=True),
 }
-RIDGE_ALPHAS = np.logspace(-3, 2, 11)  # the trend's regularisation, chosen by leave-one-out among these
+RIDGE_ALPHAS = np.logspace(-3, 2, 11)
+GAP_FLOOR = 0.01  # keeps log(1 - quality) finite at quality 1 (the full model's fidelity)  # the trend's regularisation, chosen by leave-one-out among these
 
 
 class QualityModel:
@@ -94,6 +102,8 @@ class QualityModel:
         from sklearn.linear_model import RidgeCV
 
         X, y = self.features(configs, ms), np.asarray(quality, dtype=float)
+        if self.spec.log_gap:
+            y = np.log(np.clip(1.0 - y, 0.0, None) + GAP_FLOOR)
         self.trend = RidgeCV(alphas=RIDGE_ALPHAS).fit(X, y) if self.spec.trend else None
         residual = y - self.trend.predict(X) if self.trend is not None else y
         kernel = (ConstantKernel(1.0, (1e-3, 1e3)) * Matern(np.ones(X.shape[1]), (1e-2, 1e2), nu=2.5)
@@ -117,6 +127,10 @@ class QualityModel:
         X = self.features(configs, ms)
         out = self.gp.predict(X, return_std=return_std, return_cov=return_cov)
         shift = self.trend.predict(X) if self.trend is not None else 0.0
-        if return_std or return_cov:
-            return out[0] + shift, out[1]
-        return out + shift
+        mean, spread = (out[0] + shift, out[1]) if return_std or return_cov else (out + shift, None)
+        if self.spec.log_gap:  # back from log(1 - q + floor) by the delta method
+            scale = np.exp(mean)
+            mean = 1.0 + GAP_FLOOR - scale
+            if spread is not None:
+                spread = spread * scale if return_std else spread * np.outer(scale, scale)
+        return (mean, spread) if return_std or return_cov else mean
