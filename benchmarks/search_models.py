@@ -214,7 +214,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     load_at_start = load_averages()
     ctx = context(args)
-    runs_path = SCRATCH / f"search_models_runs_{cache_key({**ctx['key'], 'code': sources_digest()})}.json"
+    # one file per set of budgets, so that calls for different budgets may run at once
+    runs_path = SCRATCH / f"search_models_runs_{cache_key({**ctx['key'], 'code': sources_digest(), 'budgets': args.budget_frac})}.json"
     runs = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
     rows, facts = [], []
     for frac in args.budget_frac:

@@ -256,6 +256,12 @@ def test_quality_memo_measures_a_config_once(tmp_path):
     assert memo.quality(model, Counting(), config) == 0.25
     assert QualityMemo(tmp_path / "memo.json").quality(model, Counting(), config) == 0.25
     assert Counting.calls == 1
+    # two processes sharing the file: each one's flush keeps what the other wrote
+    first, second = QualityMemo(tmp_path / "shared.json"), QualityMemo(tmp_path / "shared.json")
+    first.values["a"], second.values["b"] = 0.1, 0.2
+    first.flush()
+    second.flush()
+    assert QualityMemo(tmp_path / "shared.json").values == {"a": 0.1, "b": 0.2}
 
 
 # ------------------------------------------------------------------------------------------ stall detector

@@ -73,7 +73,10 @@ class QualityMemo:
         return self.values[key]
 
     def flush(self) -> None:
+        """Write every quality known, merged with what another process sharing the file wrote since."""
         if self.path is not None:
+            if self.path.is_file():
+                self.values = {**json.loads(self.path.read_text()), **self.values}
             atomic_write_text(self.path, json.dumps(self.values))
 
 
