@@ -31,6 +31,7 @@ TINY = {
     "search_models.py": (["--models", "gp", "per-resolution", "--seeds", "0", "--trials", "4", "10", "--budget-frac",
                           "0.6", "--pool-random", "8", "--pool-rounds", "1", "--threads", "1", "--out",
                           "search_models_smoke"], "search_models_smoke"),
+    "fidelity_noise.py": (["--prompts", "2", "--random", "3", "--shrinks", "1", "--images", "2"], "fidelity_noise"),
     "search_rescore.py": (["--db", "bench_search.db", "--trials", "4", "8"], "search_rescore"),
     "supernet_training.py": (["--steps", "2", "--eval-images", "2", "--out-topic", "training_smoke"], "training_smoke"),
     "int8.py": (["--space", "sam_micro_int8", "--resolution", "128", "--repeats", "1", "--warmup", "1",
