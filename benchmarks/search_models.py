@@ -239,8 +239,9 @@ def main(argv=None) -> int:
     body = f"""These are **tuning photos** (photos {TUNING_START}-{TUNING_START + TUNING_COUNT - 1}): a choice made
 on this table is self-consistent only; the held-out check is `benchmarks/search.py` on photos 0-5.
 Models (`nas/search/samplers/quality_model.py`): gp = GP on the encoding + predicted ms / budget (the default);
-gp-no-ms = the same without the ms feature; gp-trend = ridge trend on the gp features, GP on its residuals;
-per-resolution = gp-trend with the input side one-hot (an offset per side).
+gp-no-ms = the same without the ms feature; gp-log = gp fitted to log(1 - quality); gp-trend = ridge trend on the
+gp features, GP on its residuals; per-resolution = gp-trend with the input side one-hot (an offset per side);
+summary = per-resolution with the blocks as three shares.
 
 ## Reference fronts
 
