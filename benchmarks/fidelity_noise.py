@@ -18,13 +18,11 @@ import time
 import numpy as np
 import torch
 
-from common import held_out_photos, machine_header, markdown_table, ranked_model, reproduce_command, write_results
+from common import TUNING_START, held_out_photos, machine_header, markdown_table, ranked_model, reproduce_command, write_results
 
 from nas.quality import make_evaluator
 from nas.search.samplers.design import uniform_shrinks
 from search_spaces.space import SearchSpace
-
-TUNING_START = 6
 
 
 def main(argv=None) -> int:

@@ -35,7 +35,7 @@ import numpy as np
 import optuna
 import torch
 
-from common import RESULTS, held_out_photos, load_averages, machine_header, markdown_table, ranked_model, \
+from common import RESULTS, TUNING_COUNT, TUNING_START, held_out_photos, load_averages, machine_header, markdown_table, ranked_model, \
     reproduce_command, shown_path, write_results
 
 from infra.errors import UserError
@@ -52,7 +52,6 @@ from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 from supernet.checkpoint import state_digest
 
-TUNING_START, TUNING_COUNT = 6, 6  # photos 6-11 of the sorted folder; 0-5 are benchmarks/search.py's held-out set
 SPEARMAN_AT = 32  # trials after which the model's ranking of the pool is measured
 SCRATCH = RESULTS / "scratch"
 

@@ -9,8 +9,8 @@ front's hypervolume over that of every rescored front config together (the resco
 exceed 1 either.
 
 What this says: whether a search's standing holds on photos it was not tuned on (its own ratio is
-self-consistency), and how much of the reference front's height on photos 0-5 was luck of those photos: the
-``reference drop`` column is the mean quality change of the reference front's configs between the two photo sets.
+self-consistency), and how much of the reference front's height on photos 0-5 was luck of those photos: the notes
+above the table give the mean quality change of the reference front's configs between the two photo sets.
 
     OMP_NUM_THREADS=1 python benchmarks/search_rescore.py --db runs_0.6.db runs_0.8.db --budget-frac 0.6 0.8
 """
@@ -23,19 +23,19 @@ import sys
 
 import torch
 
-from common import RESULTS, held_out_photos, machine_header, markdown_table, ranked_model, reproduce_command, \
+from common import RESULTS, TUNING_COUNT, TUNING_START, held_out_photos, machine_header, markdown_table, ranked_model, reproduce_command, \
     write_results
 
 from nas.latency import load_predictor
 from nas.quality import make_evaluator
 from nas.search.hypervolume import hypervolume_2d
 from nas.search.pareto import load_points, pareto_front
-from nas.search.pool_front import evaluate_config
+from nas.search.pool_front import QualityMemo
 from search_spaces.config import SubnetConfig
 from search_spaces.space import SearchSpace
 
 SCRATCH = RESULTS / "scratch"
-OTHER_START, OTHER_COUNT, OTHER_SEED = 6, 6, 1  # photos 6-11, prompts of seed 1
+OTHER_SEED = 1  # prompts of another seed than the search's (0)
 
 
 def reference_rows(budget: float, prompts: int) -> list[dict]:
@@ -68,15 +68,10 @@ def main(argv=None) -> int:
     space = SearchSpace.load("sam_micro")
     model, _, _ = ranked_model("micro")
     latency = load_predictor("cpu-torch", space="sam_micro")
-    images, photos_text = held_out_photos(None, OTHER_COUNT, start=OTHER_START)
-    evaluator = make_evaluator("fidelity", model, images=images, max_images=OTHER_COUNT, seed=OTHER_SEED)
+    images, photos_text = held_out_photos(None, TUNING_COUNT, start=TUNING_START)
+    evaluator = make_evaluator("fidelity", model, images=images, max_images=TUNING_COUNT, seed=OTHER_SEED)
     points = [p for db in args.db for p in load_points(f"sqlite:///{SCRATCH / db}")]
-    scores: dict[str, float] = {}
-
-    def rescored(config_json: str) -> float:
-        if config_json not in scores:
-            scores[config_json] = evaluate_config(model, evaluator, SubnetConfig.from_json(config_json))
-        return scores[config_json]
+    memo = QualityMemo(None)  # each config scored once, though several fronts hold it
 
     rows, notes = [], []
     for frac in args.budget_frac:
@@ -100,10 +95,11 @@ def main(argv=None) -> int:
                     fronts[(sampler, n, seed)] = pareto_front(pts[:n], budget_ms=budget)
         every = {SubnetConfig.from_json(ref_configs[i]).key: ref_ms[i] for i in ref_front}
         every.update({SubnetConfig.from_json(p.config).key: p.predicted_ms for f in fronts.values() for p in f})
-        print(f"{frac:.0%} ({budget} ms): rescoring {len(every)} front configs on photos {OTHER_START}-"
-              f"{OTHER_START + OTHER_COUNT - 1}", flush=True)
+        print(f"{frac:.0%} ({budget} ms): rescoring {len(every)} front configs on photos {TUNING_START}-"
+              f"{TUNING_START + TUNING_COUNT - 1}", flush=True)
         for k in every:
-            rescored(k)
+            memo.quality(model, evaluator, SubnetConfig.from_json(k))
+        scores = memo.values
         reference_other = hv([(scores[k], ms) for k, ms in every.items()], budget)
         reference_own = hv(list(zip(ref_q, ref_ms)), budget)
         drop = statistics.fmean(scores[SubnetConfig.from_json(ref_configs[i]).key] - ref_q[i] for i in ref_front)

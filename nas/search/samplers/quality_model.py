@@ -17,7 +17,7 @@ regressed on them. Every model is a Gaussian process (ARD Matern 5/2 plus noise,
   Fidelity is 1 for the full model, and each pruned part adds to what is lost, so the gap to 1 shrinks by
   factors as a config grows: on the log scale the steep rise near the full model is as easy to fit as the flat
   middle, where on the quality scale a stationary GP flattens it. Predictions go back by the delta method
-  (mean ``1 - exp(m)``, sd ``exp(m) * s``);
+  (mean ``1 + GAP_FLOOR - exp(m)``, sd ``exp(m) * s``);
 - ``summary``: as ``per-resolution``, with the blocks as three shares over all blocks (kept blocks, heads and MLP
   width, each block's share of its full size, skipped blocks 0; plus the int8 share in an int8 space) instead of
   three entries per block: a handful of features that 32 trials can fit, at the price of not telling blocks apart.
@@ -41,8 +41,9 @@ from .design import encode_many
 @dataclass(frozen=True)
 class ModelSpec:
     """How a quality model reads a config: ``ms``: the predicted-latency feature; ``trend``: a ridge trend under
-    the GP; ``log_gap``: regress ``log(1 - quality + GAP_FLOOR)``; ``one_hot``: the input side as one-hot columns instead of one scalar; ``summary``: the blocks as three
-    shares over all blocks (kept, heads, MLP) instead of three entries per block."""
+    the GP; ``log_gap``: regress ``log(1 - quality + GAP_FLOOR)``; ``one_hot``: the input side as one-hot columns
+    instead of one scalar; ``summary``: the blocks as three shares over all blocks (kept, heads, MLP) instead of three
+    entries per block."""
 
     ms: bool = True
     log_gap: bool = False
@@ -59,8 +60,8 @@ MODELS = {
     "per-resolution": ModelSpec(trend=True, one_hot=True),
     "summary": ModelSpec(trend=True, one_hot=True, summary=True),
 }
-RIDGE_ALPHAS = np.logspace(-3, 2, 11)
-GAP_FLOOR = 0.01  # keeps log(1 - quality) finite at quality 1 (the full model's fidelity)  # the trend's regularisation, chosen by leave-one-out among these
+RIDGE_ALPHAS = np.logspace(-3, 2, 11)  # the trend's regularisation, chosen by leave-one-out among these
+GAP_FLOOR = 0.01  # keeps log(1 - quality) finite at quality 1 (the full model's fidelity)
 
 
 class QualityModel:
